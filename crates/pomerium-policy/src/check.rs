@@ -1,0 +1,75 @@
+//! `pomerium-policy check`: compile policies and report every problem, like `nginx -t`.
+
+use crate::inputs::{self, ReadError};
+use crate::report::{NotUtf8, Reporter, Tally};
+use crate::{Exit, SyntaxArg};
+use miette::{NamedSource, Severity};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Policy files or directories; `-` reads standard input.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<String>,
+    /// Fail (exit 3) on warnings too.
+    #[arg(long)]
+    deny_warnings: bool,
+    /// The syntax of standard input, or of every file regardless of its extension.
+    #[arg(long, value_enum)]
+    syntax: Option<SyntaxArg>,
+}
+
+pub fn run(args: &Args, reporter: &Reporter) -> Exit {
+    let names = match inputs::expand(&args.files) {
+        Ok(names) => names,
+        Err(error) => {
+            report_read_error(reporter, &error);
+            return Exit::Usage;
+        }
+    };
+    let mut tally = Tally::default();
+    let mut io_failed = false;
+    for name in &names {
+        match inputs::read(name, args.syntax.map(Into::into)) {
+            Ok(input) => {
+                let compiled = ppl::compile(&input.source, input.syntax);
+                tally.add(reporter.policy(&input.name, &input.source, &compiled.errors, &compiled.warnings));
+            }
+            Err(error) => {
+                io_failed |= matches!(error, ReadError::Io { .. });
+                tally.errors += usize::from(matches!(error, ReadError::NotUtf8 { .. }));
+                report_read_error(reporter, &error);
+            }
+        }
+    }
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    if tally.errors + tally.warnings == 0 {
+        reporter.summary(&format!("ok: {} checked", plural(names.len(), "policy file")));
+    } else {
+        reporter.summary(&format!(
+            "{} and {} in {}",
+            plural(tally.errors, "error"),
+            plural(tally.warnings, "warning"),
+            plural(names.len(), "file")
+        ));
+    }
+    if io_failed {
+        Exit::Usage
+    } else if tally.errors > 0 || (args.deny_warnings && tally.warnings > 0) {
+        Exit::Invalid
+    } else {
+        Exit::Ok
+    }
+}
+
+/// Reports a file that could not be read; a non-UTF-8 file is shown at its first bad byte.
+pub fn report_read_error(reporter: &Reporter, error: &ReadError) {
+    match error {
+        ReadError::Io { name, message } => reporter.message(Severity::Error, name, message),
+        ReadError::NotUtf8 { name, offset, bytes } => {
+            let lossy = String::from_utf8_lossy(bytes).into_owned();
+            let index = ppl::LineIndex::new(&lossy);
+            let source = NamedSource::new(name, lossy.clone());
+            reporter.diagnostic(&source, &index, &NotUtf8 { span: (*offset, 1).into() });
+        }
+    }
+}

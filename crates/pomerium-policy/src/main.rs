@@ -1,0 +1,99 @@
+//! `pomerium-policy`: check, format and (in later issues) evaluate Pomerium policies offline.
+//!
+//! Exit codes (shared/spec/eval-contract.md): 0 success; 1 usage or I/O error; 2 evaluated to
+//! anything but allow; 3 the policy does not compile, or `check`/`fmt --check` found problems.
+//! Diagnostics go to standard error; results to standard output.
+
+mod check;
+mod fmt;
+mod inputs;
+mod report;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "pomerium-policy", version, about = "Check, format and explain Pomerium policies (PPL) offline.")]
+struct Cli {
+    /// How to print diagnostics.
+    #[arg(long, global = true, value_enum, default_value_t = report::Format::Human, env = "POMERIUM_POLICY_FORMAT")]
+    format: report::Format,
+    /// When to color output (human format only).
+    #[arg(long, global = true, value_enum, default_value_t = report::Color::Auto)]
+    color: report::Color,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check policies: report every error and warning with its location.
+    ///
+    /// FILE may be a policy (.yaml, .yml, .json, or .ppl for the text form), a directory (searched
+    /// recursively; `*.test.yaml` files are skipped), or `-` for standard input.
+    Check(check::Args),
+    /// Format policies, or convert them between YAML, JSON and the text form.
+    Fmt(fmt::Args),
+    /// List every criterion and the data it takes.
+    Criteria,
+}
+
+/// The syntax of a policy given on standard input, or overriding a file's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SyntaxArg {
+    Yaml,
+    Json,
+    Text,
+}
+
+impl From<SyntaxArg> for ppl::Syntax {
+    fn from(arg: SyntaxArg) -> ppl::Syntax {
+        match arg {
+            SyntaxArg::Yaml => ppl::Syntax::Yaml,
+            SyntaxArg::Json => ppl::Syntax::Json,
+            SyntaxArg::Text => ppl::Syntax::Text,
+        }
+    }
+}
+
+/// The process exit codes of the evaluation contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    Ok = 0,
+    Usage = 1,
+    Invalid = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            let help = matches!(error.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion);
+            return if help { Exit::Ok } else { Exit::Usage }.into();
+        }
+    };
+    let reporter = report::Reporter::new(cli.format, cli.color);
+    match cli.command {
+        Command::Check(args) => check::run(&args, &reporter),
+        Command::Fmt(args) => fmt::run(&args, &reporter),
+        Command::Criteria => criteria(),
+    }
+    .into()
+}
+
+fn criteria() -> Exit {
+    let mut out = String::new();
+    for info in ppl::criteria::CRITERIA {
+        let note = if info.enterprise { "  (pomerium documents it for enterprise only)" } else { "" };
+        out.push_str(&format!("{:<28} {}{note}\n", info.name, info.data));
+    }
+    print!("{out}");
+    Exit::Ok
+}

@@ -1,0 +1,317 @@
+//! Comments, so that the formatter can keep them.
+//!
+//! Comments are not in the AST. They are found in the source ([`collect`]) and attached to the
+//! nearest AST node by position ([`Attached::new`]): an own-line comment leads the node that
+//! follows it; a comment after code on the same line trails the innermost node there. The
+//! printers ask for each node's comments; whatever no printer placed is printed at the end, so a
+//! comment may move but is never lost.
+
+use crate::ast::Policy;
+use crate::span::Span;
+use crate::syntax::Syntax;
+use crate::value::{Value, ValueKind};
+use saphyr_parser::{Event, Parser, ScalarStyle};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// One `#` comment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Comment {
+    /// From the `#` to the end of the line.
+    pub span: Span,
+    /// The comment's text after `#`, without trailing whitespace.
+    pub text: String,
+    /// Whether only whitespace precedes it on its line.
+    pub own_line: bool,
+}
+
+/// Every comment in `source` (JSON has none).
+pub fn collect(source: &str, syntax: Syntax) -> Vec<Comment> {
+    match syntax {
+        Syntax::Json => Vec::new(),
+        Syntax::Text => scan(source, |_| false, text_string_end),
+        Syntax::Yaml => {
+            let regions = yaml_scalar_regions(source);
+            scan(source, |pos| regions.iter().any(|r| r.hides(source, pos)), |_, _| None)
+        }
+    }
+}
+
+/// Scans for `#` at a token boundary. `hidden` says whether a position is inside a YAML scalar;
+/// `string_end` skips a text-form string literal starting at a position.
+fn scan(source: &str, hidden: impl Fn(usize) -> bool, string_end: fn(&str, usize) -> Option<usize>) -> Vec<Comment> {
+    let bytes = source.as_bytes();
+    let mut comments = Vec::new();
+    let mut pos = 0;
+    while let Some(&byte) = bytes.get(pos) {
+        if let Some(end) = string_end(source, pos) {
+            pos = end;
+            continue;
+        }
+        let at_boundary = pos == 0 || bytes.get(pos - 1).is_some_and(u8::is_ascii_whitespace);
+        if byte == b'#' && at_boundary && !hidden(pos) {
+            let end = source.get(pos..).and_then(|rest| rest.find('\n')).map_or(source.len(), |i| pos + i);
+            let line_start = source.get(..pos).and_then(|before| before.rfind('\n')).map_or(0, |i| i + 1);
+            let own_line = source.get(line_start..pos).is_some_and(|prefix| prefix.trim().is_empty());
+            let text = source.get(pos + 1..end).unwrap_or_default().trim_end().to_owned();
+            comments.push(Comment { span: Span::new(pos, end), text, own_line });
+            pos = end;
+            continue;
+        }
+        pos += 1;
+    }
+    comments
+}
+
+/// The end of the text-form string literal starting at `pos`, if one starts there.
+fn text_string_end(source: &str, pos: usize) -> Option<usize> {
+    let bytes = source.as_bytes();
+    if bytes.get(pos) != Some(&b'"') {
+        return None;
+    }
+    let mut i = pos + 1;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            b'\n' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    Some(source.len())
+}
+
+/// Where a YAML scalar lies, so that a `#` inside it is not taken for a comment.
+struct ScalarRegion {
+    span: Span,
+    /// For block scalars (`|`, `>`): the column of their content; a `#` further left is a comment.
+    block_indent: Option<usize>,
+}
+
+impl ScalarRegion {
+    fn hides(&self, source: &str, pos: usize) -> bool {
+        if !self.span.contains(pos) {
+            return false;
+        }
+        match self.block_indent {
+            None => true,
+            Some(indent) => column(source, pos) >= indent,
+        }
+    }
+}
+
+fn column(source: &str, pos: usize) -> usize {
+    let line_start = source.get(..pos).and_then(|before| before.rfind('\n')).map_or(0, |i| i + 1);
+    source.get(line_start..pos).map_or(0, |prefix| prefix.chars().count())
+}
+
+fn yaml_scalar_regions(source: &str) -> Vec<ScalarRegion> {
+    let offsets: Vec<usize> = source.char_indices().map(|(i, _)| i).chain([source.len()]).collect();
+    let byte = |index: usize| offsets.get(index).copied().unwrap_or(source.len());
+    let mut regions = Vec::new();
+    let mut parser = Parser::new_from_str(source);
+    while let Some(Ok((event, span))) = parser.next_event() {
+        if let Event::Scalar(_, style, _, _) = event {
+            let raw = Span::new(byte(span.start.index()), byte(span.end.index()));
+            let span = crate::syntax::yaml::scalar_extent(source, raw, style);
+            let block = matches!(style, ScalarStyle::Literal | ScalarStyle::Folded);
+            regions.push(ScalarRegion { span, block_indent: block.then(|| column(source, span.start())) });
+        }
+    }
+    regions
+}
+
+/// Where a comment goes relative to its node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Place {
+    /// On its own lines before the node.
+    Leading,
+    /// At the end of the node's first line (`allow: # note`).
+    Header,
+    /// At the end of the node's last line.
+    Trailing,
+    /// On its own lines after the node.
+    After,
+}
+
+/// Comments attached to AST nodes, identified by their spans.
+#[derive(Debug, Default)]
+pub struct Attached {
+    by_node: RefCell<HashMap<(Span, Place), Vec<Comment>>>,
+    /// Node spans that have comments anywhere inside them, for "print this in block form".
+    spans_with_comments: Vec<Span>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Anchor {
+    span: Span,
+    depth: usize,
+}
+
+impl Attached {
+    /// Attaches `comments` (from [`collect`] on the same source) to the nodes of `policy`.
+    pub fn new(source: &str, policy: &Policy, comments: Vec<Comment>) -> Attached {
+        let anchors = anchors(policy);
+        let mut by_node: HashMap<(Span, Place), Vec<Comment>> = HashMap::new();
+        let mut spans_with_comments = Vec::new();
+        for comment in comments {
+            let (span, place) = place(source, &anchors, &comment);
+            if let Some(node) = span {
+                spans_with_comments.extend(anchors.iter().filter(|a| a.span.contains(comment.span.start())).map(|a| a.span));
+                spans_with_comments.push(node);
+            }
+            // Unplaceable comments go after everything (keyed by the empty span).
+            by_node.entry((span.unwrap_or_default(), place)).or_default().push(comment);
+        }
+        Attached { by_node: RefCell::new(by_node), spans_with_comments }
+    }
+
+    /// Takes the comments of `span` at `place`; each comment is handed out once.
+    pub fn take(&self, span: Span, place: Place) -> Vec<Comment> {
+        self.by_node.borrow_mut().remove(&(span, place)).unwrap_or_default()
+    }
+
+    /// Whether a comment is attached to `span` or to anything inside it.
+    pub fn has_comments(&self, span: Span) -> bool {
+        self.spans_with_comments.iter().any(|s| span.start() <= s.start() && s.end() <= span.end())
+    }
+
+    /// Every comment not yet taken, in source order.
+    pub fn remaining(&self) -> Vec<Comment> {
+        let mut rest: Vec<Comment> = self.by_node.borrow_mut().drain().flat_map(|(_, c)| c).collect();
+        rest.sort_by_key(|c| c.span.start());
+        rest
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_node.borrow().is_empty()
+    }
+}
+
+/// Every node a comment can attach to, in source order: rules, blocks, criteria, and the
+/// elements and entries inside criteria data.
+fn anchors(policy: &Policy) -> Vec<Anchor> {
+    let mut anchors = Vec::new();
+    for rule in &policy.rules {
+        anchors.push(Anchor { span: rule.span, depth: 0 });
+        for block in &rule.blocks {
+            anchors.push(Anchor { span: block.span, depth: 1 });
+            for criterion in &block.criteria {
+                anchors.push(Anchor { span: criterion.span, depth: 2 });
+                value_anchors(&criterion.data, 3, &mut anchors);
+            }
+        }
+    }
+    anchors.sort_by_key(|a| (a.span.start(), a.depth));
+    anchors
+}
+
+fn value_anchors(value: &Value, depth: usize, anchors: &mut Vec<Anchor>) {
+    match &value.kind {
+        ValueKind::Array(items) => {
+            for item in items {
+                anchors.push(Anchor { span: item.span, depth });
+                value_anchors(item, depth + 1, anchors);
+            }
+        }
+        ValueKind::Object(entries) => {
+            for entry in entries {
+                anchors.push(Anchor { span: entry.span(), depth });
+                value_anchors(&entry.value, depth + 1, anchors);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Decides which node a comment belongs to, and where.
+fn place(source: &str, anchors: &[Anchor], comment: &Comment) -> (Option<Span>, Place) {
+    let start = comment.span.start();
+    if !comment.own_line {
+        // The node that ends last before the comment on its line, with nothing but separators
+        // between them: `"a@example.com", # note` trails the string, not the list.
+        let line_start = source.get(..start).and_then(|before| before.rfind('\n')).map_or(0, |i| i + 1);
+        let ends_just_before = anchors
+            .iter()
+            .filter(|a| {
+                a.span.end() >= line_start
+                    && a.span.end() <= start
+                    && source.get(a.span.end()..start).is_some_and(|gap| gap.chars().all(|c| c.is_whitespace() || ",;])}".contains(c)))
+            })
+            .max_by_key(|a| (a.span.end(), a.depth));
+        if let Some(anchor) = ends_just_before {
+            return (Some(anchor.span), Place::Trailing);
+        }
+        // Otherwise the innermost node around the last code character before the comment.
+        let code_end = source.get(..start).map_or(0, |before| before.trim_end().len());
+        let last = code_end.saturating_sub(1);
+        let line_end = start;
+        let innermost = anchors
+            .iter()
+            .filter(|a| a.span.start() <= last && last < a.span.end().max(a.span.start() + 1))
+            .max_by_key(|a| a.depth);
+        if let Some(anchor) = innermost {
+            let ends_here = !source.get(anchor.span.end()..line_end).unwrap_or_default().contains('\n');
+            return (Some(anchor.span), if ends_here { Place::Trailing } else { Place::Header });
+        }
+        let previous = anchors.iter().filter(|a| a.span.end() <= start).max_by_key(|a| (a.span.end(), a.depth));
+        if let Some(anchor) = previous {
+            return (Some(anchor.span), Place::Trailing);
+        }
+    }
+    let next = anchors.iter().filter(|a| a.span.start() >= comment.span.end()).min_by_key(|a| (a.span.start(), a.depth));
+    let col = column(source, start);
+    match next {
+        // A comment indented deeper than what follows belongs to what came before it
+        // (typically a commented-out last item of a list).
+        Some(next) if col > column(source, next.span.start()) => {
+            match previous_at_or_left_of(source, anchors, start, col) {
+                Some(previous) => (Some(previous), Place::After),
+                None => (Some(next.span), Place::Leading),
+            }
+        }
+        Some(next) => (Some(next.span), Place::Leading),
+        None => match previous_at_or_left_of(source, anchors, start, col) {
+            Some(previous) if col > 0 => (Some(previous), Place::After),
+            _ => (None, Place::After),
+        },
+    }
+}
+
+/// The node ending before `pos` whose column is the greatest one not right of `col`.
+fn previous_at_or_left_of(source: &str, anchors: &[Anchor], pos: usize, col: usize) -> Option<Span> {
+    anchors
+        .iter()
+        .filter(|a| a.span.end() <= pos && column(source, a.span.start()) <= col)
+        .max_by_key(|a| (column(source, a.span.start()), a.span.end()))
+        .map(|a| a.span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(source: &str, syntax: Syntax) -> Vec<(String, bool)> {
+        collect(source, syntax).into_iter().map(|c| (c.text, c.own_line)).collect()
+    }
+
+    #[test]
+    fn finds_yaml_comments_but_not_hashes_in_scalars() {
+        let source = "# top\nallow: # header\n  or:\n    - email: \"a # b\" # after\n    - http_path: /a#b\n    - claim/x: |\n        # not a comment\n# last\n";
+        assert_eq!(
+            texts(source, Syntax::Yaml),
+            vec![
+                (" top".to_owned(), true),
+                (" header".to_owned(), false),
+                (" after".to_owned(), false),
+                (" last".to_owned(), true)
+            ]
+        );
+    }
+
+    #[test]
+    fn finds_text_comments_outside_strings() {
+        let source = "# one\nallow or(email is \"a#b\", # two\n  accept)\n";
+        assert_eq!(texts(source, Syntax::Text), vec![(" one".to_owned(), true), (" two".to_owned(), false)]);
+    }
+}

@@ -1,0 +1,182 @@
+//! The formatter: one canonical layout for each syntax, and conversion between them.
+//!
+//! Invariants, checked by `format_source` on every call and by property tests:
+//! - sound: the output parses to the same AST as the input (spans aside);
+//! - idempotent: formatting formatted text changes nothing;
+//! - comments are kept (YAML and text; JSON has none): a comment may move to the nearest node,
+//!   but is never dropped.
+
+mod json;
+mod text;
+mod yaml;
+
+use crate::ast::Policy;
+use crate::comments::{self, Attached, Comment, Place};
+use crate::error::Error;
+use crate::span::Span;
+use crate::syntax::Syntax;
+
+/// Lines longer than this are broken where the layout allows.
+pub const WIDTH: usize = 80;
+
+/// Prints `policy` in `syntax`, placing the comments attached to it.
+pub fn format(policy: &Policy, comments: &Attached, syntax: Syntax) -> String {
+    match syntax {
+        Syntax::Yaml => yaml::print(policy, comments),
+        Syntax::Json => json::print(policy),
+        Syntax::Text => text::print(policy, comments),
+    }
+}
+
+/// A formatted policy.
+#[derive(Debug, Clone)]
+pub struct Formatted {
+    pub text: String,
+    /// Comments that the target syntax cannot hold (JSON).
+    pub dropped_comments: usize,
+}
+
+/// Why a source could not be formatted.
+#[derive(Debug, Clone)]
+pub enum FormatError {
+    /// The source does not parse.
+    Parse(Vec<Error>),
+    /// The formatter produced text that does not mean the same as its input. This is a bug in the
+    /// formatter; the output is withheld so that nothing is overwritten with it.
+    Unsound { output: String },
+}
+
+/// Parses `source` and prints it in `to`, checking that the result means the same.
+pub fn format_source(source: &str, from: Syntax, to: Syntax) -> Result<Formatted, FormatError> {
+    let parsed = crate::parse(source, from);
+    let policy = match parsed.policy {
+        Some(policy) if parsed.errors.is_empty() => policy,
+        _ => return Err(FormatError::Parse(parsed.errors)),
+    };
+    let found = comments::collect(source, from);
+    let (attached, dropped_comments) = if to == Syntax::Json {
+        (Attached::default(), found.len())
+    } else {
+        (Attached::new(source, &policy, found), 0)
+    };
+    let text = format(&policy, &attached, to);
+    let reparsed = crate::parse(&text, to);
+    let same = reparsed.errors.is_empty()
+        && reparsed.policy.is_some_and(|output| output.without_spans() == policy.without_spans());
+    if !same {
+        return Err(FormatError::Unsound { output: text });
+    }
+    Ok(Formatted { text, dropped_comments })
+}
+
+/// Escapes `text` as a double-quoted JSON string, which is also a valid YAML double-quoted
+/// scalar and a text-form string.
+pub fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            // Controls, and characters YAML 1.1 reads as line breaks or that hide text.
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Writes comment lines and trailing comments; shared by the YAML and text printers.
+pub(crate) struct Out<'a> {
+    pub text: String,
+    pub comments: &'a Attached,
+}
+
+impl<'a> Out<'a> {
+    pub fn new(comments: &'a Attached) -> Out<'a> {
+        Out { text: String::new(), comments }
+    }
+
+    pub fn line(&mut self, indent: usize, content: &str) {
+        self.text.push_str(&" ".repeat(indent));
+        self.text.push_str(content);
+        self.text.push('\n');
+    }
+
+    fn comment_lines(&mut self, indent: usize, comments: Vec<Comment>) {
+        for comment in comments {
+            self.line(indent, &format!("#{}", comment.text));
+        }
+    }
+
+    /// Own-line comments before the node with `span`.
+    pub fn leading(&mut self, span: Span, indent: usize) {
+        let comments = self.comments.take(span, Place::Leading);
+        self.comment_lines(indent, comments);
+    }
+
+    /// Own-line comments after the node with `span`.
+    pub fn after(&mut self, span: Span, indent: usize) {
+        let comments = self.comments.take(span, Place::After);
+        self.comment_lines(indent, comments);
+    }
+
+    /// Header comments of a node printed on one line become leading lines.
+    pub fn header_as_leading(&mut self, span: Span, indent: usize) {
+        let comments = self.comments.take(span, Place::Header);
+        self.comment_lines(indent, comments);
+    }
+
+    /// ` # text` for the header comments of `span`, to end its first line with.
+    pub fn header(&mut self, span: Span) -> String {
+        inline_comments(self.comments.take(span, Place::Header))
+    }
+
+    /// Appends the trailing comments of `span` to the last line written.
+    pub fn trailing(&mut self, span: Span) {
+        let comments = inline_comments(self.comments.take(span, Place::Trailing));
+        if comments.is_empty() {
+            return;
+        }
+        if self.text.ends_with('\n') {
+            self.text.pop();
+        }
+        self.text.push_str(&comments);
+        self.text.push('\n');
+    }
+
+    /// Everything left over, at the end; then the text.
+    pub fn finish(mut self) -> String {
+        let rest = self.comments.remaining();
+        self.comment_lines(0, rest);
+        self.text
+    }
+}
+
+/// Comments to end a line with; several are joined (and read back as one).
+fn inline_comments(comments: Vec<Comment>) -> String {
+    comments.iter().map(|c| format!(" #{}", c.text)).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+
+    #[test]
+    fn quotes_like_json() {
+        assert_eq!(quote("a\"b\\c\nd\u{1}"), r#""a\"b\\c\nd\u0001""#);
+        assert_eq!(quote("é😀"), "\"é😀\"");
+        assert_eq!(quote("\u{2028}"), "\"\\u2028\"");
+    }
+}
