@@ -27,7 +27,7 @@ pub fn run(args: &Args, reporter: &Reporter) -> Exit {
         }
     };
     let mut tally = Tally::default();
-    let mut io_failed = false;
+    let mut unreadable = 0;
     for name in &names {
         match inputs::read(name, args.syntax.map(Into::into)) {
             Ok(input) => {
@@ -35,24 +35,26 @@ pub fn run(args: &Args, reporter: &Reporter) -> Exit {
                 tally.add(reporter.policy(&input.name, &input.source, &compiled.errors, &compiled.warnings));
             }
             Err(error) => {
-                io_failed |= matches!(error, ReadError::Io { .. });
+                unreadable += usize::from(matches!(error, ReadError::Io { .. }));
                 tally.errors += usize::from(matches!(error, ReadError::NotUtf8 { .. }));
                 report_read_error(reporter, &error);
             }
         }
     }
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
-    if tally.errors + tally.warnings == 0 {
-        reporter.summary(&format!("ok: {} checked", plural(names.len(), "policy file")));
+    let checked = names.len() - unreadable;
+    let not_read = if unreadable > 0 { format!("; {} could not be read", plural(unreadable, "file")) } else { String::new() };
+    if tally.errors + tally.warnings == 0 && unreadable == 0 {
+        reporter.summary(&format!("ok: {} checked", plural(checked, "policy file")));
     } else {
         reporter.summary(&format!(
-            "{} and {} in {}",
+            "{} and {} in {} checked{not_read}",
             plural(tally.errors, "error"),
             plural(tally.warnings, "warning"),
-            plural(names.len(), "file")
+            plural(checked, "file")
         ));
     }
-    if io_failed {
+    if unreadable > 0 {
         Exit::Usage
     } else if tally.errors > 0 || (args.deny_warnings && tally.warnings > 0) {
         Exit::Invalid

@@ -81,6 +81,16 @@ pub fn run(args: &Args, reporter: &Reporter) -> Exit {
                 &format!("json has no comments; {} comment(s) were left out", formatted.dropped_comments),
             );
         }
+        if formatted.expanded_aliases > 0 {
+            reporter.message(
+                Severity::Warning,
+                &input.name,
+                &format!(
+                    "the formatted policy writes out the values of {} yaml alias(es) in full; anchors and aliases are not kept",
+                    formatted.expanded_aliases
+                ),
+            );
+        }
         let changed = formatted.text != input.source;
         unformatted += usize::from(changed);
         match emit(args, reporter, &input, &formatted, names.len() > 1, changed) {

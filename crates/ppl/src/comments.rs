@@ -1,7 +1,7 @@
-//! Comments, so that the formatter can keep them.
+//! Comments and blank lines ("trivia"), so that the formatter can keep them.
 //!
-//! Comments are not in the AST. They are found in the source ([`collect`]) and attached to the
-//! nearest AST node by position ([`Attached::new`]): an own-line comment leads the node that
+//! Trivia is not in the AST. Comments are found in the source ([`collect`]) and attached to the
+//! nearest AST node by position ([`Trivia::new`]): an own-line comment leads the node that
 //! follows it; a comment after code on the same line trails the innermost node there. The
 //! printers ask for each node's comments; whatever no printer placed is printed at the end, so a
 //! comment may move but is never lost.
@@ -134,9 +134,12 @@ pub enum Place {
     After,
 }
 
-/// Comments attached to AST nodes, identified by their spans.
+/// Comments attached to AST nodes, identified by their spans, and the nodes that had a blank
+/// line before them.
 #[derive(Debug, Default)]
-pub struct Attached {
+pub struct Trivia {
+    /// Starts of the rules and criteria preceded by a blank line (above their comments).
+    blank_before: std::collections::HashSet<usize>,
     by_node: RefCell<HashMap<(Span, Place), Vec<Comment>>>,
     /// Node spans that have comments anywhere inside them, for "print this in block form".
     spans_with_comments: Vec<Span>,
@@ -148,22 +151,35 @@ struct Anchor {
     depth: usize,
 }
 
-impl Attached {
+impl Trivia {
     /// Attaches `comments` (from [`collect`] on the same source) to the nodes of `policy`.
-    pub fn new(source: &str, policy: &Policy, comments: Vec<Comment>) -> Attached {
+    pub fn new(source: &str, policy: &Policy, comments: Vec<Comment>) -> Trivia {
         let anchors = anchors(policy);
         let mut by_node: HashMap<(Span, Place), Vec<Comment>> = HashMap::new();
         let mut spans_with_comments = Vec::new();
         for comment in comments {
             let (span, place) = place(source, &anchors, &comment);
+            // A node with a comment inside it, or attached to something inside it, cannot be
+            // printed on one line.
+            spans_with_comments.push(Span::empty_at(comment.span.start()));
             if let Some(node) = span {
-                spans_with_comments.extend(anchors.iter().filter(|a| a.span.contains(comment.span.start())).map(|a| a.span));
                 spans_with_comments.push(node);
             }
             // Unplaceable comments go after everything (keyed by the empty span).
             by_node.entry((span.unwrap_or_default(), place)).or_default().push(comment);
         }
-        Attached { by_node: RefCell::new(by_node), spans_with_comments }
+        let blank_before = anchors
+            .iter()
+            .filter(|a| a.depth == 0 || a.depth == 2)
+            .map(|a| a.span.start())
+            .filter(|&start| blank_line_above(source, start))
+            .collect();
+        Trivia { blank_before, by_node: RefCell::new(by_node), spans_with_comments }
+    }
+
+    /// Whether the node starting at `span` had a blank line before it (and its comments).
+    pub fn blank_before(&self, span: Span) -> bool {
+        self.blank_before.contains(&span.start())
     }
 
     /// Takes the comments of `span` at `place`; each comment is handed out once.
@@ -171,9 +187,12 @@ impl Attached {
         self.by_node.borrow_mut().remove(&(span, place)).unwrap_or_default()
     }
 
-    /// Whether a comment is attached to `span` or to anything inside it.
+    /// Whether a comment lies inside `span` (so that it cannot be printed on one line).
     pub fn has_comments(&self, span: Span) -> bool {
-        self.spans_with_comments.iter().any(|s| span.start() <= s.start() && s.end() <= span.end())
+        self.spans_with_comments.iter().any(|&s| {
+            let within = span.start() <= s.start() && s.end() <= span.end();
+            within && s != span && !(s.is_empty() && (s.start() == span.start() || s.start() == span.end()))
+        })
     }
 
     /// Every comment not yet taken, in source order.
@@ -250,9 +269,18 @@ fn place(source: &str, anchors: &[Anchor], comment: &Comment) -> (Option<Span>, 
             .iter()
             .filter(|a| a.span.start() <= last && last < a.span.end().max(a.span.start() + 1))
             .max_by_key(|a| a.depth);
-        if let Some(anchor) = innermost {
-            let ends_here = !source.get(anchor.span.end()..line_end).unwrap_or_default().contains('\n');
+        let starts_on_this_line = |a: &Anchor| a.span.start() >= line_start;
+        if let Some(anchor) = innermost.filter(|a| starts_on_this_line(a)) {
+            let ends_here = anchor.span.end() <= line_end
+                && !source.get(anchor.span.end()..line_end).unwrap_or_default().contains('\n');
             return (Some(anchor.span), if ends_here { Place::Trailing } else { Place::Header });
+        }
+        // After an indicator that opens a node on the next line (`- # note`): lead that node.
+        if innermost.is_some() {
+            let next = anchors.iter().filter(|a| a.span.start() >= comment.span.end()).min_by_key(|a| (a.span.start(), a.depth));
+            if let Some(next) = next {
+                return (Some(next.span), Place::Leading);
+            }
         }
         let previous = anchors.iter().filter(|a| a.span.end() <= start).max_by_key(|a| (a.span.end(), a.depth));
         if let Some(anchor) = previous {
@@ -261,6 +289,29 @@ fn place(source: &str, anchors: &[Anchor], comment: &Comment) -> (Option<Span>, 
     }
     let next = anchors.iter().filter(|a| a.span.start() >= comment.span.end()).min_by_key(|a| (a.span.start(), a.depth));
     let col = column(source, start);
+    // A comment after the last item of a node, still inside it (before its `)` or `]`), stays
+    // inside: after that last item, or in the node's first line when it is empty.
+    let container = anchors.iter().filter(|a| a.span.start() < start && start < a.span.end()).max_by_key(|a| a.depth);
+    if let Some(container) = container {
+        let next_inside = next.is_some_and(|n| n.span.end() <= container.span.end());
+        if !next_inside {
+            return match previous_at_or_left_of(source, anchors, start, col) {
+                Some(previous) => (Some(previous), Place::After),
+                None => (Some(container.span), Place::Header),
+            };
+        }
+    }
+    // A comment right below a node and followed by a blank line closes that node.
+    let previous_end = anchors.iter().map(|a| a.span.end()).filter(|&end| end <= start).max();
+    if let (Some(next), Some(previous_end)) = (next, previous_end) {
+        let blank_after = has_blank_line(source.get(comment.span.end()..next.span.start()).unwrap_or_default());
+        let blank_before = has_blank_line(source.get(previous_end..start).unwrap_or_default());
+        if blank_after && !blank_before {
+            if let Some(previous) = previous_at_or_left_of(source, anchors, start, col) {
+                return (Some(previous), Place::After);
+            }
+        }
+    }
     match next {
         // A comment indented deeper than what follows belongs to what came before it
         // (typically a commented-out last item of a list).
@@ -278,12 +329,44 @@ fn place(source: &str, anchors: &[Anchor], comment: &Comment) -> (Option<Span>, 
     }
 }
 
-/// The node ending before `pos` whose column is the greatest one not right of `col`.
+/// Whether the line above the one holding `pos` (skipping comment lines) is blank.
+fn blank_line_above(source: &str, pos: usize) -> bool {
+    let line_start = source.get(..pos).and_then(|before| before.rfind('\n')).map_or(0, |i| i + 1);
+    // Only a node that starts its line (after a YAML `- ` marker, perhaps) has a line above it.
+    let prefix = source.get(line_start..pos).unwrap_or_default();
+    if !prefix.chars().all(|c| c.is_whitespace() || c == '-') {
+        return false;
+    }
+    let before = source.get(..line_start).unwrap_or_default();
+    let mut lines = before.lines().rev();
+    for line in &mut lines {
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            return true;
+        }
+        if !trimmed.starts_with('#') {
+            return false;
+        }
+    }
+    false
+}
+
+fn has_blank_line(text: &str) -> bool {
+    text.split('\n').skip(1).collect::<Vec<_>>().split_last().is_some_and(|(_, middle)| middle.iter().any(|l| l.trim().is_empty()))
+}
+
+/// The node ending before `pos` whose column is the greatest one not right of `col`; failing
+/// that, the node that ends last before `pos`.
 fn previous_at_or_left_of(source: &str, anchors: &[Anchor], pos: usize, col: usize) -> Option<Span> {
-    anchors
-        .iter()
-        .filter(|a| a.span.end() <= pos && column(source, a.span.start()) <= col)
+    // Only nodes in the innermost node around the comment: a comment inside a block belongs to
+    // that block's criteria, not to the block before it.
+    let container = anchors.iter().filter(|a| a.span.start() < pos && pos < a.span.end()).max_by_key(|a| a.depth);
+    let inside = |a: &&Anchor| container.is_none_or(|c| c.span.start() <= a.span.start() && a.span.end() <= c.span.end() && c.span != a.span);
+    let before = || anchors.iter().filter(|a| a.span.end() <= pos).filter(inside);
+    before()
+        .filter(|a| column(source, a.span.start()) <= col)
         .max_by_key(|a| (column(source, a.span.start()), a.span.end()))
+        .or_else(|| before().max_by_key(|a| (a.span.end(), a.depth)))
         .map(|a| a.span)
 }
 

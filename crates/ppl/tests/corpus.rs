@@ -1,1 +1,178 @@
-fn main() {}
+//! The data-driven corpus: one file per case under `tests/corpus/`, independent of the Rust API.
+//!
+//! A case file is a description (comment lines) followed by sections:
+//!
+//! ```text
+//! # What the case is about, and where the behaviour is specified.
+//! --- policy.yaml            (or policy.json, policy.ppl: the policy, byte for byte)
+//! allow: ...
+//! --- diagnostics            (every error, then every warning; absent = none)
+//! error ppl::criterion::unknown 3:7-3:12 unknown criterion `emial`
+//!   help: did you mean `email`?
+//! --- ast                    (the AST in the canonical text form, when there are no errors)
+//! allow or(email "a@example.com")
+//! --- fmt.yaml               (optional: what `fmt --to yaml` prints; also fmt.json, fmt.ppl)
+//! ```
+//!
+//! Each case's rendered diagnostics are also an insta snapshot under `tests/corpus/snapshots/`.
+//! `UPDATE_EXPECT=1 cargo test -p ppl --test corpus` rewrites the expectations in place; review
+//! the diff before committing. Mismatches fail otherwise.
+
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, NamedSource};
+use ppl::comments::Trivia;
+use ppl::format::{FormatError, format_source};
+use ppl::{LineIndex, Syntax};
+use std::fmt::Write as _;
+use std::path::Path;
+
+struct Case {
+    description: String,
+    policy_name: String,
+    policy: String,
+    sections: Vec<(String, String)>,
+}
+
+fn parse_case(content: &str) -> Result<Case, String> {
+    let mut description = String::new();
+    let mut sections: Vec<(String, String)> = Vec::new();
+    for line in content.split_inclusive('\n') {
+        if let Some(name) = line.strip_prefix("--- ") {
+            sections.push((name.trim().to_owned(), String::new()));
+        } else if let Some((_, body)) = sections.last_mut() {
+            body.push_str(line);
+        } else {
+            description.push_str(line);
+        }
+    }
+    if !description.lines().any(|l| l.starts_with('#') && l.len() > 2) {
+        return Err("a case starts with a `# description` of what it checks".to_owned());
+    }
+    let (policy_name, policy) = sections.first().cloned().ok_or("a case needs a `--- policy.<ext>` section")?;
+    if !policy_name.starts_with("policy.") {
+        return Err(format!("the first section must be the policy, found `{policy_name}`"));
+    }
+    Ok(Case { description, policy_name, policy, sections: sections.into_iter().skip(1).collect() })
+}
+
+fn syntax_of(name: &str) -> Result<Syntax, String> {
+    name.rsplit_once('.').and_then(|(_, ext)| Syntax::from_extension(ext)).ok_or_else(|| format!("unknown section `{name}`"))
+}
+
+/// `error ppl::x 1:2-1:5 message` and an indented help line.
+fn compact(index: &LineIndex<'_>, diagnostic: &dyn Diagnostic, severity: &str, span: ppl::Span) -> String {
+    let code = diagnostic.code().map(|c| c.to_string()).unwrap_or_default();
+    let (start, end) = (index.line_col(span.start()), index.line_col(span.end()));
+    let mut line = format!("{severity} {code} {start}-{end} {diagnostic}\n");
+    if let Some(help) = diagnostic.help() {
+        let _ = writeln!(line, "  help: {help}");
+    }
+    line
+}
+
+struct Actual {
+    diagnostics: String,
+    rendered: String,
+    ast: Option<String>,
+}
+
+fn evaluate(case: &Case, file_name: &str) -> Result<Actual, String> {
+    let syntax = syntax_of(&case.policy_name)?;
+    let compiled = ppl::compile(&case.policy, syntax);
+    let index = LineIndex::new(&case.policy);
+    let mut diagnostics = String::new();
+    let mut rendered = String::new();
+    let source = NamedSource::new(format!("{file_name}/{}", case.policy_name), case.policy.clone());
+    let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
+    for error in &compiled.errors {
+        diagnostics.push_str(&compact(&index, error, "error", error.span()));
+        render(&handler, &source, error.clone(), &mut rendered);
+    }
+    for warning in &compiled.warnings {
+        diagnostics.push_str(&compact(&index, warning, "warning", warning.span()));
+        render(&handler, &source, warning.clone(), &mut rendered);
+    }
+    let ast = match (&compiled.ast, compiled.errors.is_empty()) {
+        (Some(ast), true) => Some(ppl::format::format(ast, &Trivia::default(), Syntax::Text)),
+        _ => None,
+    };
+    Ok(Actual { diagnostics, rendered, ast })
+}
+
+fn render<D: Diagnostic + Send + Sync + 'static>(
+    handler: &GraphicalReportHandler,
+    source: &NamedSource<String>,
+    diagnostic: D,
+    out: &mut String,
+) {
+    let report = miette::Report::new(diagnostic).with_source_code(source.clone());
+    let _ = handler.render_report(out, report.as_ref());
+    out.push('\n');
+}
+
+fn formatted(case: &Case, to: Syntax) -> Result<String, String> {
+    let from = syntax_of(&case.policy_name)?;
+    match format_source(&case.policy, from, to) {
+        Ok(formatted) => Ok(formatted.text),
+        Err(FormatError::Parse(errors)) => Err(format!("the policy does not parse: {errors:?}")),
+        Err(FormatError::Unsound { output }) => Err(format!("the formatter is unsound; it printed:\n{output}")),
+    }
+}
+
+fn run_case(path: &Path, content: String) -> datatest_stable::Result<()> {
+    let case = parse_case(&content)?;
+    let file_name = path.file_stem().and_then(|n| n.to_str()).unwrap_or("case");
+    let actual = evaluate(&case, file_name)?;
+
+    let mut expected_sections = Vec::new();
+    let mut actual_sections = Vec::new();
+    let mut push = |name: &str, expected: Option<&str>, actual: Option<String>| {
+        if expected.is_some() || actual.as_deref().is_some_and(|a| !a.trim().is_empty()) {
+            expected_sections.push((name.to_owned(), expected.unwrap_or_default().trim_end().to_owned()));
+            actual_sections.push((name.to_owned(), actual.unwrap_or_default().trim_end().to_owned()));
+        }
+    };
+    let section = |name: &str| case.sections.iter().find(|(n, _)| n == name).map(|(_, body)| body.as_str());
+    push("diagnostics", section("diagnostics"), Some(actual.diagnostics.clone()));
+    push("ast", section("ast"), actual.ast.clone());
+    for (name, body) in &case.sections {
+        if let Some(target) = name.strip_prefix("fmt.") {
+            let to = syntax_of(&format!("x.{target}"))?;
+            push(name, Some(body), Some(formatted(&case, to).unwrap_or_else(|e| e)));
+        }
+    }
+    for (name, _) in &case.sections {
+        if name != "diagnostics" && name != "ast" && !name.starts_with("fmt.") {
+            return Err(format!("unknown section `{name}`").into());
+        }
+    }
+
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        let mut rewritten = format!("{}--- {}\n{}", case.description, case.policy_name, case.policy);
+        for (name, body) in &actual_sections {
+            let _ = write!(rewritten, "--- {name}\n{body}\n");
+        }
+        std::fs::write(path, rewritten)?;
+    } else if expected_sections != actual_sections {
+        let mut report = String::from("the case's expectations differ (rerun with UPDATE_EXPECT=1 to accept):\n");
+        for ((name, expected), (_, actual)) in expected_sections.iter().zip(&actual_sections) {
+            if expected != actual {
+                let _ = write!(report, "--- {name}: expected\n{expected}\n--- {name}: actual\n{actual}\n");
+            }
+        }
+        return Err(report.into());
+    }
+
+    if !actual.rendered.is_empty() {
+        // Absolute, because insta resolves relative snapshot paths from this source file.
+        let snapshot_dir = std::fs::canonicalize(path)?.parent().unwrap_or(Path::new(".")).join("snapshots");
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("case").to_owned();
+        insta::with_settings!({ snapshot_path => snapshot_dir, prepend_module_to_snapshot => false, omit_expression => true }, {
+            insta::assert_snapshot!(name, actual.rendered);
+        });
+    }
+    Ok(())
+}
+
+datatest_stable::harness! {
+    { test = run_case, root = "../../tests/corpus", pattern = r"\.case$" },
+}

@@ -66,7 +66,7 @@ pub const CRITERIA: &[CriterionInfo] = &[
     flag("ssh_username_matches_email", true),
     info("user", "a string matcher", true),
     enterprise("date", "an object with `after` and/or `before`", false),
-    enterprise("day_of_week", "a day, a list such as `mon,wed`, or a range such as `mon-fri`", false),
+    enterprise("day_of_week", "days such as `mon-fri` or `mon,wed` (or `{is: ...}`)", false),
     enterprise("record", "a record matcher", true),
     enterprise("time_of_day", "an object with `timezone`, `after` and/or `before`", false),
 ];
@@ -124,7 +124,7 @@ pub(crate) fn check(
         let help = known_confusion(&criterion.name)
             .map(str::to_owned)
             .or_else(|| suggest::did_you_mean(&criterion.name, &names()))
-            .or_else(|| Some("see `pomerium-policy check --list-criteria` for every criterion".to_owned()));
+            .or_else(|| Some("`pomerium-policy criteria` lists every criterion".to_owned()));
         errors.push(
             UnknownCriterion { name: criterion.name.clone(), span: criterion.key_span.into(), help }.into(),
         );

@@ -60,12 +60,28 @@ pub fn parse_date_time(text: &str) -> Option<jiff::Timestamp> {
     civil.to_zoned(TimeZone::UTC).ok().map(|zoned| zoned.timestamp())
 }
 
+/// A day specification as a string, or as `{is: ...}` (the form Pomerium's SSH documentation uses).
 pub(super) fn day_of_week(data: &Value, cx: &mut Cx<'_>) -> Option<DaySet> {
-    let text = string(data, "`day_of_week`", cx)?;
+    let spec = match data.as_object() {
+        Some(entries) => {
+            for entry in entries.iter().filter(|e| e.key != "is") {
+                unknown_field("day_of_week", &entry.key, entry, &["is"], cx);
+            }
+            match data.get("is") {
+                Some(is) => &is.value,
+                None => {
+                    missing("day_of_week", "`is`", data, cx);
+                    return None;
+                }
+            }
+        }
+        None => data,
+    };
+    let text = string(spec, "`day_of_week`", cx)?;
     match parse_days(text) {
         Ok(days) => Some(days),
         Err((reason, help)) => {
-            cx.error(InvalidDayOfWeek { text: text.to_owned(), span: data.span.into(), reason, help });
+            cx.error(InvalidDayOfWeek { text: text.to_owned(), span: spec.span.into(), reason, help });
             None
         }
     }

@@ -11,7 +11,7 @@ mod text;
 mod yaml;
 
 use crate::ast::Policy;
-use crate::comments::{self, Attached, Comment, Place};
+use crate::comments::{self, Trivia, Comment, Place};
 use crate::error::Error;
 use crate::span::Span;
 use crate::syntax::Syntax;
@@ -20,7 +20,7 @@ use crate::syntax::Syntax;
 pub const WIDTH: usize = 80;
 
 /// Prints `policy` in `syntax`, placing the comments attached to it.
-pub fn format(policy: &Policy, comments: &Attached, syntax: Syntax) -> String {
+pub fn format(policy: &Policy, comments: &Trivia, syntax: Syntax) -> String {
     match syntax {
         Syntax::Yaml => yaml::print(policy, comments),
         Syntax::Json => json::print(policy),
@@ -34,6 +34,8 @@ pub struct Formatted {
     pub text: String,
     /// Comments that the target syntax cannot hold (JSON).
     pub dropped_comments: usize,
+    /// YAML aliases (`*name`) that were replaced by copies of what they refer to.
+    pub expanded_aliases: usize,
 }
 
 /// Why a source could not be formatted.
@@ -55,9 +57,9 @@ pub fn format_source(source: &str, from: Syntax, to: Syntax) -> Result<Formatted
     };
     let found = comments::collect(source, from);
     let (attached, dropped_comments) = if to == Syntax::Json {
-        (Attached::default(), found.len())
+        (Trivia::default(), found.len())
     } else {
-        (Attached::new(source, &policy, found), 0)
+        (Trivia::new(source, &policy, found), 0)
     };
     let text = format(&policy, &attached, to);
     let reparsed = crate::parse(&text, to);
@@ -66,7 +68,8 @@ pub fn format_source(source: &str, from: Syntax, to: Syntax) -> Result<Formatted
     if !same {
         return Err(FormatError::Unsound { output: text });
     }
-    Ok(Formatted { text, dropped_comments })
+    let expanded_aliases = if from == Syntax::Yaml { crate::syntax::yaml::alias_count(source) } else { 0 };
+    Ok(Formatted { text, dropped_comments, expanded_aliases })
 }
 
 /// Escapes `text` as a double-quoted JSON string, which is also a valid YAML double-quoted
@@ -83,8 +86,7 @@ pub fn quote(text: &str) -> String {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            // Controls, and characters YAML 1.1 reads as line breaks or that hide text.
-            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') => {
+            c if needs_escape(c) => {
                 let mut units = [0u16; 2];
                 for unit in c.encode_utf16(&mut units) {
                     out.push_str(&format!("\\u{unit:04x}"));
@@ -97,14 +99,25 @@ pub fn quote(text: &str) -> String {
     out
 }
 
+/// Characters written as `\u` escapes rather than raw: controls; what YAML 1.1 reads as line
+/// breaks or YAML forbids (noncharacters, the byte-order mark); and invisible or bidirectional
+/// formatting characters, which would hide what a policy really says.
+pub fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}' | '\u{00ad}' | '\u{061c}')
+        || ('\u{200b}'..='\u{200f}').contains(&c)
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2060}'..='\u{2069}').contains(&c)
+}
+
 /// Writes comment lines and trailing comments; shared by the YAML and text printers.
 pub(crate) struct Out<'a> {
     pub text: String,
-    pub comments: &'a Attached,
+    pub comments: &'a Trivia,
 }
 
 impl<'a> Out<'a> {
-    pub fn new(comments: &'a Attached) -> Out<'a> {
+    pub fn new(comments: &'a Trivia) -> Out<'a> {
         Out { text: String::new(), comments }
     }
 
@@ -117,6 +130,14 @@ impl<'a> Out<'a> {
     fn comment_lines(&mut self, indent: usize, comments: Vec<Comment>) {
         for comment in comments {
             self.line(indent, &format!("#{}", comment.text));
+        }
+    }
+
+    /// A blank line, if the node had one before it and the output is not at its start or
+    /// already after a blank line.
+    pub fn blank_line(&mut self, span: Span) {
+        if self.comments.blank_before(span) && !self.text.is_empty() && !self.text.ends_with("\n\n") {
+            self.text.push('\n');
         }
     }
 

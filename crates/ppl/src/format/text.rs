@@ -17,17 +17,20 @@
 
 use super::{Out, WIDTH, quote};
 use crate::ast::{Block, Criterion, Policy, Rule};
-use crate::comments::Attached;
+use crate::comments::Trivia;
+use crate::span::Span;
 use crate::value::{Entry, Value, ValueKind};
 
-pub fn print(policy: &Policy, comments: &Attached) -> String {
+pub fn print(policy: &Policy, comments: &Trivia) -> String {
     let mut out = Out::new(comments);
     let mut previous_multiline = false;
     for (i, rule) in policy.rules.iter().enumerate() {
         let mut rule_out = Out::new(comments);
         print_rule(&mut rule_out, rule);
-        let multiline = rule_out.text.matches('\n').count() > 1;
-        if i > 0 && (multiline || previous_multiline) {
+        let multiline = rule_out.text.lines().filter(|line| !line.trim_start().starts_with('#')).count() > 1;
+        // Rules that span several lines are set apart; others keep the blank line they had.
+        let blank = multiline || previous_multiline || comments.blank_before(rule.span);
+        if i > 0 && blank {
             out.text.push('\n');
         }
         out.text.push_str(&rule_out.text);
@@ -95,6 +98,7 @@ fn criterion_inline(criterion: &Criterion) -> Option<String> {
 }
 
 fn print_criterion(out: &mut Out<'_>, criterion: &Criterion, indent: usize) {
+    out.blank_line(criterion.span);
     out.leading(criterion.span, indent);
     let inline = criterion_inline(criterion).filter(|text| indent + text.len() < WIDTH && !out.comments.has_comments(criterion.span));
     let name = criterion_name(criterion);
@@ -102,22 +106,26 @@ fn print_criterion(out: &mut Out<'_>, criterion: &Criterion, indent: usize) {
         out.header_as_leading(criterion.span, indent);
         out.line(indent, &format!("{text},"));
     } else {
-        out.header_as_leading(criterion.span, indent);
         match data_form(&criterion.data) {
-            DataForm::Bare => out.line(indent, &format!("{name},")),
-            DataForm::Value(value) => print_value(out, &format!("{name} "), value, indent, ","),
+            DataForm::Bare => {
+                out.header_as_leading(criterion.span, indent);
+                out.line(indent, &format!("{name},"));
+            }
+            DataForm::Value(value) => print_value(out, &format!("{name} "), value, indent, ",", criterion.span),
             DataForm::Pairs([entry]) => {
+                out.header_as_leading(criterion.span, indent);
                 out.leading(entry.span(), indent);
-                print_value(out, &format!("{name} {} ", entry.key), &entry.value, indent, ",");
+                print_value(out, &format!("{name} {} ", entry.key), &entry.value, indent, ",", entry.span());
                 out.trailing(entry.span());
                 out.after(entry.span(), indent);
             }
             DataForm::Pairs(entries) => {
-                out.line(indent, &name);
+                let header = out.header(criterion.span);
+                out.line(indent, &format!("{name}{header}"));
                 for (i, entry) in entries.iter().enumerate() {
                     let suffix = if i + 1 == entries.len() { "," } else { "" };
                     out.leading(entry.span(), indent + 2);
-                    print_value(out, &format!("{} ", entry.key), &entry.value, indent + 2, suffix);
+                    print_value(out, &format!("{} ", entry.key), &entry.value, indent + 2, suffix, entry.span());
                     out.trailing(entry.span());
                     out.after(entry.span(), indent + 2);
                 }
@@ -129,28 +137,34 @@ fn print_criterion(out: &mut Out<'_>, criterion: &Criterion, indent: usize) {
 }
 
 /// Writes `prefix` + `value` + `suffix` at `indent`, breaking the value over lines if needed.
-fn print_value(out: &mut Out<'_>, prefix: &str, value: &Value, indent: usize, suffix: &str) {
+/// The header comments of `node` end the value's first line.
+fn print_value(out: &mut Out<'_>, prefix: &str, value: &Value, indent: usize, suffix: &str, node: Span) {
     let inline = value_inline(value);
-    if indent + prefix.len() + inline.len() + suffix.len() <= WIDTH && !out.comments.has_comments(value.span) {
+    let fits = indent + prefix.len() + inline.len() + suffix.len() <= WIDTH;
+    let breakable = matches!(&value.kind, ValueKind::Array(items) if !items.is_empty())
+        || matches!(&value.kind, ValueKind::Object(entries) if !entries.is_empty());
+    if !breakable || (fits && !out.comments.has_comments(value.span)) {
+        out.header_as_leading(node, indent);
         out.line(indent, &format!("{prefix}{inline}{suffix}"));
         return;
     }
+    let header = out.header(node);
     match &value.kind {
-        ValueKind::Array(items) if !items.is_empty() => {
-            out.line(indent, &format!("{prefix}["));
+        ValueKind::Array(items) => {
+            out.line(indent, &format!("{prefix}[{header}"));
             for item in items {
                 out.leading(item.span, indent + 2);
-                print_value(out, "", item, indent + 2, ",");
+                print_value(out, "", item, indent + 2, ",", item.span);
                 out.trailing(item.span);
                 out.after(item.span, indent + 2);
             }
             out.line(indent, &format!("]{suffix}"));
         }
-        ValueKind::Object(entries) if !entries.is_empty() => {
-            out.line(indent, &format!("{prefix}{{"));
+        ValueKind::Object(entries) => {
+            out.line(indent, &format!("{prefix}{{{header}"));
             for entry in entries {
                 out.leading(entry.span(), indent + 2);
-                print_value(out, &format!("{}: ", entry_key(&entry.key)), &entry.value, indent + 2, ",");
+                print_value(out, &format!("{}: ", entry_key(&entry.key)), &entry.value, indent + 2, ",", entry.span());
                 out.trailing(entry.span());
                 out.after(entry.span(), indent + 2);
             }

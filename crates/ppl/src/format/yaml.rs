@@ -12,12 +12,12 @@
 //! A policy is one object when it has at most one `allow` rule followed by at most one `deny`
 //! rule, and a list of rules otherwise. Lists of scalars are written inline when they fit.
 
-use super::{Out, WIDTH, quote};
+use super::{Out, WIDTH, needs_escape, quote};
 use crate::ast::{Action, Block, Criterion, Policy, Rule};
-use crate::comments::Attached;
+use crate::comments::Trivia;
 use crate::value::{Entry, Value, ValueKind};
 
-pub fn print(policy: &Policy, comments: &Attached) -> String {
+pub fn print(policy: &Policy, comments: &Trivia) -> String {
     let mut out = Out::new(comments);
     let actions: Vec<Action> = policy.rules.iter().map(|r| r.action).collect();
     let object_form = matches!(actions.as_slice(), [] | [_] | [Action::Allow, Action::Deny]);
@@ -37,6 +37,7 @@ pub fn print(policy: &Policy, comments: &Attached) -> String {
 /// A rule whose key starts at `key_col`; `dash` is `"- "` in the list form.
 fn print_rule(out: &mut Out<'_>, rule: &Rule, key_col: usize, dash: &str) {
     let line_col = key_col - dash.len();
+    out.blank_line(rule.span);
     out.leading(rule.span, line_col);
     if rule.blocks.is_empty() {
         out.header_as_leading(rule.span, line_col);
@@ -69,6 +70,7 @@ fn print_block(out: &mut Out<'_>, block: &Block, col: usize) {
 }
 
 fn print_criterion(out: &mut Out<'_>, criterion: &Criterion, dash_col: usize) {
+    out.blank_line(criterion.span);
     out.leading(criterion.span, dash_col);
     let prefix = format!("{}- {}:", " ".repeat(dash_col), key(&criterion.key()));
     print_value_after(out, prefix, criterion.span, &criterion.data, dash_col + 2);
@@ -95,7 +97,7 @@ fn print_value_after(out: &mut Out<'_>, prefix: String, node: crate::span::Span,
 
 /// `value` on one line, when it is a scalar, an empty collection, or a short list of scalars
 /// without comments inside.
-fn inline(value: &Value, used: usize, comments: &Attached) -> Option<String> {
+fn inline(value: &Value, used: usize, comments: &Trivia) -> Option<String> {
     match &value.kind {
         ValueKind::Array(items) if items.is_empty() => Some("[]".to_owned()),
         ValueKind::Object(entries) if entries.is_empty() => Some("{}".to_owned()),
@@ -103,8 +105,17 @@ fn inline(value: &Value, used: usize, comments: &Attached) -> Option<String> {
             if comments.has_comments(value.span) {
                 return None;
             }
-            let parts: Option<Vec<String>> = items.iter().map(|item| scalar(item, true)).collect();
-            let text = format!("[{}]", parts?.join(", "));
+            let mut parts: Vec<String> = items.iter().map(|item| scalar(item, true)).collect::<Option<_>>()?;
+            // Quote all the strings of a list or none, so that it reads evenly.
+            let any_quoted = items.iter().zip(&parts).any(|(item, part)| item.as_str().is_some() && part.starts_with('"'));
+            if any_quoted {
+                for (item, part) in items.iter().zip(parts.iter_mut()) {
+                    if let Some(text) = item.as_str() {
+                        *part = quote(text);
+                    }
+                }
+            }
+            let text = format!("[{}]", parts.join(", "));
             (used + text.len() <= WIDTH).then_some(text)
         }
         ValueKind::Object(_) => None,
@@ -116,6 +127,7 @@ fn print_item(out: &mut Out<'_>, item: &Value, dash_col: usize) {
     out.leading(item.span, dash_col);
     match &item.kind {
         ValueKind::Object(entries) if !entries.is_empty() => {
+            out.header_as_leading(item.span, dash_col);
             for (i, entry) in entries.iter().enumerate() {
                 let lead = (i == 0).then(|| format!("{}- ", " ".repeat(dash_col)));
                 print_entry(out, entry, dash_col + 2, lead);
@@ -157,7 +169,9 @@ fn scalar(value: &Value, flow: bool) -> Option<String> {
 /// by other YAML 1.1 and 1.2 readers. Deliberately conservative: when in doubt, quote.
 fn plain_ok(text: &str, flow: bool) -> bool {
     let Some(first) = text.chars().next() else { return false };
-    let safe_char = |c: char| c.is_alphanumeric() || "_-./@+=~$%^()<>;'?!&*:, ".contains(c) || (!c.is_ascii() && !c.is_control() && !c.is_whitespace());
+    let safe_char = |c: char| {
+        c.is_alphanumeric() || "_-./@+=~$%^()<>;'?!&*:, ".contains(c) || (!c.is_ascii() && !c.is_whitespace() && !needs_escape(c))
+    };
     let risky_start = "-?:,[]{}#&*!|>'\"%@`~=<".contains(first) || first.is_whitespace();
     let flow_unsafe = flow && text.contains([',', '[', ']', '{', '}', ':']);
     !risky_start

@@ -191,8 +191,20 @@ struct Lowering<'s> {
     errors: Vec<Error>,
 }
 
+/// The span of a pair. Rules that end in an optional or repeated part (`rule`, `criterion`,
+/// `data`, `pairs`) also hold the whitespace and comments pest skipped looking for more, so they
+/// end where their last inner pair ends.
 fn span_of(pair: &Pair<'_, Rule>) -> Span {
-    Span::new(pair.as_span().start(), pair.as_span().end())
+    Span::new(pair.as_span().start(), end_of(pair))
+}
+
+fn end_of(pair: &Pair<'_, Rule>) -> usize {
+    match pair.as_rule() {
+        Rule::rule | Rule::criterion | Rule::data | Rule::pairs | Rule::pair => {
+            pair.clone().into_inner().last().map_or(pair.as_span().end(), |last| end_of(&last))
+        }
+        _ => pair.as_span().end(),
+    }
 }
 
 impl Lowering<'_> {

@@ -21,6 +21,20 @@ use std::collections::HashMap;
 /// Aliases may copy at most this many values in total (the "billion laughs" guard).
 const MAX_ALIAS_VALUES: usize = 100_000;
 
+/// How many aliases (`*name`) the first document uses; the formatter writes their values out.
+pub fn alias_count(source: &str) -> usize {
+    let mut parser = Parser::new_from_str(source);
+    let mut count = 0;
+    while let Some(Ok((event, _))) = parser.next_event() {
+        match event {
+            Event::Alias(_) => count += 1,
+            Event::DocumentEnd => break,
+            _ => {}
+        }
+    }
+    count
+}
+
 /// Reads the first YAML document of `source` into a value tree, with every error found.
 pub fn parse(source: &str) -> (Option<Value>, Vec<Error>) {
     let mut builder = Builder::new(source);
@@ -177,8 +191,9 @@ impl<'s> Builder<'s> {
             Event::MappingStart(anchor, tag) => return self.start_collection(true, anchor, tag.as_deref(), span),
             Event::SequenceEnd | Event::MappingEnd => {
                 let Some(frame) = self.stack.pop() else { return Flow::Continue };
-                // A flow collection ends at its bracket; a block one at its last child.
-                let flow_end = (!span.is_empty()).then_some(span.end());
+                // A flow collection ends at its bracket (saphyr's span runs on to the end of the
+                // line); a block collection ends at its last child.
+                let flow_end = (!span.is_empty()).then_some(span.start() + 1);
                 let (value, anchor) = match frame {
                     Frame::Seq { start, anchor, items } => {
                         let end = flow_end.or(items.last().map(|v| v.span.end())).unwrap_or(start);
