@@ -83,6 +83,10 @@ impl Reporter {
         if rendered.is_err() {
             text = format!("{diagnostic}\n");
         }
+        if self.format != Format::Json {
+            // A blank line between reports, so that each stands apart.
+            text.push('\n');
+        }
         eprint_str(&text);
     }
 
