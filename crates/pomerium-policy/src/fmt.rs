@@ -32,7 +32,11 @@ pub struct Args {
 
 pub fn run(args: &Args, reporter: &Reporter) -> Exit {
     if args.write && args.files.iter().any(|f| f == "-") {
-        reporter.message(Severity::Error, "<stdin>", "--write cannot rewrite standard input");
+        reporter.message(
+            Severity::Error,
+            "<stdin>",
+            "--write cannot rewrite standard input",
+        );
         return Exit::Usage;
     }
     let names = match inputs::expand(&args.files) {
@@ -48,7 +52,11 @@ pub fn run(args: &Args, reporter: &Reporter) -> Exit {
         let input = match inputs::read(name, args.syntax.map(Into::into)) {
             Ok(input) => input,
             Err(error) => {
-                exit = exit.max(if matches!(error, inputs::ReadError::Io { .. }) { Exit::Usage } else { Exit::Invalid });
+                exit = exit.max(if matches!(error, inputs::ReadError::Io { .. }) {
+                    Exit::Usage
+                } else {
+                    Exit::Invalid
+                });
                 report_read_error(reporter, &error);
                 continue;
             }
@@ -78,7 +86,10 @@ pub fn run(args: &Args, reporter: &Reporter) -> Exit {
             reporter.message(
                 Severity::Warning,
                 &input.name,
-                &format!("json has no comments; {} comment(s) were left out", formatted.dropped_comments),
+                &format!(
+                    "json has no comments; {} comment(s) were left out",
+                    formatted.dropped_comments
+                ),
             );
         }
         if formatted.expanded_aliases > 0 {
@@ -107,13 +118,25 @@ pub fn run(args: &Args, reporter: &Reporter) -> Exit {
     exit
 }
 
-fn emit(args: &Args, reporter: &Reporter, input: &Input, formatted: &Formatted, several: bool, changed: bool) -> Result<(), String> {
+fn emit(
+    args: &Args,
+    reporter: &Reporter,
+    input: &Input,
+    formatted: &Formatted,
+    several: bool,
+    changed: bool,
+) -> Result<(), String> {
     let mut stdout = std::io::stdout().lock();
-    let write = |out: &mut std::io::StdoutLock<'_>, text: &str| out.write_all(text.as_bytes()).map_err(|e| e.to_string());
+    let write = |out: &mut std::io::StdoutLock<'_>, text: &str| {
+        out.write_all(text.as_bytes()).map_err(|e| e.to_string())
+    };
     if args.diff {
         if changed {
             let diff = similar::TextDiff::from_lines(&input.source, &formatted.text);
-            let text = diff.unified_diff().header(&input.name, &format!("{} (formatted)", input.name)).to_string();
+            let text = diff
+                .unified_diff()
+                .header(&input.name, &format!("{} (formatted)", input.name))
+                .to_string();
             write(&mut stdout, &text)?;
         }
     } else if args.check {
@@ -121,11 +144,9 @@ fn emit(args: &Args, reporter: &Reporter, input: &Input, formatted: &Formatted, 
             reporter.summary(&format!("not formatted: {}", input.name));
         }
     } else if args.write {
-        if changed {
-            if let Some(path) = &input.path {
-                write_atomically(path, &formatted.text)?;
-                reporter.summary(&format!("formatted: {}", input.name));
-            }
+        if changed && let Some(path) = &input.path {
+            write_atomically(path, &formatted.text)?;
+            reporter.summary(&format!("formatted: {}", input.name));
         }
     } else {
         if several {
@@ -139,7 +160,10 @@ fn emit(args: &Args, reporter: &Reporter, input: &Input, formatted: &Formatted, 
 /// Writes through a temporary file in the same directory and renames it over the original, so
 /// that an interrupted write never leaves half a policy behind.
 fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), String> {
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("policy");
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("policy");
     let temp = path.with_file_name(format!(".{file_name}.fmt-tmp"));
     std::fs::write(&temp, text).map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
     if let Ok(metadata) = std::fs::metadata(path) {

@@ -16,7 +16,11 @@ pub enum ReadError {
     /// The file could not be opened or read: a usage or I/O error.
     Io { name: String, message: String },
     /// The bytes are not UTF-8: a problem in the policy, at a byte offset.
-    NotUtf8 { name: String, offset: usize, bytes: Vec<u8> },
+    NotUtf8 {
+        name: String,
+        offset: usize,
+        bytes: Vec<u8>,
+    },
 }
 
 /// Expands the command-line arguments: files as given, directories searched recursively for
@@ -27,7 +31,10 @@ pub fn expand(args: &[String]) -> Result<Vec<String>, ReadError> {
         let path = Path::new(arg);
         if arg != "-" && path.is_dir() {
             let mut found = Vec::new();
-            walk(path, &mut found).map_err(|e| ReadError::Io { name: arg.clone(), message: e.to_string() })?;
+            walk(path, &mut found).map_err(|e| ReadError::Io {
+                name: arg.clone(),
+                message: e.to_string(),
+            })?;
             found.sort();
             out.extend(found.into_iter().map(|p| p.display().to_string()));
         } else {
@@ -40,7 +47,10 @@ pub fn expand(args: &[String]) -> Result<Vec<String>, ReadError> {
 fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if name.starts_with('.') {
             continue;
         }
@@ -56,7 +66,9 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
 /// Policy files by extension; test files (`*.test.yaml`) hold test cases, not policies.
 pub fn is_policy_file(name: &str) -> bool {
     let is_test = name.ends_with(".test.yaml") || name.ends_with(".test.yml");
-    let syntax = name.rsplit_once('.').and_then(|(_, ext)| ppl::Syntax::from_extension(ext));
+    let syntax = name
+        .rsplit_once('.')
+        .and_then(|(_, ext)| ppl::Syntax::from_extension(ext));
     syntax.is_some() && !is_test
 }
 
@@ -66,19 +78,40 @@ pub fn read(name: &str, forced: Option<ppl::Syntax>) -> Result<Input, ReadError>
         let mut bytes = Vec::new();
         std::io::stdin()
             .read_to_end(&mut bytes)
-            .map_err(|e| ReadError::Io { name: "<stdin>".to_owned(), message: e.to_string() })?;
+            .map_err(|e| ReadError::Io {
+                name: "<stdin>".to_owned(),
+                message: e.to_string(),
+            })?;
         (bytes, None)
     } else {
-        let bytes = std::fs::read(name).map_err(|e| ReadError::Io { name: name.to_owned(), message: e.to_string() })?;
+        let bytes = std::fs::read(name).map_err(|e| ReadError::Io {
+            name: name.to_owned(),
+            message: e.to_string(),
+        })?;
         (bytes, Some(PathBuf::from(name)))
     };
-    let display = if name == "-" { "<stdin>".to_owned() } else { name.to_owned() };
+    let display = if name == "-" {
+        "<stdin>".to_owned()
+    } else {
+        name.to_owned()
+    };
     let source = String::from_utf8(bytes).map_err(|e| ReadError::NotUtf8 {
         name: display.clone(),
         offset: e.utf8_error().valid_up_to(),
         bytes: e.into_bytes(),
     })?;
-    let extension = path.as_ref().and_then(|p| p.extension()).and_then(|e| e.to_str()).and_then(ppl::Syntax::from_extension);
-    let syntax = forced.or(extension).unwrap_or_else(|| ppl::Syntax::sniff(&source));
-    Ok(Input { name: display, path, syntax, source })
+    let extension = path
+        .as_ref()
+        .and_then(|p| p.extension())
+        .and_then(|e| e.to_str())
+        .and_then(ppl::Syntax::from_extension);
+    let syntax = forced
+        .or(extension)
+        .unwrap_or_else(|| ppl::Syntax::sniff(&source));
+    Ok(Input {
+        name: display,
+        path,
+        syntax,
+        source,
+    })
 }

@@ -47,7 +47,10 @@ pub enum CriterionKind {
     Email(StringMatcher),
     Domain(StringMatcher),
     /// A claim of the session or user, by name (the sub-path).
-    Claim { name: String, matcher: ListMatcher },
+    Claim {
+        name: String,
+        matcher: ListMatcher,
+    },
     Groups(ListMatcher),
     HttpMethod(StringMatcher),
     HttpPath(StringMatcher),
@@ -94,8 +97,15 @@ pub enum StringOp {
 }
 
 impl StringOp {
-    pub const ALL: [StringOp; 7] =
-        [StringOp::Is, StringOp::Not, StringOp::Contains, StringOp::StartsWith, StringOp::EndsWith, StringOp::In, StringOp::NotIn];
+    pub const ALL: [StringOp; 7] = [
+        StringOp::Is,
+        StringOp::Not,
+        StringOp::Contains,
+        StringOp::StartsWith,
+        StringOp::EndsWith,
+        StringOp::In,
+        StringOp::NotIn,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

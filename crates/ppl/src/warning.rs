@@ -39,7 +39,9 @@ pub struct ArrayIsNotIn {
 
 /// `has: [a, b]` compares each element with the whole list (ppl.md §2.1).
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
-#[error("`{operator}` with a list compares each of the user's values with the whole list, so it never matches")]
+#[error(
+    "`{operator}` with a list compares each of the user's values with the whole list, so it never matches"
+)]
 #[diagnostic(code(ppl::lint::has_list), severity(Warning))]
 pub struct HasList {
     pub(crate) operator: &'static str,
@@ -52,7 +54,11 @@ pub struct HasList {
 /// A string operator given a number, boolean, null or object.
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 #[error("`{operator}` compares a string with {found}, so it {outcome}")]
-#[diagnostic(code(ppl::lint::non_string_operand), severity(Warning), help("quote the value to compare with a string"))]
+#[diagnostic(
+    code(ppl::lint::non_string_operand),
+    severity(Warning),
+    help("quote the value to compare with a string")
+)]
 pub struct NonStringOperand {
     pub(crate) operator: &'static str,
     pub(crate) found: crate::value::Kind,
@@ -115,7 +121,11 @@ pub struct PublicAllowIdentityDeny {
 
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 #[error("this `{action}` rule has no criteria, so it never matches")]
-#[diagnostic(code(ppl::lint::empty_rule), severity(Warning), help("add a block such as `or: [...]`, or remove the rule"))]
+#[diagnostic(
+    code(ppl::lint::empty_rule),
+    severity(Warning),
+    help("add a block such as `or: [...]`, or remove the rule")
+)]
 pub struct EmptyRule {
     pub(crate) action: &'static str,
     #[label("empty")]
@@ -124,7 +134,11 @@ pub struct EmptyRule {
 
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 #[error("this `{operator}` block is empty, so it is ignored")]
-#[diagnostic(code(ppl::lint::empty_block), severity(Warning), help("add criteria to it, or remove it"))]
+#[diagnostic(
+    code(ppl::lint::empty_block),
+    severity(Warning),
+    help("add criteria to it, or remove it")
+)]
 pub struct EmptyBlock {
     pub(crate) operator: &'static str,
     #[label("empty")]
@@ -133,7 +147,11 @@ pub struct EmptyBlock {
 
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 #[error("the policy has no rules, so it denies every request")]
-#[diagnostic(code(ppl::lint::empty_policy), severity(Warning), help("add an `allow` rule"))]
+#[diagnostic(
+    code(ppl::lint::empty_policy),
+    severity(Warning),
+    help("add an `allow` rule")
+)]
 pub struct EmptyPolicy {
     #[label("no rules")]
     pub(crate) span: SourceSpan,
@@ -141,7 +159,11 @@ pub struct EmptyPolicy {
 
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 #[error("`{criterion}` is repeated in this block")]
-#[diagnostic(code(ppl::lint::repeated_criterion), severity(Warning), help("remove one of them"))]
+#[diagnostic(
+    code(ppl::lint::repeated_criterion),
+    severity(Warning),
+    help("remove one of them")
+)]
 pub struct RepeatedCriterion {
     pub(crate) criterion: String,
     #[label("repeated here")]
@@ -152,7 +174,9 @@ pub struct RepeatedCriterion {
 
 /// Two `is` conditions on one single-valued attribute in an `and` block.
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
-#[error("`{criterion}` cannot be both {first_value} and {second_value}, so this `and` block never matches")]
+#[error(
+    "`{criterion}` cannot be both {first_value} and {second_value}, so this `and` block never matches"
+)]
 #[diagnostic(
     code(ppl::lint::conflicting_criteria),
     severity(Warning),
@@ -233,7 +257,11 @@ pub struct TruthyString {
 
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 #[error("`{text}` has host bits set; it matches all of `{network}`")]
-#[diagnostic(code(ppl::lint::cidr_host_bits), severity(Warning), help("write `{network}` to say so, or `/32` (`/128`) for one address"))]
+#[diagnostic(
+    code(ppl::lint::cidr_host_bits),
+    severity(Warning),
+    help("write `{network}` to say so, or `/32` (`/128`) for one address")
+)]
 pub struct CidrHostBits {
     pub(crate) text: String,
     pub(crate) network: String,

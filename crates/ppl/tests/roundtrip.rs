@@ -3,6 +3,15 @@
 //! - formatting is idempotent, also with comments, and keeps every comment;
 //! - no input, however hostile, makes a parser, the checker or the formatter panic.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "tests fail by panicking, on fixtures they know"
+)]
+
 use ppl::ast::{Action, Block, Criterion, Operator, Policy, Rule};
 use ppl::comments::Trivia;
 use ppl::format::{FormatError, format, format_source};
@@ -22,10 +31,51 @@ fn tricky_string() -> impl Strategy<Value = String> {
     prop_oneof![
         Just(String::new()),
         prop::sample::select(vec![
-            "true", "no", "null", "~", "1", "-0", "1e3", "0x1f", "15:04", "2026-01-31", "@example.com", "*", "- a",
-            "a: b", "a #b", "#", "|", ">", "!", "&a", "?", "[x]", "{x}", "'", "\"", "\\", "%", "<<", "=", " lead", "trail ",
-            "two\nlines", "tab\there", "é😀", "\u{2028}", "\u{feff}", "\u{85}", "\u{fffe}", "alice@example.com",
-            "10.0.0.0/8", "fe80::1", "mon-fri", "claim/groups", "a,b", "https://example.com/groups",
+            "true",
+            "no",
+            "null",
+            "~",
+            "1",
+            "-0",
+            "1e3",
+            "0x1f",
+            "15:04",
+            "2026-01-31",
+            "@example.com",
+            "*",
+            "- a",
+            "a: b",
+            "a #b",
+            "#",
+            "|",
+            ">",
+            "!",
+            "&a",
+            "?",
+            "[x]",
+            "{x}",
+            "'",
+            "\"",
+            "\\",
+            "%",
+            "<<",
+            "=",
+            " lead",
+            "trail ",
+            "two\nlines",
+            "tab\there",
+            "é😀",
+            "\u{2028}",
+            "\u{feff}",
+            "\u{85}",
+            "\u{fffe}",
+            "alice@example.com",
+            "10.0.0.0/8",
+            "fe80::1",
+            "mon-fri",
+            "claim/groups",
+            "a,b",
+            "https://example.com/groups",
         ])
         .prop_map(str::to_owned),
         "[a-z_]{1,8}",
@@ -36,8 +86,16 @@ fn tricky_string() -> impl Strategy<Value = String> {
 fn number() -> impl Strategy<Value = Number> {
     prop_oneof![
         any::<i64>().prop_map(Number::from_i64),
-        prop::sample::select(vec!["0", "-0", "1.5", "1e3", "-2.50e-3", "1E+5", "123456789012345678901234567890"])
-            .prop_map(|text| Number::from_json(text).unwrap()),
+        prop::sample::select(vec![
+            "0",
+            "-0",
+            "1.5",
+            "1e3",
+            "-2.50e-3",
+            "1E+5",
+            "123456789012345678901234567890"
+        ])
+        .prop_map(|text| Number::from_json(text).unwrap()),
     ]
 }
 
@@ -50,13 +108,18 @@ fn data() -> impl Strategy<Value = Value> {
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(|items| value(ValueKind::Array(items))),
+            prop::collection::vec(inner.clone(), 0..4)
+                .prop_map(|items| value(ValueKind::Array(items))),
             prop::collection::vec((tricky_string(), inner), 0..4).prop_map(|entries| {
                 let mut seen = std::collections::HashSet::new();
                 let entries = entries
                     .into_iter()
                     .filter(|(key, _)| seen.insert(key.clone()))
-                    .map(|(key, value)| Entry { key, key_span: Span::default(), value })
+                    .map(|(key, value)| Entry {
+                        key,
+                        key_span: Span::default(),
+                        value,
+                    })
                     .collect();
                 value(ValueKind::Object(entries))
             }),
@@ -80,17 +143,38 @@ fn criterion() -> impl Strategy<Value = Criterion> {
 }
 
 fn rule() -> impl Strategy<Value = Rule> {
-    let block = (prop::sample::select(Operator::ALL.to_vec()), prop::collection::vec(criterion(), 0..4))
-        .prop_map(|(operator, criteria)| Block { operator, operator_span: Span::default(), criteria, span: Span::default() });
-    (prop::sample::select(Action::ALL.to_vec()), prop::collection::vec(block, 0..4)).prop_map(|(action, mut blocks)| {
-        blocks.sort_by_key(|b| b.operator);
-        blocks.dedup_by_key(|b| b.operator);
-        Rule { action, action_span: Span::default(), blocks, ignored_action_key: None, span: Span::default() }
-    })
+    let block = (
+        prop::sample::select(Operator::ALL.to_vec()),
+        prop::collection::vec(criterion(), 0..4),
+    )
+        .prop_map(|(operator, criteria)| Block {
+            operator,
+            operator_span: Span::default(),
+            criteria,
+            span: Span::default(),
+        });
+    (
+        prop::sample::select(Action::ALL.to_vec()),
+        prop::collection::vec(block, 0..4),
+    )
+        .prop_map(|(action, mut blocks)| {
+            blocks.sort_by_key(|b| b.operator);
+            blocks.dedup_by_key(|b| b.operator);
+            Rule {
+                action,
+                action_span: Span::default(),
+                blocks,
+                ignored_action_key: None,
+                span: Span::default(),
+            }
+        })
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
-    prop::collection::vec(rule(), 0..4).prop_map(|rules| Policy { rules, span: Span::default() })
+    prop::collection::vec(rule(), 0..4).prop_map(|rules| Policy {
+        rules,
+        span: Span::default(),
+    })
 }
 
 fn print(policy: &Policy, syntax: Syntax) -> String {
@@ -120,7 +204,10 @@ fn with_comments(text: &str, seed: &[bool]) -> String {
 
 /// 400 cases by default; `PROPTEST_CASES=20000` for a longer search.
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400)
 }
 
 proptest! {
@@ -205,7 +292,17 @@ proptest! {
 #[test]
 fn formatting_an_unformatted_policy_is_stable() {
     let source = "allow: {or: [{email: {in: [a@example.com, b@example.com]}}, {accept: 1}]}\n";
-    let once = format_source(source, Syntax::Yaml, Syntax::Yaml).map(|f| f.text).unwrap();
-    assert_eq!(once, "allow:\n  or:\n    - email:\n        in: [a@example.com, b@example.com]\n    - accept: 1\n");
-    assert_eq!(format_source(&once, Syntax::Yaml, Syntax::Yaml).map(|f| f.text).unwrap(), once);
+    let once = format_source(source, Syntax::Yaml, Syntax::Yaml)
+        .map(|f| f.text)
+        .unwrap();
+    assert_eq!(
+        once,
+        "allow:\n  or:\n    - email:\n        in: [a@example.com, b@example.com]\n    - accept: 1\n"
+    );
+    assert_eq!(
+        format_source(&once, Syntax::Yaml, Syntax::Yaml)
+            .map(|f| f.text)
+            .unwrap(),
+        once
+    );
 }

@@ -7,7 +7,13 @@ use crate::suggest;
 use crate::value::Value;
 use base64::Engine as _;
 
-const FIELDS: &[&str] = &["fingerprint", "spki_hash", "san_email", "san_dns", "san_uri"];
+const FIELDS: &[&str] = &[
+    "fingerprint",
+    "spki_hash",
+    "san_email",
+    "san_dns",
+    "san_uri",
+];
 
 pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<CertificateMatcher> {
     let Some(entries) = data.as_object() else {
@@ -24,7 +30,9 @@ pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<CertificateMatche
     for entry in entries {
         let value = &entry.value;
         match entry.key.as_str() {
-            "fingerprint" => matcher.fingerprints = Some(digests(value, "fingerprint", cx, fingerprint)),
+            "fingerprint" => {
+                matcher.fingerprints = Some(digests(value, "fingerprint", cx, fingerprint))
+            }
             "spki_hash" => matcher.spki_hashes = Some(digests(value, "spki_hash", cx, spki_hash)),
             "san_email" => matcher.san_email = matchers::string(value, cx),
             "san_dns" => matcher.san_dns = matchers::string(value, cx),
@@ -33,7 +41,10 @@ pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<CertificateMatche
                 criterion: "client_certificate".to_owned(),
                 field: other.to_owned(),
                 span: entry.key_span.into(),
-                help: Some(suggest::did_you_mean(other, FIELDS).unwrap_or_else(|| format!("the conditions are {}", fields()))),
+                help: Some(
+                    suggest::did_you_mean(other, FIELDS)
+                        .unwrap_or_else(|| format!("the conditions are {}", fields())),
+                ),
             }),
         }
     }
@@ -52,21 +63,43 @@ pub(crate) enum DigestError {
     Spki(String),
 }
 
-fn digests(value: &Value, what: &str, cx: &mut Cx<'_>, parse: fn(&str) -> Result<[u8; 32], DigestError>) -> Vec<[u8; 32]> {
-    let Some(entries) = one_or_many(value, what, cx) else { return Vec::new() };
+fn digests(
+    value: &Value,
+    what: &str,
+    cx: &mut Cx<'_>,
+    parse: fn(&str) -> Result<[u8; 32], DigestError>,
+) -> Vec<[u8; 32]> {
+    let Some(entries) = one_or_many(value, what, cx) else {
+        return Vec::new();
+    };
     let mut parsed = Vec::with_capacity(entries.len());
     for (text, item) in entries {
         match parse(text) {
             Ok(digest) => parsed.push(digest),
             Err(DigestError::Empty) => cx.error(EmptyValue {
-                what: format!("a certificate {}", if what == "fingerprint" { "fingerprint" } else { "spki hash" }),
+                what: format!(
+                    "a certificate {}",
+                    if what == "fingerprint" {
+                        "fingerprint"
+                    } else {
+                        "spki hash"
+                    }
+                ),
                 span: item.span.into(),
                 help: None,
             }),
             Err(DigestError::Fingerprint(reason)) => {
-                cx.error(InvalidFingerprint { text: text.to_owned(), span: item.span.into(), reason });
+                cx.error(InvalidFingerprint {
+                    text: text.to_owned(),
+                    span: item.span.into(),
+                    reason,
+                });
             }
-            Err(DigestError::Spki(reason)) => cx.error(InvalidSpkiHash { text: text.to_owned(), span: item.span.into(), reason }),
+            Err(DigestError::Spki(reason)) => cx.error(InvalidSpkiHash {
+                text: text.to_owned(),
+                span: item.span.into(),
+                reason,
+            }),
         }
     }
     parsed
@@ -78,10 +111,18 @@ pub(crate) fn fingerprint(text: &str) -> Result<[u8; 32], DigestError> {
     if text.is_empty() {
         return Err(DigestError::Empty);
     }
-    let short = text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let short = text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let long = text.len() == 95
         && text.split(':').count() == 32
-        && text.split(':').all(|pair| pair.len() == 2 && pair.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)));
+        && text.split(':').all(|pair| {
+            pair.len() == 2
+                && pair
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+        });
     if short || long {
         let hex: String = text.chars().filter(|&c| c != ':').collect();
         return decode_hex(&hex).ok_or_else(|| DigestError::Fingerprint("not hex".to_owned()));
@@ -108,11 +149,17 @@ pub(crate) fn spki_hash(text: &str) -> Result<[u8; 32], DigestError> {
         return Err(DigestError::Empty);
     }
     if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(DigestError::Spki("this looks like hex; the spki hash is written in base64".to_owned()));
+        return Err(DigestError::Spki(
+            "this looks like hex; the spki hash is written in base64".to_owned(),
+        ));
     }
     match base64::engine::general_purpose::STANDARD.decode(text) {
-        Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
-            .map_err(|_| DigestError::Spki(format!("decodes to {} bytes, a sha-256 hash has 32", bytes.len()))),
+        Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+            DigestError::Spki(format!(
+                "decodes to {} bytes, a sha-256 hash has 32",
+                bytes.len()
+            ))
+        }),
         Err(_) => Err(DigestError::Spki("not valid base64".to_owned())),
     }
 }
@@ -154,9 +201,18 @@ mod tests {
     #[test]
     fn other_fingerprint_forms_are_rejected_with_a_reason() {
         assert_eq!(reason(""), "empty");
-        assert_eq!(reason(&SHORT.to_uppercase()), "64 hex digits without `:` must be lowercase");
-        assert_eq!(reason(&LONG.to_lowercase()), "pairs separated by `:` must be uppercase");
-        assert_eq!(reason(&SHORT[..40]), "this is a sha-1 fingerprint; use the sha-256 one");
+        assert_eq!(
+            reason(&SHORT.to_uppercase()),
+            "64 hex digits without `:` must be lowercase"
+        );
+        assert_eq!(
+            reason(&LONG.to_lowercase()),
+            "pairs separated by `:` must be uppercase"
+        );
+        assert_eq!(
+            reason(&SHORT[..40]),
+            "this is a sha-1 fingerprint; use the sha-256 one"
+        );
         assert_eq!(reason("abc"), "3 hex digits, a sha-256 fingerprint has 64");
         assert_eq!(reason("xyz"), "not hex digits");
     }
@@ -164,8 +220,13 @@ mod tests {
     #[test]
     fn spki_hashes_must_be_32_bytes_of_base64() {
         assert!(spki_hash("FsDbM0rUYIiL3V339eIKqiz6HPSB+Pz2WeAWhqlqh8U=").is_ok());
-        assert!(matches!(spki_hash("FsDbM0rUYIiL3V339eIKqiz6HPSB+Pz2WeAWhqlqh8U"), Err(DigestError::Spki(_))));
-        assert!(matches!(spki_hash("AAAA"), Err(DigestError::Spki(r)) if r == "decodes to 3 bytes, a sha-256 hash has 32"));
+        assert!(matches!(
+            spki_hash("FsDbM0rUYIiL3V339eIKqiz6HPSB+Pz2WeAWhqlqh8U"),
+            Err(DigestError::Spki(_))
+        ));
+        assert!(
+            matches!(spki_hash("AAAA"), Err(DigestError::Spki(r)) if r == "decodes to 3 bytes, a sha-256 hash has 32")
+        );
         assert!(matches!(spki_hash(SHORT), Err(DigestError::Spki(r)) if r.contains("hex")));
     }
 }

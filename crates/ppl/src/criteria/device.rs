@@ -17,7 +17,9 @@ pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<DeviceMatcher> {
             found: data.kind(),
             span: data.span.into(),
             help: match &data.kind {
-                ValueKind::String(s) => Some(format!("to match a device id, write `device: {{is: \"{s}\"}}`")),
+                ValueKind::String(s) => Some(format!(
+                    "to match a device id, write `device: {{is: \"{s}\"}}`"
+                )),
                 _ => Some("e.g. `device: {type: any}` for any registered device".to_owned()),
             },
         });
@@ -31,13 +33,17 @@ pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<DeviceMatcher> {
             "type" => matcher.device_type = string_field(value, "type", cx),
             "approved" => {
                 if let ValueKind::String(text) = &value.kind
-                    && matches!(text.to_ascii_lowercase().as_str(), "false" | "no" | "off" | "0" | "n") {
-                        cx.warn(TruthyString {
-                            text: text.clone(),
-                            span: value.span.into(),
-                            help: Some("write `approved: false` without quotes".to_owned()),
-                        });
-                    }
+                    && matches!(
+                        text.to_ascii_lowercase().as_str(),
+                        "false" | "no" | "off" | "0" | "n"
+                    )
+                {
+                    cx.warn(TruthyString {
+                        text: text.clone(),
+                        span: value.span.into(),
+                        help: Some("write `approved: false` without quotes".to_owned()),
+                    });
+                }
                 matcher.approved = Some(value.is_truthy());
             }
             other => cx.error(UnknownField {

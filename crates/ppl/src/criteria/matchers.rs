@@ -7,14 +7,27 @@ use crate::suggest;
 use crate::value::{Kind, Value, ValueKind};
 use crate::warning::{ArrayIsNotIn, HasList, NonStringOperand, RedundantCriteria};
 
-const STRING_OPS: &[&str] = &["is", "not", "contains", "starts_with", "ends_with", "in", "not_in"];
+const STRING_OPS: &[&str] = &[
+    "is",
+    "not",
+    "contains",
+    "starts_with",
+    "ends_with",
+    "in",
+    "not_in",
+];
 const LIST_OPS: &[&str] = &["has", "is", "exclude"];
 
 /// A string matcher: an object of operators, or any other value meaning `is`.
 pub(super) fn string(data: &Value, cx: &mut Cx<'_>) -> Option<StringMatcher> {
     let Some(entries) = data.as_object() else {
         check_is(data, cx, true);
-        return Some(StringMatcher { conditions: vec![StringCondition { op: StringOp::Is, value: data.clone() }] });
+        return Some(StringMatcher {
+            conditions: vec![StringCondition {
+                op: StringOp::Is,
+                value: data.clone(),
+            }],
+        });
     };
     warn_if_empty(data, cx);
     let mut conditions = Vec::with_capacity(entries.len());
@@ -30,7 +43,10 @@ pub(super) fn string(data: &Value, cx: &mut Cx<'_>) -> Option<StringMatcher> {
             continue;
         };
         if string_condition(op, &entry.value, cx) {
-            conditions.push(StringCondition { op, value: entry.value.clone() });
+            conditions.push(StringCondition {
+                op,
+                value: entry.value.clone(),
+            });
         }
     }
     Some(StringMatcher { conditions })
@@ -42,12 +58,22 @@ pub(super) fn string_condition(op: StringOp, value: &Value, cx: &mut Cx<'_>) -> 
         StringOp::Is => check_is(value, cx, false),
         StringOp::Not => {
             if value.kind() != Kind::String {
-                cx.warn(NonStringOperand { operator: "not", found: value.kind(), outcome: "always matches", span: value.span.into() });
+                cx.warn(NonStringOperand {
+                    operator: "not",
+                    found: value.kind(),
+                    outcome: "always matches",
+                    span: value.span.into(),
+                });
             }
         }
         StringOp::Contains | StringOp::StartsWith | StringOp::EndsWith => {
             if value.kind() != Kind::String {
-                cx.warn(NonStringOperand { operator: op.as_str(), found: value.kind(), outcome: "never matches", span: value.span.into() });
+                cx.warn(NonStringOperand {
+                    operator: op.as_str(),
+                    found: value.kind(),
+                    outcome: "never matches",
+                    span: value.span.into(),
+                });
             }
         }
         StringOp::In | StringOp::NotIn => {
@@ -60,12 +86,26 @@ pub(super) fn string_condition(op: StringOp, value: &Value, cx: &mut Cx<'_>) -> 
                     )),
                     _ => None,
                 };
-                cx.error(ListRequired { operator: op.as_str(), found: value.kind(), span: value.span.into(), help });
+                cx.error(ListRequired {
+                    operator: op.as_str(),
+                    found: value.kind(),
+                    span: value.span.into(),
+                    help,
+                });
                 return false;
             };
-            let outcome = if op == StringOp::In { "never matches" } else { "never excludes anything" };
+            let outcome = if op == StringOp::In {
+                "never matches"
+            } else {
+                "never excludes anything"
+            };
             for item in items.iter().filter(|item| item.kind() != Kind::String) {
-                cx.warn(NonStringOperand { operator: op.as_str(), found: item.kind(), outcome, span: item.span.into() });
+                cx.warn(NonStringOperand {
+                    operator: op.as_str(),
+                    found: item.kind(),
+                    outcome,
+                    span: item.span.into(),
+                });
             }
         }
     }
@@ -77,21 +117,36 @@ fn check_is(value: &Value, cx: &mut Cx<'_>, shorthand: bool) {
     match value.kind() {
         Kind::String => {}
         Kind::Array => {
-            let written = if shorthand { cx.key.clone() } else { format!("{}: {{is: ...}}", cx.key) };
+            let written = if shorthand {
+                cx.key.clone()
+            } else {
+                format!("{}: {{is: ...}}", cx.key)
+            };
             cx.warn(ArrayIsNotIn {
                 criterion: written,
                 span: value.span.into(),
-                help: Some(format!("to match any of these values, write `{}: {{in: [...]}}`", cx.key)),
+                help: Some(format!(
+                    "to match any of these values, write `{}: {{in: [...]}}`",
+                    cx.key
+                )),
             });
         }
-        found => cx.warn(NonStringOperand { operator: "is", found, outcome: "never matches", span: value.span.into() }),
+        found => cx.warn(NonStringOperand {
+            operator: "is",
+            found,
+            outcome: "never matches",
+            span: value.span.into(),
+        }),
     }
 }
 
 fn warn_if_empty(data: &Value, cx: &mut Cx<'_>) {
     if data.as_object().is_some_and(<[_]>::is_empty) {
         cx.warn(RedundantCriteria {
-            message: format!("`{}: {{}}` has no conditions, so it matches every request", cx.key),
+            message: format!(
+                "`{}: {{}}` has no conditions, so it matches every request",
+                cx.key
+            ),
             span: data.span.into(),
             help: Some("add a condition such as `is: ...`, or remove the criterion".to_owned()),
         });
@@ -115,7 +170,10 @@ fn string_op_help(op: &str, key: &str) -> String {
         return "ppl has no regular expressions; use `starts_with`, `ends_with`, `contains` or `in`".to_owned();
     }
     if matches!(op, "has" | "exclude") {
-        return format!("`{op}` is a list-matcher operator; `{key}` takes a string matcher: {}", quoted(STRING_OPS));
+        return format!(
+            "`{op}` is a list-matcher operator; `{key}` takes a string matcher: {}",
+            quoted(STRING_OPS)
+        );
     }
     suggest::help(op, STRING_OPS, "string matcher operators")
 }
@@ -124,7 +182,12 @@ fn string_op_help(op: &str, key: &str) -> String {
 pub(super) fn list(data: &Value, cx: &mut Cx<'_>) -> Option<ListMatcher> {
     let Some(entries) = data.as_object() else {
         check_list_operand("has", data, cx);
-        return Some(ListMatcher { conditions: vec![ListCondition { op: ListOp::Has, value: data.clone() }] });
+        return Some(ListMatcher {
+            conditions: vec![ListCondition {
+                op: ListOp::Has,
+                value: data.clone(),
+            }],
+        });
     };
     warn_if_empty(data, cx);
     let mut conditions = Vec::with_capacity(entries.len());
@@ -140,7 +203,10 @@ pub(super) fn list(data: &Value, cx: &mut Cx<'_>) -> Option<ListMatcher> {
             continue;
         };
         check_list_operand(op.as_str(), &entry.value, cx);
-        conditions.push(ListCondition { op, value: entry.value.clone() });
+        conditions.push(ListCondition {
+            op,
+            value: entry.value.clone(),
+        });
     }
     Some(ListMatcher { conditions })
 }
@@ -159,13 +225,19 @@ pub(super) fn check_list_operand(op: &'static str, value: &Value, cx: &mut Cx<'_
 }
 
 fn list_op_help(op: &str, key: &str) -> String {
-    if matches!(op, "in" | "contains" | "starts_with" | "ends_with" | "not" | "not_in") {
+    if matches!(
+        op,
+        "in" | "contains" | "starts_with" | "ends_with" | "not" | "not_in"
+    ) {
         let advice = if op == "in" {
             "; to match any of several values, write one criterion per value in an `or` block"
         } else {
             ""
         };
-        return format!("`{key}` holds a list and takes a list matcher: {}{advice}", quoted(LIST_OPS));
+        return format!(
+            "`{key}` holds a list and takes a list matcher: {}{advice}",
+            quoted(LIST_OPS)
+        );
     }
     suggest::help(op, LIST_OPS, "list matcher operators")
 }

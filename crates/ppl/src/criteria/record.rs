@@ -7,8 +7,23 @@ use crate::suggest;
 use crate::value::{Kind, Value, ValueKind};
 
 const KEYS: &[&str] = &[
-    "type", "field", "is", "not", "contains", "starts_with", "ends_with", "in", "not_in", "has", "exclude", "exists", "<",
-    "<=", "=", ">", ">=",
+    "type",
+    "field",
+    "is",
+    "not",
+    "contains",
+    "starts_with",
+    "ends_with",
+    "in",
+    "not_in",
+    "has",
+    "exclude",
+    "exists",
+    "<",
+    "<=",
+    "=",
+    ">",
+    ">=",
 ];
 
 fn operator(name: &str) -> Option<RecordOp> {
@@ -35,13 +50,18 @@ pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<RecordMatcher> {
             expected: "an object with `type`, `field` and a condition",
             found: data.kind(),
             span: data.span.into(),
-            help: Some("e.g. `record: {type: example.com/hr_user, field: department, is: engineering}`".to_owned()),
+            help: Some(
+                "e.g. `record: {type: example.com/hr_user, field: department, is: engineering}`"
+                    .to_owned(),
+            ),
         });
         return None;
     };
     let mut record_type = None;
     let mut field = None;
     let mut conditions = Vec::new();
+    // A misspelt key was meant as something; "missing" errors would repeat the same mistake.
+    let mut misspelt = false;
     for entry in entries {
         let value = &entry.value;
         match entry.key.as_str() {
@@ -49,21 +69,32 @@ pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<RecordMatcher> {
             "field" => field = name(value, "field", cx),
             key => {
                 let Some(op) = operator(key) else {
+                    let help = match key {
+                        "!=" | "<>" | "ne" => "did you mean `not`?".to_owned(),
+                        "==" | "eq" | "equals" => {
+                            "did you mean `is` (or `=` for numbers)?".to_owned()
+                        }
+                        _ => suggest::help(key, KEYS, "fields and operators of `record`"),
+                    };
                     cx.error(UnknownField {
                         criterion: "record".to_owned(),
                         field: key.to_owned(),
                         span: entry.key_span.into(),
-                        help: Some(suggest::help(key, KEYS, "fields and operators of `record`")),
+                        help: Some(help),
                     });
+                    misspelt = true;
                     continue;
                 };
                 if condition(op, value, cx) {
-                    conditions.push(RecordCondition { op, value: value.clone() });
+                    conditions.push(RecordCondition {
+                        op,
+                        value: value.clone(),
+                    });
                 }
             }
         }
     }
-    if !entries.iter().any(|e| e.key == "type") {
+    if !entries.iter().any(|e| e.key == "type") && !misspelt {
         cx.error(MissingField {
             criterion: "record".to_owned(),
             field: "a `type`",
@@ -72,29 +103,42 @@ pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<RecordMatcher> {
         });
     }
     let only_exists = conditions.iter().all(|c| c.op == RecordOp::Exists);
-    if !entries.iter().any(|e| e.key == "field") && !only_exists {
+    if !entries.iter().any(|e| e.key == "field") && !only_exists && !misspelt {
         cx.error(MissingField {
             criterion: "record".to_owned(),
             field: "a `field`",
             span: data.span.into(),
-            help: Some("name the field the condition reads; only `exists` works without one".to_owned()),
+            help: Some(
+                "name the field the condition reads; only `exists` works without one".to_owned(),
+            ),
         });
     }
-    if !entries.iter().any(|e| operator(&e.key).is_some()) {
+    if !entries.iter().any(|e| operator(&e.key).is_some()) && !misspelt {
         cx.error(MissingField {
             criterion: "record".to_owned(),
             field: "a condition",
             span: data.span.into(),
-            help: Some("add an operator such as `is: value`, `has: value`, `exists: true` or `'>=': 5`".to_owned()),
+            help: Some(
+                "add an operator such as `is: value`, `has: value`, `exists: true` or `'>=': 5`"
+                    .to_owned(),
+            ),
         });
     }
-    Some(RecordMatcher { record_type: record_type?, field, conditions })
+    Some(RecordMatcher {
+        record_type: record_type?,
+        field,
+        conditions,
+    })
 }
 
 fn name(value: &Value, what: &'static str, cx: &mut Cx<'_>) -> Option<String> {
     match &value.kind {
         ValueKind::String(text) if text.is_empty() => {
-            cx.error(EmptyValue { what: format!("the `{what}` of `record`"), span: value.span.into(), help: None });
+            cx.error(EmptyValue {
+                what: format!("the `{what}` of `record`"),
+                span: value.span.into(),
+                help: None,
+            });
             None
         }
         ValueKind::String(text) => Some(text.clone()),
@@ -129,6 +173,12 @@ fn expect(value: &Value, kind: Kind, what: &str, expected: &'static str, cx: &mu
         return true;
     }
     let help = (value.kind() == Kind::String).then(|| "write it without quotes".to_owned());
-    cx.error(WrongType { what: what.to_owned(), expected, found: value.kind(), span: value.span.into(), help });
+    cx.error(WrongType {
+        what: what.to_owned(),
+        expected,
+        found: value.kind(),
+        span: value.span.into(),
+        help,
+    });
     false
 }

@@ -11,7 +11,7 @@ mod text;
 mod yaml;
 
 use crate::ast::Policy;
-use crate::comments::{self, Trivia, Comment, Place};
+use crate::comments::{self, Comment, Place, Trivia};
 use crate::error::Error;
 use crate::span::Span;
 use crate::syntax::Syntax;
@@ -64,12 +64,22 @@ pub fn format_source(source: &str, from: Syntax, to: Syntax) -> Result<Formatted
     let text = format(&policy, &attached, to);
     let reparsed = crate::parse(&text, to);
     let same = reparsed.errors.is_empty()
-        && reparsed.policy.is_some_and(|output| output.without_spans() == policy.without_spans());
+        && reparsed
+            .policy
+            .is_some_and(|output| output.without_spans() == policy.without_spans());
     if !same {
         return Err(FormatError::Unsound { output: text });
     }
-    let expanded_aliases = if from == Syntax::Yaml { crate::syntax::yaml::alias_count(source) } else { 0 };
-    Ok(Formatted { text, dropped_comments, expanded_aliases })
+    let expanded_aliases = if from == Syntax::Yaml {
+        crate::syntax::yaml::alias_count(source)
+    } else {
+        0
+    };
+    Ok(Formatted {
+        text,
+        dropped_comments,
+        expanded_aliases,
+    })
 }
 
 /// Escapes `text` as a double-quoted JSON string, which is also a valid YAML double-quoted
@@ -104,7 +114,16 @@ pub fn quote(text: &str) -> String {
 /// formatting characters, which would hide what a policy really says.
 pub fn needs_escape(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}' | '\u{00ad}' | '\u{061c}')
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{feff}'
+                | '\u{fffe}'
+                | '\u{ffff}'
+                | '\u{00ad}'
+                | '\u{061c}'
+        )
         || ('\u{200b}'..='\u{200f}').contains(&c)
         || ('\u{202a}'..='\u{202e}').contains(&c)
         || ('\u{2060}'..='\u{2069}').contains(&c)
@@ -118,7 +137,10 @@ pub(crate) struct Out<'a> {
 
 impl<'a> Out<'a> {
     pub fn new(comments: &'a Trivia) -> Out<'a> {
-        Out { text: String::new(), comments }
+        Out {
+            text: String::new(),
+            comments,
+        }
     }
 
     pub fn line(&mut self, indent: usize, content: &str) {
@@ -136,7 +158,8 @@ impl<'a> Out<'a> {
     /// A blank line, if the node had one before it and the output is not at its start or
     /// already after a blank line.
     pub fn blank_line(&mut self, span: Span) {
-        if self.comments.blank_before(span) && !self.text.is_empty() && !self.text.ends_with("\n\n") {
+        if self.comments.blank_before(span) && !self.text.is_empty() && !self.text.ends_with("\n\n")
+        {
             self.text.push('\n');
         }
     }
@@ -187,7 +210,11 @@ impl<'a> Out<'a> {
 
 /// Comments to end a line with; several are joined (and read back as one).
 fn inline_comments(comments: Vec<Comment>) -> String {
-    comments.iter().map(|c| format!(" #{}", c.text)).collect::<Vec<_>>().join(" ")
+    comments
+        .iter()
+        .map(|c| format!(" #{}", c.text))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

@@ -47,23 +47,47 @@ pub fn parse(source: &str) -> (Option<Value>, Vec<Error>) {
             },
             Err(error) => {
                 let offset = builder.offsets.byte(error.marker().index());
-                builder.errors.push(syntax_error(source, error.info(), offset));
+                builder
+                    .errors
+                    .push(syntax_error(source, error.info(), offset));
                 return (None, builder.errors);
             }
         }
     }
     if builder.root.is_none() && builder.errors.is_empty() {
         let end = source.len();
-        builder.errors.push(EmptyPolicy { span: Span::empty_at(end).into() }.into());
+        builder.errors.push(
+            EmptyPolicy {
+                span: Span::empty_at(end).into(),
+            }
+            .into(),
+        );
     }
     (builder.root, builder.errors)
 }
 
 fn syntax_error(source: &str, info: &str, offset: usize) -> Error {
     if info.contains("recursion limit") {
-        return TooDeep { limit: MAX_DEPTH, span: point(source, offset).into() }.into();
+        return TooDeep {
+            limit: MAX_DEPTH,
+            span: point(source, offset).into(),
+        }
+        .into();
     }
-    let at_tab = source.get(offset..).is_some_and(|rest| rest.starts_with('\t'));
+    // A tab in the indentation: point at the tab, not at what follows it.
+    let line_start = source
+        .get(..offset)
+        .and_then(|before| before.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let indentation = source.get(line_start..offset).unwrap_or_default();
+    let tab = (indentation.trim().is_empty())
+        .then(|| indentation.find('\t'))
+        .flatten();
+    let offset = tab.map_or(offset, |i| line_start + i);
+    let at_tab = tab.is_some()
+        || source
+            .get(offset..)
+            .is_some_and(|rest| rest.starts_with('\t'));
     let help = if at_tab {
         Some("yaml does not allow tabs for indentation; indent with spaces".to_owned())
     } else if info.contains("mapping values are not allowed") {
@@ -71,12 +95,20 @@ fn syntax_error(source: &str, info: &str, offset: usize) -> Error {
     } else {
         None
     };
-    YamlSyntax { detail: info.to_owned(), span: point(source, offset).into(), help }.into()
+    YamlSyntax {
+        detail: info.to_owned(),
+        span: point(source, offset).into(),
+        help,
+    }
+    .into()
 }
 
 /// A one-character span at `offset` (or an empty one at the end of the text).
 fn point(source: &str, offset: usize) -> Span {
-    let width = source.get(offset..).and_then(|rest| rest.chars().next()).map_or(0, char::len_utf8);
+    let width = source
+        .get(offset..)
+        .and_then(|rest| rest.chars().next())
+        .map_or(0, char::len_utf8);
     Span::new(offset, offset + width)
 }
 
@@ -97,16 +129,26 @@ impl Offsets {
         let char_to_byte = if source.is_ascii() {
             Vec::new()
         } else {
-            source.char_indices().map(|(i, _)| i).chain([source.len()]).collect()
+            source
+                .char_indices()
+                .map(|(i, _)| i)
+                .chain([source.len()])
+                .collect()
         };
-        Offsets { char_to_byte, len: source.len() }
+        Offsets {
+            char_to_byte,
+            len: source.len(),
+        }
     }
 
     fn byte(&self, char_index: usize) -> usize {
         if self.char_to_byte.is_empty() {
             char_index.min(self.len)
         } else {
-            self.char_to_byte.get(char_index).copied().unwrap_or(self.len)
+            self.char_to_byte
+                .get(char_index)
+                .copied()
+                .unwrap_or(self.len)
         }
     }
 
@@ -116,7 +158,11 @@ impl Offsets {
 }
 
 enum Frame {
-    Seq { start: usize, anchor: usize, items: Vec<Value> },
+    Seq {
+        start: usize,
+        anchor: usize,
+        items: Vec<Value>,
+    },
     Map(MapFrame),
 }
 
@@ -168,13 +214,15 @@ impl<'s> Builder<'s> {
             Event::DocumentStart(_) => {
                 self.documents += 1;
                 if self.documents > 1 {
-                    self.errors.push(MultipleDocuments { span: span.into() }.into());
+                    self.errors
+                        .push(MultipleDocuments { span: span.into() }.into());
                     return Flow::Stop;
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
                 let span = scalar_extent(self.source, span, style);
-                let is_merge_key = style == ScalarStyle::Plain && text == "<<" && self.expects_key();
+                let is_merge_key =
+                    style == ScalarStyle::Plain && text == "<<" && self.expects_key();
                 let value = match self.scalar(&text, style, tag.as_deref(), span) {
                     Some(value) => value,
                     None => Value::new(ValueKind::Null, span),
@@ -187,17 +235,32 @@ impl<'s> Builder<'s> {
                 }
                 return self.complete(value, anchor);
             }
-            Event::SequenceStart(anchor, tag) => return self.start_collection(false, anchor, tag.as_deref(), span),
-            Event::MappingStart(anchor, tag) => return self.start_collection(true, anchor, tag.as_deref(), span),
+            Event::SequenceStart(anchor, tag) => {
+                return self.start_collection(false, anchor, tag.as_deref(), span);
+            }
+            Event::MappingStart(anchor, tag) => {
+                return self.start_collection(true, anchor, tag.as_deref(), span);
+            }
             Event::SequenceEnd | Event::MappingEnd => {
-                let Some(frame) = self.stack.pop() else { return Flow::Continue };
+                let Some(frame) = self.stack.pop() else {
+                    return Flow::Continue;
+                };
                 // A flow collection ends at its bracket (saphyr's span runs on to the end of the
                 // line); a block collection ends at its last child.
                 let flow_end = (!span.is_empty()).then_some(span.start() + 1);
                 let (value, anchor) = match frame {
-                    Frame::Seq { start, anchor, items } => {
-                        let end = flow_end.or(items.last().map(|v| v.span.end())).unwrap_or(start);
-                        (Value::new(ValueKind::Array(items), Span::new(start, end)), anchor)
+                    Frame::Seq {
+                        start,
+                        anchor,
+                        items,
+                    } => {
+                        let end = flow_end
+                            .or(items.last().map(|v| v.span.end()))
+                            .unwrap_or(start);
+                        (
+                            Value::new(ValueKind::Array(items), Span::new(start, end)),
+                            anchor,
+                        )
                     }
                     Frame::Map(map) => {
                         let anchor = map.anchor;
@@ -209,7 +272,12 @@ impl<'s> Builder<'s> {
             Event::Alias(id) => {
                 let Some(value) = self.anchors.get(&id).cloned() else {
                     self.errors.push(
-                        YamlSyntax { detail: "unknown anchor".to_owned(), span: span.into(), help: None }.into(),
+                        YamlSyntax {
+                            detail: "unknown anchor".to_owned(),
+                            span: span.into(),
+                            help: None,
+                        }
+                        .into(),
                     );
                     return Flow::Stop;
                 };
@@ -217,7 +285,13 @@ impl<'s> Builder<'s> {
                 value.walk(&mut |_| count += 1);
                 self.alias_values += count;
                 if self.alias_values > MAX_ALIAS_VALUES {
-                    self.errors.push(AliasLimit { limit: MAX_ALIAS_VALUES, span: span.into() }.into());
+                    self.errors.push(
+                        AliasLimit {
+                            limit: MAX_ALIAS_VALUES,
+                            span: span.into(),
+                        }
+                        .into(),
+                    );
                     return Flow::Stop;
                 }
                 let value = Value { span, ..value };
@@ -228,15 +302,34 @@ impl<'s> Builder<'s> {
         Flow::Continue
     }
 
-    fn start_collection(&mut self, is_map: bool, anchor: usize, tag: Option<&Tag>, span: Span) -> Flow {
+    fn start_collection(
+        &mut self,
+        is_map: bool,
+        anchor: usize,
+        tag: Option<&Tag>,
+        span: Span,
+    ) -> Flow {
         if let Some(tag) = tag {
             let expected = if is_map { "map" } else { "seq" };
             if !(tag.is_yaml_core_schema() && tag.suffix == expected) {
-                self.errors.push(UnsupportedTag { tag: tag.to_string(), span: span.into() }.into());
+                let span = tag_span(self.source, span);
+                self.errors.push(
+                    UnsupportedTag {
+                        tag: tag_text(tag),
+                        span: span.into(),
+                    }
+                    .into(),
+                );
             }
         }
         if self.stack.len() >= MAX_DEPTH {
-            self.errors.push(TooDeep { limit: MAX_DEPTH, span: span.into() }.into());
+            self.errors.push(
+                TooDeep {
+                    limit: MAX_DEPTH,
+                    span: span.into(),
+                }
+                .into(),
+            );
             return Flow::Stop;
         }
         let start = span.start();
@@ -250,33 +343,63 @@ impl<'s> Builder<'s> {
                 merges: Vec::new(),
             })
         } else {
-            Frame::Seq { start, anchor, items: Vec::new() }
+            Frame::Seq {
+                start,
+                anchor,
+                items: Vec::new(),
+            }
         });
         Flow::Continue
     }
 
     fn expects_key(&self) -> bool {
-        matches!(self.stack.last(), Some(Frame::Map(MapFrame { key: None, .. })))
+        matches!(
+            self.stack.last(),
+            Some(Frame::Map(MapFrame { key: None, .. }))
+        )
     }
 
     /// Resolves a scalar to a value, reporting tags and numbers a policy cannot hold.
-    fn scalar(&mut self, text: &str, style: ScalarStyle, tag: Option<&Tag>, span: Span) -> Option<Value> {
+    fn scalar(
+        &mut self,
+        text: &str,
+        style: ScalarStyle,
+        tag: Option<&Tag>,
+        span: Span,
+    ) -> Option<Value> {
         let string = || Value::new(ValueKind::String(text.to_owned()), span);
         if let Some(tag) = tag {
             if tag.handle == "!" && tag.suffix.is_empty() {
                 return Some(string());
             }
             let core = tag.is_yaml_core_schema();
-            let resolved = if style == ScalarStyle::Plain { resolve_plain(text) } else { Resolved::String };
+            let resolved = if style == ScalarStyle::Plain {
+                resolve_plain(text)
+            } else {
+                Resolved::String
+            };
             let matches = match tag.suffix.as_str() {
                 "str" if core => return Some(string()),
-                "null" if core => matches!(resolved, Resolved::Null),
-                "bool" if core => matches!(resolved, Resolved::Bool(_)),
-                "int" | "float" if core => matches!(resolved, Resolved::Number(_)),
-                _ => false,
+                "null" if core => Some(matches!(resolved, Resolved::Null)),
+                "bool" if core => Some(matches!(resolved, Resolved::Bool(_))),
+                "int" | "float" if core => Some(matches!(resolved, Resolved::Number(_))),
+                _ => None,
             };
-            if !matches {
-                self.errors.push(UnsupportedTag { tag: tag.to_string(), span: span.into() }.into());
+            // An unknown tag is the problem itself; a known one that does not fit its value is a
+            // problem of both.
+            let error_span = match matches {
+                Some(true) => None,
+                Some(false) => Some(span),
+                None => Some(tag_span(self.source, span)),
+            };
+            if let Some(error_span) = error_span {
+                self.errors.push(
+                    UnsupportedTag {
+                        tag: tag_text(tag),
+                        span: error_span.into(),
+                    }
+                    .into(),
+                );
                 return None;
             }
         }
@@ -288,7 +411,13 @@ impl<'s> Builder<'s> {
             Resolved::Bool(b) => Value::new(ValueKind::Bool(b), span),
             Resolved::Number(n) => Value::new(ValueKind::Number(n), span),
             Resolved::NotJson => {
-                self.errors.push(InvalidNumber { text: text.to_owned(), span: span.into() }.into());
+                self.errors.push(
+                    InvalidNumber {
+                        text: text.to_owned(),
+                        span: span.into(),
+                    }
+                    .into(),
+                );
                 return None;
             }
             Resolved::String => string(),
@@ -312,16 +441,33 @@ impl<'s> Builder<'s> {
                     ValueKind::String(key) => map.key = Some(PendingKey::Key(key, value.span)),
                     _ => {
                         let found = value.kind();
-                        self.errors.push(NonStringKey { found, span: value.span.into() }.into());
+                        self.errors.push(
+                            NonStringKey {
+                                found,
+                                span: value.span.into(),
+                            }
+                            .into(),
+                        );
                         map.key = Some(PendingKey::Skip);
                     }
                 },
                 Some(PendingKey::Key(key, key_span)) => {
                     if let Some(first) = map.first_seen.get(&key) {
-                        self.errors.push(DuplicateKey { key, span: key_span.into(), first: (*first).into() }.into());
+                        self.errors.push(
+                            DuplicateKey {
+                                key,
+                                span: key_span.into(),
+                                first: (*first).into(),
+                            }
+                            .into(),
+                        );
                     } else {
                         map.first_seen.insert(key.clone(), key_span);
-                        map.entries.push(Entry { key, key_span, value });
+                        map.entries.push(Entry {
+                            key,
+                            key_span,
+                            value,
+                        });
                     }
                 }
                 Some(PendingKey::Merge) => map.merges.push(value),
@@ -333,7 +479,13 @@ impl<'s> Builder<'s> {
 
     /// Builds an object, applying merge keys: merged entries never override explicit ones.
     fn finish_map(&mut self, map: MapFrame, flow_end: Option<usize>) -> Value {
-        let MapFrame { start, mut entries, mut first_seen, merges, .. } = map;
+        let MapFrame {
+            start,
+            mut entries,
+            mut first_seen,
+            merges,
+            ..
+        } = map;
         let mut last_end = entries.last().map_or(start, |e| e.value.span.end());
         for merge in merges {
             last_end = last_end.max(merge.span.end());
@@ -343,7 +495,10 @@ impl<'s> Builder<'s> {
                 _ => {
                     self.errors.push(
                         YamlSyntax {
-                            detail: format!("the merge key `<<` needs an object or a list of objects, found {}", merge.kind()),
+                            detail: format!(
+                                "the merge key `<<` needs an object or a list of objects, found {}",
+                                merge.kind()
+                            ),
                             span: merge.span.into(),
                             help: None,
                         }
@@ -378,6 +533,27 @@ impl<'s> Builder<'s> {
     }
 }
 
+/// A tag as written: `!!int`, `!secret`.
+fn tag_text(tag: &Tag) -> String {
+    if tag.is_yaml_core_schema() {
+        format!("!!{}", tag.suffix)
+    } else if tag.handle == "!" {
+        format!("!{}", tag.suffix)
+    } else {
+        format!("{}{}", tag.handle, tag.suffix)
+    }
+}
+
+/// The span of the tag at the start of a node's span, if the node starts with one.
+fn tag_span(source: &str, span: Span) -> Span {
+    let text = source.get(span.start()..).unwrap_or_default();
+    if !text.starts_with('!') {
+        return span;
+    }
+    let len = text.find(char::is_whitespace).unwrap_or(text.len());
+    Span::new(span.start(), span.start() + len)
+}
+
 /// The exact extent of a scalar. saphyr's spans for quoted scalars run to the end of the line
 /// (over a trailing comment), and block scalars' spans run to the next token.
 pub(crate) fn scalar_extent(source: &str, span: Span, style: ScalarStyle) -> Span {
@@ -387,14 +563,18 @@ pub(crate) fn scalar_extent(source: &str, span: Span, style: ScalarStyle) -> Spa
         _ => return trim_end(source, span),
     };
     let bytes = source.as_bytes();
-    let Some(open) = bytes.get(span.start()..span.end()).and_then(|raw| raw.iter().position(|&b| b == quote)) else {
+    let Some(open) = bytes
+        .get(span.start()..span.end())
+        .and_then(|raw| raw.iter().position(|&b| b == quote))
+    else {
         return trim_end(source, span);
     };
     let mut i = span.start() + open + 1;
     while let Some(&b) = bytes.get(i) {
-        if quote == b'"' && b == b'\\' {
-            i += 2;
-        } else if b == quote && quote == b'\'' && bytes.get(i + 1) == Some(&b'\'') {
+        // `\x` in a double-quoted scalar and `''` in a single-quoted one are escapes.
+        let escape = (quote == b'"' && b == b'\\')
+            || (b == quote && quote == b'\'' && bytes.get(i + 1) == Some(&b'\''));
+        if escape {
             i += 2;
         } else if b == quote {
             return Span::new(span.start(), i + 1);
@@ -425,8 +605,8 @@ fn resolve_plain(text: &str) -> Resolved {
         "" | "~" | "null" | "Null" | "NULL" => return Resolved::Null,
         "true" | "True" | "TRUE" => return Resolved::Bool(true),
         "false" | "False" | "FALSE" => return Resolved::Bool(false),
-        ".nan" | ".NaN" | ".NAN" | ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf"
-        | "-.Inf" | "-.INF" => return Resolved::NotJson,
+        ".nan" | ".NaN" | ".NAN" | ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF"
+        | "-.inf" | "-.Inf" | "-.INF" => return Resolved::NotJson,
         _ => {}
     }
     match yaml_number(text) {
@@ -466,7 +646,10 @@ fn yaml_number(text: &str) -> Option<Number> {
         None => (mantissa, None),
     };
     let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if !all_digits(int_part) || !frac_part.is_none_or(all_digits) || (int_part.is_empty() && frac_part.is_none_or(str::is_empty)) {
+    if !all_digits(int_part)
+        || !frac_part.is_none_or(all_digits)
+        || (int_part.is_empty() && frac_part.is_none_or(str::is_empty))
+    {
         return None;
     }
     let int_part = int_part.trim_start_matches('0');
@@ -477,7 +660,9 @@ fn yaml_number(text: &str) -> Option<Number> {
         None => String::new(),
     };
     let candidate = format!("{sign}{int_part}{frac}{exponent}");
-    is_json_number(&candidate).then(|| Number::from_json(&candidate)).flatten()
+    is_json_number(&candidate)
+        .then(|| Number::from_json(&candidate))
+        .flatten()
 }
 
 #[cfg(test)]
@@ -500,7 +685,18 @@ mod tests {
         assert_eq!(number("1.").as_deref(), Some("1.0"));
         assert_eq!(number("1.e3").as_deref(), Some("1.0e3"));
         assert_eq!(number("1.10").as_deref(), Some("1.10"));
-        for not_a_number in ["", "+", ".", "1.2.3", "10.0.0.0/8", "2:20:00", "1e", "0x", "e5", "-"] {
+        for not_a_number in [
+            "",
+            "+",
+            ".",
+            "1.2.3",
+            "10.0.0.0/8",
+            "2:20:00",
+            "1e",
+            "0x",
+            "e5",
+            "-",
+        ] {
             assert_eq!(number(not_a_number), None, "{not_a_number}");
         }
     }
@@ -536,7 +732,10 @@ mod tests {
         assert_eq!(&source[text.span.start()..text.span.end()], "text");
         let list = &entries[1].value;
         assert_eq!(&source[list.span.start()..list.span.end()], "[1, 2]");
-        assert_eq!(&source[value.span.start()..value.span.end()], source.trim_end());
+        assert_eq!(
+            &source[value.span.start()..value.span.end()],
+            source.trim_end()
+        );
     }
 
     #[test]
@@ -558,13 +757,19 @@ mod tests {
             source.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
         }
         let (_, errors) = parse(&source);
-        assert!(matches!(errors.as_slice(), [Error::AliasLimit(_)]), "{errors:?}");
+        assert!(
+            matches!(errors.as_slice(), [Error::AliasLimit(_)]),
+            "{errors:?}"
+        );
     }
 
     #[test]
     fn deep_nesting_is_refused() {
         let source = "[".repeat(10_000);
         let (_, errors) = parse(&source);
-        assert!(matches!(errors.as_slice(), [Error::TooDeep(_)]), "{errors:?}");
+        assert!(
+            matches!(errors.as_slice(), [Error::TooDeep(_)]),
+            "{errors:?}"
+        );
     }
 }
