@@ -92,10 +92,9 @@ fn rule(action: Action, entry: &Entry, errors: &mut Vec<Error>) -> Option<Rule> 
             Kind::Array => Some(format!(
                 "put the criteria under an operator: `{action}: {{or: [...]}}` (any may match) or `{action}: {{and: [...]}}` (all must match)"
             )),
-            Kind::Null => Some(format!(
+            _ => Some(format!(
                 "add an operator with a list of criteria, such as `{action}: {{or: [{{accept: true}}]}}`"
             )),
-            _ => None,
         };
         errors.push(
             RuleBodyNotObject {

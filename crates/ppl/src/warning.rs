@@ -12,7 +12,7 @@ diagnostic_enum! {
         ArrayIsNotIn, HasList, NonStringOperand, NeverMatches, OperatorsAreOred,
         PublicAllowIdentityDeny, EmptyRule, EmptyBlock, EmptyPolicy, RepeatedCriterion,
         ConflictingCriteria, IgnoredSubpath, IgnoredActionKey, RedundantCriteria, DenyEverything,
-        TruthyString, CidrHostBits, SuspiciousUnicode, IgnoredData,
+        TruthyString, CidrHostBits, SuspiciousUnicode, IgnoredData, LowercaseMethod,
     }
 }
 
@@ -22,7 +22,7 @@ shiftable! {
     EmptyBlock { span } EmptyPolicy { span } RepeatedCriterion { span, first }
     ConflictingCriteria { span, first } IgnoredSubpath { span } IgnoredActionKey { span }
     RedundantCriteria { span } DenyEverything { span } TruthyString { span } CidrHostBits { span }
-    SuspiciousUnicode { span } IgnoredData { span }
+    SuspiciousUnicode { span } IgnoredData { span } LowercaseMethod { span }
 }
 
 /// `email: [a, b]` compares the email with the whole list (ppl.md §2.1 "Pitfall").
@@ -295,5 +295,20 @@ pub struct SuspiciousUnicode {
 pub struct IgnoredData {
     pub(crate) criterion: &'static str,
     #[label("ignored")]
+    pub(crate) span: SourceSpan,
+}
+
+/// `http_method: get`: methods are compared case-sensitively and arrive upper case.
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+#[error("http methods are upper case, so `{method}` never matches")]
+#[diagnostic(
+    code(ppl::lint::lowercase_method),
+    severity(Warning),
+    help("write `{upper}`")
+)]
+pub struct LowercaseMethod {
+    pub(crate) method: String,
+    pub(crate) upper: String,
+    #[label("not upper case")]
     pub(crate) span: SourceSpan,
 }

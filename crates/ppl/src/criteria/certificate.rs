@@ -34,9 +34,17 @@ pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<CertificateMatche
                 matcher.fingerprints = Some(digests(value, "fingerprint", cx, fingerprint))
             }
             "spki_hash" => matcher.spki_hashes = Some(digests(value, "spki_hash", cx, spki_hash)),
-            "san_email" => matcher.san_email = matchers::string(value, cx),
-            "san_dns" => matcher.san_dns = matchers::string(value, cx),
-            "san_uri" => matcher.san_uri = matchers::string(value, cx),
+            field @ ("san_email" | "san_dns" | "san_uri") => {
+                // Messages about the matcher name the field (`san_dns`), not the criterion.
+                let criterion = std::mem::replace(&mut cx.key, field.to_owned());
+                let parsed = matchers::string(value, cx);
+                cx.key = criterion;
+                match field {
+                    "san_email" => matcher.san_email = parsed,
+                    "san_dns" => matcher.san_dns = parsed,
+                    _ => matcher.san_uri = parsed,
+                }
+            }
             other => cx.error(UnknownField {
                 criterion: "client_certificate".to_owned(),
                 field: other.to_owned(),

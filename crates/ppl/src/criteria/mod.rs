@@ -171,8 +171,12 @@ pub(crate) fn check(
     warnings: &mut Vec<Warning>,
 ) -> Option<CriterionKind> {
     let Some(info) = lookup(&criterion.name) else {
-        let help = known_confusion(&criterion.name)
-            .map(str::to_owned)
+        let missing_name = criterion
+            .name
+            .is_empty()
+            .then(|| "the criterion's name is missing before the `/`".to_owned());
+        let help = missing_name
+            .or_else(|| known_confusion(&criterion.name).map(str::to_owned))
             .or_else(|| suggest::did_you_mean(&criterion.name, &names()))
             .or_else(|| Some("`pomerium-policy criteria` lists every criterion".to_owned()));
         errors.push(
@@ -206,7 +210,10 @@ pub(crate) fn check(
         "user" => matchers::string(data, &mut cx).map(CriterionKind::User),
         "email" => matchers::string(data, &mut cx).map(CriterionKind::Email),
         "domain" => matchers::string(data, &mut cx).map(CriterionKind::Domain),
-        "http_method" => matchers::string(data, &mut cx).map(CriterionKind::HttpMethod),
+        "http_method" => matchers::string(data, &mut cx).map(|m| {
+            warn_lowercase_methods(&m, &mut cx);
+            CriterionKind::HttpMethod(m)
+        }),
         "http_path" => matchers::string(data, &mut cx).map(CriterionKind::HttpPath),
         "mcp_tool" => matchers::string(data, &mut cx).map(CriterionKind::McpTool),
         "ssh_username" => matchers::string(data, &mut cx).map(CriterionKind::SshUsername),
@@ -231,6 +238,26 @@ pub(crate) fn check(
     };
     // A criterion whose data had an error is not built, even if a partial result was possible.
     kind.filter(|_| cx.errors.len() == before)
+}
+
+/// Methods are compared case-sensitively and arrive upper-case (`GET`), so `get` never matches.
+fn warn_lowercase_methods(matcher: &crate::model::StringMatcher, cx: &mut Cx<'_>) {
+    for condition in &matcher.conditions {
+        let mut values = Vec::new();
+        condition.value.walk(&mut |v| values.push(v));
+        for value in values {
+            if let Some(method) = value
+                .as_str()
+                .filter(|m| m.chars().any(|c| c.is_ascii_lowercase()))
+            {
+                cx.warn(crate::warning::LowercaseMethod {
+                    method: method.to_owned(),
+                    upper: method.to_ascii_uppercase(),
+                    span: value.span.into(),
+                });
+            }
+        }
+    }
 }
 
 fn check_subpath(info: &CriterionInfo, criterion: &ast::Criterion, cx: &mut Cx<'_>) {
@@ -309,7 +336,7 @@ pub(crate) fn one_or_many<'v>(
                 expected: "a string",
                 found: item.kind(),
                 span: item.span.into(),
-                help: (item.kind() == crate::value::Kind::Number).then(|| "quote it".to_owned()),
+                help: None,
             }),
         }
     }

@@ -420,6 +420,13 @@ pub(crate) fn read_string(source: &str, start: usize) -> Result<(String, usize),
                     }
                 }
             }
+            Some(b'\n') => {
+                return fail(
+                    "unterminated string: a string cannot span lines".to_owned(),
+                    Span::new(start, pos),
+                    Some("close it with `\"`, or write a line break as `\\n`"),
+                );
+            }
             Some(_) => {
                 let detail = format!("{} inside a string", describe_at(source, pos));
                 return fail(
