@@ -69,6 +69,15 @@ pub fn run(args: &Args, reporter: &Reporter) -> Exit {
                 exit = exit.max(Exit::Invalid);
                 continue;
             }
+            Err(FormatError::Unrepresentable { reason }) => {
+                reporter.message(
+                    Severity::Error,
+                    &input.name,
+                    &format!("cannot write this policy as {}: {reason}", to.name()),
+                );
+                exit = exit.max(Exit::Invalid);
+                continue;
+            }
             Err(FormatError::Unsound { output }) => {
                 reporter.message(
                     Severity::Error,

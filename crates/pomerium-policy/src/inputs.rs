@@ -74,21 +74,28 @@ pub fn is_policy_file(name: &str) -> bool {
 
 /// Reads one input. The syntax comes from `forced`, else the extension, else the text itself.
 pub fn read(name: &str, forced: Option<ppl::Syntax>) -> Result<Input, ReadError> {
-    let (bytes, path) = if name == "-" {
-        let mut bytes = Vec::new();
+    // Read one byte past the limit, so that a huge file is refused without being read whole.
+    let limit = u64::try_from(ppl::syntax::MAX_POLICY_BYTES + 1).unwrap_or(u64::MAX);
+    let io_error = |e: std::io::Error| ReadError::Io {
+        name: if name == "-" {
+            "<stdin>".to_owned()
+        } else {
+            name.to_owned()
+        },
+        message: e.to_string(),
+    };
+    let mut bytes = Vec::new();
+    let path = if name == "-" {
         std::io::stdin()
+            .take(limit)
             .read_to_end(&mut bytes)
-            .map_err(|e| ReadError::Io {
-                name: "<stdin>".to_owned(),
-                message: e.to_string(),
-            })?;
-        (bytes, None)
+            .map_err(io_error)?;
+        None
     } else {
-        let bytes = std::fs::read(name).map_err(|e| ReadError::Io {
-            name: name.to_owned(),
-            message: e.to_string(),
-        })?;
-        (bytes, Some(PathBuf::from(name)))
+        std::fs::File::open(name)
+            .and_then(|file| file.take(limit).read_to_end(&mut bytes))
+            .map_err(io_error)?;
+        Some(PathBuf::from(name))
     };
     let display = if name == "-" {
         "<stdin>".to_owned()

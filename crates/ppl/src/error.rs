@@ -238,10 +238,12 @@ pub struct TooDeep {
 }
 
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
-#[error("the policy is {size} bytes, more than the limit of {limit}")]
-#[diagnostic(code(ppl::syntax::too_large))]
+#[error("the policy is larger than the limit of {limit} bytes")]
+#[diagnostic(
+    code(ppl::syntax::too_large),
+    help("no policy needs this much text; split it, or look for a file given by mistake")
+)]
 pub struct TooLarge {
-    pub(crate) size: usize,
     pub(crate) limit: usize,
     #[label("the policy starts here")]
     pub(crate) span: SourceSpan,

@@ -57,7 +57,6 @@ pub struct Parsed {
 pub fn parse(source: &str, syntax: Syntax) -> Parsed {
     if source.len() > syntax::MAX_POLICY_BYTES {
         let error = error::TooLarge {
-            size: source.len(),
             limit: syntax::MAX_POLICY_BYTES,
             span: Span::empty_at(0).into(),
         };

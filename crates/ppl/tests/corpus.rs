@@ -154,6 +154,7 @@ fn formatted(case: &Case, to: Syntax) -> Result<String, String> {
         Err(FormatError::Unsound { output }) => {
             Err(format!("the formatter is unsound; it printed:\n{output}"))
         }
+        Err(FormatError::Unrepresentable { reason }) => Err(format!("cannot be written: {reason}")),
     }
 }
 

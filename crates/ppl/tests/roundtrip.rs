@@ -234,6 +234,7 @@ proptest! {
                     Ok(formatted) => formatted.text,
                     Err(FormatError::Unsound { output }) => panic!("unsound {from:?} → {to:?}:\n{text}\n→\n{output}"),
                     Err(FormatError::Parse(errors)) => panic!("{from:?} does not parse: {errors:?}\n{text}"),
+                    Err(FormatError::Unrepresentable { reason }) => panic!("{to:?} cannot hold it: {reason}"),
                 };
                 let twice = format_source(&once, to, to).map(|f| f.text);
                 prop_assert_eq!(twice.as_ref().ok(), Some(&once), "{:?} → {:?} is not idempotent", from, to);

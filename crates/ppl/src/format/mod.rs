@@ -43,9 +43,39 @@ pub struct Formatted {
 pub enum FormatError {
     /// The source does not parse.
     Parse(Vec<Error>),
+    /// The policy cannot be written in the target syntax (YAML keys are limited to 1,024
+    /// characters).
+    Unrepresentable { reason: String },
     /// The formatter produced text that does not mean the same as its input. This is a bug in the
     /// formatter; the output is withheld so that nothing is overwritten with it.
     Unsound { output: String },
+}
+
+/// YAML allows at most 1,024 characters in a key written on one line with its value.
+const MAX_YAML_KEY: usize = 1024;
+
+/// Why `policy` cannot be written as YAML, if it cannot.
+fn yaml_unrepresentable(policy: &Policy) -> Option<String> {
+    let too_long = |key: &str| quote(key).chars().count() > MAX_YAML_KEY;
+    for (_, _, criterion) in policy.criteria() {
+        if too_long(&criterion.key()) {
+            return Some(format!(
+                "a criterion key is longer than the {MAX_YAML_KEY} characters a yaml key may have"
+            ));
+        }
+        let mut long_entry = false;
+        criterion.data.walk(&mut |value| {
+            long_entry |= value
+                .as_object()
+                .is_some_and(|entries| entries.iter().any(|e| too_long(&e.key)));
+        });
+        if long_entry {
+            return Some(format!(
+                "an object key is longer than the {MAX_YAML_KEY} characters a yaml key may have"
+            ));
+        }
+    }
+    None
 }
 
 /// Parses `source` and prints it in `to`, checking that the result means the same.
@@ -55,6 +85,11 @@ pub fn format_source(source: &str, from: Syntax, to: Syntax) -> Result<Formatted
         Some(policy) if parsed.errors.is_empty() => policy,
         _ => return Err(FormatError::Parse(parsed.errors)),
     };
+    if to == Syntax::Yaml
+        && let Some(reason) = yaml_unrepresentable(&policy)
+    {
+        return Err(FormatError::Unrepresentable { reason });
+    }
     let found = comments::collect(source, from);
     let (attached, dropped_comments) = if to == Syntax::Json {
         (Trivia::default(), found.len())
@@ -151,7 +186,7 @@ impl<'a> Out<'a> {
 
     fn comment_lines(&mut self, indent: usize, comments: Vec<Comment>) {
         for comment in comments {
-            self.line(indent, &format!("#{}", comment.text));
+            self.line(indent, &format!("#{}", printable(&comment.text)));
         }
     }
 
@@ -208,11 +243,22 @@ impl<'a> Out<'a> {
     }
 }
 
+/// A comment's text with characters YAML forbids (controls other than tab, noncharacters) shown
+/// as U+FFFD: a comment may hold anything in the text form, but must survive in YAML too.
+fn printable(text: &str) -> String {
+    let forbidden = |c: char| {
+        (c.is_control() && c != '\t') || matches!(c, '\u{feff}' | '\u{fffe}' | '\u{ffff}')
+    };
+    text.chars()
+        .map(|c| if forbidden(c) { '\u{fffd}' } else { c })
+        .collect()
+}
+
 /// Comments to end a line with; several are joined (and read back as one).
 fn inline_comments(comments: Vec<Comment>) -> String {
     comments
         .iter()
-        .map(|c| format!(" #{}", c.text))
+        .map(|c| format!(" #{}", printable(&c.text)))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -220,6 +266,17 @@ fn inline_comments(comments: Vec<Comment>) -> String {
 #[cfg(test)]
 mod tests {
     use super::quote;
+
+    #[test]
+    fn keys_too_long_for_yaml_are_refused_with_a_reason() {
+        let key = "x".repeat(1100);
+        let source = format!("allow or(\"claim/{key}\" \"v\")");
+        match super::format_source(&source, crate::Syntax::Text, crate::Syntax::Yaml) {
+            Err(super::FormatError::Unrepresentable { reason }) => assert!(reason.contains("1024")),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(super::format_source(&source, crate::Syntax::Text, crate::Syntax::Json).is_ok());
+    }
 
     #[test]
     fn quotes_like_json() {

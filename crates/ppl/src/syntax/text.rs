@@ -37,10 +37,17 @@ pub fn parse(source: &str) -> (Option<Policy>, Vec<Error>) {
             ],
         );
     }
-    pest::set_error_detail(true);
     let policy_pair = match TextParser::parse(Rule::policy, source) {
         Ok(mut pairs) => pairs.next(),
-        Err(error) => return (None, vec![syntax_error(source, &error)]),
+        Err(_) => {
+            // Tracking every attempt makes pest several times slower, so it is switched on only to
+            // read a policy again that already failed, for a precise message.
+            pest::set_error_detail(true);
+            let detailed = TextParser::parse(Rule::policy, source).err();
+            pest::set_error_detail(false);
+            let error = detailed.map(|error| syntax_error(source, &error));
+            return (None, error.into_iter().collect());
+        }
     };
     let Some(policy_pair) = policy_pair else {
         return (None, Vec::new());

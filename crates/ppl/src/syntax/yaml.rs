@@ -620,6 +620,10 @@ fn yaml_number(text: &str) -> Option<Number> {
     if let Some(number) = Number::from_json(text) {
         return Some(number);
     }
+    // Every number starts with a digit, a sign or a dot: most scalars (names, emails) stop here.
+    if !text.starts_with(|c: char| c.is_ascii_digit() || "+-.".contains(c)) {
+        return None;
+    }
     let (negative, unsigned) = match text.as_bytes().first()? {
         b'-' => (true, text.get(1..)?),
         b'+' => (false, text.get(1..)?),
