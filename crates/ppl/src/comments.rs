@@ -246,9 +246,11 @@ impl Trivia {
 
     /// Takes the comments of `span` at `place`; each comment is handed out once.
     pub fn take(&self, span: Span, place: Place) -> Vec<Comment> {
+        // Borrows never overlap (each call takes and releases its own), so this cannot fail.
         self.by_node
-            .borrow_mut()
-            .remove(&(span, place))
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut by_node| by_node.remove(&(span, place)))
             .unwrap_or_default()
     }
 
@@ -266,16 +268,17 @@ impl Trivia {
     pub fn remaining(&self) -> Vec<Comment> {
         let mut rest: Vec<Comment> = self
             .by_node
-            .borrow_mut()
-            .drain()
-            .flat_map(|(_, c)| c)
-            .collect();
+            .try_borrow_mut()
+            .map(|mut by_node| by_node.drain().flat_map(|(_, c)| c).collect())
+            .unwrap_or_default();
         rest.sort_by_key(|c| c.span.start());
         rest
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_node.borrow().is_empty()
+        self.by_node
+            .try_borrow()
+            .is_ok_and(|by_node| by_node.is_empty())
     }
 }
 
