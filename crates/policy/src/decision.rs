@@ -77,18 +77,25 @@ impl<'a> Merge<'a> {
         part.1 = max_device_type(part.1, result.device_type);
     }
 
-    /// Whether the value is decided and adding `reasons` could no longer change the result:
-    /// lets the evaluator skip a criterion whose every possible reason is already present.
-    pub fn settled_with(&self, possible: ReasonSet, possible_device_type: bool) -> bool {
-        if possible_device_type {
+    /// Whether the value is decided and a further result, whose reasons would be `if_true` when
+    /// it is true and `if_false` when it is false, could no longer change the merged result: lets
+    /// the evaluator skip a criterion that cannot matter.
+    pub fn settled_with(
+        &self,
+        if_true: ReasonSet,
+        if_false: ReasonSet,
+        carries_data: bool,
+    ) -> bool {
+        if carries_data {
             return false;
         }
         if self.all {
-            // `and` is false once one result is false; later false results add their reasons,
-            // later true ones add nothing.
-            self.true_count < self.count && self.false_part.0.covers(possible)
+            // `and` is false once one result is false; a later false result adds its reasons, a
+            // later true one adds nothing.
+            self.true_count < self.count && self.false_part.0.covers(if_false)
         } else {
-            self.true_count > 0 && self.true_part.0.covers(possible)
+            // `or` is true once one result is true; only later true results add reasons.
+            self.true_count > 0 && self.true_part.0.covers(if_true)
         }
     }
 

@@ -56,15 +56,17 @@ struct BlockIr {
     /// The constant criteria, already merged (inverted for `not`/`nor`).
     initial: Merge<'static>,
     checks: Box<[Check]>,
-    /// Every reason the block can produce, and whether it can carry a device type.
-    possible: ReasonSet,
+    /// The reasons the block can give when true, and whether it can carry a device type.
+    if_true: ReasonSet,
     has_device: bool,
 }
 
 #[derive(Debug, Clone)]
 struct Check {
     test: Test,
-    possible: ReasonSet,
+    /// The reasons it can give when it holds, and when it does not.
+    if_true: ReasonSet,
+    if_false: ReasonSet,
     has_device: bool,
 }
 
@@ -251,16 +253,20 @@ fn compile_block(block: &ppl::model::Block) -> BlockIr {
         checks = merge_alternatives(checks);
     }
     checks.sort_by_key(|c| cost(&c.test));
-    let possible = checks
+    // A true block's reasons come from its true results (its false ones, inverted, for `not`
+    // and `nor`); a superset is enough for deciding to skip.
+    let if_true = checks
         .iter()
-        .fold(ReasonSet::EMPTY, |set, c| set.union(c.possible))
+        .fold(ReasonSet::EMPTY, |set, c| {
+            set.union(if invert { c.if_false } else { c.if_true })
+        })
         .union(initial_reasons(&block.criteria));
     let has_device = checks.iter().any(|c| c.has_device);
     BlockIr {
         operator: block.operator,
         initial,
         checks: checks.into_boxed_slice(),
-        possible,
+        if_true,
         has_device,
     }
 }
@@ -302,20 +308,23 @@ fn cost(test: &Test) -> u32 {
     }
 }
 
-fn session_reasons(pass: Reason, fail: Reason) -> ReasonSet {
-    [pass, fail, Reason::UserUnauthenticated]
-        .into_iter()
-        .collect()
+/// The reasons of the Session template when true and when false.
+fn session_reasons(pass: Reason, fail: Reason) -> (ReasonSet, ReasonSet) {
+    (
+        ReasonSet::of(pass),
+        [fail, Reason::UserUnauthenticated].into_iter().collect(),
+    )
 }
 
-fn plain_reasons(pass: Reason, fail: Reason) -> ReasonSet {
-    [pass, fail].into_iter().collect()
+/// The reasons of the Plain template when true and when false.
+fn plain_reasons(pass: Reason, fail: Reason) -> (ReasonSet, ReasonSet) {
+    (ReasonSet::of(pass), ReasonSet::of(fail))
 }
 
 /// The test for a criterion; `None` for the constants `accept` and `reject`, which the block
 /// folds into its starting state.
 fn compile_check(kind: &CriterionKind) -> Option<Check> {
-    let (test, possible) = match kind {
+    let (test, (if_true, if_false)) = match kind {
         CriterionKind::Accept | CriterionKind::Reject => return None,
         CriterionKind::AuthenticatedUser => (
             Test::AuthenticatedUser,
@@ -366,18 +375,19 @@ fn compile_check(kind: &CriterionKind) -> Option<Check> {
         ),
         CriterionKind::InvalidClientCertificate => (
             Test::InvalidClientCertificate,
-            [
-                Reason::ValidClientCertificate,
-                Reason::ClientCertificateRequired,
-                Reason::InvalidClientCertificate,
-            ]
-            .into_iter()
-            .collect(),
+            (
+                [
+                    Reason::ClientCertificateRequired,
+                    Reason::InvalidClientCertificate,
+                ]
+                .into_iter()
+                .collect::<ReasonSet>(),
+                ReasonSet::of(Reason::ValidClientCertificate),
+            ),
         ),
         CriterionKind::Device(m) => {
             let device_type = m.device_type.as_deref().unwrap_or("any").into();
-            let possible = [
-                Reason::DeviceOk,
+            let if_false = [
                 Reason::DeviceUnauthorized,
                 Reason::DeviceUnauthenticated,
                 Reason::UserUnauthenticated,
@@ -387,18 +397,20 @@ fn compile_check(kind: &CriterionKind) -> Option<Check> {
                     matcher: m.clone(),
                     device_type,
                 })),
-                possible.into_iter().collect(),
+                (
+                    ReasonSet::of(Reason::DeviceOk),
+                    if_false.into_iter().collect::<ReasonSet>(),
+                ),
             )
         }
         CriterionKind::McpTool(m) => (
             Test::McpTool(str_test(m)),
-            [
-                Reason::McpNotAToolCall,
-                Reason::McpToolMatch,
-                Reason::McpToolNoMatch,
-            ]
-            .into_iter()
-            .collect(),
+            (
+                ReasonSet::of(Reason::McpToolMatch),
+                [Reason::McpNotAToolCall, Reason::McpToolNoMatch]
+                    .into_iter()
+                    .collect::<ReasonSet>(),
+            ),
         ),
         CriterionKind::SshUsername(m) => (
             Test::SshUsername(str_test(m)),
@@ -444,7 +456,8 @@ fn compile_check(kind: &CriterionKind) -> Option<Check> {
     let has_device = matches!(test, Test::Device(_));
     Some(Check {
         test,
-        possible,
+        if_true,
+        if_false,
         has_device,
     })
 }
@@ -571,9 +584,12 @@ fn merge_alternatives(checks: Vec<Check>) -> Vec<Check> {
 }
 
 fn merge_group(members: Vec<Check>) -> Check {
-    let possible = members
+    let if_true = members
         .iter()
-        .fold(ReasonSet::EMPTY, |s, c| s.union(c.possible));
+        .fold(ReasonSet::EMPTY, |s, c| s.union(c.if_true));
+    let if_false = members
+        .iter()
+        .fold(ReasonSet::EMPTY, |s, c| s.union(c.if_false));
     let mut exact: Vec<Box<str>> = Vec::new();
     let mut prefixes: Vec<Box<str>> = Vec::new();
     let mut suffixes: Vec<Box<str>> = Vec::new();
@@ -631,7 +647,8 @@ fn merge_group(members: Vec<Check>) -> Check {
     };
     Check {
         test,
-        possible,
+        if_true,
+        if_false,
         has_device: false,
     }
 }
@@ -834,7 +851,8 @@ impl ActionIr {
         }
         let mut merge = self.initial;
         for block in self.blocks.iter() {
-            if merge.settled_with(block.possible, block.has_device) {
+            // The action is an `or`: once true, only a true block could add reasons.
+            if merge.settled_with(block.if_true, ReasonSet::EMPTY, block.has_device) {
                 continue;
             }
             merge.add(block.evaluate(cx));
@@ -848,7 +866,12 @@ impl BlockIr {
         let invert = matches!(self.operator, Operator::Not | Operator::Nor);
         let mut merge = self.initial;
         for check in self.checks.iter() {
-            if merge.settled_with(check.possible, check.has_device) {
+            let (if_true, if_false) = if invert {
+                (check.if_false, check.if_true)
+            } else {
+                (check.if_true, check.if_false)
+            };
+            if merge.settled_with(if_true, if_false, check.has_device) {
                 continue;
             }
             let result = check.test.evaluate(cx);

@@ -246,15 +246,15 @@ pub fn claim<'r>(
     if let Some(value) = lookup(path) {
         return Some(value);
     }
-    let replaced = path.replace('.', "/");
-    let segments: Vec<&str> = replaced.split('/').collect();
-    if !(2..=5).contains(&segments.len()) {
+    // `replace(key, ".", "/")` then `split(_, "/")`, without allocating.
+    let segments = || path.split(['.', '/']);
+    if !(2..=5).contains(&segments().count()) {
         return None;
     }
-    let (first, rest) = segments.split_first()?;
-    let mut current = lookup(first)?;
-    for segment in rest {
-        current = current.as_object()?.get(*segment)?;
+    let mut parts = segments();
+    let mut current = lookup(parts.next()?)?;
+    for segment in parts {
+        current = current.as_object()?.get(segment)?;
     }
     Some(current)
 }

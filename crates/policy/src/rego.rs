@@ -17,7 +17,9 @@
 //! ppl.md where upstream versions disagree: `get_user_email` prefers the directory user's email, and
 //! `mcp_tool` answers `[false, {"mcp-not-a-tool-call"}]` for a request without the `tools/call`
 //! method. String matchers write `in` as `x in [...]` and `not_in` as `not x in [...]` (so an
-//! undefined left side satisfies `not_in`); list matchers use the `count([true | ...])`
+//! undefined left side, such as an absent `input.http.method`, satisfies `not_in`; `user` first
+//! assigns `user_id := session.user_id`, as upstream does, so a session without a user id fails
+//! every `user` operator, `not_in` included); list matchers use the `count([true | ...])`
 //! comprehensions of Pomerium's matchers. `source_ip` checks `net.cidr_contains` over the ranges
 //! (upstream calls `net.cidr_contains_matches`, which means the same). The certificate SAN
 //! matchers test each operator across the SAN entries (`startswith(cert.DNSNames[_], ...)`);
@@ -52,7 +54,9 @@
 //!   and `exclude` to a list value, `<`, `<=`, `=`, `>`, `>=` to a numeric value (`is_number`
 //!   first, since Rego orders values of different types instead of failing), and `exists: true`
 //!   holds when the record (and the field, when one is named) is present and not null;
-//!   `exists: false` when it is not.
+//!   `exists: false` when it is not. The field is read in place (`record["field"]`), so, as for
+//!   the other string matchers, an absent field (or record) satisfies `not_in` and `exclude` and
+//!   fails the other operators.
 
 use ppl::ast::{Action, Operator};
 use ppl::model::{

@@ -1,13 +1,20 @@
 //! `pomerium-policy`: check, format and (in later issues) evaluate Pomerium policies offline.
 //!
 //! Exit codes (shared/spec/eval-contract.md): 0 success; 1 usage or I/O error; 2 evaluated to
-//! anything but allow; 3 the policy does not compile, or `check`/`fmt --check` found problems.
+//! anything but allow; 3 the policy does not compile, or `check`/`fmt --check` found problems;
+//! 4 a test of `pomerium-policy test` failed.
 //! Diagnostics go to standard error; results to standard output.
 
+mod bench;
 mod check;
+mod compile;
+mod eval;
+mod explain;
 mod fmt;
 mod inputs;
+mod load;
 mod report;
+mod testing;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -38,6 +45,17 @@ enum Command {
     Check(check::Args),
     /// Format policies, or convert them between YAML, JSON and the text form.
     Fmt(fmt::Args),
+    /// Evaluate a policy for one input document; print the decision (exit 0 allow, 2 not).
+    Eval(eval::Args),
+    /// Evaluate and explain: every rule, block and criterion with what it read, the nearest miss
+    /// and a remediation.
+    Explain(eval::Args),
+    /// Run the test files beside the policies (`<policy>.test.yaml`).
+    Test(testing::Args),
+    /// Time decisions for a policy and an input.
+    Bench(bench::Args),
+    /// Print the Rego module Pomerium would generate for a policy.
+    Compile(compile::Args),
     /// List every criterion and the data it takes.
     Criteria,
 }
@@ -65,7 +83,11 @@ impl From<SyntaxArg> for ppl::Syntax {
 pub enum Exit {
     Ok = 0,
     Usage = 1,
+    /// Evaluated, and the outcome is not allow.
+    NotAllowed = 2,
     Invalid = 3,
+    /// A test of `pomerium-policy test` failed.
+    TestFailed = 4,
 }
 
 impl From<Exit> for ExitCode {
@@ -90,6 +112,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(&args, &reporter),
         Command::Fmt(args) => fmt::run(&args, &reporter),
+        Command::Eval(args) => eval::run(&args, &reporter),
+        Command::Explain(args) => explain::run(&args, &reporter),
+        Command::Test(args) => testing::run(&args, &reporter),
+        Command::Bench(args) => bench::run(&args, &reporter),
+        Command::Compile(args) => compile::run(&args, &reporter),
         Command::Criteria => criteria(),
     }
     .into()

@@ -16,6 +16,8 @@ use crate::error::Error;
 use crate::span::Span;
 use crate::syntax::Syntax;
 
+pub use text::criterion_text;
+
 /// Lines longer than this are broken where the layout allows.
 pub const WIDTH: usize = 80;
 

@@ -89,6 +89,11 @@ fn print_block(out: &mut Out<'_>, block: &Block, indent: usize, prefix: &str) {
     out.after(block.span, indent);
 }
 
+/// One criterion in the text form, on one line: `email is "a@example.com"`.
+pub fn criterion_text(criterion: &Criterion) -> String {
+    criterion_inline(criterion).unwrap_or_default()
+}
+
 /// The criterion on one line, if it has no comments and its data is inline.
 fn criterion_inline(criterion: &Criterion) -> Option<String> {
     let name = criterion_name(criterion);
