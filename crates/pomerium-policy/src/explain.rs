@@ -274,11 +274,13 @@ impl<'a> Explanation<'a> {
         use serde_json::{Value, json};
         let decision = self.trace.decision;
         let result = |r: &policy::RuleResult<'_>| {
-            let mut value = json!({"value": r.value, "reasons": r.reasons.names()});
+            let mut value = serde_json::Map::new();
+            value.insert("value".to_owned(), json!(r.value));
+            value.insert("reasons".to_owned(), json!(r.reasons.names()));
             if let Some(device_type) = r.device_type {
-                value["additional_data"] = json!({"device_type": device_type});
+                value.insert("additional_data".to_owned(), json!({"device_type": device_type}));
             }
-            value
+            Value::Object(value)
         };
         let criterion_json = |c: &CriterionTrace<'_>| {
             let at = self.location(c.criterion.span);
