@@ -8,8 +8,8 @@ use crate::crypto::CertificateFacts;
 use crate::decision::{Decision, RuleResult, Verdict};
 use crate::input::{ClientCertificate, Http, Input, Mcp, Ssh};
 use crate::records::{
-    DeviceCredential, DeviceEnrollment, DirectoryUser, MemoryRecords, ServiceAccount, Session,
-    SessionDeviceCredential, User,
+    DeviceCredential, DeviceEnrollment, DirectoryUser, MemoryRecords, ServiceAccount, Session, SessionDeviceCredential,
+    User,
 };
 use base64::Engine as _;
 use serde_json::{Map, Value};
@@ -41,11 +41,7 @@ impl fmt::Display for InputError {
 impl std::error::Error for InputError {}
 
 fn error(path: &str, message: impl Into<String>) -> InputError {
-    InputError {
-        path: path.to_owned(),
-        message: message.into(),
-        help: None,
-    }
+    InputError { path: path.to_owned(), message: message.into(), help: None }
 }
 
 /// An input document, owned, from which an [`Input`] borrows.
@@ -79,27 +75,13 @@ impl OwnedInput {
             help: None,
         })?;
         let top = object(&value, "")?;
-        known(
-            top,
-            "",
-            &[
-                "http",
-                "is_valid_client_certificate",
-                "session",
-                "ssh",
-                "mcp",
-                "now",
-                "records",
-            ],
-        )?;
+        known(top, "", &["http", "is_valid_client_certificate", "session", "ssh", "mcp", "now", "records"])?;
         let mut input = OwnedInput::default();
         if let Some(http) = top.get("http") {
             input.read_http(http)?;
         }
-        input.is_valid_client_certificate = boolean(
-            top.get("is_valid_client_certificate"),
-            "is_valid_client_certificate",
-        )?;
+        input.is_valid_client_certificate =
+            boolean(top.get("is_valid_client_certificate"), "is_valid_client_certificate")?;
         if let Some(session) = top.get("session") {
             let session = object(session, "session")?;
             known(session, "session", &["id", "user_id"])?;
@@ -110,14 +92,9 @@ impl OwnedInput {
             known(ssh, "ssh", &["username", "publickey"])?;
             input.ssh_username = string(ssh.get("username"), "ssh.username")?;
             if let Some(key) = string(ssh.get("publickey"), "ssh.publickey")? {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(key.trim())
-                    .map_err(|_| {
-                        error(
-                            "ssh.publickey",
-                            "is not base64 (it is the key in ssh wire format, base64-encoded)",
-                        )
-                    })?;
+                let bytes = base64::engine::general_purpose::STANDARD.decode(key.trim()).map_err(|_| {
+                    error("ssh.publickey", "is not base64 (it is the key in ssh wire format, base64-encoded)")
+                })?;
                 input.ssh_publickey = Some(bytes);
             }
         }
@@ -167,12 +144,8 @@ impl OwnedInput {
         self.path = string(http.get("path"), "http.path")?;
         self.url = string(http.get("url"), "http.url")?;
         if let Some(url) = &self.url {
-            let parts = split_url(url).ok_or_else(|| {
-                error(
-                    "http.url",
-                    "is not an absolute url such as `https://app.example.com/path`",
-                )
-            })?;
+            let parts = split_url(url)
+                .ok_or_else(|| error("http.url", "is not an absolute url such as `https://app.example.com/path`"))?;
             self.path.get_or_insert(parts.path);
             self.host.get_or_insert(parts.host);
             self.hostname.get_or_insert(parts.hostname);
@@ -182,33 +155,19 @@ impl OwnedInput {
                 let path = format!("http.headers.{name}");
                 let value = match value {
                     Value::String(s) => s.clone(),
-                    Value::Array(list) => list
-                        .first()
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
+                    Value::Array(list) => list.first().and_then(Value::as_str).unwrap_or_default().to_owned(),
                     _ => return Err(error(&path, "expected a string")),
                 };
                 self.headers.push((name.clone(), value));
             }
         }
         if let Some(ip) = string(http.get("ip"), "http.ip")? {
-            self.ip = Some(
-                ip.parse()
-                    .map_err(|_| error("http.ip", format!("`{ip}` is not an ip address")))?,
-            );
+            self.ip = Some(ip.parse().map_err(|_| error("http.ip", format!("`{ip}` is not an ip address")))?);
         }
         if let Some(certificate) = http.get("client_certificate") {
             let certificate = object(certificate, "http.client_certificate")?;
-            known(
-                certificate,
-                "http.client_certificate",
-                &["presented", "leaf", "intermediates"],
-            )?;
-            self.presented = boolean(
-                certificate.get("presented"),
-                "http.client_certificate.presented",
-            )?;
+            known(certificate, "http.client_certificate", &["presented", "leaf", "intermediates"])?;
+            self.presented = boolean(certificate.get("presented"), "http.client_certificate.presented")?;
             // An unparseable certificate is data, not an error: the criteria see no certificate.
             self.leaf = string(certificate.get("leaf"), "http.client_certificate.leaf")?
                 .and_then(|leaf| CertificateFacts::from_pem_or_base64(&leaf));
@@ -227,31 +186,19 @@ impl OwnedInput {
                 url: self.url.as_deref(),
                 headers: &self.headers,
                 ip: self.ip,
-                client_certificate: ClientCertificate {
-                    presented: self.presented,
-                    leaf: self.leaf.as_ref(),
-                },
+                client_certificate: ClientCertificate { presented: self.presented, leaf: self.leaf.as_ref() },
             },
             is_valid_client_certificate: self.is_valid_client_certificate,
             session_id: self.session_id.as_deref(),
-            ssh: Ssh {
-                username: self.ssh_username.as_deref(),
-                publickey: self.ssh_publickey.as_deref(),
-            },
-            mcp: Mcp {
-                method: self.mcp_method.as_deref(),
-                tool_name: self.mcp_tool.as_deref(),
-            },
+            ssh: Ssh { username: self.ssh_username.as_deref(), publickey: self.ssh_publickey.as_deref() },
+            mcp: Mcp { method: self.mcp_method.as_deref(), tool_name: self.mcp_tool.as_deref() },
             now: self.now.unwrap_or(now),
         }
     }
 
     /// The `Accept` header, which decides between a sign-in redirect and a 401.
     pub fn accept(&self) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("accept"))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("accept")).map(|(_, v)| v.as_str())
     }
 }
 
@@ -275,16 +222,8 @@ fn split_url(url: &str) -> Option<UrlParts> {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),
     };
-    let path = if raw_path.is_empty() {
-        "/".to_owned()
-    } else {
-        percent_decode(raw_path)
-    };
-    Some(UrlParts {
-        host: host.to_owned(),
-        hostname: hostname.to_ascii_lowercase(),
-        path,
-    })
+    let path = if raw_path.is_empty() { "/".to_owned() } else { percent_decode(raw_path) };
+    Some(UrlParts { host: host.to_owned(), hostname: hostname.to_ascii_lowercase(), path })
 }
 
 fn percent_decode(text: &str) -> String {
@@ -319,26 +258,22 @@ impl MemoryRecords {
         known(fields, path, &["type", "id", "data"])?;
         let record_type = string(fields.get("type"), &format!("{path}.type"))?
             .ok_or_else(|| error(path, "a record needs a `type`"))?;
-        let id = string(fields.get("id"), &format!("{path}.id"))?
-            .ok_or_else(|| error(path, "a record needs an `id`"))?;
+        let id =
+            string(fields.get("id"), &format!("{path}.id"))?.ok_or_else(|| error(path, "a record needs an `id`"))?;
         let empty = Map::new();
         let data = match fields.get("data") {
             Some(value) => object(value, &format!("{path}.data"))?,
             None => &empty,
         };
         let at = |field: &str| format!("{path}.data.{field}");
-        let text =
-            |field: &str| string(data.get(field), &at(field)).map(|s| s.filter(|s| !s.is_empty()));
+        let text = |field: &str| string(data.get(field), &at(field)).map(|s| s.filter(|s| !s.is_empty()));
         let expires_at = match text("expires_at")? {
             Some(value) => Some(timestamp(&value, &at("expires_at"))?),
             None => None,
         };
         let duplicate = |exists: bool| {
             if exists {
-                Err(error(
-                    path,
-                    format!("a second record of type `{record_type}` with id `{id}`"),
-                ))
+                Err(error(path, format!("a second record of type `{record_type}` with id `{id}`")))
             } else {
                 Ok(())
             }
@@ -351,33 +286,20 @@ impl MemoryRecords {
                     user_id: text("user_id")?,
                     claims: claims(data.get("claims"), &at("claims"))?,
                     impersonate_session_id: text("impersonate_session_id")?,
-                    device_credentials: device_credentials(
-                        data.get("device_credentials"),
-                        &at("device_credentials"),
-                    )?,
+                    device_credentials: device_credentials(data.get("device_credentials"), &at("device_credentials"))?,
                     expires_at,
                 };
                 self.sessions.insert(id, session);
             }
             "user" => {
                 duplicate(self.users.contains_key(&id))?;
-                let user = User {
-                    id: id.clone(),
-                    email: text("email")?,
-                    claims: claims(data.get("claims"), &at("claims"))?,
-                };
+                let user =
+                    User { id: id.clone(), email: text("email")?, claims: claims(data.get("claims"), &at("claims"))? };
                 self.users.insert(id, user);
             }
             "service_account" => {
                 duplicate(self.service_accounts.contains_key(&id))?;
-                self.service_accounts.insert(
-                    id.clone(),
-                    ServiceAccount {
-                        id,
-                        user_id: text("user_id")?,
-                        expires_at,
-                    },
-                );
+                self.service_accounts.insert(id.clone(), ServiceAccount { id, user_id: text("user_id")?, expires_at });
             }
             "directory_user" => {
                 duplicate(self.directory_users.contains_key(&id))?;
@@ -386,14 +308,7 @@ impl MemoryRecords {
                     Some(Value::Array(items)) => Some(items.clone()),
                     Some(_) => return Err(error(&at("group_ids"), "expected a list of group ids")),
                 };
-                self.directory_users.insert(
-                    id.clone(),
-                    DirectoryUser {
-                        id,
-                        email: text("email")?,
-                        group_ids,
-                    },
-                );
+                self.directory_users.insert(id.clone(), DirectoryUser { id, email: text("email")?, group_ids });
             }
             "directory_group" => {}
             "device_credential" => {
@@ -407,13 +322,7 @@ impl MemoryRecords {
             }
             "device_enrollment" => {
                 duplicate(self.device_enrollments.contains_key(&id))?;
-                self.device_enrollments.insert(
-                    id.clone(),
-                    DeviceEnrollment {
-                        id,
-                        approved_by: text("approved_by")?,
-                    },
-                );
+                self.device_enrollments.insert(id.clone(), DeviceEnrollment { id, approved_by: text("approved_by")? });
             }
             other => {
                 let of_type = self.external.entry(other.to_owned()).or_default();
@@ -455,10 +364,7 @@ fn claims(value: Option<&Value>, path: &str) -> Result<Map<String, Value>, Input
     Ok(claims)
 }
 
-fn device_credentials(
-    value: Option<&Value>,
-    path: &str,
-) -> Result<Vec<SessionDeviceCredential>, InputError> {
+fn device_credentials(value: Option<&Value>, path: &str) -> Result<Vec<SessionDeviceCredential>, InputError> {
     let Some(value) = value else {
         return Ok(Vec::new());
     };
@@ -477,28 +383,20 @@ fn device_credentials(
                 Some(id) => string(Some(id), &format!("{path}.Credential.Id"))?,
                 None => string(fields.get("id"), &format!("{path}.id"))?,
             };
-            Ok(SessionDeviceCredential {
-                type_id: string(fields.get("type_id"), &format!("{path}.type_id"))?,
-                id,
-            })
+            Ok(SessionDeviceCredential { type_id: string(fields.get("type_id"), &format!("{path}.type_id"))?, id })
         })
         .collect()
 }
 
 fn object<'v>(value: &'v Value, path: &str) -> Result<&'v Map<String, Value>, InputError> {
-    value
-        .as_object()
-        .ok_or_else(|| error(path, format!("expected an object, found {}", kind(value))))
+    value.as_object().ok_or_else(|| error(path, format!("expected an object, found {}", kind(value))))
 }
 
 fn string(value: Option<&Value>, path: &str) -> Result<Option<String>, InputError> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(error(
-            path,
-            format!("expected a string, found {}", kind(other)),
-        )),
+        Some(other) => Err(error(path, format!("expected a string, found {}", kind(other)))),
     }
 }
 
@@ -506,10 +404,7 @@ fn boolean(value: Option<&Value>, path: &str) -> Result<Option<bool>, InputError
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(error(
-            path,
-            format!("expected true or false, found {}", kind(other)),
-        )),
+        Some(other) => Err(error(path, format!("expected true or false, found {}", kind(other)))),
     }
 }
 
@@ -536,11 +431,7 @@ fn kind(value: &Value) -> &'static str {
 fn known(fields: &Map<String, Value>, path: &str, allowed: &[&str]) -> Result<(), InputError> {
     for key in fields.keys() {
         if !allowed.contains(&key.as_str()) {
-            let at = if path.is_empty() {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            };
+            let at = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
             return Err(InputError {
                 path: at,
                 message: "is not a field of the input document".to_owned(),
@@ -563,22 +454,10 @@ pub fn render(decision: &Decision<'_>, verdict: Verdict) -> String {
 }
 
 fn render_result(result: &RuleResult<'_>) -> String {
-    let reasons: Vec<String> = result
-        .reasons
-        .names()
-        .iter()
-        .map(|r| format!("\"{r}\""))
-        .collect();
-    let mut out = format!(
-        "{{\"value\": {}, \"reasons\": [{}]",
-        result.value,
-        reasons.join(", ")
-    );
+    let reasons: Vec<String> = result.reasons.names().iter().map(|r| format!("\"{r}\"")).collect();
+    let mut out = format!("{{\"value\": {}, \"reasons\": [{}]", result.value, reasons.join(", "));
     if let Some(device_type) = result.device_type {
-        out.push_str(&format!(
-            ", \"additional_data\": {{\"device_type\": {}}}",
-            Value::from(device_type)
-        ));
+        out.push_str(&format!(", \"additional_data\": {{\"device_type\": {}}}", Value::from(device_type)));
     }
     out.push('}');
     out
@@ -590,9 +469,7 @@ mod tests {
 
     #[test]
     fn urls_give_path_host_and_hostname() {
-        let input =
-            OwnedInput::parse(r#"{"http": {"url": "https://App.example.com:8443/a%20b/c?x=1"}}"#)
-                .unwrap();
+        let input = OwnedInput::parse(r#"{"http": {"url": "https://App.example.com:8443/a%20b/c?x=1"}}"#).unwrap();
         assert_eq!(input.path.as_deref(), Some("/a b/c"));
         assert_eq!(input.host.as_deref(), Some("App.example.com:8443"));
         assert_eq!(input.hostname.as_deref(), Some("app.example.com"));
@@ -601,18 +478,11 @@ mod tests {
     #[test]
     fn typos_and_wrong_types_are_errors_with_their_path() {
         let typo = OwnedInput::parse(r#"{"sesion": {"id": "s1"}}"#).unwrap_err();
-        assert_eq!(
-            typo.to_string(),
-            "`sesion`: is not a field of the input document (did you mean `session`?)"
-        );
+        assert_eq!(typo.to_string(), "`sesion`: is not a field of the input document (did you mean `session`?)");
         let wrong = OwnedInput::parse(r#"{"http": {"method": 5}}"#).unwrap_err();
-        assert_eq!(
-            wrong.to_string(),
-            "`http.method`: expected a string, found a number"
-        );
-        let record = OwnedInput::parse(
-            r#"{"records": [{"type": "session", "id": "s1", "data": {"expires_at": "soon"}}]}"#,
-        );
+        assert_eq!(wrong.to_string(), "`http.method`: expected a string, found a number");
+        let record =
+            OwnedInput::parse(r#"{"records": [{"type": "session", "id": "s1", "data": {"expires_at": "soon"}}]}"#);
         assert_eq!(record.unwrap_err().path, "records[0].data.expires_at");
     }
 
@@ -628,10 +498,7 @@ mod tests {
         .unwrap();
         let session = &input.records.sessions["s1"];
         assert_eq!(session.claims["groups"], serde_json::json!(["eng"]));
-        assert_eq!(
-            input.records.users["u1"].email, None,
-            "an empty field is an absent one"
-        );
+        assert_eq!(input.records.users["u1"].email, None, "an empty field is an absent one");
         assert!(input.records.external["example.com/hr"].contains_key("u1"));
     }
 }

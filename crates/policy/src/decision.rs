@@ -14,20 +14,13 @@ pub struct RuleResult<'a> {
 
 impl<'a> RuleResult<'a> {
     pub const fn new(value: bool, reason: Reason) -> RuleResult<'a> {
-        RuleResult {
-            value,
-            reasons: ReasonSet::of(reason),
-            device_type: None,
-        }
+        RuleResult { value, reasons: ReasonSet::of(reason), device_type: None }
     }
 
     /// The same result with its value flipped: `not` and `nor` invert their criteria's results,
     /// keeping reasons and additional data.
     pub fn inverted(self) -> RuleResult<'a> {
-        RuleResult {
-            value: !self.value,
-            ..self
-        }
+        RuleResult { value: !self.value, ..self }
     }
 }
 
@@ -80,12 +73,7 @@ impl<'a> Merge<'a> {
     /// Whether the value is decided and a further result, whose reasons would be `if_true` when
     /// it is true and `if_false` when it is false, could no longer change the merged result: lets
     /// the evaluator skip a criterion that cannot matter.
-    pub fn settled_with(
-        &self,
-        if_true: ReasonSet,
-        if_false: ReasonSet,
-        carries_data: bool,
-    ) -> bool {
+    pub fn settled_with(&self, if_true: ReasonSet, if_false: ReasonSet, carries_data: bool) -> bool {
         if carries_data {
             return false;
         }
@@ -100,11 +88,7 @@ impl<'a> Merge<'a> {
     }
 
     pub fn finish(self) -> RuleResult<'a> {
-        let value = if self.all {
-            self.true_count == self.count
-        } else {
-            self.true_count > 0
-        };
+        let value = if self.all { self.true_count == self.count } else { self.true_count > 0 };
         let (reasons, device_type) = match (self.all, value) {
             // and-true and or-false take every result, which are all of one value.
             (true, true) => self.true_part,
@@ -112,11 +96,7 @@ impl<'a> Merge<'a> {
             (true, false) => self.false_part,
             (false, true) => self.true_part,
         };
-        RuleResult {
-            value,
-            reasons,
-            device_type,
-        }
+        RuleResult { value, reasons, device_type }
     }
 }
 
@@ -171,12 +151,8 @@ impl Verdict {
             Verdict::ClientCertificateRequired => 495,
             Verdict::Login { redirect: true } | Verdict::DeviceEnroll => 302,
             Verdict::Login { redirect: false } => 401,
-            Verdict::Deny {
-                device_unauthorized: true,
-            } => 450,
-            Verdict::Deny {
-                device_unauthorized: false,
-            } => 403,
+            Verdict::Deny { device_unauthorized: true } => 450,
+            Verdict::Deny { device_unauthorized: false } => 403,
             Verdict::NotFound => 404,
             Verdict::Allow => 200,
         }
@@ -188,17 +164,12 @@ impl Decision<'_> {
     /// enrolment, then deny, then allow. `wants_html` decides between a redirect and a 401.
     pub fn verdict(&self, wants_html: bool) -> Verdict {
         let either = self.allow.reasons.union(self.deny.reasons);
-        if self
-            .deny
-            .reasons
-            .contains(Reason::ClientCertificateRequired)
+        if self.deny.reasons.contains(Reason::ClientCertificateRequired)
             || self.deny.reasons.contains(Reason::InvalidClientCertificate)
         {
             Verdict::ClientCertificateRequired
         } else if either.contains(Reason::UserUnauthenticated) {
-            Verdict::Login {
-                redirect: wants_html,
-            }
+            Verdict::Login { redirect: wants_html }
         } else if either.contains(Reason::DeviceUnauthenticated) {
             Verdict::DeviceEnroll
         } else if self.deny.value {
@@ -214,15 +185,11 @@ impl Decision<'_> {
 /// A denial's status, from the reasons it is given with (`handleResultDenied`).
 fn denied(reasons: ReasonSet) -> Verdict {
     if reasons.contains(Reason::DeviceUnauthorized) {
-        Verdict::Deny {
-            device_unauthorized: true,
-        }
+        Verdict::Deny { device_unauthorized: true }
     } else if reasons.contains(Reason::RouteNotFound) {
         Verdict::NotFound
     } else {
-        Verdict::Deny {
-            device_unauthorized: false,
-        }
+        Verdict::Deny { device_unauthorized: false }
     }
 }
 
@@ -234,11 +201,7 @@ pub fn wants_html(accept: Option<&str>) -> bool {
     let mut best_other: f32 = 0.0;
     for part in accept.split(',') {
         let mut pieces = part.split(';');
-        let media = pieces
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
+        let media = pieces.next().unwrap_or_default().trim().to_ascii_lowercase();
         let quality = pieces
             .filter_map(|p| p.trim().strip_prefix("q="))
             .find_map(|q| q.trim().parse::<f32>().ok())
@@ -269,10 +232,7 @@ mod tests {
         and.add(r(true, Reason::EmailOk));
         and.add(r(false, Reason::HttpMethodUnauthorized));
         and.add(r(false, Reason::HttpPathUnauthorized));
-        assert_eq!(
-            and.finish().reasons.names(),
-            vec!["http-method-unauthorized", "http-path-unauthorized"]
-        );
+        assert_eq!(and.finish().reasons.names(), vec!["http-method-unauthorized", "http-path-unauthorized"]);
         let mut or = Merge::or();
         or.add(r(false, Reason::EmailUnauthorized));
         or.add(r(true, Reason::DomainOk));
@@ -284,23 +244,15 @@ mod tests {
     #[test]
     fn the_greatest_device_type_wins_the_merge() {
         let mut or = Merge::or();
-        or.add(RuleResult {
-            device_type: Some("any"),
-            ..r(false, Reason::DeviceUnauthenticated)
-        });
-        or.add(RuleResult {
-            device_type: Some("enclave_only"),
-            ..r(false, Reason::DeviceUnauthenticated)
-        });
+        or.add(RuleResult { device_type: Some("any"), ..r(false, Reason::DeviceUnauthenticated) });
+        or.add(RuleResult { device_type: Some("enclave_only"), ..r(false, Reason::DeviceUnauthenticated) });
         assert_eq!(or.finish().device_type, Some("enclave_only"));
     }
 
     #[test]
     fn accept_header_decides_redirect_or_401() {
         assert!(wants_html(None));
-        assert!(wants_html(Some(
-            "text/html,application/xhtml+xml,*/*;q=0.8"
-        )));
+        assert!(wants_html(Some("text/html,application/xhtml+xml,*/*;q=0.8")));
         assert!(wants_html(Some("*/*")));
         assert!(!wants_html(Some("application/json")));
         assert!(!wants_html(Some("application/json, text/html;q=0.5")));

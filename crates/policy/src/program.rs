@@ -24,9 +24,7 @@ use crate::records::{self, DirectoryUser, Principal, Records, User};
 use crate::reference::{json_equals, unmapped};
 use aho_corasick::AhoCorasick;
 use ppl::ast::{Action, Operator};
-use ppl::model::{
-    CertificateMatcher, CriterionKind, ListOp, RecordMatcher, SshKey, StringMatcher, StringOp,
-};
+use ppl::model::{CertificateMatcher, CriterionKind, ListOp, RecordMatcher, SshKey, StringMatcher, StringOp};
 use ppl::value::Value;
 use serde_json::Value as Json;
 use std::collections::HashSet;
@@ -180,19 +178,12 @@ struct DeviceTest {
 impl Program {
     /// Compiles a checked policy.
     pub fn compile(policy: &ppl::model::Policy) -> Program {
-        Program {
-            allow: compile_action(policy, Action::Allow),
-            deny: compile_action(policy, Action::Deny),
-        }
+        Program { allow: compile_action(policy, Action::Allow), deny: compile_action(policy, Action::Deny) }
     }
 
     /// How many tests evaluation may run (after folding and merging), for tests and `bench`.
     pub fn test_count(&self) -> usize {
-        [&self.allow, &self.deny]
-            .iter()
-            .flat_map(|a| a.blocks.iter())
-            .map(|b| b.checks.len())
-            .sum()
+        [&self.allow, &self.deny].iter().flat_map(|a| a.blocks.iter()).map(|b| b.checks.len()).sum()
     }
 }
 
@@ -200,12 +191,7 @@ fn compile_action(policy: &ppl::model::Policy, action: Action) -> ActionIr {
     let mut initial = Merge::or();
     let mut blocks = Vec::new();
     let mut defined = false;
-    for block in policy
-        .rules
-        .iter()
-        .filter(|r| r.action == action)
-        .flat_map(|r| &r.blocks)
-    {
+    for block in policy.rules.iter().filter(|r| r.action == action).flat_map(|r| &r.blocks) {
         if block.criteria.is_empty() {
             continue;
         }
@@ -218,11 +204,7 @@ fn compile_action(policy: &ppl::model::Policy, action: Action) -> ActionIr {
         }
     }
     blocks.sort_by_key(|b| b.checks.iter().map(|c| cost(&c.test)).sum::<u32>());
-    ActionIr {
-        defined,
-        initial,
-        blocks: blocks.into_boxed_slice(),
-    }
+    ActionIr { defined, initial, blocks: blocks.into_boxed_slice() }
 }
 
 fn compile_block(block: &ppl::model::Block) -> BlockIr {
@@ -236,14 +218,7 @@ fn compile_block(block: &ppl::model::Block) -> BlockIr {
         match &criterion.kind {
             CriterionKind::Accept | CriterionKind::Reject => {
                 let accept = matches!(criterion.kind, CriterionKind::Accept);
-                let result = RuleResult::new(
-                    accept,
-                    if accept {
-                        Reason::Accept
-                    } else {
-                        Reason::Reject
-                    },
-                );
+                let result = RuleResult::new(accept, if accept { Reason::Accept } else { Reason::Reject });
                 initial.add(if invert { result.inverted() } else { result });
             }
             kind => checks.extend(compile_check(kind)),
@@ -257,18 +232,10 @@ fn compile_block(block: &ppl::model::Block) -> BlockIr {
     // and `nor`); a superset is enough for deciding to skip.
     let if_true = checks
         .iter()
-        .fold(ReasonSet::EMPTY, |set, c| {
-            set.union(if invert { c.if_false } else { c.if_true })
-        })
+        .fold(ReasonSet::EMPTY, |set, c| set.union(if invert { c.if_false } else { c.if_true }))
         .union(initial_reasons(&block.criteria));
     let has_device = checks.iter().any(|c| c.has_device);
-    BlockIr {
-        operator: block.operator,
-        initial,
-        checks: checks.into_boxed_slice(),
-        if_true,
-        has_device,
-    }
+    BlockIr { operator: block.operator, initial, checks: checks.into_boxed_slice(), if_true, has_device }
 }
 
 fn initial_reasons(criteria: &[ppl::model::Criterion]) -> ReasonSet {
@@ -285,23 +252,11 @@ fn initial_reasons(criteria: &[ppl::model::Criterion]) -> ReasonSet {
 /// Relative cost: what is in the request first, then one record lookup, then several.
 fn cost(test: &Test) -> u32 {
     match test {
-        Test::HttpMethod(_)
-        | Test::HttpPath(_)
-        | Test::Cors
-        | Test::SourceIp(_)
-        | Test::InvalidClientCertificate => 1,
-        Test::McpTool(_)
-        | Test::SshUsername(_)
-        | Test::SshPublickey(_)
-        | Test::DayOfWeek(_)
-        | Test::Date(_) => 1,
+        Test::HttpMethod(_) | Test::HttpPath(_) | Test::Cors | Test::SourceIp(_) | Test::InvalidClientCertificate => 1,
+        Test::McpTool(_) | Test::SshUsername(_) | Test::SshPublickey(_) | Test::DayOfWeek(_) | Test::Date(_) => 1,
         Test::ClientCertificate(_) | Test::TimeOfDay(_) => 2,
         Test::AuthenticatedUser | Test::User(_) => 3,
-        Test::Email(_)
-        | Test::Domain(_)
-        | Test::Claim(..)
-        | Test::Groups(_)
-        | Test::SshUsernameMatchesEmail => 4,
+        Test::Email(_) | Test::Domain(_) | Test::Claim(..) | Test::Groups(_) | Test::SshUsernameMatchesEmail => 4,
         Test::SshUsernameMatchesClaim(_) | Test::Record(_) => 4,
         Test::Device(_) => 6,
         Test::SshCa(_) => 8,
@@ -310,10 +265,7 @@ fn cost(test: &Test) -> u32 {
 
 /// The reasons of the Session template when true and when false.
 fn session_reasons(pass: Reason, fail: Reason) -> (ReasonSet, ReasonSet) {
-    (
-        ReasonSet::of(pass),
-        [fail, Reason::UserUnauthenticated].into_iter().collect(),
-    )
+    (ReasonSet::of(pass), [fail, Reason::UserUnauthenticated].into_iter().collect())
 }
 
 /// The reasons of the Plain template when true and when false.
@@ -326,162 +278,105 @@ fn plain_reasons(pass: Reason, fail: Reason) -> (ReasonSet, ReasonSet) {
 fn compile_check(kind: &CriterionKind) -> Option<Check> {
     let (test, (if_true, if_false)) = match kind {
         CriterionKind::Accept | CriterionKind::Reject => return None,
-        CriterionKind::AuthenticatedUser => (
-            Test::AuthenticatedUser,
-            session_reasons(Reason::UserOk, Reason::UserUnauthorized),
-        ),
-        CriterionKind::User(m) => (
-            Test::User(str_test(m)),
-            session_reasons(Reason::UserOk, Reason::UserUnauthorized),
-        ),
-        CriterionKind::Email(m) => (
-            Test::Email(str_test(m)),
-            session_reasons(Reason::EmailOk, Reason::EmailUnauthorized),
-        ),
-        CriterionKind::Domain(m) => (
-            Test::Domain(str_test(m)),
-            session_reasons(Reason::DomainOk, Reason::DomainUnauthorized),
-        ),
+        CriterionKind::AuthenticatedUser => {
+            (Test::AuthenticatedUser, session_reasons(Reason::UserOk, Reason::UserUnauthorized))
+        }
+        CriterionKind::User(m) => (Test::User(str_test(m)), session_reasons(Reason::UserOk, Reason::UserUnauthorized)),
+        CriterionKind::Email(m) => {
+            (Test::Email(str_test(m)), session_reasons(Reason::EmailOk, Reason::EmailUnauthorized))
+        }
+        CriterionKind::Domain(m) => {
+            (Test::Domain(str_test(m)), session_reasons(Reason::DomainOk, Reason::DomainUnauthorized))
+        }
         CriterionKind::Claim { name, matcher } => (
             Test::Claim(name.as_str().into(), list_test(matcher)),
             session_reasons(Reason::ClaimOk, Reason::ClaimUnauthorized),
         ),
-        CriterionKind::Groups(m) => (
-            Test::Groups(list_test(m)),
-            session_reasons(Reason::GroupsOk, Reason::GroupsUnauthorized),
-        ),
-        CriterionKind::HttpMethod(m) => (
-            Test::HttpMethod(str_test(m)),
-            plain_reasons(Reason::HttpMethodOk, Reason::HttpMethodUnauthorized),
-        ),
-        CriterionKind::HttpPath(m) => (
-            Test::HttpPath(str_test(m)),
-            plain_reasons(Reason::HttpPathOk, Reason::HttpPathUnauthorized),
-        ),
-        CriterionKind::CorsPreflight => (
-            Test::Cors,
-            plain_reasons(Reason::CorsRequest, Reason::NonCorsRequest),
-        ),
-        CriterionKind::SourceIp(networks) => (
-            Test::SourceIp(ip_ranges(networks)),
-            plain_reasons(Reason::SourceIpOk, Reason::SourceIpUnauthorized),
-        ),
+        CriterionKind::Groups(m) => {
+            (Test::Groups(list_test(m)), session_reasons(Reason::GroupsOk, Reason::GroupsUnauthorized))
+        }
+        CriterionKind::HttpMethod(m) => {
+            (Test::HttpMethod(str_test(m)), plain_reasons(Reason::HttpMethodOk, Reason::HttpMethodUnauthorized))
+        }
+        CriterionKind::HttpPath(m) => {
+            (Test::HttpPath(str_test(m)), plain_reasons(Reason::HttpPathOk, Reason::HttpPathUnauthorized))
+        }
+        CriterionKind::CorsPreflight => (Test::Cors, plain_reasons(Reason::CorsRequest, Reason::NonCorsRequest)),
+        CriterionKind::SourceIp(networks) => {
+            (Test::SourceIp(ip_ranges(networks)), plain_reasons(Reason::SourceIpOk, Reason::SourceIpUnauthorized))
+        }
         CriterionKind::ClientCertificate(m) => (
             Test::ClientCertificate(Box::new(m.clone())),
-            plain_reasons(
-                Reason::ClientCertificateOk,
-                Reason::ClientCertificateUnauthorized,
-            ),
+            plain_reasons(Reason::ClientCertificateOk, Reason::ClientCertificateUnauthorized),
         ),
         CriterionKind::InvalidClientCertificate => (
             Test::InvalidClientCertificate,
             (
-                [
-                    Reason::ClientCertificateRequired,
-                    Reason::InvalidClientCertificate,
-                ]
-                .into_iter()
-                .collect::<ReasonSet>(),
+                [Reason::ClientCertificateRequired, Reason::InvalidClientCertificate]
+                    .into_iter()
+                    .collect::<ReasonSet>(),
                 ReasonSet::of(Reason::ValidClientCertificate),
             ),
         ),
         CriterionKind::Device(m) => {
             let device_type = m.device_type.as_deref().unwrap_or("any").into();
-            let if_false = [
-                Reason::DeviceUnauthorized,
-                Reason::DeviceUnauthenticated,
-                Reason::UserUnauthenticated,
-            ];
+            let if_false = [Reason::DeviceUnauthorized, Reason::DeviceUnauthenticated, Reason::UserUnauthenticated];
             (
-                Test::Device(Box::new(DeviceTest {
-                    matcher: m.clone(),
-                    device_type,
-                })),
-                (
-                    ReasonSet::of(Reason::DeviceOk),
-                    if_false.into_iter().collect::<ReasonSet>(),
-                ),
+                Test::Device(Box::new(DeviceTest { matcher: m.clone(), device_type })),
+                (ReasonSet::of(Reason::DeviceOk), if_false.into_iter().collect::<ReasonSet>()),
             )
         }
         CriterionKind::McpTool(m) => (
             Test::McpTool(str_test(m)),
             (
                 ReasonSet::of(Reason::McpToolMatch),
-                [Reason::McpNotAToolCall, Reason::McpToolNoMatch]
-                    .into_iter()
-                    .collect::<ReasonSet>(),
+                [Reason::McpNotAToolCall, Reason::McpToolNoMatch].into_iter().collect::<ReasonSet>(),
             ),
         ),
-        CriterionKind::SshUsername(m) => (
-            Test::SshUsername(str_test(m)),
-            plain_reasons(Reason::SshUsernameOk, Reason::SshUsernameUnauthorized),
-        ),
-        CriterionKind::SshUsernameMatchesEmail => (
-            Test::SshUsernameMatchesEmail,
-            session_reasons(Reason::SshUsernameOk, Reason::SshUsernameUnauthorized),
-        ),
+        CriterionKind::SshUsername(m) => {
+            (Test::SshUsername(str_test(m)), plain_reasons(Reason::SshUsernameOk, Reason::SshUsernameUnauthorized))
+        }
+        CriterionKind::SshUsernameMatchesEmail => {
+            (Test::SshUsernameMatchesEmail, session_reasons(Reason::SshUsernameOk, Reason::SshUsernameUnauthorized))
+        }
         CriterionKind::SshUsernameMatchesClaim(name) => (
             Test::SshUsernameMatchesClaim(name.as_str().into()),
             session_reasons(Reason::SshUsernameOk, Reason::SshUsernameUnauthorized),
         ),
         CriterionKind::SshPublickey(keys) => (
-            Test::SshPublickey(
-                keys.iter()
-                    .map(|k| k.blob.clone().into_boxed_slice())
-                    .collect(),
-            ),
+            Test::SshPublickey(keys.iter().map(|k| k.blob.clone().into_boxed_slice()).collect()),
             plain_reasons(Reason::SshPublickeyOk, Reason::SshPublickeyUnauthorized),
         ),
         CriterionKind::SshCa(keys) => (
             Test::SshCa(keys.clone().into_boxed_slice()),
             plain_reasons(Reason::SshPublickeyOk, Reason::SshPublickeyUnauthorized),
         ),
-        CriterionKind::Date(m) => (
-            Test::Date(Box::new(m.clone())),
-            plain_reasons(Reason::DateOk, Reason::DateUnauthorized),
-        ),
-        CriterionKind::DayOfWeek(days) => (
-            Test::DayOfWeek(*days),
-            plain_reasons(Reason::DayOfWeekOk, Reason::DayOfWeekUnauthorized),
-        ),
-        CriterionKind::TimeOfDay(m) => (
-            Test::TimeOfDay(Box::new(m.clone())),
-            plain_reasons(Reason::TimeOfDayOk, Reason::TimeOfDayUnauthorized),
-        ),
-        CriterionKind::Record(m) => (
-            Test::Record(Box::new(m.clone())),
-            session_reasons(Reason::RecordOk, Reason::RecordUnauthorized),
-        ),
+        CriterionKind::Date(m) => {
+            (Test::Date(Box::new(m.clone())), plain_reasons(Reason::DateOk, Reason::DateUnauthorized))
+        }
+        CriterionKind::DayOfWeek(days) => {
+            (Test::DayOfWeek(*days), plain_reasons(Reason::DayOfWeekOk, Reason::DayOfWeekUnauthorized))
+        }
+        CriterionKind::TimeOfDay(m) => {
+            (Test::TimeOfDay(Box::new(m.clone())), plain_reasons(Reason::TimeOfDayOk, Reason::TimeOfDayUnauthorized))
+        }
+        CriterionKind::Record(m) => {
+            (Test::Record(Box::new(m.clone())), session_reasons(Reason::RecordOk, Reason::RecordUnauthorized))
+        }
     };
     let has_device = matches!(test, Test::Device(_));
-    Some(Check {
-        test,
-        if_true,
-        if_false,
-        has_device,
-    })
+    Some(Check { test, if_true, if_false, has_device })
 }
 
 fn str_test(m: &StringMatcher) -> StrTest {
-    StrTest(
-        m.conditions
-            .iter()
-            .map(|c| str_cond(c.op, &c.value))
-            .collect(),
-    )
+    StrTest(m.conditions.iter().map(|c| str_cond(c.op, &c.value)).collect())
 }
 
 fn str_cond(op: StringOp, value: &Value) -> StrCond {
     let text = value.as_str();
     let strings = || -> StrSet {
         let items = value.as_array().unwrap_or_default();
-        str_set(
-            items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(Into::into)
-                .collect(),
-        )
+        str_set(items.iter().filter_map(Value::as_str).map(Into::into).collect())
     };
     match (op, text) {
         (StringOp::Is, Some(s)) => StrCond::Is(s.into()),
@@ -492,9 +387,7 @@ fn str_cond(op: StringOp, value: &Value) -> StrCond {
         (StringOp::EndsWith, Some(s)) => StrCond::EndsWith(s.into()),
         (StringOp::In, _) => StrCond::In(strings()),
         (StringOp::NotIn, _) => StrCond::NotIn(strings()),
-        (StringOp::Is | StringOp::Contains | StringOp::StartsWith | StringOp::EndsWith, None) => {
-            StrCond::Never
-        }
+        (StringOp::Is | StringOp::Contains | StringOp::StartsWith | StringOp::EndsWith, None) => StrCond::Never,
     }
 }
 
@@ -584,12 +477,8 @@ fn merge_alternatives(checks: Vec<Check>) -> Vec<Check> {
 }
 
 fn merge_group(members: Vec<Check>) -> Check {
-    let if_true = members
-        .iter()
-        .fold(ReasonSet::EMPTY, |s, c| s.union(c.if_true));
-    let if_false = members
-        .iter()
-        .fold(ReasonSet::EMPTY, |s, c| s.union(c.if_false));
+    let if_true = members.iter().fold(ReasonSet::EMPTY, |s, c| s.union(c.if_true));
+    let if_false = members.iter().fold(ReasonSet::EMPTY, |s, c| s.union(c.if_false));
     let mut exact: Vec<Box<str>> = Vec::new();
     let mut prefixes: Vec<Box<str>> = Vec::new();
     let mut suffixes: Vec<Box<str>> = Vec::new();
@@ -645,12 +534,7 @@ fn merge_group(members: Vec<Check>) -> Check {
         Some(Test::Claim(name, _)) => Test::Claim(name, list()),
         _ => Test::Groups(list()),
     };
-    Check {
-        test,
-        if_true,
-        if_false,
-        has_device: false,
-    }
+    Check { test, if_true, if_false, has_device: false }
 }
 
 fn affix_set(items: Vec<Box<str>>) -> AffixSet {
@@ -662,12 +546,7 @@ fn affix_set(items: Vec<Box<str>>) -> AffixSet {
         }
     }
     by_length.sort_by_key(|(len, _)| *len);
-    AffixSet(
-        by_length
-            .into_iter()
-            .map(|(len, items)| (len, str_set(items)))
-            .collect(),
-    )
+    AffixSet(by_length.into_iter().map(|(len, items)| (len, str_set(items))).collect())
 }
 
 fn substrings_test(items: Vec<Box<str>>) -> Option<Substrings> {
@@ -692,10 +571,7 @@ fn ip_ranges(networks: &[ipnet::IpNet]) -> IpRanges {
             ipnet::IpNet::V6(n) => v6.push((n.network().into(), n.broadcast().into())),
         }
     }
-    IpRanges {
-        v4: merge_ranges(v4),
-        v6: merge_ranges(v6),
-    }
+    IpRanges { v4: merge_ranges(v4), v6: merge_ranges(v6) }
 }
 
 /// Sorts ranges and joins the overlapping and adjacent ones, for binary search.
@@ -760,9 +636,7 @@ struct Cx<'a, 'r> {
 impl<'a, 'r> Cx<'a, 'r> {
     fn principal(&mut self) -> Option<Principal<'r>> {
         let (records, input) = (self.records, self.input);
-        *self
-            .principal
-            .get_or_insert_with(|| records::resolve_session(records, input.session_id, input.now))
+        *self.principal.get_or_insert_with(|| records::resolve_session(records, input.session_id, input.now))
     }
 
     fn user(&mut self) -> Option<&'r User> {
@@ -770,10 +644,7 @@ impl<'a, 'r> Cx<'a, 'r> {
             return user;
         }
         let records = self.records;
-        let user = self
-            .principal()
-            .and_then(|p| p.user_id())
-            .and_then(|id| records.user(id));
+        let user = self.principal().and_then(|p| p.user_id()).and_then(|id| records.user(id));
         self.user = Some(user);
         user
     }
@@ -783,10 +654,7 @@ impl<'a, 'r> Cx<'a, 'r> {
             return directory_user;
         }
         let records = self.records;
-        let directory_user = self
-            .principal()
-            .and_then(|p| p.user_id())
-            .and_then(|id| records.directory_user(id));
+        let directory_user = self.principal().and_then(|p| p.user_id()).and_then(|id| records.directory_user(id));
         self.directory_user = Some(directory_user);
         directory_user
     }
@@ -825,29 +693,15 @@ fn plain(body: bool, pass: Reason, fail: Reason) -> RuleResult<'static> {
 impl Program {
     /// The decision for `input`.
     pub fn evaluate<'p>(&'p self, input: &Input<'_>, records: &dyn Records) -> Decision<'p> {
-        let mut cx = Cx {
-            input,
-            records,
-            principal: None,
-            user: None,
-            directory_user: None,
-            email: None,
-        };
-        Decision {
-            allow: self.allow.evaluate(&mut cx),
-            deny: self.deny.evaluate(&mut cx),
-        }
+        let mut cx = Cx { input, records, principal: None, user: None, directory_user: None, email: None };
+        Decision { allow: self.allow.evaluate(&mut cx), deny: self.deny.evaluate(&mut cx) }
     }
 }
 
 impl ActionIr {
     fn evaluate<'p>(&'p self, cx: &mut Cx<'_, '_>) -> RuleResult<'p> {
         if !self.defined {
-            return RuleResult {
-                value: false,
-                reasons: ReasonSet::EMPTY,
-                device_type: None,
-            };
+            return RuleResult { value: false, reasons: ReasonSet::EMPTY, device_type: None };
         }
         let mut merge = self.initial;
         for block in self.blocks.iter() {
@@ -866,11 +720,8 @@ impl BlockIr {
         let invert = matches!(self.operator, Operator::Not | Operator::Nor);
         let mut merge = self.initial;
         for check in self.checks.iter() {
-            let (if_true, if_false) = if invert {
-                (check.if_false, check.if_true)
-            } else {
-                (check.if_true, check.if_false)
-            };
+            let (if_true, if_false) =
+                if invert { (check.if_false, check.if_true) } else { (check.if_true, check.if_false) };
             if merge.settled_with(if_true, if_false, check.has_device) {
                 continue;
             }
@@ -890,7 +741,8 @@ impl Test {
                 cx.session_rule(body, Reason::UserOk, Reason::UserUnauthorized)
             }
             Test::User(t) => {
-                let body = t.matches(cx.principal().and_then(|p| p.user_id()));
+                // `user_id := session.user_id` binds first: no user id fails the body.
+                let body = cx.principal().and_then(|p| p.user_id()).is_some_and(|id| t.matches(Some(id)));
                 cx.session_rule(body, Reason::UserOk, Reason::UserUnauthorized)
             }
             Test::Email(t) => {
@@ -898,65 +750,35 @@ impl Test {
                 cx.session_rule(body, Reason::EmailOk, Reason::EmailUnauthorized)
             }
             Test::Domain(t) => {
-                let body = t.matches(cx.email().split('@').nth(1));
+                let body = cx.email().split('@').nth(1).is_some_and(|d| t.matches(Some(d)));
                 cx.session_rule(body, Reason::DomainOk, Reason::DomainUnauthorized)
             }
             Test::Claim(name, t) => {
                 let values = cx.claim(name);
-                let list = Some(
-                    values
-                        .and_then(Json::as_array)
-                        .map_or(&[][..], Vec::as_slice),
-                );
+                let list = Some(values.and_then(Json::as_array).map_or(&[][..], Vec::as_slice));
                 cx.session_rule(t.matches(list), Reason::ClaimOk, Reason::ClaimUnauthorized)
             }
             Test::Groups(t) => {
-                let groups = cx
-                    .directory_user()
-                    .map(|d| d.group_ids.as_deref().unwrap_or_default());
-                cx.session_rule(
-                    t.matches(groups),
-                    Reason::GroupsOk,
-                    Reason::GroupsUnauthorized,
-                )
+                let groups = cx.directory_user().map(|d| d.group_ids.as_deref().unwrap_or_default());
+                cx.session_rule(t.matches(groups), Reason::GroupsOk, Reason::GroupsUnauthorized)
             }
-            Test::HttpMethod(t) => plain(
-                t.matches(input.http.method),
-                Reason::HttpMethodOk,
-                Reason::HttpMethodUnauthorized,
-            ),
-            Test::HttpPath(t) => plain(
-                t.matches(input.http.path),
-                Reason::HttpPathOk,
-                Reason::HttpPathUnauthorized,
-            ),
+            Test::HttpMethod(t) => {
+                plain(t.matches(input.http.method), Reason::HttpMethodOk, Reason::HttpMethodUnauthorized)
+            }
+            Test::HttpPath(t) => plain(t.matches(input.http.path), Reason::HttpPathOk, Reason::HttpPathUnauthorized),
             Test::Cors => {
                 let body = input.http.method == Some("OPTIONS")
-                    && input
-                        .http
-                        .header("Access-Control-Request-Method")
-                        .is_some_and(|v| !v.is_empty())
+                    && input.http.header("Access-Control-Request-Method").is_some_and(|v| !v.is_empty())
                     && input.http.header("Origin").is_some_and(|v| !v.is_empty());
                 plain(body, Reason::CorsRequest, Reason::NonCorsRequest)
             }
             Test::SourceIp(ranges) => {
-                let body = input
-                    .http
-                    .ip
-                    .is_some_and(|ip| ranges.contains(unmapped(ip)));
+                let body = input.http.ip.is_some_and(|ip| ranges.contains(unmapped(ip)));
                 plain(body, Reason::SourceIpOk, Reason::SourceIpUnauthorized)
             }
             Test::ClientCertificate(m) => {
-                let body = input
-                    .http
-                    .client_certificate
-                    .leaf
-                    .is_some_and(|facts| certificate_matches(m, facts));
-                plain(
-                    body,
-                    Reason::ClientCertificateOk,
-                    Reason::ClientCertificateUnauthorized,
-                )
+                let body = input.http.client_certificate.leaf.is_some_and(|facts| certificate_matches(m, facts));
+                plain(body, Reason::ClientCertificateOk, Reason::ClientCertificateUnauthorized)
             }
             Test::InvalidClientCertificate => {
                 if input.is_valid_client_certificate == Some(true) {
@@ -977,11 +799,9 @@ impl Test {
                     RuleResult::new(false, Reason::McpToolNoMatch)
                 }
             }
-            Test::SshUsername(t) => plain(
-                t.matches(input.ssh.username),
-                Reason::SshUsernameOk,
-                Reason::SshUsernameUnauthorized,
-            ),
+            Test::SshUsername(t) => {
+                plain(t.matches(input.ssh.username), Reason::SshUsernameOk, Reason::SshUsernameUnauthorized)
+            }
             Test::SshUsernameMatchesEmail => {
                 let local = cx.email().split('@').next().unwrap_or_default();
                 let body = input.ssh.username == Some(local);
@@ -997,39 +817,20 @@ impl Test {
                 cx.session_rule(body, Reason::SshUsernameOk, Reason::SshUsernameUnauthorized)
             }
             Test::SshPublickey(keys) => {
-                let body = input
-                    .ssh
-                    .publickey
-                    .is_some_and(|key| keys.iter().any(|k| k.as_ref() == key));
-                plain(
-                    body,
-                    Reason::SshPublickeyOk,
-                    Reason::SshPublickeyUnauthorized,
-                )
+                let body = input.ssh.publickey.is_some_and(|key| keys.iter().any(|k| k.as_ref() == key));
+                plain(body, Reason::SshPublickeyOk, Reason::SshPublickeyUnauthorized)
             }
             Test::SshCa(authorities) => {
                 let body = match (input.ssh.username, input.ssh.publickey) {
-                    (Some(username), Some(key)) => {
-                        verify_ssh_user_certificate(key, username, authorities, input.now)
-                    }
+                    (Some(username), Some(key)) => verify_ssh_user_certificate(key, username, authorities, input.now),
                     _ => false,
                 };
-                plain(
-                    body,
-                    Reason::SshPublickeyOk,
-                    Reason::SshPublickeyUnauthorized,
-                )
+                plain(body, Reason::SshPublickeyOk, Reason::SshPublickeyUnauthorized)
             }
-            Test::Date(m) => plain(
-                crate::time::date_matches(m, input.now),
-                Reason::DateOk,
-                Reason::DateUnauthorized,
-            ),
-            Test::DayOfWeek(days) => plain(
-                crate::time::day_matches(*days, input.now),
-                Reason::DayOfWeekOk,
-                Reason::DayOfWeekUnauthorized,
-            ),
+            Test::Date(m) => plain(crate::time::date_matches(m, input.now), Reason::DateOk, Reason::DateUnauthorized),
+            Test::DayOfWeek(days) => {
+                plain(crate::time::day_matches(*days, input.now), Reason::DayOfWeekOk, Reason::DayOfWeekUnauthorized)
+            }
             Test::TimeOfDay(m) => plain(
                 crate::time::time_of_day_matches(m, input.now),
                 Reason::TimeOfDayOk,
@@ -1037,11 +838,9 @@ impl Test {
             ),
             Test::Record(m) => {
                 let records = cx.records;
-                let record = cx
-                    .principal()
-                    .and_then(|p| p.user_id())
-                    .and_then(|id| records.external(&m.record_type, id));
-                let body = crate::reference::record_matches(m, record);
+                let user_id = cx.principal().and_then(|p| p.user_id());
+                let body =
+                    user_id.is_some_and(|id| crate::reference::record_matches(m, records.external(&m.record_type, id)));
                 cx.session_rule(body, Reason::RecordOk, Reason::RecordUnauthorized)
             }
         }
@@ -1054,24 +853,15 @@ impl DeviceTest {
         let principal = cx.principal();
         let device_type: &str = &self.device_type;
         let credential = principal
-            .and_then(|p| {
-                p.device_credentials()
-                    .iter()
-                    .find(|c| c.type_id.as_deref() == Some(device_type))
-            })
+            .and_then(|p| p.device_credentials().iter().find(|c| c.type_id.as_deref() == Some(device_type)))
             .and_then(|c| c.id.as_deref())
             .and_then(|id| records.device_credential(id));
-        let enrollment = credential
-            .and_then(|c| c.enrollment_id.as_deref())
-            .and_then(|id| records.device_enrollment(id));
-        let approved = enrollment
-            .and_then(|e| e.approved_by.as_deref())
-            .is_some_and(|by| !by.is_empty());
+        let enrollment =
+            credential.and_then(|c| c.enrollment_id.as_deref()).and_then(|id| records.device_enrollment(id));
+        let approved = enrollment.and_then(|e| e.approved_by.as_deref()).is_some_and(|by| !by.is_empty());
         let m = &self.matcher;
         let body = m.approved.is_none_or(|wanted| wanted == approved)
-            && m.id
-                .as_deref()
-                .is_none_or(|id| credential.is_some_and(|c| c.id == id))
+            && m.id.as_deref().is_none_or(|id| credential.is_some_and(|c| c.id == id))
             && (m.device_type.is_none() || credential.is_some());
         let reason = if body {
             Reason::DeviceOk
@@ -1082,11 +872,7 @@ impl DeviceTest {
         } else {
             Reason::UserUnauthenticated
         };
-        RuleResult {
-            value: body,
-            reasons: ReasonSet::of(reason),
-            device_type: Some(&self.device_type),
-        }
+        RuleResult { value: body, reasons: ReasonSet::of(reason), device_type: Some(&self.device_type) }
     }
 }
 
@@ -1120,16 +906,9 @@ impl StrCond {
 impl AnyOf {
     fn matches(&self, s: &str) -> bool {
         self.exact.contains(s)
-            || self
-                .prefixes
-                .0
-                .iter()
-                .any(|(len, set)| s.get(..*len).is_some_and(|p| set.contains(p)))
+            || self.prefixes.0.iter().any(|(len, set)| s.get(..*len).is_some_and(|p| set.contains(p)))
             || self.suffixes.0.iter().any(|(len, set)| {
-                s.len()
-                    .checked_sub(*len)
-                    .and_then(|start| s.get(start..))
-                    .is_some_and(|p| set.contains(p))
+                s.len().checked_sub(*len).and_then(|start| s.get(start..)).is_some_and(|p| set.contains(p))
             })
             || match &self.substrings {
                 None => false,
@@ -1143,9 +922,7 @@ impl ListTest {
     fn matches(&self, list: Option<&[Json]>) -> bool {
         let Some(list) = list else { return false };
         self.0.iter().all(|c| match c {
-            ListCond::HasAny(set) => list
-                .iter()
-                .any(|item| item.as_str().is_some_and(|s| set.contains(s))),
+            ListCond::HasAny(set) => list.iter().any(|item| item.as_str().is_some_and(|s| set.contains(s))),
             ListCond::Has(v) => list.iter().any(|item| json_equals(v, item)),
             ListCond::Is(v) => list.len() == 1 && list.iter().any(|item| json_equals(v, item)),
             ListCond::Exclude(v) => !list.iter().any(|item| json_equals(v, item)),
@@ -1164,28 +941,20 @@ impl IpRanges {
 
 fn in_ranges<T: Ord + Copy>(ranges: &[(T, T)], value: T) -> bool {
     let after = ranges.partition_point(|(start, _)| *start <= value);
-    after
-        .checked_sub(1)
-        .and_then(|i| ranges.get(i))
-        .is_some_and(|(_, end)| value <= *end)
+    after.checked_sub(1).and_then(|i| ranges.get(i)).is_some_and(|(_, end)| value <= *end)
 }
 
 fn certificate_matches(m: &CertificateMatcher, facts: &crate::crypto::CertificateFacts) -> bool {
     let sans = |matcher: &Option<StringMatcher>, entries: &[String]| {
         matcher.as_ref().is_none_or(|matcher| {
-            matcher.conditions.iter().all(|c| {
-                entries
-                    .iter()
-                    .any(|entry| crate::reference::string_condition(c.op, &c.value, Some(entry)))
-            })
+            matcher
+                .conditions
+                .iter()
+                .all(|c| entries.iter().any(|entry| crate::reference::string_condition(c.op, &c.value, Some(entry))))
         })
     };
-    m.fingerprints
-        .as_ref()
-        .is_none_or(|list| list.contains(&facts.fingerprint))
-        && m.spki_hashes
-            .as_ref()
-            .is_none_or(|list| list.contains(&facts.spki_hash))
+    m.fingerprints.as_ref().is_none_or(|list| list.contains(&facts.fingerprint))
+        && m.spki_hashes.as_ref().is_none_or(|list| list.contains(&facts.spki_hash))
         && sans(&m.san_email, &facts.san_emails)
         && sans(&m.san_dns, &facts.san_dns)
         && sans(&m.san_uri, &facts.san_uris)
@@ -1211,17 +980,11 @@ mod tests {
     #[test]
     fn affix_sets_find_any_length() {
         let set = affix_set(vec!["/api/".into(), "/admin".into(), "/a".into()]);
-        let any = AnyOf {
-            prefixes: set,
-            ..AnyOf::default()
-        };
+        let any = AnyOf { prefixes: set, ..AnyOf::default() };
         assert!(any.matches("/api/users"));
         assert!(any.matches("/admin/x"));
         assert!(any.matches("/about"));
         assert!(!any.matches("/b"));
-        assert!(
-            !any.matches("é"),
-            "a prefix length inside a character is no match, not a panic"
-        );
+        assert!(!any.matches("é"), "a prefix length inside a character is no match, not a panic");
     }
 }

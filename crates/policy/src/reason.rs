@@ -130,10 +130,7 @@ impl ReasonSet {
 
     /// The reasons, sorted by name.
     pub fn iter(self) -> impl Iterator<Item = Reason> {
-        Reason::ALL
-            .iter()
-            .copied()
-            .filter(move |r| self.contains(*r))
+        Reason::ALL.iter().copied().filter(move |r| self.contains(*r))
     }
 
     /// The names, sorted: what the evaluation contract prints.

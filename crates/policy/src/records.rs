@@ -8,7 +8,10 @@
 //! reach its policies as JSON with empty fields omitted).
 
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+
+/// Maps keyed by record id. Ids come from requests (a session cookie), so the hash is seeded per
+/// process; foldhash is several times faster than SipHash on short keys.
+pub type IdMap<V> = std::collections::HashMap<String, V, foldhash::fast::RandomState>;
 
 /// A `type.googleapis.com/session.Session` record.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -114,14 +117,14 @@ impl Records for NoRecords {
 /// Records held in maps by id.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryRecords {
-    pub sessions: HashMap<String, Session>,
-    pub service_accounts: HashMap<String, ServiceAccount>,
-    pub users: HashMap<String, User>,
-    pub directory_users: HashMap<String, DirectoryUser>,
-    pub device_credentials: HashMap<String, DeviceCredential>,
-    pub device_enrollments: HashMap<String, DeviceEnrollment>,
+    pub sessions: IdMap<Session>,
+    pub service_accounts: IdMap<ServiceAccount>,
+    pub users: IdMap<User>,
+    pub directory_users: IdMap<DirectoryUser>,
+    pub device_credentials: IdMap<DeviceCredential>,
+    pub device_enrollments: IdMap<DeviceEnrollment>,
     /// By record type, then id.
-    pub external: HashMap<String, HashMap<String, Value>>,
+    pub external: IdMap<IdMap<Value>>,
 }
 
 impl Records for MemoryRecords {
@@ -193,37 +196,20 @@ fn live(expires_at: Option<jiff::Timestamp>, now: jiff::Timestamp) -> bool {
 
 /// `get_session(id)`: a live service account with that id; else the session, following a
 /// non-empty `impersonate_session_id` (a missing target resolves to nothing); else nothing.
-pub fn resolve_session<'r>(
-    records: &'r dyn Records,
-    id: Option<&str>,
-    now: jiff::Timestamp,
-) -> Option<Principal<'r>> {
+pub fn resolve_session<'r>(records: &'r dyn Records, id: Option<&str>, now: jiff::Timestamp) -> Option<Principal<'r>> {
     let id = id?;
-    if let Some(sa) = records
-        .service_account(id)
-        .filter(|sa| live(sa.expires_at, now))
-    {
+    if let Some(sa) = records.service_account(id).filter(|sa| live(sa.expires_at, now)) {
         return Some(Principal::ServiceAccount(sa));
     }
     let session = records.session(id).filter(|s| live(s.expires_at, now))?;
-    match session
-        .impersonate_session_id
-        .as_deref()
-        .filter(|i| !i.is_empty())
-    {
-        Some(target) => records
-            .session(target)
-            .filter(|s| live(s.expires_at, now))
-            .map(Principal::Session),
+    match session.impersonate_session_id.as_deref().filter(|i| !i.is_empty()) {
+        Some(target) => records.session(target).filter(|s| live(s.expires_at, now)).map(Principal::Session),
         None => Some(Principal::Session(session)),
     }
 }
 
 /// `get_user_email`: the directory user's email if non-empty, else the user's, else `""`.
-pub fn user_email<'r>(
-    user: Option<&'r User>,
-    directory_user: Option<&'r DirectoryUser>,
-) -> &'r str {
+pub fn user_email<'r>(user: Option<&'r User>, directory_user: Option<&'r DirectoryUser>) -> &'r str {
     directory_user
         .and_then(|d| d.email.as_deref())
         .filter(|e| !e.is_empty())
@@ -239,10 +225,7 @@ pub fn claim<'r>(
     user: Option<&'r Map<String, Value>>,
     path: &str,
 ) -> Option<&'r Value> {
-    let lookup = |key: &str| {
-        user.and_then(|u| u.get(key))
-            .or_else(|| session.and_then(|s| s.get(key)))
-    };
+    let lookup = |key: &str| user.and_then(|u| u.get(key)).or_else(|| session.and_then(|s| s.get(key)));
     if let Some(value) = lookup(path) {
         return Some(value);
     }

@@ -16,8 +16,8 @@ use crate::reason::{Reason, ReasonSet};
 use crate::records::{self, Principal, Records};
 use ppl::ast::{Action, Operator};
 use ppl::model::{
-    CertificateMatcher, CriterionKind, DeviceMatcher, ListMatcher, ListOp, RecordMatcher, RecordOp,
-    StringMatcher, StringOp,
+    CertificateMatcher, CriterionKind, DeviceMatcher, ListMatcher, ListOp, RecordMatcher, RecordOp, StringMatcher,
+    StringOp,
 };
 use ppl::value::{Value, ValueKind};
 use serde_json::Value as Json;
@@ -52,23 +52,12 @@ pub struct CriterionTrace<'m> {
 }
 
 /// Evaluates `policy` for `input`.
-pub fn evaluate<'m>(
-    policy: &'m ppl::model::Policy,
-    input: &Input<'_>,
-    records: &dyn Records,
-) -> Trace<'m> {
+pub fn evaluate<'m>(policy: &'m ppl::model::Policy, input: &Input<'_>, records: &dyn Records) -> Trace<'m> {
     let cx = Cx { input, records };
     let rules: Vec<RuleTrace<'m>> = policy
         .rules
         .iter()
-        .map(|rule| RuleTrace {
-            rule,
-            blocks: rule
-                .blocks
-                .iter()
-                .map(|block| evaluate_block(block, &cx))
-                .collect(),
-        })
+        .map(|rule| RuleTrace { rule, blocks: rule.blocks.iter().map(|block| evaluate_block(block, &cx)).collect() })
         .collect();
     let action = |action: Action| {
         let mut merge = Merge::or();
@@ -79,20 +68,9 @@ pub fn evaluate<'m>(
                 any = true;
             }
         }
-        if any {
-            merge.finish()
-        } else {
-            RuleResult {
-                value: false,
-                reasons: ReasonSet::EMPTY,
-                device_type: None,
-            }
-        }
+        if any { merge.finish() } else { RuleResult { value: false, reasons: ReasonSet::EMPTY, device_type: None } }
     };
-    let decision = Decision {
-        allow: action(Action::Allow),
-        deny: action(Action::Deny),
-    };
+    let decision = Decision { allow: action(Action::Allow), deny: action(Action::Deny) };
     Trace { rules, decision }
 }
 
@@ -103,11 +81,7 @@ fn evaluate_block<'m>(block: &'m ppl::model::Block, cx: &Cx<'_, '_>) -> BlockTra
         .map(|criterion| {
             let mut observed = Vec::new();
             let result = evaluate_criterion(&criterion.kind, cx, &mut observed);
-            CriterionTrace {
-                criterion,
-                result,
-                observed,
-            }
+            CriterionTrace { criterion, result, observed }
         })
         .collect();
     let (mut merge, invert) = match block.operator {
@@ -117,17 +91,9 @@ fn evaluate_block<'m>(block: &'m ppl::model::Block, cx: &Cx<'_, '_>) -> BlockTra
         Operator::Nor => (Merge::or(), true),
     };
     for trace in &criteria {
-        merge.add(if invert {
-            trace.result.inverted()
-        } else {
-            trace.result
-        });
+        merge.add(if invert { trace.result.inverted() } else { trace.result });
     }
-    BlockTrace {
-        block,
-        result: merge.finish(),
-        criteria,
-    }
+    BlockTrace { block, result: merge.finish(), criteria }
 }
 
 struct Cx<'a, 'r> {
@@ -143,18 +109,11 @@ impl<'a, 'r> Cx<'a, 'r> {
     }
 
     fn user(&self, principal: Option<Principal<'r>>) -> Option<&'r records::User> {
-        principal
-            .and_then(|p| p.user_id())
-            .and_then(|id| self.records.user(id))
+        principal.and_then(|p| p.user_id()).and_then(|id| self.records.user(id))
     }
 
-    fn directory_user(
-        &self,
-        principal: Option<Principal<'r>>,
-    ) -> Option<&'r records::DirectoryUser> {
-        principal
-            .and_then(|p| p.user_id())
-            .and_then(|id| self.records.directory_user(id))
+    fn directory_user(&self, principal: Option<Principal<'r>>) -> Option<&'r records::DirectoryUser> {
+        principal.and_then(|p| p.user_id()).and_then(|id| self.records.directory_user(id))
     }
 
     fn email(&self, principal: Option<Principal<'r>>) -> &'r str {
@@ -162,21 +121,12 @@ impl<'a, 'r> Cx<'a, 'r> {
     }
 
     fn claim(&self, principal: Option<Principal<'r>>, name: &str) -> Option<&'r Json> {
-        records::claim(
-            principal.and_then(|p| p.claims()),
-            self.user(principal).map(|u| &u.claims),
-            name,
-        )
+        records::claim(principal.and_then(|p| p.claims()), self.user(principal).map(|u| &u.claims), name)
     }
 }
 
 /// The Session template: pass; else fail when a session resolves; else user-unauthenticated.
-fn session_rule<'m>(
-    body: bool,
-    principal: Option<Principal<'_>>,
-    pass: Reason,
-    fail: Reason,
-) -> RuleResult<'m> {
+fn session_rule<'m>(body: bool, principal: Option<Principal<'_>>, pass: Reason, fail: Reason) -> RuleResult<'m> {
     match (body, principal) {
         (true, _) => RuleResult::new(true, pass),
         (false, Some(_)) => RuleResult::new(false, fail),
@@ -186,22 +136,14 @@ fn session_rule<'m>(
 
 /// The Plain template.
 fn plain_rule<'m>(body: bool, pass: Reason, fail: Reason) -> RuleResult<'m> {
-    if body {
-        RuleResult::new(true, pass)
-    } else {
-        RuleResult::new(false, fail)
-    }
+    if body { RuleResult::new(true, pass) } else { RuleResult::new(false, fail) }
 }
 
 fn observe(observed: &mut Observed, what: &'static str, value: Option<&str>) {
     observed.push((what, value.map(str::to_owned)));
 }
 
-fn evaluate_criterion<'m>(
-    kind: &'m CriterionKind,
-    cx: &Cx<'_, '_>,
-    observed: &mut Observed,
-) -> RuleResult<'m> {
+fn evaluate_criterion<'m>(kind: &'m CriterionKind, cx: &Cx<'_, '_>, observed: &mut Observed) -> RuleResult<'m> {
     let input = cx.input;
     match kind {
         CriterionKind::Accept => RuleResult::new(true, Reason::Accept),
@@ -211,61 +153,37 @@ fn evaluate_criterion<'m>(
             let user_id = principal.and_then(|p| p.user_id());
             observe(observed, "session", principal.map(|p| p.id()));
             observe(observed, "user id", user_id);
-            session_rule(
-                user_id.is_some(),
-                principal,
-                Reason::UserOk,
-                Reason::UserUnauthorized,
-            )
+            session_rule(user_id.is_some(), principal, Reason::UserOk, Reason::UserUnauthorized)
         }
         CriterionKind::User(m) => {
             let principal = cx.principal();
             let user_id = principal.and_then(|p| p.user_id());
             observe(observed, "user id", user_id);
-            session_rule(
-                string_matches(m, user_id),
-                principal,
-                Reason::UserOk,
-                Reason::UserUnauthorized,
-            )
+            // `user_id := session.user_id` binds first: without a user id the body fails, even
+            // for `not_in`.
+            let body = user_id.is_some_and(|id| string_matches(m, Some(id)));
+            session_rule(body, principal, Reason::UserOk, Reason::UserUnauthorized)
         }
         CriterionKind::Email(m) => {
             let principal = cx.principal();
             let email = cx.email(principal);
             observe(observed, "email", Some(email));
-            session_rule(
-                string_matches(m, Some(email)),
-                principal,
-                Reason::EmailOk,
-                Reason::EmailUnauthorized,
-            )
+            session_rule(string_matches(m, Some(email)), principal, Reason::EmailOk, Reason::EmailUnauthorized)
         }
         CriterionKind::Domain(m) => {
             let principal = cx.principal();
             let domain = cx.email(principal).split('@').nth(1);
             observe(observed, "domain", domain);
-            session_rule(
-                string_matches(m, domain),
-                principal,
-                Reason::DomainOk,
-                Reason::DomainUnauthorized,
-            )
+            // `domain := split(email, "@")[1]` binds first: an email without `@` fails the body.
+            let body = domain.is_some_and(|d| string_matches(m, Some(d)));
+            session_rule(body, principal, Reason::DomainOk, Reason::DomainUnauthorized)
         }
         CriterionKind::Claim { name, matcher } => {
             let principal = cx.principal();
             let values = cx.claim(principal, name);
             observed.push(("claim", values.map(Json::to_string)));
-            let list = Some(
-                values
-                    .and_then(Json::as_array)
-                    .map_or(&[][..], Vec::as_slice),
-            );
-            session_rule(
-                list_matches(matcher, list),
-                principal,
-                Reason::ClaimOk,
-                Reason::ClaimUnauthorized,
-            )
+            let list = Some(values.and_then(Json::as_array).map_or(&[][..], Vec::as_slice));
+            session_rule(list_matches(matcher, list), principal, Reason::ClaimOk, Reason::ClaimUnauthorized)
         }
         CriterionKind::Groups(m) => {
             let principal = cx.principal();
@@ -274,28 +192,15 @@ fn evaluate_criterion<'m>(
             let directory_user = cx.directory_user(principal);
             let groups = directory_user.map(|d| d.group_ids.as_deref().unwrap_or_default());
             observed.push(("groups", groups.map(|g| Json::from(g.to_vec()).to_string())));
-            session_rule(
-                list_matches(m, groups),
-                principal,
-                Reason::GroupsOk,
-                Reason::GroupsUnauthorized,
-            )
+            session_rule(list_matches(m, groups), principal, Reason::GroupsOk, Reason::GroupsUnauthorized)
         }
         CriterionKind::HttpMethod(m) => {
             observe(observed, "method", input.http.method);
-            plain_rule(
-                string_matches(m, input.http.method),
-                Reason::HttpMethodOk,
-                Reason::HttpMethodUnauthorized,
-            )
+            plain_rule(string_matches(m, input.http.method), Reason::HttpMethodOk, Reason::HttpMethodUnauthorized)
         }
         CriterionKind::HttpPath(m) => {
             observe(observed, "path", input.http.path);
-            plain_rule(
-                string_matches(m, input.http.path),
-                Reason::HttpPathOk,
-                Reason::HttpPathUnauthorized,
-            )
+            plain_rule(string_matches(m, input.http.path), Reason::HttpPathOk, Reason::HttpPathUnauthorized)
         }
         CriterionKind::CorsPreflight => {
             let method = input.http.method;
@@ -317,16 +222,9 @@ fn evaluate_criterion<'m>(
         }
         CriterionKind::ClientCertificate(m) => {
             let facts = input.http.client_certificate.leaf;
-            observed.push((
-                "certificate fingerprint",
-                facts.map(|f| hex(&f.fingerprint)),
-            ));
+            observed.push(("certificate fingerprint", facts.map(|f| hex(&f.fingerprint))));
             let body = facts.is_some_and(|facts| certificate_matches(m, facts));
-            plain_rule(
-                body,
-                Reason::ClientCertificateOk,
-                Reason::ClientCertificateUnauthorized,
-            )
+            plain_rule(body, Reason::ClientCertificateOk, Reason::ClientCertificateUnauthorized)
         }
         CriterionKind::InvalidClientCertificate => {
             let valid = input.is_valid_client_certificate;
@@ -355,11 +253,7 @@ fn evaluate_criterion<'m>(
         }
         CriterionKind::SshUsername(m) => {
             observe(observed, "ssh username", input.ssh.username);
-            plain_rule(
-                string_matches(m, input.ssh.username),
-                Reason::SshUsernameOk,
-                Reason::SshUsernameUnauthorized,
-            )
+            plain_rule(string_matches(m, input.ssh.username), Reason::SshUsernameOk, Reason::SshUsernameUnauthorized)
         }
         CriterionKind::SshUsernameMatchesEmail => {
             let principal = cx.principal();
@@ -368,12 +262,7 @@ fn evaluate_criterion<'m>(
             observe(observed, "ssh username", input.ssh.username);
             observe(observed, "email", Some(email));
             let body = input.ssh.username == Some(local);
-            session_rule(
-                body,
-                principal,
-                Reason::SshUsernameOk,
-                Reason::SshUsernameUnauthorized,
-            )
+            session_rule(body, principal, Reason::SshUsernameOk, Reason::SshUsernameUnauthorized)
         }
         CriterionKind::SshUsernameMatchesClaim(name) => {
             let principal = cx.principal();
@@ -381,55 +270,30 @@ fn evaluate_criterion<'m>(
             observe(observed, "ssh username", input.ssh.username);
             observed.push(("claim", values.map(Json::to_string)));
             let body = input.ssh.username.is_some_and(|username| {
-                values
-                    .and_then(Json::as_array)
-                    .is_some_and(|list| list.iter().any(|v| v.as_str() == Some(username)))
+                values.and_then(Json::as_array).is_some_and(|list| list.iter().any(|v| v.as_str() == Some(username)))
             });
-            session_rule(
-                body,
-                principal,
-                Reason::SshUsernameOk,
-                Reason::SshUsernameUnauthorized,
-            )
+            session_rule(body, principal, Reason::SshUsernameOk, Reason::SshUsernameUnauthorized)
         }
         CriterionKind::SshPublickey(keys) => {
             let key = input.ssh.publickey;
             let body = key.is_some_and(|key| keys.iter().any(|k| k.blob == key));
-            plain_rule(
-                body,
-                Reason::SshPublickeyOk,
-                Reason::SshPublickeyUnauthorized,
-            )
+            plain_rule(body, Reason::SshPublickeyOk, Reason::SshPublickeyUnauthorized)
         }
         CriterionKind::SshCa(authorities) => {
             observe(observed, "ssh username", input.ssh.username);
             let body = match (input.ssh.username, input.ssh.publickey) {
-                (Some(username), Some(key)) => {
-                    verify_ssh_user_certificate(key, username, authorities, input.now)
-                }
+                (Some(username), Some(key)) => verify_ssh_user_certificate(key, username, authorities, input.now),
                 _ => false,
             };
-            plain_rule(
-                body,
-                Reason::SshPublickeyOk,
-                Reason::SshPublickeyUnauthorized,
-            )
+            plain_rule(body, Reason::SshPublickeyOk, Reason::SshPublickeyUnauthorized)
         }
         CriterionKind::Date(m) => {
             observe(observed, "now", Some(&input.now.to_string()));
-            plain_rule(
-                crate::time::date_matches(m, input.now),
-                Reason::DateOk,
-                Reason::DateUnauthorized,
-            )
+            plain_rule(crate::time::date_matches(m, input.now), Reason::DateOk, Reason::DateUnauthorized)
         }
         CriterionKind::DayOfWeek(days) => {
             observe(observed, "now", Some(&input.now.to_string()));
-            plain_rule(
-                crate::time::day_matches(*days, input.now),
-                Reason::DayOfWeekOk,
-                Reason::DayOfWeekUnauthorized,
-            )
+            plain_rule(crate::time::day_matches(*days, input.now), Reason::DayOfWeekOk, Reason::DayOfWeekUnauthorized)
         }
         CriterionKind::TimeOfDay(m) => {
             observe(observed, "now", Some(&input.now.to_string()));
@@ -441,16 +305,13 @@ fn evaluate_criterion<'m>(
         }
         CriterionKind::Record(m) => {
             let principal = cx.principal();
-            let record = principal
-                .and_then(|p| p.user_id())
-                .and_then(|id| cx.records.external(&m.record_type, id));
+            let user_id = principal.and_then(|p| p.user_id());
+            let record = user_id.and_then(|id| cx.records.external(&m.record_type, id));
             observed.push(("record", record.map(Json::to_string)));
-            session_rule(
-                record_matches(m, record),
-                principal,
-                Reason::RecordOk,
-                Reason::RecordUnauthorized,
-            )
+            // Without a user id the lookup itself is undefined and the body fails; with one, a
+            // missing record is null and its fields are undefined.
+            let body = user_id.is_some() && record_matches(m, record);
+            session_rule(body, principal, Reason::RecordOk, Reason::RecordUnauthorized)
         }
     }
 }
@@ -461,33 +322,16 @@ fn device<'m>(m: &'m DeviceMatcher, cx: &Cx<'_, '_>, observed: &mut Observed) ->
     let device_type: &'m str = m.device_type.as_deref().unwrap_or("any");
     let principal = cx.principal();
     let credential = principal
-        .and_then(|p| {
-            p.device_credentials()
-                .iter()
-                .find(|c| c.type_id.as_deref() == Some(device_type))
-        })
+        .and_then(|p| p.device_credentials().iter().find(|c| c.type_id.as_deref() == Some(device_type)))
         .and_then(|c| c.id.as_deref())
         .and_then(|id| cx.records.device_credential(id));
-    let enrollment = credential
-        .and_then(|c| c.enrollment_id.as_deref())
-        .and_then(|id| cx.records.device_enrollment(id));
-    let approved = enrollment
-        .and_then(|e| e.approved_by.as_deref())
-        .is_some_and(|by| !by.is_empty());
-    observe(
-        observed,
-        "device credential",
-        credential.map(|c| c.id.as_str()),
-    );
-    observe(
-        observed,
-        "device approved by",
-        enrollment.and_then(|e| e.approved_by.as_deref()),
-    );
+    let enrollment =
+        credential.and_then(|c| c.enrollment_id.as_deref()).and_then(|id| cx.records.device_enrollment(id));
+    let approved = enrollment.and_then(|e| e.approved_by.as_deref()).is_some_and(|by| !by.is_empty());
+    observe(observed, "device credential", credential.map(|c| c.id.as_str()));
+    observe(observed, "device approved by", enrollment.and_then(|e| e.approved_by.as_deref()));
     let body = m.approved.is_none_or(|wanted| wanted == approved)
-        && m.id
-            .as_deref()
-            .is_none_or(|id| credential.is_some_and(|c| c.id == id))
+        && m.id.as_deref().is_none_or(|id| credential.is_some_and(|c| c.id == id))
         && (m.device_type.is_none() || credential.is_some());
     let reason = if body {
         Reason::DeviceOk
@@ -498,27 +342,18 @@ fn device<'m>(m: &'m DeviceMatcher, cx: &Cx<'_, '_>, observed: &mut Observed) ->
     } else {
         Reason::UserUnauthenticated
     };
-    RuleResult {
-        value: body,
-        reasons: ReasonSet::of(reason),
-        device_type: Some(device_type),
-    }
+    RuleResult { value: body, reasons: ReasonSet::of(reason), device_type: Some(device_type) }
 }
 
 /// A string matcher: every condition holds (Rego's undefined where the value is absent).
 pub fn string_matches(m: &StringMatcher, left: Option<&str>) -> bool {
-    m.conditions
-        .iter()
-        .all(|c| string_condition(c.op, &c.value, left))
+    m.conditions.iter().all(|c| string_condition(c.op, &c.value, left))
 }
 
 pub fn string_condition(op: StringOp, right: &Value, left: Option<&str>) -> bool {
     let right_str = right.as_str();
     let member = |list: &Value| {
-        left.is_some_and(|l| {
-            list.as_array()
-                .is_some_and(|items| items.iter().any(|i| i.as_str() == Some(l)))
-        })
+        left.is_some_and(|l| list.as_array().is_some_and(|items| items.iter().any(|i| i.as_str() == Some(l))))
     };
     match op {
         StringOp::Is => left.is_some_and(|l| right_str == Some(l)),
@@ -552,13 +387,9 @@ pub fn json_equals(policy: &Value, record: &Json) -> bool {
         (ValueKind::Bool(a), Json::Bool(b)) => a == b,
         (ValueKind::Number(a), Json::Number(b)) => b.as_f64() == Some(a.as_f64()),
         (ValueKind::String(a), Json::String(b)) => a == b,
-        (ValueKind::Array(a), Json::Array(b)) => {
-            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| json_equals(x, y))
-        }
+        (ValueKind::Array(a), Json::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| json_equals(x, y)),
         (ValueKind::Object(a), Json::Object(b)) => {
-            a.len() == b.len()
-                && a.iter()
-                    .all(|e| b.get(&e.key).is_some_and(|v| json_equals(&e.value, v)))
+            a.len() == b.len() && a.iter().all(|e| b.get(&e.key).is_some_and(|v| json_equals(&e.value, v)))
         }
         _ => false,
     }
@@ -567,59 +398,52 @@ pub fn json_equals(policy: &Value, record: &Json) -> bool {
 fn certificate_matches(m: &CertificateMatcher, facts: &crate::crypto::CertificateFacts) -> bool {
     let sans = |matcher: &Option<StringMatcher>, entries: &[String]| {
         matcher.as_ref().is_none_or(|matcher| {
-            matcher.conditions.iter().all(|c| {
-                entries
-                    .iter()
-                    .any(|entry| string_condition(c.op, &c.value, Some(entry)))
-            })
+            matcher.conditions.iter().all(|c| entries.iter().any(|entry| string_condition(c.op, &c.value, Some(entry))))
         })
     };
-    m.fingerprints
-        .as_ref()
-        .is_none_or(|list| list.contains(&facts.fingerprint))
-        && m.spki_hashes
-            .as_ref()
-            .is_none_or(|list| list.contains(&facts.spki_hash))
+    m.fingerprints.as_ref().is_none_or(|list| list.contains(&facts.fingerprint))
+        && m.spki_hashes.as_ref().is_none_or(|list| list.contains(&facts.spki_hash))
         && sans(&m.san_email, &facts.san_emails)
         && sans(&m.san_dns, &facts.san_dns)
         && sans(&m.san_uri, &facts.san_uris)
 }
 
 /// The `record` criterion (ours; Pomerium documents it for Enterprise): conditions on a field of
-/// the external record whose id is the user's id.
+/// the external record whose id is the user's id, for a user that has an id (the caller checks).
+/// `exists` tests the record itself; the other operators read the field in place, so an absent
+/// field (or record) is undefined: `not_in` and `exclude` hold, the others fail, as for the other
+/// criteria.
 pub fn record_matches(m: &RecordMatcher, record: Option<&Json>) -> bool {
     m.conditions.iter().all(|c| {
         if c.op == RecordOp::Exists {
             return c.value.as_bool() == Some(record.is_some());
         }
-        let Some(record) = record else {
-            // No record: every condition is undefined, but a negation holds.
-            return c.op == RecordOp::String(StringOp::NotIn);
-        };
-        let field = m.field.as_deref().and_then(|f| record.get(f));
+        let field = record.and_then(|r| m.field.as_deref().and_then(|f| r.get(f)));
+        let member = |value: &Json| c.value.as_array().is_some_and(|items| items.iter().any(|i| json_equals(i, value)));
         match c.op {
             RecordOp::String(StringOp::Is) => match field {
-                Some(Json::Array(items)) => {
-                    items.len() == 1 && items.iter().any(|i| json_equals(&c.value, i))
-                }
+                Some(Json::Array(items)) => items.len() == 1 && items.iter().any(|i| json_equals(&c.value, i)),
                 Some(other) => json_equals(&c.value, other),
                 None => false,
             },
-            RecordOp::String(op) => string_condition(op, &c.value, field.and_then(Json::as_str)),
+            RecordOp::String(op) => match field {
+                None | Some(Json::String(_)) => string_condition(op, &c.value, field.and_then(Json::as_str)),
+                // A value of another kind: membership and `not` compare values; text operators fail.
+                Some(other) => match op {
+                    StringOp::In => member(other),
+                    StringOp::NotIn => !member(other),
+                    StringOp::Not => !json_equals(&c.value, other),
+                    _ => false,
+                },
+            },
             RecordOp::List(op) => {
-                let list = match field {
-                    Some(Json::Array(items)) => items.as_slice(),
-                    Some(_) => return false,
-                    None => &[],
-                };
-                let has = list.iter().any(|i| json_equals(&c.value, i));
+                let has =
+                    field.and_then(Json::as_array).is_some_and(|list| list.iter().any(|i| json_equals(&c.value, i)));
                 if op == ListOp::Exclude { !has } else { has }
             }
             RecordOp::Exists => true,
             compare => {
-                let (Some(left), Some(right)) =
-                    (field.and_then(Json::as_f64), c.value.kind_number())
-                else {
+                let (Some(left), Some(right)) = (field.and_then(Json::as_f64), c.value.kind_number()) else {
                     return false;
                 };
                 match compare {

@@ -39,8 +39,8 @@
 //!
 //! - The request time is the support rule `request_time_ns`: `input.now` (RFC 3339) parsed with
 //!   `time.parse_rfc3339_ns`, or `time.now_ns()` when `input.now` is absent or unparseable.
-//! - `date` (Plain, `date-ok` / `date-unauthorized`): the request time is strictly after `after`
-//!   and strictly before `before` (each optional), compared in nanoseconds since the epoch.
+//! - `date` (Plain, `date-ok` / `date-unauthorized`): the request time is at or after `after` and
+//!   before `before` (each optional; a half-open interval), compared in nanoseconds since the epoch.
 //! - `day_of_week` (Plain, `day-of-week-ok` / `day-of-week-unauthorized`): `time.weekday` of the
 //!   request time, in UTC, is one of the listed days.
 //! - `time_of_day` (Plain, `time-of-day-ok` / `time-of-day-unauthorized`): the wall-clock time of
@@ -53,15 +53,14 @@
 //!   apply to the field's value (`is` also matches a one-element list holding the value), `has`
 //!   and `exclude` to a list value, `<`, `<=`, `=`, `>`, `>=` to a numeric value (`is_number`
 //!   first, since Rego orders values of different types instead of failing), and `exists: true`
-//!   holds when the record (and the field, when one is named) is present and not null;
-//!   `exists: false` when it is not. The field is read in place (`record["field"]`), so, as for
+//!   holds when the record is present (a `field` plays no part), `exists: false` when it is not. The field is read in place (`record["field"]`), so, as for
 //!   the other string matchers, an absent field (or record) satisfies `not_in` and `exclude` and
 //!   fails the other operators.
 
 use ppl::ast::{Action, Operator};
 use ppl::model::{
-    CertificateMatcher, CriterionKind, DateMatcher, DaySet, DeviceMatcher, ListMatcher, ListOp,
-    Policy, RecordMatcher, RecordOp, SshKey, StringMatcher, StringOp, TimeOfDayMatcher,
+    CertificateMatcher, CriterionKind, DateMatcher, DaySet, DeviceMatcher, ListMatcher, ListOp, Policy, RecordMatcher,
+    RecordOp, SshKey, StringMatcher, StringOp, TimeOfDayMatcher,
 };
 use ppl::value::{Value, ValueKind};
 use std::collections::HashMap;
@@ -92,9 +91,7 @@ pub fn emit(policy: &ppl::ast::Policy) -> Result<String, EmitError> {
     let checked = ppl::check(policy);
     match checked.policy {
         Some(model) if checked.errors.is_empty() => Ok(emit_checked(&model)),
-        _ => Err(EmitError {
-            errors: checked.errors,
-        }),
+        _ => Err(EmitError { errors: checked.errors }),
     }
 }
 
@@ -105,11 +102,8 @@ pub fn emit_checked(policy: &Policy) -> String {
         let mut terms = Vec::new();
         for rule in policy.rules.iter().filter(|rule| rule.action == action) {
             for block in rule.blocks.iter().filter(|b| !b.criteria.is_empty()) {
-                let names: Vec<String> = block
-                    .criteria
-                    .iter()
-                    .map(|criterion| generator.criterion(&criterion.kind))
-                    .collect();
+                let names: Vec<String> =
+                    block.criteria.iter().map(|criterion| generator.criterion(&criterion.kind)).collect();
                 terms.push(generator.block(block.operator, &names));
             }
         }
@@ -232,10 +226,7 @@ impl Generator {
                     "session.user_id != null".to_owned(),
                     "session.user_id != \"\"".to_owned(),
                 ];
-                (
-                    "authenticated_user",
-                    session("user-ok", "user-unauthorized", body),
-                )
+                ("authenticated_user", session("user-ok", "user-unauthorized", body))
             }
             CriterionKind::User(matcher) => {
                 self.need(&[Helper::GetSession]);
@@ -253,10 +244,7 @@ impl Generator {
                 self.need_email();
                 let mut body = email_body();
                 body.pop();
-                body.push(
-                    "domain := split(get_user_email(session, user, directory_user), \"@\")[1]"
-                        .to_owned(),
-                );
+                body.push("domain := split(get_user_email(session, user, directory_user), \"@\")[1]".to_owned());
                 string_matcher(&mut body, "domain", matcher);
                 ("domain", session("domain-ok", "domain-unauthorized", body))
             }
@@ -271,8 +259,7 @@ impl Generator {
                 let mut body = vec![
                     format!("record_type := {}", string(DIRECTORY_USER_TYPE)),
                     SESSION.to_owned(),
-                    "directory_user := get_databroker_record(record_type, session.user_id)"
-                        .to_owned(),
+                    "directory_user := get_databroker_record(record_type, session.user_id)".to_owned(),
                     "group_ids := object.get(directory_user, \"group_ids\", [])".to_owned(),
                 ];
                 list_matcher(&mut body, "group_ids", matcher);
@@ -281,30 +268,20 @@ impl Generator {
             CriterionKind::HttpMethod(matcher) => {
                 let mut body = Vec::new();
                 string_matcher(&mut body, "input.http.method", matcher);
-                (
-                    "http_method",
-                    plain("http-method-ok", "http-method-unauthorized", body),
-                )
+                ("http_method", plain("http-method-ok", "http-method-unauthorized", body))
             }
             CriterionKind::HttpPath(matcher) => {
                 let mut body = Vec::new();
                 string_matcher(&mut body, "input.http.path", matcher);
-                (
-                    "http_path",
-                    plain("http-path-ok", "http-path-unauthorized", body),
-                )
+                ("http_path", plain("http-path-ok", "http-path-unauthorized", body))
             }
             CriterionKind::CorsPreflight => {
                 let body = vec![
                     "input.http.method == \"OPTIONS\"".to_owned(),
-                    "count(object.get(input.http.headers, \"Access-Control-Request-Method\", [])) > 0"
-                        .to_owned(),
+                    "count(object.get(input.http.headers, \"Access-Control-Request-Method\", [])) > 0".to_owned(),
                     "count(object.get(input.http.headers, \"Origin\", [])) > 0".to_owned(),
                 ];
-                (
-                    "cors_preflight",
-                    plain("cors-request", "non-cors-request", body),
-                )
+                ("cors_preflight", plain("cors-request", "non-cors-request", body))
             }
             CriterionKind::SourceIp(networks) => {
                 let cidrs: Vec<String> = networks.iter().map(|n| string(&n.to_string())).collect();
@@ -312,18 +289,11 @@ impl Generator {
                     "count([cidr | some cidr in [{}]; net.cidr_contains(cidr, input.http.ip)]) > 0",
                     cidrs.join(", ")
                 )];
-                (
-                    "source_ip",
-                    plain("source-ip-ok", "source-ip-unauthorized", body),
-                )
+                ("source_ip", plain("source-ip-ok", "source-ip-unauthorized", body))
             }
             CriterionKind::ClientCertificate(matcher) => (
                 "client_certificate",
-                plain(
-                    "client-certificate-ok",
-                    "client-certificate-unauthorized",
-                    certificate_body(matcher),
-                ),
+                plain("client-certificate-ok", "client-certificate-unauthorized", certificate_body(matcher)),
             ),
             CriterionKind::InvalidClientCertificate => (
                 "invalid_client_certificate",
@@ -348,11 +318,7 @@ impl Generator {
                 },
             ),
             CriterionKind::Device(matcher) => {
-                self.need(&[
-                    Helper::GetSession,
-                    Helper::GetDeviceCredential,
-                    Helper::GetDeviceEnrollment,
-                ]);
+                self.need(&[Helper::GetSession, Helper::GetDeviceCredential, Helper::GetDeviceEnrollment]);
                 ("device", device(matcher))
             }
             CriterionKind::McpTool(matcher) => {
@@ -375,29 +341,20 @@ impl Generator {
             CriterionKind::SshUsername(matcher) => {
                 let mut body = Vec::new();
                 string_matcher(&mut body, "input.ssh.username", matcher);
-                (
-                    "ssh_username",
-                    plain("ssh-username-ok", "ssh-username-unauthorized", body),
-                )
+                ("ssh_username", plain("ssh-username-ok", "ssh-username-unauthorized", body))
             }
             CriterionKind::SshUsernameMatchesEmail => {
                 self.need_email();
                 let mut body = email_body();
                 body.push("username := split(email, \"@\")[0]".to_owned());
                 body.push("input.ssh.username == username".to_owned());
-                (
-                    "ssh_username_matches_email",
-                    session("ssh-username-ok", "ssh-username-unauthorized", body),
-                )
+                ("ssh_username_matches_email", session("ssh-username-ok", "ssh-username-unauthorized", body))
             }
             CriterionKind::SshUsernameMatchesClaim(claim) => {
                 self.need(&[Helper::GetSession, Helper::GetUser, Helper::ObjectGet]);
                 let mut body = claim_body(claim);
                 body.push("input.ssh.username in values".to_owned());
-                (
-                    "ssh_username_matches_claim",
-                    session("ssh-username-ok", "ssh-username-unauthorized", body),
-                )
+                ("ssh_username_matches_claim", session("ssh-username-ok", "ssh-username-unauthorized", body))
             }
             CriterionKind::SshPublickey(keys) => (
                 "ssh_publickey",
@@ -414,47 +371,26 @@ impl Generator {
                     "ssh-publickey-unauthorized",
                     vec![
                         format!("user_cas := {}", ssh_keys(keys)),
-                        "ssh_verify_user_cert(input.ssh.username, input.ssh.publickey, user_cas)"
-                            .to_owned(),
+                        "ssh_verify_user_cert(input.ssh.username, input.ssh.publickey, user_cas)".to_owned(),
                     ],
                 ),
             ),
             CriterionKind::Date(matcher) => {
                 self.need_request_time();
-                (
-                    "date",
-                    plain("date-ok", "date-unauthorized", date_body(matcher)),
-                )
+                ("date", plain("date-ok", "date-unauthorized", date_body(matcher)))
             }
             CriterionKind::DayOfWeek(days) => {
                 self.need_request_time();
-                (
-                    "day_of_week",
-                    plain(
-                        "day-of-week-ok",
-                        "day-of-week-unauthorized",
-                        day_of_week_body(*days),
-                    ),
-                )
+                ("day_of_week", plain("day-of-week-ok", "day-of-week-unauthorized", day_of_week_body(*days)))
             }
             CriterionKind::TimeOfDay(matcher) => {
                 self.need_request_time();
                 self.need(&[Helper::TimeOfDayWithin]);
-                (
-                    "time_of_day",
-                    plain(
-                        "time-of-day-ok",
-                        "time-of-day-unauthorized",
-                        time_of_day_body(matcher),
-                    ),
-                )
+                ("time_of_day", plain("time-of-day-ok", "time-of-day-unauthorized", time_of_day_body(matcher)))
             }
             CriterionKind::Record(matcher) => {
                 self.need(&[Helper::GetSession]);
-                (
-                    "record",
-                    session("record-ok", "record-unauthorized", record_body(matcher)),
-                )
+                ("record", session("record-ok", "record-unauthorized", record_body(matcher)))
             }
         };
         let name = self.name(base);
@@ -464,12 +400,7 @@ impl Generator {
     }
 
     fn need_email(&mut self) {
-        self.need(&[
-            Helper::GetSession,
-            Helper::GetUser,
-            Helper::GetDirectoryUser,
-            Helper::GetUserEmail,
-        ]);
+        self.need(&[Helper::GetSession, Helper::GetUser, Helper::GetDirectoryUser, Helper::GetUserEmail]);
     }
 
     fn finish(self) -> String {
@@ -501,9 +432,7 @@ struct Chain {
 
 impl Chain {
     fn constant(head: String) -> Chain {
-        Chain {
-            branches: vec![(head, Vec::new())],
-        }
+        Chain { branches: vec![(head, Vec::new())] }
     }
 
     fn render(&self, name: &str) -> String {
@@ -533,21 +462,12 @@ fn result(value: bool, reason: &str) -> String {
 
 /// `[value, {"reason"}, {"device_type": "<type>"}]`.
 fn device_result(value: bool, reason: &str, device_type: &str) -> String {
-    format!(
-        "[{value}, {{{}}}, {{\"device_type\": {}}}]",
-        string(reason),
-        string(device_type)
-    )
+    format!("[{value}, {{{}}}, {{\"device_type\": {}}}]", string(reason), string(device_type))
 }
 
 /// Plain template: the body holds → pass, else fail.
 fn plain(pass: &str, fail: &str, body: Vec<String>) -> Chain {
-    Chain {
-        branches: vec![
-            (result(true, pass), body),
-            (result(false, fail), Vec::new()),
-        ],
-    }
+    Chain { branches: vec![(result(true, pass), body), (result(false, fail), Vec::new())] }
 }
 
 const SESSION: &str = "session := get_session(input.session.id)";
@@ -558,10 +478,7 @@ fn session(pass: &str, fail: &str, body: Vec<String>) -> Chain {
     Chain {
         branches: vec![
             (result(true, pass), body),
-            (
-                result(false, fail),
-                vec![SESSION.to_owned(), "session.id != \"\"".to_owned()],
-            ),
+            (result(false, fail), vec![SESSION.to_owned(), "session.id != \"\"".to_owned()]),
             (result(false, "user-unauthenticated"), Vec::new()),
         ],
     }
@@ -603,20 +520,10 @@ fn device(matcher: &DeviceMatcher) -> Chain {
             (device_result(true, "device-ok", device_type), body),
             (
                 device_result(false, "device-unauthorized", device_type),
-                with(&[
-                    "session.id != \"\"",
-                    "device_credential.id != \"\"",
-                    "device_enrollment.id != \"\"",
-                ]),
+                with(&["session.id != \"\"", "device_credential.id != \"\"", "device_enrollment.id != \"\""]),
             ),
-            (
-                device_result(false, "device-unauthenticated", device_type),
-                with(&["session.id != \"\""]),
-            ),
-            (
-                device_result(false, "user-unauthenticated", device_type),
-                Vec::new(),
-            ),
+            (device_result(false, "device-unauthenticated", device_type), with(&["session.id != \"\""])),
+            (device_result(false, "user-unauthenticated", device_type), Vec::new()),
         ],
     }
 }
@@ -644,11 +551,9 @@ fn claim_body(name: &str) -> Vec<String> {
 
 fn certificate_body(matcher: &CertificateMatcher) -> Vec<String> {
     let mut body = vec![
-        "cert := crypto.x509.parse_certificates(trim_space(input.http.client_certificate.leaf))[0]"
-            .to_owned(),
+        "cert := crypto.x509.parse_certificates(trim_space(input.http.client_certificate.leaf))[0]".to_owned(),
         "fingerprint := crypto.sha256(base64.decode(cert.Raw))".to_owned(),
-        "spki_hash := base64.encode(hex.decode(crypto.sha256(base64.decode(cert.RawSubjectPublicKeyInfo))))"
-            .to_owned(),
+        "spki_hash := base64.encode(hex.decode(crypto.sha256(base64.decode(cert.RawSubjectPublicKeyInfo))))".to_owned(),
     ];
     if let Some(fingerprints) = &matcher.fingerprints {
         let list: Vec<String> = fingerprints.iter().map(|f| string(&hex(f))).collect();
@@ -657,10 +562,8 @@ fn certificate_body(matcher: &CertificateMatcher) -> Vec<String> {
     }
     if let Some(hashes) = &matcher.spki_hashes {
         use base64::Engine as _;
-        let list: Vec<String> = hashes
-            .iter()
-            .map(|h| string(&base64::engine::general_purpose::STANDARD.encode(h)))
-            .collect();
+        let list: Vec<String> =
+            hashes.iter().map(|h| string(&base64::engine::general_purpose::STANDARD.encode(h))).collect();
         body.push(format!("allowed_spki_hashes := [{}]", list.join(", ")));
         body.push("spki_hash == allowed_spki_hashes[_]".to_owned());
     }
@@ -674,17 +577,9 @@ fn certificate_body(matcher: &CertificateMatcher) -> Vec<String> {
             if condition.op == StringOp::NotIn {
                 // `not cert.X[_] in [...]` (no entry is in the list), spelled without a loop
                 // under `not`: regorus hoists such a loop out of the negation.
-                body.push(format!(
-                    "count([san | san := {list}[_]; san in {}]) == 0",
-                    rego_value(&condition.value)
-                ));
+                body.push(format!("count([san | san := {list}[_]; san in {}]) == 0", rego_value(&condition.value)));
             } else {
-                string_condition(
-                    &mut body,
-                    &format!("{list}[_]"),
-                    condition.op,
-                    &condition.value,
-                );
+                string_condition(&mut body, &format!("{list}[_]"), condition.op, &condition.value);
             }
         }
     }
@@ -693,17 +588,15 @@ fn certificate_body(matcher: &CertificateMatcher) -> Vec<String> {
 
 fn ssh_keys(keys: &[SshKey]) -> String {
     use base64::Engine as _;
-    let list: Vec<String> = keys
-        .iter()
-        .map(|key| string(&base64::engine::general_purpose::STANDARD.encode(&key.blob)))
-        .collect();
+    let list: Vec<String> =
+        keys.iter().map(|key| string(&base64::engine::general_purpose::STANDARD.encode(&key.blob))).collect();
     format!("[{}]", list.join(", "))
 }
 
 fn date_body(matcher: &DateMatcher) -> Vec<String> {
     let mut body = vec!["now := request_time_ns".to_owned()];
     if let Some(after) = matcher.after {
-        body.push(format!("now > {}", after.as_nanosecond()));
+        body.push(format!("now >= {}", after.as_nanosecond()));
     }
     if let Some(before) = matcher.before {
         body.push(format!("now < {}", before.as_nanosecond()));
@@ -722,22 +615,14 @@ fn day_of_week_body(days: DaySet) -> Vec<String> {
         (Weekday::Saturday, "Saturday"),
         (Weekday::Sunday, "Sunday"),
     ];
-    let names: Vec<String> = all
-        .iter()
-        .filter(|(day, _)| days.contains(*day))
-        .map(|(_, name)| string(name))
-        .collect();
-    vec![format!(
-        "time.weekday(request_time_ns) in [{}]",
-        names.join(", ")
-    )]
+    let names: Vec<String> = all.iter().filter(|(day, _)| days.contains(*day)).map(|(_, name)| string(name)).collect();
+    vec![format!("time.weekday(request_time_ns) in [{}]", names.join(", "))]
 }
 
 const NANOS_PER_DAY: i64 = 86_400_000_000_000;
 
 fn nanos_of_day(time: jiff::civil::Time) -> i64 {
-    let seconds =
-        i64::from(time.hour()) * 3600 + i64::from(time.minute()) * 60 + i64::from(time.second());
+    let seconds = i64::from(time.hour()) * 3600 + i64::from(time.minute()) * 60 + i64::from(time.second());
     seconds * 1_000_000_000 + i64::from(time.subsec_nanosecond())
 }
 
@@ -745,10 +630,7 @@ fn time_of_day_body(matcher: &TimeOfDayMatcher) -> Vec<String> {
     let after = matcher.after.map_or(0, nanos_of_day);
     let before = matcher.before.map_or(NANOS_PER_DAY, nanos_of_day);
     vec![
-        format!(
-            "clock := time.clock([request_time_ns, {}])",
-            string(&matcher.zone_name)
-        ),
+        format!("clock := time.clock([request_time_ns, {}])", string(&matcher.zone_name)),
         "day_ns := ((((clock[0] * 60) + clock[1]) * 60) + clock[2]) * 1000000000 + (request_time_ns % 1000000000)"
             .to_owned(),
         format!("time_of_day_within(day_ns, {after}, {before})"),
@@ -758,40 +640,23 @@ fn time_of_day_body(matcher: &TimeOfDayMatcher) -> Vec<String> {
 fn record_body(matcher: &RecordMatcher) -> Vec<String> {
     let mut body = vec![
         SESSION.to_owned(),
-        format!(
-            "record := get_databroker_record({}, session.user_id)",
-            string(&matcher.record_type)
-        ),
+        format!("record := get_databroker_record({}, session.user_id)", string(&matcher.record_type)),
     ];
     let field = matcher.field.as_deref().map(string);
-    let value = field
-        .as_ref()
-        .map_or_else(|| "record".to_owned(), |f| format!("record[{f}]"));
+    let value = field.as_ref().map_or_else(|| "record".to_owned(), |f| format!("record[{f}]"));
     for condition in &matcher.conditions {
         let operand = rego_value(&condition.value);
         match condition.op {
             RecordOp::Exists => {
                 let exists = condition.value.as_bool() != Some(false);
-                body.push(match (&field, exists) {
-                    (Some(field), true) => format!("object.get(record, {field}, null) != null"),
-                    // Also when the record is absent: `object.get(null, ...)` is undefined.
-                    (Some(field), false) => {
-                        format!("not object.get(record, {field}, null) != null")
-                    }
-                    (None, true) => "record != null".to_owned(),
-                    (None, false) => "record == null".to_owned(),
-                });
+                body.push(if exists { "record != null".to_owned() } else { "record == null".to_owned() });
             }
             RecordOp::String(StringOp::Is) => {
                 body.push(format!("{value} in [{operand}, [{operand}]]"));
             }
             RecordOp::String(op) => string_condition(&mut body, &value, op, &condition.value),
             RecordOp::List(op) => list_condition(&mut body, &value, op, &condition.value),
-            RecordOp::Less
-            | RecordOp::LessOrEqual
-            | RecordOp::Equal
-            | RecordOp::Greater
-            | RecordOp::GreaterOrEqual => {
+            RecordOp::Less | RecordOp::LessOrEqual | RecordOp::Equal | RecordOp::Greater | RecordOp::GreaterOrEqual => {
                 let symbol = match condition.op {
                     RecordOp::Less => "<",
                     RecordOp::LessOrEqual => "<=",
@@ -835,10 +700,7 @@ fn list_matcher(body: &mut Vec<String>, left: &str, matcher: &ListMatcher) {
 }
 
 fn list_condition(body: &mut Vec<String>, left: &str, op: ListOp, value: &Value) {
-    let matches = format!(
-        "count([true | some v; v = {left}[_]; v == {}])",
-        rego_value(value)
-    );
+    let matches = format!("count([true | some v; v = {left}[_]; v == {}])", rego_value(value));
     match op {
         ListOp::Has => body.push(format!("{matches} > 0")),
         ListOp::Is => {
@@ -879,10 +741,8 @@ fn rego_value(value: &Value) -> String {
             format!("[{}]", items.join(", "))
         }
         ValueKind::Object(entries) => {
-            let entries: Vec<String> = entries
-                .iter()
-                .map(|e| format!("{}: {}", string(&e.key), rego_value(&e.value)))
-                .collect();
+            let entries: Vec<String> =
+                entries.iter().map(|e| format!("{}: {}", string(&e.key), rego_value(&e.value))).collect();
             format!("{{{}}}", entries.join(", "))
         }
     }
@@ -1039,8 +899,7 @@ else := v if {
 else := \"\"
 ";
 
-const OBJECT_GET: &str =
-    "# object_get(obj, key, def): obj[key] if present; else the key split at `/` (with `.` read as
+const OBJECT_GET: &str = "# object_get(obj, key, def): obj[key] if present; else the key split at `/` (with `.` read as
 # `/`) walked through nested objects, two to five segments deep; else def.
 object_get(obj, key, def) := value if {
 \tmissing := \"10a0fd35-0f1a-4e5b-97ce-631e89e1bafa\"
@@ -1136,11 +995,7 @@ mod tests {
 
     /// The module without the support functions every module ends with.
     fn rules_of(module: &str) -> String {
-        module
-            .split("\ninvert_criterion_result(v) := out if {")
-            .next()
-            .unwrap()
-            .to_owned()
+        module.split("\ninvert_criterion_result(v) := out if {").next().unwrap().to_owned()
     }
 
     /// The support functions after the five every module has.
@@ -1214,13 +1069,7 @@ deny:
         insta::assert_snapshot!(rules_of(&module));
         assert_eq!(
             helpers_of(&module),
-            [
-                "get_session",
-                "get_user",
-                "get_directory_user",
-                "get_user_email",
-                "object_get"
-            ]
+            ["get_session", "get_user", "get_directory_user", "get_user_email", "object_get"]
         );
     }
 
@@ -1261,14 +1110,7 @@ deny:
 ",
         );
         insta::assert_snapshot!(rules_of(&module));
-        assert_eq!(
-            helpers_of(&module),
-            [
-                "get_session",
-                "get_device_credential",
-                "get_device_enrollment"
-            ]
-        );
+        assert_eq!(helpers_of(&module), ["get_session", "get_device_credential", "get_device_enrollment"]);
     }
 
     #[test]
@@ -1324,22 +1166,12 @@ deny:
             let source = format!("allow:\n  and:\n    - {key}: {}\n", sample(info.name));
             let module = emit_yaml(&source);
             let name = info.name;
-            assert!(
-                module.contains(&format!("\n{name}_0 := [")),
-                "{name}:\n{module}"
-            );
-            assert!(
-                module.contains(&format!("and_0 := v if {{\n\tresults := [{name}_0]\n")),
-                "{name}:\n{module}"
-            );
+            assert!(module.contains(&format!("\n{name}_0 := [")), "{name}:\n{module}");
+            assert!(module.contains(&format!("and_0 := v if {{\n\tresults := [{name}_0]\n")), "{name}:\n{module}");
             assert!(module.contains("\nallow := v if {\n"), "{name}");
             assert!(!module.contains("\ndeny := v if"), "{name}");
             // Every branch of every chain is closed.
-            assert_eq!(
-                module.matches('{').count(),
-                module.matches('}').count(),
-                "{name}"
-            );
+            assert_eq!(module.matches('{').count(), module.matches('}').count(), "{name}");
         }
     }
 
@@ -1350,27 +1182,15 @@ deny:
             "package pomerium.policy\n\nimport rego.v1\n\ndefault allow := [false, set()]\n\ndefault deny := [false, set()]\n\ninvert_criterion_result(v)"
         ));
         assert!(!module.contains("allow := v"));
-        assert_eq!(
-            emit_yaml("allow:\n  and: []\n"),
-            module,
-            "an empty block is no term"
-        );
+        assert_eq!(emit_yaml("allow:\n  and: []\n"), module, "an empty block is no term");
     }
 
     #[test]
     fn a_policy_that_does_not_check_is_an_error() {
-        let parsed = ppl::parse(
-            "allow:\n  and:\n    - emial: a@example.com\n",
-            ppl::Syntax::Yaml,
-        );
+        let parsed = ppl::parse("allow:\n  and:\n    - emial: a@example.com\n", ppl::Syntax::Yaml);
         let error = emit(parsed.policy.as_ref().unwrap()).unwrap_err();
         assert_eq!(error.errors.len(), 1);
-        assert!(
-            error
-                .to_string()
-                .starts_with("the policy does not compile: "),
-            "{error}"
-        );
+        assert!(error.to_string().starts_with("the policy does not compile: "), "{error}");
     }
 
     #[test]

@@ -45,15 +45,9 @@ mod tests {
     #[test]
     fn time_of_day_reads_the_zone_and_wraps_midnight() {
         let office = window("America/New_York", Some("09:00"), Some("17:00"));
-        assert!(
-            time_of_day_matches(&office, at("2026-01-05T14:00:00Z")),
-            "9:00 in New York"
-        );
+        assert!(time_of_day_matches(&office, at("2026-01-05T14:00:00Z")), "9:00 in New York");
         assert!(!time_of_day_matches(&office, at("2026-01-05T13:59:59Z")));
-        assert!(
-            !time_of_day_matches(&office, at("2026-01-05T22:00:00Z")),
-            "17:00 is excluded"
-        );
+        assert!(!time_of_day_matches(&office, at("2026-01-05T22:00:00Z")), "17:00 is excluded");
         let night = window("UTC", Some("22:00"), Some("06:00"));
         assert!(time_of_day_matches(&night, at("2026-01-05T23:30:00Z")));
         assert!(time_of_day_matches(&night, at("2026-01-05T05:59:00Z")));
@@ -63,13 +57,7 @@ mod tests {
     #[test]
     fn days_are_read_in_utc() {
         let weekdays = DaySet(0b001_1111);
-        assert!(
-            day_matches(weekdays, at("2026-01-05T00:00:00Z")),
-            "a Monday"
-        );
-        assert!(
-            !day_matches(weekdays, at("2026-01-04T23:59:59Z")),
-            "a Sunday"
-        );
+        assert!(day_matches(weekdays, at("2026-01-05T00:00:00Z")), "a Monday");
+        assert!(!day_matches(weekdays, at("2026-01-04T23:59:59Z")), "a Sunday");
     }
 }

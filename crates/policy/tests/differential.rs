@@ -18,17 +18,10 @@ fn pick<T: Clone + std::fmt::Debug + 'static>(items: &'static [T]) -> impl Strat
     prop::sample::select(items)
 }
 
-const EMAILS: &[&str] = &[
-    "a@x.com",
-    "b@x.com",
-    "c@y.org",
-    "nobody",
-    "d@x.com@z",
-    "alice@x.com",
-];
+const EMAILS: &[&str] = &["a@x.com", "b@x.com", "c@y.org", "nobody", "d@x.com@z", "alice@x.com"];
 const STRINGS: &[&str] = &[
-    "a@x.com", "x.com", "y.org", "u1", "u2", "GET", "POST", "/admin", "/api/", "read", "root",
-    "alice", "eng", "ops", "", "a",
+    "a@x.com", "x.com", "y.org", "u1", "u2", "GET", "POST", "/admin", "/api/", "read", "root", "alice", "eng", "ops",
+    "", "a",
 ];
 
 /// A JSON literal for matcher operands: mostly strings, sometimes other kinds.
@@ -73,10 +66,7 @@ fn string_matcher() -> impl Strategy<Value = String> {
 
 fn list_matcher() -> impl Strategy<Value = String> {
     let value = prop_oneof![4 => pick(&["\"eng\"", "\"ops\"", "\"g1\"", "\"g2\""]).prop_map(str::to_owned), 1 => Just("1".to_owned())];
-    prop_oneof![
-        value.clone(),
-        (pick(&["has", "is", "exclude"]), value).prop_map(|(op, v)| format!("{op} {v}")),
-    ]
+    prop_oneof![value.clone(), (pick(&["has", "is", "exclude"]), value).prop_map(|(op, v)| format!("{op} {v}")),]
 }
 
 fn criterion() -> impl Strategy<Value = String> {
@@ -87,8 +77,7 @@ fn criterion() -> impl Strategy<Value = String> {
         string_matcher().prop_map(|m| format!("user {m}")),
         string_matcher().prop_map(|m| format!("email {m}")),
         string_matcher().prop_map(|m| format!("domain {m}")),
-        (pick(&["groups", "role", "a.b"]), list_matcher())
-            .prop_map(|(c, m)| format!("claim/{c} {m}")),
+        (pick(&["groups", "role", "a.b"]), list_matcher()).prop_map(|(c, m)| format!("claim/{c} {m}")),
         list_matcher().prop_map(|m| format!("groups {m}")),
         string_matcher().prop_map(|m| format!("http_method {m}")),
         string_matcher().prop_map(|m| format!("http_path {m}")),
@@ -118,11 +107,7 @@ fn criterion() -> impl Strategy<Value = String> {
                 if let Some(i) = i {
                     parts.push(format!("is {i:?}"));
                 }
-                if parts.is_empty() {
-                    "device {}".to_owned()
-                } else {
-                    format!("device {}", parts.join(" "))
-                }
+                if parts.is_empty() { "device {}".to_owned() } else { format!("device {}", parts.join(" ")) }
             }),
         string_matcher().prop_map(|m| format!("mcp_tool {m}")),
         string_matcher().prop_map(|m| format!("ssh_username {m}")),
@@ -131,15 +116,9 @@ fn criterion() -> impl Strategy<Value = String> {
         pick(&["mon-fri", "sat,sun", "*"]).prop_map(|d| format!("day_of_week {d:?}")),
         Just("date after \"2026-01-01T00:00:00Z\" before \"2026-06-01T00:00:00Z\"".to_owned()),
         Just("time_of_day timezone \"Europe/Berlin\" after \"9:00\" before \"17:00\"".to_owned()),
-        pick(&[
-            "is \"eng\"",
-            "exists true",
-            "exists false",
-            ">= 3",
-            "has \"eng\""
-        ])
-        .prop_map(|c| format!("record type \"hr\" field \"department\" {c}")
-            .replace("field \"department\" >=", "field \"level\" >=")),
+        pick(&["is \"eng\"", "exists true", "exists false", ">= 3", "has \"eng\""])
+            .prop_map(|c| format!("record type \"hr\" field \"department\" {c}")
+                .replace("field \"department\" >=", "field \"level\" >=")),
     ]
 }
 
@@ -165,12 +144,8 @@ fn alternatives() -> impl Strategy<Value = String> {
         pick(STRINGS).prop_map(|v| format!("contains {v:?}")),
         pick(&["\"eng\"", "\"ops\"", "\"g1\""]).prop_map(|v| format!("has {v}")),
     ];
-    (
-        attribute,
-        prop::collection::vec(condition, 2..7),
-        prop::collection::vec(criterion(), 0..2),
-    )
-        .prop_map(|(attribute, conditions, others)| {
+    (attribute, prop::collection::vec(condition, 2..7), prop::collection::vec(criterion(), 0..2)).prop_map(
+        |(attribute, conditions, others)| {
             let list = matches!(attribute, "claim/groups" | "groups");
             let mut criteria: Vec<String> = conditions
                 .into_iter()
@@ -179,7 +154,8 @@ fn alternatives() -> impl Strategy<Value = String> {
                 .collect();
             criteria.extend(others);
             criteria.join(", ")
-        })
+        },
+    )
 }
 
 fn policy_text() -> impl Strategy<Value = String> {
@@ -187,18 +163,13 @@ fn policy_text() -> impl Strategy<Value = String> {
         3 => prop::collection::vec(criterion(), 0..5).prop_map(|cs| cs.join(", ")),
         2 => alternatives(),
     ];
-    let block =
-        (pick(&["and", "or", "not", "nor"]), criteria).prop_map(|(op, cs)| format!("{op}({cs})"));
-    let rule = (pick(&["allow", "deny"]), prop::collection::vec(block, 0..3)).prop_map(
-        |(action, blocks)| {
-            let mut seen = std::collections::HashSet::new();
-            let blocks: Vec<String> = blocks
-                .into_iter()
-                .filter(|b| seen.insert(b.split('(').next().unwrap().to_owned()))
-                .collect();
-            format!("{action} {}", blocks.join(" "))
-        },
-    );
+    let block = (pick(&["and", "or", "not", "nor"]), criteria).prop_map(|(op, cs)| format!("{op}({cs})"));
+    let rule = (pick(&["allow", "deny"]), prop::collection::vec(block, 0..3)).prop_map(|(action, blocks)| {
+        let mut seen = std::collections::HashSet::new();
+        let blocks: Vec<String> =
+            blocks.into_iter().filter(|b| seen.insert(b.split('(').next().unwrap().to_owned())).collect();
+        format!("{action} {}", blocks.join(" "))
+    });
     prop::collection::vec(rule, 0..4).prop_map(|rules| rules.join("\n"))
 }
 
@@ -207,46 +178,22 @@ fn input_json() -> impl Strategy<Value = String> {
     let session_id = prop::option::of(pick(&["s1", "s2", "s3", "sa1", "missing", ""]));
     let method = prop::option::of(pick(&["GET", "POST", "OPTIONS", "get"]));
     let path = prop::option::of(pick(&["/", "/admin", "/api/x", "/admin/api/"]));
-    let ip = prop::option::of(pick(&[
-        "10.2.3.4",
-        "192.168.1.7",
-        "::ffff:10.0.0.1",
-        "2001:db8::1",
-        "8.8.8.8",
-    ]));
-    let cert = (
-        prop::option::of(any::<bool>()),
-        prop::option::of(any::<bool>()),
-    );
-    let mcp = prop::option::of((
-        pick(&["tools/call", "initialize"]),
-        prop::option::of(pick(&["read", "drop", "root"])),
-    ));
+    let ip = prop::option::of(pick(&["10.2.3.4", "192.168.1.7", "::ffff:10.0.0.1", "2001:db8::1", "8.8.8.8"]));
+    let cert = (prop::option::of(any::<bool>()), prop::option::of(any::<bool>()));
+    let mcp =
+        prop::option::of((pick(&["tools/call", "initialize"]), prop::option::of(pick(&["read", "drop", "root"]))));
     let ssh = prop::option::of(pick(&["alice", "root", "a", "eng"]));
     let headers = any::<bool>();
-    let now = pick(&[
-        "2026-01-05T10:00:00Z",
-        "2026-01-10T20:00:00Z",
-        "2026-07-01T08:30:00Z",
-    ]);
-    let user1 = (
-        pick(EMAILS),
-        pick(&["[\"eng\"]", "[\"ops\", \"eng\"]", "\"eng\"", "[1]", "[]"]),
-    );
-    let directory = (
-        prop::option::of(pick(EMAILS)),
-        prop::option::of(pick(&["[\"g1\"]", "[\"g1\", \"g2\"]", "[]"])),
-    );
+    let now = pick(&["2026-01-05T10:00:00Z", "2026-01-10T20:00:00Z", "2026-07-01T08:30:00Z"]);
+    let user1 = (pick(EMAILS), pick(&["[\"eng\"]", "[\"ops\", \"eng\"]", "\"eng\"", "[1]", "[]"]));
+    let directory = (prop::option::of(pick(EMAILS)), prop::option::of(pick(&["[\"g1\"]", "[\"g1\", \"g2\"]", "[]"])));
     let session = (
         prop::option::of(pick(&["u1", "u2", ""])),
         any::<bool>(),
         prop::option::of(pick(&["s2", "nope"])),
         any::<bool>(),
     );
-    let device = (
-        pick(&["any", "enclave_only"]),
-        prop::option::of(pick(&["u9", ""])),
-    );
+    let device = (pick(&["any", "enclave_only"]), prop::option::of(pick(&["u9", ""])));
     (session_id, method, path, ip, cert, mcp, ssh, headers, now, (user1, directory, session, device)).prop_map(
         |(session_id, method, path, ip, (presented, valid), mcp, ssh, headers, now, (user1, directory, session, device))| {
             let mut http = serde_json::Map::new();
@@ -295,10 +242,7 @@ fn input_json() -> impl Strategy<Value = String> {
 }
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1500)
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1500)
 }
 
 proptest! {

@@ -5,12 +5,7 @@
 //! `UPDATE_EXPECT=1 cargo test -p policy --test eval_corpus -- <case>` rewrites a case's decision
 //! from the program's result; review the diff.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests fail by panicking"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail by panicking")]
 
 use policy::contract::{OwnedInput, render};
 use policy::decision::wants_html;
@@ -21,53 +16,20 @@ use std::path::Path;
 /// Cases without `now` run at this time, so that no result depends on the day the tests run.
 pub const DEFAULT_NOW: &str = "2026-01-01T00:00:00Z";
 
-struct Case {
-    header: String,
-    sections: Vec<(String, String)>,
-}
-
-fn parse(content: &str) -> Result<Case, String> {
-    let mut header = String::new();
-    let mut sections: Vec<(String, String)> = Vec::new();
-    for line in content.split_inclusive('\n') {
-        if let Some(name) = line.strip_prefix("--- ") {
-            sections.push((name.trim().to_owned(), String::new()));
-        } else if let Some((_, body)) = sections.last_mut() {
-            body.push_str(line);
-        } else {
-            header.push_str(line);
-        }
-    }
-    if !header.lines().any(|l| l.starts_with('#') && l.len() > 2) {
-        return Err("a case starts with a `# description`".to_owned());
-    }
-    Ok(Case { header, sections })
-}
-
-fn section<'c>(case: &'c Case, name: &str) -> Option<&'c str> {
-    case.sections
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, b)| b.as_str())
+fn section<'c>(case: &'c case_file::CaseFile, name: &str) -> Option<&'c str> {
+    case.section(name)
 }
 
 fn run(path: &Path, content: String) -> datatest_stable::Result<()> {
-    let case = parse(&content)?;
-    let (policy_name, policy_text) = case
-        .sections
-        .iter()
-        .find(|(n, _)| n.starts_with("policy."))
-        .ok_or("a case needs a `--- policy.<ext>` section")?;
+    let case = case_file::parse(&content)?;
+    let (policy_name, policy_text) = case.policy()?;
     let syntax = policy_name
         .rsplit_once('.')
         .and_then(|(_, ext)| ppl::Syntax::from_extension(ext))
         .ok_or_else(|| format!("unknown policy section `{policy_name}`"))?;
     let compiled = ppl::compile(policy_text, syntax);
-    let model = compiled
-        .policy
-        .ok_or_else(|| format!("the policy does not compile: {:?}", compiled.errors))?;
-    let input_text =
-        section(&case, "input.json").ok_or("a case needs an `--- input.json` section")?;
+    let model = compiled.policy.ok_or_else(|| format!("the policy does not compile: {:?}", compiled.errors))?;
+    let input_text = section(&case, "input.json").ok_or("a case needs an `--- input.json` section")?;
     let owned = OwnedInput::parse(input_text).map_err(|e| format!("bad input: {e}"))?;
     let input = owned.input(DEFAULT_NOW.parse().unwrap());
     let html = wants_html(owned.accept());
@@ -81,11 +43,7 @@ fn run(path: &Path, content: String) -> datatest_stable::Result<()> {
     if std::env::var_os("UPDATE_EXPECT").is_some() {
         let mut rewritten = case.header.clone();
         for (name, body) in &case.sections {
-            let body = if name == "decision" {
-                actual.as_str()
-            } else {
-                body.as_str()
-            };
+            let body = if name == "decision" { actual.as_str() } else { body.as_str() };
             let _ = write!(rewritten, "--- {name}\n{body}");
         }
         if section(&case, "decision").is_none() {
@@ -94,17 +52,13 @@ fn run(path: &Path, content: String) -> datatest_stable::Result<()> {
         std::fs::write(path, rewritten)?;
         return Ok(());
     }
-    let expected_text =
-        section(&case, "decision").ok_or("a case needs a `--- decision` section")?;
-    let expected: serde_json::Value = serde_json::from_str(expected_text)
-        .map_err(|e| format!("the decision is not json: {e}"))?;
+    let expected_text = section(&case, "decision").ok_or("a case needs a `--- decision` section")?;
+    let expected: serde_json::Value =
+        serde_json::from_str(expected_text).map_err(|e| format!("the decision is not json: {e}"))?;
     let as_json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
     let mut problems = String::new();
     if as_json(&actual) != expected {
-        let _ = write!(
-            problems,
-            "the program's decision differs:\n--- expected\n{expected_text}--- actual\n{actual}"
-        );
+        let _ = write!(problems, "the program's decision differs:\n--- expected\n{expected_text}--- actual\n{actual}");
     }
     if as_json(&reference_output) != expected {
         let _ = write!(

@@ -11,17 +11,14 @@
 
 use policy::contract::OwnedInput;
 use policy::records::{
-    DeviceCredential, DeviceEnrollment, DirectoryUser, MemoryRecords, Records, ServiceAccount,
-    Session, User,
+    DeviceCredential, DeviceEnrollment, DirectoryUser, MemoryRecords, Records, ServiceAccount, Session, User,
 };
 use policy::{Program, reference};
 use serde_json::Value;
 use std::cell::Cell;
 fn compile(text: &str) -> (ppl::model::Policy, Program) {
     let compiled = ppl::compile(text, ppl::Syntax::Text);
-    let model = compiled
-        .policy
-        .unwrap_or_else(|| panic!("{:?}", compiled.errors));
+    let model = compiled.policy.unwrap_or_else(|| panic!("{:?}", compiled.errors));
     let program = Program::compile(&model);
     (model, program)
 }
@@ -44,12 +41,7 @@ const RECORDS: &str = r#"{
 fn a_thousand_allowed_users_are_one_set_lookup() {
     // The shape of a route with 1,000 `allowed_users`: `user` and `email` per user, OR-ed.
     let criteria: Vec<String> = (0..1000)
-        .flat_map(|i| {
-            [
-                format!("user is \"user{i}@example.com\""),
-                format!("email is \"user{i}@example.com\""),
-            ]
-        })
+        .flat_map(|i| [format!("user is \"user{i}@example.com\""), format!("email is \"user{i}@example.com\"")])
         .collect();
     let (model, program) = compile(&format!("allow or({})", criteria.join(", ")));
     assert_eq!(program.test_count(), 2, "one merged test per attribute");
@@ -57,10 +49,7 @@ fn a_thousand_allowed_users_are_one_set_lookup() {
     let input = owned.input(now());
     let decision = program.evaluate(&input, &owned.records);
     assert!(decision.allow.value);
-    assert_eq!(
-        decision,
-        reference::evaluate(&model, &input, &owned.records).decision
-    );
+    assert_eq!(decision, reference::evaluate(&model, &input, &owned.records).decision);
 }
 
 #[test]
@@ -75,24 +64,12 @@ fn prefixes_suffixes_and_substrings_merge_too() {
 #[test]
 fn constants_fold_away() {
     assert_eq!(compile("allow or(accept)").1.test_count(), 0);
-    assert_eq!(
-        compile("allow and(accept, reject) deny not(reject)")
-            .1
-            .test_count(),
-        0
-    );
+    assert_eq!(compile("allow and(accept, reject) deny not(reject)").1.test_count(), 0);
     let (model, program) = compile("allow or(accept, email is \"a@x.com\") deny and(reject)");
-    assert_eq!(
-        program.test_count(),
-        1,
-        "accept folds; the email criterion still runs (its reason may join)"
-    );
+    assert_eq!(program.test_count(), 1, "accept folds; the email criterion still runs (its reason may join)");
     let owned = OwnedInput::parse(RECORDS).unwrap();
     let input = owned.input(now());
-    assert_eq!(
-        program.evaluate(&input, &owned.records),
-        reference::evaluate(&model, &input, &owned.records).decision
-    );
+    assert_eq!(program.evaluate(&input, &owned.records), reference::evaluate(&model, &input, &owned.records).decision);
 }
 
 /// Counts lookups by record type.
@@ -141,10 +118,7 @@ fn each_record_is_fetched_at_most_once_per_decision() {
          deny or(email is \"mallory@example.com\", groups has \"banned\")",
     );
     let owned = OwnedInput::parse(RECORDS).unwrap();
-    let records = Counting {
-        inner: owned.records.clone(),
-        ..Counting::default()
-    };
+    let records = Counting { inner: owned.records.clone(), ..Counting::default() };
     let input = owned.input(now());
     let _ = program.evaluate(&input, &records);
     assert_eq!(records.service_accounts.get(), 1);
@@ -162,38 +136,21 @@ fn cheap_request_criteria_run_before_record_lookups() {
         "allow or(http_path {starts_with: \"/api\", ends_with: \"users\"}, http_path {contains: \"/\", not: \"/x\"})",
     );
     let owned = OwnedInput::parse(RECORDS).unwrap();
-    let records = Counting {
-        inner: owned.records.clone(),
-        ..Counting::default()
-    };
+    let records = Counting { inner: owned.records.clone(), ..Counting::default() };
     let decision = program.evaluate(&owned.input(now()), &records);
     assert!(decision.allow.value);
-    assert_eq!(
-        records.sessions.get() + records.users.get(),
-        0,
-        "request criteria need no records"
-    );
+    assert_eq!(records.sessions.get() + records.users.get(), 0, "request criteria need no records");
 }
 
 #[test]
 fn source_ip_searches_sorted_ranges() {
-    let networks: Vec<String> = (0..10_000u32)
-        .map(|i| format!("\"10.{}.{}.0/24\"", i / 256, i % 256))
-        .collect();
+    let networks: Vec<String> = (0..10_000u32).map(|i| format!("\"10.{}.{}.0/24\"", i / 256, i % 256)).collect();
     let (model, program) = compile(&format!("allow or(source_ip [{}])", networks.join(", ")));
-    for (ip, expected) in [
-        ("10.38.15.7", true),
-        ("10.39.15.7", true),
-        ("10.40.0.1", false),
-        ("11.0.0.1", false),
-    ] {
+    for (ip, expected) in [("10.38.15.7", true), ("10.39.15.7", true), ("10.40.0.1", false), ("11.0.0.1", false)] {
         let owned = OwnedInput::parse(&format!("{{\"http\": {{\"ip\": \"{ip}\"}}}}")).unwrap();
         let input = owned.input(now());
         let decision = program.evaluate(&input, &owned.records);
         assert_eq!(decision.allow.value, expected, "{ip}");
-        assert_eq!(
-            decision,
-            reference::evaluate(&model, &input, &owned.records).decision
-        );
+        assert_eq!(decision, reference::evaluate(&model, &input, &owned.records).decision);
     }
 }

@@ -1,12 +1,7 @@
 //! Evaluating a compiled program allocates nothing. Its own test binary, with one test, so that
 //! no other test allocates while the global allocator's counters are read.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests fail by panicking"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail by panicking")]
 
 use policy::Program;
 use policy::contract::OwnedInput;
@@ -28,11 +23,7 @@ const RECORDS: &str = r#"{
 
 fn compile(text: &str) -> Program {
     let compiled = ppl::compile(text, ppl::Syntax::Text);
-    Program::compile(
-        &compiled
-            .policy
-            .unwrap_or_else(|| panic!("{:?}", compiled.errors)),
-    )
+    Program::compile(&compiled.policy.unwrap_or_else(|| panic!("{:?}", compiled.errors)))
 }
 
 fn now() -> jiff::Timestamp {
@@ -62,10 +53,6 @@ fn evaluation_allocates_nothing() {
         let probe = Region::new(GLOBAL);
         std::hint::black_box(vec![0u8; 16]);
         assert!(probe.change().allocations > 0);
-        assert_eq!(
-            (stats.allocations, stats.reallocations),
-            (0, 0),
-            "allocations while evaluating:\n{text}"
-        );
+        assert_eq!((stats.allocations, stats.reallocations), (0, 0), "allocations while evaluating:\n{text}");
     }
 }

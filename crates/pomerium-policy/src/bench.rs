@@ -35,11 +35,7 @@ pub fn run(args: &Args, reporter: &Reporter) -> Exit {
         black_box(program.evaluate(black_box(&input), &owned.records));
     });
     let slow = measure(budget, || {
-        black_box(reference::evaluate(
-            black_box(&loaded.model),
-            black_box(&input),
-            &owned.records,
-        ));
+        black_box(reference::evaluate(black_box(&loaded.model), black_box(&input), &owned.records));
     });
     match reporter.format {
         Format::Json => println!(
@@ -98,17 +94,8 @@ fn measure(budget: Duration, mut f: impl FnMut()) -> Measurement {
         per_call.push(start.elapsed().as_nanos() as f64 / batch as f64);
     }
     per_call.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        per_call
-            .get(((per_call.len() - 1) as f64 * q) as usize)
-            .copied()
-            .unwrap_or_default()
-    };
-    Measurement {
-        median: at(0.5),
-        p90: at(0.9),
-        samples: per_call.len(),
-    }
+    let at = |q: f64| per_call.get(((per_call.len() - 1) as f64 * q) as usize).copied().unwrap_or_default();
+    Measurement { median: at(0.5), p90: at(0.9), samples: per_call.len() }
 }
 
 fn human(ns: f64) -> String {

@@ -32,12 +32,7 @@ pub fn run(args: &Args, reporter: &Reporter) -> Exit {
         match inputs::read(name, args.syntax.map(Into::into)) {
             Ok(input) => {
                 let compiled = ppl::compile(&input.source, input.syntax);
-                tally.add(reporter.policy(
-                    &input.name,
-                    &input.source,
-                    &compiled.errors,
-                    &compiled.warnings,
-                ));
+                tally.add(reporter.policy(&input.name, &input.source, &compiled.errors, &compiled.warnings));
             }
             Err(error) => {
                 unreadable += usize::from(matches!(error, ReadError::Io { .. }));
@@ -48,11 +43,8 @@ pub fn run(args: &Args, reporter: &Reporter) -> Exit {
     }
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     let checked = names.len() - unreadable;
-    let not_read = if unreadable > 0 {
-        format!("; {} could not be read", plural(unreadable, "file"))
-    } else {
-        String::new()
-    };
+    let not_read =
+        if unreadable > 0 { format!("; {} could not be read", plural(unreadable, "file")) } else { String::new() };
     if tally.errors + tally.warnings == 0 && unreadable == 0 {
         reporter.summary(&format!("ok: {} checked", plural(checked, "policy file")));
     } else {
@@ -76,21 +68,11 @@ pub fn run(args: &Args, reporter: &Reporter) -> Exit {
 pub fn report_read_error(reporter: &Reporter, error: &ReadError) {
     match error {
         ReadError::Io { name, message } => reporter.message(Severity::Error, name, message),
-        ReadError::NotUtf8 {
-            name,
-            offset,
-            bytes,
-        } => {
+        ReadError::NotUtf8 { name, offset, bytes } => {
             let lossy = String::from_utf8_lossy(bytes).into_owned();
             let index = ppl::LineIndex::new(&lossy);
             let source = NamedSource::new(name, lossy.clone());
-            reporter.diagnostic(
-                &source,
-                &index,
-                &NotUtf8 {
-                    span: (*offset, 1).into(),
-                },
-            );
+            reporter.diagnostic(&source, &index, &NotUtf8 { span: (*offset, 1).into() });
         }
     }
 }

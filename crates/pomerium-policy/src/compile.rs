@@ -34,11 +34,7 @@ pub fn run(args: &Args, reporter: &Reporter) -> Exit {
                 Exit::Ok
             }
             Err(error) => {
-                reporter.message(
-                    Severity::Error,
-                    &loaded.name,
-                    &format!("cannot emit rego: {error}"),
-                );
+                reporter.message(Severity::Error, &loaded.name, &format!("cannot emit rego: {error}"));
                 Exit::Invalid
             }
         },

@@ -50,24 +50,14 @@ pub fn run(args: &Args, reporter: &Reporter) -> Exit {
 
 /// Exit 0 for allow, 2 for anything else (eval-contract.md).
 pub fn exit_for(verdict: Verdict) -> Exit {
-    if verdict == Verdict::Allow {
-        Exit::Ok
-    } else {
-        Exit::NotAllowed
-    }
+    if verdict == Verdict::Allow { Exit::Ok } else { Exit::NotAllowed }
 }
 
 pub fn human(decision: &Decision<'_>, verdict: Verdict) -> String {
     let line = |name: &str, result: &policy::RuleResult<'_>| {
         let reasons = result.reasons.names().join(", ");
-        let data = result
-            .device_type
-            .map(|t| format!("  (device_type: {t})"))
-            .unwrap_or_default();
-        format!(
-            "{}\n",
-            format!("{name:<8}{:<6} {reasons}{data}", result.value).trim_end()
-        )
+        let data = result.device_type.map(|t| format!("  (device_type: {t})")).unwrap_or_default();
+        format!("{}\n", format!("{name:<8}{:<6} {reasons}{data}", result.value).trim_end())
     };
     format!(
         "{}{}outcome {} {}\n",

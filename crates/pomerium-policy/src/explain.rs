@@ -47,17 +47,8 @@ struct Miss<'a> {
 }
 
 impl<'a> Explanation<'a> {
-    fn new(
-        loaded: &'a load::LoadedPolicy,
-        trace: &'a Trace<'a>,
-        verdict: Verdict,
-    ) -> Explanation<'a> {
-        Explanation {
-            loaded,
-            trace,
-            verdict,
-            index: LineIndex::new(&loaded.source),
-        }
+    fn new(loaded: &'a load::LoadedPolicy, trace: &'a Trace<'a>, verdict: Verdict) -> Explanation<'a> {
+        Explanation { loaded, trace, verdict, index: LineIndex::new(&loaded.source) }
     }
 
     /// The criterion as text, from the AST node at the same place.
@@ -93,20 +84,12 @@ impl<'a> Explanation<'a> {
             // Every deny block that matched, with the criteria that made it match.
             return blocks(Action::Deny)
                 .filter(|b| b.result.value)
-                .map(|block| Miss {
-                    action: Action::Deny,
-                    block,
-                    failing: deciding(block, true),
-                })
+                .map(|block| Miss { action: Action::Deny, block, failing: deciding(block, true) })
                 .collect();
         }
         // The allow block that needs the fewest criteria to change.
         blocks(Action::Allow)
-            .map(|block| Miss {
-                action: Action::Allow,
-                block,
-                failing: deciding(block, false),
-            })
+            .map(|block| Miss { action: Action::Allow, block, failing: deciding(block, false) })
             .min_by_key(|miss| distance(miss))
             .into_iter()
             .collect()
@@ -138,7 +121,8 @@ impl<'a> Explanation<'a> {
             }
             Verdict::NotFound => "no route matches the request".to_owned(),
             Verdict::Deny { .. } if either.contains(Reason::DeviceUnauthorized) => {
-                "the user's device is registered but not approved (or not the one required); have it approved".to_owned()
+                "the user's device is registered but not approved (or not the one required); have it approved"
+                    .to_owned()
             }
             Verdict::Deny { .. } => match self.misses().first() {
                 Some(miss) if miss.action == Action::Deny => {
@@ -171,11 +155,7 @@ impl<'a> Explanation<'a> {
     }
 
     fn quoted(&self, criterion: &CriterionTrace<'_>) -> String {
-        format!(
-            "`{}` (line {})",
-            self.criterion_text(criterion),
-            self.location(criterion.criterion.span).line
-        )
+        format!("`{}` (line {})", self.criterion_text(criterion), self.location(criterion.criterion.span).line)
     }
 
     fn readings(&self, criterion: &CriterionTrace<'_>) -> String {
@@ -194,11 +174,7 @@ impl<'a> Explanation<'a> {
     }
 
     fn describe(&self, criterion: &CriterionTrace<'_>) -> String {
-        format!(
-            "{} matched ({})",
-            self.quoted(criterion),
-            self.readings(criterion)
-        )
+        format!("{} matched ({})", self.quoted(criterion), self.readings(criterion))
     }
 
     fn human(&self) -> String {
@@ -207,12 +183,7 @@ impl<'a> Explanation<'a> {
         out.push('\n');
         for rule in &self.trace.rules {
             let at = self.location(rule.rule.span);
-            out.push_str(&format!(
-                "{} {}  (line {})\n",
-                mark(rule_value(rule)),
-                rule.rule.action,
-                at.line
-            ));
+            out.push_str(&format!("{} {}  (line {})\n", mark(rule_value(rule)), rule.rule.action, at.line));
             if rule.blocks.is_empty() {
                 out.push_str("    (no criteria)\n");
             }
@@ -229,11 +200,7 @@ impl<'a> Explanation<'a> {
                 ));
                 for criterion in &block.criteria {
                     let at = self.location(criterion.criterion.span);
-                    let note = if inverted {
-                        ", inverted by the block"
-                    } else {
-                        ""
-                    };
+                    let note = if inverted { ", inverted by the block" } else { "" };
                     out.push_str(&format!(
                         "    {} {}  → {} {}  ({at}{note})\n",
                         mark(criterion.result.value),
@@ -249,21 +216,10 @@ impl<'a> Explanation<'a> {
         }
         for miss in self.misses() {
             let at = self.location(miss.block.block.span);
-            let heading = if miss.action == Action::Deny {
-                "matching deny"
-            } else {
-                "nearest miss"
-            };
-            out.push_str(&format!(
-                "\n{heading}: the `{}` block at line {}\n",
-                miss.block.block.operator, at.line
-            ));
+            let heading = if miss.action == Action::Deny { "matching deny" } else { "nearest miss" };
+            out.push_str(&format!("\n{heading}: the `{}` block at line {}\n", miss.block.block.operator, at.line));
             for criterion in &miss.failing {
-                out.push_str(&format!(
-                    "  - {}: {}\n",
-                    self.quoted(criterion),
-                    self.readings(criterion)
-                ));
+                out.push_str(&format!("  - {}: {}\n", self.quoted(criterion), self.readings(criterion)));
             }
         }
         out.push_str(&format!("\nremediation: {}\n", self.remediation()));
@@ -284,11 +240,8 @@ impl<'a> Explanation<'a> {
         };
         let criterion_json = |c: &CriterionTrace<'_>| {
             let at = self.location(c.criterion.span);
-            let read: serde_json::Map<String, Value> = c
-                .observed
-                .iter()
-                .map(|(what, value)| ((*what).to_owned(), json!(value)))
-                .collect();
+            let read: serde_json::Map<String, Value> =
+                c.observed.iter().map(|(what, value)| ((*what).to_owned(), json!(value))).collect();
             json!({
                 "criterion": self.criterion_text(c),
                 "line": at.line,
@@ -365,9 +318,7 @@ fn distance(miss: &Miss<'_>) -> usize {
 }
 
 fn rule_value(rule: &reference::RuleTrace<'_>) -> bool {
-    rule.blocks
-        .iter()
-        .any(|b| b.result.value && !b.block.criteria.is_empty())
+    rule.blocks.iter().any(|b| b.result.value && !b.block.criteria.is_empty())
 }
 
 fn mark(value: bool) -> &'static str {
@@ -375,9 +326,5 @@ fn mark(value: bool) -> &'static str {
 }
 
 fn reasons(set: &policy::ReasonSet) -> String {
-    if set.is_empty() {
-        "{}".to_owned()
-    } else {
-        format!("{{{}}}", set.names().join(", "))
-    }
+    if set.is_empty() { "{}".to_owned() } else { format!("{{{}}}", set.names().join(", ")) }
 }

@@ -32,11 +32,7 @@ pub struct Args {
 
 pub fn run(args: &Args, reporter: &Reporter) -> Exit {
     if args.write && args.files.iter().any(|f| f == "-") {
-        reporter.message(
-            Severity::Error,
-            "<stdin>",
-            "--write cannot rewrite standard input",
-        );
+        reporter.message(Severity::Error, "<stdin>", "--write cannot rewrite standard input");
         return Exit::Usage;
     }
     let names = match inputs::expand(&args.files) {
@@ -52,11 +48,8 @@ pub fn run(args: &Args, reporter: &Reporter) -> Exit {
         let input = match inputs::read(name, args.syntax.map(Into::into)) {
             Ok(input) => input,
             Err(error) => {
-                exit = exit.max(if matches!(error, inputs::ReadError::Io { .. }) {
-                    Exit::Usage
-                } else {
-                    Exit::Invalid
-                });
+                exit =
+                    exit.max(if matches!(error, inputs::ReadError::Io { .. }) { Exit::Usage } else { Exit::Invalid });
                 report_read_error(reporter, &error);
                 continue;
             }
@@ -95,10 +88,7 @@ pub fn run(args: &Args, reporter: &Reporter) -> Exit {
             reporter.message(
                 Severity::Warning,
                 &input.name,
-                &format!(
-                    "json has no comments; {} comment(s) were left out",
-                    formatted.dropped_comments
-                ),
+                &format!("json has no comments; {} comment(s) were left out", formatted.dropped_comments),
             );
         }
         if formatted.expanded_aliases > 0 {
@@ -136,16 +126,12 @@ fn emit(
     changed: bool,
 ) -> Result<(), String> {
     let mut stdout = std::io::stdout().lock();
-    let write = |out: &mut std::io::StdoutLock<'_>, text: &str| {
-        out.write_all(text.as_bytes()).map_err(|e| e.to_string())
-    };
+    let write =
+        |out: &mut std::io::StdoutLock<'_>, text: &str| out.write_all(text.as_bytes()).map_err(|e| e.to_string());
     if args.diff {
         if changed {
             let diff = similar::TextDiff::from_lines(&input.source, &formatted.text);
-            let text = diff
-                .unified_diff()
-                .header(&input.name, &format!("{} (formatted)", input.name))
-                .to_string();
+            let text = diff.unified_diff().header(&input.name, &format!("{} (formatted)", input.name)).to_string();
             write(&mut stdout, &text)?;
         }
     } else if args.check {
@@ -169,10 +155,7 @@ fn emit(
 /// Writes through a temporary file in the same directory and renames it over the original, so
 /// that an interrupted write never leaves half a policy behind.
 fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), String> {
-    let file_name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("policy");
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("policy");
     let temp = path.with_file_name(format!(".{file_name}.fmt-tmp"));
     std::fs::write(&temp, text).map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
     if let Ok(metadata) = std::fs::metadata(path) {

@@ -16,11 +16,7 @@ pub enum ReadError {
     /// The file could not be opened or read: a usage or I/O error.
     Io { name: String, message: String },
     /// The bytes are not UTF-8: a problem in the policy, at a byte offset.
-    NotUtf8 {
-        name: String,
-        offset: usize,
-        bytes: Vec<u8>,
-    },
+    NotUtf8 { name: String, offset: usize, bytes: Vec<u8> },
 }
 
 /// Expands the command-line arguments: files as given, directories searched recursively for
@@ -31,10 +27,7 @@ pub fn expand(args: &[String]) -> Result<Vec<String>, ReadError> {
         let path = Path::new(arg);
         if arg != "-" && path.is_dir() {
             let mut found = Vec::new();
-            walk(path, &mut found).map_err(|e| ReadError::Io {
-                name: arg.clone(),
-                message: e.to_string(),
-            })?;
+            walk(path, &mut found).map_err(|e| ReadError::Io { name: arg.clone(), message: e.to_string() })?;
             found.sort();
             out.extend(found.into_iter().map(|p| p.display().to_string()));
         } else {
@@ -47,10 +40,7 @@ pub fn expand(args: &[String]) -> Result<Vec<String>, ReadError> {
 fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if name.starts_with('.') {
             continue;
         }
@@ -66,9 +56,7 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
 /// Policy files by extension; test files (`*.test.yaml`) hold test cases, not policies.
 pub fn is_policy_file(name: &str) -> bool {
     let is_test = name.ends_with(".test.yaml") || name.ends_with(".test.yml");
-    let syntax = name
-        .rsplit_once('.')
-        .and_then(|(_, ext)| ppl::Syntax::from_extension(ext));
+    let syntax = name.rsplit_once('.').and_then(|(_, ext)| ppl::Syntax::from_extension(ext));
     syntax.is_some() && !is_test
 }
 
@@ -77,48 +65,25 @@ pub fn read(name: &str, forced: Option<ppl::Syntax>) -> Result<Input, ReadError>
     // Read one byte past the limit, so that a huge file is refused without being read whole.
     let limit = u64::try_from(ppl::syntax::MAX_POLICY_BYTES + 1).unwrap_or(u64::MAX);
     let io_error = |e: std::io::Error| ReadError::Io {
-        name: if name == "-" {
-            "<stdin>".to_owned()
-        } else {
-            name.to_owned()
-        },
+        name: if name == "-" { "<stdin>".to_owned() } else { name.to_owned() },
         message: e.to_string(),
     };
     let mut bytes = Vec::new();
     let path = if name == "-" {
-        std::io::stdin()
-            .take(limit)
-            .read_to_end(&mut bytes)
-            .map_err(io_error)?;
+        std::io::stdin().take(limit).read_to_end(&mut bytes).map_err(io_error)?;
         None
     } else {
-        std::fs::File::open(name)
-            .and_then(|file| file.take(limit).read_to_end(&mut bytes))
-            .map_err(io_error)?;
+        std::fs::File::open(name).and_then(|file| file.take(limit).read_to_end(&mut bytes)).map_err(io_error)?;
         Some(PathBuf::from(name))
     };
-    let display = if name == "-" {
-        "<stdin>".to_owned()
-    } else {
-        name.to_owned()
-    };
+    let display = if name == "-" { "<stdin>".to_owned() } else { name.to_owned() };
     let source = String::from_utf8(bytes).map_err(|e| ReadError::NotUtf8 {
         name: display.clone(),
         offset: e.utf8_error().valid_up_to(),
         bytes: e.into_bytes(),
     })?;
-    let extension = path
-        .as_ref()
-        .and_then(|p| p.extension())
-        .and_then(|e| e.to_str())
-        .and_then(ppl::Syntax::from_extension);
-    let syntax = forced
-        .or(extension)
-        .unwrap_or_else(|| ppl::Syntax::sniff(&source));
-    Ok(Input {
-        name: display,
-        path,
-        syntax,
-        source,
-    })
+    let extension =
+        path.as_ref().and_then(|p| p.extension()).and_then(|e| e.to_str()).and_then(ppl::Syntax::from_extension);
+    let syntax = forced.or(extension).unwrap_or_else(|| ppl::Syntax::sniff(&source));
+    Ok(Input { name: display, path, syntax, source })
 }

@@ -15,27 +15,14 @@ pub struct LoadedPolicy {
 }
 
 /// Reads and compiles a policy; reports problems and says how to exit when it does not compile.
-pub fn policy(
-    name: &str,
-    syntax: Option<SyntaxArg>,
-    reporter: &Reporter,
-) -> Result<LoadedPolicy, Exit> {
+pub fn policy(name: &str, syntax: Option<SyntaxArg>, reporter: &Reporter) -> Result<LoadedPolicy, Exit> {
     let input = inputs::read(name, syntax.map(Into::into)).map_err(|error| {
         report_read_error(reporter, &error);
-        if matches!(error, inputs::ReadError::Io { .. }) {
-            Exit::Usage
-        } else {
-            Exit::Invalid
-        }
+        if matches!(error, inputs::ReadError::Io { .. }) { Exit::Usage } else { Exit::Invalid }
     })?;
     let compiled = ppl::compile(&input.source, input.syntax);
     match (compiled.ast, compiled.policy) {
-        (Some(ast), Some(model)) => Ok(LoadedPolicy {
-            name: input.name,
-            source: input.source,
-            ast,
-            model,
-        }),
+        (Some(ast), Some(model)) => Ok(LoadedPolicy { name: input.name, source: input.source, ast, model }),
         _ => {
             reporter.policy(&input.name, &input.source, &compiled.errors, &[]);
             Err(Exit::Invalid)
@@ -59,11 +46,7 @@ pub fn input(name: &str, reporter: &Reporter) -> Result<policy::contract::OwnedI
         })?
     };
     policy::contract::OwnedInput::parse(&text).map_err(|e| {
-        reporter.message(
-            Severity::Error,
-            name,
-            &format!("invalid input document: {e}"),
-        );
+        reporter.message(Severity::Error, name, &format!("invalid input document: {e}"));
         Exit::Usage
     })
 }

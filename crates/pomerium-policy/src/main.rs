@@ -20,11 +20,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "pomerium-policy",
-    version,
-    about = "Check, format and explain Pomerium policies (PPL) offline."
-)]
+#[command(name = "pomerium-policy", version, about = "Check, format and explain Pomerium policies (PPL) offline.")]
 struct Cli {
     /// How to print diagnostics.
     #[arg(long, global = true, value_enum, default_value_t = report::Format::Human, env = "POMERIUM_POLICY_FORMAT")]
@@ -101,10 +97,8 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
-            let help = matches!(
-                error.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            );
+            let help =
+                matches!(error.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion);
             return if help { Exit::Ok } else { Exit::Usage }.into();
         }
     };
@@ -125,11 +119,7 @@ fn main() -> ExitCode {
 fn criteria() -> Exit {
     let mut out = String::new();
     for info in ppl::criteria::CRITERIA {
-        let note = if info.enterprise {
-            "  (pomerium documents it for enterprise only)"
-        } else {
-            ""
-        };
+        let note = if info.enterprise { "  (pomerium documents it for enterprise only)" } else { "" };
         out.push_str(&format!("{:<28} {}{note}\n", info.name, info.data));
     }
     print!("{out}");

@@ -3,10 +3,7 @@
 //! miette's JSON handler plus line and column.
 
 use clap::ValueEnum;
-use miette::{
-    Diagnostic, GraphicalReportHandler, GraphicalTheme, NamedSource, NarratableReportHandler,
-    Severity,
-};
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, NamedSource, NarratableReportHandler, Severity};
 use ppl::LineIndex;
 use std::fmt;
 use std::io::{IsTerminal as _, Write as _};
@@ -49,21 +46,13 @@ impl Reporter {
         let color = match color {
             Color::Always => true,
             Color::Never => false,
-            Color::Auto => {
-                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-            }
+            Color::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         };
         Reporter { format, color }
     }
 
     /// Reports the errors and warnings of one policy, errors first.
-    pub fn policy(
-        &self,
-        name: &str,
-        source: &str,
-        errors: &[ppl::Error],
-        warnings: &[ppl::Warning],
-    ) -> Tally {
+    pub fn policy(&self, name: &str, source: &str, errors: &[ppl::Error], warnings: &[ppl::Warning]) -> Tally {
         let named = NamedSource::new(name, source.to_owned());
         let index = LineIndex::new(source);
         for error in errors {
@@ -72,34 +61,17 @@ impl Reporter {
         for warning in warnings {
             self.diagnostic(&named, &index, warning);
         }
-        Tally {
-            errors: errors.len(),
-            warnings: warnings.len(),
-        }
+        Tally { errors: errors.len(), warnings: warnings.len() }
     }
 
     /// Reports one diagnostic against its source.
-    pub fn diagnostic(
-        &self,
-        source: &NamedSource<String>,
-        index: &LineIndex<'_>,
-        diagnostic: &dyn Diagnostic,
-    ) {
-        let wrapped = WithSource {
-            inner: diagnostic,
-            source,
-        };
+    pub fn diagnostic(&self, source: &NamedSource<String>, index: &LineIndex<'_>, diagnostic: &dyn Diagnostic) {
+        let wrapped = WithSource { inner: diagnostic, source };
         let mut text = String::new();
         let rendered = match self.format {
             Format::Human => {
-                let theme = if self.color {
-                    GraphicalTheme::unicode()
-                } else {
-                    GraphicalTheme::unicode_nocolor()
-                };
-                GraphicalReportHandler::new_themed(theme)
-                    .with_width(100)
-                    .render_report(&mut text, &wrapped)
+                let theme = if self.color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+                GraphicalReportHandler::new_themed(theme).with_width(100).render_report(&mut text, &wrapped)
             }
             Format::Plain => NarratableReportHandler::new().render_report(&mut text, &wrapped),
             Format::Json => {
@@ -120,11 +92,7 @@ impl Reporter {
 
     /// A message that is not about a place in a policy (a file that cannot be read).
     pub fn message(&self, severity: Severity, name: &str, message: &str) {
-        let level = if severity == Severity::Error {
-            "error"
-        } else {
-            "warning"
-        };
+        let level = if severity == Severity::Error { "error" } else { "warning" };
         match self.format {
             Format::Json => {
                 let value = serde_json::json!({ "file": name, "severity": level, "message": message, "labels": [] });
@@ -224,10 +192,7 @@ impl Diagnostic for WithSource<'_> {
 /// A file that is not UTF-8, reported at the first bad byte.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("the file is not valid utf-8")]
-#[diagnostic(
-    code(ppl::syntax::not_utf8),
-    help("policies are utf-8 text; re-save the file as utf-8")
-)]
+#[diagnostic(code(ppl::syntax::not_utf8), help("policies are utf-8 text; re-save the file as utf-8"))]
 pub struct NotUtf8 {
     #[label("invalid byte here")]
     pub span: miette::SourceSpan,

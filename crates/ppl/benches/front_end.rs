@@ -4,11 +4,7 @@
 //! and generated policies with 10, 100 and 1,000 allowed users, the shape `allowed_users` routes
 //! take, to show that the cost grows linearly with the size of the policy.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "benchmarks fail loudly on bad fixtures"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmarks fail loudly on bad fixtures")]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ppl::Syntax;
@@ -63,23 +59,13 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("allowed users");
     for users in [10, 100, 1000] {
         let yaml = users_policy(users);
-        let text = ppl::format::format_source(&yaml, Syntax::Yaml, Syntax::Text)
-            .unwrap()
-            .text;
-        let json = ppl::format::format_source(&yaml, Syntax::Yaml, Syntax::Json)
-            .unwrap()
-            .text;
+        let text = ppl::format::format_source(&yaml, Syntax::Yaml, Syntax::Text).unwrap().text;
+        let json = ppl::format::format_source(&yaml, Syntax::Yaml, Syntax::Json).unwrap().text;
         group.throughput(Throughput::Elements(users as u64));
-        for (syntax, source) in [
-            (Syntax::Yaml, &yaml),
-            (Syntax::Json, &json),
-            (Syntax::Text, &text),
-        ] {
-            group.bench_with_input(
-                BenchmarkId::new(format!("compile {}", syntax.name()), users),
-                source,
-                |b, s| b.iter(|| black_box(ppl::compile(black_box(s), syntax))),
-            );
+        for (syntax, source) in [(Syntax::Yaml, &yaml), (Syntax::Json, &json), (Syntax::Text, &text)] {
+            group.bench_with_input(BenchmarkId::new(format!("compile {}", syntax.name()), users), source, |b, s| {
+                b.iter(|| black_box(ppl::compile(black_box(s), syntax)))
+            });
         }
     }
     group.finish();

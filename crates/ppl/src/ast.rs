@@ -173,9 +173,7 @@ impl Policy {
     /// Every criterion with the rule and block it belongs to, in order.
     pub fn criteria(&self) -> impl Iterator<Item = (&Rule, &Block, &Criterion)> {
         self.rules.iter().flat_map(|rule| {
-            rule.blocks
-                .iter()
-                .flat_map(move |block| block.criteria.iter().map(move |c| (rule, block, c)))
+            rule.blocks.iter().flat_map(move |block| block.criteria.iter().map(move |c| (rule, block, c)))
         })
     }
 }

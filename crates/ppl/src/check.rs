@@ -37,11 +37,7 @@ pub fn check(policy: &ast::Policy) -> Checked {
                         .iter()
                         .filter_map(|criterion| {
                             let kind = criteria::check(criterion, &mut errors, &mut warnings)?;
-                            Some(model::Criterion {
-                                kind,
-                                key_span: criterion.key_span,
-                                span: criterion.span,
-                            })
+                            Some(model::Criterion { kind, key_span: criterion.key_span, span: criterion.span })
                         })
                         .collect(),
                     span: block.span,
@@ -53,11 +49,7 @@ pub fn check(policy: &ast::Policy) -> Checked {
     lint::lint(policy, &mut warnings);
     sort_by_position(&mut errors, Error::span);
     sort_by_position(&mut warnings, Warning::span);
-    Checked {
-        policy: errors.is_empty().then_some(model::Policy { rules }),
-        errors,
-        warnings,
-    }
+    Checked { policy: errors.is_empty().then_some(model::Policy { rules }), errors, warnings }
 }
 
 /// Sorts diagnostics by where they start (stable, so one position keeps its reporting order).

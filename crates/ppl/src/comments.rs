@@ -34,12 +34,7 @@ pub fn collect(source: &str, syntax: Syntax) -> Vec<Comment> {
         // In YAML a comment starts at a `#` after whitespace, outside scalars.
         Syntax::Yaml => {
             let regions = yaml_scalar_regions(source);
-            scan(
-                source,
-                true,
-                |pos| regions.iter().any(|r| r.hides(source, pos)),
-                |_, _| None,
-            )
+            scan(source, true, |pos| regions.iter().any(|r| r.hides(source, pos)), |_, _| None)
         }
     }
 }
@@ -60,30 +55,13 @@ fn scan(
             pos = end;
             continue;
         }
-        let at_boundary =
-            !needs_boundary || pos == 0 || bytes.get(pos - 1).is_some_and(u8::is_ascii_whitespace);
+        let at_boundary = !needs_boundary || pos == 0 || bytes.get(pos - 1).is_some_and(u8::is_ascii_whitespace);
         if byte == b'#' && at_boundary && !hidden(pos) {
-            let end = source
-                .get(pos..)
-                .and_then(|rest| rest.find('\n'))
-                .map_or(source.len(), |i| pos + i);
-            let line_start = source
-                .get(..pos)
-                .and_then(|before| before.rfind('\n'))
-                .map_or(0, |i| i + 1);
-            let own_line = source
-                .get(line_start..pos)
-                .is_some_and(|prefix| prefix.trim().is_empty());
-            let text = source
-                .get(pos + 1..end)
-                .unwrap_or_default()
-                .trim_end()
-                .to_owned();
-            comments.push(Comment {
-                span: Span::new(pos, end),
-                text,
-                own_line,
-            });
+            let end = source.get(pos..).and_then(|rest| rest.find('\n')).map_or(source.len(), |i| pos + i);
+            let line_start = source.get(..pos).and_then(|before| before.rfind('\n')).map_or(0, |i| i + 1);
+            let own_line = source.get(line_start..pos).is_some_and(|prefix| prefix.trim().is_empty());
+            let text = source.get(pos + 1..end).unwrap_or_default().trim_end().to_owned();
+            comments.push(Comment { span: Span::new(pos, end), text, own_line });
             pos = end;
             continue;
         }
@@ -131,10 +109,7 @@ impl ScalarRegion {
 
 /// The column a node is laid out at: that of its YAML `- ` marker when it starts a list item.
 fn anchor_column(source: &str, pos: usize) -> usize {
-    let line_start = source
-        .get(..pos)
-        .and_then(|before| before.rfind('\n'))
-        .map_or(0, |i| i + 1);
+    let line_start = source.get(..pos).and_then(|before| before.rfind('\n')).map_or(0, |i| i + 1);
     let prefix = source.get(line_start..pos).unwrap_or_default();
     if prefix.contains('-') && prefix.chars().all(|c| c.is_whitespace() || c == '-') {
         prefix.len() - prefix.trim_start().len()
@@ -144,21 +119,12 @@ fn anchor_column(source: &str, pos: usize) -> usize {
 }
 
 fn column(source: &str, pos: usize) -> usize {
-    let line_start = source
-        .get(..pos)
-        .and_then(|before| before.rfind('\n'))
-        .map_or(0, |i| i + 1);
-    source
-        .get(line_start..pos)
-        .map_or(0, |prefix| prefix.chars().count())
+    let line_start = source.get(..pos).and_then(|before| before.rfind('\n')).map_or(0, |i| i + 1);
+    source.get(line_start..pos).map_or(0, |prefix| prefix.chars().count())
 }
 
 fn yaml_scalar_regions(source: &str) -> Vec<ScalarRegion> {
-    let offsets: Vec<usize> = source
-        .char_indices()
-        .map(|(i, _)| i)
-        .chain([source.len()])
-        .collect();
+    let offsets: Vec<usize> = source.char_indices().map(|(i, _)| i).chain([source.len()]).collect();
     let byte = |index: usize| offsets.get(index).copied().unwrap_or(source.len());
     let mut regions = Vec::new();
     let mut parser = Parser::new_from_str(source);
@@ -167,10 +133,7 @@ fn yaml_scalar_regions(source: &str) -> Vec<ScalarRegion> {
             let raw = Span::new(byte(span.start.index()), byte(span.end.index()));
             let span = crate::syntax::yaml::scalar_extent(source, raw, style);
             let block = matches!(style, ScalarStyle::Literal | ScalarStyle::Folded);
-            regions.push(ScalarRegion {
-                span,
-                block_indent: block.then(|| column(source, span.start())),
-            });
+            regions.push(ScalarRegion { span, block_indent: block.then(|| column(source, span.start())) });
         }
     }
     regions
@@ -221,10 +184,7 @@ impl Trivia {
                 spans_with_comments.push(node);
             }
             // Unplaceable comments go after everything (keyed by the empty span).
-            by_node
-                .entry((span.unwrap_or_default(), place))
-                .or_default()
-                .push(comment);
+            by_node.entry((span.unwrap_or_default(), place)).or_default().push(comment);
         }
         let blank_before = anchors
             .iter()
@@ -232,11 +192,7 @@ impl Trivia {
             .map(|a| a.span.start())
             .filter(|&start| blank_line_above(source, start))
             .collect();
-        Trivia {
-            blank_before,
-            by_node: RefCell::new(by_node),
-            spans_with_comments,
-        }
+        Trivia { blank_before, by_node: RefCell::new(by_node), spans_with_comments }
     }
 
     /// Whether the node starting at `span` had a blank line before it (and its comments).
@@ -247,20 +203,14 @@ impl Trivia {
     /// Takes the comments of `span` at `place`; each comment is handed out once.
     pub fn take(&self, span: Span, place: Place) -> Vec<Comment> {
         // Borrows never overlap (each call takes and releases its own), so this cannot fail.
-        self.by_node
-            .try_borrow_mut()
-            .ok()
-            .and_then(|mut by_node| by_node.remove(&(span, place)))
-            .unwrap_or_default()
+        self.by_node.try_borrow_mut().ok().and_then(|mut by_node| by_node.remove(&(span, place))).unwrap_or_default()
     }
 
     /// Whether a comment lies inside `span` (so that it cannot be printed on one line).
     pub fn has_comments(&self, span: Span) -> bool {
         self.spans_with_comments.iter().any(|&s| {
             let within = span.start() <= s.start() && s.end() <= span.end();
-            within
-                && s != span
-                && !(s.is_empty() && (s.start() == span.start() || s.start() == span.end()))
+            within && s != span && !(s.is_empty() && (s.start() == span.start() || s.start() == span.end()))
         })
     }
 
@@ -276,9 +226,7 @@ impl Trivia {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_node
-            .try_borrow()
-            .is_ok_and(|by_node| by_node.is_empty())
+        self.by_node.try_borrow().is_ok_and(|by_node| by_node.is_empty())
     }
 }
 
@@ -287,20 +235,11 @@ impl Trivia {
 fn anchors(policy: &Policy) -> Vec<Anchor> {
     let mut anchors = Vec::new();
     for rule in &policy.rules {
-        anchors.push(Anchor {
-            span: rule.span,
-            depth: 0,
-        });
+        anchors.push(Anchor { span: rule.span, depth: 0 });
         for block in &rule.blocks {
-            anchors.push(Anchor {
-                span: block.span,
-                depth: 1,
-            });
+            anchors.push(Anchor { span: block.span, depth: 1 });
             for criterion in &block.criteria {
-                anchors.push(Anchor {
-                    span: criterion.span,
-                    depth: 2,
-                });
+                anchors.push(Anchor { span: criterion.span, depth: 2 });
                 value_anchors(&criterion.data, 3, &mut anchors);
             }
         }
@@ -313,19 +252,13 @@ fn value_anchors(value: &Value, depth: usize, anchors: &mut Vec<Anchor>) {
     match &value.kind {
         ValueKind::Array(items) => {
             for item in items {
-                anchors.push(Anchor {
-                    span: item.span,
-                    depth,
-                });
+                anchors.push(Anchor { span: item.span, depth });
                 value_anchors(item, depth + 1, anchors);
             }
         }
         ValueKind::Object(entries) => {
             for entry in entries {
-                anchors.push(Anchor {
-                    span: entry.span(),
-                    depth,
-                });
+                anchors.push(Anchor { span: entry.span(), depth });
                 value_anchors(&entry.value, depth + 1, anchors);
             }
         }
@@ -339,28 +272,22 @@ fn place(source: &str, anchors: &[Anchor], comment: &Comment) -> (Option<Span>, 
     if !comment.own_line {
         // The node that ends last before the comment on its line, with nothing but separators
         // between them: `"a@example.com", # note` trails the string, not the list.
-        let line_start = source
-            .get(..start)
-            .and_then(|before| before.rfind('\n'))
-            .map_or(0, |i| i + 1);
+        let line_start = source.get(..start).and_then(|before| before.rfind('\n')).map_or(0, |i| i + 1);
         let ends_just_before = anchors
             .iter()
             .filter(|a| {
                 a.span.end() >= line_start
                     && a.span.end() <= start
-                    && source.get(a.span.end()..start).is_some_and(|gap| {
-                        gap.chars()
-                            .all(|c| c.is_whitespace() || ",;])}".contains(c))
-                    })
+                    && source
+                        .get(a.span.end()..start)
+                        .is_some_and(|gap| gap.chars().all(|c| c.is_whitespace() || ",;])}".contains(c)))
             })
             .max_by_key(|a| (a.span.end(), a.depth));
         if let Some(anchor) = ends_just_before {
             return (Some(anchor.span), Place::Trailing);
         }
         // Otherwise the innermost node around the last code character before the comment.
-        let code_end = source
-            .get(..start)
-            .map_or(0, |before| before.trim_end().len());
+        let code_end = source.get(..start).map_or(0, |before| before.trim_end().len());
         let last = code_end.saturating_sub(1);
         let line_end = start;
         let innermost = anchors
@@ -370,18 +297,8 @@ fn place(source: &str, anchors: &[Anchor], comment: &Comment) -> (Option<Span>, 
         let starts_on_this_line = |a: &Anchor| a.span.start() >= line_start;
         if let Some(anchor) = innermost.filter(|a| starts_on_this_line(a)) {
             let ends_here = anchor.span.end() <= line_end
-                && !source
-                    .get(anchor.span.end()..line_end)
-                    .unwrap_or_default()
-                    .contains('\n');
-            return (
-                Some(anchor.span),
-                if ends_here {
-                    Place::Trailing
-                } else {
-                    Place::Header
-                },
-            );
+                && !source.get(anchor.span.end()..line_end).unwrap_or_default().contains('\n');
+            return (Some(anchor.span), if ends_here { Place::Trailing } else { Place::Header });
         }
         // After an indicator that opens a node on the next line (`- # note`): lead that node.
         if innermost.is_some() {
@@ -393,25 +310,17 @@ fn place(source: &str, anchors: &[Anchor], comment: &Comment) -> (Option<Span>, 
                 return (Some(next.span), Place::Leading);
             }
         }
-        let previous = anchors
-            .iter()
-            .filter(|a| a.span.end() <= start)
-            .max_by_key(|a| (a.span.end(), a.depth));
+        let previous = anchors.iter().filter(|a| a.span.end() <= start).max_by_key(|a| (a.span.end(), a.depth));
         if let Some(anchor) = previous {
             return (Some(anchor.span), Place::Trailing);
         }
     }
-    let next = anchors
-        .iter()
-        .filter(|a| a.span.start() >= comment.span.end())
-        .min_by_key(|a| (a.span.start(), a.depth));
+    let next =
+        anchors.iter().filter(|a| a.span.start() >= comment.span.end()).min_by_key(|a| (a.span.start(), a.depth));
     let col = column(source, start);
     // A comment after the last item of a node, still inside it (before its `)` or `]`), stays
     // inside: after that last item, or in the node's first line when it is empty.
-    let container = anchors
-        .iter()
-        .filter(|a| a.span.start() < start && start < a.span.end())
-        .max_by_key(|a| a.depth);
+    let container = anchors.iter().filter(|a| a.span.start() < start && start < a.span.end()).max_by_key(|a| a.depth);
     if let Some(container) = container {
         let next_inside = next.is_some_and(|n| n.span.end() <= container.span.end());
         if !next_inside {
@@ -422,17 +331,9 @@ fn place(source: &str, anchors: &[Anchor], comment: &Comment) -> (Option<Span>, 
         }
     }
     // A comment right below a node and followed by a blank line closes that node.
-    let previous_end = anchors
-        .iter()
-        .map(|a| a.span.end())
-        .filter(|&end| end <= start)
-        .max();
+    let previous_end = anchors.iter().map(|a| a.span.end()).filter(|&end| end <= start).max();
     if let (Some(next), Some(previous_end)) = (next, previous_end) {
-        let blank_after = has_blank_line(
-            source
-                .get(comment.span.end()..next.span.start())
-                .unwrap_or_default(),
-        );
+        let blank_after = has_blank_line(source.get(comment.span.end()..next.span.start()).unwrap_or_default());
         let blank_before = has_blank_line(source.get(previous_end..start).unwrap_or_default());
         if blank_after
             && !blank_before
@@ -460,10 +361,7 @@ fn place(source: &str, anchors: &[Anchor], comment: &Comment) -> (Option<Span>, 
 
 /// Whether the line above the one holding `pos` (skipping comment lines) is blank.
 fn blank_line_above(source: &str, pos: usize) -> bool {
-    let line_start = source
-        .get(..pos)
-        .and_then(|before| before.rfind('\n'))
-        .map_or(0, |i| i + 1);
+    let line_start = source.get(..pos).and_then(|before| before.rfind('\n')).map_or(0, |i| i + 1);
     // Only a node that starts its line (after a YAML `- ` marker, perhaps) has a line above it.
     let prefix = source.get(line_start..pos).unwrap_or_default();
     if !prefix.chars().all(|c| c.is_whitespace() || c == '-') {
@@ -493,29 +391,14 @@ fn has_blank_line(text: &str) -> bool {
 
 /// The node ending before `pos` whose column is the greatest one not right of `col`; failing
 /// that, the node that ends last before `pos`.
-fn previous_at_or_left_of(
-    source: &str,
-    anchors: &[Anchor],
-    pos: usize,
-    col: usize,
-) -> Option<Span> {
+fn previous_at_or_left_of(source: &str, anchors: &[Anchor], pos: usize, col: usize) -> Option<Span> {
     // Only nodes in the innermost node around the comment: a comment inside a block belongs to
     // that block's criteria, not to the block before it.
-    let container = anchors
-        .iter()
-        .filter(|a| a.span.start() < pos && pos < a.span.end())
-        .max_by_key(|a| a.depth);
+    let container = anchors.iter().filter(|a| a.span.start() < pos && pos < a.span.end()).max_by_key(|a| a.depth);
     let inside = |a: &&Anchor| {
-        container.is_none_or(|c| {
-            c.span.start() <= a.span.start() && a.span.end() <= c.span.end() && c.span != a.span
-        })
+        container.is_none_or(|c| c.span.start() <= a.span.start() && a.span.end() <= c.span.end() && c.span != a.span)
     };
-    let before = || {
-        anchors
-            .iter()
-            .filter(|a| a.span.end() <= pos)
-            .filter(inside)
-    };
+    let before = || anchors.iter().filter(|a| a.span.end() <= pos).filter(inside);
     before()
         .filter(|a| anchor_column(source, a.span.start()) <= col)
         .max_by_key(|a| (anchor_column(source, a.span.start()), a.span.end()))
@@ -528,10 +411,7 @@ mod tests {
     use super::*;
 
     fn texts(source: &str, syntax: Syntax) -> Vec<(String, bool)> {
-        collect(source, syntax)
-            .into_iter()
-            .map(|c| (c.text, c.own_line))
-            .collect()
+        collect(source, syntax).into_iter().map(|c| (c.text, c.own_line)).collect()
     }
 
     #[test]
@@ -551,9 +431,6 @@ mod tests {
     #[test]
     fn finds_text_comments_outside_strings() {
         let source = "# one\nallow or(email is \"a#b\", # two\n  accept)\n";
-        assert_eq!(
-            texts(source, Syntax::Text),
-            vec![(" one".to_owned(), true), (" two".to_owned(), false)]
-        );
+        assert_eq!(texts(source, Syntax::Text), vec![(" one".to_owned(), true), (" two".to_owned(), false)]);
     }
 }

@@ -186,10 +186,7 @@ pub struct DuplicateKey {
 /// Pomerium: `unsupported object key type`.
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 #[error("object keys must be strings, found {found}")]
-#[diagnostic(
-    code(ppl::syntax::non_string_key),
-    help("quote the key to make it a string")
-)]
+#[diagnostic(code(ppl::syntax::non_string_key), help("quote the key to make it a string"))]
 pub struct NonStringKey {
     pub(crate) found: Kind,
     #[label("this key")]
@@ -200,9 +197,7 @@ pub struct NonStringKey {
 #[error("unsupported yaml tag `{tag}`")]
 #[diagnostic(
     code(ppl::syntax::unsupported_tag),
-    help(
-        "policies hold plain values; remove the tag (`!!str` is the only tag that changes a value)"
-    )
+    help("policies hold plain values; remove the tag (`!!str` is the only tag that changes a value)")
 )]
 pub struct UnsupportedTag {
     pub(crate) tag: String,
@@ -215,9 +210,7 @@ pub struct UnsupportedTag {
 #[error("`{text}` is not a number a policy can hold")]
 #[diagnostic(
     code(ppl::syntax::invalid_number),
-    help(
-        "policies are json values, which have no infinity or not-a-number; quote it to make it a string"
-    )
+    help("policies are json values, which have no infinity or not-a-number; quote it to make it a string")
 )]
 pub struct InvalidNumber {
     pub(crate) text: String,
@@ -227,10 +220,7 @@ pub struct InvalidNumber {
 
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 #[error("the policy nests deeper than {limit} levels")]
-#[diagnostic(
-    code(ppl::syntax::too_deep),
-    help("no policy needs this much nesting; flatten the data")
-)]
+#[diagnostic(code(ppl::syntax::too_deep), help("no policy needs this much nesting; flatten the data"))]
 pub struct TooDeep {
     pub(crate) limit: usize,
     #[label("too deep here")]
@@ -253,9 +243,7 @@ pub struct TooLarge {
 #[error("yaml aliases expand to more than {limit} values")]
 #[diagnostic(
     code(ppl::syntax::alias_limit),
-    help(
-        "aliases are copied where they are used; this many copies looks like an attack, not a policy"
-    )
+    help("aliases are copied where they are used; this many copies looks like an attack, not a policy")
 )]
 pub struct AliasLimit {
     pub(crate) limit: usize,
@@ -272,9 +260,7 @@ pub struct AliasLimit {
 #[error("a policy must be an object of rules or a list of them, found {found}")]
 #[diagnostic(
     code(ppl::shape::policy),
-    help(
-        "start the policy with `allow:` or `deny:`, e.g. `allow: {{or: [{{email: {{is: user@example.com}}}}]}}`"
-    )
+    help("start the policy with `allow:` or `deny:`, e.g. `allow: {{or: [{{email: {{is: user@example.com}}}}]}}`")
 )]
 pub struct PolicyNotRules {
     pub(crate) found: Kind,
@@ -285,10 +271,7 @@ pub struct PolicyNotRules {
 /// Pomerium: `invalid rules in policy: unsupported type for rules array: parser.Number`.
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 #[error("each rule must be an object with `allow` or `deny`, found {found}")]
-#[diagnostic(
-    code(ppl::shape::rule),
-    help("write each list item as `- allow: {{...}}` or `- deny: {{...}}`")
-)]
+#[diagnostic(code(ppl::shape::rule), help("write each list item as `- allow: {{...}}` or `- deny: {{...}}`"))]
 pub struct RuleNotObject {
     pub(crate) found: Kind,
     #[label("expected an object")]
@@ -511,9 +494,7 @@ pub struct MissingField {
 #[error("invalid ssh public key: {reason}")]
 #[diagnostic(
     code(ppl::criterion::invalid_ssh_key),
-    help(
-        "use a line of an `authorized_keys` file, such as `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA... user@host`"
-    )
+    help("use a line of an `authorized_keys` file, such as `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA... user@host`")
 )]
 pub struct InvalidSshKey {
     pub(crate) reason: String,
@@ -553,9 +534,7 @@ pub struct InvalidDayOfWeek {
 #[error("`{text}` is not a time of day")]
 #[diagnostic(
     code(ppl::criterion::invalid_time),
-    help(
-        "write the time as `15:04`, `15:04:05`, `15:04:05.999`, `3:04 PM`, `3:04PM`, `3 PM` or `3PM`"
-    )
+    help("write the time as `15:04`, `15:04:05`, `15:04:05.999`, `3:04 PM`, `3:04PM`, `3 PM` or `3PM`")
 )]
 pub struct InvalidTimeOfDay {
     pub(crate) text: String,

@@ -16,13 +16,7 @@
 //! assert_eq!(policy.rules.len(), 1);
 //! ```
 
-#![cfg_attr(
-    test,
-    allow(
-        clippy::string_slice,
-        reason = "tests slice fixtures at offsets they know"
-    )
-)]
+#![cfg_attr(test, allow(clippy::string_slice, reason = "tests slice fixtures at offsets they know"))]
 
 pub mod ast;
 mod check;
@@ -56,14 +50,8 @@ pub struct Parsed {
 /// criteria's data means is checked by [`check`].
 pub fn parse(source: &str, syntax: Syntax) -> Parsed {
     if source.len() > syntax::MAX_POLICY_BYTES {
-        let error = error::TooLarge {
-            limit: syntax::MAX_POLICY_BYTES,
-            span: Span::empty_at(0).into(),
-        };
-        return Parsed {
-            policy: None,
-            errors: vec![error.into()],
-        };
+        let error = error::TooLarge { limit: syntax::MAX_POLICY_BYTES, span: Span::empty_at(0).into() };
+        return Parsed { policy: None, errors: vec![error.into()] };
     }
     let (policy, mut errors) = match syntax {
         Syntax::Yaml => lower_value(syntax::yaml::parse(source)),
@@ -74,9 +62,7 @@ pub fn parse(source: &str, syntax: Syntax) -> Parsed {
     Parsed { policy, errors }
 }
 
-fn lower_value(
-    (value, mut errors): (Option<value::Value>, Vec<Error>),
-) -> (Option<ast::Policy>, Vec<Error>) {
+fn lower_value((value, mut errors): (Option<value::Value>, Vec<Error>)) -> (Option<ast::Policy>, Vec<Error>) {
     let policy = value.map(|value| lower::policy(&value, &mut errors));
     (policy, errors)
 }
@@ -86,10 +72,7 @@ fn lower_value(
 pub fn parse_value(value: &value::Value) -> Parsed {
     let mut errors = Vec::new();
     let policy = lower::policy(value, &mut errors);
-    Parsed {
-        policy: Some(policy),
-        errors,
-    }
+    Parsed { policy: Some(policy), errors }
 }
 
 /// Everything `pomerium-policy check` needs to know about a policy.
@@ -107,17 +90,9 @@ pub struct Compiled {
 
 /// Parses and checks a policy.
 pub fn compile(source: &str, syntax: Syntax) -> Compiled {
-    let Parsed {
-        policy: ast,
-        mut errors,
-    } = parse(source, syntax);
+    let Parsed { policy: ast, mut errors } = parse(source, syntax);
     let Some(ast) = ast else {
-        return Compiled {
-            ast: None,
-            policy: None,
-            errors,
-            warnings: Vec::new(),
-        };
+        return Compiled { ast: None, policy: None, errors, warnings: Vec::new() };
     };
     let checked = check(&ast);
     let clean = errors.is_empty();
@@ -126,10 +101,5 @@ pub fn compile(source: &str, syntax: Syntax) -> Compiled {
     let policy = checked.policy.filter(|_| clean);
     // Lints over a policy whose shape is broken would describe the holes the errors left.
     let warnings = if clean { checked.warnings } else { Vec::new() };
-    Compiled {
-        ast: Some(ast),
-        policy,
-        errors,
-        warnings,
-    }
+    Compiled { ast: Some(ast), policy, errors, warnings }
 }

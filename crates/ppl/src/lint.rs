@@ -5,56 +5,31 @@ use crate::ast::{Action, Block, Criterion, Operator, Policy};
 use crate::criteria;
 use crate::value::{Value, ValueKind};
 use crate::warning::{
-    ConflictingCriteria, DenyEverything, EmptyBlock, EmptyPolicy, EmptyRule, IgnoredActionKey,
-    OperatorsAreOred, PublicAllowIdentityDeny, RedundantCriteria, RepeatedCriterion,
-    SuspiciousUnicode, Warning,
+    ConflictingCriteria, DenyEverything, EmptyBlock, EmptyPolicy, EmptyRule, IgnoredActionKey, OperatorsAreOred,
+    PublicAllowIdentityDeny, RedundantCriteria, RepeatedCriterion, SuspiciousUnicode, Warning,
 };
 
 /// Appends every structural warning for `policy` to `warnings`.
 pub fn lint(policy: &Policy, warnings: &mut Vec<Warning>) {
     if policy.rules.is_empty() {
-        warnings.push(
-            EmptyPolicy {
-                span: policy.span.into(),
-            }
-            .into(),
-        );
+        warnings.push(EmptyPolicy { span: policy.span.into() }.into());
     }
     for rule in &policy.rules {
         if let Some(span) = rule.ignored_action_key {
             warnings.push(IgnoredActionKey { span: span.into() }.into());
         }
-        let non_empty: Vec<&Block> = rule
-            .blocks
-            .iter()
-            .filter(|b| !b.criteria.is_empty())
-            .collect();
+        let non_empty: Vec<&Block> = rule.blocks.iter().filter(|b| !b.criteria.is_empty()).collect();
         if non_empty.is_empty() {
-            warnings.push(
-                EmptyRule {
-                    action: rule.action.as_str(),
-                    span: rule.span.into(),
-                }
-                .into(),
-            );
+            warnings.push(EmptyRule { action: rule.action.as_str(), span: rule.span.into() }.into());
         } else {
             for block in rule.blocks.iter().filter(|b| b.criteria.is_empty()) {
-                warnings.push(
-                    EmptyBlock {
-                        operator: block.operator.as_str(),
-                        span: block.span.into(),
-                    }
-                    .into(),
-                );
+                warnings.push(EmptyBlock { operator: block.operator.as_str(), span: block.span.into() }.into());
             }
         }
         let mut in_source_order = non_empty.clone();
         in_source_order.sort_by_key(|b| b.span.start());
         if let [first, second, ..] = in_source_order.as_slice() {
-            let names: Vec<String> = non_empty
-                .iter()
-                .map(|b| format!("`{}`", b.operator))
-                .collect();
+            let names: Vec<String> = non_empty.iter().map(|b| format!("`{}`", b.operator)).collect();
             warnings.push(
                 OperatorsAreOred {
                     action: rule.action.as_str(),
@@ -71,9 +46,7 @@ pub fn lint(policy: &Policy, warnings: &mut Vec<Warning>) {
     }
     lint_public_allow(policy, warnings);
     for (_, _, criterion) in policy.criteria() {
-        criterion
-            .data
-            .walk(&mut |value| suspicious_unicode(value, warnings));
+        criterion.data.walk(&mut |value| suspicious_unicode(value, warnings));
     }
 }
 
@@ -82,18 +55,12 @@ fn lint_block(action: Action, block: &Block, warnings: &mut Vec<Warning>) {
     for (i, criterion) in block.criteria.iter().enumerate() {
         let earlier = block.criteria.get(..i).unwrap_or_default();
         let same = |e: &&Criterion| {
-            e.name == criterion.name
-                && e.subpath == criterion.subpath
-                && canonical_data(e) == canonical_data(criterion)
+            e.name == criterion.name && e.subpath == criterion.subpath && canonical_data(e) == canonical_data(criterion)
         };
         if let Some(first) = earlier.iter().find(same) {
             warnings.push(
-                RepeatedCriterion {
-                    criterion: criterion.key(),
-                    span: criterion.span.into(),
-                    first: first.span.into(),
-                }
-                .into(),
+                RepeatedCriterion { criterion: criterion.key(), span: criterion.span.into(), first: first.span.into() }
+                    .into(),
             );
             continue;
         }
@@ -101,9 +68,7 @@ fn lint_block(action: Action, block: &Block, warnings: &mut Vec<Warning>) {
             && is_single_valued(&criterion.name)
             && let Some(value) = is_value(criterion)
         {
-            let conflict = earlier
-                .iter()
-                .find(|e| e.name == criterion.name && is_value(e).is_some_and(|v| v != value));
+            let conflict = earlier.iter().find(|e| e.name == criterion.name && is_value(e).is_some_and(|v| v != value));
             if let Some(first) = conflict {
                 warnings.push(
                     ConflictingCriteria {
@@ -121,23 +86,17 @@ fn lint_block(action: Action, block: &Block, warnings: &mut Vec<Warning>) {
     let accept = block.criteria.iter().find(|c| is(c, "accept"));
     let always_true = match block.operator {
         Operator::Or => accept.is_some(),
-        Operator::And => {
-            !block.criteria.is_empty() && block.criteria.iter().all(|c| is(c, "accept"))
-        }
+        Operator::And => !block.criteria.is_empty() && block.criteria.iter().all(|c| is(c, "accept")),
         Operator::Not | Operator::Nor => false,
     };
     if let (Some(accept), true) = (accept, always_true) {
         if action == Action::Deny {
-            warnings.push(
-                DenyEverything {
-                    span: accept.span.into(),
-                }
-                .into(),
-            );
+            warnings.push(DenyEverything { span: accept.span.into() }.into());
         } else if block.criteria.len() > 1 {
             warnings.push(
                 RedundantCriteria {
-                    message: "`accept` matches every request, so the other criteria of this `or` block have no effect".to_owned(),
+                    message: "`accept` matches every request, so the other criteria of this `or` block have no effect"
+                        .to_owned(),
                     span: accept.span.into(),
                     help: Some("remove `accept` to require the other criteria, or remove them".to_owned()),
                 }
@@ -153,9 +112,7 @@ fn lint_block(action: Action, block: &Block, warnings: &mut Vec<Warning>) {
             RedundantCriteria {
                 message: "`reject` never matches, so this `and` block never matches".to_owned(),
                 span: reject.span.into(),
-                help: Some(
-                    "remove `reject`, or the whole block if it is meant to be off".to_owned(),
-                ),
+                help: Some("remove `reject`, or the whole block if it is meant to be off".to_owned()),
             }
             .into(),
         );
@@ -167,29 +124,20 @@ fn lint_block(action: Action, block: &Block, warnings: &mut Vec<Warning>) {
 fn canonical_data(criterion: &Criterion) -> Value {
     let data = criterion.data.without_spans();
     let shorthand = match criterion.name.as_str() {
-        "user" | "email" | "domain" | "http_method" | "http_path" | "mcp_tool" | "ssh_username" => {
-            "is"
-        }
+        "user" | "email" | "domain" | "http_method" | "http_path" | "mcp_tool" | "ssh_username" => "is",
         "claim" | "groups" => "has",
         _ => return data,
     };
     if data.as_object().is_some() {
         return data;
     }
-    let entry = crate::value::Entry {
-        key: shorthand.to_owned(),
-        key_span: crate::span::Span::default(),
-        value: data,
-    };
+    let entry = crate::value::Entry { key: shorthand.to_owned(), key_span: crate::span::Span::default(), value: data };
     Value::new(ValueKind::Object(vec![entry]), crate::span::Span::default())
 }
 
 /// Criteria that read one value, so two different `is` values in an `and` block conflict.
 fn is_single_valued(name: &str) -> bool {
-    matches!(
-        name,
-        "user" | "email" | "domain" | "http_method" | "http_path" | "ssh_username" | "mcp_tool"
-    )
+    matches!(name, "user" | "email" | "domain" | "http_method" | "http_path" | "ssh_username" | "mcp_tool")
 }
 
 /// The string a criterion tests equality with, when its data is exactly that.
@@ -206,31 +154,19 @@ fn is_value(criterion: &Criterion) -> Option<&str> {
 
 /// An `accept` allow beside a deny that depends on identity sends anonymous users to sign in.
 fn lint_public_allow(policy: &Policy, warnings: &mut Vec<Warning>) {
-    let public = policy
-        .rules
-        .iter()
-        .filter(|r| r.action == Action::Allow)
-        .flat_map(|r| &r.blocks)
-        .find_map(|block| {
-            let accept = block.criteria.iter().find(|c| c.name == "accept")?;
-            match block.operator {
-                Operator::Or => Some(accept),
-                Operator::And if block.criteria.iter().all(|c| c.name == "accept") => Some(accept),
-                _ => None,
-            }
-        });
+    let public = policy.rules.iter().filter(|r| r.action == Action::Allow).flat_map(|r| &r.blocks).find_map(|block| {
+        let accept = block.criteria.iter().find(|c| c.name == "accept")?;
+        match block.operator {
+            Operator::Or => Some(accept),
+            Operator::And if block.criteria.iter().all(|c| c.name == "accept") => Some(accept),
+            _ => None,
+        }
+    });
     let identity_deny = policy.criteria().find(|(rule, _, c)| {
-        rule.action == Action::Deny
-            && criteria::lookup(&c.name).is_some_and(|info| info.reads_identity)
+        rule.action == Action::Deny && criteria::lookup(&c.name).is_some_and(|info| info.reads_identity)
     });
     if let (Some(accept), Some((_, _, deny))) = (public, identity_deny) {
-        warnings.push(
-            PublicAllowIdentityDeny {
-                span: accept.span.into(),
-                deny: deny.span.into(),
-            }
-            .into(),
-        );
+        warnings.push(PublicAllowIdentityDeny { span: accept.span.into(), deny: deny.span.into() }.into());
     }
 }
 
@@ -240,24 +176,13 @@ fn suspicious_unicode(value: &Value, warnings: &mut Vec<Warning>) {
     };
     for c in text.chars() {
         let what = match c {
-            '\u{202A}'..='\u{202E}'
-            | '\u{2066}'..='\u{2069}'
-            | '\u{200E}'
-            | '\u{200F}'
-            | '\u{061C}' => "a bidirectional control character",
-            '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}' => {
-                "an invisible character"
+            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}' => {
+                "a bidirectional control character"
             }
+            '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}' => "an invisible character",
             _ => continue,
         };
-        warnings.push(
-            SuspiciousUnicode {
-                what,
-                code_point: u32::from(c),
-                span: value.span.into(),
-            }
-            .into(),
-        );
+        warnings.push(SuspiciousUnicode { what, code_point: u32::from(c), span: value.span.into() }.into());
         return;
     }
 }

@@ -6,8 +6,8 @@
 use crate::ast::{Action, Block, Criterion, Operator, Policy, Rule};
 use crate::criteria;
 use crate::error::{
-    CriterionKeyCount, CriterionNotObject, Error, OperatorNotList, PolicyNotRules,
-    RuleBodyNotObject, RuleNotObject, UnknownAction, UnknownOperator,
+    CriterionKeyCount, CriterionNotObject, Error, OperatorNotList, PolicyNotRules, RuleBodyNotObject, RuleNotObject,
+    UnknownAction, UnknownOperator,
 };
 use crate::suggest;
 use crate::value::{Entry, Kind, Value, ValueKind};
@@ -21,28 +21,13 @@ pub fn policy(value: &Value, errors: &mut Vec<Error>) -> Policy {
             for item in items {
                 match &item.kind {
                     ValueKind::Object(entries) => rules_object(entries, &mut rules, errors),
-                    _ => errors.push(
-                        RuleNotObject {
-                            found: item.kind(),
-                            span: item.span.into(),
-                        }
-                        .into(),
-                    ),
+                    _ => errors.push(RuleNotObject { found: item.kind(), span: item.span.into() }.into()),
                 }
             }
         }
-        _ => errors.push(
-            PolicyNotRules {
-                found: value.kind(),
-                span: value.span.into(),
-            }
-            .into(),
-        ),
+        _ => errors.push(PolicyNotRules { found: value.kind(), span: value.span.into() }.into()),
     }
-    Policy {
-        rules,
-        span: value.span,
-    }
+    Policy { rules, span: value.span }
 }
 
 /// One rules object: each key an action; `allow` sorts before `deny`, as in Pomerium.
@@ -64,25 +49,16 @@ fn rules_object(entries: &[Entry], rules: &mut Vec<Rule>, errors: &mut Vec<Error
 
 pub(crate) fn unknown_action(action: &str, span: miette::SourceSpan) -> Error {
     let help = if Operator::from_name(action).is_some() {
-        Some(format!(
-            "operators go inside an action: `allow: {{{action}: [...]}}`"
-        ))
+        Some(format!("operators go inside an action: `allow: {{{action}: [...]}}`"))
     } else if criteria::lookup(action).is_some() {
-        Some(format!(
-            "criteria go inside an action and an operator: `allow: {{or: [{{{action}: ...}}]}}`"
-        ))
+        Some(format!("criteria go inside an action and an operator: `allow: {{or: [{{{action}: ...}}]}}`"))
     } else {
         Some(
             suggest::did_you_mean(action, &["allow", "deny"])
                 .unwrap_or_else(|| "the actions are `allow` and `deny`".to_owned()),
         )
     };
-    UnknownAction {
-        action: action.to_owned(),
-        span,
-        help,
-    }
-    .into()
+    UnknownAction { action: action.to_owned(), span, help }.into()
 }
 
 fn rule(action: Action, entry: &Entry, errors: &mut Vec<Error>) -> Option<Rule> {
@@ -92,18 +68,12 @@ fn rule(action: Action, entry: &Entry, errors: &mut Vec<Error>) -> Option<Rule> 
             Kind::Array => Some(format!(
                 "put the criteria under an operator: `{action}: {{or: [...]}}` (any may match) or `{action}: {{and: [...]}}` (all must match)"
             )),
-            _ => Some(format!(
-                "add an operator with a list of criteria, such as `{action}: {{or: [{{accept: true}}]}}`"
-            )),
+            _ => {
+                Some(format!("add an operator with a list of criteria, such as `{action}: {{or: [{{accept: true}}]}}`"))
+            }
         };
         errors.push(
-            RuleBodyNotObject {
-                action: action.as_str(),
-                found: body.kind(),
-                span: body.span.into(),
-                help,
-            }
-            .into(),
+            RuleBodyNotObject { action: action.as_str(), found: body.kind(), span: body.span.into(), help }.into(),
         );
         return None;
     };
@@ -123,13 +93,7 @@ fn rule(action: Action, entry: &Entry, errors: &mut Vec<Error>) -> Option<Rule> 
         }
     }
     blocks.sort_by_key(|block| block.operator);
-    Some(Rule {
-        action,
-        action_span: entry.key_span,
-        blocks,
-        ignored_action_key,
-        span: entry.span(),
-    })
+    Some(Rule { action, action_span: entry.key_span, blocks, ignored_action_key, span: entry.span() })
 }
 
 pub(crate) fn unknown_operator(operator: &str, span: miette::SourceSpan) -> Error {
@@ -143,79 +107,41 @@ pub(crate) fn unknown_operator(operator: &str, span: miette::SourceSpan) -> Erro
     let help = if let Some(synonym) = synonym {
         Some(synonym.to_owned())
     } else if criteria::lookup(Criterion::split_key(operator).0.as_str()).is_some() {
-        Some(format!(
-            "criteria go in a list under an operator: `or: [{{{operator}: ...}}]`"
-        ))
+        Some(format!("criteria go in a list under an operator: `or: [{{{operator}: ...}}]`"))
     } else {
         Some(
             suggest::did_you_mean(operator, &["and", "or", "not", "nor"])
                 .unwrap_or_else(|| "the operators are `and`, `or`, `not` and `nor`".to_owned()),
         )
     };
-    UnknownOperator {
-        operator: operator.to_owned(),
-        span,
-        help,
-    }
-    .into()
+    UnknownOperator { operator: operator.to_owned(), span, help }.into()
 }
 
 fn block(operator: Operator, entry: &Entry, errors: &mut Vec<Error>) -> Option<Block> {
     let list = &entry.value;
     let ValueKind::Array(items) = &list.kind else {
-        errors.push(
-            OperatorNotList {
-                operator: operator.as_str(),
-                found: list.kind(),
-                span: list.span.into(),
-            }
-            .into(),
-        );
+        errors.push(OperatorNotList { operator: operator.as_str(), found: list.kind(), span: list.span.into() }.into());
         return None;
     };
-    let criteria = items
-        .iter()
-        .filter_map(|item| criterion(item, errors))
-        .collect();
-    Some(Block {
-        operator,
-        operator_span: entry.key_span,
-        criteria,
-        span: entry.span(),
-    })
+    let criteria = items.iter().filter_map(|item| criterion(item, errors)).collect();
+    Some(Block { operator, operator_span: entry.key_span, criteria, span: entry.span() })
 }
 
 fn criterion(item: &Value, errors: &mut Vec<Error>) -> Option<Criterion> {
     let ValueKind::Object(entries) = &item.kind else {
         let help = match &item.kind {
-            ValueKind::String(name) if criteria::lookup(name).is_some() => Some(format!(
-                "write it as `{name}: true`, or give it data: `{name}: ...`"
-            )),
-            _ => Some(
-                "a criterion is written `name: data`, e.g. `email: {is: user@example.com}`"
-                    .to_owned(),
-            ),
-        };
-        errors.push(
-            CriterionNotObject {
-                found: item.kind(),
-                span: item.span.into(),
-                help,
+            ValueKind::String(name) if criteria::lookup(name).is_some() => {
+                Some(format!("write it as `{name}: true`, or give it data: `{name}: ...`"))
             }
-            .into(),
-        );
+            _ => Some("a criterion is written `name: data`, e.g. `email: {is: user@example.com}`".to_owned()),
+        };
+        errors.push(CriterionNotObject { found: item.kind(), span: item.span.into(), help }.into());
         return None;
     };
     match entries.as_slice() {
         [entry] => {
             let (name, subpath) = Criterion::split_key(&entry.key);
-            Some(Criterion {
-                name,
-                subpath,
-                key_span: entry.key_span,
-                data: entry.value.clone(),
-                span: item.span,
-            })
+            Some(Criterion { name, subpath, key_span: entry.key_span, data: entry.value.clone(), span: item.span })
         }
         _ => {
             let help = if entries.is_empty() {
@@ -228,14 +154,7 @@ fn criterion(item: &Value, errors: &mut Vec<Error>) -> Option<Criterion> {
                     entries.first().map_or("", |e| e.key.as_str())
                 )
             };
-            errors.push(
-                CriterionKeyCount {
-                    count: entries.len(),
-                    span: item.span.into(),
-                    help: Some(help),
-                }
-                .into(),
-            );
+            errors.push(CriterionKeyCount { count: entries.len(), span: item.span.into(), help: Some(help) }.into());
             None
         }
     }

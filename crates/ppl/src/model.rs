@@ -192,7 +192,7 @@ pub struct SshKey {
     pub blob: Vec<u8>,
 }
 
-/// `date`: the request time is strictly after `after` and strictly before `before`.
+/// `date`: the request time is at or after `after` and before `before` (a half-open interval).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DateMatcher {
     pub after: Option<jiff::Timestamp>,

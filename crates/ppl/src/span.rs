@@ -14,18 +14,12 @@ pub struct Span {
 impl Span {
     /// The span `start..end`; a reversed range is normalised rather than rejected.
     pub fn new(start: usize, end: usize) -> Span {
-        Span {
-            start: start.min(end),
-            end: start.max(end),
-        }
+        Span { start: start.min(end), end: start.max(end) }
     }
 
     /// An empty span at `offset`, used for "something is missing here".
     pub fn empty_at(offset: usize) -> Span {
-        Span {
-            start: offset,
-            end: offset,
-        }
+        Span { start: offset, end: offset }
     }
 
     pub fn start(self) -> usize {
@@ -46,10 +40,7 @@ impl Span {
 
     /// The smallest span covering both.
     pub fn join(self, other: Span) -> Span {
-        Span {
-            start: self.start.min(other.start),
-            end: self.end.max(other.end),
-        }
+        Span { start: self.start.min(other.start), end: self.end.max(other.end) }
     }
 
     /// Whether `offset` lies inside this span.
@@ -59,10 +50,7 @@ impl Span {
 
     /// The same span moved `delta` bytes to the right (a policy embedded at `delta` in a file).
     pub fn shifted(self, delta: usize) -> Span {
-        Span {
-            start: self.start + delta,
-            end: self.end + delta,
-        }
+        Span { start: self.start + delta, end: self.end + delta }
     }
 }
 
@@ -96,25 +84,16 @@ impl<'a> LineIndex<'a> {
     pub fn new(source: &'a str) -> LineIndex<'a> {
         let mut line_starts = vec![0];
         line_starts.extend(source.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex {
-            source,
-            line_starts,
-        }
+        LineIndex { source, line_starts }
     }
 
     /// The line and column of `offset`; offsets past the end clamp to the end.
     pub fn line_col(&self, offset: usize) -> LineCol {
         let offset = offset.min(self.source.len());
-        let line = self
-            .line_starts
-            .partition_point(|&start| start <= offset)
-            .max(1);
+        let line = self.line_starts.partition_point(|&start| start <= offset).max(1);
         let line_start = self.line_starts.get(line - 1).copied().unwrap_or(0);
-        let column = self
-            .source
-            .get(line_start..offset)
-            .map_or(offset - line_start, |prefix| prefix.chars().count())
-            + 1;
+        let column =
+            self.source.get(line_start..offset).map_or(offset - line_start, |prefix| prefix.chars().count()) + 1;
         LineCol { line, column }
     }
 }

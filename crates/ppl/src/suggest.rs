@@ -23,9 +23,7 @@ pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
             return Some(candidate);
         }
     }
-    let mut prefixed = candidates
-        .iter()
-        .filter(|c| normal.len() >= 3 && normalise(c).starts_with(&normal));
+    let mut prefixed = candidates.iter().filter(|c| normal.len() >= 3 && normalise(c).starts_with(&normal));
     match (prefixed.next(), prefixed.next()) {
         (Some(only), None) => Some(only),
         _ => None,
@@ -75,15 +73,7 @@ fn normalise(word: &str) -> String {
 mod tests {
     use super::*;
 
-    const CRITERIA: &[&str] = &[
-        "email",
-        "domain",
-        "http_method",
-        "http_path",
-        "groups",
-        "claim",
-        "source_ip",
-    ];
+    const CRITERIA: &[&str] = &["email", "domain", "http_method", "http_path", "groups", "claim", "source_ip"];
 
     #[test]
     fn suggests_close_names() {
@@ -93,23 +83,13 @@ mod tests {
         assert_eq!(closest("source-ip", CRITERIA), Some("source_ip"));
         assert_eq!(closest("sourceip", CRITERIA), Some("source_ip"));
         assert_eq!(closest("zzz", CRITERIA), None);
-        assert_eq!(
-            closest("http", CRITERIA),
-            None,
-            "two candidates share the prefix"
-        );
+        assert_eq!(closest("http", CRITERIA), None, "two candidates share the prefix");
         assert_eq!(closest("", CRITERIA), None);
     }
 
     #[test]
     fn lists_candidates_when_nothing_is_close() {
-        assert_eq!(
-            help("xyz", &["allow", "deny"], "actions"),
-            "the actions are `allow` and `deny`"
-        );
-        assert_eq!(
-            help("alow", &["allow", "deny"], "actions"),
-            "did you mean `allow`?"
-        );
+        assert_eq!(help("xyz", &["allow", "deny"], "actions"), "the actions are `allow` and `deny`");
+        assert_eq!(help("alow", &["allow", "deny"], "actions"), "did you mean `allow`?");
     }
 }

@@ -129,9 +129,7 @@ impl Value {
     /// the same data, wherever it was read from.
     pub fn without_spans(&self) -> Value {
         let kind = match &self.kind {
-            ValueKind::Array(items) => {
-                ValueKind::Array(items.iter().map(Value::without_spans).collect())
-            }
+            ValueKind::Array(items) => ValueKind::Array(items.iter().map(Value::without_spans).collect()),
             ValueKind::Object(entries) => ValueKind::Object(
                 entries
                     .iter()
@@ -144,10 +142,7 @@ impl Value {
             ),
             other => other.clone(),
         };
-        Value {
-            kind,
-            span: Span::default(),
-        }
+        Value { kind, span: Span::default() }
     }
 
     /// Calls `visit` on this value and every value nested in it, depth first, in source order.
@@ -244,9 +239,7 @@ mod tests {
         for good in ["0", "-0", "1", "10", "1.5", "1e5", "1E+5", "-2.50e-3"] {
             assert!(is_json_number(good), "{good}");
         }
-        for bad in [
-            "", "-", "01", "+1", ".5", "1.", "1e", "0x1", "1_000", "NaN", "1 ",
-        ] {
+        for bad in ["", "-", "01", "+1", ".5", "1.", "1e", "0x1", "1_000", "NaN", "1 "] {
             assert!(!is_json_number(bad), "{bad}");
         }
     }

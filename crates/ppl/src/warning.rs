@@ -39,9 +39,7 @@ pub struct ArrayIsNotIn {
 
 /// `has: [a, b]` compares each element with the whole list (ppl.md §2.1).
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
-#[error(
-    "`{operator}` with a list compares each of the user's values with the whole list, so it never matches"
-)]
+#[error("`{operator}` with a list compares each of the user's values with the whole list, so it never matches")]
 #[diagnostic(code(ppl::lint::has_list), severity(Warning))]
 pub struct HasList {
     pub(crate) operator: &'static str,
@@ -54,11 +52,7 @@ pub struct HasList {
 /// A string operator given a number, boolean, null or object.
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 #[error("`{operator}` compares a string with {found}, so it {outcome}")]
-#[diagnostic(
-    code(ppl::lint::non_string_operand),
-    severity(Warning),
-    help("quote the value to compare with a string")
-)]
+#[diagnostic(code(ppl::lint::non_string_operand), severity(Warning), help("quote the value to compare with a string"))]
 pub struct NonStringOperand {
     pub(crate) operator: &'static str,
     pub(crate) found: crate::value::Kind,
@@ -134,11 +128,7 @@ pub struct EmptyRule {
 
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 #[error("this `{operator}` block is empty, so it is ignored")]
-#[diagnostic(
-    code(ppl::lint::empty_block),
-    severity(Warning),
-    help("add criteria to it, or remove it")
-)]
+#[diagnostic(code(ppl::lint::empty_block), severity(Warning), help("add criteria to it, or remove it"))]
 pub struct EmptyBlock {
     pub(crate) operator: &'static str,
     #[label("empty")]
@@ -147,11 +137,7 @@ pub struct EmptyBlock {
 
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 #[error("the policy has no rules, so it denies every request")]
-#[diagnostic(
-    code(ppl::lint::empty_policy),
-    severity(Warning),
-    help("add an `allow` rule")
-)]
+#[diagnostic(code(ppl::lint::empty_policy), severity(Warning), help("add an `allow` rule"))]
 pub struct EmptyPolicy {
     #[label("no rules")]
     pub(crate) span: SourceSpan,
@@ -159,11 +145,7 @@ pub struct EmptyPolicy {
 
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 #[error("`{criterion}` is repeated in this block")]
-#[diagnostic(
-    code(ppl::lint::repeated_criterion),
-    severity(Warning),
-    help("remove one of them")
-)]
+#[diagnostic(code(ppl::lint::repeated_criterion), severity(Warning), help("remove one of them"))]
 pub struct RepeatedCriterion {
     pub(crate) criterion: String,
     #[label("repeated here")]
@@ -174,9 +156,7 @@ pub struct RepeatedCriterion {
 
 /// Two `is` conditions on one single-valued attribute in an `and` block.
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
-#[error(
-    "`{criterion}` cannot be both {first_value} and {second_value}, so this `and` block never matches"
-)]
+#[error("`{criterion}` cannot be both {first_value} and {second_value}, so this `and` block never matches")]
 #[diagnostic(
     code(ppl::lint::conflicting_criteria),
     severity(Warning),
@@ -301,11 +281,7 @@ pub struct IgnoredData {
 /// `http_method: get`: methods are compared case-sensitively and arrive upper case.
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 #[error("http methods are upper case, so `{method}` never matches")]
-#[diagnostic(
-    code(ppl::lint::lowercase_method),
-    severity(Warning),
-    help("write `{upper}`")
-)]
+#[diagnostic(code(ppl::lint::lowercase_method), severity(Warning), help("write `{upper}`"))]
 pub struct LowercaseMethod {
     pub(crate) method: String,
     pub(crate) upper: String,

@@ -42,38 +42,12 @@ struct Case {
 }
 
 fn parse_case(content: &str) -> Result<Case, String> {
-    let mut description = String::new();
-    let mut sections: Vec<(String, String)> = Vec::new();
-    for line in content.split_inclusive('\n') {
-        if let Some(name) = line.strip_prefix("--- ") {
-            sections.push((name.trim().to_owned(), String::new()));
-        } else if let Some((_, body)) = sections.last_mut() {
-            body.push_str(line);
-        } else {
-            description.push_str(line);
-        }
-    }
-    if !description
-        .lines()
-        .any(|l| l.starts_with('#') && l.len() > 2)
-    {
-        return Err("a case starts with a `# description` of what it checks".to_owned());
-    }
-    let (policy_name, policy) = sections
-        .first()
-        .cloned()
-        .ok_or("a case needs a `--- policy.<ext>` section")?;
+    let case_file::CaseFile { header: description, sections } = case_file::parse(content)?;
+    let (policy_name, policy) = sections.first().cloned().ok_or("a case needs a `--- policy.<ext>` section")?;
     if !policy_name.starts_with("policy.") {
-        return Err(format!(
-            "the first section must be the policy, found `{policy_name}`"
-        ));
+        return Err(format!("the first section must be the policy, found `{policy_name}`"));
     }
-    Ok(Case {
-        description,
-        policy_name,
-        policy,
-        sections: sections.into_iter().skip(1).collect(),
-    })
+    Ok(Case { description, policy_name, policy, sections: sections.into_iter().skip(1).collect() })
 }
 
 fn syntax_of(name: &str) -> Result<Syntax, String> {
@@ -83,12 +57,7 @@ fn syntax_of(name: &str) -> Result<Syntax, String> {
 }
 
 /// `error ppl::x 1:2-1:5 message` and an indented help line.
-fn compact(
-    index: &LineIndex<'_>,
-    diagnostic: &dyn Diagnostic,
-    severity: &str,
-    span: ppl::Span,
-) -> String {
+fn compact(index: &LineIndex<'_>, diagnostic: &dyn Diagnostic, severity: &str, span: ppl::Span) -> String {
     let code = diagnostic.code().map(|c| c.to_string()).unwrap_or_default();
     let (start, end) = (index.line_col(span.start()), index.line_col(span.end()));
     let mut line = format!("{severity} {code} {start}-{end} {diagnostic}\n");
@@ -110,12 +79,8 @@ fn evaluate(case: &Case, file_name: &str) -> Result<Actual, String> {
     let index = LineIndex::new(&case.policy);
     let mut diagnostics = String::new();
     let mut rendered = String::new();
-    let source = NamedSource::new(
-        format!("{file_name}/{}", case.policy_name),
-        case.policy.clone(),
-    );
-    let handler =
-        GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
+    let source = NamedSource::new(format!("{file_name}/{}", case.policy_name), case.policy.clone());
+    let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
     for error in &compiled.errors {
         diagnostics.push_str(&compact(&index, error, "error", error.span()));
         render(&handler, &source, error.clone(), &mut rendered);
@@ -128,11 +93,7 @@ fn evaluate(case: &Case, file_name: &str) -> Result<Actual, String> {
         (Some(ast), true) => Some(ppl::format::format(ast, &Trivia::default(), Syntax::Text)),
         _ => None,
     };
-    Ok(Actual {
-        diagnostics,
-        rendered,
-        ast,
-    })
+    Ok(Actual { diagnostics, rendered, ast })
 }
 
 fn render<D: Diagnostic + Send + Sync + 'static>(
@@ -151,9 +112,7 @@ fn formatted(case: &Case, to: Syntax) -> Result<String, String> {
     match format_source(&case.policy, from, to) {
         Ok(formatted) => Ok(formatted.text),
         Err(FormatError::Parse(errors)) => Err(format!("the policy does not parse: {errors:?}")),
-        Err(FormatError::Unsound { output }) => {
-            Err(format!("the formatter is unsound; it printed:\n{output}"))
-        }
+        Err(FormatError::Unsound { output }) => Err(format!("the formatter is unsound; it printed:\n{output}")),
         Err(FormatError::Unrepresentable { reason }) => Err(format!("cannot be written: {reason}")),
     }
 }
@@ -167,36 +126,17 @@ fn run_case(path: &Path, content: String) -> datatest_stable::Result<()> {
     let mut actual_sections = Vec::new();
     let mut push = |name: &str, expected: Option<&str>, actual: Option<String>| {
         if expected.is_some() || actual.as_deref().is_some_and(|a| !a.trim().is_empty()) {
-            expected_sections.push((
-                name.to_owned(),
-                expected.unwrap_or_default().trim_end().to_owned(),
-            ));
-            actual_sections.push((
-                name.to_owned(),
-                actual.unwrap_or_default().trim_end().to_owned(),
-            ));
+            expected_sections.push((name.to_owned(), expected.unwrap_or_default().trim_end().to_owned()));
+            actual_sections.push((name.to_owned(), actual.unwrap_or_default().trim_end().to_owned()));
         }
     };
-    let section = |name: &str| {
-        case.sections
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, body)| body.as_str())
-    };
-    push(
-        "diagnostics",
-        section("diagnostics"),
-        Some(actual.diagnostics.clone()),
-    );
+    let section = |name: &str| case.sections.iter().find(|(n, _)| n == name).map(|(_, body)| body.as_str());
+    push("diagnostics", section("diagnostics"), Some(actual.diagnostics.clone()));
     push("ast", section("ast"), actual.ast.clone());
     for (name, body) in &case.sections {
         if let Some(target) = name.strip_prefix("fmt.") {
             let to = syntax_of(&format!("x.{target}"))?;
-            push(
-                name,
-                Some(body),
-                Some(formatted(&case, to).unwrap_or_else(|e| e)),
-            );
+            push(name, Some(body), Some(formatted(&case, to).unwrap_or_else(|e| e)));
         }
     }
     for (name, _) in &case.sections {
@@ -206,24 +146,16 @@ fn run_case(path: &Path, content: String) -> datatest_stable::Result<()> {
     }
 
     if std::env::var_os("UPDATE_EXPECT").is_some() {
-        let mut rewritten = format!(
-            "{}--- {}\n{}",
-            case.description, case.policy_name, case.policy
-        );
+        let mut rewritten = format!("{}--- {}\n{}", case.description, case.policy_name, case.policy);
         for (name, body) in &actual_sections {
             let _ = write!(rewritten, "--- {name}\n{body}\n");
         }
         std::fs::write(path, rewritten)?;
     } else if expected_sections != actual_sections {
-        let mut report = String::from(
-            "the case's expectations differ (rerun with UPDATE_EXPECT=1 to accept):\n",
-        );
+        let mut report = String::from("the case's expectations differ (rerun with UPDATE_EXPECT=1 to accept):\n");
         for ((name, expected), (_, actual)) in expected_sections.iter().zip(&actual_sections) {
             if expected != actual {
-                let _ = write!(
-                    report,
-                    "--- {name}: expected\n{expected}\n--- {name}: actual\n{actual}\n"
-                );
+                let _ = write!(report, "--- {name}: expected\n{expected}\n--- {name}: actual\n{actual}\n");
             }
         }
         // Printed here because the harness shows the error with its escapes.
@@ -233,15 +165,8 @@ fn run_case(path: &Path, content: String) -> datatest_stable::Result<()> {
 
     if !actual.rendered.is_empty() {
         // Absolute, because insta resolves relative snapshot paths from this source file.
-        let snapshot_dir = std::fs::canonicalize(path)?
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join("snapshots");
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("case")
-            .to_owned();
+        let snapshot_dir = std::fs::canonicalize(path)?.parent().unwrap_or(Path::new(".")).join("snapshots");
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("case").to_owned();
         insta::with_settings!({ snapshot_path => snapshot_dir, prepend_module_to_snapshot => false, omit_expression => true }, {
             insta::assert_snapshot!(name, actual.rendered);
         });

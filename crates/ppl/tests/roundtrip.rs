@@ -86,16 +86,8 @@ fn tricky_string() -> impl Strategy<Value = String> {
 fn number() -> impl Strategy<Value = Number> {
     prop_oneof![
         any::<i64>().prop_map(Number::from_i64),
-        prop::sample::select(vec![
-            "0",
-            "-0",
-            "1.5",
-            "1e3",
-            "-2.50e-3",
-            "1E+5",
-            "123456789012345678901234567890"
-        ])
-        .prop_map(|text| Number::from_json(text).unwrap()),
+        prop::sample::select(vec!["0", "-0", "1.5", "1e3", "-2.50e-3", "1E+5", "123456789012345678901234567890"])
+            .prop_map(|text| Number::from_json(text).unwrap()),
     ]
 }
 
@@ -108,18 +100,13 @@ fn data() -> impl Strategy<Value = Value> {
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4)
-                .prop_map(|items| value(ValueKind::Array(items))),
+            prop::collection::vec(inner.clone(), 0..4).prop_map(|items| value(ValueKind::Array(items))),
             prop::collection::vec((tricky_string(), inner), 0..4).prop_map(|entries| {
                 let mut seen = std::collections::HashSet::new();
                 let entries = entries
                     .into_iter()
                     .filter(|(key, _)| seen.insert(key.clone()))
-                    .map(|(key, value)| Entry {
-                        key,
-                        key_span: Span::default(),
-                        value,
-                    })
+                    .map(|(key, value)| Entry { key, key_span: Span::default(), value })
                     .collect();
                 value(ValueKind::Object(entries))
             }),
@@ -143,38 +130,18 @@ fn criterion() -> impl Strategy<Value = Criterion> {
 }
 
 fn rule() -> impl Strategy<Value = Rule> {
-    let block = (
-        prop::sample::select(Operator::ALL.to_vec()),
-        prop::collection::vec(criterion(), 0..4),
-    )
-        .prop_map(|(operator, criteria)| Block {
-            operator,
-            operator_span: Span::default(),
-            criteria,
-            span: Span::default(),
-        });
-    (
-        prop::sample::select(Action::ALL.to_vec()),
-        prop::collection::vec(block, 0..4),
-    )
-        .prop_map(|(action, mut blocks)| {
-            blocks.sort_by_key(|b| b.operator);
-            blocks.dedup_by_key(|b| b.operator);
-            Rule {
-                action,
-                action_span: Span::default(),
-                blocks,
-                ignored_action_key: None,
-                span: Span::default(),
-            }
-        })
+    let block = (prop::sample::select(Operator::ALL.to_vec()), prop::collection::vec(criterion(), 0..4)).prop_map(
+        |(operator, criteria)| Block { operator, operator_span: Span::default(), criteria, span: Span::default() },
+    );
+    (prop::sample::select(Action::ALL.to_vec()), prop::collection::vec(block, 0..4)).prop_map(|(action, mut blocks)| {
+        blocks.sort_by_key(|b| b.operator);
+        blocks.dedup_by_key(|b| b.operator);
+        Rule { action, action_span: Span::default(), blocks, ignored_action_key: None, span: Span::default() }
+    })
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
-    prop::collection::vec(rule(), 0..4).prop_map(|rules| Policy {
-        rules,
-        span: Span::default(),
-    })
+    prop::collection::vec(rule(), 0..4).prop_map(|rules| Policy { rules, span: Span::default() })
 }
 
 fn print(policy: &Policy, syntax: Syntax) -> String {
@@ -204,10 +171,7 @@ fn with_comments(text: &str, seed: &[bool]) -> String {
 
 /// 400 cases by default; `PROPTEST_CASES=20000` for a longer search.
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(400)
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400)
 }
 
 proptest! {
@@ -293,17 +257,7 @@ proptest! {
 #[test]
 fn formatting_an_unformatted_policy_is_stable() {
     let source = "allow: {or: [{email: {in: [a@example.com, b@example.com]}}, {accept: 1}]}\n";
-    let once = format_source(source, Syntax::Yaml, Syntax::Yaml)
-        .map(|f| f.text)
-        .unwrap();
-    assert_eq!(
-        once,
-        "allow:\n  or:\n    - email:\n        in: [a@example.com, b@example.com]\n    - accept: 1\n"
-    );
-    assert_eq!(
-        format_source(&once, Syntax::Yaml, Syntax::Yaml)
-            .map(|f| f.text)
-            .unwrap(),
-        once
-    );
+    let once = format_source(source, Syntax::Yaml, Syntax::Yaml).map(|f| f.text).unwrap();
+    assert_eq!(once, "allow:\n  or:\n    - email:\n        in: [a@example.com, b@example.com]\n    - accept: 1\n");
+    assert_eq!(format_source(&once, Syntax::Yaml, Syntax::Yaml).map(|f| f.text).unwrap(), once);
 }

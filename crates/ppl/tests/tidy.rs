@@ -29,19 +29,15 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// The code starting at `text` (`ppl::` and two lowercase words joined by `::`), if any.
 fn code_at(text: &str) -> Option<String> {
-    let code: String = text
-        .chars()
-        .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == ':')
-        .collect();
+    let code: String =
+        text.chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == ':').collect();
     let code = code.trim_end_matches(':').to_owned();
     (code.starts_with("ppl::") && code.matches("::").count() == 2).then_some(code)
 }
 
 /// Every code written in `text`.
 fn codes_in(text: &str) -> BTreeSet<String> {
-    text.match_indices("ppl::")
-        .filter_map(|(i, _)| code_at(&text[i..]))
-        .collect()
+    text.match_indices("ppl::").filter_map(|(i, _)| code_at(&text[i..])).collect()
 }
 
 #[test]
@@ -51,28 +47,15 @@ fn every_diagnostic_code_is_documented_and_every_documented_code_exists() {
     let mut in_source = BTreeSet::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
-        in_source.extend(
-            text.match_indices("code(ppl::")
-                .filter_map(|(i, _)| code_at(&text[i + 5..])),
-        );
+        in_source.extend(text.match_indices("code(ppl::").filter_map(|(i, _)| code_at(&text[i + 5..])));
     }
     let docs = std::fs::read_to_string(workspace().join("docs/diagnostics.md")).unwrap();
     let documented = codes_in(&docs);
     let undocumented: Vec<_> = in_source.difference(&documented).collect();
     let stale: Vec<_> = documented.difference(&in_source).collect();
-    assert!(
-        undocumented.is_empty(),
-        "codes missing from docs/diagnostics.md: {undocumented:?}"
-    );
-    assert!(
-        stale.is_empty(),
-        "docs/diagnostics.md lists codes that no longer exist: {stale:?}"
-    );
-    assert!(
-        in_source.len() >= 50,
-        "found only {} codes; is the scan broken?",
-        in_source.len()
-    );
+    assert!(undocumented.is_empty(), "codes missing from docs/diagnostics.md: {undocumented:?}");
+    assert!(stale.is_empty(), "docs/diagnostics.md lists codes that no longer exist: {stale:?}");
+    assert!(in_source.len() >= 50, "found only {} codes; is the scan broken?", in_source.len());
 }
 
 #[test]

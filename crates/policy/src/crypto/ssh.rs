@@ -27,39 +27,19 @@ const MAX_SCALAR_LEN: usize = 66;
 const CERT_ALGORITHMS: &[(&[u8], &[u8])] = &[
     (b"ssh-rsa-cert-v01@openssh.com", b"ssh-rsa"),
     (b"ssh-dss-cert-v01@openssh.com", b"ssh-dss"),
-    (
-        b"ecdsa-sha2-nistp256-cert-v01@openssh.com",
-        b"ecdsa-sha2-nistp256",
-    ),
-    (
-        b"ecdsa-sha2-nistp384-cert-v01@openssh.com",
-        b"ecdsa-sha2-nistp384",
-    ),
-    (
-        b"ecdsa-sha2-nistp521-cert-v01@openssh.com",
-        b"ecdsa-sha2-nistp521",
-    ),
-    (
-        b"sk-ecdsa-sha2-nistp256-cert-v01@openssh.com",
-        b"sk-ecdsa-sha2-nistp256@openssh.com",
-    ),
+    (b"ecdsa-sha2-nistp256-cert-v01@openssh.com", b"ecdsa-sha2-nistp256"),
+    (b"ecdsa-sha2-nistp384-cert-v01@openssh.com", b"ecdsa-sha2-nistp384"),
+    (b"ecdsa-sha2-nistp521-cert-v01@openssh.com", b"ecdsa-sha2-nistp521"),
+    (b"sk-ecdsa-sha2-nistp256-cert-v01@openssh.com", b"sk-ecdsa-sha2-nistp256@openssh.com"),
     (b"ssh-ed25519-cert-v01@openssh.com", b"ssh-ed25519"),
-    (
-        b"sk-ssh-ed25519-cert-v01@openssh.com",
-        b"sk-ssh-ed25519@openssh.com",
-    ),
+    (b"sk-ssh-ed25519-cert-v01@openssh.com", b"sk-ssh-ed25519@openssh.com"),
 ];
 
 /// Whether `presented` (a public key in SSH wire format) is a user certificate for `principal`,
 /// valid at `now`, signed by one of `trusted_cas`, as Pomerium's `ssh_verify_user_cert` decides.
 /// Anything malformed is `false`: there Go returns an error, which OPA (builtin errors not
 /// strict, its default) turns into an undefined call, failing the criterion as `false` does.
-pub fn verify_ssh_user_certificate(
-    presented: &[u8],
-    principal: &str,
-    trusted_cas: &[SshKey],
-    now: Timestamp,
-) -> bool {
+pub fn verify_ssh_user_certificate(presented: &[u8], principal: &str, trusted_cas: &[SshKey], now: Timestamp) -> bool {
     let Some(cert) = Certificate::parse(presented) else {
         return false;
     };
@@ -68,13 +48,8 @@ pub fn verify_ssh_user_certificate(
         && only_source_address(cert.critical_options)
         && principal_allowed(cert.principals, principal.as_bytes())
         && valid_at(cert.valid_after, cert.valid_before, now)
-        && trusted_cas.iter().any(|ca| {
-            cert.signature_key
-                .same_as(cert.signature_key_blob, &ca.blob)
-        })
-        && cert
-            .signature_key
-            .verify(cert.signed, cert.signature_format, cert.signature_blob)
+        && trusted_cas.iter().any(|ca| cert.signature_key.same_as(cert.signature_key_blob, &ca.blob))
+        && cert.signature_key.verify(cert.signed, cert.signature_format, cert.signature_blob)
 }
 
 /// The fields of a certificate that the checks read, borrowed from its wire bytes.
@@ -100,10 +75,7 @@ impl<'a> Certificate<'a> {
     fn parse(bytes: &'a [u8]) -> Option<Self> {
         let mut r = Reader(bytes);
         let format = r.string()?;
-        let key_format = CERT_ALGORITHMS
-            .iter()
-            .find(|(cert, _)| *cert == format)
-            .map(|(_, key)| *key)?;
+        let key_format = CERT_ALGORITHMS.iter().find(|(cert, _)| *cert == format).map(|(_, key)| *key)?;
         let _nonce = r.string()?;
         PublicKey::parse_body(key_format, &mut r, Encoding::Canonical)?;
         let _serial = r.u64()?;
@@ -290,19 +262,10 @@ impl Curve {
 enum PublicKey<'a> {
     Ed25519(&'a [u8]),
     Ecdsa(Curve, &'a [u8]),
-    Rsa {
-        e: &'a [u8],
-        n: &'a [u8],
-    },
+    Rsa { e: &'a [u8], n: &'a [u8] },
     Dsa([&'a [u8]; 4]),
-    SkEcdsa {
-        point: &'a [u8],
-        application: &'a [u8],
-    },
-    SkEd25519 {
-        key: &'a [u8],
-        application: &'a [u8],
-    },
+    SkEcdsa { point: &'a [u8], application: &'a [u8] },
+    SkEd25519 { key: &'a [u8], application: &'a [u8] },
 }
 
 impl<'a> PublicKey<'a> {
@@ -353,10 +316,7 @@ impl<'a> PublicKey<'a> {
                 let y = mpint(r)?;
                 // Go's checkDSAParams: P of 1024, 2048 or 3072 bits.
                 let bits = p.first().map_or(0, |&top| {
-                    p.len()
-                        .saturating_sub(1)
-                        .saturating_mul(8)
-                        .saturating_add(8 - top.leading_zeros() as usize)
+                    p.len().saturating_sub(1).saturating_mul(8).saturating_add(8 - top.leading_zeros() as usize)
                 });
                 matches!(bits, 1024 | 2048 | 3072).then_some(PublicKey::Dsa([p, q, g, y]))
             }
@@ -389,18 +349,13 @@ impl<'a> PublicKey<'a> {
         match *self {
             PublicKey::Ed25519(key) => {
                 format == b"ssh-ed25519"
-                    && UnparsedPublicKey::new(&signature::ED25519, key)
-                        .verify(signed, blob)
-                        .is_ok()
+                    && UnparsedPublicKey::new(&signature::ED25519, key).verify(signed, blob).is_ok()
             }
             PublicKey::Ecdsa(curve, point) => {
                 let mut fixed = [0u8; 2 * MAX_SCALAR_LEN];
                 format == curve.key_format()
-                    && ecdsa_fixed_signature(curve, blob, &mut fixed).is_some_and(|sig| {
-                        UnparsedPublicKey::new(curve.algorithm(), point)
-                            .verify(signed, sig)
-                            .is_ok()
-                    })
+                    && ecdsa_fixed_signature(curve, blob, &mut fixed)
+                        .is_some_and(|sig| UnparsedPublicKey::new(curve.algorithm(), point).verify(signed, sig).is_ok())
             }
             PublicKey::Rsa { e, n } => {
                 let params: &RsaParameters = match format {
@@ -423,9 +378,7 @@ impl<'a> PublicKey<'a> {
                     return false;
                 };
                 tail.copy_from_slice(blob);
-                signature::RsaPublicKeyComponents { n, e }
-                    .verify(params, signed, sig)
-                    .is_ok()
+                signature::RsaPublicKeyComponents { n, e }.verify(params, signed, sig).is_ok()
             }
             // Go verifies DSA and security-key CAs too; aws-lc-rs has no DSA, and security-key
             // signatures (PROTOCOL.u2f) are not implemented here.
@@ -438,11 +391,7 @@ impl<'a> PublicKey<'a> {
 /// s big-endian, each padded to the scalar length. Go reads any mpint here and `ecdsa.Verify`
 /// refuses values that are not in 1..n-1; aws-lc-rs checks the range, so only the sign, zero and
 /// the length are decided here.
-fn ecdsa_fixed_signature<'b>(
-    curve: Curve,
-    blob: &[u8],
-    out: &'b mut [u8; 2 * MAX_SCALAR_LEN],
-) -> Option<&'b [u8]> {
+fn ecdsa_fixed_signature<'b>(curve: Curve, blob: &[u8], out: &'b mut [u8; 2 * MAX_SCALAR_LEN]) -> Option<&'b [u8]> {
     let len = curve.scalar_len();
     let mut r = Reader(blob);
     let values = [r.mpint()?.magnitude, r.mpint()?.magnitude];
@@ -505,10 +454,7 @@ impl<'a> Reader<'a> {
             [_, ..] => true,
         };
         let start = raw.iter().position(|&b| b != 0).unwrap_or(raw.len());
-        Some(Mpint {
-            magnitude: raw.get(start..)?,
-            canonical,
-        })
+        Some(Mpint { magnitude: raw.get(start..)?, canonical })
     }
 }
 
@@ -535,16 +481,11 @@ mod tests {
     /// The wire bytes of an authorized_keys style line (`format base64 comment`).
     fn wire(line: &str) -> Vec<u8> {
         let b64 = line.split_whitespace().nth(1).unwrap();
-        base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .unwrap()
+        base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
     }
 
     fn ca(line: &str) -> SshKey {
-        SshKey {
-            algorithm: line.split_whitespace().next().unwrap().to_owned(),
-            blob: wire(line),
-        }
+        SshKey { algorithm: line.split_whitespace().next().unwrap().to_owned(), blob: wire(line) }
     }
 
     fn at(time: &str) -> Timestamp {
@@ -623,17 +564,9 @@ mod tests {
             padded.extend(field);
         }
         assert_ne!(padded, blob);
-        let trusted = SshKey {
-            algorithm: "ssh-rsa".to_owned(),
-            blob: padded,
-        };
+        let trusted = SshKey { algorithm: "ssh-rsa".to_owned(), blob: padded };
         let cert = wire(fixture!("rsa-sha512-cert.pub"));
-        assert!(verify_ssh_user_certificate(
-            &cert,
-            "alice",
-            &[trusted],
-            at(NOW)
-        ));
+        assert!(verify_ssh_user_certificate(&cert, "alice", &[trusted], at(NOW)));
     }
 
     #[test]
@@ -658,12 +591,7 @@ mod tests {
 
         let expired = wire(fixture!("expired-cert.pub"));
         assert!(!verify(&expired, "alice", &[CA_ED25519], NOW));
-        assert!(verify(
-            &expired,
-            "alice",
-            &[CA_ED25519],
-            "2010-06-01T00:00:00Z"
-        ));
+        assert!(verify(&expired, "alice", &[CA_ED25519], "2010-06-01T00:00:00Z"));
 
         // always:forever is 0 to infinity; Go floors the time to whole seconds.
         let forever = wire(fixture!("forever-cert.pub"));
@@ -729,14 +657,9 @@ mod tests {
             b
         };
         // A leading zero (for a high first byte) is dropped, short values are left-padded.
-        let fixed = ecdsa_fixed_signature(Curve::P256, &blob(&[0, 0x80, 1], &[7]), &mut out)
-            .unwrap()
-            .to_vec();
+        let fixed = ecdsa_fixed_signature(Curve::P256, &blob(&[0, 0x80, 1], &[7]), &mut out).unwrap().to_vec();
         assert_eq!(fixed.len(), 64);
-        assert_eq!(
-            &fixed[..32],
-            &[[0u8; 30].as_slice(), &[0x80, 1]].concat()[..]
-        );
+        assert_eq!(&fixed[..32], &[[0u8; 30].as_slice(), &[0x80, 1]].concat()[..]);
         assert_eq!(&fixed[32..], &[[0u8; 31].as_slice(), &[7]].concat()[..]);
         // Zero, negative, too long, or anything after s: refused.
         assert!(ecdsa_fixed_signature(Curve::P256, &blob(&[], &[1]), &mut out).is_none());
@@ -755,9 +678,7 @@ mod tests {
         let parse = |raw: &[u8]| {
             let mut b = (raw.len() as u32).to_be_bytes().to_vec();
             b.extend(raw);
-            Reader(&b)
-                .mpint()
-                .map(|m| (m.magnitude.to_vec(), m.canonical))
+            Reader(&b).mpint().map(|m| (m.magnitude.to_vec(), m.canonical))
         };
         assert_eq!(parse(&[]), Some((vec![], true)));
         assert_eq!(parse(&[0]), Some((vec![], false)));
@@ -805,27 +726,15 @@ mod tests {
         };
         let cas: Vec<SshKey> = all_cas().into_iter().map(ca).collect();
         let now = at(NOW);
-        let certs = [
-            wire(ED25519),
-            wire(fixture!("ecdsa521-cert.pub")),
-            wire(fixture!("rsa-sha1-cert.pub")),
-        ];
+        let certs = [wire(ED25519), wire(fixture!("ecdsa521-cert.pub")), wire(fixture!("rsa-sha1-cert.pub"))];
         for round in 0..3000 {
             let len = (next() % 400) as usize;
             let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             assert!(!verify_ssh_user_certificate(&bytes, "alice", &cas, now));
             // Random keys as trusted CAs.
-            let bogus = SshKey {
-                algorithm: "ssh-rsa".to_owned(),
-                blob: bytes,
-            };
+            let bogus = SshKey { algorithm: "ssh-rsa".to_owned(), blob: bytes };
             let cert = &certs[round % certs.len()];
-            assert!(!verify_ssh_user_certificate(
-                cert,
-                "alice",
-                std::slice::from_ref(&bogus),
-                now
-            ));
+            assert!(!verify_ssh_user_certificate(cert, "alice", std::slice::from_ref(&bogus), now));
             // Mutations of real certificates, lengths included, reach every field.
             let mut mutated = cert.clone();
             for _ in 0..1 + round % 3 {

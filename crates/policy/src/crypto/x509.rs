@@ -118,11 +118,7 @@ fn acceptable(cert: &X509Certificate<'_>) -> bool {
     // "x509: certificate contains duplicate extensions".
     let extensions = tbs.extensions();
     for (i, ext) in extensions.iter().enumerate() {
-        if extensions
-            .iter()
-            .skip(i + 1)
-            .any(|other| other.oid == ext.oid)
-        {
+        if extensions.iter().skip(i + 1).any(|other| other.oid == ext.oid) {
             return false;
         }
     }
@@ -132,9 +128,7 @@ fn acceptable(cert: &X509Certificate<'_>) -> bool {
         Err(_) => false,
         Ok(None) => true,
         Ok(Some(san)) => san.value.general_names.iter().all(|name| match name {
-            GeneralName::RFC822Name(s) | GeneralName::DNSName(s) | GeneralName::URI(s) => {
-                s.is_ascii()
-            }
+            GeneralName::RFC822Name(s) | GeneralName::DNSName(s) | GeneralName::URI(s) => s.is_ascii(),
             GeneralName::IPAddress(ip) => ip.len() == 4 || ip.len() == 16,
             // x509-parser keeps the names it could not read; Go fails on those it reads.
             GeneralName::Invalid(tag, _) => !matches!(tag.0, 1 | 2 | 6),
@@ -144,19 +138,12 @@ fn acceptable(cert: &X509Certificate<'_>) -> bool {
 }
 
 fn sha256(data: &[u8]) -> Option<[u8; 32]> {
-    digest::digest(&digest::SHA256, data)
-        .as_ref()
-        .try_into()
-        .ok()
+    digest::digest(&digest::SHA256, data).as_ref().try_into().ok()
 }
 
 /// Go's `base64.StdEncoding.DecodeString`, which skips every `\r` and `\n`.
 fn go_base64(text: &[u8]) -> Option<Vec<u8>> {
-    let kept: Vec<u8> = text
-        .iter()
-        .copied()
-        .filter(|&b| b != b'\r' && b != b'\n')
-        .collect();
+    let kept: Vec<u8> = text.iter().copied().filter(|&b| b != b'\r' && b != b'\n').collect();
     GO_STD_BASE64.decode(kept).ok()
 }
 
@@ -195,8 +182,7 @@ fn pem_decode(data: &[u8]) -> Option<(&[u8], Vec<u8>, &[u8])> {
         }
 
         // Without headers, the END line may come at once, without a leading newline.
-        let (end_index, end_trailer_index) = if !has_headers && rest.starts_with(PEM_END.get(1..)?)
-        {
+        let (end_index, end_trailer_index) = if !has_headers && rest.starts_with(PEM_END.get(1..)?) {
             (0, PEM_END.len().checked_sub(1)?)
         } else {
             let start = data.len().checked_sub(rest.len())?;
@@ -215,10 +201,8 @@ fn pem_decode(data: &[u8]) -> Option<(&[u8], Vec<u8>, &[u8])> {
         // After END come the same label and five dashes, then only spaces to the end of line.
         let end_trailer = rest.get(end_trailer_index..)?;
         let trailer_len = label.len().checked_add(PEM_END_OF_LINE.len())?;
-        let (Some(trailer), Some(rest_of_end_line)) = (
-            end_trailer.get(..trailer_len),
-            end_trailer.get(trailer_len..),
-        ) else {
+        let (Some(trailer), Some(rest_of_end_line)) = (end_trailer.get(..trailer_len), end_trailer.get(trailer_len..))
+        else {
             continue;
         };
         if !trailer.starts_with(label) || !trailer.ends_with(PEM_END_OF_LINE) {
@@ -245,11 +229,7 @@ fn pem_body(body: &[u8]) -> Option<Vec<u8>> {
     if !body.iter().all(plausible) {
         return None;
     }
-    let kept: Vec<u8> = body
-        .iter()
-        .copied()
-        .filter(|&b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-        .collect();
+    let kept: Vec<u8> = body.iter().copied().filter(|&b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n')).collect();
     GO_STD_BASE64.decode(kept).ok()
 }
 
@@ -264,10 +244,8 @@ fn get_line(data: &[u8]) -> (&[u8], &[u8]) {
         }
         None => (data, &[][..]),
     };
-    let trimmed = line
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(&[][..], |last| line.get(..=last).unwrap_or(line));
+    let trimmed =
+        line.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(&[][..], |last| line.get(..=last).unwrap_or(line));
     (trimmed, rest)
 }
 
@@ -293,37 +271,24 @@ mod tests {
 
     /// openssl's fingerprint (hex) and SPKI hash (base64) for a fixture.
     fn expected(name: &str) -> ([u8; 32], [u8; 32]) {
-        let line = EXPECTED
-            .lines()
-            .find(|l| l.split(' ').next() == Some(name))
-            .expect("the fixture is in expected.txt");
+        let line =
+            EXPECTED.lines().find(|l| l.split(' ').next() == Some(name)).expect("the fixture is in expected.txt");
         let fields: Vec<&str> = line.split(' ').collect();
         let hex = fields[1].as_bytes();
-        let fingerprint: Vec<u8> = hex
-            .chunks(2)
-            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-            .collect();
-        let spki = base64::engine::general_purpose::STANDARD
-            .decode(fields[2])
-            .unwrap();
+        let fingerprint: Vec<u8> =
+            hex.chunks(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap()).collect();
+        let spki = base64::engine::general_purpose::STANDARD.decode(fields[2]).unwrap();
         (fingerprint.try_into().unwrap(), spki.try_into().unwrap())
     }
 
     fn der(pem: &str) -> Vec<u8> {
         let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .unwrap()
+        base64::engine::general_purpose::STANDARD.decode(body).unwrap()
     }
 
     #[test]
     fn fingerprint_and_spki_hash_match_openssl() {
-        for (name, pem) in [
-            ("ca", CA),
-            ("leaf-sans", LEAF_SANS),
-            ("leaf-rsa", LEAF_RSA),
-            ("leaf-nosan", LEAF_NOSAN),
-        ] {
+        for (name, pem) in [("ca", CA), ("leaf-sans", LEAF_SANS), ("leaf-rsa", LEAF_RSA), ("leaf-nosan", LEAF_NOSAN)] {
             let facts = parse(pem);
             let (fingerprint, spki_hash) = expected(name);
             assert_eq!(facts.fingerprint, fingerprint, "{name}");
@@ -336,13 +301,7 @@ mod tests {
         let facts = parse(LEAF_SANS);
         assert_eq!(facts.san_emails, ["alice@example.com", "bob@example.com"]);
         assert_eq!(facts.san_dns, ["a.example.com", "*.b.example.com"]);
-        assert_eq!(
-            facts.san_uris,
-            [
-                "spiffe://example.com/ns/default/sa/alice",
-                "https://example.com/users/alice?x=1"
-            ]
-        );
+        assert_eq!(facts.san_uris, ["spiffe://example.com/ns/default/sa/alice", "https://example.com/users/alice?x=1"]);
 
         let facts = parse(LEAF_RSA);
         assert_eq!(facts.san_dns, ["only.example.com"]);
@@ -364,12 +323,8 @@ mod tests {
         let want = parse(LEAF_SANS);
         // base64 of DER, on one line, wrapped with \n or \r\n, with surrounding whitespace.
         assert_eq!(parse(LEAF_SANS_B64), want);
-        let wrapped: Vec<String> = LEAF_SANS_B64
-            .trim()
-            .as_bytes()
-            .chunks(64)
-            .map(|c| String::from_utf8(c.to_vec()).unwrap())
-            .collect();
+        let wrapped: Vec<String> =
+            LEAF_SANS_B64.trim().as_bytes().chunks(64).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
         assert_eq!(parse(&wrapped.join("\n")), want);
         assert_eq!(parse(&format!(" \n\t{}\r\n ", wrapped.join("\r\n"))), want);
         // base64 of PEM.
@@ -379,11 +334,8 @@ mod tests {
         assert_eq!(parse(&LEAF_SANS.replace('\n', "\r\n")), want);
         assert_eq!(parse(&format!("\n\n  {LEAF_SANS}\n\n")), want);
         assert_eq!(parse(&format!("{LEAF_SANS}some text\n{CA}trailing")), want);
-        let with_header = LEAF_SANS.replacen(
-            "-----BEGIN CERTIFICATE-----\n",
-            "-----BEGIN CERTIFICATE-----\nComment: fixture\n\n",
-            1,
-        );
+        let with_header =
+            LEAF_SANS.replacen("-----BEGIN CERTIFICATE-----\n", "-----BEGIN CERTIFICATE-----\nComment: fixture\n\n", 1);
         assert_eq!(parse(&with_header), want);
         // Trailing spaces and tabs on PEM lines are fine.
         assert_eq!(parse(&LEAF_SANS.replace('\n', " \t\n")), want);
@@ -413,16 +365,10 @@ mod tests {
         // A block of another type anywhere fails the whole input, as in OPA.
         let key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
         assert_eq!(CertificateFacts::from_pem_or_base64(key), None);
-        assert_eq!(
-            CertificateFacts::from_pem_or_base64(&format!("{LEAF_SANS}{key}")),
-            None
-        );
+        assert_eq!(CertificateFacts::from_pem_or_base64(&format!("{LEAF_SANS}{key}")), None);
         // So does a second certificate that does not parse.
         let broken = "-----BEGIN CERTIFICATE-----\nMIIBAA==\n-----END CERTIFICATE-----\n";
-        assert_eq!(
-            CertificateFacts::from_pem_or_base64(&format!("{LEAF_SANS}{broken}")),
-            None
-        );
+        assert_eq!(CertificateFacts::from_pem_or_base64(&format!("{LEAF_SANS}{broken}")), None);
         // An END line for another label makes the block malformed; Go then finds no block.
         let mislabeled = LEAF_SANS.replace("END CERTIFICATE", "END CERTIFICATES");
         assert_eq!(CertificateFacts::from_pem_or_base64(&mislabeled), None);

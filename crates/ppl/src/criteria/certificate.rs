@@ -7,13 +7,7 @@ use crate::suggest;
 use crate::value::Value;
 use base64::Engine as _;
 
-const FIELDS: &[&str] = &[
-    "fingerprint",
-    "spki_hash",
-    "san_email",
-    "san_dns",
-    "san_uri",
-];
+const FIELDS: &[&str] = &["fingerprint", "spki_hash", "san_email", "san_dns", "san_uri"];
 
 pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<CertificateMatcher> {
     let Some(entries) = data.as_object() else {
@@ -30,9 +24,7 @@ pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<CertificateMatche
     for entry in entries {
         let value = &entry.value;
         match entry.key.as_str() {
-            "fingerprint" => {
-                matcher.fingerprints = Some(digests(value, "fingerprint", cx, fingerprint))
-            }
+            "fingerprint" => matcher.fingerprints = Some(digests(value, "fingerprint", cx, fingerprint)),
             "spki_hash" => matcher.spki_hashes = Some(digests(value, "spki_hash", cx, spki_hash)),
             field @ ("san_email" | "san_dns" | "san_uri") => {
                 // Messages about the matcher name the field (`san_dns`), not the criterion.
@@ -50,8 +42,7 @@ pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<CertificateMatche
                 field: other.to_owned(),
                 span: entry.key_span.into(),
                 help: Some(
-                    suggest::did_you_mean(other, FIELDS)
-                        .unwrap_or_else(|| format!("the conditions are {}", fields())),
+                    suggest::did_you_mean(other, FIELDS).unwrap_or_else(|| format!("the conditions are {}", fields())),
                 ),
             }),
         }
@@ -85,29 +76,16 @@ fn digests(
         match parse(text) {
             Ok(digest) => parsed.push(digest),
             Err(DigestError::Empty) => cx.error(EmptyValue {
-                what: format!(
-                    "a certificate {}",
-                    if what == "fingerprint" {
-                        "fingerprint"
-                    } else {
-                        "spki hash"
-                    }
-                ),
+                what: format!("a certificate {}", if what == "fingerprint" { "fingerprint" } else { "spki hash" }),
                 span: item.span.into(),
                 help: None,
             }),
             Err(DigestError::Fingerprint(reason)) => {
-                cx.error(InvalidFingerprint {
-                    text: text.to_owned(),
-                    span: item.span.into(),
-                    reason,
-                });
+                cx.error(InvalidFingerprint { text: text.to_owned(), span: item.span.into(), reason });
             }
-            Err(DigestError::Spki(reason)) => cx.error(InvalidSpkiHash {
-                text: text.to_owned(),
-                span: item.span.into(),
-                reason,
-            }),
+            Err(DigestError::Spki(reason)) => {
+                cx.error(InvalidSpkiHash { text: text.to_owned(), span: item.span.into(), reason })
+            }
         }
     }
     parsed
@@ -119,18 +97,12 @@ pub(crate) fn fingerprint(text: &str) -> Result<[u8; 32], DigestError> {
     if text.is_empty() {
         return Err(DigestError::Empty);
     }
-    let short = text.len() == 64
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let short = text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let long = text.len() == 95
         && text.split(':').count() == 32
-        && text.split(':').all(|pair| {
-            pair.len() == 2
-                && pair
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
-        });
+        && text
+            .split(':')
+            .all(|pair| pair.len() == 2 && pair.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)));
     if short || long {
         let hex: String = text.chars().filter(|&c| c != ':').collect();
         return decode_hex(&hex).ok_or_else(|| DigestError::Fingerprint("not hex".to_owned()));
@@ -157,17 +129,11 @@ pub(crate) fn spki_hash(text: &str) -> Result<[u8; 32], DigestError> {
         return Err(DigestError::Empty);
     }
     if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(DigestError::Spki(
-            "this looks like hex; the spki hash is written in base64".to_owned(),
-        ));
+        return Err(DigestError::Spki("this looks like hex; the spki hash is written in base64".to_owned()));
     }
     match base64::engine::general_purpose::STANDARD.decode(text) {
-        Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-            DigestError::Spki(format!(
-                "decodes to {} bytes, a sha-256 hash has 32",
-                bytes.len()
-            ))
-        }),
+        Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|_| DigestError::Spki(format!("decodes to {} bytes, a sha-256 hash has 32", bytes.len()))),
         Err(_) => Err(DigestError::Spki("not valid base64".to_owned())),
     }
 }
@@ -187,7 +153,8 @@ mod tests {
     use super::*;
 
     const SHORT: &str = "17859273e8a980631d367b2d5a6a6635412b0f22835f69e47b3f65624546a704";
-    const LONG: &str = "17:85:92:73:E8:A9:80:63:1D:36:7B:2D:5A:6A:66:35:41:2B:0F:22:83:5F:69:E4:7B:3F:65:62:45:46:A7:04";
+    const LONG: &str =
+        "17:85:92:73:E8:A9:80:63:1D:36:7B:2D:5A:6A:66:35:41:2B:0F:22:83:5F:69:E4:7B:3F:65:62:45:46:A7:04";
 
     fn reason(text: &str) -> String {
         match fingerprint(text) {
@@ -209,18 +176,9 @@ mod tests {
     #[test]
     fn other_fingerprint_forms_are_rejected_with_a_reason() {
         assert_eq!(reason(""), "empty");
-        assert_eq!(
-            reason(&SHORT.to_uppercase()),
-            "64 hex digits without `:` must be lowercase"
-        );
-        assert_eq!(
-            reason(&LONG.to_lowercase()),
-            "pairs separated by `:` must be uppercase"
-        );
-        assert_eq!(
-            reason(&SHORT[..40]),
-            "this is a sha-1 fingerprint; use the sha-256 one"
-        );
+        assert_eq!(reason(&SHORT.to_uppercase()), "64 hex digits without `:` must be lowercase");
+        assert_eq!(reason(&LONG.to_lowercase()), "pairs separated by `:` must be uppercase");
+        assert_eq!(reason(&SHORT[..40]), "this is a sha-1 fingerprint; use the sha-256 one");
         assert_eq!(reason("abc"), "3 hex digits, a sha-256 fingerprint has 64");
         assert_eq!(reason("xyz"), "not hex digits");
     }
@@ -228,10 +186,7 @@ mod tests {
     #[test]
     fn spki_hashes_must_be_32_bytes_of_base64() {
         assert!(spki_hash("FsDbM0rUYIiL3V339eIKqiz6HPSB+Pz2WeAWhqlqh8U=").is_ok());
-        assert!(matches!(
-            spki_hash("FsDbM0rUYIiL3V339eIKqiz6HPSB+Pz2WeAWhqlqh8U"),
-            Err(DigestError::Spki(_))
-        ));
+        assert!(matches!(spki_hash("FsDbM0rUYIiL3V339eIKqiz6HPSB+Pz2WeAWhqlqh8U"), Err(DigestError::Spki(_))));
         assert!(
             matches!(spki_hash("AAAA"), Err(DigestError::Spki(r)) if r == "decodes to 3 bytes, a sha-256 hash has 32")
         );

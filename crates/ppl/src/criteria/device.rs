@@ -17,9 +17,7 @@ pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<DeviceMatcher> {
             found: data.kind(),
             span: data.span.into(),
             help: match &data.kind {
-                ValueKind::String(s) => Some(format!(
-                    "to match a device id, write `device: {{is: \"{s}\"}}`"
-                )),
+                ValueKind::String(s) => Some(format!("to match a device id, write `device: {{is: \"{s}\"}}`")),
                 _ => Some("e.g. `device: {type: any}` for any registered device".to_owned()),
             },
         });
@@ -33,10 +31,7 @@ pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<DeviceMatcher> {
             "type" => matcher.device_type = string_field(value, "type", cx),
             "approved" => {
                 if let ValueKind::String(text) = &value.kind
-                    && matches!(
-                        text.to_ascii_lowercase().as_str(),
-                        "false" | "no" | "off" | "0" | "n"
-                    )
+                    && matches!(text.to_ascii_lowercase().as_str(), "false" | "no" | "off" | "0" | "n")
                 {
                     cx.warn(TruthyString {
                         text: text.clone(),

@@ -7,27 +7,14 @@ use crate::suggest;
 use crate::value::{Kind, Value, ValueKind};
 use crate::warning::{ArrayIsNotIn, HasList, NonStringOperand, RedundantCriteria};
 
-const STRING_OPS: &[&str] = &[
-    "is",
-    "not",
-    "contains",
-    "starts_with",
-    "ends_with",
-    "in",
-    "not_in",
-];
+const STRING_OPS: &[&str] = &["is", "not", "contains", "starts_with", "ends_with", "in", "not_in"];
 const LIST_OPS: &[&str] = &["has", "is", "exclude"];
 
 /// A string matcher: an object of operators, or any other value meaning `is`.
 pub(super) fn string(data: &Value, cx: &mut Cx<'_>) -> Option<StringMatcher> {
     let Some(entries) = data.as_object() else {
         check_is(data, cx, true);
-        return Some(StringMatcher {
-            conditions: vec![StringCondition {
-                op: StringOp::Is,
-                value: data.clone(),
-            }],
-        });
+        return Some(StringMatcher { conditions: vec![StringCondition { op: StringOp::Is, value: data.clone() }] });
     };
     warn_if_empty(data, cx);
     let mut conditions = Vec::with_capacity(entries.len());
@@ -42,22 +29,31 @@ pub(super) fn string(data: &Value, cx: &mut Cx<'_>) -> Option<StringMatcher> {
             });
             continue;
         };
-        if string_condition(op, &entry.value, cx) {
-            conditions.push(StringCondition {
-                op,
-                value: entry.value.clone(),
-            });
+        if string_condition(op, &entry.value, Operands::Strings, cx) {
+            conditions.push(StringCondition { op, value: entry.value.clone() });
         }
     }
     Some(StringMatcher { conditions })
 }
 
+/// What the value a string operator compares with can be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Operands {
+    /// Always a string (the request and identity criteria): another operand is a mistake.
+    Strings,
+    /// Any JSON value (a `record` field): `is`, `not`, `in` and `not_in` compare values of every
+    /// kind, so only the text operators want a string.
+    AnyJson,
+}
+
 /// Checks the operand of one string operator; false when it is an error.
-pub(super) fn string_condition(op: StringOp, value: &Value, cx: &mut Cx<'_>) -> bool {
+pub(super) fn string_condition(op: StringOp, value: &Value, operands: Operands, cx: &mut Cx<'_>) -> bool {
+    let any_json = operands == Operands::AnyJson;
     match op {
+        StringOp::Is if any_json => {}
         StringOp::Is => check_is(value, cx, false),
         StringOp::Not => {
-            if value.kind() != Kind::String {
+            if value.kind() != Kind::String && !any_json {
                 cx.warn(NonStringOperand {
                     operator: "not",
                     found: value.kind(),
@@ -86,20 +82,11 @@ pub(super) fn string_condition(op: StringOp, value: &Value, cx: &mut Cx<'_>) -> 
                     )),
                     _ => None,
                 };
-                cx.error(ListRequired {
-                    operator: op.as_str(),
-                    found: value.kind(),
-                    span: value.span.into(),
-                    help,
-                });
+                cx.error(ListRequired { operator: op.as_str(), found: value.kind(), span: value.span.into(), help });
                 return false;
             };
-            let outcome = if op == StringOp::In {
-                "never matches"
-            } else {
-                "never excludes anything"
-            };
-            for item in items.iter().filter(|item| item.kind() != Kind::String) {
+            let outcome = if op == StringOp::In { "never matches" } else { "never excludes anything" };
+            for item in items.iter().filter(|item| item.kind() != Kind::String && !any_json) {
                 cx.warn(NonStringOperand {
                     operator: op.as_str(),
                     found: item.kind(),
@@ -117,36 +104,21 @@ fn check_is(value: &Value, cx: &mut Cx<'_>, shorthand: bool) {
     match value.kind() {
         Kind::String => {}
         Kind::Array => {
-            let written = if shorthand {
-                cx.key.clone()
-            } else {
-                format!("{}: {{is: ...}}", cx.key)
-            };
+            let written = if shorthand { cx.key.clone() } else { format!("{}: {{is: ...}}", cx.key) };
             cx.warn(ArrayIsNotIn {
                 criterion: written,
                 span: value.span.into(),
-                help: Some(format!(
-                    "to match any of these values, write `{}: {{in: [...]}}`",
-                    cx.key
-                )),
+                help: Some(format!("to match any of these values, write `{}: {{in: [...]}}`", cx.key)),
             });
         }
-        found => cx.warn(NonStringOperand {
-            operator: "is",
-            found,
-            outcome: "never matches",
-            span: value.span.into(),
-        }),
+        found => cx.warn(NonStringOperand { operator: "is", found, outcome: "never matches", span: value.span.into() }),
     }
 }
 
 fn warn_if_empty(data: &Value, cx: &mut Cx<'_>) {
     if data.as_object().is_some_and(<[_]>::is_empty) {
         cx.warn(RedundantCriteria {
-            message: format!(
-                "`{}: {{}}` has no conditions, so it matches every request",
-                cx.key
-            ),
+            message: format!("`{}: {{}}` has no conditions, so it matches every request", cx.key),
             span: data.span.into(),
             help: Some("add a condition such as `is: ...`, or remove the criterion".to_owned()),
         });
@@ -170,10 +142,7 @@ fn string_op_help(op: &str, key: &str) -> String {
         return "ppl has no regular expressions; use `starts_with`, `ends_with`, `contains` or `in`".to_owned();
     }
     if matches!(op, "has" | "exclude") {
-        return format!(
-            "`{op}` is a list-matcher operator; `{key}` takes a string matcher: {}",
-            quoted(STRING_OPS)
-        );
+        return format!("`{op}` is a list-matcher operator; `{key}` takes a string matcher: {}", quoted(STRING_OPS));
     }
     suggest::help(op, STRING_OPS, "string matcher operators")
 }
@@ -182,12 +151,7 @@ fn string_op_help(op: &str, key: &str) -> String {
 pub(super) fn list(data: &Value, cx: &mut Cx<'_>) -> Option<ListMatcher> {
     let Some(entries) = data.as_object() else {
         check_list_operand("has", data, cx);
-        return Some(ListMatcher {
-            conditions: vec![ListCondition {
-                op: ListOp::Has,
-                value: data.clone(),
-            }],
-        });
+        return Some(ListMatcher { conditions: vec![ListCondition { op: ListOp::Has, value: data.clone() }] });
     };
     warn_if_empty(data, cx);
     let mut conditions = Vec::with_capacity(entries.len());
@@ -203,10 +167,7 @@ pub(super) fn list(data: &Value, cx: &mut Cx<'_>) -> Option<ListMatcher> {
             continue;
         };
         check_list_operand(op.as_str(), &entry.value, cx);
-        conditions.push(ListCondition {
-            op,
-            value: entry.value.clone(),
-        });
+        conditions.push(ListCondition { op, value: entry.value.clone() });
     }
     Some(ListMatcher { conditions })
 }
@@ -225,19 +186,13 @@ pub(super) fn check_list_operand(op: &'static str, value: &Value, cx: &mut Cx<'_
 }
 
 fn list_op_help(op: &str, key: &str) -> String {
-    if matches!(
-        op,
-        "in" | "contains" | "starts_with" | "ends_with" | "not" | "not_in"
-    ) {
+    if matches!(op, "in" | "contains" | "starts_with" | "ends_with" | "not" | "not_in") {
         let advice = if op == "in" {
             "; to match any of several values, write one criterion per value in an `or` block"
         } else {
             ""
         };
-        return format!(
-            "`{key}` holds a list and takes a list matcher: {}{advice}",
-            quoted(LIST_OPS)
-        );
+        return format!("`{key}` holds a list and takes a list matcher: {}{advice}", quoted(LIST_OPS));
     }
     suggest::help(op, LIST_OPS, "list matcher operators")
 }

@@ -31,44 +31,22 @@ pub struct CriterionInfo {
 }
 
 const fn info(name: &'static str, data: &'static str, reads_identity: bool) -> CriterionInfo {
-    CriterionInfo {
-        name,
-        data,
-        reads_identity,
-        enterprise: false,
-        ignores_data: false,
-    }
+    CriterionInfo { name, data, reads_identity, enterprise: false, ignores_data: false }
 }
 
 const fn flag(name: &'static str, reads_identity: bool) -> CriterionInfo {
-    CriterionInfo {
-        name,
-        data: "anything (usually `true`)",
-        reads_identity,
-        enterprise: false,
-        ignores_data: true,
-    }
+    CriterionInfo { name, data: "anything (usually `true`)", reads_identity, enterprise: false, ignores_data: true }
 }
 
 const fn enterprise(name: &'static str, data: &'static str, reads_identity: bool) -> CriterionInfo {
-    CriterionInfo {
-        name,
-        data,
-        reads_identity,
-        enterprise: true,
-        ignores_data: false,
-    }
+    CriterionInfo { name, data, reads_identity, enterprise: true, ignores_data: false }
 }
 
 /// Every criterion: Pomerium's 21 open-source ones, then the four it documents for Enterprise.
 pub const CRITERIA: &[CriterionInfo] = &[
     flag("accept", false),
     flag("authenticated_user", true),
-    info(
-        "claim",
-        "a list matcher, with the claim name as sub-path: `claim/groups`",
-        true,
-    ),
+    info("claim", "a list matcher, with the claim name as sub-path: `claim/groups`", true),
     info("client_certificate", "a certificate matcher", false),
     flag("cors_preflight", false),
     info("device", "a device matcher", true),
@@ -80,37 +58,17 @@ pub const CRITERIA: &[CriterionInfo] = &[
     flag("invalid_client_certificate", false),
     info("mcp_tool", "a string matcher", false),
     flag("reject", false),
-    info(
-        "source_ip",
-        "an ip address or cidr range, or a list of them",
-        false,
-    ),
-    info(
-        "ssh_ca",
-        "an authorized_keys line, or a list of them",
-        false,
-    ),
-    info(
-        "ssh_publickey",
-        "an authorized_keys line, or a list of them",
-        false,
-    ),
+    info("source_ip", "an ip address or cidr range, or a list of them", false),
+    info("ssh_ca", "an authorized_keys line, or a list of them", false),
+    info("ssh_publickey", "an authorized_keys line, or a list of them", false),
     info("ssh_username", "a string matcher", false),
     info("ssh_username_matches_claim", "a claim name", true),
     flag("ssh_username_matches_email", true),
     info("user", "a string matcher", true),
     enterprise("date", "an object with `after` and/or `before`", false),
-    enterprise(
-        "day_of_week",
-        "days such as `mon-fri` or `mon,wed` (or `{is: ...}`)",
-        false,
-    ),
+    enterprise("day_of_week", "days such as `mon-fri` or `mon,wed` (or `{is: ...}`)", false),
     enterprise("record", "a record matcher", true),
-    enterprise(
-        "time_of_day",
-        "an object with `timezone`, `after` and/or `before`",
-        false,
-    ),
+    enterprise("time_of_day", "an object with `timezone`, `after` and/or `before`", false),
 ];
 
 /// The registry entry for `name`.
@@ -132,13 +90,9 @@ fn known_confusion(name: &str) -> Option<&'static str> {
         "allowed_users" | "users" | "emails" => {
             "`allowed_users` is a route option; in a policy write `email: {in: [...]}` or `user: {in: [...]}`"
         }
-        "allowed_domains" | "domains" => {
-            "`allowed_domains` is a route option; in a policy write `domain: {in: [...]}`"
-        }
+        "allowed_domains" | "domains" => "`allowed_domains` is a route option; in a policy write `domain: {in: [...]}`",
         "allowed_idp_claims" | "claims" => "use `claim/<name>`, e.g. `claim/groups: admins`",
-        "allowed_groups" | "group" => {
-            "use `groups: {has: <group id>}`, or `claim/groups: <name>` for a group claim"
-        }
+        "allowed_groups" | "group" => "use `groups: {has: <group id>}`, or `claim/groups: <name>` for a group claim",
         "ip" | "source" | "cidr" | "client_ip" => "use `source_ip`",
         "method" => "use `http_method`",
         "path" => "use `http_path`",
@@ -171,29 +125,16 @@ pub(crate) fn check(
     warnings: &mut Vec<Warning>,
 ) -> Option<CriterionKind> {
     let Some(info) = lookup(&criterion.name) else {
-        let missing_name = criterion
-            .name
-            .is_empty()
-            .then(|| "the criterion's name is missing before the `/`".to_owned());
+        let missing_name =
+            criterion.name.is_empty().then(|| "the criterion's name is missing before the `/`".to_owned());
         let help = missing_name
             .or_else(|| known_confusion(&criterion.name).map(str::to_owned))
             .or_else(|| suggest::did_you_mean(&criterion.name, &names()))
             .or_else(|| Some("`pomerium-policy criteria` lists every criterion".to_owned()));
-        errors.push(
-            UnknownCriterion {
-                name: criterion.name.clone(),
-                span: criterion.key_span.into(),
-                help,
-            }
-            .into(),
-        );
+        errors.push(UnknownCriterion { name: criterion.name.clone(), span: criterion.key_span.into(), help }.into());
         return None;
     };
-    let mut cx = Cx {
-        errors,
-        warnings,
-        key: criterion.key(),
-    };
+    let mut cx = Cx { errors, warnings, key: criterion.key() };
     check_subpath(info, criterion, &mut cx);
     if info.ignores_data {
         check_ignored_data(info, &criterion.data, &mut cx);
@@ -224,9 +165,7 @@ pub(crate) fn check(
         }
         "ssh_username_matches_claim" => ssh::username_matches_claim(data, &mut cx),
         "source_ip" => network::source_ip(data, &mut cx).map(CriterionKind::SourceIp),
-        "client_certificate" => {
-            certificate::matcher(data, &mut cx).map(CriterionKind::ClientCertificate)
-        }
+        "client_certificate" => certificate::matcher(data, &mut cx).map(CriterionKind::ClientCertificate),
         "device" => device::matcher(data, &mut cx).map(CriterionKind::Device),
         "ssh_publickey" => ssh::keys(data, &mut cx).map(CriterionKind::SshPublickey),
         "ssh_ca" => ssh::keys(data, &mut cx).map(CriterionKind::SshCa),
@@ -246,10 +185,7 @@ fn warn_lowercase_methods(matcher: &crate::model::StringMatcher, cx: &mut Cx<'_>
         let mut values = Vec::new();
         condition.value.walk(&mut |v| values.push(v));
         for value in values {
-            if let Some(method) = value
-                .as_str()
-                .filter(|m| m.chars().any(|c| c.is_ascii_lowercase()))
-            {
+            if let Some(method) = value.as_str().filter(|m| m.chars().any(|c| c.is_ascii_lowercase())) {
                 cx.warn(crate::warning::LowercaseMethod {
                     method: method.to_owned(),
                     upper: method.to_ascii_uppercase(),
@@ -283,27 +219,17 @@ fn check_ignored_data(info: &CriterionInfo, data: &Value, cx: &mut Cx<'_>) {
     let looks_off = match &data.kind {
         ValueKind::Bool(false) => true,
         ValueKind::Number(n) => n.as_f64() == 0.0,
-        ValueKind::String(s) => matches!(
-            s.to_ascii_lowercase().as_str(),
-            "false" | "no" | "off" | "0"
-        ),
+        ValueKind::String(s) => matches!(s.to_ascii_lowercase().as_str(), "false" | "no" | "off" | "0"),
         _ => false,
     };
     if looks_off {
-        cx.warn(IgnoredData {
-            criterion: info.name,
-            span: data.span.into(),
-        });
+        cx.warn(IgnoredData { criterion: info.name, span: data.span.into() });
     }
 }
 
 /// Data that is one string or a list of strings (source_ip, fingerprints, ssh keys): the strings
 /// with their values. Other kinds are reported; an empty list is warned about.
-pub(crate) fn one_or_many<'v>(
-    data: &'v Value,
-    what: &str,
-    cx: &mut Cx<'_>,
-) -> Option<Vec<(&'v str, &'v Value)>> {
+pub(crate) fn one_or_many<'v>(data: &'v Value, what: &str, cx: &mut Cx<'_>) -> Option<Vec<(&'v str, &'v Value)>> {
     use crate::error::WrongType;
     let items: Vec<&Value> = match &data.kind {
         ValueKind::String(_) => vec![data],

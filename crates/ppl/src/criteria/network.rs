@@ -22,11 +22,7 @@ pub(super) fn source_ip(data: &Value, cx: &mut Cx<'_>) -> Option<Vec<IpNet>> {
                 }
                 networks.push(unmap_ipv4(network.trunc()));
             }
-            Err(reason) => cx.error(InvalidIpRange {
-                text: text.to_owned(),
-                span: value.span.into(),
-                reason,
-            }),
+            Err(reason) => cx.error(InvalidIpRange { text: text.to_owned(), span: value.span.into(), reason }),
         }
     }
     Some(networks)
@@ -41,9 +37,7 @@ pub fn parse_network(text: &str) -> Result<IpNet, String> {
     }
     match text.split_once('/') {
         Some((address, prefix)) => {
-            let address: IpAddr = address
-                .parse()
-                .map_err(|_| format!("`{address}` is not an ip address"))?;
+            let address: IpAddr = address.parse().map_err(|_| format!("`{address}` is not an ip address"))?;
             let max = if address.is_ipv4() { 32 } else { 128 };
             let prefix: u8 = prefix
                 .parse()
@@ -53,9 +47,7 @@ pub fn parse_network(text: &str) -> Result<IpNet, String> {
             IpNet::new(address, prefix).map_err(|e| e.to_string())
         }
         None => {
-            let address: IpAddr = text
-                .parse()
-                .map_err(|_| "not an address or a range".to_owned())?;
+            let address: IpAddr = text.parse().map_err(|_| "not an address or a range".to_owned())?;
             Ok(IpNet::from(address))
         }
     }
@@ -66,9 +58,7 @@ pub fn parse_network(text: &str) -> Result<IpNet, String> {
 pub fn unmap_ipv4(network: IpNet) -> IpNet {
     match network {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
-            Some(v4) => Ipv4Net::new(v4, v6.prefix_len() - 96)
-                .map(IpNet::V4)
-                .unwrap_or(network),
+            Some(v4) => Ipv4Net::new(v4, v6.prefix_len() - 96).map(IpNet::V4).unwrap_or(network),
             None => network,
         },
         other => other,
@@ -81,18 +71,9 @@ mod tests {
 
     #[test]
     fn parses_addresses_and_ranges() {
-        assert_eq!(
-            parse_network("192.168.1.1").unwrap().to_string(),
-            "192.168.1.1/32"
-        );
-        assert_eq!(
-            parse_network("10.0.0.0/8").unwrap().to_string(),
-            "10.0.0.0/8"
-        );
-        assert_eq!(
-            parse_network("2001:db8::/32").unwrap().to_string(),
-            "2001:db8::/32"
-        );
+        assert_eq!(parse_network("192.168.1.1").unwrap().to_string(), "192.168.1.1/32");
+        assert_eq!(parse_network("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_network("2001:db8::/32").unwrap().to_string(), "2001:db8::/32");
         assert!(parse_network("not-an-ip-address").is_err());
         assert!(parse_network("10.0.0.0/33").is_err());
         assert!(parse_network("10.0.0.0/").is_err());

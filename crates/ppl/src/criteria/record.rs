@@ -50,10 +50,7 @@ pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<RecordMatcher> {
             expected: "an object with `type`, `field` and a condition",
             found: data.kind(),
             span: data.span.into(),
-            help: Some(
-                "e.g. `record: {type: example.com/hr_user, field: department, is: engineering}`"
-                    .to_owned(),
-            ),
+            help: Some("e.g. `record: {type: example.com/hr_user, field: department, is: engineering}`".to_owned()),
         });
         return None;
     };
@@ -71,9 +68,7 @@ pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<RecordMatcher> {
                 let Some(op) = operator(key) else {
                     let help = match key {
                         "!=" | "<>" | "ne" => "did you mean `not`?".to_owned(),
-                        "==" | "eq" | "equals" => {
-                            "did you mean `is` (or `=` for numbers)?".to_owned()
-                        }
+                        "==" | "eq" | "equals" => "did you mean `is` (or `=` for numbers)?".to_owned(),
                         _ => suggest::help(key, KEYS, "fields and operators of `record`"),
                     };
                     cx.error(UnknownField {
@@ -86,10 +81,7 @@ pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<RecordMatcher> {
                     continue;
                 };
                 if condition(op, value, cx) {
-                    conditions.push(RecordCondition {
-                        op,
-                        value: value.clone(),
-                    });
+                    conditions.push(RecordCondition { op, value: value.clone() });
                 }
             }
         }
@@ -108,9 +100,7 @@ pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<RecordMatcher> {
             criterion: "record".to_owned(),
             field: "a `field`",
             span: data.span.into(),
-            help: Some(
-                "name the field the condition reads; only `exists` works without one".to_owned(),
-            ),
+            help: Some("name the field the condition reads; only `exists` works without one".to_owned()),
         });
     }
     if !entries.iter().any(|e| operator(&e.key).is_some()) && !misspelt {
@@ -118,27 +108,16 @@ pub(super) fn matcher(data: &Value, cx: &mut Cx<'_>) -> Option<RecordMatcher> {
             criterion: "record".to_owned(),
             field: "a condition",
             span: data.span.into(),
-            help: Some(
-                "add an operator such as `is: value`, `has: value`, `exists: true` or `'>=': 5`"
-                    .to_owned(),
-            ),
+            help: Some("add an operator such as `is: value`, `has: value`, `exists: true` or `'>=': 5`".to_owned()),
         });
     }
-    Some(RecordMatcher {
-        record_type: record_type?,
-        field,
-        conditions,
-    })
+    Some(RecordMatcher { record_type: record_type?, field, conditions })
 }
 
 fn name(value: &Value, what: &'static str, cx: &mut Cx<'_>) -> Option<String> {
     match &value.kind {
         ValueKind::String(text) if text.is_empty() => {
-            cx.error(EmptyValue {
-                what: format!("the `{what}` of `record`"),
-                span: value.span.into(),
-                help: None,
-            });
+            cx.error(EmptyValue { what: format!("the `{what}` of `record`"), span: value.span.into(), help: None });
             None
         }
         ValueKind::String(text) => Some(text.clone()),
@@ -158,7 +137,7 @@ fn name(value: &Value, what: &'static str, cx: &mut Cx<'_>) -> Option<String> {
 /// Checks a condition's operand; false when it is an error.
 fn condition(op: RecordOp, value: &Value, cx: &mut Cx<'_>) -> bool {
     match op {
-        RecordOp::String(string_op) => matchers::string_condition(string_op, value, cx),
+        RecordOp::String(string_op) => matchers::string_condition(string_op, value, matchers::Operands::AnyJson, cx),
         RecordOp::List(list_op) => {
             matchers::check_list_operand(list_op.as_str(), value, cx);
             true
@@ -173,12 +152,6 @@ fn expect(value: &Value, kind: Kind, what: &str, expected: &'static str, cx: &mu
         return true;
     }
     let help = (value.kind() == Kind::String).then(|| "write it without quotes".to_owned());
-    cx.error(WrongType {
-        what: what.to_owned(),
-        expected,
-        found: value.kind(),
-        span: value.span.into(),
-        help,
-    });
+    cx.error(WrongType { what: what.to_owned(), expected, found: value.kind(), span: value.span.into(), help });
     false
 }

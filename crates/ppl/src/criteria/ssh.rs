@@ -43,10 +43,7 @@ pub(super) fn keys(data: &Value, cx: &mut Cx<'_>) -> Option<Vec<SshKey>> {
     for (text, value) in entries {
         match parse_authorized_key(text) {
             Ok(key) => keys.push(key),
-            Err(reason) => cx.error(InvalidSshKey {
-                reason,
-                span: value.span.into(),
-            }),
+            Err(reason) => cx.error(InvalidSshKey { reason, span: value.span.into() }),
         }
     }
     Some(keys)
@@ -67,11 +64,7 @@ fn is_algorithm(name: &str) -> bool {
     ALGORITHMS.contains(&name)
         || name
             .strip_suffix("-cert-v01@openssh.com")
-            .is_some_and(|base| {
-                ALGORITHMS
-                    .iter()
-                    .any(|a| a.strip_suffix("@openssh.com").unwrap_or(a) == base)
-            })
+            .is_some_and(|base| ALGORITHMS.iter().any(|a| a.strip_suffix("@openssh.com").unwrap_or(a) == base))
 }
 
 /// Parses one `authorized_keys` line: `[options] algorithm base64 [comment]`.
@@ -83,21 +76,21 @@ pub fn parse_authorized_key(line: &str) -> Result<SshKey, String> {
     let fields = split_fields(line);
     // Options come first when the first field is not an algorithm name.
     let start = fields.iter().position(|f| is_algorithm(f)).ok_or_else(|| match fields.first() {
-        Some(first) if first.starts_with("AAAA") => "the line starts with the key data; put the algorithm (such as `ssh-ed25519`) before it".to_owned(),
-        Some(first) if first.starts_with("-----BEGIN") => "this is a pem file; use the `authorized_keys` line (`ssh-keygen -y -f key`)".to_owned(),
+        Some(first) if first.starts_with("AAAA") => {
+            "the line starts with the key data; put the algorithm (such as `ssh-ed25519`) before it".to_owned()
+        }
+        Some(first) if first.starts_with("-----BEGIN") => {
+            "this is a pem file; use the `authorized_keys` line (`ssh-keygen -y -f key`)".to_owned()
+        }
         _ => format!("no known key algorithm; expected one of {}", ALGORITHMS.join(", ")),
     })?;
     let algorithm = fields.get(start).copied().unwrap_or_default();
-    let encoded = fields
-        .get(start + 1)
-        .ok_or_else(|| format!("`{algorithm}` must be followed by the base64 key data"))?;
+    let encoded =
+        fields.get(start + 1).ok_or_else(|| format!("`{algorithm}` must be followed by the base64 key data"))?;
     let blob = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .map_err(|_| "the key data is not valid base64".to_owned())?;
-    let mut reader = WireReader {
-        bytes: &blob,
-        pos: 0,
-    };
+    let mut reader = WireReader { bytes: &blob, pos: 0 };
     let embedded = reader.string().ok_or("the key data is truncated")?;
     if embedded != algorithm.as_bytes() {
         return Err(format!(
@@ -106,10 +99,7 @@ pub fn parse_authorized_key(line: &str) -> Result<SshKey, String> {
         ));
     }
     check_key_body(algorithm, &mut reader)?;
-    Ok(SshKey {
-        algorithm: algorithm.to_owned(),
-        blob,
-    })
+    Ok(SshKey { algorithm: algorithm.to_owned(), blob })
 }
 
 /// Splits on whitespace, keeping double-quoted option values (`command="a b"`) together.
@@ -170,10 +160,7 @@ fn check_key_body(algorithm: &str, reader: &mut WireReader<'_>) -> Result<(), St
         "ssh-ed25519" | "sk-ssh-ed25519@openssh.com" => {
             let key = reader.string().ok_or_else(truncated)?;
             if key.len() != 32 {
-                return Err(format!(
-                    "an ed25519 key is 32 bytes, this one is {}",
-                    key.len()
-                ));
+                return Err(format!("an ed25519 key is 32 bytes, this one is {}", key.len()));
             }
         }
         "ssh-rsa" => {
@@ -191,16 +178,9 @@ fn check_key_body(algorithm: &str, reader: &mut WireReader<'_>) -> Result<(), St
         _ => {
             // ecdsa-sha2-<curve> and its security-key form: curve name, then the point.
             let curve = reader.string().ok_or_else(truncated)?;
-            let expected = algorithm
-                .trim_end_matches("@openssh.com")
-                .rsplit('-')
-                .next()
-                .unwrap_or_default();
+            let expected = algorithm.trim_end_matches("@openssh.com").rsplit('-').next().unwrap_or_default();
             if curve != expected.as_bytes() {
-                return Err(format!(
-                    "the key's curve is `{}`, expected `{expected}`",
-                    String::from_utf8_lossy(curve)
-                ));
+                return Err(format!("the key's curve is `{}`, expected `{expected}`", String::from_utf8_lossy(curve)));
             }
             let point = reader.string().ok_or_else(truncated)?;
             if point.first() != Some(&4) {
@@ -211,18 +191,15 @@ fn check_key_body(algorithm: &str, reader: &mut WireReader<'_>) -> Result<(), St
     if algorithm.starts_with("sk-") {
         reader.string().ok_or_else(truncated)?;
     }
-    if reader.done() {
-        Ok(())
-    } else {
-        Err("the key data has trailing bytes".to_owned())
-    }
+    if reader.done() { Ok(()) } else { Err("the key data has trailing bytes".to_owned()) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ED25519: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHuCKzHqANC9hY4Q2y5LvTzk6YHVw8GuqKbvsYgWbXkk alice@laptop";
+    const ED25519: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHuCKzHqANC9hY4Q2y5LvTzk6YHVw8GuqKbvsYgWbXkk alice@laptop";
 
     #[test]
     fn parses_authorized_keys_lines() {
@@ -236,34 +213,18 @@ mod tests {
     #[test]
     fn rejects_bad_keys_with_a_reason() {
         assert_eq!(parse_authorized_key("").unwrap_err(), "the key is empty");
+        assert!(parse_authorized_key("ssh-ed25519").unwrap_err().contains("followed by the base64"));
+        assert!(parse_authorized_key("ssh-ed25519 !!!").unwrap_err().contains("base64"));
         assert!(
-            parse_authorized_key("ssh-ed25519")
+            parse_authorized_key("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIHuCKzHqANC9hY4Q2y5LvTzk6YHVw8GuqKbvsYgWbXkk")
                 .unwrap_err()
-                .contains("followed by the base64")
+                .contains("is a `ssh-ed25519` key")
         );
         assert!(
-            parse_authorized_key("ssh-ed25519 !!!")
+            parse_authorized_key("AAAAC3NzaC1lZDI1NTE5AAAAIHuCKzHqANC9hY4Q2y5LvTzk6YHVw8GuqKbvsYgWbXkk")
                 .unwrap_err()
-                .contains("base64")
+                .contains("starts with the key data")
         );
-        assert!(
-            parse_authorized_key(
-                "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIHuCKzHqANC9hY4Q2y5LvTzk6YHVw8GuqKbvsYgWbXkk"
-            )
-            .unwrap_err()
-            .contains("is a `ssh-ed25519` key")
-        );
-        assert!(
-            parse_authorized_key(
-                "AAAAC3NzaC1lZDI1NTE5AAAAIHuCKzHqANC9hY4Q2y5LvTzk6YHVw8GuqKbvsYgWbXkk"
-            )
-            .unwrap_err()
-            .contains("starts with the key data")
-        );
-        assert!(
-            parse_authorized_key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAAQA=")
-                .unwrap_err()
-                .contains("32 bytes")
-        );
+        assert!(parse_authorized_key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAAQA=").unwrap_err().contains("32 bytes"));
     }
 }

@@ -4,8 +4,7 @@
 
 use super::Cx;
 use crate::error::{
-    InvalidDate, InvalidDayOfWeek, InvalidTimeOfDay, MissingField, UnknownField, UnknownTimeZone,
-    WrongType,
+    InvalidDate, InvalidDayOfWeek, InvalidTimeOfDay, MissingField, UnknownField, UnknownTimeZone, WrongType,
 };
 use crate::model::{DateMatcher, DaySet, TimeOfDayMatcher};
 use crate::suggest;
@@ -16,10 +15,7 @@ use jiff::tz::TimeZone;
 
 pub(super) fn date(data: &Value, cx: &mut Cx<'_>) -> Option<DateMatcher> {
     let entries = object(data, "date", "an object with `after` and/or `before`", cx)?;
-    let mut matcher = DateMatcher {
-        after: None,
-        before: None,
-    };
+    let mut matcher = DateMatcher { after: None, before: None };
     // A misspelt key was meant as something; "missing" errors would repeat the same mistake.
     let mut misspelt = false;
     for entry in entries {
@@ -47,9 +43,7 @@ pub(super) fn date(data: &Value, cx: &mut Cx<'_>) -> Option<DateMatcher> {
     if matcher.after.is_none()
         && matcher.before.is_none()
         && !misspelt
-        && entries
-            .iter()
-            .all(|e| e.key != "after" && e.key != "before")
+        && entries.iter().all(|e| e.key != "after" && e.key != "before")
     {
         missing("date", "`after` or `before`", data, cx);
     }
@@ -73,10 +67,7 @@ pub fn parse_date_time(text: &str) -> Option<jiff::Timestamp> {
         return Some(timestamp);
     }
     let civil: jiff::civil::DateTime = text.parse().ok()?;
-    civil
-        .to_zoned(TimeZone::UTC)
-        .ok()
-        .map(|zoned| zoned.timestamp())
+    civil.to_zoned(TimeZone::UTC).ok().map(|zoned| zoned.timestamp())
 }
 
 /// A day specification as a string, or as `{is: ...}` (the form Pomerium's SSH documentation uses).
@@ -100,12 +91,7 @@ pub(super) fn day_of_week(data: &Value, cx: &mut Cx<'_>) -> Option<DaySet> {
     match parse_days(text) {
         Ok(days) => Some(days),
         Err((reason, help)) => {
-            cx.error(InvalidDayOfWeek {
-                text: text.to_owned(),
-                span: spec.span.into(),
-                reason,
-                help,
-            });
+            cx.error(InvalidDayOfWeek { text: text.to_owned(), span: spec.span.into(), reason, help });
             None
         }
     }
@@ -175,12 +161,7 @@ pub fn parse_days(text: &str) -> Result<DaySet, (String, Option<String>)> {
 }
 
 pub(super) fn time_of_day(data: &Value, cx: &mut Cx<'_>) -> Option<TimeOfDayMatcher> {
-    let entries = object(
-        data,
-        "time_of_day",
-        "an object with `timezone`, `after` and/or `before`",
-        cx,
-    )?;
+    let entries = object(data, "time_of_day", "an object with `timezone`, `after` and/or `before`", cx)?;
     let mut zone = None;
     let (mut after, mut before) = (None, None);
     let mut misspelt = false;
@@ -193,19 +174,13 @@ pub(super) fn time_of_day(data: &Value, cx: &mut Cx<'_>) -> Option<TimeOfDayMatc
                 };
                 match time_zone(name) {
                     Ok(tz) => zone = Some((name.to_owned(), tz)),
-                    Err(help) => cx.error(UnknownTimeZone {
-                        zone: name.to_owned(),
-                        span: value.span.into(),
-                        help: Some(help),
-                    }),
+                    Err(help) => {
+                        cx.error(UnknownTimeZone { zone: name.to_owned(), span: value.span.into(), help: Some(help) })
+                    }
                 }
             }
             "after" | "before" => {
-                let slot = if entry.key == "after" {
-                    &mut after
-                } else {
-                    &mut before
-                };
+                let slot = if entry.key == "after" { &mut after } else { &mut before };
                 let what = format!("the `{}` of `time_of_day`", entry.key);
                 if let ValueKind::Number(n) = &value.kind {
                     cx.error(WrongType {
@@ -222,20 +197,11 @@ pub(super) fn time_of_day(data: &Value, cx: &mut Cx<'_>) -> Option<TimeOfDayMatc
                 };
                 match parse_time(text) {
                     Some(time) => *slot = Some(time),
-                    None => cx.error(InvalidTimeOfDay {
-                        text: text.to_owned(),
-                        span: value.span.into(),
-                    }),
+                    None => cx.error(InvalidTimeOfDay { text: text.to_owned(), span: value.span.into() }),
                 }
             }
             other => {
-                unknown_field(
-                    "time_of_day",
-                    other,
-                    entry,
-                    &["timezone", "after", "before"],
-                    cx,
-                );
+                unknown_field("time_of_day", other, entry, &["timezone", "after", "before"], cx);
                 misspelt = true;
             }
         }
@@ -244,11 +210,7 @@ pub(super) fn time_of_day(data: &Value, cx: &mut Cx<'_>) -> Option<TimeOfDayMatc
     if !has_timezone && !misspelt {
         missing("time_of_day", "a `timezone`", data, cx);
     }
-    if !entries
-        .iter()
-        .any(|e| e.key == "after" || e.key == "before")
-        && !misspelt
-    {
+    if !entries.iter().any(|e| e.key == "after" || e.key == "before") && !misspelt {
         missing("time_of_day", "`after` or `before`", data, cx);
     }
     if after.is_some() && after == before {
@@ -260,12 +222,7 @@ pub(super) fn time_of_day(data: &Value, cx: &mut Cx<'_>) -> Option<TimeOfDayMatc
         });
     }
     let (zone_name, zone) = zone?;
-    Some(TimeOfDayMatcher {
-        zone_name,
-        zone,
-        after,
-        before,
-    })
+    Some(TimeOfDayMatcher { zone_name, zone, after, before })
 }
 
 /// An IANA time zone from the bundled database; the error is the help to show.
@@ -274,14 +231,10 @@ pub fn time_zone(name: &str) -> Result<TimeZone, String> {
         return Err("the server's local zone would make the policy depend on where it runs; name the zone, e.g. `Europe/Berlin`".to_owned());
     }
     jiff::tz::db().get(name).map_err(|_| {
-        let names: Vec<String> = jiff::tz::db()
-            .available()
-            .map(|n| n.as_str().to_owned())
-            .collect();
+        let names: Vec<String> = jiff::tz::db().available().map(|n| n.as_str().to_owned()).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         suggest::did_you_mean(name, &refs).unwrap_or_else(|| {
-            "use an iana time zone name such as `America/New_York`, `Europe/Berlin` or `UTC`"
-                .to_owned()
+            "use an iana time zone name such as `America/New_York`, `Europe/Berlin` or `UTC`".to_owned()
         })
     })
 }
@@ -313,9 +266,7 @@ pub fn parse_time(text: &str) -> Option<Time> {
     let (second, nanos) = match parts.next() {
         None => (0, 0),
         Some(rest) => {
-            let (sec, frac) = rest
-                .split_once('.')
-                .map_or((rest, None), |(s, f)| (s, Some(f)));
+            let (sec, frac) = rest.split_once('.').map_or((rest, None), |(s, f)| (s, Some(f)));
             let nanos = match frac {
                 None => 0,
                 Some(frac) => {
@@ -342,18 +293,10 @@ pub fn parse_time(text: &str) -> Option<Time> {
 /// A run of `min..=max` ASCII digits.
 fn number(text: &str, min: usize, max: usize) -> Option<u32> {
     (min..=max).contains(&text.len()).then_some(())?;
-    text.bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| text.parse().ok())
-        .flatten()
+    text.bytes().all(|b| b.is_ascii_digit()).then(|| text.parse().ok()).flatten()
 }
 
-fn object<'v>(
-    data: &'v Value,
-    criterion: &str,
-    expected: &'static str,
-    cx: &mut Cx<'_>,
-) -> Option<&'v [Entry]> {
+fn object<'v>(data: &'v Value, criterion: &str, expected: &'static str, cx: &mut Cx<'_>) -> Option<&'v [Entry]> {
     match data.as_object() {
         Some(entries) => Some(entries),
         None => {
@@ -390,21 +333,12 @@ fn unknown_field(criterion: &str, field: &str, entry: &Entry, fields: &[&str], c
         criterion: criterion.to_owned(),
         field: field.to_owned(),
         span: entry.key_span.into(),
-        help: Some(suggest::help(
-            field,
-            fields,
-            &format!("fields of `{criterion}`"),
-        )),
+        help: Some(suggest::help(field, fields, &format!("fields of `{criterion}`"))),
     });
 }
 
 fn missing(criterion: &str, field: &'static str, data: &Value, cx: &mut Cx<'_>) {
-    cx.error(MissingField {
-        criterion: criterion.to_owned(),
-        field,
-        span: data.span.into(),
-        help: None,
-    });
+    cx.error(MissingField { criterion: criterion.to_owned(), field, span: data.span.into(), help: None });
 }
 
 #[cfg(test)]
@@ -424,17 +358,7 @@ mod tests {
         assert_eq!(t("15:04:05").as_deref(), Some("15:04:05"));
         assert_eq!(t("2:20:00").as_deref(), Some("02:20:00"));
         assert_eq!(t("15:04").as_deref(), Some("15:04:00"));
-        for bad in [
-            "",
-            "25:00",
-            "13 PM",
-            "0 AM",
-            "9",
-            "9:5",
-            "noon",
-            "15:04:05.",
-            "15:04:05.1234567890",
-        ] {
+        for bad in ["", "25:00", "13 PM", "0 AM", "9", "9:5", "noon", "15:04:05.", "15:04:05.1234567890"] {
             assert_eq!(t(bad), None, "{bad}");
         }
     }
@@ -464,10 +388,7 @@ mod tests {
     fn time_zones_come_from_the_bundled_database() {
         assert!(time_zone("America/Phoenix").is_ok());
         assert!(time_zone("UTC").is_ok());
-        assert_eq!(
-            time_zone("Europe/Berln").unwrap_err(),
-            "did you mean `Europe/Berlin`?"
-        );
+        assert_eq!(time_zone("Europe/Berln").unwrap_err(), "did you mean `Europe/Berlin`?");
         assert!(time_zone("Local").is_err());
     }
 }

@@ -16,11 +16,7 @@ pub fn print(policy: &Policy) -> String {
             for (i, rule) in policy.rules.iter().enumerate() {
                 out.push_str("  ");
                 rules_object(&mut out, std::slice::from_ref(rule), 2);
-                out.push_str(if i + 1 < policy.rules.len() {
-                    ",\n"
-                } else {
-                    "\n"
-                });
+                out.push_str(if i + 1 < policy.rules.len() { ",\n" } else { "\n" });
             }
             out.push(']');
         }
@@ -60,11 +56,7 @@ fn body(out: &mut String, blocks: &[Block], indent: usize) {
                 out.push_str(&format!("{{{key}: "));
                 value(out, &criterion.data, indent + 4, indent + 4 + key.len() + 5);
                 out.push('}');
-                out.push_str(if j + 1 < block.criteria.len() {
-                    ",\n"
-                } else {
-                    "\n"
-                });
+                out.push_str(if j + 1 < block.criteria.len() { ",\n" } else { "\n" });
             }
             push_indent(out, indent + 2);
             out.push(']');
@@ -116,17 +108,10 @@ pub(super) fn compact(v: &Value) -> String {
         ValueKind::Bool(b) => b.to_string(),
         ValueKind::Number(n) => n.to_string(),
         ValueKind::String(s) => quote(s),
-        ValueKind::Array(items) => format!(
-            "[{}]",
-            items.iter().map(compact).collect::<Vec<_>>().join(", ")
-        ),
+        ValueKind::Array(items) => format!("[{}]", items.iter().map(compact).collect::<Vec<_>>().join(", ")),
         ValueKind::Object(entries) => format!(
             "{{{}}}",
-            entries
-                .iter()
-                .map(|e| format!("{}: {}", quote(&e.key), compact(&e.value)))
-                .collect::<Vec<_>>()
-                .join(", ")
+            entries.iter().map(|e| format!("{}: {}", quote(&e.key), compact(&e.value))).collect::<Vec<_>>().join(", ")
         ),
     }
 }

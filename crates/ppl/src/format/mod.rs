@@ -61,20 +61,14 @@ fn yaml_unrepresentable(policy: &Policy) -> Option<String> {
     let too_long = |key: &str| quote(key).chars().count() > MAX_YAML_KEY;
     for (_, _, criterion) in policy.criteria() {
         if too_long(&criterion.key()) {
-            return Some(format!(
-                "a criterion key is longer than the {MAX_YAML_KEY} characters a yaml key may have"
-            ));
+            return Some(format!("a criterion key is longer than the {MAX_YAML_KEY} characters a yaml key may have"));
         }
         let mut long_entry = false;
         criterion.data.walk(&mut |value| {
-            long_entry |= value
-                .as_object()
-                .is_some_and(|entries| entries.iter().any(|e| too_long(&e.key)));
+            long_entry |= value.as_object().is_some_and(|entries| entries.iter().any(|e| too_long(&e.key)));
         });
         if long_entry {
-            return Some(format!(
-                "an object key is longer than the {MAX_YAML_KEY} characters a yaml key may have"
-            ));
+            return Some(format!("an object key is longer than the {MAX_YAML_KEY} characters a yaml key may have"));
         }
     }
     None
@@ -93,30 +87,17 @@ pub fn format_source(source: &str, from: Syntax, to: Syntax) -> Result<Formatted
         return Err(FormatError::Unrepresentable { reason });
     }
     let found = comments::collect(source, from);
-    let (attached, dropped_comments) = if to == Syntax::Json {
-        (Trivia::default(), found.len())
-    } else {
-        (Trivia::new(source, &policy, found), 0)
-    };
+    let (attached, dropped_comments) =
+        if to == Syntax::Json { (Trivia::default(), found.len()) } else { (Trivia::new(source, &policy, found), 0) };
     let text = format(&policy, &attached, to);
     let reparsed = crate::parse(&text, to);
     let same = reparsed.errors.is_empty()
-        && reparsed
-            .policy
-            .is_some_and(|output| output.without_spans() == policy.without_spans());
+        && reparsed.policy.is_some_and(|output| output.without_spans() == policy.without_spans());
     if !same {
         return Err(FormatError::Unsound { output: text });
     }
-    let expanded_aliases = if from == Syntax::Yaml {
-        crate::syntax::yaml::alias_count(source)
-    } else {
-        0
-    };
-    Ok(Formatted {
-        text,
-        dropped_comments,
-        expanded_aliases,
-    })
+    let expanded_aliases = if from == Syntax::Yaml { crate::syntax::yaml::alias_count(source) } else { 0 };
+    Ok(Formatted { text, dropped_comments, expanded_aliases })
 }
 
 /// Escapes `text` as a double-quoted JSON string, which is also a valid YAML double-quoted
@@ -151,16 +132,7 @@ pub fn quote(text: &str) -> String {
 /// formatting characters, which would hide what a policy really says.
 pub fn needs_escape(c: char) -> bool {
     c.is_control()
-        || matches!(
-            c,
-            '\u{2028}'
-                | '\u{2029}'
-                | '\u{feff}'
-                | '\u{fffe}'
-                | '\u{ffff}'
-                | '\u{00ad}'
-                | '\u{061c}'
-        )
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}' | '\u{00ad}' | '\u{061c}')
         || ('\u{200b}'..='\u{200f}').contains(&c)
         || ('\u{202a}'..='\u{202e}').contains(&c)
         || ('\u{2060}'..='\u{2069}').contains(&c)
@@ -174,10 +146,7 @@ pub(crate) struct Out<'a> {
 
 impl<'a> Out<'a> {
     pub fn new(comments: &'a Trivia) -> Out<'a> {
-        Out {
-            text: String::new(),
-            comments,
-        }
+        Out { text: String::new(), comments }
     }
 
     pub fn line(&mut self, indent: usize, content: &str) {
@@ -195,8 +164,7 @@ impl<'a> Out<'a> {
     /// A blank line, if the node had one before it and the output is not at its start or
     /// already after a blank line.
     pub fn blank_line(&mut self, span: Span) {
-        if self.comments.blank_before(span) && !self.text.is_empty() && !self.text.ends_with("\n\n")
-        {
+        if self.comments.blank_before(span) && !self.text.is_empty() && !self.text.ends_with("\n\n") {
             self.text.push('\n');
         }
     }
@@ -248,21 +216,13 @@ impl<'a> Out<'a> {
 /// A comment's text with characters YAML forbids (controls other than tab, noncharacters) shown
 /// as U+FFFD: a comment may hold anything in the text form, but must survive in YAML too.
 fn printable(text: &str) -> String {
-    let forbidden = |c: char| {
-        (c.is_control() && c != '\t') || matches!(c, '\u{feff}' | '\u{fffe}' | '\u{ffff}')
-    };
-    text.chars()
-        .map(|c| if forbidden(c) { '\u{fffd}' } else { c })
-        .collect()
+    let forbidden = |c: char| (c.is_control() && c != '\t') || matches!(c, '\u{feff}' | '\u{fffe}' | '\u{ffff}');
+    text.chars().map(|c| if forbidden(c) { '\u{fffd}' } else { c }).collect()
 }
 
 /// Comments to end a line with; several are joined (and read back as one).
 fn inline_comments(comments: Vec<Comment>) -> String {
-    comments
-        .iter()
-        .map(|c| format!(" #{}", printable(&c.text)))
-        .collect::<Vec<_>>()
-        .join(" ")
+    comments.iter().map(|c| format!(" #{}", printable(&c.text))).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

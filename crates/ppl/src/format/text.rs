@@ -27,12 +27,7 @@ pub fn print(policy: &Policy, comments: &Trivia) -> String {
     for (i, rule) in policy.rules.iter().enumerate() {
         let mut rule_out = Out::new(comments);
         print_rule(&mut rule_out, rule);
-        let multiline = rule_out
-            .text
-            .lines()
-            .filter(|line| !line.trim_start().starts_with('#'))
-            .count()
-            > 1;
+        let multiline = rule_out.text.lines().filter(|line| !line.trim_start().starts_with('#')).count() > 1;
         // Rules that span several lines are set apart; others keep the blank line they had.
         let blank = multiline || previous_multiline || comments.blank_before(rule.span);
         if i > 0 && blank {
@@ -100,10 +95,7 @@ fn criterion_inline(criterion: &Criterion) -> Option<String> {
     Some(match data_form(&criterion.data) {
         DataForm::Bare => name,
         DataForm::Pairs(entries) => {
-            let pairs: Vec<String> = entries
-                .iter()
-                .map(|e| format!("{} {}", e.key, value_inline(&e.value)))
-                .collect();
+            let pairs: Vec<String> = entries.iter().map(|e| format!("{} {}", e.key, value_inline(&e.value))).collect();
             format!("{name} {}", pairs.join(" "))
         }
         DataForm::Value(value) => format!("{name} {}", value_inline(value)),
@@ -125,20 +117,11 @@ fn print_criterion(out: &mut Out<'_>, criterion: &Criterion, indent: usize) {
                 out.header_as_leading(criterion.span, indent);
                 out.line(indent, &format!("{name},"));
             }
-            DataForm::Value(value) => {
-                print_value(out, &format!("{name} "), value, indent, ",", criterion.span)
-            }
+            DataForm::Value(value) => print_value(out, &format!("{name} "), value, indent, ",", criterion.span),
             DataForm::Pairs([entry]) => {
                 out.header_as_leading(criterion.span, indent);
                 out.leading(entry.span(), indent);
-                print_value(
-                    out,
-                    &format!("{name} {} ", entry.key),
-                    &entry.value,
-                    indent,
-                    ",",
-                    entry.span(),
-                );
+                print_value(out, &format!("{name} {} ", entry.key), &entry.value, indent, ",", entry.span());
                 out.trailing(entry.span());
                 out.after(entry.span(), indent);
             }
@@ -148,14 +131,7 @@ fn print_criterion(out: &mut Out<'_>, criterion: &Criterion, indent: usize) {
                 for (i, entry) in entries.iter().enumerate() {
                     let suffix = if i + 1 == entries.len() { "," } else { "" };
                     out.leading(entry.span(), indent + 2);
-                    print_value(
-                        out,
-                        &format!("{} ", entry.key),
-                        &entry.value,
-                        indent + 2,
-                        suffix,
-                        entry.span(),
-                    );
+                    print_value(out, &format!("{} ", entry.key), &entry.value, indent + 2, suffix, entry.span());
                     out.trailing(entry.span());
                     out.after(entry.span(), indent + 2);
                 }
@@ -168,14 +144,7 @@ fn print_criterion(out: &mut Out<'_>, criterion: &Criterion, indent: usize) {
 
 /// Writes `prefix` + `value` + `suffix` at `indent`, breaking the value over lines if needed.
 /// The header comments of `node` end the value's first line.
-fn print_value(
-    out: &mut Out<'_>,
-    prefix: &str,
-    value: &Value,
-    indent: usize,
-    suffix: &str,
-    node: Span,
-) {
+fn print_value(out: &mut Out<'_>, prefix: &str, value: &Value, indent: usize, suffix: &str, node: Span) {
     let inline = value_inline(value);
     let fits = indent + prefix.len() + inline.len() + suffix.len() <= WIDTH;
     let breakable = matches!(&value.kind, ValueKind::Array(items) if !items.is_empty())
@@ -201,14 +170,7 @@ fn print_value(
             out.line(indent, &format!("{prefix}{{{header}"));
             for entry in entries {
                 out.leading(entry.span(), indent + 2);
-                print_value(
-                    out,
-                    &format!("{}: ", entry_key(&entry.key)),
-                    &entry.value,
-                    indent + 2,
-                    ",",
-                    entry.span(),
-                );
+                print_value(out, &format!("{}: ", entry_key(&entry.key)), &entry.value, indent + 2, ",", entry.span());
                 out.trailing(entry.span());
                 out.after(entry.span(), indent + 2);
             }
@@ -229,9 +191,7 @@ enum DataForm<'v> {
 fn data_form(data: &Value) -> DataForm<'_> {
     match &data.kind {
         ValueKind::Bool(true) => DataForm::Bare,
-        ValueKind::Object(entries)
-            if !entries.is_empty() && entries.iter().all(|e| is_pair_key(&e.key)) =>
-        {
+        ValueKind::Object(entries) if !entries.is_empty() && entries.iter().all(|e| is_pair_key(&e.key)) => {
             DataForm::Pairs(entries)
         }
         _ => DataForm::Value(data),
@@ -240,40 +200,24 @@ fn data_form(data: &Value) -> DataForm<'_> {
 
 fn is_ident(text: &str) -> bool {
     let mut chars = text.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Keys that the grammar's `pair_key` accepts.
 fn is_pair_key(key: &str) -> bool {
-    (is_ident(key) && !matches!(key, "true" | "false" | "null"))
-        || matches!(key, "<=" | ">=" | "<" | ">" | "=")
+    (is_ident(key) && !matches!(key, "true" | "false" | "null")) || matches!(key, "<=" | ">=" | "<" | ">" | "=")
 }
 
 fn entry_key(key: &str) -> String {
-    if is_ident(key) {
-        key.to_owned()
-    } else {
-        quote(key)
-    }
+    if is_ident(key) { key.to_owned() } else { quote(key) }
 }
 
 /// `name`, `name/subpath`, or the quoted key when it cannot be written bare.
 fn criterion_name(criterion: &Criterion) -> String {
-    let subpath_ok = |s: &str| {
-        !s.is_empty()
-            && !s
-                .chars()
-                .any(|c| c.is_whitespace() || ",()[]{}\"#".contains(c))
-    };
+    let subpath_ok = |s: &str| !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || ",()[]{}\"#".contains(c));
     let bare = is_ident(&criterion.name) && criterion.subpath.as_deref().is_none_or(subpath_ok);
-    if bare {
-        criterion.key()
-    } else {
-        quote(&criterion.key())
-    }
+    if bare { criterion.key() } else { quote(&criterion.key()) }
 }
 
 fn value_inline(value: &Value) -> String {
@@ -282,14 +226,7 @@ fn value_inline(value: &Value) -> String {
         ValueKind::Bool(b) => b.to_string(),
         ValueKind::Number(n) => n.to_string(),
         ValueKind::String(s) => quote(s),
-        ValueKind::Array(items) => format!(
-            "[{}]",
-            items
-                .iter()
-                .map(value_inline)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        ValueKind::Array(items) => format!("[{}]", items.iter().map(value_inline).collect::<Vec<_>>().join(", ")),
         ValueKind::Object(entries) => format!(
             "{{{}}}",
             entries

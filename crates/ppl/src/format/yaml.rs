@@ -80,13 +80,7 @@ fn print_criterion(out: &mut Out<'_>, criterion: &Criterion, dash_col: usize) {
 
 /// Finishes the line `prefix` (which ends with `key:` or `-`) with `value`, inline or on the
 /// following lines. `node` is the span whose header comments belong on this line.
-fn print_value_after(
-    out: &mut Out<'_>,
-    prefix: String,
-    node: crate::span::Span,
-    value: &Value,
-    key_col: usize,
-) {
+fn print_value_after(out: &mut Out<'_>, prefix: String, node: crate::span::Span, value: &Value, key_col: usize) {
     if let Some(inline) = inline(value, prefix.len() + 1, out.comments) {
         out.header_as_leading(node, key_col.saturating_sub(2));
         out.text.push_str(&format!("{prefix} {inline}\n"));
@@ -95,12 +89,8 @@ fn print_value_after(
     let header = out.header(node);
     out.text.push_str(&format!("{prefix}{header}\n"));
     match &value.kind {
-        ValueKind::Array(items) => items
-            .iter()
-            .for_each(|item| print_item(out, item, key_col + 2)),
-        ValueKind::Object(entries) => entries
-            .iter()
-            .for_each(|entry| print_entry(out, entry, key_col + 2, None)),
+        ValueKind::Array(items) => items.iter().for_each(|item| print_item(out, item, key_col + 2)),
+        ValueKind::Object(entries) => entries.iter().for_each(|entry| print_entry(out, entry, key_col + 2, None)),
         _ => {}
     }
 }
@@ -115,15 +105,10 @@ fn inline(value: &Value, used: usize, comments: &Trivia) -> Option<String> {
             if comments.has_comments(value.span) {
                 return None;
             }
-            let mut parts: Vec<String> = items
-                .iter()
-                .map(|item| scalar(item, true))
-                .collect::<Option<_>>()?;
+            let mut parts: Vec<String> = items.iter().map(|item| scalar(item, true)).collect::<Option<_>>()?;
             // Quote all the strings of a list or none, so that it reads evenly.
-            let any_quoted = items
-                .iter()
-                .zip(&parts)
-                .any(|(item, part)| item.as_str().is_some() && part.starts_with('"'));
+            let any_quoted =
+                items.iter().zip(&parts).any(|(item, part)| item.as_str().is_some() && part.starts_with('"'));
             if any_quoted {
                 for (item, part) in items.iter().zip(parts.iter_mut()) {
                     if let Some(text) = item.as_str() {
@@ -149,13 +134,7 @@ fn print_item(out: &mut Out<'_>, item: &Value, dash_col: usize) {
                 print_entry(out, entry, dash_col + 2, lead);
             }
         }
-        _ => print_value_after(
-            out,
-            format!("{}-", " ".repeat(dash_col)),
-            item.span,
-            item,
-            dash_col,
-        ),
+        _ => print_value_after(out, format!("{}-", " ".repeat(dash_col)), item.span, item, dash_col),
     }
     out.trailing(item.span);
     out.after(item.span, dash_col);
@@ -166,23 +145,13 @@ fn print_entry(out: &mut Out<'_>, entry: &Entry, key_col: usize, lead: Option<St
     let indent = if lead.is_some() { key_col - 2 } else { key_col };
     out.leading(span, indent);
     let lead = lead.unwrap_or_else(|| " ".repeat(key_col));
-    print_value_after(
-        out,
-        format!("{lead}{}:", key(&entry.key)),
-        span,
-        &entry.value,
-        key_col,
-    );
+    print_value_after(out, format!("{lead}{}:", key(&entry.key)), span, &entry.value, key_col);
     out.trailing(span);
     out.after(span, key_col);
 }
 
 fn key(text: &str) -> String {
-    if plain_ok(text, false) && !text.contains(':') {
-        text.to_owned()
-    } else {
-        quote(text)
-    }
+    if plain_ok(text, false) && !text.contains(':') { text.to_owned() } else { quote(text) }
 }
 
 /// A scalar as YAML text; `None` for collections.
@@ -223,18 +192,14 @@ fn plain_ok(text: &str, flow: bool) -> bool {
 /// Words and shapes that some YAML reader would take for something other than a string.
 fn looks_like_non_string(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
-    if matches!(
-        lower.as_str(),
-        "null" | "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n" | "~" | "<<" | "="
-    ) {
+    if matches!(lower.as_str(), "null" | "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n" | "~" | "<<" | "=")
+    {
         return true;
     }
     // Numbers in any YAML spelling, times like `15:04`, dates like `2026-01-31`: all start with
     // a digit, sign or dot and use only these characters.
     let numeric_start = text.starts_with(|c: char| c.is_ascii_digit() || "+-.".contains(c));
-    let numeric_chars = text
-        .chars()
-        .all(|c| c.is_ascii_hexdigit() || "+-._:xXoObBtTzZ ".contains(c));
+    let numeric_chars = text.chars().all(|c| c.is_ascii_hexdigit() || "+-._:xXoObBtTzZ ".contains(c));
     numeric_start && numeric_chars
         || lower.starts_with(".inf")
         || lower.starts_with(".nan")
@@ -290,14 +255,8 @@ mod tests {
         ] {
             assert!(!plain_ok(quoted, false), "{quoted:?}");
         }
-        assert!(
-            !plain_ok("2001:db8::1", false),
-            "looks like a sexagesimal number to yaml 1.1"
-        );
-        assert!(
-            !plain_ok("fe80::1", true),
-            "colons are quoted in flow lists"
-        );
+        assert!(!plain_ok("2001:db8::1", false), "looks like a sexagesimal number to yaml 1.1");
+        assert!(!plain_ok("fe80::1", true), "colons are quoted in flow lists");
         assert!(plain_ok("fe80::1", false));
         assert!(!plain_ok("a,b", true));
     }

@@ -12,13 +12,7 @@ use std::collections::HashMap;
 
 /// Reads one JSON value from `source`, with every error found.
 pub fn parse(source: &str) -> (Option<Value>, Vec<Error>) {
-    let mut reader = Reader {
-        source,
-        bytes: source.as_bytes(),
-        pos: 0,
-        depth: 0,
-        errors: Vec::new(),
-    };
+    let mut reader = Reader { source, bytes: source.as_bytes(), pos: 0, depth: 0, errors: Vec::new() };
     if reader.bytes.starts_with("\u{feff}".as_bytes()) {
         reader.pos = 3;
     }
@@ -26,15 +20,7 @@ pub fn parse(source: &str) -> (Option<Value>, Vec<Error>) {
         return (None, vec![error]);
     }
     if reader.pos >= reader.bytes.len() {
-        return (
-            None,
-            vec![
-                EmptyPolicy {
-                    span: Span::empty_at(source.len()).into(),
-                }
-                .into(),
-            ],
-        );
+        return (None, vec![EmptyPolicy { span: Span::empty_at(source.len()).into() }.into()]);
     }
     let value = match reader.value() {
         Ok(value) => value,
@@ -75,12 +61,7 @@ impl Reader<'_> {
     /// A syntax error at the current position, naming what was found there.
     fn error(&self, expected: &str, help: Option<&str>) -> Error {
         let found = describe_at(self.source, self.pos);
-        let end = self.pos
-            + self
-                .source
-                .get(self.pos..)
-                .and_then(|r| r.chars().next())
-                .map_or(0, char::len_utf8);
+        let end = self.pos + self.source.get(self.pos..).and_then(|r| r.chars().next()).map_or(0, char::len_utf8);
         JsonSyntax {
             detail: format!("{expected}, found {found}"),
             span: Span::new(self.pos, end).into(),
@@ -112,30 +93,20 @@ impl Reader<'_> {
             Some(b'[') => self.nested(Reader::array),
             Some(b'"') => {
                 let text = self.string()?;
-                Ok(Value::new(
-                    ValueKind::String(text),
-                    Span::new(start, self.pos),
-                ))
+                Ok(Value::new(ValueKind::String(text), Span::new(start, self.pos)))
             }
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(b't') => self.literal("true", ValueKind::Bool(true)),
             Some(b'f') => self.literal("false", ValueKind::Bool(false)),
             Some(b'n') => self.literal("null", ValueKind::Null),
-            Some(b'\'') => Err(self.error(
-                "expected a json value",
-                Some("json strings use double quotes"),
-            )),
+            Some(b'\'') => Err(self.error("expected a json value", Some("json strings use double quotes"))),
             _ => Err(self.error("expected a json value", None)),
         }
     }
 
     fn nested(&mut self, read: fn(&mut Self) -> Result<Value, Error>) -> Result<Value, Error> {
         if self.depth >= MAX_DEPTH {
-            return Err(TooDeep {
-                limit: MAX_DEPTH,
-                span: Span::new(self.pos, self.pos + 1).into(),
-            }
-            .into());
+            return Err(TooDeep { limit: MAX_DEPTH, span: Span::new(self.pos, self.pos + 1).into() }.into());
         }
         self.depth += 1;
         let value = read(self);
@@ -151,27 +122,18 @@ impl Reader<'_> {
             self.pos += word.len();
             Ok(Value::new(kind, Span::new(start, self.pos)))
         } else {
-            Err(self.error(
-                "expected a json value",
-                Some("strings must be quoted: `\"like this\"`"),
-            ))
+            Err(self.error("expected a json value", Some("strings must be quoted: `\"like this\"`")))
         }
     }
 
     fn number(&mut self) -> Result<Value, Error> {
         let start = self.pos;
-        while self
-            .peek()
-            .is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.'))
-        {
+        while self.peek().is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.')) {
             self.pos += 1;
         }
         let text = self.source.get(start..self.pos).unwrap_or_default();
         match Number::from_json(text) {
-            Some(number) => Ok(Value::new(
-                ValueKind::Number(number),
-                Span::new(start, self.pos),
-            )),
+            Some(number) => Ok(Value::new(ValueKind::Number(number), Span::new(start, self.pos))),
             None => Err(JsonSyntax {
                 detail: format!("`{text}` is not a json number"),
                 span: Span::new(start, self.pos).into(),
@@ -187,12 +149,9 @@ impl Reader<'_> {
                 self.pos = end;
                 Ok(text)
             }
-            Err(StringError { detail, span, help }) => Err(JsonSyntax {
-                detail,
-                span: span.into(),
-                help: help.map(str::to_owned),
+            Err(StringError { detail, span, help }) => {
+                Err(JsonSyntax { detail, span: span.into(), help: help.map(str::to_owned) }.into())
             }
-            .into()),
         }
     }
 
@@ -203,10 +162,7 @@ impl Reader<'_> {
         self.skip_whitespace()?;
         if self.peek() == Some(b']') {
             self.pos += 1;
-            return Ok(Value::new(
-                ValueKind::Array(items),
-                Span::new(start, self.pos),
-            ));
+            return Ok(Value::new(ValueKind::Array(items), Span::new(start, self.pos)));
         }
         loop {
             self.skip_whitespace()?;
@@ -217,18 +173,12 @@ impl Reader<'_> {
                     self.pos += 1;
                     self.skip_whitespace()?;
                     if self.peek() == Some(b']') {
-                        return Err(self.error(
-                            "expected a value after `,`",
-                            Some("json allows no trailing comma"),
-                        ));
+                        return Err(self.error("expected a value after `,`", Some("json allows no trailing comma")));
                     }
                 }
                 Some(b']') => {
                     self.pos += 1;
-                    return Ok(Value::new(
-                        ValueKind::Array(items),
-                        Span::new(start, self.pos),
-                    ));
+                    return Ok(Value::new(ValueKind::Array(items), Span::new(start, self.pos)));
                 }
                 _ => return Err(self.error("expected `,` or `]` in a list", None)),
             }
@@ -243,10 +193,7 @@ impl Reader<'_> {
         self.skip_whitespace()?;
         if self.peek() == Some(b'}') {
             self.pos += 1;
-            return Ok(Value::new(
-                ValueKind::Object(entries),
-                Span::new(start, self.pos),
-            ));
+            return Ok(Value::new(ValueKind::Object(entries), Span::new(start, self.pos)));
         }
         loop {
             self.skip_whitespace()?;
@@ -268,21 +215,10 @@ impl Reader<'_> {
             self.skip_whitespace()?;
             let value = self.value()?;
             if let Some(first) = first_seen.get(&key) {
-                self.errors.push(
-                    DuplicateKey {
-                        key,
-                        span: key_span.into(),
-                        first: (*first).into(),
-                    }
-                    .into(),
-                );
+                self.errors.push(DuplicateKey { key, span: key_span.into(), first: (*first).into() }.into());
             } else {
                 first_seen.insert(key.clone(), key_span);
-                entries.push(Entry {
-                    key,
-                    key_span,
-                    value,
-                });
+                entries.push(Entry { key, key_span, value });
             }
             self.skip_whitespace()?;
             match self.peek() {
@@ -290,18 +226,12 @@ impl Reader<'_> {
                     self.pos += 1;
                     self.skip_whitespace()?;
                     if self.peek() == Some(b'}') {
-                        return Err(self.error(
-                            "expected a key after `,`",
-                            Some("json allows no trailing comma"),
-                        ));
+                        return Err(self.error("expected a key after `,`", Some("json allows no trailing comma")));
                     }
                 }
                 Some(b'}') => {
                     self.pos += 1;
-                    return Ok(Value::new(
-                        ValueKind::Object(entries),
-                        Span::new(start, self.pos),
-                    ));
+                    return Ok(Value::new(ValueKind::Object(entries), Span::new(start, self.pos)));
                 }
                 _ => return Err(self.error("expected `,` or `}` in an object", None)),
             }
@@ -338,17 +268,10 @@ pub(crate) fn read_string(source: &str, start: usize) -> Result<(String, usize),
         // Copy the run of plain characters up to the next quote, backslash or control byte.
         let run_end = bytes
             .get(pos..)
-            .and_then(|rest| {
-                rest.iter()
-                    .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            })
+            .and_then(|rest| rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20))
             .map(|i| pos + i);
         let Some(run_end) = run_end else {
-            return fail(
-                "unterminated string".to_owned(),
-                Span::new(start, source.len()),
-                Some("close it with `\"`"),
-            );
+            return fail("unterminated string".to_owned(), Span::new(start, source.len()), Some("close it with `\"`"));
         };
         out.push_str(source.get(pos..run_end).unwrap_or_default());
         pos = run_end;
@@ -357,11 +280,7 @@ pub(crate) fn read_string(source: &str, start: usize) -> Result<(String, usize),
             Some(b'\\') => {
                 let escape_start = pos;
                 let Some(&kind) = bytes.get(pos + 1) else {
-                    return fail(
-                        "unterminated string".to_owned(),
-                        Span::new(start, source.len()),
-                        None,
-                    );
+                    return fail("unterminated string".to_owned(), Span::new(start, source.len()), None);
                 };
                 pos += 2;
                 match kind {
@@ -384,17 +303,14 @@ pub(crate) fn read_string(source: &str, start: usize) -> Result<(String, usize),
                         pos += 4;
                         let c = if (0xD800..0xDC00).contains(&unit) {
                             // A high surrogate pairs with a following `\uDC00`–`\uDFFF`.
-                            let low = (bytes.get(pos) == Some(&b'\\')
-                                && bytes.get(pos + 1) == Some(&b'u'))
-                            .then(|| hex4(source, pos + 2))
-                            .flatten()
-                            .filter(|low| (0xDC00..0xE000).contains(low));
+                            let low = (bytes.get(pos) == Some(&b'\\') && bytes.get(pos + 1) == Some(&b'u'))
+                                .then(|| hex4(source, pos + 2))
+                                .flatten()
+                                .filter(|low| (0xDC00..0xE000).contains(low));
                             match low {
                                 Some(low) => {
                                     pos += 6;
-                                    char::from_u32(
-                                        0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00),
-                                    )
+                                    char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))
                                 }
                                 None => None,
                             }
@@ -405,13 +321,9 @@ pub(crate) fn read_string(source: &str, start: usize) -> Result<(String, usize),
                         out.push(c.unwrap_or('\u{fffd}'));
                     }
                     _ => {
-                        let width = source
-                            .get(escape_start + 1..)
-                            .and_then(|r| r.chars().next())
-                            .map_or(1, char::len_utf8);
-                        let escape = source
-                            .get(escape_start..escape_start + 1 + width)
-                            .unwrap_or("\\");
+                        let width =
+                            source.get(escape_start + 1..).and_then(|r| r.chars().next()).map_or(1, char::len_utf8);
+                        let escape = source.get(escape_start..escape_start + 1 + width).unwrap_or("\\");
                         return fail(
                             format!("invalid escape `{escape}` in a string"),
                             Span::new(escape_start, escape_start + 1 + width),
@@ -460,30 +372,19 @@ mod tests {
 
     fn error_of(source: &str) -> String {
         let (_, errors) = parse(source);
-        errors
-            .iter()
-            .map(|e| format!("{e} @{:?}", e.span()))
-            .collect::<Vec<_>>()
-            .join("; ")
+        errors.iter().map(|e| format!("{e} @{:?}", e.span())).collect::<Vec<_>>().join("; ")
     }
 
     #[test]
     fn reads_nested_values_with_spans() {
-        let source =
-            r#" {"allow": {"or": [{"email": {"is": "a\u00e9\ud83d\ude00"}}, 1.5e3, null]}} "#;
+        let source = r#" {"allow": {"or": [{"email": {"is": "a\u00e9\ud83d\ude00"}}, 1.5e3, null]}} "#;
         let (value, errors) = parse(source);
         assert!(errors.is_empty());
         let value = value.unwrap();
         assert_eq!(&source[value.span.start()..value.span.end()], source.trim());
         let or = &value.get("allow").unwrap().value.get("or").unwrap().value;
         let items = or.as_array().unwrap();
-        let email = &items[0]
-            .get("email")
-            .unwrap()
-            .value
-            .get("is")
-            .unwrap()
-            .value;
+        let email = &items[0].get("email").unwrap().value.get("is").unwrap().value;
         assert_eq!(email.as_str(), Some("aé😀"));
         assert_eq!(&source[items[1].span.start()..items[1].span.end()], "1.5e3");
     }
@@ -498,18 +399,9 @@ mod tests {
             error_of("{} {}"),
             "invalid json: unexpected text after the policy, found `{` @Span { start: 3, end: 4 }"
         );
-        assert_eq!(
-            error_of("[01]"),
-            "invalid json: `01` is not a json number @Span { start: 1, end: 3 }"
-        );
-        assert_eq!(
-            error_of("\"a\\qb\""),
-            "invalid json: invalid escape `\\q` in a string @Span { start: 2, end: 4 }"
-        );
-        assert_eq!(
-            error_of("  "),
-            "the policy is empty @Span { start: 2, end: 2 }"
-        );
+        assert_eq!(error_of("[01]"), "invalid json: `01` is not a json number @Span { start: 1, end: 3 }");
+        assert_eq!(error_of("\"a\\qb\""), "invalid json: invalid escape `\\q` in a string @Span { start: 2, end: 4 }");
+        assert_eq!(error_of("  "), "the policy is empty @Span { start: 2, end: 2 }");
         assert!(error_of("{\"a\": 1, \"a\": 2}").starts_with("duplicate key `a`"));
         assert!(error_of(&"[".repeat(500)).starts_with("the policy nests deeper than"));
         assert_eq!(error_of("\"\\ud800\""), "");

@@ -50,19 +50,12 @@ impl Syntax {
             return Syntax::Text;
         }
         // A mistyped action (`alow and(...)`) is still the text form: a word, then `word(`.
-        let second: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
+        let second: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
         let after_second = rest.get(second.len()..).unwrap_or_default().trim_start();
         if !first.is_empty() && !second.is_empty() && after_second.starts_with('(') {
             return Syntax::Text;
         }
-        let compact: String = code
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .take(2)
-            .collect();
+        let compact: String = code.chars().filter(|c| !c.is_whitespace()).take(2).collect();
         if matches!(compact.as_str(), "{\"" | "[{" | "{}" | "[]") {
             return Syntax::Json;
         }

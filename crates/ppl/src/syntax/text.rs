@@ -26,16 +26,7 @@ struct TextParser;
 /// Parses the text form, with every error found.
 pub fn parse(source: &str) -> (Option<Policy>, Vec<Error>) {
     if let Some(span) = too_deep(source) {
-        return (
-            None,
-            vec![
-                TooDeep {
-                    limit: MAX_DEPTH,
-                    span: span.into(),
-                }
-                .into(),
-            ],
-        );
+        return (None, vec![TooDeep { limit: MAX_DEPTH, span: span.into() }.into()]);
     }
     let policy_pair = match TextParser::parse(Rule::policy, source) {
         Ok(mut pairs) => pairs.next(),
@@ -52,22 +43,13 @@ pub fn parse(source: &str) -> (Option<Policy>, Vec<Error>) {
     let Some(policy_pair) = policy_pair else {
         return (None, Vec::new());
     };
-    let mut lowering = Lowering {
-        source,
-        errors: Vec::new(),
-    };
+    let mut lowering = Lowering { source, errors: Vec::new() };
     let rules = policy_pair
         .into_inner()
         .filter(|pair| pair.as_rule() == Rule::rule)
         .filter_map(|pair| lowering.rule(pair))
         .collect();
-    (
-        Some(Policy {
-            rules,
-            span: Span::new(0, source.len()),
-        }),
-        lowering.errors,
-    )
+    (Some(Policy { rules, span: Span::new(0, source.len()) }), lowering.errors)
 }
 
 /// The span of the first bracket nested deeper than [`MAX_DEPTH`], skipping strings and comments.
@@ -159,13 +141,7 @@ fn syntax_error(source: &str, error: &pest::error::Error<Rule>) -> Error {
     let token = token_at(source, offset);
     let span = Span::new(
         offset,
-        offset
-            + token.len().max(
-                source
-                    .get(offset..)
-                    .and_then(|r| r.chars().next())
-                    .map_or(0, char::len_utf8),
-            ),
+        offset + token.len().max(source.get(offset..).and_then(|r| r.chars().next()).map_or(0, char::len_utf8)),
     );
     // A number JSON does not allow (`01`, `+1`, `.5`): say so rather than "expected a value".
     if looks_numeric(token) && crate::value::Number::from_json(token).is_none() {
@@ -183,20 +159,13 @@ fn syntax_error(source: &str, error: &pest::error::Error<Rule>) -> Error {
         format!("expected {}, found {found}", join_or(&expected))
     };
     let help = hint(source, offset, &expected);
-    TextSyntax {
-        detail,
-        span: span.into(),
-        help,
-    }
-    .into()
+    TextSyntax { detail, span: span.into(), help }.into()
 }
 
 /// The word or number at `offset` (empty at punctuation).
 fn token_at(source: &str, offset: usize) -> &str {
     let rest = source.get(offset..).unwrap_or_default();
-    let end = rest
-        .find(|c: char| c.is_whitespace() || "(),[]{}\"#;:".contains(c))
-        .unwrap_or(rest.len());
+    let end = rest.find(|c: char| c.is_whitespace() || "(),[]{}\"#;:".contains(c)).unwrap_or(rest.len());
     rest.get(..end).unwrap_or_default()
 }
 
@@ -258,26 +227,19 @@ fn hint(source: &str, offset: usize, expected: &[String]) -> Option<String> {
     // `or(accept authenticated_user)`: the second name was read as a key of the first's data.
     if (rest.starts_with(')') || rest.starts_with(',')) && expected.iter().any(|e| e == "a value") {
         let before = source.get(..offset).unwrap_or_default();
-        let mut words = before
-            .rsplit(|c: char| c.is_whitespace() || c == '(' || c == ',')
-            .filter(|w| !w.is_empty());
+        let mut words = before.rsplit(|c: char| c.is_whitespace() || c == '(' || c == ',').filter(|w| !w.is_empty());
         if let (Some(key), Some(criterion)) = (words.next(), words.next()) {
             return Some(format!(
                 "`{key}` is read as a key of `{criterion}`'s data; if it is a criterion, separate the two with `,`"
             ));
         }
     }
-    let word: String = rest
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || "_@.-".contains(*c))
-        .collect();
+    let word: String = rest.chars().take_while(|c| c.is_alphanumeric() || "_@.-".contains(*c)).collect();
     if rest.starts_with('\'') {
         return Some("strings use double quotes: `\"like this\"`".to_owned());
     }
     if rest.starts_with(':') {
-        return Some(
-            "the text form writes data without `:`; e.g. `email is \"a@example.com\"`".to_owned(),
-        );
+        return Some("the text form writes data without `:`; e.g. `email is \"a@example.com\"`".to_owned());
     }
     if !word.is_empty() && expected.iter().any(|e| e == "a value") {
         return Some(format!("quote strings: `\"{word}\"`"));
@@ -299,11 +261,9 @@ fn span_of(pair: &Pair<'_, Rule>) -> Span {
 
 fn end_of(pair: &Pair<'_, Rule>) -> usize {
     match pair.as_rule() {
-        Rule::rule | Rule::criterion | Rule::data | Rule::pairs | Rule::pair => pair
-            .clone()
-            .into_inner()
-            .last()
-            .map_or(pair.as_span().end(), |last| end_of(&last)),
+        Rule::rule | Rule::criterion | Rule::data | Rule::pairs | Rule::pair => {
+            pair.clone().into_inner().last().map_or(pair.as_span().end(), |last| end_of(&last))
+        }
         _ => pair.as_span().end(),
     }
 }
@@ -316,8 +276,7 @@ impl Lowering<'_> {
         let action_span = span_of(&action_pair);
         let action = Action::from_name(action_pair.as_str());
         if action.is_none() {
-            self.errors
-                .push(unknown_action(action_pair.as_str(), action_span.into()));
+            self.errors.push(unknown_action(action_pair.as_str(), action_span.into()));
         }
         let mut blocks: Vec<Block> = Vec::new();
         let mut seen: HashMap<Operator, Span> = HashMap::new();
@@ -329,10 +288,7 @@ impl Lowering<'_> {
             };
             let operator_span = span_of(&operator_pair);
             let Some(operator) = Operator::from_name(operator_pair.as_str()) else {
-                self.errors.push(unknown_operator(
-                    operator_pair.as_str(),
-                    operator_span.into(),
-                ));
+                self.errors.push(unknown_operator(operator_pair.as_str(), operator_span.into()));
                 continue;
             };
             if let Some(first) = seen.get(&operator) {
@@ -348,21 +304,10 @@ impl Lowering<'_> {
             }
             seen.insert(operator, operator_span);
             let criteria = parts.filter_map(|c| self.criterion(c)).collect();
-            blocks.push(Block {
-                operator,
-                operator_span,
-                criteria,
-                span: block_span,
-            });
+            blocks.push(Block { operator, operator_span, criteria, span: block_span });
         }
         blocks.sort_by_key(|block| block.operator);
-        Some(ast::Rule {
-            action: action?,
-            action_span,
-            blocks,
-            ignored_action_key: None,
-            span,
-        })
+        Some(ast::Rule { action: action?, action_span, blocks, ignored_action_key: None, span })
     }
 
     fn criterion(&mut self, pair: Pair<'_, Rule>) -> Option<Criterion> {
@@ -371,15 +316,10 @@ impl Lowering<'_> {
         let name_pair = inner.next()?;
         let key_span = span_of(&name_pair);
         let (name, subpath) = match name_pair.clone().into_inner().next() {
-            Some(quoted) if quoted.as_rule() == Rule::string => {
-                Criterion::split_key(&self.string(&quoted)?)
-            }
+            Some(quoted) if quoted.as_rule() == Rule::string => Criterion::split_key(&self.string(&quoted)?),
             _ => {
                 let mut parts = name_pair.into_inner();
-                let name = parts
-                    .next()
-                    .map(|p| p.as_str().to_owned())
-                    .unwrap_or_default();
+                let name = parts.next().map(|p| p.as_str().to_owned()).unwrap_or_default();
                 (name, parts.next().map(|p| p.as_str().to_owned()))
             }
         };
@@ -388,13 +328,7 @@ impl Lowering<'_> {
             // A criterion without data means `true`, as in `- accept: true`.
             None => Value::new(ValueKind::Bool(true), key_span),
         };
-        Some(Criterion {
-            name,
-            subpath,
-            key_span,
-            data,
-            span,
-        })
+        Some(Criterion { name, subpath, key_span, data, span })
     }
 
     fn data(&mut self, pair: Pair<'_, Rule>) -> Option<Value> {
@@ -407,11 +341,7 @@ impl Lowering<'_> {
             let mut parts = p.into_inner();
             let key = parts.next()?;
             let value = self.value(parts.next()?)?;
-            Some(Entry {
-                key: key.as_str().to_owned(),
-                key_span: span_of(&key),
-                value,
-            })
+            Some(Entry { key: key.as_str().to_owned(), key_span: span_of(&key), value })
         });
         let entries = entries.collect::<Vec<_>>();
         Some(Value::new(ValueKind::Object(self.dedupe(entries)), span))
@@ -425,11 +355,7 @@ impl Lowering<'_> {
             Rule::true_ => ValueKind::Bool(true),
             Rule::false_ => ValueKind::Bool(false),
             Rule::null => ValueKind::Null,
-            Rule::array => ValueKind::Array(
-                pair.into_inner()
-                    .filter_map(|item| self.value(item))
-                    .collect(),
-            ),
+            Rule::array => ValueKind::Array(pair.into_inner().filter_map(|item| self.value(item)).collect()),
             Rule::object => {
                 let entries = pair
                     .into_inner()
@@ -441,11 +367,7 @@ impl Lowering<'_> {
                             _ => key_pair.as_str().to_owned(),
                         };
                         let value = self.value(parts.next()?)?;
-                        Some(Entry {
-                            key,
-                            key_span: span_of(&key_pair),
-                            value,
-                        })
+                        Some(Entry { key, key_span: span_of(&key_pair), value })
                     })
                     .collect::<Vec<_>>();
                 ValueKind::Object(self.dedupe(entries))
@@ -461,14 +383,8 @@ impl Lowering<'_> {
         let mut kept = Vec::with_capacity(entries.len());
         for entry in entries {
             if let Some(first) = first_seen.get(&entry.key) {
-                self.errors.push(
-                    DuplicateKey {
-                        key: entry.key,
-                        span: entry.key_span.into(),
-                        first: (*first).into(),
-                    }
-                    .into(),
-                );
+                self.errors
+                    .push(DuplicateKey { key: entry.key, span: entry.key_span.into(), first: (*first).into() }.into());
             } else {
                 first_seen.insert(entry.key.clone(), entry.key_span);
                 kept.push(entry);
@@ -481,14 +397,7 @@ impl Lowering<'_> {
         match read_string(self.source, pair.as_span().start()) {
             Ok((text, _)) => Some(text),
             Err(StringError { detail, span, help }) => {
-                self.errors.push(
-                    TextSyntax {
-                        detail,
-                        span: span.into(),
-                        help: help.map(str::to_owned),
-                    }
-                    .into(),
-                );
+                self.errors.push(TextSyntax { detail, span: span.into(), help: help.map(str::to_owned) }.into());
                 None
             }
         }

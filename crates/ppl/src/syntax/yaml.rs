@@ -10,8 +10,8 @@
 
 use super::MAX_DEPTH;
 use crate::error::{
-    AliasLimit, DuplicateKey, EmptyPolicy, Error, InvalidNumber, MultipleDocuments, NonStringKey,
-    TooDeep, UnsupportedTag, YamlSyntax,
+    AliasLimit, DuplicateKey, EmptyPolicy, Error, InvalidNumber, MultipleDocuments, NonStringKey, TooDeep,
+    UnsupportedTag, YamlSyntax,
 };
 use crate::span::Span;
 use crate::value::{Entry, Kind, Number, Value, ValueKind, is_json_number};
@@ -47,47 +47,28 @@ pub fn parse(source: &str) -> (Option<Value>, Vec<Error>) {
             },
             Err(error) => {
                 let offset = builder.offsets.byte(error.marker().index());
-                builder
-                    .errors
-                    .push(syntax_error(source, error.info(), offset));
+                builder.errors.push(syntax_error(source, error.info(), offset));
                 return (None, builder.errors);
             }
         }
     }
     if builder.root.is_none() && builder.errors.is_empty() {
         let end = source.len();
-        builder.errors.push(
-            EmptyPolicy {
-                span: Span::empty_at(end).into(),
-            }
-            .into(),
-        );
+        builder.errors.push(EmptyPolicy { span: Span::empty_at(end).into() }.into());
     }
     (builder.root, builder.errors)
 }
 
 fn syntax_error(source: &str, info: &str, offset: usize) -> Error {
     if info.contains("recursion limit") {
-        return TooDeep {
-            limit: MAX_DEPTH,
-            span: point(source, offset).into(),
-        }
-        .into();
+        return TooDeep { limit: MAX_DEPTH, span: point(source, offset).into() }.into();
     }
     // A tab in the indentation: point at the tab, not at what follows it.
-    let line_start = source
-        .get(..offset)
-        .and_then(|before| before.rfind('\n'))
-        .map_or(0, |i| i + 1);
+    let line_start = source.get(..offset).and_then(|before| before.rfind('\n')).map_or(0, |i| i + 1);
     let indentation = source.get(line_start..offset).unwrap_or_default();
-    let tab = (indentation.trim().is_empty())
-        .then(|| indentation.find('\t'))
-        .flatten();
+    let tab = (indentation.trim().is_empty()).then(|| indentation.find('\t')).flatten();
     let offset = tab.map_or(offset, |i| line_start + i);
-    let at_tab = tab.is_some()
-        || source
-            .get(offset..)
-            .is_some_and(|rest| rest.starts_with('\t'));
+    let at_tab = tab.is_some() || source.get(offset..).is_some_and(|rest| rest.starts_with('\t'));
     let help = if at_tab {
         Some("yaml does not allow tabs for indentation; indent with spaces".to_owned())
     } else if info.contains("mapping values are not allowed") {
@@ -95,20 +76,12 @@ fn syntax_error(source: &str, info: &str, offset: usize) -> Error {
     } else {
         None
     };
-    YamlSyntax {
-        detail: info.to_owned(),
-        span: point(source, offset).into(),
-        help,
-    }
-    .into()
+    YamlSyntax { detail: info.to_owned(), span: point(source, offset).into(), help }.into()
 }
 
 /// A one-character span at `offset` (or an empty one at the end of the text).
 fn point(source: &str, offset: usize) -> Span {
-    let width = source
-        .get(offset..)
-        .and_then(|rest| rest.chars().next())
-        .map_or(0, char::len_utf8);
+    let width = source.get(offset..).and_then(|rest| rest.chars().next()).map_or(0, char::len_utf8);
     Span::new(offset, offset + width)
 }
 
@@ -129,26 +102,16 @@ impl Offsets {
         let char_to_byte = if source.is_ascii() {
             Vec::new()
         } else {
-            source
-                .char_indices()
-                .map(|(i, _)| i)
-                .chain([source.len()])
-                .collect()
+            source.char_indices().map(|(i, _)| i).chain([source.len()]).collect()
         };
-        Offsets {
-            char_to_byte,
-            len: source.len(),
-        }
+        Offsets { char_to_byte, len: source.len() }
     }
 
     fn byte(&self, char_index: usize) -> usize {
         if self.char_to_byte.is_empty() {
             char_index.min(self.len)
         } else {
-            self.char_to_byte
-                .get(char_index)
-                .copied()
-                .unwrap_or(self.len)
+            self.char_to_byte.get(char_index).copied().unwrap_or(self.len)
         }
     }
 
@@ -158,11 +121,7 @@ impl Offsets {
 }
 
 enum Frame {
-    Seq {
-        start: usize,
-        anchor: usize,
-        items: Vec<Value>,
-    },
+    Seq { start: usize, anchor: usize, items: Vec<Value> },
     Map(MapFrame),
 }
 
@@ -214,15 +173,13 @@ impl<'s> Builder<'s> {
             Event::DocumentStart(_) => {
                 self.documents += 1;
                 if self.documents > 1 {
-                    self.errors
-                        .push(MultipleDocuments { span: span.into() }.into());
+                    self.errors.push(MultipleDocuments { span: span.into() }.into());
                     return Flow::Stop;
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
                 let span = scalar_extent(self.source, span, style);
-                let is_merge_key =
-                    style == ScalarStyle::Plain && text == "<<" && self.expects_key();
+                let is_merge_key = style == ScalarStyle::Plain && text == "<<" && self.expects_key();
                 let value = match self.scalar(&text, style, tag.as_deref(), span) {
                     Some(value) => value,
                     None => Value::new(ValueKind::Null, span),
@@ -249,18 +206,9 @@ impl<'s> Builder<'s> {
                 // line); a block collection ends at its last child.
                 let flow_end = (!span.is_empty()).then_some(span.start() + 1);
                 let (value, anchor) = match frame {
-                    Frame::Seq {
-                        start,
-                        anchor,
-                        items,
-                    } => {
-                        let end = flow_end
-                            .or(items.last().map(|v| v.span.end()))
-                            .unwrap_or(start);
-                        (
-                            Value::new(ValueKind::Array(items), Span::new(start, end)),
-                            anchor,
-                        )
+                    Frame::Seq { start, anchor, items } => {
+                        let end = flow_end.or(items.last().map(|v| v.span.end())).unwrap_or(start);
+                        (Value::new(ValueKind::Array(items), Span::new(start, end)), anchor)
                     }
                     Frame::Map(map) => {
                         let anchor = map.anchor;
@@ -271,27 +219,15 @@ impl<'s> Builder<'s> {
             }
             Event::Alias(id) => {
                 let Some(value) = self.anchors.get(&id).cloned() else {
-                    self.errors.push(
-                        YamlSyntax {
-                            detail: "unknown anchor".to_owned(),
-                            span: span.into(),
-                            help: None,
-                        }
-                        .into(),
-                    );
+                    self.errors
+                        .push(YamlSyntax { detail: "unknown anchor".to_owned(), span: span.into(), help: None }.into());
                     return Flow::Stop;
                 };
                 let mut count = 0;
                 value.walk(&mut |_| count += 1);
                 self.alias_values += count;
                 if self.alias_values > MAX_ALIAS_VALUES {
-                    self.errors.push(
-                        AliasLimit {
-                            limit: MAX_ALIAS_VALUES,
-                            span: span.into(),
-                        }
-                        .into(),
-                    );
+                    self.errors.push(AliasLimit { limit: MAX_ALIAS_VALUES, span: span.into() }.into());
                     return Flow::Stop;
                 }
                 let value = Value { span, ..value };
@@ -302,34 +238,16 @@ impl<'s> Builder<'s> {
         Flow::Continue
     }
 
-    fn start_collection(
-        &mut self,
-        is_map: bool,
-        anchor: usize,
-        tag: Option<&Tag>,
-        span: Span,
-    ) -> Flow {
+    fn start_collection(&mut self, is_map: bool, anchor: usize, tag: Option<&Tag>, span: Span) -> Flow {
         if let Some(tag) = tag {
             let expected = if is_map { "map" } else { "seq" };
             if !(tag.is_yaml_core_schema() && tag.suffix == expected) {
                 let span = tag_span(self.source, span);
-                self.errors.push(
-                    UnsupportedTag {
-                        tag: tag_text(tag),
-                        span: span.into(),
-                    }
-                    .into(),
-                );
+                self.errors.push(UnsupportedTag { tag: tag_text(tag), span: span.into() }.into());
             }
         }
         if self.stack.len() >= MAX_DEPTH {
-            self.errors.push(
-                TooDeep {
-                    limit: MAX_DEPTH,
-                    span: span.into(),
-                }
-                .into(),
-            );
+            self.errors.push(TooDeep { limit: MAX_DEPTH, span: span.into() }.into());
             return Flow::Stop;
         }
         let start = span.start();
@@ -343,41 +261,24 @@ impl<'s> Builder<'s> {
                 merges: Vec::new(),
             })
         } else {
-            Frame::Seq {
-                start,
-                anchor,
-                items: Vec::new(),
-            }
+            Frame::Seq { start, anchor, items: Vec::new() }
         });
         Flow::Continue
     }
 
     fn expects_key(&self) -> bool {
-        matches!(
-            self.stack.last(),
-            Some(Frame::Map(MapFrame { key: None, .. }))
-        )
+        matches!(self.stack.last(), Some(Frame::Map(MapFrame { key: None, .. })))
     }
 
     /// Resolves a scalar to a value, reporting tags and numbers a policy cannot hold.
-    fn scalar(
-        &mut self,
-        text: &str,
-        style: ScalarStyle,
-        tag: Option<&Tag>,
-        span: Span,
-    ) -> Option<Value> {
+    fn scalar(&mut self, text: &str, style: ScalarStyle, tag: Option<&Tag>, span: Span) -> Option<Value> {
         let string = || Value::new(ValueKind::String(text.to_owned()), span);
         if let Some(tag) = tag {
             if tag.handle == "!" && tag.suffix.is_empty() {
                 return Some(string());
             }
             let core = tag.is_yaml_core_schema();
-            let resolved = if style == ScalarStyle::Plain {
-                resolve_plain(text)
-            } else {
-                Resolved::String
-            };
+            let resolved = if style == ScalarStyle::Plain { resolve_plain(text) } else { Resolved::String };
             let matches = match tag.suffix.as_str() {
                 "str" if core => return Some(string()),
                 "null" if core => Some(matches!(resolved, Resolved::Null)),
@@ -393,13 +294,7 @@ impl<'s> Builder<'s> {
                 None => Some(tag_span(self.source, span)),
             };
             if let Some(error_span) = error_span {
-                self.errors.push(
-                    UnsupportedTag {
-                        tag: tag_text(tag),
-                        span: error_span.into(),
-                    }
-                    .into(),
-                );
+                self.errors.push(UnsupportedTag { tag: tag_text(tag), span: error_span.into() }.into());
                 return None;
             }
         }
@@ -411,13 +306,7 @@ impl<'s> Builder<'s> {
             Resolved::Bool(b) => Value::new(ValueKind::Bool(b), span),
             Resolved::Number(n) => Value::new(ValueKind::Number(n), span),
             Resolved::NotJson => {
-                self.errors.push(
-                    InvalidNumber {
-                        text: text.to_owned(),
-                        span: span.into(),
-                    }
-                    .into(),
-                );
+                self.errors.push(InvalidNumber { text: text.to_owned(), span: span.into() }.into());
                 return None;
             }
             Resolved::String => string(),
@@ -441,33 +330,16 @@ impl<'s> Builder<'s> {
                     ValueKind::String(key) => map.key = Some(PendingKey::Key(key, value.span)),
                     _ => {
                         let found = value.kind();
-                        self.errors.push(
-                            NonStringKey {
-                                found,
-                                span: value.span.into(),
-                            }
-                            .into(),
-                        );
+                        self.errors.push(NonStringKey { found, span: value.span.into() }.into());
                         map.key = Some(PendingKey::Skip);
                     }
                 },
                 Some(PendingKey::Key(key, key_span)) => {
                     if let Some(first) = map.first_seen.get(&key) {
-                        self.errors.push(
-                            DuplicateKey {
-                                key,
-                                span: key_span.into(),
-                                first: (*first).into(),
-                            }
-                            .into(),
-                        );
+                        self.errors.push(DuplicateKey { key, span: key_span.into(), first: (*first).into() }.into());
                     } else {
                         map.first_seen.insert(key.clone(), key_span);
-                        map.entries.push(Entry {
-                            key,
-                            key_span,
-                            value,
-                        });
+                        map.entries.push(Entry { key, key_span, value });
                     }
                 }
                 Some(PendingKey::Merge) => map.merges.push(value),
@@ -479,13 +351,7 @@ impl<'s> Builder<'s> {
 
     /// Builds an object, applying merge keys: merged entries never override explicit ones.
     fn finish_map(&mut self, map: MapFrame, flow_end: Option<usize>) -> Value {
-        let MapFrame {
-            start,
-            mut entries,
-            mut first_seen,
-            merges,
-            ..
-        } = map;
+        let MapFrame { start, mut entries, mut first_seen, merges, .. } = map;
         let mut last_end = entries.last().map_or(start, |e| e.value.span.end());
         for merge in merges {
             last_end = last_end.max(merge.span.end());
@@ -563,17 +429,14 @@ pub(crate) fn scalar_extent(source: &str, span: Span, style: ScalarStyle) -> Spa
         _ => return trim_end(source, span),
     };
     let bytes = source.as_bytes();
-    let Some(open) = bytes
-        .get(span.start()..span.end())
-        .and_then(|raw| raw.iter().position(|&b| b == quote))
-    else {
+    let Some(open) = bytes.get(span.start()..span.end()).and_then(|raw| raw.iter().position(|&b| b == quote)) else {
         return trim_end(source, span);
     };
     let mut i = span.start() + open + 1;
     while let Some(&b) = bytes.get(i) {
         // `\x` in a double-quoted scalar and `''` in a single-quoted one are escapes.
-        let escape = (quote == b'"' && b == b'\\')
-            || (b == quote && quote == b'\'' && bytes.get(i + 1) == Some(&b'\''));
+        let escape =
+            (quote == b'"' && b == b'\\') || (b == quote && quote == b'\'' && bytes.get(i + 1) == Some(&b'\''));
         if escape {
             i += 2;
         } else if b == quote {
@@ -605,8 +468,8 @@ fn resolve_plain(text: &str) -> Resolved {
         "" | "~" | "null" | "Null" | "NULL" => return Resolved::Null,
         "true" | "True" | "TRUE" => return Resolved::Bool(true),
         "false" | "False" | "FALSE" => return Resolved::Bool(false),
-        ".nan" | ".NaN" | ".NAN" | ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF"
-        | "-.inf" | "-.Inf" | "-.INF" => return Resolved::NotJson,
+        ".nan" | ".NaN" | ".NAN" | ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf"
+        | "-.INF" => return Resolved::NotJson,
         _ => {}
     }
     match yaml_number(text) {
@@ -664,9 +527,7 @@ fn yaml_number(text: &str) -> Option<Number> {
         None => String::new(),
     };
     let candidate = format!("{sign}{int_part}{frac}{exponent}");
-    is_json_number(&candidate)
-        .then(|| Number::from_json(&candidate))
-        .flatten()
+    is_json_number(&candidate).then(|| Number::from_json(&candidate)).flatten()
 }
 
 #[cfg(test)]
@@ -689,18 +550,7 @@ mod tests {
         assert_eq!(number("1.").as_deref(), Some("1.0"));
         assert_eq!(number("1.e3").as_deref(), Some("1.0e3"));
         assert_eq!(number("1.10").as_deref(), Some("1.10"));
-        for not_a_number in [
-            "",
-            "+",
-            ".",
-            "1.2.3",
-            "10.0.0.0/8",
-            "2:20:00",
-            "1e",
-            "0x",
-            "e5",
-            "-",
-        ] {
+        for not_a_number in ["", "+", ".", "1.2.3", "10.0.0.0/8", "2:20:00", "1e", "0x", "e5", "-"] {
             assert_eq!(number(not_a_number), None, "{not_a_number}");
         }
     }
@@ -736,10 +586,7 @@ mod tests {
         assert_eq!(&source[text.span.start()..text.span.end()], "text");
         let list = &entries[1].value;
         assert_eq!(&source[list.span.start()..list.span.end()], "[1, 2]");
-        assert_eq!(
-            &source[value.span.start()..value.span.end()],
-            source.trim_end()
-        );
+        assert_eq!(&source[value.span.start()..value.span.end()], source.trim_end());
     }
 
     #[test]
@@ -758,22 +605,18 @@ mod tests {
         let mut source = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..8 {
             let p = i - 1;
-            source.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+            source.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
         }
         let (_, errors) = parse(&source);
-        assert!(
-            matches!(errors.as_slice(), [Error::AliasLimit(_)]),
-            "{errors:?}"
-        );
+        assert!(matches!(errors.as_slice(), [Error::AliasLimit(_)]), "{errors:?}");
     }
 
     #[test]
     fn deep_nesting_is_refused() {
         let source = "[".repeat(10_000);
         let (_, errors) = parse(&source);
-        assert!(
-            matches!(errors.as_slice(), [Error::TooDeep(_)]),
-            "{errors:?}"
-        );
+        assert!(matches!(errors.as_slice(), [Error::TooDeep(_)]), "{errors:?}");
     }
 }
