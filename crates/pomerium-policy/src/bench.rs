@@ -17,13 +17,13 @@ pub struct Args {
 }
 
 pub fn run(args: &Args, reporter: &Reporter) -> Exit {
-    let loaded = match load::policy(&args.eval.policy, args.eval.syntax, reporter) {
-        Ok(loaded) => loaded,
+    let (target, owned) = match load::target_and_input(&args.eval, reporter) {
+        Ok(both) => both,
         Err(exit) => return exit,
     };
-    let owned = match load::input(&args.eval.input, reporter) {
-        Ok(owned) => owned,
-        Err(exit) => return exit,
+    let load::Target::Policy(loaded) = target else {
+        reporter.message(miette::Severity::Error, "<arguments>", "nothing to time: `--route` names no route");
+        return Exit::Usage;
     };
     let input = owned.input(load::now());
     let budget = Duration::from_secs_f64(args.seconds.clamp(0.1, 600.0));

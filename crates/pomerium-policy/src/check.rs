@@ -1,5 +1,8 @@
-//! `pomerium-policy check`: compile policies and report every problem, like `nginx -t`.
+//! `pomerium-policy check`: compile policies, or load whole configurations, and report every
+//! problem, like `nginx -t`. A file is a configuration when `--config` says so, or when it is a YAML
+//! or JSON object with a top-level key that is a global option (`routes`, `address`, ...).
 
+use crate::configs;
 use crate::inputs::{self, ReadError};
 use crate::report::{NotUtf8, Reporter, Tally};
 use crate::{Exit, SyntaxArg};
@@ -16,6 +19,10 @@ pub struct Args {
     /// The syntax of standard input, or of every file regardless of its extension.
     #[arg(long, value_enum)]
     syntax: Option<SyntaxArg>,
+    /// Read every FILE as a Pomerium configuration (config.yaml), not a policy. Without it, a file
+    /// is a configuration when its top level has a global option such as `routes` or `address`.
+    #[arg(long)]
+    config: bool,
 }
 
 pub fn run(args: &Args, reporter: &Reporter) -> Exit {
@@ -28,8 +35,16 @@ pub fn run(args: &Args, reporter: &Reporter) -> Exit {
     };
     let mut tally = Tally::default();
     let mut unreadable = 0;
+    let mut configs = 0;
+    let mut routes = 0;
     for name in &names {
         match inputs::read(name, args.syntax.map(Into::into)) {
+            Ok(input) if configs::is_config(&input, args.config) => {
+                let loaded = configs::load(&input);
+                configs += 1;
+                routes += loaded.config.as_ref().map_or(0, |c| c.routes.len());
+                tally.add(reporter.config(&input.name, &input.source, &loaded, true));
+            }
             Ok(input) => {
                 let compiled = ppl::compile(&input.source, input.syntax);
                 tally.add(reporter.policy(&input.name, &input.source, &compiled.errors, &compiled.warnings));
@@ -46,7 +61,18 @@ pub fn run(args: &Args, reporter: &Reporter) -> Exit {
     let not_read =
         if unreadable > 0 { format!("; {} could not be read", plural(unreadable, "file")) } else { String::new() };
     if tally.errors + tally.warnings == 0 && unreadable == 0 {
-        reporter.summary(&format!("ok: {} checked", plural(checked, "policy file")));
+        let policies = checked - configs;
+        let what = match (policies, configs) {
+            (_, 0) => plural(policies, "policy file"),
+            (0, _) => format!("{} ({})", plural(configs, "config file"), plural(routes, "route")),
+            _ => format!(
+                "{} and {} ({})",
+                plural(policies, "policy file"),
+                plural(configs, "config file"),
+                plural(routes, "route")
+            ),
+        };
+        reporter.summary(&format!("ok: {what} checked"));
     } else {
         reporter.summary(&format!(
             "{} and {} in {} checked{not_read}",

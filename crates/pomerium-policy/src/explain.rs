@@ -4,6 +4,7 @@
 //! criterion (the compiled program skips those that cannot change the result).
 
 use crate::eval::exit_for;
+use crate::load::Target;
 use crate::report::{Format, Reporter};
 use crate::{Exit, load};
 use policy::decision::{Verdict, wants_html};
@@ -13,18 +14,29 @@ use ppl::LineIndex;
 use ppl::ast::{Action, Operator};
 
 pub fn run(args: &crate::eval::Args, reporter: &Reporter) -> Exit {
-    let loaded = match load::policy(&args.policy, args.syntax, reporter) {
-        Ok(loaded) => loaded,
+    let (target, owned) = match load::target_and_input(args, reporter) {
+        Ok(both) => both,
         Err(exit) => return exit,
     };
-    let owned = match load::input(&args.input, reporter) {
-        Ok(owned) => owned,
-        Err(exit) => return exit,
+    let Target::Policy(loaded) = target else {
+        // No route, so no policy ran: an empty trace with Pomerium's `route-not-found` decision.
+        let nothing = load::LoadedPolicy {
+            name: String::new(),
+            source: String::new(),
+            ast: ppl::ast::Policy { rules: Vec::new(), span: ppl::Span::default() },
+            model: ppl::model::Policy { rules: Vec::new() },
+        };
+        let trace = Trace { rules: Vec::new(), decision: crate::eval::not_found() };
+        return print(&Explanation::new(&nothing, &trace, Verdict::NotFound), reporter);
     };
     let input = owned.input(load::now());
     let trace = reference::evaluate(&loaded.model, &input, &owned.records);
     let verdict = trace.decision.verdict(wants_html(owned.accept()));
-    let explanation = Explanation::new(&loaded, &trace, verdict);
+    print(&Explanation::new(&loaded, &trace, verdict), reporter)
+}
+
+fn print(explanation: &Explanation<'_>, reporter: &Reporter) -> Exit {
+    let verdict = explanation.verdict;
     match reporter.format {
         Format::Json => println!("{}", explanation.json()),
         Format::Human | Format::Plain => print!("{}", explanation.human()),

@@ -8,6 +8,7 @@
 mod bench;
 mod check;
 mod compile;
+mod configs;
 mod eval;
 mod explain;
 mod fmt;
@@ -34,10 +35,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check policies: report every error and warning with its location.
+    /// Check policies and configurations: report every error and warning with its location.
     ///
-    /// FILE may be a policy (.yaml, .yml, .json, or .ppl for the text form), a directory (searched
-    /// recursively; `*.test.yaml` files are skipped), or `-` for standard input.
+    /// FILE may be a policy (.yaml, .yml, .json, or .ppl for the text form), a Pomerium
+    /// configuration (config.yaml; read with the process's environment, like Pomerium), a directory
+    /// (searched recursively; `*.test.yaml` files are skipped), or `-` for standard input.
     Check(check::Args),
     /// Format policies, or convert them between YAML, JSON and the text form.
     Fmt(fmt::Args),

@@ -64,6 +64,36 @@ impl Reporter {
         Tally { errors: errors.len(), warnings: warnings.len() }
     }
 
+    /// Reports the errors (and, when asked, the warnings) of a loaded configuration. Each is shown
+    /// against the text it points into: the file, or the environment variable it came from
+    /// (`$NAME`; for `POLICY` and `ROUTES`, the decoded text).
+    pub fn config(&self, name: &str, source: &str, loaded: &config::Loaded, warnings: bool) -> Tally {
+        let mut sources: Vec<(config::Origin, NamedSource<String>, String)> = Vec::new();
+        let mut show = |origin: &config::Origin, diagnostic: &dyn Diagnostic| {
+            if !sources.iter().any(|(o, _, _)| o == origin) {
+                let text = loaded.source_text(origin, source).to_owned();
+                let display = match origin.variable() {
+                    None => name.to_owned(),
+                    Some(var @ ("POLICY" | "ROUTES")) => format!("${var} (base64-decoded)"),
+                    Some(var) => format!("${var}"),
+                };
+                sources.push((origin.clone(), NamedSource::new(display, text.clone()), text));
+            }
+            if let Some((_, named, text)) = sources.iter().find(|(o, _, _)| o == origin) {
+                self.diagnostic(named, &LineIndex::new(text), diagnostic);
+            }
+        };
+        for error in &loaded.errors {
+            show(&error.origin, &error.diagnostic);
+        }
+        if warnings {
+            for warning in &loaded.warnings {
+                show(&warning.origin, &warning.diagnostic);
+            }
+        }
+        Tally { errors: loaded.errors.len(), warnings: if warnings { loaded.warnings.len() } else { 0 } }
+    }
+
     /// Reports one diagnostic against its source.
     pub fn diagnostic(&self, source: &NamedSource<String>, index: &LineIndex<'_>, diagnostic: &dyn Diagnostic) {
         let wrapped = WithSource { inner: diagnostic, source };
