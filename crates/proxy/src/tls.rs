@@ -1,0 +1,458 @@
+//! Downstream TLS: which certificate to present, and what to ask of the client.
+//!
+//! - [`SniResolver`] picks a certificate by the client's SNI among the configured ones: an exact
+//!   name first, then a wildcard `*.example.com` certificate, then the default (the first
+//!   configured). Names are read from the certificates themselves (DNS SANs, else the CN). The
+//!   set can be replaced at run time (a config reload) without rebuilding the `ServerConfig`.
+//! - PEM is read with `rustls_pki_types::pem::PemObject`; every failure is a [`TlsError`].
+//! - [`self_signed`] makes the bootstrap certificate used when none is configured.
+//! - [`ServerTls`] builds the rustls `ServerConfig` (aws-lc-rs, TLS 1.2 and 1.3, ALPN `h2` and
+//!   `http/1.1`) and, after a handshake, reports the client certificate to the handler.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerConnection, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+
+/// A problem with TLS material or settings. Raised at configuration time, never per request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The PEM text could not be read.
+    #[error("invalid PEM: {0}")]
+    Pem(#[source] rustls_pki_types::pem::Error),
+    /// The PEM text holds no certificate.
+    #[error("no certificate found in the PEM text")]
+    NoCertificate,
+    /// The PEM text holds no private key.
+    #[error("no private key found in the PEM text")]
+    NoPrivateKey,
+    /// The certificate could not be parsed as X.509.
+    #[error("the certificate cannot be parsed: {0}")]
+    BadCertificate(String),
+    /// The key is of an unsupported kind, or does not belong to the certificate.
+    #[error("the private key cannot be used with the certificate: {0}")]
+    Key(#[source] rustls::Error),
+    /// A server name is not a valid DNS name or IP address.
+    #[error("invalid server name `{0}`")]
+    ServerName(String),
+    /// The client CA set cannot be used.
+    #[error("invalid client certificate authorities: {0}")]
+    ClientCa(String),
+    /// The custom CA set for an upstream cannot be used.
+    #[error("invalid upstream certificate authorities: {0}")]
+    CustomCa(String),
+    /// The self-signed certificate could not be generated.
+    #[error("cannot generate a self-signed certificate: {0}")]
+    Generate(#[source] rcgen::Error),
+    /// rustls refused the configuration.
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The one crypto provider of the workspace.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The TLS versions the proxy speaks, downstream and upstream.
+pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// Every certificate in `pem`, in order (leaf first for a chain).
+pub fn certificates_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certificates = CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(TlsError::Pem)?;
+    if certificates.is_empty() {
+        return Err(TlsError::NoCertificate);
+    }
+    Ok(certificates)
+}
+
+/// The first private key in `pem` (PKCS#8, PKCS#1 or SEC1).
+pub fn private_key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|error| match error {
+        rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoPrivateKey,
+        error => TlsError::Pem(error),
+    })
+}
+
+/// A certificate chain with its key, checked to belong together.
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate);
+    }
+    CertifiedKey::from_der(chain, key, &provider()).map(Arc::new).map_err(TlsError::Key)
+}
+
+/// A certificate chain with its key, from PEM text.
+pub fn certified_key_from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey>, TlsError> {
+    certified_key(certificates_from_pem(chain_pem)?, private_key_from_pem(key_pem)?)
+}
+
+/// A self-signed certificate (ECDSA P-256) for `names`: the bootstrap certificate a server uses
+/// when none is configured. Browsers will not trust it; the server should say so in its logs.
+pub fn self_signed(names: &[String]) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let generated = rcgen::generate_simple_self_signed(names.to_vec()).map_err(TlsError::Generate)?;
+    let key = PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
+    Ok((vec![generated.cert.der().clone()], key))
+}
+
+/// The names a certificate is valid for: its DNS subject alternative names, or, when it has
+/// none, its common name. Lowercased, without a trailing dot.
+pub fn certificate_names(certificate: &CertificateDer<'_>) -> Result<Vec<String>, TlsError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate)
+        .map_err(|error| TlsError::BadCertificate(error.to_string()))?;
+    let sans = parsed.subject_alternative_name().map_err(|error| TlsError::BadCertificate(error.to_string()))?;
+    let mut names: Vec<String> = sans
+        .map(|extension| {
+            extension
+                .value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    x509_parser::extensions::GeneralName::DNSName(dns) => Some(normalize_name(dns)),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        names = parsed.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(normalize_name).collect();
+    }
+    Ok(names)
+}
+
+fn normalize_name(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The certificates, indexed for lookup by server name.
+#[derive(Debug, Default)]
+struct CertIndex {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// Keyed by the part after `*.`: `example.com` for `*.example.com`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl CertIndex {
+    fn build(certificates: &[Arc<CertifiedKey>]) -> Result<Self, TlsError> {
+        let mut index = Self { default: certificates.first().cloned(), ..Self::default() };
+        for certified in certificates {
+            let leaf = certified.end_entity_cert().map_err(TlsError::Rustls)?;
+            for name in certificate_names(leaf)? {
+                // The first certificate configured for a name keeps it.
+                match name.strip_prefix("*.") {
+                    Some(parent) => index.wildcard.entry(parent.to_owned()).or_insert_with(|| Arc::clone(certified)),
+                    None => index.exact.entry(name).or_insert_with(|| Arc::clone(certified)),
+                };
+            }
+        }
+        Ok(index)
+    }
+
+    fn select(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = server_name.map(normalize_name) else { return self.default.clone() };
+        if let Some(exact) = self.exact.get(&name) {
+            return Some(Arc::clone(exact));
+        }
+        // A wildcard covers exactly one label: `a.example.com`, not `example.com` nor `a.b.example.com`.
+        let wildcard = name.split_once('.').and_then(|(_, parent)| self.wildcard.get(parent));
+        wildcard.cloned().or_else(|| self.default.clone())
+    }
+}
+
+/// Picks the certificate for a handshake by SNI: exact name, then wildcard, then the default.
+#[derive(Debug)]
+pub struct SniResolver {
+    index: ArcSwap<CertIndex>,
+}
+
+impl SniResolver {
+    /// A resolver over `certificates`; the first is the default. An empty set makes handshakes fail.
+    pub fn new(certificates: &[Arc<CertifiedKey>]) -> Result<Self, TlsError> {
+        Ok(Self { index: ArcSwap::from_pointee(CertIndex::build(certificates)?) })
+    }
+
+    /// Replaces the certificates (a reload); handshakes in progress keep the old set.
+    pub fn replace(&self, certificates: &[Arc<CertifiedKey>]) -> Result<(), TlsError> {
+        self.index.store(Arc::new(CertIndex::build(certificates)?));
+        Ok(())
+    }
+
+    /// The certificate presented for `server_name` (`None`: the client sent no SNI).
+    pub fn select(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        self.index.load().select(server_name)
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.select(client_hello.server_name())
+    }
+}
+
+/// What to ask of downstream clients about certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertMode {
+    /// Ask; a client may send none, but one it sends must chain to the CAs or the handshake fails.
+    VerifyIfGiven,
+    /// Ask and accept whatever is sent; report whether it chains to the CAs, so that the policy
+    /// can answer 495 instead of a TLS alert (Pomerium's `policy` enforcement modes).
+    Report,
+    /// Require a certificate that chains to the CAs (Pomerium's `reject_connection`).
+    Require,
+}
+
+/// Downstream client-certificate settings.
+#[derive(Debug, Clone)]
+pub struct DownstreamClientAuth {
+    /// The certificate authorities client certificates must chain to.
+    pub ca: Vec<CertificateDer<'static>>,
+    /// What to do with what clients send.
+    pub mode: ClientCertMode,
+}
+
+/// A client certificate presented in a handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The chain as sent, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Whether the chain verified against the configured CAs at handshake time.
+    pub verified: bool,
+}
+
+impl ClientCertificate {
+    /// The leaf (end-entity) certificate.
+    pub fn leaf(&self) -> Option<&CertificateDer<'static>> {
+        self.chain.first()
+    }
+}
+
+/// A downstream TLS configuration: the rustls config and what is needed to report client
+/// certificates after a handshake.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    config: Arc<ServerConfig>,
+    resolver: Arc<SniResolver>,
+    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+impl ServerTls {
+    /// TLS 1.2 and 1.3 on aws-lc-rs, ALPN `h2` then `http/1.1`, certificates from `resolver`,
+    /// client certificates per `client_auth`.
+    pub fn new(resolver: Arc<SniResolver>, client_auth: Option<&DownstreamClientAuth>) -> Result<Self, TlsError> {
+        let provider = provider();
+        let client_verifier = client_auth.map(|auth| client_verifier(auth, &provider)).transpose()?;
+        let handshake_verifier: Arc<dyn ClientCertVerifier> =
+            match (client_auth.map(|auth| auth.mode), &client_verifier) {
+                (Some(ClientCertMode::Report), Some(verifier)) => {
+                    Arc::new(ReportingVerifier { inner: Arc::clone(verifier) })
+                }
+                (_, Some(verifier)) => Arc::clone(verifier),
+                (_, None) => WebPkiClientVerifier::no_client_auth(),
+            };
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(PROTOCOL_VERSIONS)?
+            .with_client_cert_verifier(handshake_verifier)
+            .with_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self { config: Arc::new(config), resolver, client_verifier })
+    }
+
+    /// The rustls configuration.
+    pub fn config(&self) -> &Arc<ServerConfig> {
+        &self.config
+    }
+
+    /// The certificate resolver, to replace certificates on reload.
+    pub fn resolver(&self) -> &Arc<SniResolver> {
+        &self.resolver
+    }
+
+    /// An acceptor for this configuration.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.config))
+    }
+
+    /// The client certificate of a finished handshake, with whether it verified.
+    pub fn client_certificate(&self, connection: &ServerConnection) -> Option<ClientCertificate> {
+        let chain = connection.peer_certificates()?.to_vec();
+        let (leaf, intermediates) = chain.split_first()?;
+        let verified = self
+            .client_verifier
+            .as_ref()
+            .is_some_and(|verifier| verifier.verify_client_cert(leaf, intermediates, UnixTime::now()).is_ok());
+        Some(ClientCertificate { chain, verified })
+    }
+}
+
+fn client_verifier(
+    auth: &DownstreamClientAuth,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(auth.ca.iter().cloned());
+    if added == 0 {
+        return Err(TlsError::ClientCa(format!("no usable certificate authority ({ignored} ignored)")));
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
+    let builder = if auth.mode == ClientCertMode::Require { builder } else { builder.allow_unauthenticated() };
+    builder.build().map_err(|error| TlsError::ClientCa(error.to_string()))
+}
+
+/// Accepts any client certificate whose handshake signature is valid; [`ServerTls::client_certificate`]
+/// then reports whether it chains to the CAs.
+#[derive(Debug)]
+struct ReportingVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for ReportingVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    fn cert_for(names: &[&str]) -> Arc<CertifiedKey> {
+        let (chain, key) = self_signed(&names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
+        certified_key(chain, key).unwrap()
+    }
+
+    fn selected_name(resolver: &SniResolver, sni: Option<&str>) -> Option<Vec<String>> {
+        resolver.select(sni).map(|key| certificate_names(key.end_entity_cert().unwrap()).unwrap())
+    }
+
+    #[test]
+    fn sni_picks_exact_then_wildcard_then_default() {
+        let resolver = SniResolver::new(&[
+            cert_for(&["default.test"]),
+            cert_for(&["a.example.com"]),
+            cert_for(&["*.example.com"]),
+            cert_for(&["B.Other.Test"]),
+        ])
+        .unwrap();
+        let names = |sni| selected_name(&resolver, sni).unwrap().join(",");
+        assert_eq!(names(Some("a.example.com")), "a.example.com");
+        assert_eq!(names(Some("A.EXAMPLE.COM.")), "a.example.com");
+        assert_eq!(names(Some("z.example.com")), "*.example.com");
+        assert_eq!(names(Some("b.other.test")), "b.other.test");
+        // A wildcard covers one label only.
+        assert_eq!(names(Some("x.y.example.com")), "default.test");
+        assert_eq!(names(Some("example.com")), "default.test");
+        assert_eq!(names(Some("unknown.test")), "default.test");
+        assert_eq!(names(None), "default.test");
+    }
+
+    #[test]
+    fn first_certificate_for_a_name_wins_and_reload_replaces() {
+        let first = cert_for(&["same.test"]);
+        let resolver = SniResolver::new(&[Arc::clone(&first), cert_for(&["same.test", "x.test"])]).unwrap();
+        assert!(Arc::ptr_eq(&resolver.select(Some("same.test")).unwrap(), &first));
+        resolver.replace(&[cert_for(&["new.test"])]).unwrap();
+        assert_eq!(selected_name(&resolver, Some("same.test")).unwrap(), ["new.test"]);
+    }
+
+    #[test]
+    fn no_certificates_means_no_certificate() {
+        let resolver = SniResolver::new(&[]).unwrap();
+        assert!(resolver.select(Some("a.test")).is_none());
+    }
+
+    #[test]
+    fn pem_round_trip_and_clear_errors() {
+        let generated = rcgen::generate_simple_self_signed(vec!["pem.test".to_owned()]).unwrap();
+        let cert_pem = generated.cert.pem();
+        let key_pem = generated.signing_key.serialize_pem();
+        let key = certified_key_from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
+        assert_eq!(certificate_names(key.end_entity_cert().unwrap()).unwrap(), ["pem.test"]);
+
+        assert!(matches!(certificates_from_pem(b""), Err(TlsError::NoCertificate)));
+        assert!(matches!(certificates_from_pem(key_pem.as_bytes()), Err(TlsError::NoCertificate)));
+        assert!(matches!(private_key_from_pem(cert_pem.as_bytes()), Err(TlsError::NoPrivateKey)));
+        let broken = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        assert!(matches!(certificates_from_pem(broken.as_bytes()), Err(TlsError::Pem(_))));
+        let truncated = "-----BEGIN CERTIFICATE-----\nAAAA\n";
+        assert!(matches!(certificates_from_pem(truncated.as_bytes()), Err(TlsError::Pem(_))));
+    }
+
+    #[test]
+    fn a_key_must_match_its_certificate() {
+        let (chain, _) = self_signed(&["one.test".to_owned()]).unwrap();
+        let (_, other_key) = self_signed(&["two.test".to_owned()]).unwrap();
+        assert!(matches!(certified_key(chain, other_key), Err(TlsError::Key(_))));
+        let (_, key) = self_signed(&["three.test".to_owned()]).unwrap();
+        assert!(matches!(certified_key(Vec::new(), key), Err(TlsError::NoCertificate)));
+    }
+
+    #[test]
+    fn garbage_certificates_are_errors() {
+        let garbage = CertificateDer::from(vec![0x30, 0x03, 0x01, 0x02, 0x03]);
+        assert!(matches!(certificate_names(&garbage), Err(TlsError::BadCertificate(_))));
+    }
+
+    #[test]
+    fn server_config_offers_h2_and_http11() {
+        let resolver = Arc::new(SniResolver::new(&[cert_for(&["a.test"])]).unwrap());
+        let tls = ServerTls::new(resolver, None).unwrap();
+        assert_eq!(tls.config().alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn client_auth_needs_a_usable_ca() {
+        let resolver = Arc::new(SniResolver::new(&[cert_for(&["a.test"])]).unwrap());
+        let auth = DownstreamClientAuth { ca: vec![CertificateDer::from(vec![1, 2, 3])], mode: ClientCertMode::Report };
+        assert!(matches!(ServerTls::new(resolver, Some(&auth)), Err(TlsError::ClientCa(_))));
+    }
+}
