@@ -1,0 +1,465 @@
+//! The all-in-one server: load the configuration, build the runtime, open the listeners, reload
+//! on change, stop gracefully on SIGINT/SIGTERM.
+
+use crate::diagnostics;
+use crate::environment::ProcessEnvironment;
+use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
+use config::{Config, Format, Options};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use policy::records::MemoryRecords;
+use proxy::body::{self, ProxyBody};
+use proxy::runtime::{Environment, Runtime, SharedRecords};
+use proxy::server::{self, ConnectionInfo, ServerOptions, Shutdown, ShutdownSignal};
+use proxy::tls::{ClientCertMode, DownstreamClientAuth, ServerTls, SniResolver};
+use proxy::upstream::{ClientOptions, UpstreamClients};
+use rustls::sign::CertifiedKey;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// How often the configuration file is checked for changes (`POMERIUM_WATCH_INTERVAL_MS`
+/// shortens it in tests).
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The configuration as read: its text and where it came from.
+struct Source {
+    path: Option<PathBuf>,
+    text: String,
+    stamp: Option<Stamp>,
+}
+
+/// What tells a changed file: modification time and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+impl Source {
+    fn read(path: Option<&Path>) -> Result<Source, String> {
+        let Some(path) = path else {
+            // Settings from the environment only.
+            return Ok(Source { path: None, text: String::new(), stamp: None });
+        };
+        let stamp = stamp(path);
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        let text = String::from_utf8(bytes).map_err(|_| format!("`{}` is not UTF-8 text", path.display()))?;
+        Ok(Source { path: Some(path.to_owned()), text, stamp })
+    }
+
+    fn name(&self) -> String {
+        self.path.as_ref().map_or_else(|| "(environment)".to_owned(), |p| p.display().to_string())
+    }
+
+    fn format(&self) -> Format {
+        self.path.as_ref().map_or(Format::Yaml, |p| Format::from_path(&p.to_string_lossy()))
+    }
+
+    /// The configuration, or every problem with it as a log line.
+    fn load(&self) -> Result<(Config, Vec<String>), Vec<String>> {
+        let loaded = config::load(&self.text, self.format(), &ProcessEnvironment);
+        let (errors, warnings) = diagnostics::lines(&loaded, &self.name(), &self.text);
+        match loaded.config {
+            Some(config) if errors.is_empty() => Ok((config, warnings)),
+            _ => Err(errors),
+        }
+    }
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some(Stamp { modified: metadata.modified().ok(), len: metadata.len() })
+}
+
+/// Runs the server until it is told to stop.
+pub async fn run(config_path: Option<PathBuf>) -> ExitCode {
+    let source = match Source::read(config_path.as_deref()) {
+        Ok(source) => source,
+        Err(message) => {
+            eprintln!("pomerium: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (config, warnings) = match source.load() {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("error: {error}");
+            }
+            eprintln!(
+                "pomerium: the configuration has {} error(s); see `pomerium-policy check {}`",
+                errors.len(),
+                source.name()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&config.options);
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    match Server::start(source, config).await {
+        Ok(server) => server.wait().await,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(options: &Options) {
+    let level = format!("{:?}", options.log_level).to_ascii_lowercase();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,rustls=warn")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = if std::env::var("POMERIUM_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    if let Err(error) = result {
+        eprintln!("pomerium: logging is already set up: {error}");
+    }
+}
+
+/// The running server.
+struct Server {
+    current: Arc<ArcSwap<Runtime>>,
+    environment: Environment,
+    tls: Option<ServerTls>,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+    tasks: JoinSet<()>,
+    /// The addresses the listeners were opened on; a reload cannot move them.
+    addresses: Addresses,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Addresses {
+    main: String,
+    redirect: Option<String>,
+    metrics: Option<String>,
+    health: String,
+    insecure: bool,
+}
+
+impl Addresses {
+    fn of(options: &Options) -> Addresses {
+        Addresses {
+            main: options.address.clone(),
+            redirect: options.http_redirect_addr.clone(),
+            metrics: options.metrics_address.clone(),
+            health: options.health_check_addr.clone(),
+            insecure: options.insecure_server,
+        }
+    }
+}
+
+impl Server {
+    async fn start(source: Source, config: Config) -> Result<Server, String> {
+        check_services(&config.options)?;
+        let environment = Environment {
+            fallback_shared_key: fallback_shared_key(&config.options)?,
+            records: SharedRecords(Arc::new(MemoryRecords::default())),
+            clients: Arc::new(UpstreamClients::new(ClientOptions::default())),
+        };
+        let runtime =
+            Runtime::build(&config, &environment).map_err(|e| format!("the configuration cannot run: {e}"))?;
+        let metrics = Arc::new(Metrics::default());
+        metrics.started(runtime.route_count(), unix_now());
+        let current = Arc::new(ArcSwap::from_pointee(runtime));
+        let tls = if config.options.insecure_server { None } else { Some(server_tls(&config)?) };
+        let addresses = Addresses::of(&config.options);
+        let shutdown = Shutdown::new();
+        let mut server = Server { current, environment, tls, metrics, shutdown, tasks: JoinSet::new(), addresses };
+        server.open_listeners(&config.options).await?;
+        server.watch(source);
+        Ok(server)
+    }
+
+    async fn open_listeners(&mut self, options: &Options) -> Result<(), String> {
+        let main = bind(&self.addresses.main).await?;
+        let main_port = main.local_addr().map(|a| a.port()).unwrap_or(443);
+        tracing::info!(
+            address = %main.local_addr().map_or_else(|_| self.addresses.main.clone(), |a| a.to_string()),
+            tls = self.tls.is_some(),
+            routes = self.current.load().route_count(),
+            "serving"
+        );
+        let current = Arc::clone(&self.current);
+        let handler = move |request: Request<Incoming>, connection: Arc<ConnectionInfo>| {
+            let runtime = current.load_full();
+            proxy::pipeline::handle(runtime, request, connection)
+        };
+        let options_server = server_options(options);
+        self.tasks.spawn(server::serve(main, self.tls.clone(), handler, options_server, self.shutdown.signal()));
+        if let Some(address) = &self.addresses.redirect {
+            let listener = bind(address).await?;
+            tracing::info!(address = %address, "redirecting http to https");
+            self.tasks.spawn(server::serve_https_redirect(listener, main_port, options_server, self.shutdown.signal()));
+        }
+        if let Some(address) = &self.addresses.metrics {
+            let listener = bind(address).await?;
+            let metrics = Arc::clone(&self.metrics);
+            self.tasks.spawn(serve_text(listener, "/metrics", move || metrics.render(), self.shutdown.signal()));
+        }
+        // Health checks are a convenience: a port already taken must not stop the proxy.
+        match bind(&self.addresses.health).await {
+            Ok(listener) => {
+                self.tasks.spawn(serve_health(listener, self.shutdown.signal()));
+            }
+            Err(message) => tracing::warn!("health checks are off: {message}"),
+        }
+        Ok(())
+    }
+
+    /// Reloads the configuration when its file changes.
+    fn watch(&mut self, source: Source) {
+        let Some(path) = source.path.clone() else { return };
+        let interval = std::env::var("POMERIUM_WATCH_INTERVAL_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map_or(WATCH_INTERVAL, Duration::from_millis);
+        let reloader = Reloader {
+            current: Arc::clone(&self.current),
+            environment: self.environment.clone(),
+            resolver: self.tls.as_ref().map(|tls| Arc::clone(tls.resolver())),
+            metrics: Arc::clone(&self.metrics),
+            addresses: self.addresses.clone(),
+        };
+        let mut shutdown = self.shutdown.signal();
+        self.tasks.spawn(async move {
+            let mut last = source.stamp;
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                tokio::select! {
+                    () = shutdown.fired() => return,
+                    _ = ticker.tick() => {}
+                }
+                let now = stamp(&path);
+                if now == last || now.is_none() {
+                    continue;
+                }
+                last = now;
+                reloader.reload(&path);
+            }
+        });
+    }
+
+    /// Waits for SIGINT or SIGTERM, then stops accepting and lets requests in flight finish.
+    async fn wait(mut self) -> ExitCode {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        self.shutdown.trigger();
+        while self.tasks.join_next().await.is_some() {}
+        ExitCode::SUCCESS
+    }
+}
+
+/// Swaps in a new runtime when the configuration changes and is valid.
+struct Reloader {
+    current: Arc<ArcSwap<Runtime>>,
+    environment: Environment,
+    resolver: Option<Arc<SniResolver>>,
+    metrics: Arc<Metrics>,
+    addresses: Addresses,
+}
+
+impl Reloader {
+    fn reload(&self, path: &Path) {
+        match self.try_reload(path) {
+            Ok(routes) => {
+                self.metrics.reload_succeeded(routes, unix_now());
+                tracing::info!(routes, file = %path.display(), "configuration reloaded");
+            }
+            Err(problems) => {
+                self.metrics.reload_failed();
+                for problem in &problems {
+                    tracing::error!("{problem}");
+                }
+                tracing::error!(file = %path.display(), "configuration not reloaded; the previous one keeps serving");
+            }
+        }
+    }
+
+    fn try_reload(&self, path: &Path) -> Result<usize, Vec<String>> {
+        let source = Source::read(Some(path)).map_err(|e| vec![e])?;
+        let (config, warnings) = source.load()?;
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+        if Addresses::of(&config.options) != self.addresses {
+            tracing::warn!("listener addresses and insecure_server take effect at the next start");
+        }
+        let runtime = Runtime::build(&config, &self.environment)
+            .map_err(|e| vec![format!("the configuration cannot run: {e}")])?;
+        if let Some(resolver) = &self.resolver {
+            let certificates = certificates(&config).map_err(|e| vec![e])?;
+            resolver.replace(&certificates).map_err(|e| vec![format!("certificates: {e}")])?;
+        }
+        let routes = runtime.route_count();
+        self.current.store(Arc::new(runtime));
+        Ok(routes)
+    }
+}
+
+fn check_services(options: &Options) -> Result<(), String> {
+    use config::options::Service;
+    if options.services.is_all() || options.services.runs(Service::Proxy) {
+        return Ok(());
+    }
+    Err(format!(
+        "`services: {:?}` is not supported yet: this build runs the proxy with authorization in process (`all` or `proxy`)",
+        options.services.list()
+    ))
+}
+
+/// All-in-one mode may run without a shared secret: a random one per process, as Pomerium does.
+fn fallback_shared_key(options: &Options) -> Result<Vec<u8>, String> {
+    if options.shared_secret.is_none() {
+        tracing::warn!("no shared_secret: using a random one; signed URLs will not survive a restart");
+    }
+    let mut key = vec![0u8; 32];
+    aws_lc_rs::rand::fill(&mut key).map_err(|_| "cannot generate a random key".to_owned())?;
+    Ok(key)
+}
+
+fn server_options(options: &Options) -> ServerOptions {
+    let defaults = ServerOptions::default();
+    let header_read_timeout =
+        if options.timeout_read.is_zero() { defaults.header_read_timeout } else { options.timeout_read };
+    ServerOptions { header_read_timeout, ..defaults }
+}
+
+/// The downstream TLS configuration: configured certificates, else a self-signed one for the
+/// route hosts; client certificates when `downstream_mtls` names a CA.
+fn server_tls(config: &Config) -> Result<ServerTls, String> {
+    let resolver = Arc::new(SniResolver::new(&certificates(config)?).map_err(|e| format!("certificates: {e}"))?);
+    let mtls = &config.options.downstream_mtls;
+    let client_auth = mtls.ca.as_ref().map(|ca| DownstreamClientAuth {
+        ca: ca.ders().to_vec(),
+        mode: match mtls.enforcement {
+            config::options::MtlsEnforcement::RejectConnection => ClientCertMode::Require,
+            // The policy decides (with the default deny rule unless enforcement is `policy`).
+            _ => ClientCertMode::Report,
+        },
+    });
+    ServerTls::new(resolver, client_auth.as_ref()).map_err(|e| format!("tls: {e}"))
+}
+
+fn certificates(config: &Config) -> Result<Vec<Arc<CertifiedKey>>, String> {
+    let configured = &config.options.certificates;
+    if !configured.is_empty() {
+        return configured
+            .iter()
+            .map(|pair| {
+                let key = pair.key.der().ok_or("a certificate's key is not a private key")?;
+                proxy::tls::certified_key(pair.certificates.ders().to_vec(), key)
+                    .map_err(|e| format!("certificates: {e}"))
+            })
+            .collect();
+    }
+    let names = self_signed_names(config);
+    tracing::warn!(
+        names = %names.join(", "),
+        "no certificate configured: serving a self-signed one that browsers will not trust"
+    );
+    let (chain, key) = proxy::tls::self_signed(&names).map_err(|e| format!("self-signed certificate: {e}"))?;
+    Ok(vec![proxy::tls::certified_key(chain, key).map_err(|e| format!("self-signed certificate: {e}"))?])
+}
+
+/// The hosts the self-signed certificate is for: every route's, the authenticate service's, and
+/// localhost.
+fn self_signed_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = config.routes.iter().map(|r| r.from.host.clone()).collect();
+    if let Some(host) = config.options.authenticate_url().and_then(|u| u.host_str().map(str::to_owned)) {
+        names.push(host);
+    }
+    names.push("localhost".to_owned());
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Binds `:port`, `host:port` or `[v6]:port` (Go's listen address forms).
+async fn bind(address: &str) -> Result<TcpListener, String> {
+    let resolved =
+        if let Some(port) = address.strip_prefix(':') { format!("0.0.0.0:{port}") } else { address.to_owned() };
+    let addr: SocketAddr = match resolved.parse() {
+        Ok(addr) => addr,
+        Err(_) => tokio::net::lookup_host(&resolved)
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| format!("`{address}` is not an address to listen on"))?,
+    };
+    TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on `{address}`: {e}"))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+async fn serve_health(listener: TcpListener, shutdown: ShutdownSignal) {
+    let handler = |request: Request<Incoming>, _: Arc<ConnectionInfo>| async move {
+        match request.uri().path() {
+            "/healthz" | "/readyz" | "/startupz" | "/ping" | "/status" => text(StatusCode::OK, "OK".to_owned()),
+            _ => text(StatusCode::NOT_FOUND, "not found".to_owned()),
+        }
+    };
+    server::serve(listener, None, handler, ServerOptions::default(), shutdown).await;
+}
+
+async fn serve_text<F>(listener: TcpListener, path: &'static str, render: F, shutdown: ShutdownSignal)
+where
+    F: Fn() -> String + Clone + Send + Sync + 'static,
+{
+    let handler = move |request: Request<Incoming>, _: Arc<ConnectionInfo>| {
+        let render = render.clone();
+        async move {
+            if request.uri().path() == path {
+                text(StatusCode::OK, render())
+            } else {
+                text(StatusCode::NOT_FOUND, "not found".to_owned())
+            }
+        }
+    };
+    server::serve(listener, None, handler, ServerOptions::default(), shutdown).await;
+}
+
+fn text(status: StatusCode, content: String) -> Response<ProxyBody> {
+    let mut response = Response::new(body::full(content));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,607 @@
+//! The request pipeline: what happens to every request, as named phases (in the manner of
+//! Pingora), each either passing the request on or answering it.
+//!
+//! 1. **sanitize**: normalize the path, refuse bad header names ([`crate::normalize`]).
+//! 2. **authority**: the host the request is for (`:authority` or `Host`).
+//! 3. **control plane**: Pomerium's own paths (`/ping`, `/healthz`, `/.pomerium/…`,
+//!    `/.well-known/pomerium…`) never reach an upstream.
+//! 4. **route**: the route table picks the route, or 404.
+//! 5. **authorize**: the route's compiled policy decides, in process; sign-in redirect (302) or
+//!    401, 403, 450, 495, or on.
+//! 6. **act**: a redirect route redirects, a response route answers, a `tcp+https` route opens
+//!    a CONNECT tunnel, and any other route forwards:
+//! 7. **forward**: pick an endpoint, rewrite path and host, set forwarding and route headers,
+//!    send (or upgrade), and stream the answer back with the route's response headers.
+//!
+//! Every answer carries `x-request-id`; every request is logged once, at the end.
+
+use crate::body::{self, ProxyBody};
+use crate::error::{ErrorKind, ErrorPage, ProxyError, ResponseFormat, new_request_id};
+use crate::headers::{self};
+use crate::runtime::{Forward, RouteAction, RouteRuntime, Runtime};
+use crate::server::ConnectionInfo;
+use crate::templates::Values;
+use crate::tunnel;
+use crate::{balance, normalize, rewrite};
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use policy::decision::{Verdict, wants_html};
+use policy::input::{self, Input};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Handles one request with the runtime current when it arrived.
+pub async fn handle(
+    runtime: Arc<Runtime>,
+    request: Request<Incoming>,
+    connection: Arc<ConnectionInfo>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let cx = Context {
+        request_id: new_request_id(),
+        format: ResponseFormat::negotiate(request.uri().path(), request.headers()),
+        method: request.method().clone(),
+        target: request.uri().path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+    };
+    let mut route_id = None;
+    let mut response = match phases(&runtime, request, &connection, &cx, &mut route_id).await {
+        Ok(response) => response,
+        Err(failure) => failure.into_response(&cx),
+    };
+    if let Ok(value) = HeaderValue::from_str(&cx.request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    tracing::info!(
+        target: "access",
+        request_id = %cx.request_id,
+        method = %cx.method,
+        path = %cx.target,
+        status = response.status().as_u16(),
+        route = route_id.as_deref().unwrap_or("-"),
+        peer = %connection.peer,
+        duration_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+/// What every phase may need to answer early.
+struct Context {
+    request_id: String,
+    format: ResponseFormat,
+    method: Method,
+    target: String,
+}
+
+/// An early answer: an error, a policy denial, or a response ready to send.
+enum Failure {
+    Error(ProxyError),
+    Page(ErrorPage),
+    Response(Box<Response<ProxyBody>>),
+}
+
+impl Failure {
+    fn into_response(self, cx: &Context) -> Response<ProxyBody> {
+        match self {
+            Failure::Error(error) => {
+                tracing::debug!(request_id = %cx.request_id, %error, "request failed");
+                error.page(&cx.request_id).render_as(cx.format)
+            }
+            Failure::Page(page) => page.render_as(cx.format),
+            Failure::Response(response) => *response,
+        }
+    }
+}
+
+impl From<ProxyError> for Failure {
+    fn from(error: ProxyError) -> Self {
+        Failure::Error(error)
+    }
+}
+
+async fn phases(
+    runtime: &Runtime,
+    mut request: Request<Incoming>,
+    connection: &ConnectionInfo,
+    cx: &Context,
+    route_id: &mut Option<String>,
+) -> Result<Response<ProxyBody>, Failure> {
+    sanitize(runtime, &mut request)?;
+    let authority = authority(&request)?;
+    if let Some(response) = control_plane(runtime, &request, cx) {
+        return Ok(response);
+    }
+    let route = find_route(runtime, &request, &authority, cx)?;
+    // Recorded before the later phases so that their failures are logged with the route.
+    *route_id = Some(route.id.clone());
+    authorize(runtime, &route, &request, &authority, connection, cx)?;
+    act(runtime, &route, request, &authority, connection, cx).await
+}
+
+// 1. sanitize
+
+fn sanitize(runtime: &Runtime, request: &mut Request<Incoming>) -> Result<(), Failure> {
+    match normalize::normalize_request(request, &runtime.global.normalize)? {
+        None => Ok(()),
+        Some(redirect) => Err(Failure::Response(Box::new(redirect))),
+    }
+}
+
+// 2. authority
+
+/// `host[:port]` of the request, lowercased: from the URI (HTTP/2, CONNECT, absolute-form) or the
+/// `Host` header.
+fn authority(request: &Request<Incoming>) -> Result<String, Failure> {
+    let from_uri = request.uri().authority().map(|a| a.as_str().to_owned());
+    let from_header = || request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
+    let authority = from_uri.or_else(from_header).filter(|a| !a.is_empty()).ok_or_else(|| {
+        ProxyError::client(ErrorKind::BadRequest).with_context("reading the host: the request names none")
+    })?;
+    if authority.parse::<http::uri::Authority>().is_err() || authority.contains('@') {
+        return Err(ProxyError::client(ErrorKind::BadRequest).with_context("reading the host: not host[:port]").into());
+    }
+    Ok(authority.to_ascii_lowercase())
+}
+
+// 3. control plane
+
+/// Pomerium's own endpoints, on every host. Those of the authenticate service and the signed-in
+/// user pages come with the authenticate service; until then they answer 404, so that they never
+/// reach an upstream.
+fn control_plane(runtime: &Runtime, request: &Request<Incoming>, cx: &Context) -> Option<Response<ProxyBody>> {
+    if request.method() == Method::CONNECT {
+        return None;
+    }
+    let path = request.uri().path();
+    if path == "/ping" || path == "/healthz" {
+        let mut response = Response::new(body::full("OK"));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        with_headers(&mut response, &runtime.global.response_headers);
+        return Some(response);
+    }
+    let reserved = |root: &str| path == root || path.starts_with(&format!("{root}/"));
+    if reserved("/.pomerium") || reserved("/.well-known/pomerium") {
+        let mut response = ErrorPage::new(StatusCode::NOT_FOUND, &cx.request_id).render_as(cx.format);
+        with_headers(&mut response, &runtime.global.response_headers);
+        return Some(response);
+    }
+    None
+}
+
+// 4. route
+
+fn find_route(
+    runtime: &Runtime,
+    request: &Request<Incoming>,
+    authority: &str,
+    cx: &Context,
+) -> Result<Arc<RouteRuntime>, Failure> {
+    let lookup =
+        routing::Request { authority, path: request.uri().path(), connect: request.method() == Method::CONNECT };
+    match runtime.table.lookup(&lookup) {
+        Some(found) => Ok(Arc::clone(found.value)),
+        None => {
+            let page = ErrorPage::new(StatusCode::NOT_FOUND, &cx.request_id).with_message("route not found");
+            let mut response = page.render_as(cx.format);
+            with_headers(&mut response, &runtime.global.response_headers);
+            Err(Failure::Response(Box::new(response)))
+        }
+    }
+}
+
+// 5. authorize
+
+/// What the policy decided, owned (the decision borrows the program).
+fn authorize(
+    runtime: &Runtime,
+    route: &RouteRuntime,
+    request: &Request<Incoming>,
+    authority: &str,
+    connection: &ConnectionInfo,
+    cx: &Context,
+) -> Result<(), Failure> {
+    let global = &runtime.global;
+    let headers = RequestHeaders(request.headers());
+    let client_ip = headers::trusted_client_address(
+        request.headers(),
+        connection.peer.ip(),
+        global.forwarding.xff_num_trusted_hops,
+    );
+    let certificate = connection.tls.as_ref().and_then(|tls| tls.client_certificate.as_ref());
+    let facts =
+        certificate.and_then(|c| c.leaf()).and_then(|der| policy::crypto::CertificateFacts::from_der(der.as_ref()));
+    let url = original_url(global.tls, authority, &cx.target);
+    let now = jiff::Timestamp::now();
+    let input = Input {
+        http: input::Http {
+            method: Some(request.method().as_str()),
+            host: Some(authority),
+            hostname: Some(hostname(authority)),
+            path: Some(request.uri().path()),
+            url: Some(&url),
+            headers: &headers,
+            ip: Some(client_ip),
+            client_certificate: input::ClientCertificate {
+                presented: Some(certificate.is_some()),
+                leaf: facts.as_ref(),
+            },
+        },
+        is_valid_client_certificate: certificate.map(|c| c.verified),
+        session_id: None,
+        ssh: input::Ssh::default(),
+        mcp: input::Mcp::default(),
+        now,
+    };
+    let decision = route.program.evaluate(&input, global.records.get());
+    let accept = request.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok());
+    let verdict = decision.verdict(wants_html(accept) && !is_grpc(request.headers()));
+    tracing::debug!(
+        request_id = %cx.request_id,
+        route = %route.id,
+        allow = decision.allow.value,
+        allow_reasons = ?decision.allow.reasons,
+        deny = decision.deny.value,
+        deny_reasons = ?decision.deny.reasons,
+        outcome = verdict.action(),
+        "authorize"
+    );
+    match verdict {
+        Verdict::Allow => Ok(()),
+        Verdict::Login { redirect: true } => Err(Failure::Response(Box::new(sign_in_redirect(runtime, route, &url)))),
+        Verdict::Login { redirect: false } => {
+            Err(Failure::Page(ErrorPage::new(StatusCode::UNAUTHORIZED, &cx.request_id).with_message("Unauthenticated")))
+        }
+        Verdict::DeviceEnroll => Err(Failure::Response(Box::new(device_enrollment_redirect(runtime, authority, &url)))),
+        denied => {
+            let status = StatusCode::from_u16(denied.status()).unwrap_or(StatusCode::FORBIDDEN);
+            let mut page = ErrorPage::new(status, &cx.request_id);
+            if route.show_error_details {
+                // Pomerium's `show_error_details`: why, in the policy's own terms.
+                page = page.with_details(format!(
+                    "allow: {} ({}); deny: {} ({})",
+                    decision.allow.value,
+                    decision.allow.reasons.names().join(", "),
+                    decision.deny.value,
+                    decision.deny.reasons.names().join(", "),
+                ));
+            }
+            Err(Failure::Page(page))
+        }
+    }
+}
+
+/// The request's headers, as the policy reads them.
+#[derive(Debug)]
+struct RequestHeaders<'a>(&'a HeaderMap);
+
+impl input::Headers for RequestHeaders<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"))
+}
+
+fn hostname(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.split_once(']').map_or(authority, |(host, _)| host.trim_start_matches('['));
+    }
+    authority.rsplit_once(':').map_or(authority, |(host, _)| host)
+}
+
+fn original_url(tls: bool, authority: &str, target: &str) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{authority}{target}")
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn redirect_to(location: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::FOUND;
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// 302 to the authenticate service's signed sign-in URL (system.md §3.3 step 1).
+fn sign_in_redirect(runtime: &Runtime, route: &RouteRuntime, original: &str) -> Response<ProxyBody> {
+    let global = &runtime.global;
+    let Ok(original) = url::Url::parse(original) else {
+        return ErrorPage::new(StatusCode::BAD_REQUEST, "").render_as(ResponseFormat::Html);
+    };
+    let url = authenticate::sign_in_url(
+        &global.authenticate_url,
+        &original,
+        route.idp_id.as_deref(),
+        &route.depends_on,
+        &global.shared_key,
+        unix_now(),
+    );
+    redirect_to(url.as_str())
+}
+
+/// 302 to the device enrolment page of the route's host, signed.
+fn device_enrollment_redirect(runtime: &Runtime, authority: &str, original: &str) -> Response<ProxyBody> {
+    let scheme = if runtime.global.tls { "https" } else { "http" };
+    let Ok(mut url) = url::Url::parse(&format!("{scheme}://{authority}/.pomerium/webauthn")) else {
+        return ErrorPage::new(StatusCode::BAD_REQUEST, "").render_as(ResponseFormat::Html);
+    };
+    url.query_pairs_mut().append_pair("pomerium_redirect_uri", original);
+    redirect_to(authenticate::sign(&url, &runtime.global.shared_key, unix_now()).as_str())
+}
+
+// 6. act
+
+async fn act(
+    runtime: &Runtime,
+    route: &RouteRuntime,
+    mut request: Request<Incoming>,
+    authority: &str,
+    connection: &ConnectionInfo,
+    cx: &Context,
+) -> Result<Response<ProxyBody>, Failure> {
+    let mut response = match &route.action {
+        RouteAction::Redirect(redirect) => redirect_response(redirect, request.uri(), authority, runtime.global.tls),
+        RouteAction::Respond { status, body: content } => {
+            let mut response = Response::new(body::full(content.clone()));
+            *response.status_mut() = *status;
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            response
+        }
+        RouteAction::Connect { target } => {
+            let upgrade = hyper::upgrade::on(&mut request);
+            return Ok(tunnel::connect_tunnel(upgrade, target, runtime.global.connect_timeout).await?);
+        }
+        RouteAction::Forward(forward) => {
+            return forward_request(runtime, route, forward, request, authority, connection, cx).await;
+        }
+    };
+    with_headers(&mut response, &route.response_headers);
+    Ok(response)
+}
+
+/// Envoy's redirect action (system.md §1.4 `redirect`).
+fn redirect_response(
+    redirect: &config::route::Redirect,
+    uri: &http::Uri,
+    authority: &str,
+    tls: bool,
+) -> Response<ProxyBody> {
+    let scheme = if redirect.https_redirect == Some(true) {
+        "https".to_owned()
+    } else {
+        redirect.scheme_redirect.clone().unwrap_or_else(|| if tls { "https" } else { "http" }.to_owned())
+    };
+    let host = redirect.host_redirect.clone().unwrap_or_else(|| hostname(authority).to_owned());
+    let port = match redirect.port_redirect {
+        Some(port) => Some(port.to_string()),
+        // Keep a port the client used unless the scheme or host changed.
+        None if redirect.host_redirect.is_none()
+            && redirect.https_redirect != Some(true)
+            && redirect.scheme_redirect.is_none() =>
+        {
+            authority.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map(|(_, p)| p.to_owned())
+        }
+        None => None,
+    };
+    let path = match (&redirect.path_redirect, &redirect.prefix_rewrite) {
+        (Some(path), _) => path.clone(),
+        (None, Some(prefix)) => format!("{prefix}{}", uri.path().trim_start_matches('/')),
+        (None, None) => uri.path().to_owned(),
+    };
+    let query = match (redirect.strip_query == Some(true), uri.query()) {
+        (false, Some(query)) => format!("?{query}"),
+        _ => String::new(),
+    };
+    let location = match port {
+        Some(port) => format!("{scheme}://{host}:{port}{path}{query}"),
+        None => format!("{scheme}://{host}{path}{query}"),
+    };
+    let mut response = redirect_to(&location);
+    *response.status_mut() =
+        redirect.response_code.and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    response
+}
+
+// 7. forward
+
+async fn forward_request(
+    runtime: &Runtime,
+    route: &RouteRuntime,
+    forward: &Forward,
+    mut request: Request<Incoming>,
+    authority: &str,
+    connection: &ConnectionInfo,
+    cx: &Context,
+) -> Result<Response<ProxyBody>, Failure> {
+    let global = &runtime.global;
+    let pick = forward
+        .balancer
+        .pick()
+        .ok_or_else(|| ProxyError::proxy(ErrorKind::NoHealthyUpstream).with_context("choosing an upstream"))?;
+    let endpoint = forward
+        .endpoints
+        .get(pick.index())
+        .ok_or_else(|| ProxyError::proxy(ErrorKind::Internal).with_context("choosing an upstream"))?;
+    let upgrade =
+        tunnel::requested_upgrade(request.headers()).filter(|p| tunnel::is_upgrade_allowed(p, &route.upgrades));
+    let on_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+    let (mut parts, incoming) = request.into_parts();
+
+    let rendered = render_request_headers(route, &parts.headers, connection);
+    let headers = &mut parts.headers;
+    headers::remove_hop_by_hop(headers, upgrade.as_deref());
+    strip_pomerium_credentials(headers, &global.cookie_name);
+    headers::set_forwarding_headers(headers, connection.peer.ip(), connection.tls.is_some(), global.forwarding);
+    if route.append_forwarded_host {
+        headers::append_forwarded_host(headers, authority);
+    }
+    headers::apply_request_header_settings(headers, &rendered, &route.remove_request_headers);
+    if let Ok(value) = HeaderValue::from_str(&cx.request_id) {
+        headers.insert(REQUEST_ID, value);
+    }
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let host = forward.host_rewrite.host(authority, &parts.headers, &target, &endpoint.authority);
+    let host = HeaderValue::from_str(&host)
+        .map_err(|_| ProxyError::proxy(ErrorKind::Internal).with_context("setting the upstream host"))?;
+    parts.headers.insert(header::HOST, host);
+    parts.uri = rewrite::upstream_uri(
+        endpoint.scheme.clone(),
+        endpoint.authority.clone(),
+        &forward.path_rewrite.apply(&target),
+    )
+    .map_err(|e| ProxyError::proxy(ErrorKind::Internal).with_context("building the upstream uri").with_cause(e))?;
+    let upstream_request = Request::from_parts(parts, body::incoming(incoming));
+
+    let result = match on_upgrade {
+        Some(on_upgrade) => {
+            tunnel::forward_upgrade(&forward.client, on_upgrade, upstream_request, route.timeouts.total).await
+        }
+        None => forward.client.send(upstream_request, route.timeouts).await,
+    };
+    let mut response = match result {
+        Ok(response) => {
+            pick.finish(balance::Outcome::Status(response.status().as_u16()));
+            response
+        }
+        Err(error) => {
+            pick.finish(balance::Outcome::NoResponse);
+            return Err(error.into());
+        }
+    };
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        headers::remove_hop_by_hop(response.headers_mut(), None);
+    }
+    headers::rewrite_response_headers(response.headers_mut(), &route.rewrite_response_headers);
+    with_headers(&mut response, &route.response_headers);
+    Ok(response)
+}
+
+fn with_headers(response: &mut Response<ProxyBody>, set: &[(http::HeaderName, HeaderValue)]) {
+    headers::set_response_headers(response.headers_mut(), set);
+}
+
+/// Pomerium's `clean-upstream` filter: the session cookie and Pomerium's own authorization
+/// headers are for the proxy, never for the upstream.
+fn strip_pomerium_credentials(headers: &mut HeaderMap, cookie_name: &str) {
+    headers.remove("x-pomerium-authorization");
+    let is_pomerium = |value: &HeaderValue| {
+        value.to_str().is_ok_and(|v| {
+            let v = v.trim_start();
+            v.get(..9).is_some_and(|p| p.eq_ignore_ascii_case("pomerium ")) || v.starts_with("Bearer Pomerium-")
+        })
+    };
+    if headers.get(header::AUTHORIZATION).is_some_and(is_pomerium) {
+        headers.remove(header::AUTHORIZATION);
+    }
+    let cookies: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
+    if cookies.is_empty() {
+        return;
+    }
+    headers.remove(header::COOKIE);
+    for cookie in cookies {
+        let Ok(text) = cookie.to_str() else {
+            headers.append(header::COOKIE, cookie);
+            continue;
+        };
+        let kept: Vec<&str> = text
+            .split(';')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty() && pair.split('=').next().map(str::trim) != Some(cookie_name))
+            .collect();
+        if let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+            && !kept.is_empty()
+        {
+            headers.append(header::COOKIE, value);
+        }
+    }
+}
+
+/// `set_request_headers` with their templates filled in from this request.
+fn render_request_headers(
+    route: &RouteRuntime,
+    headers: &HeaderMap,
+    connection: &ConnectionInfo,
+) -> Vec<(http::HeaderName, HeaderValue)> {
+    let values = TemplateValues { headers, connection };
+    route
+        .set_request_headers
+        .iter()
+        .filter_map(|(name, template)| Some((name.clone(), HeaderValue::from_str(&template.render(&values)).ok()?)))
+        .collect()
+}
+
+/// The values `set_request_headers` templates can read. The identity ones (`pomerium.jwt`,
+/// `pomerium.access_token`, `pomerium.id_token`) need a session and are empty until one exists.
+struct TemplateValues<'a> {
+    headers: &'a HeaderMap,
+    connection: &'a ConnectionInfo,
+}
+
+impl Values for TemplateValues<'_> {
+    fn lookup(&self, path: &[String]) -> Option<String> {
+        let names: Vec<&str> = path.iter().map(String::as_str).collect();
+        let leaf = || {
+            self.connection
+                .tls
+                .as_ref()
+                .and_then(|tls| tls.client_certificate.as_ref())
+                .and_then(|c| c.leaf())
+                .and_then(|der| policy::crypto::CertificateFacts::from_der(der.as_ref()))
+        };
+        match names.as_slice() {
+            ["pomerium", "request", "headers", name] => {
+                self.headers.get(*name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+            }
+            ["pomerium", "client_cert_fingerprint"] => {
+                leaf().map(|facts| facts.fingerprint.iter().map(|b| format!("{b:02x}")).collect())
+            }
+            ["pomerium", "client_cert_san_dns"] => leaf().map(|facts| facts.san_dns.join(",")),
+            ["pomerium", "client_cert_san_email"] => leaf().map(|facts| facts.san_emails.join(",")),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pomerium_credentials_do_not_go_upstream() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("a=1; _pomerium=secret; b=2"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Pomerium abc"));
+        headers.insert("x-pomerium-authorization", HeaderValue::from_static("abc"));
+        strip_pomerium_credentials(&mut headers, "_pomerium");
+        assert_eq!(headers.get(header::COOKIE).map(|v| v.to_str().ok()), Some(Some("a=1; b=2")));
+        assert!(headers.get(header::AUTHORIZATION).is_none());
+        assert!(headers.get("x-pomerium-authorization").is_none());
+
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("_pomerium=only"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer upstream-token"));
+        strip_pomerium_credentials(&mut headers, "_pomerium");
+        assert!(headers.get(header::COOKIE).is_none());
+        assert!(headers.get(header::AUTHORIZATION).is_some(), "other bearer tokens are the upstream's");
+    }
+
+    #[test]
+    fn hostnames_drop_the_port() {
+        assert_eq!(hostname("app.example.com:8443"), "app.example.com");
+        assert_eq!(hostname("app.example.com"), "app.example.com");
+        assert_eq!(hostname("[::1]:443"), "::1");
+    }
+}

@@ -1,0 +1,457 @@
+//! What the request pipeline runs on: a configuration turned, once, into everything a request
+//! needs ready-made: the route table, each route's compiled policy, upstream pools and balancers,
+//! parsed header settings and rewrites.
+//!
+//! Invariant: a [`Runtime`] is immutable. A new configuration builds a new one, which replaces
+//! the old atomically; requests in flight finish on the one they started with.
+
+use crate::balance::{self, Balancer, BalancerOptions};
+use crate::headers::{ForwardingOptions, ResponseHeaderRewrite};
+use crate::normalize::{self, NormalizeOptions};
+use crate::rewrite::{HostRewrite, PathRewrite, RegexRewrite, RewriteError};
+use crate::templates::HeaderTemplate;
+use crate::tls::TlsError;
+use crate::upstream::{RequestTimeouts, UpstreamClient, UpstreamClients, UpstreamTls};
+use bytes::Bytes;
+use config::route::{Action, FromScheme, LoadBalancingPolicy};
+use config::{Config, Options, Route};
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, HeaderValue, StatusCode};
+use policy::program::Program;
+use policy::records::Records;
+use routing::{PathRule, RouteTable};
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// Records the policy reads (sessions, users, ...): the databroker's cache, or an empty store.
+#[derive(Clone)]
+pub struct SharedRecords(pub Arc<dyn Records + Send + Sync>);
+
+impl SharedRecords {
+    pub fn get(&self) -> &dyn Records {
+        self.0.as_ref()
+    }
+}
+
+impl std::fmt::Debug for SharedRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedRecords")
+    }
+}
+
+/// Everything a request needs, built from one configuration.
+#[derive(Debug)]
+pub struct Runtime {
+    pub(crate) table: RouteTable<Arc<RouteRuntime>>,
+    pub(crate) global: Global,
+}
+
+/// Settings that apply to every route.
+#[derive(Debug)]
+pub(crate) struct Global {
+    /// Whether the main listener speaks TLS (URLs given to browsers are `https`).
+    pub tls: bool,
+    pub authenticate_url: Url,
+    /// Signs the URLs sent through the browser (sign-in redirects).
+    pub shared_key: Vec<u8>,
+    pub normalize: NormalizeOptions,
+    pub forwarding: ForwardingOptions,
+    pub cookie_name: String,
+    pub records: SharedRecords,
+    pub connect_timeout: Duration,
+    /// Response headers for answers no route produced (404s, control-plane paths).
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// One route, ready to serve.
+#[derive(Debug)]
+pub(crate) struct RouteRuntime {
+    /// The route's `id`, or its derived one: what logs name it by.
+    pub id: String,
+    pub program: Program,
+    pub action: RouteAction,
+    pub set_request_headers: Vec<(HeaderName, HeaderTemplate)>,
+    pub remove_request_headers: Vec<HeaderName>,
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    pub rewrite_response_headers: Vec<ResponseHeaderRewrite>,
+    /// Upgrade protocols the route lets through (`websocket`, `spdy/3.1`, ...).
+    pub upgrades: Vec<String>,
+    pub timeouts: RequestTimeouts,
+    pub append_forwarded_host: bool,
+    pub show_error_details: bool,
+    pub depends_on: Vec<String>,
+    pub idp_id: Option<String>,
+}
+
+/// What a route does with a request it allows.
+#[derive(Debug)]
+pub(crate) enum RouteAction {
+    Forward(Box<Forward>),
+    /// A `tcp+https` route: a CONNECT tunnel to this `host:port`.
+    Connect {
+        target: String,
+    },
+    Redirect(config::route::Redirect),
+    Respond {
+        status: StatusCode,
+        body: Bytes,
+    },
+}
+
+/// Forwarding to `to` upstreams.
+#[derive(Debug)]
+pub(crate) struct Forward {
+    pub endpoints: Vec<Endpoint>,
+    pub balancer: Balancer,
+    pub client: UpstreamClient,
+    pub path_rewrite: PathRewrite,
+    pub host_rewrite: HostRewrite,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    pub scheme: Scheme,
+    pub authority: Authority,
+}
+
+/// Why a configuration could not become a runtime. The configuration crate has already checked
+/// what it can; these are the few things only building reveals.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("route `{route}`: {reason}")]
+    Route { route: String, reason: String },
+    #[error("route `{route}`: {source}")]
+    Table { route: String, source: routing::RouteError },
+    #[error("route `{route}`: upstream tls: {source}")]
+    UpstreamTls { route: String, source: TlsError },
+    #[error("route `{route}`: {source}")]
+    Rewrite { route: String, source: RewriteError },
+}
+
+/// What the runtime is built with besides the configuration.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// The shared secret to sign URLs with, when the configuration has none (all-in-one mode
+    /// makes a random one per process).
+    pub fallback_shared_key: Vec<u8>,
+    pub records: SharedRecords,
+    /// Upstream connection pools, kept across reloads so that connections survive them.
+    pub clients: Arc<UpstreamClients>,
+}
+
+impl Runtime {
+    /// Builds the runtime for `config`.
+    pub fn build(config: &Config, environment: &Environment) -> Result<Runtime, BuildError> {
+        let options = &config.options;
+        let routing_options = routing::Options {
+            match_any_incoming_port: options.runtime_flag("match_any_incoming_port"),
+            default_port: if options.insecure_server { 80 } else { 443 },
+        };
+        let mut builder = routing::Builder::new(routing_options);
+        for route in &config.routes {
+            let runtime = Arc::new(route_runtime(route, options, environment)?);
+            for (host, rule) in matchers(route) {
+                builder
+                    .add(&host, rule, Arc::clone(&runtime))
+                    .map_err(|source| BuildError::Table { route: describe(route), source })?;
+            }
+        }
+        Ok(Runtime { table: builder.build(), global: global(options, environment) })
+    }
+
+    /// How many routes the table holds (a route with several hosts counts once per host).
+    pub fn route_count(&self) -> usize {
+        self.table.len()
+    }
+}
+
+fn global(options: &Options, environment: &Environment) -> Global {
+    let shared_key = match &options.shared_secret {
+        Some(secret) => secret.expose().to_vec(),
+        None => environment.fallback_shared_key.clone(),
+    };
+    Global {
+        tls: !options.insecure_server,
+        authenticate_url: options
+            .authenticate_url()
+            .unwrap_or_else(|| Url::parse("https://authenticate.pomerium.app").unwrap_or_else(|_| localhost())),
+        shared_key,
+        normalize: normalize_options(options),
+        forwarding: ForwardingOptions {
+            xff_num_trusted_hops: options.xff_num_trusted_hops,
+            skip_xff_append: options.skip_xff_append,
+        },
+        cookie_name: options.cookie.name.clone(),
+        records: environment.records.clone(),
+        connect_timeout: Duration::from_secs(10),
+        response_headers: header_pairs(&options.response_headers(None)),
+    }
+}
+
+#[expect(clippy::unwrap_used, reason = "a constant URL that parses")]
+fn localhost() -> Url {
+    Url::parse("https://localhost/").unwrap()
+}
+
+fn normalize_options(options: &Options) -> NormalizeOptions {
+    use config::options::{EscapedSlashesAction as E, UnderscoresAction as U};
+    NormalizeOptions {
+        normalize_path: options.normalize_path,
+        merge_slashes: options.merge_slashes,
+        escaped_slashes: match options.path_with_escaped_slashes_action {
+            E::KeepUnchanged => normalize::EscapedSlashesAction::KeepUnchanged,
+            E::UnescapeAndRedirect => normalize::EscapedSlashesAction::UnescapeAndRedirect,
+            E::UnescapeAndForward => normalize::EscapedSlashesAction::UnescapeAndForward,
+            // Pomerium's default is to reject; Envoy's "implementation specific" default keeps.
+            E::ImplementationSpecificDefault => normalize::EscapedSlashesAction::KeepUnchanged,
+            E::RejectRequest => normalize::EscapedSlashesAction::Reject,
+        },
+        headers_with_underscores: match options.headers_with_underscores_action {
+            U::Allow => normalize::UnderscoresAction::Allow,
+            U::RejectRequest => normalize::UnderscoresAction::Reject,
+            U::DropHeader => normalize::UnderscoresAction::Drop,
+        },
+        max_path_length: normalize::DEFAULT_MAX_PATH_LENGTH,
+    }
+}
+
+/// The hosts and path rule a route is matched by (system.md §2.1): `tcp+https` routes by CONNECT
+/// to `host:port` (or to each `host:port` of the path form), others by regex, else exact path,
+/// else prefix, else `/`.
+fn matchers(route: &Route) -> Vec<(String, PathRule)> {
+    if route.is_tcp() || route.is_udp() {
+        let hosts: Vec<String> = route
+            .from
+            .url
+            .path_segments()
+            .map(|segments| segments.filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let hosts = if hosts.is_empty() { vec![host_with_port(route)] } else { hosts };
+        return hosts.into_iter().map(|host| (host, PathRule::Connect)).collect();
+    }
+    let rule = if let Some(regex) = &route.regex {
+        PathRule::Regex(regex.clone())
+    } else if let Some(path) = &route.path {
+        PathRule::Exact(path.clone())
+    } else if let Some(prefix) = &route.prefix {
+        PathRule::Prefix(prefix.clone())
+    } else {
+        PathRule::Prefix("/".to_owned())
+    };
+    vec![(host_with_port(route), rule)]
+}
+
+fn host_with_port(route: &Route) -> String {
+    match route.from.port {
+        Some(port) => format!("{}:{port}", route.from.host),
+        None => route.from.host.clone(),
+    }
+}
+
+fn describe(route: &Route) -> String {
+    route.name.clone().unwrap_or_else(|| route.from.text.clone())
+}
+
+fn route_runtime(route: &Route, options: &Options, environment: &Environment) -> Result<RouteRuntime, BuildError> {
+    let timeout = route.effective_timeout(options);
+    let idle = route.effective_idle_timeout(options);
+    Ok(RouteRuntime {
+        id: route.name.clone().unwrap_or_else(|| route.id.clone()),
+        program: Program::compile(route.policy()),
+        action: action(route, environment)?,
+        set_request_headers: route
+            .set_request_headers
+            .iter()
+            .filter_map(|(name, value)| Some((HeaderName::try_from(name.as_str()).ok()?, HeaderTemplate::parse(value))))
+            .collect(),
+        remove_request_headers: route
+            .remove_request_headers
+            .iter()
+            .chain(&route.request_headers_to_remove(options))
+            .filter_map(|name| HeaderName::try_from(name.as_str()).ok())
+            .collect(),
+        response_headers: header_pairs(&options.response_headers(Some(route))),
+        rewrite_response_headers: route
+            .rewrite_response_headers
+            .iter()
+            .filter_map(|r| {
+                Some(ResponseHeaderRewrite {
+                    header: HeaderName::try_from(r.header.as_str()).ok()?,
+                    prefix: r.prefix.clone(),
+                    value: r.value.clone(),
+                })
+            })
+            .collect(),
+        upgrades: upgrades(route, options),
+        timeouts: RequestTimeouts {
+            total: (!timeout.is_zero()).then_some(timeout),
+            idle: idle.filter(|d| !d.is_zero()),
+        },
+        append_forwarded_host: route.appends_x_forwarded_host(),
+        show_error_details: route.show_error_details,
+        depends_on: route.depends_on.clone(),
+        idp_id: route.idp_client_id.clone(),
+    })
+}
+
+fn upgrades(route: &Route, options: &Options) -> Vec<String> {
+    let mut upgrades = route.upgrades(options);
+    if route.allows_websockets(options) {
+        upgrades.push("websocket".to_owned());
+    }
+    if route.allows_spdy(options) {
+        upgrades.push("spdy/3.1".to_owned());
+    }
+    upgrades
+}
+
+fn header_pairs(headers: &std::collections::BTreeMap<String, String>) -> Vec<(HeaderName, HeaderValue)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((HeaderName::try_from(name.as_str()).ok()?, HeaderValue::try_from(value.as_str()).ok()?))
+        })
+        .collect()
+}
+
+fn action(route: &Route, environment: &Environment) -> Result<RouteAction, BuildError> {
+    match &route.action {
+        Action::Redirect(redirect) => Ok(RouteAction::Redirect(redirect.clone())),
+        Action::Response(response) => Ok(RouteAction::Respond {
+            status: StatusCode::from_u16(response.status).map_err(|_| BuildError::Route {
+                route: describe(route),
+                reason: format!("{} is not an http status", response.status),
+            })?,
+            body: Bytes::from(response.body.clone()),
+        }),
+        Action::Upstream(urls) if route.is_tcp() || route.from.scheme == FromScheme::Udp => {
+            let target = urls.first().and_then(|u| Some(format!("{}:{}", u.url.host_str()?, u.url.port()?)));
+            let target = target.ok_or_else(|| BuildError::Route {
+                route: describe(route),
+                reason: "a tcp route needs `to: tcp://host:port`".to_owned(),
+            })?;
+            Ok(RouteAction::Connect { target })
+        }
+        Action::Upstream(urls) => forward(route, urls, environment).map(|f| RouteAction::Forward(Box::new(f))),
+    }
+}
+
+fn forward(
+    route: &Route,
+    urls: &[config::route::WeightedUrl],
+    environment: &Environment,
+) -> Result<Forward, BuildError> {
+    let invalid = |reason: String| BuildError::Route { route: describe(route), reason };
+    let endpoints = urls
+        .iter()
+        .map(|weighted| {
+            endpoint(&weighted.url).ok_or_else(|| invalid(format!("`{}` has no usable host", weighted.url)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let weights: Vec<u32> = urls.iter().map(|u| u.weight.unwrap_or(1)).collect();
+    let balancer = Balancer::new(&weights, balancer_options(route));
+    let tls = upstream_tls(route)?;
+    let client = environment
+        .clients
+        .client(&tls)
+        .map_err(|source| BuildError::UpstreamTls { route: describe(route), source })?;
+    Ok(Forward { endpoints, balancer, client, path_rewrite: path_rewrite(route)?, host_rewrite: host_rewrite(route)? })
+}
+
+fn endpoint(url: &Url) -> Option<Endpoint> {
+    let scheme = match url.scheme() {
+        "https" | "h2" => Scheme::HTTPS,
+        _ => Scheme::HTTP,
+    };
+    let host = url.host_str()?;
+    let authority = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    Some(Endpoint { scheme, authority: Authority::try_from(authority.as_str()).ok()? })
+}
+
+fn balancer_options(route: &Route) -> BalancerOptions {
+    let policy = match route.load_balancing_policy {
+        Some(LoadBalancingPolicy::LeastRequest) => balance::Policy::LeastRequest,
+        Some(LoadBalancingPolicy::Random) => balance::Policy::Random,
+        // Ring hash and maglev pick by a routing key; until that lands, round robin.
+        _ => balance::Policy::RoundRobin,
+    };
+    let outlier_detection = route.outlier_detection.as_ref().map(|o| {
+        let defaults = balance::OutlierDetection::default();
+        balance::OutlierDetection {
+            consecutive_5xx: o.consecutive_5xx.unwrap_or(defaults.consecutive_5xx),
+            consecutive_gateway_failure: o.consecutive_gateway_failure.unwrap_or(defaults.consecutive_gateway_failure),
+            interval: o.interval.unwrap_or(defaults.interval),
+            base_ejection_time: o.base_ejection_time.unwrap_or(defaults.base_ejection_time),
+            max_ejection_time: o.max_ejection_time.unwrap_or(defaults.max_ejection_time),
+            max_ejection_percent: o.max_ejection_percent.unwrap_or(defaults.max_ejection_percent),
+        }
+    });
+    let healthy_panic_threshold = route
+        .healthy_panic_threshold
+        .and_then(|t| u32::try_from(t).ok())
+        .unwrap_or(BalancerOptions::default().healthy_panic_threshold);
+    BalancerOptions { policy, outlier_detection, healthy_panic_threshold }
+}
+
+fn upstream_tls(route: &Route) -> Result<UpstreamTls, BuildError> {
+    let client_auth = match &route.tls.client_certificate {
+        Some(pair) => {
+            let key = pair.key.der().ok_or_else(|| BuildError::Route {
+                route: describe(route),
+                reason: "`tls_client_key` is not a private key".to_owned(),
+            })?;
+            Some((pair.certificates.ders().to_vec(), key))
+        }
+        None => None,
+    };
+    Ok(UpstreamTls {
+        skip_verify: route.tls.skip_verify,
+        server_name: route.tls.sni().map(str::to_owned),
+        custom_ca: route.tls.custom_ca.as_ref().map(|ca| ca.ders().to_vec()),
+        client_auth,
+    })
+}
+
+fn path_rewrite(route: &Route) -> Result<PathRewrite, BuildError> {
+    let matched = route.path.as_deref().or(route.prefix.as_deref()).unwrap_or("/");
+    Ok(match route.path_rewrite() {
+        None => PathRewrite::None,
+        Some(config::route::PathRewrite::Prefix(replacement)) => {
+            PathRewrite::for_route(matched, Some(&replacement), None, "")
+        }
+        Some(config::route::PathRewrite::Regex { pattern, substitution }) => {
+            let regex = RegexRewrite::new(&pattern, &substitution)
+                .map_err(|source| BuildError::Rewrite { route: describe(route), source })?;
+            PathRewrite::Regex(regex)
+        }
+    })
+}
+
+fn host_rewrite(route: &Route) -> Result<HostRewrite, BuildError> {
+    Ok(if route.preserve_host_header {
+        HostRewrite::Preserve
+    } else if let Some(host) = &route.host_rewrite {
+        HostRewrite::Literal(host.clone())
+    } else if let Some(header) = &route.host_rewrite_header {
+        match HeaderName::try_from(header.as_str()) {
+            Ok(name) => HostRewrite::FromHeader(name),
+            Err(_) => {
+                return Err(BuildError::Route {
+                    route: describe(route),
+                    reason: format!("`host_rewrite_header` `{header}` is not a header name"),
+                });
+            }
+        }
+    } else if let Some((pattern, substitution)) = &route.host_path_regex_rewrite {
+        HostRewrite::PathRegex(
+            RegexRewrite::new(pattern, substitution)
+                .map_err(|source| BuildError::Rewrite { route: describe(route), source })?,
+        )
+    } else {
+        HostRewrite::Upstream
+    })
+}
