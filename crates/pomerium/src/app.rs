@@ -187,7 +187,7 @@ impl Server {
         let main = bind(&self.addresses.main).await?;
         let main_port = main.local_addr().map(|a| a.port()).unwrap_or(443);
         tracing::info!(
-            address = %main.local_addr().map_or_else(|_| self.addresses.main.clone(), |a| a.to_string()),
+            address = %local_address(&main, &self.addresses.main),
             tls = self.tls.is_some(),
             routes = self.current.load().route_count(),
             "serving"
@@ -201,17 +201,19 @@ impl Server {
         self.tasks.spawn(server::serve(main, self.tls.clone(), handler, options_server, self.shutdown.signal()));
         if let Some(address) = &self.addresses.redirect {
             let listener = bind(address).await?;
-            tracing::info!(address = %address, "redirecting http to https");
+            tracing::info!(address = %local_address(&listener, address), "redirecting http to https");
             self.tasks.spawn(server::serve_https_redirect(listener, main_port, options_server, self.shutdown.signal()));
         }
         if let Some(address) = &self.addresses.metrics {
             let listener = bind(address).await?;
+            tracing::info!(address = %local_address(&listener, address), "serving metrics");
             let metrics = Arc::clone(&self.metrics);
             self.tasks.spawn(serve_text(listener, "/metrics", move || metrics.render(), self.shutdown.signal()));
         }
         // Health checks are a convenience: a port already taken must not stop the proxy.
         match bind(&self.addresses.health).await {
             Ok(listener) => {
+                tracing::info!(address = %local_address(&listener, &self.addresses.health), "serving health checks");
                 self.tasks.spawn(serve_health(listener, self.shutdown.signal()));
             }
             Err(message) => tracing::warn!("health checks are off: {message}"),
@@ -400,6 +402,12 @@ async fn bind(address: &str) -> Result<TcpListener, String> {
             .ok_or_else(|| format!("`{address}` is not an address to listen on"))?,
     };
     TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on `{address}`: {e}"))
+}
+
+/// The address a listener is bound to (the real port when the configuration says `:0`), else
+/// the configured one.
+fn local_address(listener: &TcpListener, configured: &str) -> String {
+    listener.local_addr().map_or_else(|_| configured.to_owned(), |a| a.to_string())
 }
 
 fn unix_now() -> u64 {

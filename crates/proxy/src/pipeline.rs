@@ -49,7 +49,13 @@ pub async fn handle(
     let mut route_id = None;
     let mut response = match phases(&runtime, request, &connection, &cx, &mut route_id).await {
         Ok(response) => response,
-        Err(failure) => failure.into_response(&cx),
+        Err(failure) => {
+            let mut response = failure.into_response(&cx);
+            // The proxy's own answers (Envoy's local replies) carry the global response headers
+            // (Pomerium's `local_reply.go`).
+            with_headers(&mut response, &runtime.global.response_headers);
+            response
+        }
     };
     if let Ok(value) = HeaderValue::from_str(&cx.request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
@@ -162,7 +168,7 @@ fn control_plane(runtime: &Runtime, request: &Request<Incoming>, cx: &Context) -
         with_headers(&mut response, &runtime.global.response_headers);
         return Some(response);
     }
-    let reserved = |root: &str| path == root || path.starts_with(&format!("{root}/"));
+    let reserved = |root: &str| path.strip_prefix(root).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
     if reserved("/.pomerium") || reserved("/.well-known/pomerium") {
         let mut response = ErrorPage::new(StatusCode::NOT_FOUND, &cx.request_id).render_as(cx.format);
         with_headers(&mut response, &runtime.global.response_headers);
@@ -185,9 +191,7 @@ fn find_route(
         Some(found) => Ok(Arc::clone(found.value)),
         None => {
             let page = ErrorPage::new(StatusCode::NOT_FOUND, &cx.request_id).with_message("route not found");
-            let mut response = page.render_as(cx.format);
-            with_headers(&mut response, &runtime.global.response_headers);
-            Err(Failure::Response(Box::new(response)))
+            Err(Failure::Page(page))
         }
     }
 }
@@ -353,7 +357,9 @@ async fn act(
     cx: &Context,
 ) -> Result<Response<ProxyBody>, Failure> {
     let mut response = match &route.action {
-        RouteAction::Redirect(redirect) => redirect_response(redirect, request.uri(), authority, runtime.global.tls),
+        RouteAction::Redirect { redirect, matched } => {
+            redirect_response(redirect, matched, request.uri(), authority, runtime.global.tls)
+        }
         RouteAction::Respond { status, body: content } => {
             let mut response = Response::new(body::full(content.clone()));
             *response.status_mut() = *status;
@@ -372,9 +378,11 @@ async fn act(
     Ok(response)
 }
 
-/// Envoy's redirect action (system.md §1.4 `redirect`).
+/// Envoy's redirect action (system.md §1.4 `redirect`). `prefix_rewrite` replaces `matched`, the
+/// route's path or prefix, as it does in a forwarding route.
 fn redirect_response(
     redirect: &config::route::Redirect,
+    matched: &str,
     uri: &http::Uri,
     authority: &str,
     tls: bool,
@@ -398,7 +406,9 @@ fn redirect_response(
     };
     let path = match (&redirect.path_redirect, &redirect.prefix_rewrite) {
         (Some(path), _) => path.clone(),
-        (None, Some(prefix)) => format!("{prefix}{}", uri.path().trim_start_matches('/')),
+        (None, Some(prefix)) => {
+            rewrite::PathRewrite::Prefix { matched: matched.to_owned(), replacement: prefix.clone() }.apply(uri.path())
+        }
         (None, None) => uri.path().to_owned(),
     };
     let query = match (redirect.strip_query == Some(true), uri.query()) {
@@ -469,6 +479,7 @@ async fn forward_request(
         Some(on_upgrade) => {
             tunnel::forward_upgrade(&forward.client, on_upgrade, upstream_request, route.timeouts.total).await
         }
+        None if forward.h2c => forward.client.send_h2c(upstream_request, route.timeouts).await,
         None => forward.client.send(upstream_request, route.timeouts).await,
     };
     let mut response = match result {
@@ -596,6 +607,19 @@ mod tests {
         strip_pomerium_credentials(&mut headers, "_pomerium");
         assert!(headers.get(header::COOKIE).is_none());
         assert!(headers.get(header::AUTHORIZATION).is_some(), "other bearer tokens are the upstream's");
+    }
+
+    #[test]
+    fn redirect_prefix_rewrite_replaces_the_matched_prefix() {
+        let redirect = config::route::Redirect { prefix_rewrite: Some("/new/".to_owned()), ..Default::default() };
+        let location = |matched: &str, uri: &str| {
+            let uri: http::Uri = uri.parse().unwrap_or_default();
+            let response = redirect_response(&redirect, matched, &uri, "app.example.com", true);
+            response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        };
+        assert_eq!(location("/old/", "/old/a/b?q=1").as_deref(), Some("https://app.example.com/new/a/b?q=1"));
+        assert_eq!(location("/", "/a/b").as_deref(), Some("https://app.example.com/new/a/b"));
+        assert_eq!(location("/exact", "/exact").as_deref(), Some("https://app.example.com/new/"));
     }
 
     #[test]

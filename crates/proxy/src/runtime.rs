@@ -92,7 +92,12 @@ pub(crate) enum RouteAction {
     Connect {
         target: String,
     },
-    Redirect(config::route::Redirect),
+    /// Envoy's redirect action. `matched` is what the route matched on (its `path` or `prefix`,
+    /// else `/`): the part of the path a redirect's `prefix_rewrite` replaces.
+    Redirect {
+        redirect: config::route::Redirect,
+        matched: String,
+    },
     Respond {
         status: StatusCode,
         body: Bytes,
@@ -107,6 +112,8 @@ pub(crate) struct Forward {
     pub client: UpstreamClient,
     pub path_rewrite: PathRewrite,
     pub host_rewrite: HostRewrite,
+    /// An `h2c://` upstream: cleartext HTTP/2 with prior knowledge.
+    pub h2c: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -269,6 +276,7 @@ fn route_runtime(route: &Route, options: &Options, environment: &Environment) ->
             .remove_request_headers
             .iter()
             .chain(&route.request_headers_to_remove(options))
+            .chain(&identity_headers(route, options))
             .filter_map(|name| HeaderName::try_from(name.as_str()).ok())
             .collect(),
         response_headers: header_pairs(&options.response_headers(Some(route))),
@@ -295,6 +303,19 @@ fn route_runtime(route: &Route, options: &Options, environment: &Environment) ->
     })
 }
 
+/// The identity headers of a route that passes them (`pass_identity_headers`). Pomerium
+/// overwrites them with the user's; until this pipeline sets them, they are removed, so that a
+/// client's own value never reaches the upstream in their place. (Routes that do not pass them
+/// remove them already, in [`Route::request_headers_to_remove`].)
+fn identity_headers(route: &Route, options: &Options) -> Vec<String> {
+    if !route.passes_identity_headers(options) {
+        return Vec::new();
+    }
+    let mut names = vec!["x-pomerium-jwt-assertion".to_owned()];
+    names.extend(options.jwt_claims_headers.keys().cloned());
+    names
+}
+
 fn upgrades(route: &Route, options: &Options) -> Vec<String> {
     let mut upgrades = route.upgrades(options);
     if route.allows_websockets(options) {
@@ -317,7 +338,9 @@ fn header_pairs(headers: &std::collections::BTreeMap<String, String>) -> Vec<(He
 
 fn action(route: &Route, environment: &Environment) -> Result<RouteAction, BuildError> {
     match &route.action {
-        Action::Redirect(redirect) => Ok(RouteAction::Redirect(redirect.clone())),
+        Action::Redirect(redirect) => {
+            Ok(RouteAction::Redirect { redirect: redirect.clone(), matched: matched_path(route).to_owned() })
+        }
         Action::Response(response) => Ok(RouteAction::Respond {
             status: StatusCode::from_u16(response.status).map_err(|_| BuildError::Route {
                 route: describe(route),
@@ -356,7 +379,16 @@ fn forward(
         .clients
         .client(&tls)
         .map_err(|source| BuildError::UpstreamTls { route: describe(route), source })?;
-    Ok(Forward { endpoints, balancer, client, path_rewrite: path_rewrite(route)?, host_rewrite: host_rewrite(route)? })
+    // As Pomerium's cluster protocol: one `h2c` upstream makes the route's requests HTTP/2.
+    let h2c = urls.iter().any(|weighted| weighted.url.scheme() == "h2c");
+    Ok(Forward {
+        endpoints,
+        balancer,
+        client,
+        path_rewrite: path_rewrite(route)?,
+        host_rewrite: host_rewrite(route)?,
+        h2c,
+    })
 }
 
 fn endpoint(url: &Url) -> Option<Endpoint> {
@@ -416,8 +448,13 @@ fn upstream_tls(route: &Route) -> Result<UpstreamTls, BuildError> {
     })
 }
 
+/// What a route matched on, for prefix rewrites: its exact `path`, else its `prefix`, else `/`.
+fn matched_path(route: &Route) -> &str {
+    route.path.as_deref().or(route.prefix.as_deref()).unwrap_or("/")
+}
+
 fn path_rewrite(route: &Route) -> Result<PathRewrite, BuildError> {
-    let matched = route.path.as_deref().or(route.prefix.as_deref()).unwrap_or("/");
+    let matched = matched_path(route);
     Ok(match route.path_rewrite() {
         None => PathRewrite::None,
         Some(config::route::PathRewrite::Prefix(replacement)) => {

@@ -125,6 +125,8 @@ pub struct UpstreamClient {
     client: Client<Connector, ProxyBody>,
     /// HTTP/1.1 only: upgrades (websockets) are an HTTP/1.1 mechanism.
     http1_client: Client<Connector, ProxyBody>,
+    /// HTTP/2 only, with prior knowledge: `h2c://` upstreams (cleartext HTTP/2, gRPC servers).
+    h2c_client: Client<Connector, ProxyBody>,
 }
 
 impl UpstreamClient {
@@ -143,15 +145,20 @@ impl UpstreamClient {
             config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
             HttpsConnector::new(http_connector(options), config, false, Arc::clone(&resolver))
         };
-        let builder = |connector| {
+        let builder = |connector, http2_only| {
             Client::builder(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .pool_timer(TokioTimer::new())
                 .pool_idle_timeout(options.pool_idle_timeout)
                 .pool_max_idle_per_host(options.pool_max_idle_per_host)
+                .http2_only(http2_only)
                 .build(connector)
         };
-        Ok(Self { client: builder(connector(&[b"h2", b"http/1.1"])), http1_client: builder(connector(&[b"http/1.1"])) })
+        Ok(Self {
+            client: builder(connector(&[b"h2", b"http/1.1"]), false),
+            http1_client: builder(connector(&[b"http/1.1"]), false),
+            h2c_client: builder(connector(&[b"h2"]), true),
+        })
     }
 
     /// Sends a request (absolute URI: `http://` or `https://`) and returns the response head
@@ -161,8 +168,27 @@ impl UpstreamClient {
         request: Request<ProxyBody>,
         timeouts: RequestTimeouts,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        self.send_on(&self.client, request, timeouts).await
+    }
+
+    /// Like [`UpstreamClient::send`], over HTTP/2 with prior knowledge: what `h2c://` upstreams
+    /// speak (Pomerium's `h2c` scheme), as no ALPN can choose it on a cleartext connection.
+    pub async fn send_h2c(
+        &self,
+        request: Request<ProxyBody>,
+        timeouts: RequestTimeouts,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        self.send_on(&self.h2c_client, request, timeouts).await
+    }
+
+    async fn send_on(
+        &self,
+        client: &Client<Connector, ProxyBody>,
+        request: Request<ProxyBody>,
+        timeouts: RequestTimeouts,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let deadline = timeouts.total.map(|total| Instant::now() + total);
-        let response = self.request_head(&self.client, request, deadline).await?;
+        let response = self.request_head(client, request, deadline).await?;
         Ok(response.map(|body| TimedBody::new(body, deadline, timeouts.idle).boxed_unsync()))
     }
 
