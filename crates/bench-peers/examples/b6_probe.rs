@@ -3,7 +3,7 @@
 //! (`--collect-atstart=no --toggle-collect='*measured*'`).
 //!
 //! ```text
-//! b6_probe <each|document> <routes> <n>
+//! b6_probe <each|document|server> <routes> <n>
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "a measuring tool: it fails loudly on inputs it knows")]
@@ -20,13 +20,14 @@ fn measured(n: u32, compile: &dyn Fn() -> usize) -> usize {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [way, routes, n] = args.as_slice() else {
-        eprintln!("usage: b6_probe <each|document> <routes> <n>");
+        eprintln!("usage: b6_probe <each|document|server> <routes> <n>");
         std::process::exit(2);
     };
     let config = Config::generate(routes.parse().unwrap());
     let compile: Box<dyn Fn() -> usize> = match way.as_str() {
         "each" => Box::new(|| b6::compile_each(&config.policies).unwrap().len()),
         "document" => Box::new(|| b6::compile_document(&config.document).unwrap().len()),
+        "server" => Box::new(|| b6::load_server(&config.document).unwrap()),
         other => panic!("unknown way `{other}`"),
     };
     let n: u32 = n.parse().unwrap();

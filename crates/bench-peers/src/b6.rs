@@ -72,6 +72,23 @@ impl Config {
     }
 }
 
+/// Loads the document the way the server does at start-up and on reload, end to end: YAML parse,
+/// typed config with every check, each route's policy assembled and compiled, the route table
+/// built. The number of routes.
+pub fn load_server(document: &str) -> Result<usize, PeerError> {
+    let loaded = config::load(document, config::Format::Yaml, &config::env::Empty);
+    let errors: Vec<String> = loaded.errors.iter().map(|e| e.diagnostic.to_string()).collect();
+    let config =
+        loaded.config.filter(|_| errors.is_empty()).ok_or_else(|| PeerError(format!("bad config: {errors:?}")))?;
+    let environment = proxy::runtime::Environment {
+        fallback_shared_key: vec![0; 32],
+        records: proxy::runtime::SharedRecords(std::sync::Arc::new(policy::records::MemoryRecords::default())),
+        clients: std::sync::Arc::new(proxy::upstream::UpstreamClients::new(proxy::upstream::ClientOptions::default())),
+    };
+    let runtime = proxy::runtime::Runtime::build(&config, &environment).map_err(|e| PeerError(e.to_string()))?;
+    Ok(runtime.route_count())
+}
+
 /// Compiles every policy from its own text; the programs, in route order.
 pub fn compile_each(policies: &[String]) -> Result<Vec<Program>, PeerError> {
     policies.iter().map(|text| crate::ours::compile(text)).collect()

@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# Benchmark B4(a), the loopback proxy (shared/spec/benchmarks.md): wrk → proxy → an nginx upstream
+# answering a small body, HTTP/1.1 keep-alive on both sides, on a public route. Four targets, run
+# interleaved (direct, nginx, haproxy, pomerium, then again) for R rounds so that the machine's
+# drift falls on every target alike:
+#
+#   direct    wrk → upstream (the floor: what the upstream alone costs)
+#   nginx     wrk → nginx (proxy_pass, upstream keep-alive) → upstream
+#   haproxy   wrk → haproxy (mode http, keep-alive) → upstream
+#   pomerium  wrk → pomerium (insecure_server, a public route) → upstream
+#
+# Every proxy runs one worker thread (nginx worker_processes 1, haproxy nbthread 1, pomerium
+# TOKIO_WORKER_THREADS=1), so that on two cores wrk and the upstream keep theirs.
+# Per round and target: req/s, p50 and p99 latency (wrk --latency), and the proxy's CPU per
+# request: user + system time from /proc/PID/stat over the round, summed over the proxy's
+# processes, divided by the requests wrk completed. Prints medians and the ratios to nginx.
+#
+# benches/b4.sh [ROUNDS] [SECONDS]     defaults: 5 rounds of 8 s; installs wrk, nginx and haproxy
+#                                      with apt-get when they are missing
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-5}
+seconds=${2:-8}
+connections=32
+
+missing=()
+command -v wrk > /dev/null || missing+=(wrk)
+command -v nginx > /dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v haproxy > /dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} with apt-get" >&2
+  sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+  $sudo apt-get update -qq > /dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" > /dev/null
+fi
+PATH=$PATH:/usr/sbin
+
+cargo build --quiet --release -p pomerium
+pomerium=$PWD/target/release/pomerium
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2> /dev/null || true; done
+  wait 2> /dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+upstream_port=18080
+nginx_port=18081
+haproxy_port=18082
+pomerium_port=18083
+
+# The upstream: nginx answering 12 bytes from memory.
+mkdir -p "$work/upstream" "$work/nginx"
+cat > "$work/upstream/nginx.conf" << EOF
+daemon off;
+worker_processes 1;
+pid $work/upstream/nginx.pid;
+error_log $work/upstream/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$upstream_port;
+    location / { return 200 "hello world\n"; }
+  }
+}
+EOF
+nginx -p "$work/upstream" -c "$work/upstream/nginx.conf" &
+pids+=($!)
+
+cat > "$work/nginx/nginx.conf" << EOF
+daemon off;
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$upstream_port; keepalive 64; }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+EOF
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
+pids+=($!)
+
+cat > "$work/haproxy.cfg" << EOF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  option forwardfor
+frontend front
+  bind 127.0.0.1:$haproxy_port
+  default_backend back
+backend back
+  http-reuse always
+  server upstream 127.0.0.1:$upstream_port
+EOF
+haproxy -f "$work/haproxy.cfg" -db > /dev/null 2>&1 &
+pids+=($!)
+
+cat > "$work/pomerium.yaml" << EOF
+address: 127.0.0.1:$pomerium_port
+insecure_server: true
+routes:
+  - from: http://localhost:$pomerium_port
+    to: http://127.0.0.1:$upstream_port
+    allow_public_unauthenticated_access: true
+EOF
+TOKIO_WORKER_THREADS=1 RUST_LOG=warn "$pomerium" --config "$work/pomerium.yaml" 2> "$work/pomerium.log" &
+pids+=($!)
+
+wait_for() {
+  for _ in $(seq 100); do
+    curl -sf -o /dev/null "http://localhost:$1/" && return 0
+    sleep 0.1
+  done
+  echo "nothing answers on port $1" >&2
+  cat "$work"/*.log "$work"/*/error.log 2> /dev/null >&2 || true
+  return 1
+}
+for port in $upstream_port $nginx_port $haproxy_port $pomerium_port; do wait_for "$port"; done
+
+# The processes whose CPU time counts for a target: the listener's process and its children.
+proxy_pids() {
+  local port=$1 pid
+  pid=$(ss -Hltnp "sport = :$port" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1)
+  [ -n "$pid" ] || return 0
+  local parent
+  parent=$(awk '{print $4}' "/proc/$pid/stat")
+  # nginx: the listening worker's master owns the other workers.
+  if [ "$(cat "/proc/$parent/comm" 2> /dev/null)" = nginx ]; then pid=$parent; fi
+  echo "$pid" $(pgrep -P "$pid" || true)
+}
+
+# Clock ticks of user + system time over a set of processes.
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$@"; do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+hz=$(getconf CLK_TCK)
+
+# Latency in wrk's units → microseconds.
+to_us() {
+  awk -v v="$1" 'BEGIN {
+    n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+    if (u == "us") n = n; else if (u == "ms") n = n * 1000; else if (u == "s") n = n * 1000000
+    printf "%.0f", n }'
+}
+
+run() {
+  local target=$1 port=$2 before after out requests
+  local -a watched=()
+  [ "$target" != direct ] && read -r -a watched <<< "$(proxy_pids "$port")"
+  [ ${#watched[@]} -gt 0 ] && before=$(cpu_ticks "${watched[@]}")
+  out=$(wrk -t1 -c$connections -d"${seconds}s" --latency "http://localhost:$port/")
+  [ ${#watched[@]} -gt 0 ] && after=$(cpu_ticks "${watched[@]}")
+  requests=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<< "$out")
+  local rps p50 p99 cpu=-
+  rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<< "$out")
+  p50=$(to_us "$(awk '$1 == "50%" {print $2}' <<< "$out")")
+  p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<< "$out")")
+  if [ ${#watched[@]} -gt 0 ]; then
+    cpu=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$requests" 'BEGIN { printf "%.2f", t / hz * 1000000 / n }')
+  fi
+  echo "$target $rps $p50 $p99 $cpu" | tee -a "$work/results" >&2
+}
+
+for ((r = 1; r <= rounds; r++)); do
+  echo "round $r of $rounds (target req/s p50_us p99_us cpu_us_per_request)" >&2
+  run direct $upstream_port
+  run nginx $nginx_port
+  run haproxy $haproxy_port
+  run pomerium $pomerium_port
+done
+
+echo "B4(a) on $(uname -m), $(nproc) cores, $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2> /dev/null || echo '?'), $rounds rounds of wrk -t1 -c$connections -d${seconds}s"
+echo
+awk '
+  function median(list, n,   sorted, i, j, t) {
+    for (i = 1; i <= n; i++) sorted[i] = list[i]
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (sorted[j] < sorted[i]) { t = sorted[i]; sorted[i] = sorted[j]; sorted[j] = t }
+    return n % 2 ? sorted[(n + 1) / 2] : (sorted[n / 2] + sorted[n / 2 + 1]) / 2
+  }
+  { n[$1]++; rps[$1, n[$1]] = $2; p50[$1, n[$1]] = $3; p99[$1, n[$1]] = $4; cpu[$1, n[$1]] = $5 }
+  END {
+    split("direct nginx haproxy pomerium", targets, " ")
+    for (t = 1; t <= 4; t++) {
+      name = targets[t]
+      for (i = 1; i <= n[name]; i++) { a[i] = rps[name, i]; b[i] = p50[name, i]; c[i] = p99[name, i]; d[i] = cpu[name, i] }
+      m_rps[name] = median(a, n[name]); m_p50[name] = median(b, n[name]); m_p99[name] = median(c, n[name])
+      m_cpu[name] = name == "direct" ? 0 : median(d, n[name])
+    }
+    print "| target | req/s (median) | × nginx | p50 µs | p99 µs | proxy CPU µs/request | × nginx |"
+    print "|---|---:|---:|---:|---:|---:|---:|"
+    for (t = 1; t <= 4; t++) {
+      name = targets[t]
+      cpu_cell = name == "direct" ? "–" : sprintf("%.2f", m_cpu[name])
+      cpu_ratio = name == "direct" ? "–" : sprintf("%.2f", m_cpu[name] / m_cpu["nginx"])
+      printf "| %s | %.0f | %.2f | %d | %d | %s | %s |\n", name, m_rps[name], m_rps[name] / m_rps["nginx"], m_p50[name], m_p99[name], cpu_cell, cpu_ratio
+    }
+    printf "\ntargets: CPU ≤ 0.9× nginx: %s; req/s ≥ nginx: %s; p99 ≤ nginx: %s\n",
+      (m_cpu["pomerium"] <= 0.9 * m_cpu["nginx"] ? "met" : "missed"),
+      (m_rps["pomerium"] >= m_rps["nginx"] ? "met" : "missed"),
+      (m_p99["pomerium"] <= m_p99["nginx"] ? "met" : "missed")
+  }' "$work/results"
