@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Benchmark B6, the policy part: compiling the route policies of a config with 100, 1,000 and
-# 10,000 routes (crates/bench-peers/src/b6.rs), each policy from its own text (`each`) and the
-# document parsed once with each route's `policy:` lowered from the tree (`document`).
+# Benchmark B6: loading a config with 100, 1,000 and 10,000 routes (crates/bench-peers/src/b6.rs).
+# The policy part, each policy compiled from its own text (`each`) and the document parsed once
+# with each route's `policy:` lowered from the tree (`document`); and end to end as the server
+# loads it at start-up and on reload (`server`: YAML, typed config with every check, policies
+# assembled and compiled, route table built).
 # Prints instructions per config (callgrind, deterministic), instructions per route, and the wall
 # time of R runs of b6_probe (each the mean of several compiles), median and range.
 #
@@ -39,7 +41,7 @@ echo
 echo "| routes | way | instructions | per route | wall time, median of $wall_runs (range) |"
 echo "| ---: | --- | ---: | ---: | ---: |"
 for routes in 100 1000 10000; do
-  for way in each document; do
+  for way in each document server; do
     i=$(instructions "$way" "$routes")
     printf '| %s | %s | %s | %s | %s |\n' "$routes" "$way" \
       "$(printf "%'d" "$i")" "$(printf "%'d" $((i / routes)))" "$(wall "$way" "$routes")"

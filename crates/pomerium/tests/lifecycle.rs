@@ -231,3 +231,48 @@ async fn without_certificates_a_self_signed_one_is_served() {
     assert!(!reply.headers.contains_key("strict-transport-security"), "no HSTS for a self-signed certificate");
     server.assert_running();
 }
+
+/// The README's run command: `examples/config.yaml` as it is (only its port made free), on
+/// defaults: a self-signed certificate, a random shared secret, Pomerium's hosted authenticate
+/// service. Its example routes answer.
+#[tokio::test]
+async fn the_example_config_runs_on_defaults() {
+    let setup = Setup::new();
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/config.yaml")).unwrap();
+    assert!(example.contains("address: \":8443\""), "the example listens on :8443");
+    let mut server = setup.start_raw(&example.replace("address: \":8443\"", "address: 127.0.0.1:0")).await;
+    server.wait_for_log("no certificate configured: serving a self-signed one that browsers will not trust").await;
+    let port = server.address.port();
+    let fetch = |name: &str, path: &str, accept: &str| {
+        let host = format!("{name}.localhost.pomerium.io");
+        let request =
+            request(Method::GET, &format!("{host}:{port}"), path).header("accept", accept).body(body::empty());
+        let server = &server;
+        async move {
+            let stream = server.tls(&host, accept_any_server(&[b"h2"])).await;
+            H2::handshake(stream).await.fetch(request.unwrap()).await
+        }
+    };
+
+    let reply = fetch("status", "/status.json", "*/*").await;
+    assert_eq!((reply.status.as_u16(), reply.text()), (200, r#"{"status":"ok"}"#.to_owned()));
+
+    let reply = fetch("wiki", "/page", "text/html").await;
+    assert_eq!(reply.status, 302, "the wiki needs a user");
+    let location = url::Url::parse(reply.header("location")).unwrap();
+    assert_eq!(location.host_str(), Some("authenticate.pomerium.app"));
+    let back = location.query_pairs().find(|(k, _)| k == "pomerium_redirect_uri").unwrap().1.into_owned();
+    assert_eq!(back, format!("https://wiki.localhost.pomerium.io:{port}/page"));
+
+    let reply = fetch("admin", "/admin/billing", "application/json").await;
+    assert_eq!(reply.status, 401, "API clients are not redirected");
+
+    let reply = fetch("docs", "/a?b=1", "*/*").await;
+    assert_eq!((reply.status.as_u16(), reply.header("location")), (301, "https://wiki.localhost.pomerium.io/a?b=1"));
+
+    let reply = fetch("status", "/", "*/*").await;
+    assert_eq!(reply.status, 502, "nothing listens on the status page's upstream");
+    let reply = fetch("nowhere", "/", "application/json").await;
+    assert_eq!(reply.status, 404);
+    server.assert_running();
+}
