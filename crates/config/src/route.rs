@@ -406,3 +406,36 @@ pub(crate) fn check_regex(field: &Field, pattern: &str, sink: &mut Sink) -> bool
         }
     }
 }
+
+/// Pomerium's order for routes that arrive unordered (from the databroker, or the ingress
+/// controller: system.md §2.2, `config.SortPolicies`): `from` ascending, then `path` descending,
+/// `regex_priority_order` descending with unset last, `regex` descending, `prefix` descending,
+/// and `id` ascending. Descending strings put `/a/b/` before `/a/`, so that of two routes that
+/// share a stem the narrower is tried first. Unset strings compare as empty, as in Go.
+pub fn databroker_order(a: &Route, b: &Route) -> std::cmp::Ordering {
+    let descending = |x: &Option<String>, y: &Option<String>| text(y).cmp(text(x));
+    // Some before None, larger first.
+    let priority = match (a.regex_priority_order, b.regex_priority_order) {
+        (Some(x), Some(y)) => y.cmp(&x),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    };
+    a.from
+        .text
+        .cmp(&b.from.text)
+        .then_with(|| descending(&a.path, &b.path))
+        .then(priority)
+        .then_with(|| descending(&a.regex, &b.regex))
+        .then_with(|| descending(&a.prefix, &b.prefix))
+        .then_with(|| a.id.cmp(&b.id))
+}
+
+fn text(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or("")
+}
+
+/// Sorts routes into [`databroker_order`]; stable, so that equal routes keep their order.
+pub fn sort_routes(routes: &mut [Route]) {
+    routes.sort_by(databroker_order);
+}
