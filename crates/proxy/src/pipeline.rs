@@ -46,8 +46,8 @@ pub async fn handle(
         method: request.method().clone(),
         target: request.uri().path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
     };
-    let mut route_id = None;
-    let mut response = match phases(&runtime, request, &connection, &cx, &mut route_id).await {
+    let mut served_by = None;
+    let mut response = match phases(&runtime, request, &connection, &cx, &mut served_by).await {
         Ok(response) => response,
         Err(failure) => {
             let mut response = failure.into_response(&cx);
@@ -66,7 +66,7 @@ pub async fn handle(
         method = %cx.method,
         path = %cx.target,
         status = response.status().as_u16(),
-        route = route_id.as_deref().unwrap_or("-"),
+        route = served_by.as_ref().map_or("-", |route: &Arc<RouteRuntime>| route.id.as_str()),
         peer = %connection.peer,
         duration_us = started.elapsed().as_micros() as u64,
         "request"
@@ -113,7 +113,7 @@ async fn phases(
     mut request: Request<Incoming>,
     connection: &ConnectionInfo,
     cx: &Context,
-    route_id: &mut Option<String>,
+    served_by: &mut Option<Arc<RouteRuntime>>,
 ) -> Result<Response<ProxyBody>, Failure> {
     sanitize(runtime, &mut request)?;
     let authority = authority(&request)?;
@@ -122,7 +122,7 @@ async fn phases(
     }
     let route = find_route(runtime, &request, &authority, cx)?;
     // Recorded before the later phases so that their failures are logged with the route.
-    *route_id = Some(route.id.clone());
+    *served_by = Some(Arc::clone(&route));
     authorize(runtime, &route, &request, &authority, connection, cx)?;
     act(runtime, &route, request, &authority, connection, cx).await
 }
@@ -141,15 +141,28 @@ fn sanitize(runtime: &Runtime, request: &mut Request<Incoming>) -> Result<(), Fa
 /// `host[:port]` of the request, lowercased: from the URI (HTTP/2, CONNECT, absolute-form) or the
 /// `Host` header.
 fn authority(request: &Request<Incoming>) -> Result<String, Failure> {
-    let from_uri = request.uri().authority().map(|a| a.as_str().to_owned());
-    let from_header = || request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
-    let authority = from_uri.or_else(from_header).filter(|a| !a.is_empty()).ok_or_else(|| {
-        ProxyError::client(ErrorKind::BadRequest).with_context("reading the host: the request names none")
-    })?;
-    if authority.parse::<http::uri::Authority>().is_err() || authority.contains('@') {
-        return Err(ProxyError::client(ErrorKind::BadRequest).with_context("reading the host: not host[:port]").into());
+    let authority = match request.uri().authority() {
+        // Already parsed by hyper as an authority.
+        Some(authority) => authority.as_str(),
+        None => {
+            let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+            if !host.is_empty() && http::uri::Authority::try_from(host).is_err() {
+                return Err(bad_host("reading the host: not host[:port]"));
+            }
+            host
+        }
+    };
+    if authority.is_empty() {
+        return Err(bad_host("reading the host: the request names none"));
+    }
+    if authority.contains('@') {
+        return Err(bad_host("reading the host: not host[:port]"));
     }
     Ok(authority.to_ascii_lowercase())
+}
+
+fn bad_host(context: &'static str) -> Failure {
+    ProxyError::client(ErrorKind::BadRequest).with_context(context).into()
 }
 
 // 3. control plane
