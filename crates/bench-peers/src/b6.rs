@@ -82,7 +82,7 @@ pub fn load_server(document: &str) -> Result<usize, PeerError> {
         loaded.config.filter(|_| errors.is_empty()).ok_or_else(|| PeerError(format!("bad config: {errors:?}")))?;
     let environment = proxy::runtime::Environment {
         fallback_shared_key: vec![0; 32],
-        records: proxy::runtime::SharedRecords(std::sync::Arc::new(policy::records::MemoryRecords::default())),
+        records: proxy::runtime::SharedRecords::default(),
         clients: std::sync::Arc::new(proxy::upstream::UpstreamClients::new(proxy::upstream::ClientOptions::default())),
     };
     let runtime = proxy::runtime::Runtime::build(&config, &environment).map_err(|e| PeerError(e.to_string()))?;

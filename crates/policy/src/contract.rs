@@ -265,22 +265,66 @@ impl MemoryRecords {
             Some(value) => object(value, &format!("{path}.data"))?,
             None => &empty,
         };
+        if self.contains(&record_type, &id) {
+            return Err(error(path, format!("a second record of type `{record_type}` with id `{id}`")));
+        }
+        self.read_record(&record_type, id, data, path)
+    }
+
+    /// Inserts or replaces a record from its JSON data (as the databroker stores it). Errors name
+    /// the field that does not have the shape Pomerium gives it.
+    pub fn upsert(&mut self, record_type: &str, id: &str, data: &Map<String, Value>) -> Result<(), InputError> {
+        self.remove(record_type, id);
+        self.read_record(record_type, id.to_owned(), data, &format!("{record_type}/{id}"))
+    }
+
+    /// Removes a record, if present.
+    pub fn remove(&mut self, record_type: &str, id: &str) {
+        match canonical_type(record_type) {
+            "session" => drop(self.sessions.remove(id)),
+            "user" => drop(self.users.remove(id)),
+            "service_account" => drop(self.service_accounts.remove(id)),
+            "directory_user" => drop(self.directory_users.remove(id)),
+            "directory_group" => {}
+            "device_credential" => drop(self.device_credentials.remove(id)),
+            "device_enrollment" => drop(self.device_enrollments.remove(id)),
+            other => {
+                if let Some(of_type) = self.external.get_mut(other) {
+                    of_type.remove(id);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, record_type: &str, id: &str) -> bool {
+        match canonical_type(record_type) {
+            "session" => self.sessions.contains_key(id),
+            "user" => self.users.contains_key(id),
+            "service_account" => self.service_accounts.contains_key(id),
+            "directory_user" => self.directory_users.contains_key(id),
+            "directory_group" => false,
+            "device_credential" => self.device_credentials.contains_key(id),
+            "device_enrollment" => self.device_enrollments.contains_key(id),
+            other => self.external.get(other).is_some_and(|of_type| of_type.contains_key(id)),
+        }
+    }
+
+    /// Reads one record's data into the map of its type (replacing any with the same id).
+    fn read_record(
+        &mut self,
+        record_type: &str,
+        id: String,
+        data: &Map<String, Value>,
+        path: &str,
+    ) -> Result<(), InputError> {
         let at = |field: &str| format!("{path}.data.{field}");
         let text = |field: &str| string(data.get(field), &at(field)).map(|s| s.filter(|s| !s.is_empty()));
         let expires_at = match text("expires_at")? {
             Some(value) => Some(timestamp(&value, &at("expires_at"))?),
             None => None,
         };
-        let duplicate = |exists: bool| {
-            if exists {
-                Err(error(path, format!("a second record of type `{record_type}` with id `{id}`")))
-            } else {
-                Ok(())
-            }
-        };
-        match canonical_type(&record_type) {
+        match canonical_type(record_type) {
             "session" => {
-                duplicate(self.sessions.contains_key(&id))?;
                 let session = Session {
                     id: id.clone(),
                     user_id: text("user_id")?,
@@ -292,17 +336,14 @@ impl MemoryRecords {
                 self.sessions.insert(id, session);
             }
             "user" => {
-                duplicate(self.users.contains_key(&id))?;
                 let user =
                     User { id: id.clone(), email: text("email")?, claims: claims(data.get("claims"), &at("claims"))? };
                 self.users.insert(id, user);
             }
             "service_account" => {
-                duplicate(self.service_accounts.contains_key(&id))?;
                 self.service_accounts.insert(id.clone(), ServiceAccount { id, user_id: text("user_id")?, expires_at });
             }
             "directory_user" => {
-                duplicate(self.directory_users.contains_key(&id))?;
                 let group_ids = match data.get("group_ids") {
                     None | Some(Value::Null) => None,
                     Some(Value::Array(items)) => Some(items.clone()),
@@ -312,7 +353,6 @@ impl MemoryRecords {
             }
             "directory_group" => {}
             "device_credential" => {
-                duplicate(self.device_credentials.contains_key(&id))?;
                 let credential = DeviceCredential {
                     id: id.clone(),
                     type_id: text("type_id")?,
@@ -321,13 +361,10 @@ impl MemoryRecords {
                 self.device_credentials.insert(id, credential);
             }
             "device_enrollment" => {
-                duplicate(self.device_enrollments.contains_key(&id))?;
                 self.device_enrollments.insert(id.clone(), DeviceEnrollment { id, approved_by: text("approved_by")? });
             }
             other => {
-                let of_type = self.external.entry(other.to_owned()).or_default();
-                duplicate(of_type.contains_key(&id))?;
-                of_type.insert(id, Value::Object(data.clone()));
+                self.external.entry(other.to_owned()).or_default().insert(id, Value::Object(data.clone()));
             }
         }
         Ok(())

@@ -8,7 +8,6 @@ use arc_swap::ArcSwap;
 use config::{Config, Format, Options};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use policy::records::MemoryRecords;
 use proxy::body::{self, ProxyBody};
 use proxy::runtime::{Environment, Runtime, SharedRecords};
 use proxy::server::{self, ConnectionInfo, ServerOptions, Shutdown, ShutdownSignal};
@@ -138,6 +137,8 @@ struct Server {
     tasks: JoinSet<()>,
     /// The addresses the listeners were opened on; a reload cannot move them.
     addresses: Addresses,
+    /// The storage and the record cache; kept for the life of the server.
+    _databroker: crate::databroker::Databroker,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,9 +167,13 @@ impl Server {
         check_services(&config.options)?;
         let environment = Environment {
             fallback_shared_key: fallback_shared_key(&config.options)?,
-            records: SharedRecords(Arc::new(MemoryRecords::default())),
+            records: SharedRecords::default(),
             clients: Arc::new(UpstreamClients::new(ClientOptions::default())),
         };
+        let shutdown = Shutdown::new();
+        let mut tasks = JoinSet::new();
+        let databroker =
+            crate::databroker::start(&config.options, &environment.records, &mut tasks, shutdown.signal()).await?;
         let runtime =
             Runtime::build(&config, &environment).map_err(|e| format!("the configuration cannot run: {e}"))?;
         let metrics = Arc::new(Metrics::default());
@@ -176,14 +181,36 @@ impl Server {
         let current = Arc::new(ArcSwap::from_pointee(runtime));
         let tls = if config.options.insecure_server { None } else { Some(server_tls(&config)?) };
         let addresses = Addresses::of(&config.options);
-        let shutdown = Shutdown::new();
-        let mut server = Server { current, environment, tls, metrics, shutdown, tasks: JoinSet::new(), addresses };
+        let mut server =
+            Server { current, environment, tls, metrics, shutdown, tasks, addresses, _databroker: databroker };
         server.open_listeners(&config.options).await?;
         server.watch(source);
         Ok(server)
     }
 
     async fn open_listeners(&mut self, options: &Options) -> Result<(), String> {
+        if options.services.runs(config::options::Service::Proxy) {
+            self.open_proxy_listeners(options).await?;
+        }
+        if let Some(address) = &self.addresses.metrics {
+            let listener = bind(address).await?;
+            tracing::info!(address = %local_address(&listener, address), "serving metrics");
+            let metrics = Arc::clone(&self.metrics);
+            self.tasks.spawn(serve_text(listener, "/metrics", move || metrics.render(), self.shutdown.signal()));
+        }
+        // Health checks are a convenience: a port already taken must not stop the server.
+        match bind(&self.addresses.health).await {
+            Ok(listener) => {
+                tracing::info!(address = %local_address(&listener, &self.addresses.health), "serving health checks");
+                self.tasks.spawn(serve_health(listener, self.shutdown.signal()));
+            }
+            Err(message) => tracing::warn!("health checks are off: {message}"),
+        }
+        Ok(())
+    }
+
+    /// The main listener (the proxy) and the http-to-https redirect.
+    async fn open_proxy_listeners(&mut self, options: &Options) -> Result<(), String> {
         let main = bind(&self.addresses.main).await?;
         let main_port = main.local_addr().map(|a| a.port()).unwrap_or(443);
         tracing::info!(
@@ -203,20 +230,6 @@ impl Server {
             let listener = bind(address).await?;
             tracing::info!(address = %local_address(&listener, address), "redirecting http to https");
             self.tasks.spawn(server::serve_https_redirect(listener, main_port, options_server, self.shutdown.signal()));
-        }
-        if let Some(address) = &self.addresses.metrics {
-            let listener = bind(address).await?;
-            tracing::info!(address = %local_address(&listener, address), "serving metrics");
-            let metrics = Arc::clone(&self.metrics);
-            self.tasks.spawn(serve_text(listener, "/metrics", move || metrics.render(), self.shutdown.signal()));
-        }
-        // Health checks are a convenience: a port already taken must not stop the proxy.
-        match bind(&self.addresses.health).await {
-            Ok(listener) => {
-                tracing::info!(address = %local_address(&listener, &self.addresses.health), "serving health checks");
-                self.tasks.spawn(serve_health(listener, self.shutdown.signal()));
-            }
-            Err(message) => tracing::warn!("health checks are off: {message}"),
         }
         Ok(())
     }
@@ -313,12 +326,14 @@ impl Reloader {
 
 fn check_services(options: &Options) -> Result<(), String> {
     use config::options::Service;
-    if options.services.is_all() || options.services.runs(Service::Proxy) {
+    let services = &options.services;
+    if services.is_all() || services.runs(Service::Proxy) || services.runs(Service::Databroker) {
         return Ok(());
     }
     Err(format!(
-        "`services: {:?}` is not supported yet: this build runs the proxy with authorization in process (`all` or `proxy`)",
-        options.services.list()
+        "`services: {:?}` is not supported yet: this build runs `all`, `proxy` (with authorization in process) \
+         and `databroker`",
+        services.list()
     ))
 }
 
@@ -390,7 +405,7 @@ fn self_signed_names(config: &Config) -> Vec<String> {
 }
 
 /// Binds `:port`, `host:port` or `[v6]:port` (Go's listen address forms).
-async fn bind(address: &str) -> Result<TcpListener, String> {
+pub(crate) async fn bind(address: &str) -> Result<TcpListener, String> {
     let resolved =
         if let Some(port) = address.strip_prefix(':') { format!("0.0.0.0:{port}") } else { address.to_owned() };
     let addr: SocketAddr = match resolved.parse() {
@@ -406,7 +421,7 @@ async fn bind(address: &str) -> Result<TcpListener, String> {
 
 /// The address a listener is bound to (the real port when the configuration says `:0`), else
 /// the configured one.
-fn local_address(listener: &TcpListener, configured: &str) -> String {
+pub(crate) fn local_address(listener: &TcpListener, configured: &str) -> String {
     listener.local_addr().map_or_else(|_| configured.to_owned(), |a| a.to_string())
 }
 

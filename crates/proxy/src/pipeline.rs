@@ -252,7 +252,8 @@ fn authorize(
         mcp: input::Mcp::default(),
         now,
     };
-    let decision = route.program.evaluate(&input, global.records.get());
+    let records = global.records.read();
+    let decision = route.program.evaluate(&input, &*records);
     let accept = request.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok());
     let verdict = decision.verdict(wants_html(accept) && !is_grpc(request.headers()));
     tracing::debug!(

@@ -18,19 +18,23 @@ use config::{Config, Options, Route};
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue, StatusCode};
 use policy::program::Program;
-use policy::records::Records;
+use policy::records::MemoryRecords;
 use routing::{PathRule, RouteTable};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use url::Url;
 
-/// Records the policy reads (sessions, users, ...): the databroker's cache, or an empty store.
-#[derive(Clone)]
-pub struct SharedRecords(pub Arc<dyn Records + Send + Sync>);
+/// Records the policy reads (sessions, users, ...): the databroker's synced cache writes them,
+/// every request reads them under a read lock held only while its policy is evaluated.
+#[derive(Clone, Default)]
+pub struct SharedRecords(pub Arc<RwLock<MemoryRecords>>);
 
 impl SharedRecords {
-    pub fn get(&self) -> &dyn Records {
-        self.0.as_ref()
+    /// The records as they are now; hold the guard only for one evaluation (no await under it).
+    pub fn read(&self) -> RwLockReadGuard<'_, MemoryRecords> {
+        // The cache replaces whole records under the write lock: a poisoned lock still holds
+        // consistent maps.
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -258,6 +258,12 @@ impl Drop for Pomerium {
 impl Pomerium {
     /// Starts the binary with `--config path` and waits until it serves.
     pub async fn spawn(path: &Path, ca: CertificateDer<'static>) -> Pomerium {
+        Pomerium::spawn_until(path, ca, "serving").await
+    }
+
+    /// Starts the binary and waits for the listener logged with `message`; its address becomes
+    /// [`Pomerium::address`].
+    pub async fn spawn_until(path: &Path, ca: CertificateDer<'static>, message: &str) -> Pomerium {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pomerium"));
         // Only what the test sets: option variables (ADDRESS, POLICY, ...) must not leak in.
         command.arg("--config").arg(path).env_clear();
@@ -284,7 +290,7 @@ impl Pomerium {
             }
         });
         let mut server = Pomerium { child, log, address: "0.0.0.0:0".parse().unwrap(), ca };
-        server.address = server.listener("serving").await;
+        server.address = server.listener(message).await;
         server
     }
 

@@ -1,0 +1,15 @@
+//! Generates the gRPC code from `proto/databroker.proto` with the protoc that the
+//! protoc-bin-vendored crate ships, so that building needs no system package.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // The path goes to the builder rather than through `PROTOC` (setting environment variables is
+    // `unsafe` in edition 2024, which the workspace forbids).
+    let include = protoc_bin_vendored::include_path()?;
+    println!("cargo:rerun-if-changed=proto/databroker.proto");
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc);
+    let include = include.to_str().ok_or("the protoc include path is not UTF-8")?;
+    tonic_prost_build::configure().compile_with_config(config, &["proto/databroker.proto"], &["proto", include])?;
+    Ok(())
+}

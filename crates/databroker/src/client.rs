@@ -1,0 +1,417 @@
+//! Talking to the databroker: [`Broker`] reaches it in process (all-in-one: no network hop) or
+//! over gRPC with a service token; [`SyncedCache`] keeps a local copy of every record for the
+//! authorize path.
+//!
+//! The cache follows Pomerium's sync protocol: `SyncLatest` (every record, then the versions),
+//! then `Sync` from those versions; on `Aborted` (a new server version, or changes compacted away)
+//! it starts over with `SyncLatest`; on any other failure it resumes `Sync` from the last version
+//! it applied, so nothing is lost or applied twice.
+
+use crate::auth::{METADATA_KEY, ServiceAuth};
+use crate::query::Query;
+use crate::record::{Record, Versions};
+use crate::server::status;
+use crate::storage::{AnyStorage, QueryResult, Snapshot, Storage, Written};
+use crate::wire::{self, pb};
+use policy::records::MemoryRecords;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// Signs every outgoing call with a fresh service token.
+#[derive(Clone, Debug)]
+pub struct TokenInterceptor(pub ServiceAuth);
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let token = MetadataValue::try_from(self.0.sign()).map_err(|_| Status::internal("unprintable token"))?;
+        request.metadata_mut().insert(METADATA_KEY, token);
+        Ok(request)
+    }
+}
+
+type GrpcClient =
+    pb::data_broker_service_client::DataBrokerServiceClient<InterceptedService<Channel, TokenInterceptor>>;
+
+/// The databroker, in this process or over gRPC. Errors are gRPC statuses either way, so callers
+/// handle `Aborted`, `NotFound` and `Unavailable` once.
+#[derive(Clone, Debug)]
+pub enum Broker {
+    Local(Arc<AnyStorage>),
+    Remote(Box<GrpcClient>),
+}
+
+impl Broker {
+    /// A client for a databroker at `url` (`http://host:port`), connecting lazily and
+    /// reconnecting as needed.
+    pub fn remote(url: &str, auth: ServiceAuth) -> Result<Broker, String> {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .map_err(|e| format!("invalid databroker URL `{url}`: {e}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30));
+        if endpoint.uri().scheme_str() != Some("http") {
+            return Err(format!("databroker URL `{url}`: only `http://` (with grpc_insecure) is supported for now"));
+        }
+        let channel = endpoint.connect_lazy();
+        Ok(Broker::Remote(Box::new(pb::data_broker_service_client::DataBrokerServiceClient::with_interceptor(
+            channel,
+            TokenInterceptor(auth),
+        ))))
+    }
+
+    pub async fn get(&self, record_type: &str, id: &str) -> Result<Option<Record>, Status> {
+        match self {
+            Broker::Local(storage) => storage.get(record_type, id).await.map_err(status),
+            Broker::Remote(client) => {
+                let request = pb::GetRequest { r#type: record_type.to_owned(), id: id.to_owned() };
+                match (**client).clone().get(request).await {
+                    Ok(response) => response.into_inner().record.map(|r| from_wire(0, r)).transpose(),
+                    Err(error) if error.code() == Code::NotFound => Ok(None),
+                    Err(error) => Err(error),
+                }
+            }
+        }
+    }
+
+    pub async fn put(&self, records: Vec<Record>) -> Result<Written, Status> {
+        match self {
+            Broker::Local(storage) => storage.put(records).await.map_err(status),
+            Broker::Remote(client) => {
+                let request = pb::PutRequest { records: records.iter().map(wire::record_to_wire).collect() };
+                let response = (**client).clone().put(request).await?.into_inner();
+                Ok(Written { server_version: response.server_version, records: from_wire_all(response.records)? })
+            }
+        }
+    }
+
+    pub async fn query(
+        &self,
+        query: &Query,
+        filter: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<QueryResult, Status> {
+        match self {
+            Broker::Local(storage) => storage.query(query).await.map_err(status),
+            Broker::Remote(client) => {
+                let request = pb::QueryRequest {
+                    r#type: query.record_type.clone(),
+                    query: query.search.clone(),
+                    offset: i64::try_from(query.offset).unwrap_or(i64::MAX),
+                    limit: query.limit.map_or(0, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+                    filter: filter.map(wire::json_to_struct),
+                    minimum_record_version_hint: None,
+                };
+                let response = (**client).clone().query(request).await?.into_inner();
+                Ok(QueryResult {
+                    page: crate::query::QueryPage {
+                        records: from_wire_all(response.records)?,
+                        total_count: usize::try_from(response.total_count).unwrap_or(0),
+                    },
+                    versions: Versions {
+                        server_version: response.server_version,
+                        latest_record_version: response.record_version,
+                    },
+                })
+            }
+        }
+    }
+
+    /// Every live record (of a type, or all) and the versions to continue from.
+    pub async fn latest(&self, record_type: Option<&str>) -> Result<Snapshot, Status> {
+        match self {
+            Broker::Local(storage) => storage.latest(record_type).await.map_err(status),
+            Broker::Remote(client) => {
+                let request = pb::SyncLatestRequest { r#type: record_type.unwrap_or_default().to_owned() };
+                let mut stream = (**client).clone().sync_latest(request).await?.into_inner();
+                let mut records = Vec::new();
+                while let Some(message) = stream.message().await? {
+                    match message.response {
+                        Some(pb::sync_latest_response::Response::Record(record)) => {
+                            records.push(from_wire(records.len(), record)?);
+                        }
+                        Some(pb::sync_latest_response::Response::Versions(versions)) => {
+                            let versions = Versions {
+                                server_version: versions.server_version,
+                                latest_record_version: versions.latest_record_version,
+                            };
+                            return Ok(Snapshot { records, versions });
+                        }
+                        None => {}
+                    }
+                }
+                Err(Status::unavailable("the SyncLatest stream ended before its versions"))
+            }
+        }
+    }
+
+    /// The changes after `from`, as they happen.
+    pub async fn feed(&self, from: Versions, record_type: Option<&str>) -> Result<ChangeFeed, Status> {
+        match self {
+            Broker::Local(storage) => {
+                let mut watch = storage.watch();
+                watch.borrow_and_update();
+                let first = storage.changes(from, record_type).await.map_err(status)?;
+                Ok(ChangeFeed::Local {
+                    storage: Arc::clone(storage),
+                    watch,
+                    cursor: from,
+                    record_type: record_type.map(str::to_owned),
+                    pending: first.into(),
+                })
+            }
+            Broker::Remote(client) => {
+                let request = pb::SyncRequest {
+                    server_version: from.server_version,
+                    record_version: from.latest_record_version,
+                    r#type: record_type.unwrap_or_default().to_owned(),
+                    wait: Some(true),
+                };
+                Ok(ChangeFeed::Remote((**client).clone().sync(request).await?.into_inner()))
+            }
+        }
+    }
+
+    /// Takes a lease; `None` when another holder has it.
+    pub async fn acquire_lease(&self, name: &str, duration: Duration) -> Result<Option<String>, Status> {
+        match self {
+            Broker::Local(storage) => storage.acquire_lease(name, duration).await.map_err(status),
+            Broker::Remote(client) => {
+                let request =
+                    pb::AcquireLeaseRequest { name: name.to_owned(), duration: Some(wire::duration_to_wire(duration)) };
+                match (**client).clone().acquire_lease(request).await {
+                    Ok(response) => Ok(Some(response.into_inner().id)),
+                    Err(error) if error.code() == Code::AlreadyExists => Ok(None),
+                    Err(error) => Err(error),
+                }
+            }
+        }
+    }
+
+    /// Extends a lease; `false` when it was lost.
+    pub async fn renew_lease(&self, name: &str, id: &str, duration: Duration) -> Result<bool, Status> {
+        match self {
+            Broker::Local(storage) => storage.renew_lease(name, id, duration).await.map_err(status),
+            Broker::Remote(client) => {
+                let request = pb::RenewLeaseRequest {
+                    name: name.to_owned(),
+                    id: id.to_owned(),
+                    duration: Some(wire::duration_to_wire(duration)),
+                };
+                match (**client).clone().renew_lease(request).await {
+                    Ok(_) => Ok(true),
+                    Err(error) if error.code() == Code::AlreadyExists => Ok(false),
+                    Err(error) => Err(error),
+                }
+            }
+        }
+    }
+
+    pub async fn release_lease(&self, name: &str, id: &str) -> Result<(), Status> {
+        match self {
+            Broker::Local(storage) => storage.release_lease(name, id).await.map_err(status),
+            Broker::Remote(client) => {
+                let request = pb::ReleaseLeaseRequest { name: name.to_owned(), id: id.to_owned() };
+                (**client).clone().release_lease(request).await.map(|_| ())
+            }
+        }
+    }
+}
+
+fn from_wire(index: usize, record: pb::Record) -> Result<Record, Status> {
+    wire::record_from_wire(index, record)
+        .map_err(|e| Status::internal(format!("the databroker sent a bad record: {e}")))
+}
+
+fn from_wire_all(records: Vec<pb::Record>) -> Result<Vec<Record>, Status> {
+    records.into_iter().enumerate().map(|(i, r)| from_wire(i, r)).collect()
+}
+
+/// A stream of changes (see [`Broker::feed`]).
+#[derive(Debug)]
+pub enum ChangeFeed {
+    Local {
+        storage: Arc<AnyStorage>,
+        watch: watch::Receiver<u64>,
+        cursor: Versions,
+        record_type: Option<String>,
+        pending: VecDeque<Record>,
+    },
+    Remote(tonic::Streaming<pb::SyncResponse>),
+}
+
+impl ChangeFeed {
+    /// The next change; waits for one.
+    pub async fn next(&mut self) -> Result<Record, Status> {
+        match self {
+            ChangeFeed::Local { storage, watch, cursor, record_type, pending } => loop {
+                if let Some(record) = pending.pop_front() {
+                    cursor.latest_record_version = record.version;
+                    return Ok(record);
+                }
+                if watch.changed().await.is_err() {
+                    return Err(Status::unavailable("the databroker stopped"));
+                }
+                watch.borrow_and_update();
+                pending.extend(storage.changes(*cursor, record_type.as_deref()).await.map_err(status)?);
+            },
+            ChangeFeed::Remote(stream) => loop {
+                match stream.message().await? {
+                    Some(pb::SyncResponse { record: Some(record) }) => return from_wire(0, record),
+                    Some(_) => {}
+                    None => return Err(Status::unavailable("the Sync stream ended")),
+                }
+            },
+        }
+    }
+}
+
+/// A local copy of every record, kept in sync with the databroker, that the authorize path reads
+/// without a network hop.
+#[derive(Debug)]
+pub struct SyncedCache {
+    records: Arc<RwLock<MemoryRecords>>,
+    versions: watch::Sender<Versions>,
+    retained: Vec<String>,
+    raw: Mutex<BTreeMap<(String, String), Record>>,
+    raw_changed: watch::Sender<u64>,
+}
+
+/// How long a sync failure waits before the next attempt, at most.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl SyncedCache {
+    /// A cache writing into `records`, which the request path reads. Records of the `retained`
+    /// types are also kept as they are (the dynamic configuration's records).
+    pub fn new(records: Arc<RwLock<MemoryRecords>>, retained: &[&str]) -> Arc<SyncedCache> {
+        Arc::new(SyncedCache {
+            records,
+            versions: watch::Sender::new(Versions::default()),
+            retained: retained.iter().map(|t| (*t).to_owned()).collect(),
+            raw: Mutex::new(BTreeMap::new()),
+            raw_changed: watch::Sender::new(0),
+        })
+    }
+
+    /// Syncs from `broker` until the returned task is aborted.
+    pub fn spawn(self: &Arc<Self>, broker: Broker) -> tokio::task::JoinHandle<()> {
+        let cache = Arc::clone(self);
+        tokio::spawn(async move { cache.run(broker).await })
+    }
+
+    /// The versions the cache holds.
+    pub fn versions(&self) -> Versions {
+        *self.versions.borrow()
+    }
+
+    /// Read-your-writes: waits (at most `timeout`) until the cache holds at least `min`. `false`
+    /// when it does not; the caller then reads from the databroker itself.
+    pub async fn wait_for(&self, min: Versions, timeout: Duration) -> bool {
+        let mut versions = self.versions.subscribe();
+        let fresh = |v: &Versions| {
+            v.server_version == min.server_version && v.latest_record_version >= min.latest_record_version
+        };
+        tokio::time::timeout(timeout, versions.wait_for(fresh)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// The retained records of a type, by id.
+    pub fn retained(&self, record_type: &str) -> Vec<Record> {
+        let raw = self.raw.lock().unwrap_or_else(PoisonError::into_inner);
+        raw.iter().filter(|((t, _), _)| t == record_type).map(|(_, r)| r.clone()).collect()
+    }
+
+    /// Ticks whenever a retained record changes.
+    pub fn watch_retained(&self) -> watch::Receiver<u64> {
+        self.raw_changed.subscribe()
+    }
+
+    async fn run(&self, broker: Broker) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let snapshot = match broker.latest(None).await {
+                Ok(snapshot) => snapshot,
+                Err(error) => {
+                    tracing::warn!(code = ?error.code(), message = error.message(), "databroker cache: SyncLatest failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            let mut cursor = snapshot.versions;
+            self.install(snapshot);
+            backoff = Duration::from_millis(50);
+            // Follow changes until the databroker says to start over.
+            loop {
+                match self.follow(&broker, &mut cursor).await {
+                    Ok(()) => {}
+                    Err(error) if error.code() == Code::Aborted => {
+                        tracing::info!(message = error.message(), "databroker cache: re-syncing from scratch");
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(code = ?error.code(), message = error.message(), "databroker cache: Sync failed; resuming");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn follow(&self, broker: &Broker, cursor: &mut Versions) -> Result<(), Status> {
+        let mut feed = broker.feed(*cursor, None).await?;
+        loop {
+            let record = feed.next().await?;
+            if record.version <= cursor.latest_record_version {
+                continue;
+            }
+            cursor.latest_record_version = record.version;
+            self.apply(&record);
+            self.versions.send_replace(*cursor);
+        }
+    }
+
+    /// Replaces the whole cache with a snapshot.
+    fn install(&self, snapshot: Snapshot) {
+        let mut fresh = MemoryRecords::default();
+        let mut raw = BTreeMap::new();
+        for record in snapshot.records {
+            if let Err(error) = fresh.upsert(&record.record_type, &record.id, &record.data) {
+                tracing::warn!(%error, "databroker cache: a record cannot be read; treated as absent");
+            }
+            if self.retained.contains(&record.record_type) {
+                raw.insert((record.record_type.clone(), record.id.clone()), record);
+            }
+        }
+        *self.records.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        *self.raw.lock().unwrap_or_else(PoisonError::into_inner) = raw;
+        self.raw_changed.send_modify(|t| *t = t.wrapping_add(1));
+        self.versions.send_replace(snapshot.versions);
+    }
+
+    fn apply(&self, record: &Record) {
+        {
+            let mut records = self.records.write().unwrap_or_else(PoisonError::into_inner);
+            if record.is_deleted() {
+                records.remove(&record.record_type, &record.id);
+            } else if let Err(error) = records.upsert(&record.record_type, &record.id, &record.data) {
+                tracing::warn!(%error, "databroker cache: a record cannot be read; treated as absent");
+            }
+        }
+        if self.retained.contains(&record.record_type) {
+            let key = (record.record_type.clone(), record.id.clone());
+            let mut raw = self.raw.lock().unwrap_or_else(PoisonError::into_inner);
+            if record.is_deleted() {
+                raw.remove(&key);
+            } else {
+                raw.insert(key, record.clone());
+            }
+            drop(raw);
+            self.raw_changed.send_modify(|t| *t = t.wrapping_add(1));
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The databroker's place in the server (system.md §5, seeds 001 and 004).
+//!
+//! - `services: all`: the storage runs in process and the proxy's record cache follows it
+//!   directly, with no network hop.
+//! - `services: databroker`: the storage is served over gRPC on `grpc_address`, every call
+//!   checked against `shared_secret`.
+//! - `services: proxy` (without `databroker`): the record cache follows the databroker at
+//!   `databroker_service_url` over gRPC.
+//!
+//! `databroker_storage_type` picks the backend: `memory` (the default) or `postgres` with
+//! `databroker_storage_connection_string` (or `_file`).
+
+use config::Options;
+use config::options::{Service, StorageType};
+use databroker::Backend;
+use databroker::auth::ServiceAuth;
+use databroker::client::{Broker, SyncedCache};
+use databroker::record::CONFIG_TYPE;
+use databroker::storage::AnyStorage;
+use proxy::runtime::SharedRecords;
+use proxy::server::ShutdownSignal;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+/// How long startup waits for PostgreSQL to accept connections.
+const STORAGE_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The databroker side of a running server.
+#[derive(Debug)]
+#[expect(dead_code, reason = "held for the server's life; the authenticate flow (sessions) reads them next")]
+pub struct Databroker {
+    /// The storage, when the databroker runs in this process.
+    pub storage: Option<Arc<AnyStorage>>,
+    /// How this process reaches the databroker.
+    pub broker: Option<Broker>,
+    /// The proxy's cache of records, when the proxy runs here.
+    pub cache: Option<Arc<SyncedCache>>,
+}
+
+/// Opens the storage and serves or follows it as the services require.
+pub async fn start(
+    options: &Options,
+    records: &SharedRecords,
+    tasks: &mut JoinSet<()>,
+    shutdown: ShutdownSignal,
+) -> Result<Databroker, String> {
+    let services = &options.services;
+    let storage = if services.runs(Service::Databroker) { Some(open_storage(options).await?) } else { None };
+    let broker = match &storage {
+        Some(storage) => Some(Broker::Local(Arc::clone(storage))),
+        None if services.runs(Service::Proxy) || services.runs(Service::Authorize) => Some(remote(options)?),
+        None => None,
+    };
+    if let (Some(storage), false) = (&storage, services.is_all()) {
+        serve_grpc(options, Arc::clone(storage), tasks, shutdown).await?;
+    }
+    let cache = match (&broker, services.runs(Service::Proxy) || services.runs(Service::Authorize)) {
+        (Some(broker), true) => {
+            let cache = SyncedCache::new(Arc::clone(&records.0), &[CONFIG_TYPE]);
+            let task = cache.spawn(broker.clone());
+            tasks.spawn(async move {
+                // The cache runs until the process ends; a panic in it must not go unnoticed.
+                if let Err(error) = task.await {
+                    tracing::error!(%error, "the databroker cache stopped");
+                }
+            });
+            Some(cache)
+        }
+        _ => None,
+    };
+    Ok(Databroker { storage, broker, cache })
+}
+
+fn backend(options: &Options) -> Result<Backend, String> {
+    match options.databroker.storage_type {
+        StorageType::Memory => Ok(Backend::Memory),
+        StorageType::Postgres => {
+            let secret = options
+                .databroker
+                .storage_connection_string
+                .as_ref()
+                .ok_or("databroker_storage_type is postgres but databroker_storage_connection_string is not set")?;
+            let text = secret.expose_str().ok_or("databroker_storage_connection_string is not UTF-8 text")?;
+            Ok(Backend::Postgres(text.trim().to_owned()))
+        }
+        StorageType::File => {
+            Err("databroker_storage_type `file` is not supported by this build: use `memory` or `postgres`".to_owned())
+        }
+    }
+}
+
+/// Opens the storage; PostgreSQL gets a while to come up (it often starts beside us).
+async fn open_storage(options: &Options) -> Result<Arc<AnyStorage>, String> {
+    let backend = backend(options)?;
+    let deadline = tokio::time::Instant::now() + STORAGE_CONNECT_TIMEOUT;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match databroker::open(&backend).await {
+            Ok(storage) => {
+                tracing::info!(storage = ?backend, "databroker storage ready");
+                return Ok(storage);
+            }
+            Err(databroker::storage::StorageError::Unavailable(message)) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%message, "databroker storage not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => return Err(format!("databroker storage: {error}")),
+        }
+    }
+}
+
+fn service_auth(options: &Options) -> Result<ServiceAuth, String> {
+    let secret = options
+        .shared_secret
+        .as_ref()
+        .ok_or("the databroker needs shared_secret when services run apart: every call is signed with it")?;
+    Ok(ServiceAuth::new(secret.expose()))
+}
+
+fn remote(options: &Options) -> Result<Broker, String> {
+    let url = options
+        .databroker
+        .internal_service_url
+        .as_ref()
+        .or_else(|| options.databroker.service_urls.first())
+        .ok_or("databroker_service_url is required when the databroker runs in another process")?;
+    Broker::remote(url.as_str().trim_end_matches('/'), service_auth(options)?)
+}
+
+async fn serve_grpc(
+    options: &Options,
+    storage: Arc<AnyStorage>,
+    tasks: &mut JoinSet<()>,
+    mut shutdown: ShutdownSignal,
+) -> Result<(), String> {
+    if !options.effective_grpc_insecure() {
+        return Err("the databroker's gRPC listener needs `grpc_insecure: true` in this build \
+                    (gRPC over TLS is not supported yet; run it on a private network)"
+            .to_owned());
+    }
+    let auth = service_auth(options)?;
+    let address = options.effective_grpc_address();
+    let listener = crate::app::bind(&address).await?;
+    tracing::info!(address = %crate::app::local_address(&listener, &address), "serving the databroker over gRPC");
+    tasks.spawn(async move {
+        if let Err(error) = databroker::serve(listener, storage, auth, async move { shutdown.fired().await }).await {
+            tracing::error!(%error, "the databroker's gRPC server failed");
+        }
+    });
+    Ok(())
+}
