@@ -59,7 +59,9 @@ pub async fn start(
         (Some(broker), true) => {
             let cache = SyncedCache::new(Arc::clone(&records.0), &[CONFIG_TYPE]);
             let task = cache.spawn(broker.clone());
-            tasks.spawn(async move {
+            // Not in `tasks`: shutdown waits for those to finish, and the cache never does; it
+            // ends with the runtime.
+            tokio::spawn(async move {
                 // The cache runs until the process ends; a panic in it must not go unnoticed.
                 if let Err(error) = task.await {
                     tracing::error!(%error, "the databroker cache stopped");
