@@ -7,7 +7,6 @@
 
 use crate::doc::{Node, NodeKind, Source};
 use ppl::Span;
-use std::fmt::Write as _;
 
 /// Route keys written first, in this order; the rest follow alphabetically.
 const LEADING_KEYS: &[&str] = &["from", "to", "prefix", "path", "regex", "id", "name"];
@@ -167,23 +166,10 @@ fn is_plain(text: &str) -> bool {
         && !reserved.contains(&text.to_ascii_lowercase().as_str())
 }
 
-/// A double-quoted YAML scalar: JSON's escapes, plus `\u` for characters YAML may not take raw.
+/// A double-quoted YAML scalar: the policy formatter's quoting (JSON's escapes, `\u` for what
+/// YAML may not take raw or what would hide text).
 fn quoted(text: &str, out: &mut String) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    out.push_str(&ppl::format::quote(text));
 }
 
 #[cfg(test)]

@@ -108,15 +108,7 @@ impl TestPostgres {
 
     /// Runs one SQL command as the administrator (in the `postgres` database).
     pub fn psql(&self, sql: &str) -> Result<String, String> {
-        let psql = self.bin.as_ref().map_or_else(|| PathBuf::from("psql"), |bin| bin.join("psql"));
-        let output = Command::new(psql)
-            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", &self.admin_url, "-c", sql])
-            .output()
-            .map_err(|e| format!("psql: {e}"))?;
-        if !output.status.success() {
-            return Err(format!("psql `{sql}`: {}", String::from_utf8_lossy(&output.stderr)));
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        self.psql_in(&self.admin_url, sql)
     }
 
     /// Runs SQL in a given database (by URL).
