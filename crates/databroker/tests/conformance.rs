@@ -244,6 +244,54 @@ async fn a_reader_following_concurrent_writers_misses_nothing<S: Storage>(storag
     assert_eq!((seen.len(), unique.len()), (320, 320));
 }
 
+/// Concurrent puts (which PostgreSQL writes together) each get back their own records, with
+/// distinct versions, and the change log holds each once.
+async fn concurrent_puts_each_get_their_own_records_back<S: Storage>(storage: S) {
+    let storage = Arc::new(storage);
+    let from = versions(&*storage).await;
+    let puts: Vec<_> = (0..16)
+        .map(|n| {
+            let storage = Arc::clone(&storage);
+            tokio::spawn(async move {
+                let ids = [format!("{n}-a"), format!("{n}-b")];
+                let records = ids.iter().map(|id| record("t", id, json!({"n": n}))).collect();
+                let written = storage.put(records).await.unwrap();
+                let got: Vec<&str> = written.records.iter().map(|r| r.id.as_str()).collect();
+                assert_eq!(got, [ids[0].as_str(), ids[1].as_str()]);
+                assert!(written.records.iter().all(|r| r.data == data(json!({"n": n}))));
+                assert!(written.records[0].version < written.records[1].version);
+                written.records.iter().map(|r| r.version).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all = BTreeSet::new();
+    for put in puts {
+        all.extend(put.await.unwrap());
+    }
+    assert_eq!(all.len(), 32);
+    assert_eq!(storage.changes(from, None).await.unwrap().len(), 32);
+}
+
+/// Text PostgreSQL cannot store (NUL) is refused as an invalid argument by every backend, and
+/// refusing it leaves puts made at the same time alone.
+async fn a_record_with_nul_text_is_refused_alone<S: Storage>(storage: S) {
+    let storage = Arc::new(storage);
+    let bad = [
+        record("t", "nul\0id", json!({})),
+        record("t", "k", json!({"name": "a\0b"})),
+        record("t", "k", json!({"nested": [{"k\0": 1}]})),
+    ];
+    let good = Arc::clone(&storage);
+    let good = tokio::spawn(async move { good.put(vec![record("t", "good", json!({"ok": true}))]).await });
+    for record in bad {
+        let error = storage.put(vec![record]).await.unwrap_err();
+        assert!(matches!(error, StorageError::InvalidArgument(ref m) if m.contains("NUL")), "{error}");
+    }
+    good.await.unwrap().unwrap();
+    let ids: Vec<String> = storage.latest(Some("t")).await.unwrap().records.into_iter().map(|r| r.id).collect();
+    assert_eq!(ids, ["good"]);
+}
+
 async fn memory() -> MemoryStorage {
     MemoryStorage::new()
 }
@@ -281,7 +329,35 @@ conformance!(
     a_write_wakes_watchers,
     the_last_write_of_a_key_in_one_put_wins,
     a_reader_following_concurrent_writers_misses_nothing,
+    concurrent_puts_each_get_their_own_records_back,
+    a_record_with_nul_text_is_refused_alone,
 );
+
+/// A database at schema version 1 is migrated on connect: the GiST index becomes partial, the
+/// records survive, and the schema version reads 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_schema_is_migrated_in_place() {
+    let cluster = TestPostgres::shared().unwrap();
+    let url = cluster.database().unwrap();
+    let storage = PostgresStorage::connect(&url).await.unwrap();
+    storage.put(vec![record("t", "kept", json!({"n": 1}))]).await.unwrap();
+    drop(storage);
+    cluster
+        .psql_in(
+            &url,
+            "DROP INDEX pomerium.records_index_cidr_idx;
+             CREATE INDEX records_index_cidr_idx ON pomerium.records USING gist (index_cidr inet_ops);
+             UPDATE pomerium.migration_info SET migration_version = 1;",
+        )
+        .unwrap();
+    let storage = PostgresStorage::connect(&url).await.unwrap();
+    assert!(storage.get("t", "kept").await.unwrap().is_some());
+    let version = cluster.psql_in(&url, "SELECT migration_version FROM pomerium.migration_info").unwrap();
+    assert_eq!(version.trim(), "2");
+    let index =
+        cluster.psql_in(&url, "SELECT indexdef FROM pg_indexes WHERE indexname = 'records_index_cidr_idx'").unwrap();
+    assert!(index.contains("WHERE (index_cidr IS NOT NULL)"), "{index}");
+}
 
 #[tokio::test]
 async fn a_bad_connection_string_is_an_error_naming_the_problem() {

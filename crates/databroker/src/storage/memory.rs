@@ -120,6 +120,7 @@ impl Storage for MemoryStorage {
     }
 
     async fn put(&self, records: Vec<Record>) -> StorageResult<Written> {
+        super::validate_records(&records)?;
         let now = Timestamp::now();
         let (written, server_version, latest) = {
             let mut state = self.lock();
@@ -137,6 +138,7 @@ impl Storage for MemoryStorage {
     }
 
     async fn patch(&self, records: Vec<Record>, fields: &[String]) -> StorageResult<Written> {
+        super::validate_records(&records)?;
         let now = Timestamp::now();
         let (written, server_version, latest) = {
             let mut state = self.lock();

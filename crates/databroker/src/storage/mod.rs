@@ -19,7 +19,7 @@ pub use memory::MemoryStorage;
 pub use postgres::PostgresStorage;
 
 /// Why a storage call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     /// A reader's server version is not the storage's: it must drop its cache and re-sync.
     #[error("invalid server version {given}: the storage is at server version {current}")]
@@ -55,6 +55,30 @@ pub struct QueryResult {
 pub struct Snapshot {
     pub records: Vec<Record>,
     pub versions: Versions,
+}
+
+/// Refuses records that no backend can store as given: text with NUL (U+0000), which
+/// PostgreSQL's `text` and `jsonb` reject. Checked by every backend, so a record is accepted or
+/// refused the same way whichever backend is configured.
+pub(crate) fn validate_records(records: &[Record]) -> StorageResult<()> {
+    fn has_nul(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(text) => text.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(has_nul),
+            serde_json::Value::Object(map) => map.iter().any(|(key, value)| key.contains('\0') || has_nul(value)),
+            _ => false,
+        }
+    }
+    for record in records {
+        let data_has_nul = record.data.iter().any(|(key, value)| key.contains('\0') || has_nul(value));
+        if record.record_type.contains('\0') || record.id.contains('\0') || data_has_nul {
+            return Err(StorageError::InvalidArgument(format!(
+                "record {:?} of type {:?}: text may not contain NUL (U+0000)",
+                record.id, record.record_type
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// How many changes one `changes` call returns at most.
