@@ -1,5 +1,6 @@
-//! The Kubernetes ingress controller's translation (system.md §6): an Ingress, with the Services,
-//! Endpoints and Secrets it refers to, into Pomerium routes and certificates.
+//! The Kubernetes ingress controller (system.md §6): the translation of an Ingress, with the
+//! Services, Endpoints and Secrets it refers to, into Pomerium routes and certificates; and the
+//! [`controller`] that watches the API server and writes those routes to the databroker.
 //!
 //! ```text
 //! manifests ──manifest::read──► Objects ──translate_all──► Outcome { routes (sorted), certificates, errors }
@@ -9,10 +10,12 @@
 //!                                       → validated as config.yaml routes (config::load)
 //! ```
 //!
-//! Invariant: the library does no I/O and never panics; [`translate`] is a pure function of the
-//! Ingress and its dependencies, so the controller (which will fetch them from the API server) and
-//! the `translate` dry run (which reads manifest files) share it. Every route it returns loads
-//! through `config::load` without errors, because that is how it was validated.
+//! Invariant: the translation does no I/O and never panics; [`translate`] is a pure function of
+//! the Ingress and its dependencies, so the [`controller`] (which watches them on the API server)
+//! and the `translate` dry run (which reads manifest files) share it. Every route it returns loads
+//! through `config::load` without errors, because that is how it was validated. All the I/O of
+//! the crate (API server, databroker, listeners) is in the [`controller`] module, which never
+//! panics either.
 //!
 //! ```
 //! let manifest = "
@@ -38,6 +41,7 @@
 pub mod annotations;
 mod backend;
 pub mod classes;
+pub mod controller;
 pub mod deps;
 mod doc;
 mod emit;

@@ -1,12 +1,15 @@
 //! `pomerium-ingress-controller`: Pomerium's Kubernetes ingress controller.
 //!
-//! `translate MANIFEST...` is a dry run: it reads manifest files, translates every Ingress as the
-//! controller would, and prints the routes as a `config.yaml` document. The controller itself
-//! (watching the API server and writing to the databroker) is a subcommand still to come; each
-//! subcommand is a function from its arguments to an exit code.
+//! `controller [FLAGS]` runs the controller: it reads the Kubernetes client configuration from the
+//! environment (in the cluster, or `KUBECONFIG` / `~/.kube/config`), watches the API server and
+//! writes the routes to the databroker until SIGTERM or Ctrl-C. `translate MANIFEST...` is a dry
+//! run: it reads manifest files, translates every Ingress as the controller would, and prints the
+//! routes as a `config.yaml` document. Each subcommand is a function from its arguments to an exit
+//! code.
 //!
-//! Exit codes: 0 success; 1 a file cannot be read; 3 an Ingress or manifest has errors.
-//! Diagnostics go to standard error; routes to standard output.
+//! Exit codes: 0 success (for `controller`, a clean shutdown); 1 a file cannot be read, or the
+//! controller cannot start or stops on an error; 2 bad arguments; 3 an Ingress or manifest has
+//! errors. Diagnostics and logs go to standard error; routes to standard output.
 
 use clap::{Parser, Subcommand};
 use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme};
@@ -23,6 +26,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the ingress controller: watch Ingresses and write their routes to the databroker.
+    ///
+    /// Every flag can also be given as an environment variable (shown in brackets), except
+    /// `--name` and `--prefix`. Logs go to standard error (`RUST_LOG` filters them).
+    Controller(Box<ingress::controller::ControllerArgs>),
     /// Translate the Ingresses of manifest files into routes and print them as `config.yaml`.
     ///
     /// Reads Ingress, IngressClass, Service, Endpoints and Secret objects (multi-document YAML);
@@ -45,12 +53,74 @@ struct TranslateArgs {
 }
 
 const EXIT_IO: u8 = 1;
+const EXIT_USAGE: u8 = 2;
 const EXIT_INVALID: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Controller(args) => controller(&args),
         Command::Translate(args) => translate(&args),
+    }
+}
+
+fn controller(args: &ingress::controller::ControllerArgs) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let settings = match args.settings() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprint_str(&format!("error: {error}\n"));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprint_str(&format!("error: starting the runtime: {error}\n"));
+            return ExitCode::from(EXIT_IO);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| ingress::controller::ControllerError::KubeConfig(Box::new(e)))?;
+        let broker = ingress::controller::connect_databroker(&settings)?;
+        tracing::info!(?settings, "starting the ingress controller");
+        ingress::controller::Controller::new(settings, client, broker).run(shutdown_signal()).await
+    });
+    // The watches' connections may still be open: do not wait for them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprint_str(&format!("error: {error}\n"));
+            ExitCode::from(EXIT_IO)
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
     }
 }
 

@@ -18,11 +18,25 @@ fn code_at(text: &str) -> Option<String> {
     (code.starts_with("ingress::") && code.matches("::").count() == 2).then_some(code)
 }
 
+/// The Rust files under `dir`, at any depth.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
 #[test]
 fn every_ingress_code_is_documented_and_every_documented_code_exists() {
     let mut in_source = BTreeSet::new();
-    for entry in std::fs::read_dir(workspace().join("crates/ingress/src")).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+    for path in rust_files(&workspace().join("crates/ingress/src")) {
+        let text = std::fs::read_to_string(path).unwrap();
         in_source.extend(text.match_indices("code(ingress::").filter_map(|(i, _)| code_at(&text[i + 5..])));
     }
     let docs = std::fs::read_to_string(workspace().join("docs/diagnostics.md")).unwrap();
