@@ -222,6 +222,9 @@ pub struct DatabrokerOptions {
     pub storage_connection_string: Option<Secret>,
 }
 
+/// `grpc_address` when none is set (Pomerium's default).
+pub const DEFAULT_GRPC_ADDRESS: &str = ":443";
+
 /// Every global option. Unset options hold Pomerium's defaults; accessors compute what depends on
 /// several options (the gRPC address, the authenticate URL, response headers).
 #[derive(Debug, Clone, PartialEq)]
@@ -321,7 +324,7 @@ impl Default for Options {
             services: Services::all(),
             address: ":443".to_owned(),
             insecure_server: false,
-            grpc_address: ":443".to_owned(),
+            grpc_address: DEFAULT_GRPC_ADDRESS.to_owned(),
             grpc_insecure: None,
             grpc_client_timeout: Duration::from_secs(10),
             http_redirect_addr: None,
@@ -394,7 +397,7 @@ impl Options {
     /// The gRPC listen address: in `all` mode the default `:443` moves to `:5443` (`:5444` when
     /// `address` already uses 5443), so that gRPC and HTTPS do not collide (`GetGRPCAddr`).
     pub fn effective_grpc_address(&self) -> String {
-        if self.services.is_all() && self.grpc_address == ":443" {
+        if self.services.is_all() && self.grpc_address == DEFAULT_GRPC_ADDRESS {
             if self.address.ends_with(":5443") { ":5444".to_owned() } else { ":5443".to_owned() }
         } else {
             self.grpc_address.clone()

@@ -2,10 +2,12 @@
 //! on change, stop gracefully on SIGINT/SIGTERM.
 
 use crate::diagnostics;
+use crate::dynamic::DynamicConfig;
 use crate::environment::ProcessEnvironment;
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use config::{Config, Format, Options};
+use databroker::record::CONFIG_TYPE;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use proxy::body::{self, ProxyBody};
@@ -130,7 +132,6 @@ fn init_logging(options: &Options) {
 /// The running server.
 struct Server {
     current: Arc<ArcSwap<Runtime>>,
-    environment: Environment,
     tls: Option<ServerTls>,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
@@ -138,7 +139,9 @@ struct Server {
     /// The addresses the listeners were opened on; a reload cannot move them.
     addresses: Addresses,
     /// The storage and the record cache; kept for the life of the server.
-    _databroker: crate::databroker::Databroker,
+    databroker: crate::databroker::Databroker,
+    /// Rebuilds the runtime when the file or the databroker's configuration changes.
+    reloader: Arc<Reloader>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,10 +184,19 @@ impl Server {
         let current = Arc::new(ArcSwap::from_pointee(runtime));
         let tls = if config.options.insecure_server { None } else { Some(server_tls(&config)?) };
         let addresses = Addresses::of(&config.options);
-        let mut server =
-            Server { current, environment, tls, metrics, shutdown, tasks, addresses, _databroker: databroker };
-        server.open_listeners(&config.options).await?;
+        let reloader = Arc::new(Reloader {
+            current: Arc::clone(&current),
+            environment: environment.clone(),
+            resolver: tls.as_ref().map(|tls| Arc::clone(tls.resolver())),
+            metrics: Arc::clone(&metrics),
+            addresses: addresses.clone(),
+            sources: std::sync::Mutex::new(Sources { file: config.clone(), dynamic: DynamicConfig::default() }),
+        });
+        let options = config.options.clone();
+        let mut server = Server { current, tls, metrics, shutdown, tasks, addresses, databroker, reloader };
+        server.open_listeners(&options).await?;
         server.watch(source);
+        server.follow_databroker_config();
         Ok(server)
     }
 
@@ -241,13 +253,7 @@ impl Server {
             .ok()
             .and_then(|ms| ms.parse().ok())
             .map_or(WATCH_INTERVAL, Duration::from_millis);
-        let reloader = Reloader {
-            current: Arc::clone(&self.current),
-            environment: self.environment.clone(),
-            resolver: self.tls.as_ref().map(|tls| Arc::clone(tls.resolver())),
-            metrics: Arc::clone(&self.metrics),
-            addresses: self.addresses.clone(),
-        };
+        let reloader = Arc::clone(&self.reloader);
         let mut shutdown = self.shutdown.signal();
         self.tasks.spawn(async move {
             let mut last = source.stamp;
@@ -262,7 +268,26 @@ impl Server {
                     continue;
                 }
                 last = now;
-                reloader.reload(&path);
+                reloader.reload_file(&path);
+            }
+        });
+    }
+
+    /// Applies the databroker's configuration records (routes from the ingress controller, say)
+    /// whenever they change: merged after the file's routes, swapped in without a restart.
+    fn follow_databroker_config(&mut self) {
+        let Some(cache) = self.databroker.cache.clone() else { return };
+        let reloader = Arc::clone(&self.reloader);
+        let mut changed = cache.watch_retained();
+        let mut shutdown = self.shutdown.signal();
+        self.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.fired() => return,
+                    result = changed.changed() => if result.is_err() { return },
+                }
+                changed.borrow_and_update();
+                reloader.reload_dynamic(&cache.retained(CONFIG_TYPE));
             }
         });
     }
@@ -284,38 +309,79 @@ struct Reloader {
     resolver: Option<Arc<SniResolver>>,
     metrics: Arc<Metrics>,
     addresses: Addresses,
+    /// The last good configuration of each source; a reload of one keeps the other.
+    sources: std::sync::Mutex<Sources>,
+}
+
+struct Sources {
+    file: Config,
+    dynamic: DynamicConfig,
 }
 
 impl Reloader {
-    fn reload(&self, path: &Path) {
-        match self.try_reload(path) {
+    fn sources(&self) -> std::sync::MutexGuard<'_, Sources> {
+        self.sources.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn reload_file(&self, path: &Path) {
+        let result = Source::read(Some(path)).map_err(|e| vec![e]).and_then(|source| {
+            let (config, warnings) = source.load()?;
+            for warning in warnings {
+                tracing::warn!("{warning}");
+            }
+            if Addresses::of(&config.options) != self.addresses {
+                tracing::warn!("listener addresses and insecure_server take effect at the next start");
+            }
+            let mut sources = self.sources();
+            let routes = self.apply(&config, &sources.dynamic)?;
+            sources.file = config;
+            Ok(routes)
+        });
+        self.report(result, &format!("file {}", path.display()));
+    }
+
+    fn reload_dynamic(&self, records: &[databroker::record::Record]) {
+        let dynamic = crate::dynamic::from_records(records);
+        for problem in &dynamic.problems {
+            tracing::error!("{problem}");
+        }
+        let mut sources = self.sources();
+        let result = self.apply(&sources.file, &dynamic);
+        if result.is_ok() {
+            sources.dynamic = dynamic;
+        }
+        self.report(result, "the databroker's configuration records");
+    }
+
+    fn report(&self, result: Result<usize, Vec<String>>, source: &str) {
+        match result {
             Ok(routes) => {
                 self.metrics.reload_succeeded(routes, unix_now());
-                tracing::info!(routes, file = %path.display(), "configuration reloaded");
+                tracing::info!(routes, source, "configuration reloaded");
             }
             Err(problems) => {
                 self.metrics.reload_failed();
                 for problem in &problems {
                     tracing::error!("{problem}");
                 }
-                tracing::error!(file = %path.display(), "configuration not reloaded; the previous one keeps serving");
+                tracing::error!(source, "configuration not reloaded; the previous one keeps serving");
             }
         }
     }
 
-    fn try_reload(&self, path: &Path) -> Result<usize, Vec<String>> {
-        let source = Source::read(Some(path)).map_err(|e| vec![e])?;
-        let (config, warnings) = source.load()?;
-        for warning in warnings {
-            tracing::warn!("{warning}");
-        }
-        if Addresses::of(&config.options) != self.addresses {
-            tracing::warn!("listener addresses and insecure_server take effect at the next start");
+    /// Builds the runtime of the file's configuration with the databroker's merged in, and
+    /// swaps it (and the certificates) in. Connections in flight keep the runtime they started
+    /// with.
+    fn apply(&self, file: &Config, dynamic: &DynamicConfig) -> Result<usize, Vec<String>> {
+        let (config, problems) = crate::dynamic::merge(file.clone(), dynamic);
+        for problem in &problems {
+            tracing::warn!("{problem}");
         }
         let runtime = Runtime::build(&config, &self.environment)
             .map_err(|e| vec![format!("the configuration cannot run: {e}")])?;
         if let Some(resolver) = &self.resolver {
-            let certificates = certificates(&config).map_err(|e| vec![e])?;
+            let mut certificates = certificates(&config).map_err(|e| vec![e])?;
+            certificates.extend(dynamic.certificates.iter().cloned());
             resolver.replace(&certificates).map_err(|e| vec![format!("certificates: {e}")])?;
         }
         let routes = runtime.route_count();

@@ -3,7 +3,10 @@
 //! - `services: all`: the storage runs in process and the proxy's record cache follows it
 //!   directly, with no network hop.
 //! - `services: databroker`: the storage is served over gRPC on `grpc_address`, every call
-//!   checked against `shared_secret`.
+//!   checked against `shared_secret`. All-in-one serves it too when `grpc_address` is set, so
+//!   that the ingress controller can write its configuration record.
+//! - The `pomerium.config.Config` records are kept by the cache and applied by the server as
+//!   routes and certificates (`crate::dynamic`).
 //! - `services: proxy` (without `databroker`): the record cache follows the databroker at
 //!   `databroker_service_url` over gRPC.
 //!
@@ -28,11 +31,12 @@ const STORAGE_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The databroker side of a running server.
 #[derive(Debug)]
-#[expect(dead_code, reason = "held for the server's life; the authenticate flow (sessions) reads them next")]
 pub struct Databroker {
     /// The storage, when the databroker runs in this process.
+    #[expect(dead_code, reason = "held for the server's life; the authenticate flow (sessions) reads it next")]
     pub storage: Option<Arc<AnyStorage>>,
     /// How this process reaches the databroker.
+    #[expect(dead_code, reason = "held for the server's life; the authenticate flow (sessions) reads it next")]
     pub broker: Option<Broker>,
     /// The proxy's cache of records, when the proxy runs here.
     pub cache: Option<Arc<SyncedCache>>,
@@ -52,7 +56,9 @@ pub async fn start(
         None if services.runs(Service::Proxy) || services.runs(Service::Authorize) => Some(remote(options)?),
         None => None,
     };
-    if let (Some(storage), false) = (&storage, services.is_all()) {
+    if let Some(storage) = &storage
+        && serves_grpc(options)
+    {
         serve_grpc(options, Arc::clone(storage), tasks, shutdown).await?;
     }
     let cache = match (&broker, services.runs(Service::Proxy) || services.runs(Service::Authorize)) {
@@ -72,6 +78,13 @@ pub async fn start(
         _ => None,
     };
     Ok(Databroker { storage, broker, cache })
+}
+
+/// `services: databroker` serves its API, always. All-in-one keeps its databroker to itself
+/// unless `grpc_address` is set: then other processes (the ingress controller, say) can reach
+/// it there with the shared secret.
+fn serves_grpc(options: &Options) -> bool {
+    !options.services.is_all() || options.grpc_address != config::options::DEFAULT_GRPC_ADDRESS
 }
 
 fn backend(options: &Options) -> Result<Backend, String> {

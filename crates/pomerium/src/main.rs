@@ -6,6 +6,7 @@
 mod app;
 mod databroker;
 mod diagnostics;
+mod dynamic;
 mod environment;
 mod metrics;
 

@@ -248,3 +248,70 @@ async fn the_all_in_one_server_uses_memory_by_default_and_postgres_when_configur
     let tables = TestPostgres::shared().unwrap().psql_in(&url, "SELECT count(*) FROM pomerium.records").unwrap();
     assert_eq!(tables, "0");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Routes from the databroker's configuration records (what the ingress controller writes)
+
+fn config_record(id: &str, routes: serde_json::Value) -> Record {
+    let data = serde_json::json!({"name": id, "routes": routes});
+    Record::new(databroker::record::CONFIG_TYPE, id, data.as_object().unwrap().clone())
+}
+
+fn public_route(name: &str, id: &str, to: &str) -> serde_json::Value {
+    serde_json::json!({
+        "from": format!("https://{name}.test.localhost"),
+        "to": to,
+        "id": id,
+        "allow_public_unauthenticated_access": true,
+    })
+}
+
+/// All-in-one with its databroker served on `grpc_address`: a configuration record written
+/// there becomes routes served on open connections; a bad route is left out while the rest
+/// apply; deleting the record removes its routes; file routes stay throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_records_become_routes_without_a_restart() {
+    let setup = Setup::new();
+    let (a, b) = (echo_upstream("a", None).await, echo_upstream("b", None).await);
+    let file_route =
+        route("file", "response:\n  status: 200\n  body: from the file\nallow_public_unauthenticated_access: true");
+    let mut server =
+        setup.start(&format!("grpc_address: 127.0.0.1:0\ngrpc_insecure: true\n{}", routes(&[file_route]))).await;
+    let grpc = server.listener(GRPC_LOG).await;
+    let broker = Broker::remote(&format!("http://{grpc}"), ServiceAuth::new(&SHARED_KEY)).unwrap();
+    let (file, dynamic, other) = (server.host("file"), server.host("dyn"), server.host("other"));
+    // Connections opened before any record exists, kept across every change.
+    let mut to_file = server.h1("file.test.localhost").await;
+    let mut to_dynamic = server.h1("dyn.test.localhost").await;
+    assert_eq!(to_file.fetch(get(&file, "/")).await.text(), "from the file");
+    assert_eq!(server.get(&dynamic, "/").await.status, 404);
+
+    let reloads = server.count_logs("configuration reloaded");
+    let record = config_record("ingress-controller", serde_json::json!([public_route("dyn", "dyn", &a.http())]));
+    broker.put(vec![record]).await.unwrap();
+    server.wait_for_log_after("configuration reloaded", reloads).await;
+    assert_eq!(to_dynamic.fetch(get(&dynamic, "/")).await.seen().upstream(), "a", "on the connection opened before");
+    assert_eq!(to_file.fetch(get(&file, "/")).await.text(), "from the file");
+
+    // One good route moves to upstream b, one is bad: the good ones apply, the bad is reported.
+    let reloads = server.count_logs("configuration reloaded");
+    let bad = serde_json::json!({"from": "https://bad.test.localhost", "to": "not a url", "id": "bad"});
+    let routes =
+        serde_json::json!([public_route("dyn", "dyn", &b.http()), bad, public_route("other", "other", &a.http())]);
+    broker.put(vec![config_record("ingress-controller", routes)]).await.unwrap();
+    server.wait_for_log_after("configuration reloaded", reloads).await;
+    assert_eq!(to_dynamic.fetch(get(&dynamic, "/")).await.seen().upstream(), "b");
+    assert_eq!(server.get(&other, "/").await.seen().upstream(), "a");
+    assert!(
+        server.logs().iter().any(|line| line.contains("record `ingress-controller`, route 1 (`bad`) left out")),
+        "the bad route is reported"
+    );
+
+    let reloads = server.count_logs("configuration reloaded");
+    broker.put(vec![Record::tombstone(databroker::record::CONFIG_TYPE, "ingress-controller")]).await.unwrap();
+    server.wait_for_log_after("configuration reloaded", reloads).await;
+    assert_eq!(to_dynamic.fetch(get(&dynamic, "/")).await.status, 404);
+    assert_eq!(to_file.fetch(get(&file, "/")).await.text(), "from the file");
+    assert!(!to_file.is_closed(), "no connection was dropped");
+    server.assert_running();
+}
