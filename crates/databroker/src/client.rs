@@ -14,6 +14,11 @@ use crate::server::status;
 use crate::storage::{AnyStorage, QueryResult, Snapshot, Storage, Written};
 use crate::wire::{self, pb};
 use policy::records::MemoryRecords;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -38,6 +43,113 @@ impl tonic::service::Interceptor for TokenInterceptor {
 type GrpcClient =
     pb::data_broker_service_client::DataBrokerServiceClient<InterceptedService<Channel, TokenInterceptor>>;
 
+/// How a remote [`Broker`] verifies an `https://` databroker.
+#[derive(Clone, Debug, Default)]
+pub struct RemoteOptions {
+    /// PEM CA certificate(s) to trust instead of the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Accept any server certificate (handshake signatures are still checked). For tests and
+    /// trusted networks only.
+    pub insecure_skip_verify: bool,
+}
+
+fn tls_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The rustls client configuration for an `https://` databroker. Its ALPN stays empty: the
+/// hyper-rustls builder requires that, and offers `h2` (from `enable_http2`) itself.
+fn tls_client_config(options: &RemoteOptions) -> Result<ClientConfig, String> {
+    let provider = tls_provider();
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("databroker TLS: {e}"))?;
+    let config = if options.insecure_skip_verify {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!("databroker TLS certificate verification is disabled (insecure_skip_verify)");
+        });
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider))).with_no_client_auth()
+    } else {
+        let roots = match &options.ca_pem {
+            Some(pem) => Arc::new(ca_roots(pem)?),
+            None => system_roots(),
+        };
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(config)
+}
+
+/// The CA certificates in `pem`: at least one, each parsable.
+fn ca_roots(pem: &[u8]) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("databroker TLS CA: {e}"))?;
+        roots.add(cert).map_err(|e| format!("databroker TLS CA: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("databroker TLS CA: no certificate in the PEM text".to_owned());
+    }
+    Ok(roots)
+}
+
+/// The system's trusted roots, read once.
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: std::sync::OnceLock<Arc<RootCertStore>> = std::sync::OnceLock::new();
+    Arc::clone(ROOTS.get_or_init(|| {
+        let loaded = rustls_native_certs::load_native_certs();
+        for error in &loaded.errors {
+            tracing::warn!(%error, "reading the system's trusted certificates");
+        }
+        let mut roots = RootCertStore::empty();
+        let (added, ignored) = roots.add_parsable_certificates(loaded.certs);
+        if added == 0 {
+            tracing::warn!(ignored, "no system trusted certificates: databroker TLS verification will fail");
+        }
+        Arc::new(roots)
+    }))
+}
+
+/// `insecure_skip_verify`: accepts any certificate, but still checks that the handshake is signed
+/// by the key of the certificate presented.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// The databroker, in this process or over gRPC. Errors are gRPC statuses either way, so callers
 /// handle `Aborted`, `NotFound` and `Unavailable` once.
 #[derive(Clone, Debug)]
@@ -47,18 +159,36 @@ pub enum Broker {
 }
 
 impl Broker {
-    /// A client for a databroker at `url` (`http://host:port`), connecting lazily and
-    /// reconnecting as needed.
+    /// A client for a databroker at `url` (`http://host:port` or `https://host:port`, trusting
+    /// the system's roots), connecting lazily and reconnecting as needed.
     pub fn remote(url: &str, auth: ServiceAuth) -> Result<Broker, String> {
+        Broker::remote_with(url, auth, &RemoteOptions::default())
+    }
+
+    /// [`Broker::remote`] with TLS options for `https://` URLs (`http://` stays plaintext and
+    /// ignores them).
+    pub fn remote_with(url: &str, auth: ServiceAuth, options: &RemoteOptions) -> Result<Broker, String> {
         let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
             .map_err(|e| format!("invalid databroker URL `{url}`: {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30));
-        if endpoint.uri().scheme_str() != Some("http") {
-            return Err(format!("databroker URL `{url}`: only `http://` (with grpc_insecure) is supported for now"));
-        }
-        let channel = endpoint.connect_lazy();
+        let channel = match endpoint.uri().scheme_str() {
+            Some("http") => endpoint.connect_lazy(),
+            Some("https") => {
+                let config = tls_client_config(options)?;
+                let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+                http.enforce_http(false);
+                http.set_nodelay(true);
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(config)
+                    .https_only()
+                    .enable_http2()
+                    .wrap_connector(http);
+                endpoint.connect_with_connector_lazy(connector)
+            }
+            _ => return Err(format!("databroker URL `{url}`: the scheme must be `http://` or `https://`")),
+        };
         Ok(Broker::Remote(Box::new(pb::data_broker_service_client::DataBrokerServiceClient::with_interceptor(
             channel,
             TokenInterceptor(auth),

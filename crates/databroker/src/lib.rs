@@ -66,3 +66,120 @@ pub async fn serve(
     });
     tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await
 }
+
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`serve`] over TLS with `tls` (whose ALPN gets `h2` if it lacks it). Each connection's
+/// handshake runs in its own task, so a failed or slow one (cut off after 10 s) holds up no other.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    storage: Arc<AnyStorage>,
+    auth: auth::ServiceAuth,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let tls = if tls.alpn_protocols.iter().any(|p| p == b"h2") {
+        tls
+    } else {
+        let mut config = (*tls).clone();
+        config.alpn_protocols.push(b"h2".to_vec());
+        Arc::new(config)
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let (accepted, incoming) = tokio::sync::mpsc::channel::<Result<TlsIo, std::io::Error>>(64);
+    let accepting = tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(%error, "accepting a databroker connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if accepted.is_closed() {
+                return;
+            }
+            // See `serve`: without it each Sync message waits for the previous one's ACK.
+            let _ = stream.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let accepted = accepted.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = accepted.send(Ok(TlsIo(stream))).await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "databroker TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "databroker TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    let service = server::DataBrokerService::new(storage).authenticated(auth);
+    let result = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(incoming), shutdown)
+        .await;
+    // Stop accepting (and close the listener) once serving has stopped.
+    accepting.abort();
+    result
+}
+
+/// A server-side TLS connection, as tonic needs it: [`Connected`] with no connection info.
+///
+/// [`Connected`]: tonic::transport::server::Connected
+struct TlsIo(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+
+impl tonic::transport::server::Connected for TlsIo {
+    type ConnectInfo = ();
+
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl tokio::io::AsyncRead for TlsIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests")]
 
 use databroker::auth::ServiceAuth;
-use databroker::client::{Broker, SyncedCache};
+use databroker::client::{Broker, RemoteOptions, SyncedCache};
 use databroker::record::{Record, Versions};
 use databroker::storage::{AnyStorage, MemoryStorage, PostgresStorage, Storage};
 use databroker::wire::pb;
@@ -230,4 +230,119 @@ async fn the_synced_cache_over_postgres() {
     let url = TestPostgres::shared().unwrap().database().unwrap();
     let served = serve(AnyStorage::Postgres(PostgresStorage::connect(&url).await.unwrap())).await;
     cache_follows(client(&served), client(&served)).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+
+struct TlsServed {
+    port: u16,
+    ca_pem: String,
+    storage: Arc<AnyStorage>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TlsServed {
+    fn url(&self, scheme: &str) -> String {
+        format!("{scheme}://localhost:{}", self.port)
+    }
+}
+
+/// A memory databroker served with `serve_tls`, its certificate for `localhost` issued by a fresh CA.
+async fn tls_server() -> TlsServed {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "databroker test CA");
+    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+
+    let storage = Arc::new(AnyStorage::Memory(MemoryStorage::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = Arc::clone(&storage);
+    tokio::spawn(async move {
+        databroker::serve_tls(listener, served, ServiceAuth::new(SECRET), Arc::new(config), async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    TlsServed { port, ca_pem: issuer.pem(), storage, _shutdown: stop }
+}
+
+fn tls_client(url: &str, options: &RemoteOptions) -> Broker {
+    Broker::remote_with(url, ServiceAuth::new(SECRET), options).unwrap()
+}
+
+#[tokio::test]
+async fn put_and_get_over_tls_with_the_ca() {
+    let served = tls_server().await;
+    // A client that connects and never starts its handshake must hold up no one else.
+    let _stalled = tokio::net::TcpStream::connect(("127.0.0.1", served.port)).await.unwrap();
+    let options = RemoteOptions { ca_pem: Some(served.ca_pem.clone().into_bytes()), insecure_skip_verify: false };
+    let broker = tls_client(&served.url("https"), &options);
+    let put = tokio::time::timeout(Duration::from_secs(5), broker.put(vec![record("t", "1", json!({"a": 1}))]))
+        .await
+        .expect("the put finishes although another client stalls its handshake")
+        .unwrap();
+    assert_eq!(put.records.len(), 1);
+    let got = broker.get("t", "1").await.unwrap().unwrap();
+    assert_eq!(got.data.get("a"), Some(&json!(1)));
+    assert!(served.storage.get("t", "1").await.unwrap().is_some(), "written to the server's storage");
+}
+
+#[tokio::test]
+async fn tls_without_the_ca_is_unavailable_and_writes_nothing() {
+    let served = tls_server().await;
+    let broker = tls_client(&served.url("https"), &RemoteOptions::default());
+    let error = broker.put(vec![record("t", "1", json!({"a": 1}))]).await.unwrap_err();
+    assert_eq!(error.code(), Code::Unavailable, "{error:?}");
+    assert!(served.storage.latest(None).await.unwrap().records.is_empty(), "nothing was written");
+}
+
+#[tokio::test]
+async fn tls_with_insecure_skip_verify_connects() {
+    let served = tls_server().await;
+    let options = RemoteOptions { ca_pem: None, insecure_skip_verify: true };
+    let broker = tls_client(&served.url("https"), &options);
+    broker.put(vec![record("t", "1", json!({"a": 1}))]).await.unwrap();
+    assert!(broker.get("t", "1").await.unwrap().is_some());
+    assert!(served.storage.get("t", "1").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn plaintext_against_the_tls_port_fails_and_writes_nothing() {
+    let served = tls_server().await;
+    let broker = client_for(&served.url("http"));
+    let result =
+        tokio::time::timeout(Duration::from_secs(15), broker.put(vec![record("t", "1", json!({"a": 1}))])).await;
+    assert!(matches!(result, Ok(Err(_))), "{result:?}");
+    assert!(served.storage.latest(None).await.unwrap().records.is_empty(), "nothing was written");
+}
+
+#[test]
+fn a_ca_without_certificates_is_refused() {
+    for pem in [b"not a certificate".as_slice(), b"".as_slice()] {
+        let options = RemoteOptions { ca_pem: Some(pem.to_vec()), insecure_skip_verify: false };
+        let error = Broker::remote_with("https://localhost:1", ServiceAuth::new(SECRET), &options).unwrap_err();
+        assert_eq!(error, "databroker TLS CA: no certificate in the PEM text");
+    }
+}
+
+fn client_for(url: &str) -> Broker {
+    Broker::remote(url, ServiceAuth::new(SECRET)).unwrap()
 }

@@ -187,7 +187,7 @@ fn bad_flags_are_refused_before_anything_starts() {
 }
 
 #[test]
-fn an_https_databroker_url_is_refused_with_the_reason() {
+fn an_https_databroker_url_with_an_unusable_ca_file_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     // A kubeconfig that names a server nobody needs to reach: the databroker check comes first.
@@ -197,8 +197,12 @@ fn an_https_databroker_url_is_refused_with_the_reason() {
          users:\n- name: u\n  user: {}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n",
     )
     .unwrap();
+    // The file exists (the flag check passes) but holds no certificate: the client refuses it.
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
     let output = command()
         .args(["controller", "--shared-secret=c2VjcmV0", "--databroker-service-url=https://databroker:5443"])
+        .arg(format!("--databroker-tls-ca-file={}", ca.display()))
         .args(["--health-probe-bind-address=0", "--metrics-bind-address=0"])
         .env("KUBECONFIG", &kubeconfig)
         .stdin(Stdio::null())
@@ -206,6 +210,10 @@ fn an_https_databroker_url_is_refused_with_the_reason() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("error: databroker `https://databroker:5443`: "), "{stderr}");
-    assert!(stderr.contains("http://"), "{stderr}");
+    assert!(
+        stderr
+            .contains("error: databroker `https://databroker:5443`: databroker TLS CA: no certificate in the PEM text"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("starting the ingress controller"), "refused before starting: {stderr}");
 }

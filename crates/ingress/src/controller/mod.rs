@@ -37,7 +37,7 @@ pub use reconcile::{Reconciler, Report};
 pub use record::{CONFIG_ID, IngressOutcome, Plan, plan};
 
 use databroker::auth::ServiceAuth;
-use databroker::client::Broker;
+use databroker::client::{Broker, RemoteOptions};
 use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use std::future::Future;
@@ -167,20 +167,16 @@ fn next_retry(previous: Option<Duration>) -> Duration {
 
 /// A databroker client for `--databroker-service-url` and the shared secret.
 ///
-/// Only `http://` URLs are supported by the databroker client for now: an `https://` URL is an
-/// error, and the TLS flags are read (and checked) but have nothing to apply to.
+/// An `https://` URL is verified with `--databroker-tls-ca`/`--databroker-tls-ca-file` when given,
+/// else the system's roots (or not at all with `--databroker-tls-insecure-skip-verify`); an
+/// `http://` URL is plain gRPC and the TLS flags have nothing to apply to.
 pub fn connect_databroker(settings: &Settings) -> Result<Broker, ControllerError> {
     let url = settings.databroker_url.clone();
-    if url.starts_with("https://") {
-        let reason = "this build's databroker client speaks plain gRPC only: serve the databroker over http:// \
-                      (`grpc_insecure`), for example inside the pod network"
-            .to_owned();
-        return Err(ControllerError::DatabrokerUrl { url, reason });
-    }
     let tls = &settings.databroker_tls;
-    if tls.ca_pem.is_some() || tls.insecure_skip_verify {
+    if !url.starts_with("https://") && (tls.ca_pem.is_some() || tls.insecure_skip_verify) {
         tracing::warn!(%url, "the databroker TLS flags apply to https:// URLs only, and are ignored");
     }
     let auth = ServiceAuth::new(&settings.shared_secret);
-    Broker::remote(&url, auth).map_err(|reason| ControllerError::DatabrokerUrl { url, reason })
+    let options = RemoteOptions { ca_pem: tls.ca_pem.clone(), insecure_skip_verify: tls.insecure_skip_verify };
+    Broker::remote_with(&url, auth, &options).map_err(|reason| ControllerError::DatabrokerUrl { url, reason })
 }
