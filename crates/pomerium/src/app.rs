@@ -175,8 +175,7 @@ impl Server {
         };
         let shutdown = Shutdown::new();
         let mut tasks = JoinSet::new();
-        let databroker =
-            crate::databroker::start(&config.options, &environment.records, &mut tasks, shutdown.signal()).await?;
+        let databroker = crate::databroker::start(&config, &environment.records, &mut tasks, shutdown.signal()).await?;
         let runtime =
             Runtime::build(&config, &environment).map_err(|e| format!("the configuration cannot run: {e}"))?;
         let metrics = Arc::new(Metrics::default());
@@ -434,6 +433,14 @@ fn server_tls(config: &Config) -> Result<ServerTls, String> {
         },
     });
     ServerTls::new(resolver, client_auth.as_ref()).map_err(|e| format!("tls: {e}"))
+}
+
+/// The TLS configuration of the gRPC listener: the same certificates as the main listener (or the
+/// self-signed one), without client certificates.
+pub(crate) fn grpc_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, String> {
+    let resolver = Arc::new(SniResolver::new(&certificates(config)?).map_err(|e| format!("certificates: {e}"))?);
+    let tls = ServerTls::new(resolver, None).map_err(|e| format!("tls: {e}"))?;
+    Ok(Arc::clone(tls.config()))
 }
 
 fn certificates(config: &Config) -> Result<Vec<Arc<CertifiedKey>>, String> {

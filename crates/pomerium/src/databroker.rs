@@ -2,13 +2,15 @@
 //!
 //! - `services: all`: the storage runs in process and the proxy's record cache follows it
 //!   directly, with no network hop.
-//! - `services: databroker`: the storage is served over gRPC on `grpc_address`, every call
-//!   checked against `shared_secret`. All-in-one serves it too when `grpc_address` is set, so
+//! - `services: databroker`: the storage is served over gRPC on `grpc_address` (TLS with the
+//!   server's certificates unless `grpc_insecure: true`), every call checked against
+//!   `shared_secret`. All-in-one serves it too when `grpc_address` is set, so
 //!   that the ingress controller can write its configuration record.
 //! - The `pomerium.config.Config` records are kept by the cache and applied by the server as
 //!   routes and certificates (`crate::dynamic`).
 //! - `services: proxy` (without `databroker`): the record cache follows the databroker at
-//!   `databroker_service_url` over gRPC.
+//!   `databroker_service_url` over gRPC (`https://` verified against `certificate_authority` or
+//!   the system roots).
 //!
 //! `databroker_storage_type` picks the backend: `memory` (the default) or `postgres` with
 //! `databroker_storage_connection_string` (or `_file`).
@@ -17,7 +19,7 @@ use config::Options;
 use config::options::{Service, StorageType};
 use databroker::Backend;
 use databroker::auth::ServiceAuth;
-use databroker::client::{Broker, SyncedCache};
+use databroker::client::{Broker, RemoteOptions, SyncedCache};
 use databroker::record::CONFIG_TYPE;
 use databroker::storage::AnyStorage;
 use proxy::runtime::SharedRecords;
@@ -44,11 +46,12 @@ pub struct Databroker {
 
 /// Opens the storage and serves or follows it as the services require.
 pub async fn start(
-    options: &Options,
+    config: &config::Config,
     records: &SharedRecords,
     tasks: &mut JoinSet<()>,
     shutdown: ShutdownSignal,
 ) -> Result<Databroker, String> {
+    let options = &config.options;
     let services = &options.services;
     let storage = if services.runs(Service::Databroker) { Some(open_storage(options).await?) } else { None };
     let broker = match &storage {
@@ -59,7 +62,7 @@ pub async fn start(
     if let Some(storage) = &storage
         && serves_grpc(options)
     {
-        serve_grpc(options, Arc::clone(storage), tasks, shutdown).await?;
+        serve_grpc(config, Arc::clone(storage), tasks, shutdown).await?;
     }
     let cache = match (&broker, services.runs(Service::Proxy) || services.runs(Service::Authorize)) {
         (Some(broker), true) => {
@@ -141,28 +144,71 @@ fn remote(options: &Options) -> Result<Broker, String> {
         .as_ref()
         .or_else(|| options.databroker.service_urls.first())
         .ok_or("databroker_service_url is required when the databroker runs in another process")?;
-    Broker::remote(url.as_str().trim_end_matches('/'), service_auth(options)?)
+    let remote = RemoteOptions {
+        ca_pem: options.certificate_authority.as_ref().map(|ca| pem(ca.ders())),
+        insecure_skip_verify: false,
+    };
+    Broker::remote_with(url.as_str().trim_end_matches('/'), service_auth(options)?, &remote)
 }
 
+/// `certificate_authority` back as PEM text, which the databroker client reads.
+fn pem(authorities: &[rustls::pki_types::CertificateDer<'static>]) -> Vec<u8> {
+    use base64::Engine as _;
+    let mut text = String::new();
+    for der in authorities {
+        let body = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        text.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in body.as_bytes().chunks(64) {
+            text.push_str(&String::from_utf8_lossy(line));
+            text.push('\n');
+        }
+        text.push_str("-----END CERTIFICATE-----\n");
+    }
+    text.into_bytes()
+}
+
+/// Serves the databroker's gRPC API on `grpc_address`: over TLS with the server's certificates,
+/// or in plain text with `grpc_insecure: true` (a private network; calls are still signed).
 async fn serve_grpc(
-    options: &Options,
+    config: &config::Config,
     storage: Arc<AnyStorage>,
     tasks: &mut JoinSet<()>,
     mut shutdown: ShutdownSignal,
 ) -> Result<(), String> {
-    if !options.effective_grpc_insecure() {
-        return Err("the databroker's gRPC listener needs `grpc_insecure: true` in this build \
-                    (gRPC over TLS is not supported yet; run it on a private network)"
-            .to_owned());
-    }
+    let options = &config.options;
+    let tls = if options.effective_grpc_insecure() { None } else { Some(crate::app::grpc_tls(config)?) };
     let auth = service_auth(options)?;
     let address = options.effective_grpc_address();
     let listener = crate::app::bind(&address).await?;
-    tracing::info!(address = %crate::app::local_address(&listener, &address), "serving the databroker over gRPC");
+    tracing::info!(
+        address = %crate::app::local_address(&listener, &address),
+        tls = tls.is_some(),
+        "serving the databroker over gRPC"
+    );
     tasks.spawn(async move {
-        if let Err(error) = databroker::serve(listener, storage, auth, async move { shutdown.fired().await }).await {
+        let stopped = async move { shutdown.fired().await };
+        let served = match tls {
+            Some(tls) => databroker::serve_tls(listener, storage, auth, tls, stopped).await,
+            None => databroker::serve(listener, storage, auth, stopped).await,
+        };
+        if let Err(error) = served {
             tracing::error!(%error, "the databroker's gRPC server failed");
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn certificate_authorities_round_trip_through_pem() {
+        let (first, _) = proxy::tls::self_signed(&["a.example.com".to_owned()]).unwrap();
+        let (second, _) = proxy::tls::self_signed(&["b.example.com".to_owned()]).unwrap();
+        let ders = [first[0].clone(), second[0].clone()];
+        let text = pem(&ders);
+        assert_eq!(proxy::tls::certificates_from_pem(&text).unwrap(), ders);
+    }
 }

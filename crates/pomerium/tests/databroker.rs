@@ -315,3 +315,43 @@ async fn configuration_records_become_routes_without_a_restart() {
     assert!(!to_file.is_closed(), "no connection was dropped");
     server.assert_running();
 }
+
+/// `services: databroker` without `grpc_insecure` serves its API over TLS with the configured
+/// certificate: a client that trusts the CA is served; a plain-text client is not, and writes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_databroker_serves_grpc_over_tls_unless_told_otherwise() {
+    let setup = Setup::new();
+    let leaf = setup.pki.issue(&["localhost"]);
+    let cert = setup.write("grpc.pem", &leaf.cert_pem);
+    let key = setup.write("grpc-key.pem", &leaf.key_pem);
+    let path = setup.write(
+        "db.yaml",
+        &format!(
+            "services: databroker\n\
+             grpc_address: 127.0.0.1:0\n\
+             health_check_addr: 127.0.0.1:0\n\
+             shared_secret: {}\n\
+             certificates:\n  - cert: {}\n    key: {}\n",
+            shared_secret_base64(),
+            cert.display(),
+            key.display()
+        ),
+    );
+    let process = Pomerium::spawn_until(&path, setup.pki.ca(), GRPC_LOG).await;
+    let port = process.address.port();
+    assert!(process.logs().iter().any(|l| l.contains(GRPC_LOG) && l.contains("\"tls\":true")), "{:?}", process.logs());
+
+    let options =
+        databroker::client::RemoteOptions { ca_pem: Some(setup.pki.ca_pem().into_bytes()), ..Default::default() };
+    let trusted =
+        Broker::remote_with(&format!("https://localhost:{port}"), ServiceAuth::new(&SHARED_KEY), &options).unwrap();
+    trusted.put(vec![record("alice")]).await.unwrap();
+    assert!(trusted.get("type.googleapis.com/user.User", "alice").await.unwrap().is_some());
+
+    let plain = Broker::remote(&format!("http://127.0.0.1:{port}"), ServiceAuth::new(&SHARED_KEY)).unwrap();
+    let refused =
+        tokio::time::timeout(PROMPTLY, plain.put(vec![record("mallory")])).await.expect("an answer, not a hang");
+    assert!(refused.is_err(), "a plain-text client is not served");
+    assert!(trusted.get("type.googleapis.com/user.User", "mallory").await.unwrap().is_none());
+}
