@@ -30,6 +30,8 @@ pub const GLOBAL_TYPED: &[&str] = &[
     "idp_scopes",
     "idp_request_params",
     "idp_access_token_allowed_audiences",
+    // Ours: the static users of `idp_provider: development` (the quickstart's IdP, for development only).
+    "idp_development_users",
     "identity_providers",
     "shared_secret",
     "shared_secret_file",

@@ -176,7 +176,23 @@ pub struct IdpOptions {
     pub scopes: Option<Vec<String>>,
     pub request_params: BTreeMap<String, String>,
     pub access_token_allowed_audiences: Option<Vec<String>>,
+    /// `idp_development_users` (ours): the users `idp_provider: development` offers. That provider
+    /// runs inside the authenticate service, for development only.
+    pub development_users: Vec<DevelopmentUser>,
 }
+
+/// A user of the development identity provider.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DevelopmentUser {
+    pub email: String,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+    /// The `sub` claim; made from the email when absent.
+    pub id: Option<String>,
+}
+
+/// `idp_provider` value of the built-in development identity provider.
+pub const DEVELOPMENT_PROVIDER: &str = "development";
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AutocertOptions {
@@ -765,6 +781,49 @@ fn read_idp(r: &mut Reader<'_>, o: &mut Options) {
     }
     o.idp.access_token_allowed_audiences = r.list("idp_access_token_allowed_audiences");
     o.identity_providers = r.field("identity_providers").map(|field| field.value);
+    if let Some(field) = r.field("idp_development_users") {
+        o.idp.development_users = read_development_users(r, &field);
+    }
+}
+
+/// `idp_development_users: [{email, name, groups, id}]`.
+fn read_development_users(r: &mut Reader<'_>, field: &Field) -> Vec<DevelopmentUser> {
+    const KEYS: &[&str] = &["email", "name", "groups", "id"];
+    let Some(items) = field.value.as_array() else {
+        field.wrong_type(r.sink, "a list of `{email, name, groups}` users", None);
+        return Vec::new();
+    };
+    let mut users = Vec::new();
+    for item in items {
+        let item = field.item(item);
+        let Some(entries) = item.object(r.sink) else { continue };
+        let mut user = DevelopmentUser::default();
+        for entry in &entries {
+            let child = item.child(entry);
+            match entry.key.as_str() {
+                "email" => user.email = child.string(r.sink).unwrap_or_default(),
+                "name" => user.name = child.string(r.sink),
+                "id" => user.id = child.string(r.sink),
+                "groups" => {
+                    user.groups = child.list(r.sink).unwrap_or_default().into_iter().map(|g| g.value).collect();
+                }
+                other => r.sink.warning(
+                    &item.origin,
+                    crate::diagnostic::UnknownOption {
+                        option: format!("idp_development_users.{other}"),
+                        span: entry.key_span.into(),
+                        help: ppl::suggest::did_you_mean(other, KEYS),
+                    },
+                ),
+            }
+        }
+        if user.email.is_empty() {
+            item.invalid(r.sink, "a development user needs an `email`", None);
+            continue;
+        }
+        users.push(user);
+    }
+    users
 }
 
 fn read_certificates(r: &mut Reader<'_>, o: &mut Options) {

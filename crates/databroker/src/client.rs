@@ -23,10 +23,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
+use tonic::Code;
+pub use tonic::Status;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
 
 /// Signs every outgoing call with a fresh service token.
 #[derive(Clone, Debug)]

@@ -332,6 +332,8 @@ impl MemoryRecords {
                     impersonate_session_id: text("impersonate_session_id")?,
                     device_credentials: device_credentials(data.get("device_credentials"), &at("device_credentials"))?,
                     expires_at,
+                    id_token: nested_text(data, "id_token", "raw"),
+                    access_token: nested_text(data, "oauth_token", "access_token"),
                 };
                 self.sessions.insert(id, session);
             }
@@ -369,6 +371,12 @@ impl MemoryRecords {
         }
         Ok(())
     }
+}
+
+/// `data.outer.inner` when it is non-empty text; other shapes are ignored (only templates read
+/// these).
+fn nested_text(data: &Map<String, Value>, outer: &str, inner: &str) -> Option<crate::records::Token> {
+    data.get(outer)?.get(inner)?.as_str().filter(|s| !s.is_empty()).map(|s| crate::records::Token(s.to_owned()))
 }
 
 /// The contract's short name for a record type, from either spelling.

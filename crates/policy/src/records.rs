@@ -23,6 +23,20 @@ pub struct Session {
     pub impersonate_session_id: Option<String>,
     pub device_credentials: Vec<SessionDeviceCredential>,
     pub expires_at: Option<jiff::Timestamp>,
+    /// The raw ID token (`id_token.raw`), for `${pomerium.id_token}`; policies never read it.
+    pub id_token: Option<Token>,
+    /// The OAuth access token (`oauth_token.access_token`), for `${pomerium.access_token}`.
+    pub access_token: Option<Token>,
+}
+
+/// A bearer token kept in a record: its `Debug` never shows it, so records can be logged.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Token(pub String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
 }
 
 /// An entry of a session's `device_credentials`.

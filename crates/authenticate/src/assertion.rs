@@ -1,0 +1,175 @@
+//! The claims of `X-Pomerium-Jwt-Assertion` (system.md §3.6) and the `X-Pomerium-Claim-*`
+//! headers made from them (§3.7).
+
+use policy::records::{DirectoryUser, Session, User};
+use serde_json::{Map, Value};
+
+/// How `iss` is written (`jwt_issuer_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuerFormat {
+    /// `app.example.com`
+    Hostname,
+    /// `https://app.example.com/`
+    Uri,
+}
+
+/// Whose identity the assertion states.
+#[derive(Debug, Clone, Copy)]
+pub struct AssertionSubject<'a> {
+    pub session_id: &'a str,
+    pub session: Option<&'a Session>,
+    pub user: Option<&'a User>,
+    pub directory_user: Option<&'a DirectoryUser>,
+}
+
+/// Lifetime of an assertion.
+pub const ASSERTION_LIFETIME: i64 = 300;
+
+/// A claim's values: session claims first, then the user's.
+fn claim<'a>(subject: &AssertionSubject<'a>, name: &str) -> Option<&'a Value> {
+    subject
+        .session
+        .and_then(|s| s.claims.get(name))
+        .filter(|v| !is_empty(v))
+        .or_else(|| subject.user.and_then(|u| u.claims.get(name)).filter(|v| !is_empty(v)))
+}
+
+fn is_empty(value: &Value) -> bool {
+    matches!(value, Value::Null) || value.as_array().is_some_and(Vec::is_empty)
+}
+
+/// One value for a claim stored as a list: the single value, or the list.
+fn single(value: &Value) -> Value {
+    match value {
+        Value::Array(items) if items.len() == 1 => items.first().cloned().unwrap_or(Value::Null),
+        other => other.clone(),
+    }
+}
+
+fn first_text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(items) => items.first().and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// The assertion's claims for a request to `hostname` at `now`.
+pub fn assertion_claims(
+    subject: &AssertionSubject<'_>,
+    hostname: &str,
+    issuer_format: IssuerFormat,
+    extra_claims: &[&str],
+    now: i64,
+) -> Map<String, Value> {
+    let mut claims = Map::new();
+    let issuer = match issuer_format {
+        IssuerFormat::Hostname => hostname.to_owned(),
+        IssuerFormat::Uri => format!("https://{hostname}/"),
+    };
+    claims.insert("iss".into(), Value::String(issuer));
+    claims.insert("aud".into(), Value::String(hostname.to_owned()));
+    claims.insert("jti".into(), Value::String(uuid_v4()));
+    claims.insert("iat".into(), Value::from(now));
+    claims.insert("exp".into(), Value::from(now.saturating_add(ASSERTION_LIFETIME)));
+    let user_id = subject.session.and_then(|s| s.user_id.clone()).unwrap_or_default();
+    claims.insert("sub".into(), Value::String(user_id.clone()));
+    claims.insert("user".into(), Value::String(user_id));
+    let email = subject
+        .directory_user
+        .and_then(|d| d.email.clone())
+        .or_else(|| subject.user.and_then(|u| u.email.clone()))
+        .or_else(|| first_text(claim(subject, "email")))
+        .unwrap_or_default();
+    claims.insert("email".into(), Value::String(email));
+    let groups: Vec<Value> = match subject.directory_user.and_then(|d| d.group_ids.clone()) {
+        Some(ids) => ids,
+        None => match claim(subject, "groups") {
+            Some(Value::Array(items)) => items.clone(),
+            Some(Value::String(one)) => vec![Value::String(one.clone())],
+            _ => Vec::new(),
+        },
+    };
+    claims.insert("groups".into(), Value::Array(groups));
+    claims.insert("sid".into(), Value::String(subject.session_id.to_owned()));
+    if let Some(name) = first_text(claim(subject, "name")) {
+        claims.insert("name".into(), Value::String(name));
+    }
+    for name in extra_claims {
+        if claims.contains_key(*name) {
+            continue;
+        }
+        if let Some(value) = claim(subject, name) {
+            claims.insert((*name).to_owned(), single(value));
+        }
+    }
+    claims
+}
+
+/// `(header, claim)` pairs rendered from `claims`: text as is, lists comma-joined, a missing
+/// claim as an empty value.
+pub fn claim_headers(claims: &Map<String, Value>, headers: &[(String, String)]) -> Vec<(String, String)> {
+    headers.iter().map(|(header, name)| (header.clone(), claims.get(name).map(render).unwrap_or_default())).collect()
+}
+
+fn render(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        Value::Array(items) => items.iter().map(render).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// A random version 4 UUID.
+fn uuid_v4() -> String {
+    let mut b = [0u8; 16];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        hex.get(0..8).unwrap_or_default(),
+        hex.get(8..12).unwrap_or_default(),
+        hex.get(12..16).unwrap_or_default(),
+        hex.get(16..20).unwrap_or_default(),
+        hex.get(20..32).unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn claims_follow_pomeriums_table() {
+        let mut session = Session { id: "s1".into(), user_id: Some("u1".into()), ..Session::default() };
+        session.claims =
+            json!({"groups": ["a", "b"], "name": ["Alice"], "department": ["eng"]}).as_object().unwrap().clone();
+        let user = User { id: "u1".into(), email: Some("alice@example.com".into()), claims: Map::new() };
+        let subject =
+            AssertionSubject { session_id: "s1", session: Some(&session), user: Some(&user), directory_user: None };
+        let claims = assertion_claims(&subject, "app.example.com", IssuerFormat::Uri, &["department", "missing"], 1000);
+        assert_eq!(claims["iss"], "https://app.example.com/");
+        assert_eq!(claims["aud"], "app.example.com");
+        assert_eq!(claims["exp"], 1300);
+        assert_eq!(claims["sub"], "u1");
+        assert_eq!(claims["user"], "u1");
+        assert_eq!(claims["email"], "alice@example.com");
+        assert_eq!(claims["groups"], json!(["a", "b"]));
+        assert_eq!(claims["name"], "Alice");
+        assert_eq!(claims["department"], "eng");
+        assert_eq!(claims["sid"], "s1");
+        assert_eq!(claims["jti"].as_str().unwrap().len(), 36);
+        let headers = claim_headers(
+            &claims,
+            &[("x-pomerium-claim-groups".into(), "groups".into()), ("x-a".into(), "missing".into())],
+        );
+        assert_eq!(headers, vec![("x-pomerium-claim-groups".into(), "a,b".into()), ("x-a".into(), String::new())]);
+        let anonymous = AssertionSubject { session_id: "", session: None, user: None, directory_user: None };
+        assert_eq!(assertion_claims(&anonymous, "h", IssuerFormat::Hostname, &[], 0)["groups"], json!([]));
+    }
+}

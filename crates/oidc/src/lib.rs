@@ -1,0 +1,483 @@
+//! The OpenID Connect relying party and the development identity provider.
+//!
+//! - [`Provider::new`] discovers a provider (`/.well-known/openid-configuration`, its JWKS);
+//!   [`Provider::authorization_url`] starts the authorization-code flow (PKCE S256 when the
+//!   provider offers it); [`Provider::exchange`] trades the code, validates the ID token (issuer,
+//!   audience, nonce, expiry, signature against the JWKS, refetched once for an unknown key) and
+//!   adds the userinfo claims; [`Provider::refresh`], [`Provider::revoke`] and
+//!   [`Provider::end_session_url`] serve the session's later life.
+//! - `idp_provider: development` is [`DevelopmentIdp`], a real (tiny) provider inside the
+//!   authenticate service, for development only.
+//!
+//! The protocol is written here on aws-lc-rs and our own hyper client rather than with the
+//! `openidconnect` crate: the parts an RP needs are small, and this keeps one crypto provider
+//! and no `rsa` crate (RUSTSEC-2023-0071) in the build.
+
+mod dev;
+mod http;
+mod jwt;
+
+pub use dev::{DevResponse, DevelopmentIdp};
+
+use ::http::Method;
+use ::http::header::{AUTHORIZATION, HeaderName};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use url::Url;
+
+/// What configures a provider (Pomerium's `idp_*` options).
+#[derive(Clone, PartialEq)]
+pub struct ProviderSettings {
+    pub provider: String,
+    pub issuer_url: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    /// Empty: `openid profile email offline_access`.
+    pub scopes: Vec<String>,
+    pub request_params: BTreeMap<String, String>,
+    /// The authenticate service's callback.
+    pub redirect_url: Url,
+    pub ca_pem: Option<Vec<u8>>,
+    pub development_users: Vec<DevelopmentUser>,
+}
+
+impl std::fmt::Debug for ProviderSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSettings")
+            .field("provider", &self.provider)
+            .field("issuer_url", &self.issuer_url)
+            .field("client_id", &self.client_id)
+            .field("redirect_url", &self.redirect_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user of the development provider.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct DevelopmentUser {
+    pub email: String,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub id: Option<String>,
+}
+
+/// The value of `idp_provider` for [`DevelopmentIdp`].
+pub const DEVELOPMENT: &str = "development";
+
+const DEFAULT_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
+
+/// What went wrong talking to the provider. Messages name the endpoint, never a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OidcError {
+    #[error("identity provider settings: {0}")]
+    Config(String),
+    #[error("{url}: {reason}")]
+    Http { url: String, reason: String },
+    #[error("discovery at {url}: {reason}")]
+    Discovery { url: String, reason: String },
+    #[error("the token endpoint refused: {status} {error}")]
+    Token { status: u16, error: String },
+    #[error("the ID token is not valid: {0}")]
+    IdToken(String),
+    #[error("userinfo: {0}")]
+    UserInfo(String),
+    #[error("the development provider: {0}")]
+    Development(String),
+}
+
+impl OidcError {
+    /// For a refresh: the grant is dead (the session must end), rather than the provider being
+    /// unreachable for now.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            OidcError::Token { status, error } => {
+                error == "invalid_grant" || error == "unauthorized_client" || *status == 400 || *status == 401
+            }
+            OidcError::IdToken(_) | OidcError::Development(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Which token a revocation names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenHint {
+    AccessToken,
+    RefreshToken,
+}
+
+/// Who signed in, and their tokens.
+#[derive(Clone)]
+pub struct Identity {
+    pub subject: String,
+    pub claims: Map<String, Value>,
+    pub id_token: Option<IdToken>,
+    pub access_token: String,
+    pub token_type: String,
+    pub refresh_token: Option<String>,
+    pub expires_at: Option<jiff::Timestamp>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("subject", &self.subject)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+pub struct IdToken {
+    pub raw: String,
+    pub issuer: String,
+    pub subject: String,
+    pub issued_at: jiff::Timestamp,
+    pub expires_at: jiff::Timestamp,
+}
+
+impl std::fmt::Debug for IdToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdToken").field("issuer", &self.issuer).field("subject", &self.subject).finish_non_exhaustive()
+    }
+}
+
+/// A configured identity provider; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Provider(Arc<Inner>);
+
+#[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "one per provider, behind an Arc")]
+enum Inner {
+    Oidc(Oidc),
+    Development(DevelopmentIdp),
+}
+
+#[derive(Debug)]
+struct Oidc {
+    settings: ProviderSettings,
+    metadata: Metadata,
+    http: http::HttpClient,
+    keys: Mutex<Vec<jwt::Jwk>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Metadata {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    jwks_uri: String,
+    userinfo_endpoint: Option<String>,
+    revocation_endpoint: Option<String>,
+    end_session_endpoint: Option<String>,
+    #[serde(default)]
+    code_challenge_methods_supported: Vec<String>,
+}
+
+impl Provider {
+    /// Discovers the provider (no I/O for the development one).
+    pub async fn new(settings: ProviderSettings) -> Result<Provider, OidcError> {
+        if settings.provider == DEVELOPMENT {
+            return Ok(Provider(Arc::new(Inner::Development(DevelopmentIdp::new(&settings)?))));
+        }
+        if settings.issuer_url.is_empty() || settings.client_id.is_empty() {
+            return Err(OidcError::Config("idp_provider_url and idp_client_id are required".into()));
+        }
+        let http = http::HttpClient::new(settings.ca_pem.as_deref())?;
+        let url = format!("{}/.well-known/openid-configuration", settings.issuer_url.trim_end_matches('/'));
+        let discovery = |reason: String| OidcError::Discovery { url: url.clone(), reason };
+        let answer = http.send(Method::GET, &url, None, &[]).await?;
+        if !answer.status.is_success() {
+            return Err(discovery(format!("status {}", answer.status)));
+        }
+        let metadata: Metadata = serde_json::from_slice(&answer.body).map_err(|e| discovery(e.to_string()))?;
+        if metadata.issuer.trim_end_matches('/') != settings.issuer_url.trim_end_matches('/') {
+            return Err(discovery(format!("the document's issuer `{}` is not the configured one", metadata.issuer)));
+        }
+        let oidc = Oidc { settings, metadata, http, keys: Mutex::new(Vec::new()) };
+        oidc.refetch_keys().await?;
+        Ok(Provider(Arc::new(Inner::Oidc(oidc))))
+    }
+
+    pub fn is_development(&self) -> bool {
+        matches!(*self.0, Inner::Development(_))
+    }
+
+    pub fn development(&self) -> Option<&DevelopmentIdp> {
+        match &*self.0 {
+            Inner::Development(idp) => Some(idp),
+            Inner::Oidc(_) => None,
+        }
+    }
+
+    /// Where to send the browser, and the PKCE verifier to keep for the exchange.
+    pub fn authorization_url(&self, state: &str, nonce: &str) -> (Url, Option<String>) {
+        let (endpoint, settings, pkce) = match &*self.0 {
+            Inner::Oidc(oidc) => (
+                oidc.metadata.authorization_endpoint.as_str(),
+                &oidc.settings,
+                oidc.metadata.code_challenge_methods_supported.iter().any(|m| m == "S256"),
+            ),
+            Inner::Development(idp) => (idp.authorize_endpoint(), idp.settings(), true),
+        };
+        let Ok(mut url) = Url::parse(endpoint) else { return (settings.redirect_url.clone(), None) };
+        let verifier = pkce.then(|| {
+            let mut bytes = [0u8; 32];
+            let _ = aws_lc_rs::rand::fill(&mut bytes);
+            URL_SAFE_NO_PAD.encode(bytes)
+        });
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("response_type", "code")
+                .append_pair("client_id", &settings.client_id)
+                .append_pair("redirect_uri", settings.redirect_url.as_str())
+                .append_pair("scope", &scopes(settings))
+                .append_pair("state", state)
+                .append_pair("nonce", nonce);
+            if let Some(verifier) = &verifier {
+                query.append_pair("code_challenge", &challenge(verifier)).append_pair("code_challenge_method", "S256");
+            }
+            for (name, value) in &settings.request_params {
+                query.append_pair(name, value);
+            }
+        }
+        (url, verifier)
+    }
+
+    /// Trades the code for tokens and checks the ID token.
+    pub async fn exchange(&self, code: &str, pkce_verifier: Option<&str>, nonce: &str) -> Result<Identity, OidcError> {
+        match &*self.0 {
+            Inner::Development(idp) => idp.exchange(code, pkce_verifier, nonce),
+            Inner::Oidc(oidc) => {
+                let mut form = vec![
+                    ("grant_type", "authorization_code".to_owned()),
+                    ("code", code.to_owned()),
+                    ("redirect_uri", oidc.settings.redirect_url.to_string()),
+                ];
+                if let Some(verifier) = pkce_verifier {
+                    form.push(("code_verifier", verifier.to_owned()));
+                }
+                let tokens = oidc.token(form).await?;
+                oidc.identity(tokens, Some(nonce), true).await
+            }
+        }
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Identity, OidcError> {
+        match &*self.0 {
+            Inner::Development(idp) => idp.refresh(refresh_token),
+            Inner::Oidc(oidc) => {
+                let form =
+                    vec![("grant_type", "refresh_token".to_owned()), ("refresh_token", refresh_token.to_owned())];
+                let tokens = oidc.token(form).await?;
+                oidc.identity(tokens, None, false).await
+            }
+        }
+    }
+
+    pub async fn revoke(&self, token: &str, hint: TokenHint) -> Result<(), OidcError> {
+        match &*self.0 {
+            Inner::Development(idp) => {
+                idp.revoke(token);
+                Ok(())
+            }
+            Inner::Oidc(oidc) => {
+                let Some(endpoint) = &oidc.metadata.revocation_endpoint else { return Ok(()) };
+                let hint = match hint {
+                    TokenHint::AccessToken => "access_token",
+                    TokenHint::RefreshToken => "refresh_token",
+                };
+                let form = form_encode(&[("token", token.to_owned()), ("token_type_hint", hint.to_owned())]);
+                let answer = oidc.http.send(Method::POST, endpoint, Some(form), &oidc.client_auth()).await?;
+                if answer.status.is_success() {
+                    Ok(())
+                } else {
+                    Err(OidcError::Token { status: answer.status.as_u16(), error: token_error(&answer.body) })
+                }
+            }
+        }
+    }
+
+    pub fn end_session_url(&self, id_token_hint: Option<&str>, post_logout_redirect: &Url, state: &str) -> Option<Url> {
+        let Inner::Oidc(oidc) = &*self.0 else { return None };
+        let mut url = Url::parse(oidc.metadata.end_session_endpoint.as_deref()?).ok()?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(hint) = id_token_hint {
+                query.append_pair("id_token_hint", hint);
+            }
+            query.append_pair("client_id", &oidc.settings.client_id);
+            query.append_pair("post_logout_redirect_uri", post_logout_redirect.as_str());
+            if !state.is_empty() {
+                query.append_pair("state", state);
+            }
+        }
+        Some(url)
+    }
+}
+
+fn scopes(settings: &ProviderSettings) -> String {
+    if settings.scopes.is_empty() { DEFAULT_SCOPES.join(" ") } else { settings.scopes.join(" ") }
+}
+
+/// The S256 code challenge of a verifier.
+pub fn challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref())
+}
+
+fn form_encode(pairs: &[(&str, String)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+        .finish()
+}
+
+fn token_error(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| "unknown_error".to_owned())
+}
+
+/// A token endpoint's answer.
+#[derive(serde::Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    token_type: String,
+    refresh_token: Option<String>,
+    expires_in: Option<i64>,
+    id_token: Option<String>,
+}
+
+impl Oidc {
+    fn client_auth(&self) -> Vec<(HeaderName, String)> {
+        let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let secret = self.settings.client_secret.as_deref().unwrap_or_default();
+        let basic = STANDARD.encode(format!("{}:{}", encode(&self.settings.client_id), encode(secret)));
+        vec![(AUTHORIZATION, format!("Basic {basic}"))]
+    }
+
+    async fn token(&self, form: Vec<(&str, String)>) -> Result<TokenResponse, OidcError> {
+        let answer = self
+            .http
+            .send(Method::POST, &self.metadata.token_endpoint, Some(form_encode(&form)), &self.client_auth())
+            .await?;
+        if !answer.status.is_success() {
+            return Err(OidcError::Token { status: answer.status.as_u16(), error: token_error(&answer.body) });
+        }
+        serde_json::from_slice(&answer.body)
+            .map_err(|e| OidcError::Token { status: answer.status.as_u16(), error: format!("unreadable answer: {e}") })
+    }
+
+    async fn refetch_keys(&self) -> Result<(), OidcError> {
+        let answer = self.http.send(Method::GET, &self.metadata.jwks_uri, None, &[]).await?;
+        if !answer.status.is_success() {
+            return Err(OidcError::Discovery {
+                url: self.metadata.jwks_uri.clone(),
+                reason: format!("status {}", answer.status),
+            });
+        }
+        let keys = jwt::parse_jwks(&answer.body)
+            .map_err(|reason| OidcError::Discovery { url: self.metadata.jwks_uri.clone(), reason })?;
+        *self.keys.lock().unwrap_or_else(PoisonError::into_inner) = keys;
+        Ok(())
+    }
+
+    /// Checks the ID token (when there is one, or when `required`), adds userinfo claims.
+    async fn identity(
+        &self,
+        tokens: TokenResponse,
+        nonce: Option<&str>,
+        required: bool,
+    ) -> Result<Identity, OidcError> {
+        let now = jiff::Timestamp::now();
+        let (mut claims, id_token) = match &tokens.id_token {
+            Some(raw) => {
+                let claims = self.verify_id_token(raw, nonce, now).await?;
+                let time = |name: &str| {
+                    claims
+                        .get(name)
+                        .and_then(Value::as_i64)
+                        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+                        .unwrap_or(now)
+                };
+                let token = IdToken {
+                    raw: raw.clone(),
+                    issuer: self.metadata.issuer.clone(),
+                    subject: claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                    issued_at: time("iat"),
+                    expires_at: time("exp"),
+                };
+                (claims, Some(token))
+            }
+            None if required => return Err(OidcError::IdToken("the token endpoint returned no ID token".into())),
+            None => (Map::new(), None),
+        };
+        if let Some(endpoint) = &self.metadata.userinfo_endpoint {
+            match self.userinfo(endpoint, &tokens.access_token).await {
+                Ok(info) => {
+                    let subject = claims.get("sub").cloned();
+                    if subject.is_some() && info.get("sub").is_some() && info.get("sub") != subject.as_ref() {
+                        return Err(OidcError::UserInfo("its subject is not the ID token's".into()));
+                    }
+                    for (name, value) in info {
+                        claims.insert(name, value);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "userinfo failed; the ID token's claims are used alone"),
+            }
+        }
+        let subject = claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if subject.is_empty() {
+            return Err(OidcError::IdToken("no subject".into()));
+        }
+        Ok(Identity {
+            subject,
+            claims,
+            id_token,
+            access_token: tokens.access_token,
+            token_type: tokens.token_type,
+            refresh_token: tokens.refresh_token,
+            expires_at: tokens.expires_in.and_then(|s| now.checked_add(jiff::SignedDuration::from_secs(s)).ok()),
+        })
+    }
+
+    async fn verify_id_token(
+        &self,
+        raw: &str,
+        nonce: Option<&str>,
+        now: jiff::Timestamp,
+    ) -> Result<Map<String, Value>, OidcError> {
+        let kid = jwt::key_id(raw).map_err(OidcError::IdToken)?;
+        let known = |kid: &Option<String>| {
+            let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+            keys.iter().any(|k| kid.is_none() || k.kid == *kid)
+        };
+        if !known(&kid) {
+            // A rotated key: fetch the JWKS once more.
+            self.refetch_keys().await?;
+        }
+        let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let claims = jwt::verify(raw, &keys).map_err(OidcError::IdToken)?;
+        jwt::check_claims(&claims, &self.metadata.issuer, &self.settings.client_id, nonce, now.as_second())
+            .map_err(OidcError::IdToken)?;
+        Ok(claims)
+    }
+
+    async fn userinfo(&self, endpoint: &str, access_token: &str) -> Result<Map<String, Value>, OidcError> {
+        let answer =
+            self.http.send(Method::GET, endpoint, None, &[(AUTHORIZATION, format!("Bearer {access_token}"))]).await?;
+        if !answer.status.is_success() {
+            return Err(OidcError::UserInfo(format!("status {}", answer.status)));
+        }
+        match serde_json::from_slice(&answer.body) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err(OidcError::UserInfo("the answer is not a JSON object".into())),
+        }
+    }
+}
