@@ -82,6 +82,8 @@ pub fn load_server(document: &str) -> Result<usize, PeerError> {
         loaded.config.filter(|_| errors.is_empty()).ok_or_else(|| PeerError(format!("bad config: {errors:?}")))?;
     let environment = proxy::runtime::Environment {
         fallback_shared_key: vec![0; 32],
+        fallback_cookie_key: vec![0; 32],
+        authn: std::sync::Arc::default(),
         records: proxy::runtime::SharedRecords::default(),
         clients: std::sync::Arc::new(proxy::upstream::UpstreamClients::new(proxy::upstream::ClientOptions::default())),
     };

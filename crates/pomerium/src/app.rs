@@ -10,6 +10,7 @@ use config::{Config, Format, Options};
 use databroker::record::CONFIG_TYPE;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use proxy::authn::{Authn, SessionStore};
 use proxy::body::{self, ProxyBody};
 use proxy::runtime::{Environment, Runtime, SharedRecords};
 use proxy::server::{self, ConnectionInfo, ServerOptions, Shutdown, ShutdownSignal};
@@ -168,14 +169,19 @@ impl Addresses {
 impl Server {
     async fn start(source: Source, config: Config) -> Result<Server, String> {
         check_services(&config.options)?;
-        let environment = Environment {
-            fallback_shared_key: fallback_shared_key(&config.options)?,
-            records: SharedRecords::default(),
-            clients: Arc::new(UpstreamClients::new(ClientOptions::default())),
-        };
         let shutdown = Shutdown::new();
         let mut tasks = JoinSet::new();
-        let databroker = crate::databroker::start(&config, &environment.records, &mut tasks, shutdown.signal()).await?;
+        let records = SharedRecords::default();
+        let databroker = crate::databroker::start(&config, &records, &mut tasks, shutdown.signal()).await?;
+        let store = databroker.broker.clone().map(|broker| SessionStore::new(broker, databroker.cache.clone()));
+        let environment = Environment {
+            fallback_shared_key: fallback_shared_key(&config.options)?,
+            fallback_cookie_key: fallback_cookie_key(&config.options)?,
+            records,
+            clients: Arc::new(UpstreamClients::new(ClientOptions::default())),
+            authn: Arc::new(Authn::new(store)),
+        };
+        warn_about_development_idp(&config.options);
         let runtime =
             Runtime::build(&config, &environment).map_err(|e| format!("the configuration cannot run: {e}"))?;
         let metrics = Arc::new(Metrics::default());
@@ -196,11 +202,16 @@ impl Server {
         server.open_listeners(&options).await?;
         server.watch(source);
         server.follow_databroker_config();
+        server.refresh_sessions(&environment);
         Ok(server)
     }
 
     async fn open_listeners(&mut self, options: &Options) -> Result<(), String> {
-        if options.services.runs(config::options::Service::Proxy) {
+        // The authenticate service answers on the main listener too (its host's requests go
+        // through the same pipeline, which serves only its endpoints when routes are not run here).
+        if options.services.runs(config::options::Service::Proxy)
+            || options.services.runs(config::options::Service::Authenticate)
+        {
             self.open_proxy_listeners(options).await?;
         }
         if let Some(address) = &self.addresses.metrics {
@@ -287,6 +298,29 @@ impl Server {
                 }
                 changed.borrow_and_update();
                 reloader.reload_dynamic(&cache.retained(CONFIG_TYPE));
+            }
+        });
+    }
+
+    /// Runs the session refresher where sessions are made (the authenticate service); replicas
+    /// take turns through the databroker lease.
+    fn refresh_sessions(&mut self, environment: &Environment) {
+        let runs_authenticate = self.current.load().runs_authenticate();
+        if !runs_authenticate || environment.authn.store.is_none() {
+            return;
+        }
+        let current = Arc::clone(&self.current);
+        let provider: proxy::authn::refresher::CurrentProvider = Arc::new(move || current.load().provider_settings());
+        let interval = std::env::var("POMERIUM_SESSION_REFRESH_INTERVAL_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map_or(Duration::from_secs(10), Duration::from_millis);
+        let authn = Arc::clone(&environment.authn);
+        let mut shutdown = self.shutdown.signal();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = shutdown.fired() => {}
+                () = proxy::authn::refresher::run(authn, provider, interval) => {}
             }
         });
     }
@@ -392,17 +426,41 @@ impl Reloader {
 fn check_services(options: &Options) -> Result<(), String> {
     use config::options::Service;
     let services = &options.services;
-    if services.is_all() || services.runs(Service::Proxy) || services.runs(Service::Databroker) {
+    if services.is_all()
+        || services.runs(Service::Proxy)
+        || services.runs(Service::Databroker)
+        || services.runs(Service::Authenticate)
+    {
         return Ok(());
     }
     Err(format!(
-        "`services: {:?}` is not supported yet: this build runs `all`, `proxy` (with authorization in process) \
-         and `databroker`",
+        "`services: {:?}` is not supported yet: this build runs `all`, `authenticate`, `proxy` (with \
+         authorization in process) and `databroker`",
         services.list()
     ))
 }
 
-/// All-in-one mode may run without a shared secret: a random one per process, as Pomerium does.
+/// All-in-one mode may run without a cookie secret: a random one per process, as Pomerium does.
+fn fallback_cookie_key(options: &Options) -> Result<Vec<u8>, String> {
+    if options.cookie.secret.is_none() {
+        tracing::warn!("no cookie_secret: using a random one; sign-ins in progress will not survive a restart");
+    }
+    let mut key = vec![0u8; 32];
+    aws_lc_rs::rand::fill(&mut key).map_err(|_| "cannot generate a random key".to_owned())?;
+    Ok(key)
+}
+
+/// The development identity provider must never be mistaken for a real one.
+fn warn_about_development_idp(options: &Options) {
+    if options.idp.provider.as_deref() == Some(config::options::DEVELOPMENT_PROVIDER) {
+        tracing::warn!(
+            users = options.idp.development_users.len(),
+            "idp_provider is `development`: anyone can sign in as any listed user without a password. \
+             For development only; never expose this server."
+        );
+    }
+}
+
 fn fallback_shared_key(options: &Options) -> Result<Vec<u8>, String> {
     if options.shared_secret.is_none() {
         tracing::warn!("no shared_secret: using a random one; signed URLs will not survive a restart");

@@ -35,10 +35,9 @@ const STORAGE_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Databroker {
     /// The storage, when the databroker runs in this process.
-    #[expect(dead_code, reason = "held for the server's life; the authenticate flow (sessions) reads it next")]
+    #[expect(dead_code, reason = "held for the server's life")]
     pub storage: Option<Arc<AnyStorage>>,
-    /// How this process reaches the databroker.
-    #[expect(dead_code, reason = "held for the server's life; the authenticate flow (sessions) reads it next")]
+    /// How this process reaches the databroker (sessions are written through it).
     pub broker: Option<Broker>,
     /// The proxy's cache of records, when the proxy runs here.
     pub cache: Option<Arc<SyncedCache>>,
@@ -56,7 +55,12 @@ pub async fn start(
     let storage = if services.runs(Service::Databroker) { Some(open_storage(options).await?) } else { None };
     let broker = match &storage {
         Some(storage) => Some(Broker::Local(Arc::clone(storage))),
-        None if services.runs(Service::Proxy) || services.runs(Service::Authorize) => Some(remote(options)?),
+        None if services.runs(Service::Proxy)
+            || services.runs(Service::Authorize)
+            || services.runs(Service::Authenticate) =>
+        {
+            Some(remote(options)?)
+        }
         None => None,
     };
     if let Some(storage) = &storage
@@ -145,26 +149,10 @@ fn remote(options: &Options) -> Result<Broker, String> {
         .or_else(|| options.databroker.service_urls.first())
         .ok_or("databroker_service_url is required when the databroker runs in another process")?;
     let remote = RemoteOptions {
-        ca_pem: options.certificate_authority.as_ref().map(|ca| pem(ca.ders())),
+        ca_pem: options.certificate_authority.as_ref().map(|ca| proxy::tls::certificates_to_pem(ca.ders())),
         insecure_skip_verify: false,
     };
     Broker::remote_with(url.as_str().trim_end_matches('/'), service_auth(options)?, &remote)
-}
-
-/// `certificate_authority` back as PEM text, which the databroker client reads.
-fn pem(authorities: &[rustls::pki_types::CertificateDer<'static>]) -> Vec<u8> {
-    use base64::Engine as _;
-    let mut text = String::new();
-    for der in authorities {
-        let body = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
-        text.push_str("-----BEGIN CERTIFICATE-----\n");
-        for line in body.as_bytes().chunks(64) {
-            text.push_str(&String::from_utf8_lossy(line));
-            text.push('\n');
-        }
-        text.push_str("-----END CERTIFICATE-----\n");
-    }
-    text.into_bytes()
 }
 
 /// Serves the databroker's gRPC API on `grpc_address`: over TLS with the server's certificates,
@@ -208,7 +196,7 @@ mod tests {
         let (first, _) = proxy::tls::self_signed(&["a.example.com".to_owned()]).unwrap();
         let (second, _) = proxy::tls::self_signed(&["b.example.com".to_owned()]).unwrap();
         let ders = [first[0].clone(), second[0].clone()];
-        let text = pem(&ders);
+        let text = proxy::tls::certificates_to_pem(&ders);
         assert_eq!(proxy::tls::certificates_from_pem(&text).unwrap(), ders);
     }
 }

@@ -169,9 +169,15 @@ async fn unknown_hosts_and_the_proxys_own_paths() {
             let reply = server.get(&host, path).await;
             assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "OK"), "{host}{path}");
         }
-        for path in ["/.pomerium/", "/.pomerium/sign_out", "/.well-known/pomerium"] {
+        for path in ["/.pomerium/nothing-here", "/.well-known/pomerium/nothing"] {
             assert_eq!(server.get(&host, path).await.status, 404, "{host}{path}");
         }
+    }
+    // A route's host serves Pomerium's pages (the user info page, the sign-out confirmation, the
+    // well-known document); a host with no route serves none of them.
+    for path in ["/.pomerium/", "/.pomerium/sign_out", "/.well-known/pomerium"] {
+        assert_eq!(server.get(&server.host("app"), path).await.status, 200, "{path}");
+        assert_eq!(server.get("unknown.example.com", path).await.status, 404, "{path}");
     }
     assert_eq!(upstream.requests(), 0, "the proxy answers these itself");
     assert_eq!(server.get(&server.host("app"), "/pingpong").await.seen().target(), "/pingpong");

@@ -19,6 +19,7 @@ use std::time::Duration;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use proxy::body;
+use support::browser::Browser;
 use support::*;
 use tokio::sync::mpsc;
 
@@ -233,14 +234,19 @@ async fn without_certificates_a_self_signed_one_is_served() {
 }
 
 /// The README's run command: `examples/config.yaml` as it is (only its port made free), on
-/// defaults: a self-signed certificate, a random shared secret, Pomerium's hosted authenticate
-/// service. Its example routes answer.
+/// defaults: a self-signed certificate, random secrets, the in-memory databroker and the
+/// development identity provider. A person signs in as alice and the example upstream sees them.
 #[tokio::test]
 async fn the_example_config_runs_on_defaults() {
     let setup = Setup::new();
+    let upstream = echo_upstream("whoami", None).await;
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/config.yaml")).unwrap();
     assert!(example.contains("address: \":8443\""), "the example listens on :8443");
-    let mut server = setup.start_raw(&example.replace("address: \":8443\"", "address: 127.0.0.1:0")).await;
+    assert!(example.contains("http://localhost:8001"), "the example upstream is on :8001");
+    let text = example
+        .replace("address: \":8443\"", "address: 127.0.0.1:0")
+        .replace("http://localhost:8001", &format!("http://{}", upstream.address));
+    let mut server = setup.start_raw(&text).await;
     server.wait_for_log("no certificate configured: serving a self-signed one that browsers will not trust").await;
     let port = server.address.port();
     let fetch = |name: &str, path: &str, accept: &str| {
@@ -260,9 +266,24 @@ async fn the_example_config_runs_on_defaults() {
     let reply = fetch("wiki", "/page", "text/html").await;
     assert_eq!(reply.status, 302, "the wiki needs a user");
     let location = url::Url::parse(reply.header("location")).unwrap();
-    assert_eq!(location.host_str(), Some("authenticate.pomerium.app"));
+    assert_eq!(location.host_str(), Some("authenticate.localhost.pomerium.io"));
     let back = location.query_pairs().find(|(k, _)| k == "pomerium_redirect_uri").unwrap().1.into_owned();
     assert_eq!(back, format!("https://wiki.localhost.pomerium.io:{port}/page"));
+
+    // The development identity provider's page lists the configured users; alice signs in and
+    // the wiki's upstream sees her.
+    let mut browser = Browser::new(&server);
+    browser.insecure = true;
+    let page = browser.get(&format!("https://wiki.localhost.pomerium.io:{port}/page")).await;
+    let html = page.reply.text();
+    assert!(html.contains("for development only"), "{html}");
+    assert!(html.contains("alice@example.com") && html.contains("bob@example.org"));
+    let page = browser.submit_first_form_containing(page, "alice@example.com").await;
+    assert_eq!(page.url.as_str(), format!("https://wiki.localhost.pomerium.io:{port}/page"), "{:?}", browser.visited);
+    let seen = page.reply.seen();
+    assert_eq!(seen.upstream(), "whoami");
+    assert_eq!(seen.header("x-pomerium-claim-email").as_deref(), Some("alice@example.com"));
+    assert_eq!(seen.header("x-pomerium-claim-groups").as_deref(), Some("engineering"));
 
     let reply = fetch("admin", "/admin/billing", "application/json").await;
     assert_eq!(reply.status, 401, "API clients are not redirected");
@@ -271,7 +292,7 @@ async fn the_example_config_runs_on_defaults() {
     assert_eq!((reply.status.as_u16(), reply.header("location")), (301, "https://wiki.localhost.pomerium.io/a?b=1"));
 
     let reply = fetch("status", "/", "*/*").await;
-    assert_eq!(reply.status, 502, "nothing listens on the status page's upstream");
+    assert_eq!(reply.seen().upstream(), "whoami", "the public status page needs no user");
     let reply = fetch("nowhere", "/", "application/json").await;
     assert_eq!(reply.status, 404);
     server.assert_running();

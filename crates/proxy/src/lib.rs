@@ -15,10 +15,13 @@
 //! - [`upstream`]: the pooled upstream client, per-route TLS settings, timeouts.
 //! - [`tunnel`]: upgrades (websocket, SPDY, ...) and CONNECT tunnels.
 //! - [`error`]: the one proxy error type, its status mapping, and the error pages.
+//! - [`authn`]: sign-in, sessions and the identity sent upstream (the authenticate service's
+//!   endpoints and the route hosts' `/.pomerium/` paths).
 //!
 //! Every byte from the network is hostile: nothing here panics on input, and every size is
 //! bounded.
 
+pub mod authn;
 pub mod balance;
 pub mod body;
 pub mod error;

@@ -15,6 +15,7 @@
 //!
 //! Every answer carries `x-request-id`; every request is logged once, at the end.
 
+use crate::authn::{self, identity::Identity};
 use crate::body::{self, ProxyBody};
 use crate::error::{ErrorKind, ErrorPage, ProxyError, ResponseFormat, new_request_id};
 use crate::headers::{self};
@@ -117,14 +118,15 @@ async fn phases(
 ) -> Result<Response<ProxyBody>, Failure> {
     sanitize(runtime, &mut request)?;
     let authority = authority(&request)?;
-    if let Some(response) = control_plane(runtime, &request, cx) {
-        return Ok(response);
-    }
+    let request = match control_plane(runtime, request, &authority, cx).await? {
+        ControlPlane::Answered(response) => return Ok(response),
+        ControlPlane::NotOurs(request) => request,
+    };
     let route = find_route(runtime, &request, &authority, cx)?;
     // Recorded before the later phases so that their failures are logged with the route.
     *served_by = Some(Arc::clone(&route));
-    authorize(runtime, &route, &request, &authority, connection, cx)?;
-    act(runtime, &route, request, &authority, connection, cx).await
+    let identity = authorize(runtime, &route, &request, &authority, connection, cx).await?;
+    act(runtime, &route, request, &authority, connection, cx, identity.as_ref()).await
 }
 
 // 1. sanitize
@@ -167,27 +169,84 @@ fn bad_host(context: &'static str) -> Failure {
 
 // 3. control plane
 
-/// Pomerium's own endpoints, on every host. Those of the authenticate service and the signed-in
-/// user pages come with the authenticate service; until then they answer 404, so that they never
-/// reach an upstream.
-fn control_plane(runtime: &Runtime, request: &Request<Incoming>, cx: &Context) -> Option<Response<ProxyBody>> {
+/// What the control plane did with a request.
+enum ControlPlane {
+    Answered(Response<ProxyBody>),
+    NotOurs(Request<Incoming>),
+}
+
+/// The largest body a control-plane endpoint reads (an IdP's form post, a sign-out form).
+const CONTROL_BODY_LIMIT: usize = 64 * 1024;
+
+/// Pomerium's own endpoints, on every host: health checks, the authenticate service's and the
+/// route hosts' `/.pomerium/` paths ([`crate::authn::endpoints`]); any other reserved path is a
+/// 404 that never reaches an upstream.
+async fn control_plane(
+    runtime: &Runtime,
+    request: Request<Incoming>,
+    authority: &str,
+    cx: &Context,
+) -> Result<ControlPlane, Failure> {
     if request.method() == Method::CONNECT {
-        return None;
+        return Ok(ControlPlane::NotOurs(request));
     }
     let path = request.uri().path();
     if path == "/ping" || path == "/healthz" {
         let mut response = Response::new(body::full("OK"));
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         with_headers(&mut response, &runtime.global.response_headers);
-        return Some(response);
+        return Ok(ControlPlane::Answered(response));
+    }
+    let global = &runtime.global;
+    let host = hostname(authority);
+    if authn::endpoints::is_endpoint(&global.authn, host, path, &global.callback_path) {
+        let (parts, incoming) = request.into_parts();
+        let body = read_bounded(incoming).await?;
+        let url = original_url(global.tls, authority, &cx.target);
+        let Ok(url) = url::Url::parse(&url) else {
+            return Err(bad_host("reading the url"));
+        };
+        let control = authn::endpoints::ControlRequest {
+            method: &parts.method,
+            url: &url,
+            hostname: host,
+            headers: &parts.headers,
+            body,
+            request_id: &cx.request_id,
+            format: cx.format,
+        };
+        let context = authn::endpoints::Context {
+            settings: &global.authn,
+            authn: &global.authn_state,
+            records: &global.records,
+            now: unix_now_signed(),
+        };
+        let mut response = authn::endpoints::handle(&context, &control, &global.callback_path).await;
+        with_headers(&mut response, &global.response_headers);
+        return Ok(ControlPlane::Answered(response));
     }
     let reserved = |root: &str| path.strip_prefix(root).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-    if reserved("/.pomerium") || reserved("/.well-known/pomerium") {
+    let authenticate_only =
+        global.authn.serves_authenticate && !global.authn.serves_routes && global.authn.is_authenticate_host(host);
+    if reserved("/.pomerium") || reserved("/.well-known/pomerium") || authenticate_only {
         let mut response = ErrorPage::new(StatusCode::NOT_FOUND, &cx.request_id).render_as(cx.format);
-        with_headers(&mut response, &runtime.global.response_headers);
-        return Some(response);
+        with_headers(&mut response, &global.response_headers);
+        return Ok(ControlPlane::Answered(response));
     }
-    None
+    Ok(ControlPlane::NotOurs(request))
+}
+
+/// A control-plane request's body, refused past [`CONTROL_BODY_LIMIT`].
+async fn read_bounded(incoming: Incoming) -> Result<bytes::Bytes, Failure> {
+    use http_body_util::BodyExt as _;
+    match http_body_util::Limited::new(incoming, CONTROL_BODY_LIMIT).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => {
+            let too_large = error.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+            let kind = if too_large { ErrorKind::BodyTooLarge } else { ErrorKind::Closed };
+            Err(ProxyError::client(kind).with_context("reading the request body").into())
+        }
+    }
 }
 
 // 4. route
@@ -211,16 +270,25 @@ fn find_route(
 
 // 5. authorize
 
-/// What the policy decided, owned (the decision borrows the program).
-fn authorize(
+/// Finds the request's session, evaluates the route's policy, and, for an allowed request on a
+/// route that sends identity upstream, signs the identity.
+async fn authorize(
     runtime: &Runtime,
     route: &RouteRuntime,
     request: &Request<Incoming>,
     authority: &str,
     connection: &ConnectionInfo,
     cx: &Context,
-) -> Result<(), Failure> {
+) -> Result<Option<Identity>, Failure> {
     let global = &runtime.global;
+    let session = authn::session::find(&global.authn, &global.authn_state, request.headers(), request.uri().query())
+        .await
+        .map_err(|error| {
+            ProxyError::proxy(ErrorKind::Unavailable)
+                .with_context("reading the session from the databroker")
+                .with_cause(error)
+        })?;
+    let session_id = session.as_ref().map(|s| s.handle.id.as_str());
     let headers = RequestHeaders(request.headers());
     let client_ip = headers::trusted_client_address(
         request.headers(),
@@ -247,13 +315,21 @@ fn authorize(
             },
         },
         is_valid_client_certificate: certificate.map(|c| c.verified),
-        session_id: None,
+        session_id,
         ssh: input::Ssh::default(),
         mcp: input::Mcp::default(),
         now,
     };
-    let records = global.records.read();
-    let decision = route.program.evaluate(&input, &*records);
+    let cache = global.records.read();
+    let overlay;
+    let records: &dyn policy::records::Records = match &session {
+        Some(authn::session::RequestSession { fetched: Some(fetched), handle }) => {
+            overlay = authn::session::Overlay { base: &cache, fetched, session_id: &handle.id };
+            &overlay
+        }
+        _ => &*cache,
+    };
+    let decision = route.program.evaluate(&input, records);
     let accept = request.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok());
     let verdict = decision.verdict(wants_html(accept) && !is_grpc(request.headers()));
     tracing::debug!(
@@ -267,7 +343,19 @@ fn authorize(
         "authorize"
     );
     match verdict {
-        Verdict::Allow => Ok(()),
+        Verdict::Allow if route.passes_identity || route.templates_need_identity => {
+            let live = session_id.filter(|id| policy::records::resolve_session(records, Some(id), now).is_some());
+            let identity = authn::identity::identity(
+                &global.authn,
+                &global.authn_state.assertions,
+                records,
+                live,
+                hostname(authority),
+                now.as_second(),
+            );
+            Ok(identity)
+        }
+        Verdict::Allow => Ok(None),
         Verdict::Login { redirect: true } => Err(Failure::Response(Box::new(sign_in_redirect(runtime, route, &url)))),
         Verdict::Login { redirect: false } => {
             Err(Failure::Page(ErrorPage::new(StatusCode::UNAUTHORIZED, &cx.request_id).with_message("Unauthenticated")))
@@ -320,6 +408,10 @@ fn original_url(tls: bool, authority: &str, target: &str) -> String {
     format!("{scheme}://{authority}{target}")
 }
 
+fn unix_now_signed() -> i64 {
+    i64::try_from(unix_now()).unwrap_or(i64::MAX)
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -369,6 +461,7 @@ async fn act(
     authority: &str,
     connection: &ConnectionInfo,
     cx: &Context,
+    identity: Option<&Identity>,
 ) -> Result<Response<ProxyBody>, Failure> {
     let mut response = match &route.action {
         RouteAction::Redirect { redirect, matched } => {
@@ -385,7 +478,7 @@ async fn act(
             return Ok(tunnel::connect_tunnel(upgrade, target, runtime.global.connect_timeout).await?);
         }
         RouteAction::Forward(forward) => {
-            return forward_request(runtime, route, forward, request, authority, connection, cx).await;
+            return forward_request(runtime, route, forward, request, authority, connection, cx, identity).await;
         }
     };
     with_headers(&mut response, &route.response_headers);
@@ -441,6 +534,7 @@ fn redirect_response(
 
 // 7. forward
 
+#[expect(clippy::too_many_arguments, reason = "the phases' shared state, passed as it is")]
 async fn forward_request(
     runtime: &Runtime,
     route: &RouteRuntime,
@@ -449,6 +543,7 @@ async fn forward_request(
     authority: &str,
     connection: &ConnectionInfo,
     cx: &Context,
+    identity: Option<&Identity>,
 ) -> Result<Response<ProxyBody>, Failure> {
     let global = &runtime.global;
     let pick = forward
@@ -464,7 +559,7 @@ async fn forward_request(
     let on_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let (mut parts, incoming) = request.into_parts();
 
-    let rendered = render_request_headers(route, &parts.headers, connection);
+    let rendered = render_request_headers(route, &parts.headers, connection, identity);
     let headers = &mut parts.headers;
     headers::remove_hop_by_hop(headers, upgrade.as_deref());
     strip_pomerium_credentials(headers, &global.cookie_name);
@@ -473,6 +568,11 @@ async fn forward_request(
         headers::append_forwarded_host(headers, authority);
     }
     headers::apply_request_header_settings(headers, &rendered, &route.remove_request_headers);
+    if route.passes_identity
+        && let Some(identity) = identity
+    {
+        set_identity_headers(headers, &global.authn, identity);
+    }
     if let Ok(value) = HeaderValue::from_str(&cx.request_id) {
         headers.insert(REQUEST_ID, value);
     }
@@ -554,13 +654,26 @@ fn strip_pomerium_credentials(headers: &mut HeaderMap, cookie_name: &str) {
     }
 }
 
+/// `X-Pomerium-Jwt-Assertion` and the `X-Pomerium-Claim-*` headers (system.md §3.6, §3.7).
+fn set_identity_headers(headers: &mut HeaderMap, settings: &authn::AuthnSettings, identity: &Identity) {
+    if let Ok(value) = HeaderValue::from_str(&identity.jwt) {
+        headers.insert("x-pomerium-jwt-assertion", value);
+    }
+    for (name, value) in authn::identity::claim_headers(settings, identity) {
+        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(name), HeaderValue::from_str(&value)) {
+            headers.insert(name, value);
+        }
+    }
+}
+
 /// `set_request_headers` with their templates filled in from this request.
 fn render_request_headers(
     route: &RouteRuntime,
     headers: &HeaderMap,
     connection: &ConnectionInfo,
+    identity: Option<&Identity>,
 ) -> Vec<(http::HeaderName, HeaderValue)> {
-    let values = TemplateValues { headers, connection };
+    let values = TemplateValues { headers, connection, identity };
     route
         .set_request_headers
         .iter()
@@ -569,10 +682,11 @@ fn render_request_headers(
 }
 
 /// The values `set_request_headers` templates can read. The identity ones (`pomerium.jwt`,
-/// `pomerium.access_token`, `pomerium.id_token`) need a session and are empty until one exists.
+/// `pomerium.access_token`, `pomerium.id_token`) are empty without a session.
 struct TemplateValues<'a> {
     headers: &'a HeaderMap,
     connection: &'a ConnectionInfo,
+    identity: Option<&'a Identity>,
 }
 
 impl Values for TemplateValues<'_> {
@@ -595,6 +709,9 @@ impl Values for TemplateValues<'_> {
             }
             ["pomerium", "client_cert_san_dns"] => leaf().map(|facts| facts.san_dns.join(",")),
             ["pomerium", "client_cert_san_email"] => leaf().map(|facts| facts.san_emails.join(",")),
+            ["pomerium", "jwt"] => self.identity.map(|i| i.jwt.to_string()),
+            ["pomerium", "id_token"] => self.identity.and_then(|i| i.id_token.clone()),
+            ["pomerium", "access_token"] => self.identity.and_then(|i| i.access_token.clone()),
             _ => None,
         }
     }

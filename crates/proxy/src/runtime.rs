@@ -66,6 +66,12 @@ pub(crate) struct Global {
     pub connect_timeout: Duration,
     /// Response headers for answers no route produced (404s, control-plane paths).
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Keys, cookies and URLs of authentication.
+    pub authn: crate::authn::AuthnSettings,
+    /// Sessions, the identity provider, signed assertions: kept across reloads.
+    pub authn_state: Arc<crate::authn::Authn>,
+    /// `authenticate_callback_path` (`/oauth2/callback`).
+    pub callback_path: String,
 }
 
 /// One route, ready to serve.
@@ -86,6 +92,10 @@ pub(crate) struct RouteRuntime {
     pub show_error_details: bool,
     pub depends_on: Vec<String>,
     pub idp_id: Option<String>,
+    /// `pass_identity_headers`: the assertion and claim headers go upstream.
+    pub passes_identity: bool,
+    /// The route's header templates read the identity (`${pomerium.jwt}`, tokens).
+    pub templates_need_identity: bool,
 }
 
 /// What a route does with a request it allows.
@@ -138,6 +148,8 @@ pub enum BuildError {
     UpstreamTls { route: String, source: TlsError },
     #[error("route `{route}`: {source}")]
     Rewrite { route: String, source: RewriteError },
+    #[error("{0}")]
+    Authn(#[from] crate::authn::SettingsError),
 }
 
 /// What the runtime is built with besides the configuration.
@@ -146,7 +158,11 @@ pub struct Environment {
     /// The shared secret to sign URLs with, when the configuration has none (all-in-one mode
     /// makes a random one per process).
     pub fallback_shared_key: Vec<u8>,
+    /// The cookie secret when the configuration has none (all-in-one: random per process).
+    pub fallback_cookie_key: Vec<u8>,
     pub records: SharedRecords,
+    /// Authentication's state that outlives a configuration.
+    pub authn: Arc<crate::authn::Authn>,
     /// Upstream connection pools, kept across reloads so that connections survive them.
     pub clients: Arc<UpstreamClients>,
 }
@@ -168,7 +184,17 @@ impl Runtime {
                     .map_err(|source| BuildError::Table { route: describe(route), source })?;
             }
         }
-        Ok(Runtime { table: builder.build(), global: global(options, environment) })
+        Ok(Runtime { table: builder.build(), global: global(config, environment)? })
+    }
+
+    /// The identity provider settings now in force (the session refresher reads them).
+    pub fn provider_settings(&self) -> Option<oidc::ProviderSettings> {
+        self.global.authn.provider.clone()
+    }
+
+    /// Whether this process serves the authenticate service.
+    pub fn runs_authenticate(&self) -> bool {
+        self.global.authn.serves_authenticate
     }
 
     /// How many routes the table holds (a route with several hosts counts once per host).
@@ -177,12 +203,21 @@ impl Runtime {
     }
 }
 
-fn global(options: &Options, environment: &Environment) -> Global {
+fn global(config: &Config, environment: &Environment) -> Result<Global, BuildError> {
+    let options = &config.options;
     let shared_key = match &options.shared_secret {
         Some(secret) => secret.expose().to_vec(),
         None => environment.fallback_shared_key.clone(),
     };
-    Global {
+    let cookie_key = match &options.cookie.secret {
+        Some(secret) => secret.expose().to_vec(),
+        None => environment.fallback_cookie_key.clone(),
+    };
+    let authn = crate::authn::AuthnSettings::build(options, &config.routes, &shared_key, &cookie_key)?;
+    Ok(Global {
+        authn,
+        authn_state: Arc::clone(&environment.authn),
+        callback_path: options.authenticate_callback_path.clone(),
         tls: !options.insecure_server,
         authenticate_url: options
             .authenticate_url()
@@ -197,7 +232,7 @@ fn global(options: &Options, environment: &Environment) -> Global {
         records: environment.records.clone(),
         connect_timeout: Duration::from_secs(10),
         response_headers: header_pairs(&options.response_headers(None)),
-    }
+    })
 }
 
 #[expect(clippy::unwrap_used, reason = "a constant URL that parses")]
@@ -304,6 +339,10 @@ fn route_runtime(route: &Route, options: &Options, environment: &Environment) ->
         show_error_details: route.show_error_details,
         depends_on: route.depends_on.clone(),
         idp_id: route.idp_client_id.clone(),
+        passes_identity: route.passes_identity_headers(options),
+        templates_need_identity: route.set_request_headers.values().any(|v| {
+            v.contains("pomerium.jwt") || v.contains("pomerium.id_token") || v.contains("pomerium.access_token")
+        }),
     })
 }
 

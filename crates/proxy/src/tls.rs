@@ -75,6 +75,22 @@ pub fn certificates_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>,
     Ok(certificates)
 }
 
+/// Certificates back as PEM text (what clients that take a CA bundle read).
+pub fn certificates_to_pem(ders: &[CertificateDer<'static>]) -> Vec<u8> {
+    use base64::Engine as _;
+    let mut text = String::new();
+    for der in ders {
+        let body = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        text.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in body.as_bytes().chunks(64) {
+            text.push_str(&String::from_utf8_lossy(line));
+            text.push('\n');
+        }
+        text.push_str("-----END CERTIFICATE-----\n");
+    }
+    text.into_bytes()
+}
+
 /// The first private key in `pem` (PKCS#8, PKCS#1 or SEC1).
 pub fn private_key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_slice(pem).map_err(|error| match error {

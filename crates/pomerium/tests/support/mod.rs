@@ -3,7 +3,14 @@
 //! rcgen, hyper upstreams on 127.0.0.1 (plain, TLS, client-certificate-checking), and clients over
 //! TLS that speak HTTP/1.1 or HTTP/2 on connections the test holds.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test support")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "test support"
+)]
 #![allow(dead_code, reason = "each test file uses a part of the support")]
 
 use std::collections::BTreeMap;
@@ -33,6 +40,8 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
+
+pub mod browser;
 
 /// A generous bound for anything that should happen promptly.
 pub const PROMPTLY: Duration = Duration::from_secs(10);
@@ -264,6 +273,11 @@ impl Pomerium {
     /// Starts the binary and waits for the listener logged with `message`; its address becomes
     /// [`Pomerium::address`].
     pub async fn spawn_until(path: &Path, ca: CertificateDer<'static>, message: &str) -> Pomerium {
+        Pomerium::spawn_with(path, ca, message, &[]).await
+    }
+
+    /// [`Pomerium::spawn_until`] with extra environment variables.
+    pub async fn spawn_with(path: &Path, ca: CertificateDer<'static>, message: &str, env: &[(&str, &str)]) -> Pomerium {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pomerium"));
         // Only what the test sets: option variables (ADDRESS, POLICY, ...) must not leak in.
         command.arg("--config").arg(path).env_clear();
@@ -271,6 +285,9 @@ impl Pomerium {
             if let Ok(value) = std::env::var(kept) {
                 command.env(kept, value);
             }
+        }
+        for (name, value) in env {
+            command.env(name, value);
         }
         let mut child = command
             .env("POMERIUM_LOG_FORMAT", "json")

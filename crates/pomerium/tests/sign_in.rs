@@ -1,0 +1,310 @@
+//! Sign-in end to end against a real, independent OpenID provider (panva's `oidc-provider`,
+//! pinned in `tests/idp`): the stateful code flow of system.md §3.3 through the real `pomerium`
+//! binary over TLS, the identity the upstream receives, refresh, sign-out, and the refusals.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests")]
+
+mod support;
+
+use base64::Engine as _;
+use http::Method;
+use support::browser::{Browser, OidcProvider, Page};
+use support::{Pomerium, Setup, echo_upstream};
+use url::Url;
+
+const CALLBACK: &str = "https://authenticate.test.localhost/oauth2/callback";
+
+/// Routes for the tests: `app` lets example.com in and passes identity; `sales` only lets the
+/// `sales` group in; `token` shows the access token through a header template.
+fn routes(upstream: std::net::SocketAddr) -> String {
+    r#"jwt_claims_headers: [email, groups]
+routes:
+  - from: https://app.test.localhost
+    to: http://UPSTREAM
+    pass_identity_headers: true
+    policy:
+      allow:
+        and:
+          - domain:
+              is: example.com
+  - from: https://sales.test.localhost
+    to: http://UPSTREAM
+    policy:
+      allow:
+        and:
+          - claim/groups: sales
+  - from: https://token.test.localhost
+    to: http://UPSTREAM
+    allow_any_authenticated_user: true
+    set_request_headers:
+      x-token: ${pomerium.access_token}
+"#
+    .replace("UPSTREAM", &upstream.to_string())
+}
+
+async fn start(setup: &Setup, idp: &OidcProvider, extra: &str, env: &[(&str, &str)]) -> (Pomerium, support::Upstream) {
+    let upstream = echo_upstream("app", None).await;
+    let text = setup.config(&format!("{}{extra}{}", idp.config(), routes(upstream.address)));
+    std::fs::write(setup.config_path(), text).unwrap();
+    let pomerium = Pomerium::spawn_with(&setup.config_path(), setup.pki.ca(), "serving", env).await;
+    (pomerium, upstream)
+}
+
+/// Signs in as `login` through the whole flow, starting at `url`; the page it ends on.
+async fn sign_in(browser: &mut Browser, url: &str, login: &str) -> Page {
+    let page = browser.get(url).await;
+    assert!(
+        page.url.as_str().contains("/interaction/"),
+        "not at the provider's login: {} {:?}",
+        page.url,
+        browser.visited
+    );
+    browser.sign_in_at_provider(page, login).await
+}
+
+/// Verifies an ES256 JWT against a JWKS document independently of our code: the JWK's x and y
+/// as an uncompressed P-256 point, checked by aws-lc-rs.
+fn verify_es256(jwt: &str, jwks: &serde_json::Value) -> serde_json::Value {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: serde_json::Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "ES256");
+    let key =
+        jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == header["kid"]).expect("the kid is published");
+    let mut point = vec![4u8];
+    point.extend(b64.decode(key["x"].as_str().unwrap()).unwrap());
+    point.extend(b64.decode(key["y"].as_str().unwrap()).unwrap());
+    let public = aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED, point);
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    public.verify(signed.as_bytes(), &b64.decode(parts[2]).unwrap()).expect("the assertion verifies against the JWKS");
+    serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_user_signs_in_and_the_upstream_gets_a_verifiable_identity() {
+    let setup = Setup::new();
+    let idp = OidcProvider::start(&[CALLBACK], &[], None);
+    let (pomerium, _upstream) = start(&setup, &idp, "", &[]).await;
+    let mut browser = Browser::new(&pomerium);
+
+    let page = sign_in(&mut browser, "https://app.test.localhost/hello?x=1", "alice").await;
+    assert_eq!(page.reply.status, 200, "{:?}\n{}", browser.visited, pomerium.logs().join("\n"));
+    assert_eq!(page.url.as_str(), "https://app.test.localhost/hello?x=1", "back where the user started");
+    let seen = page.reply.seen();
+    assert_eq!(seen.target(), "/hello?x=1");
+    assert_eq!(seen.header("x-pomerium-claim-email").as_deref(), Some("alice@example.com"));
+    assert_eq!(seen.header("x-pomerium-claim-groups").as_deref(), Some("engineering,staff"));
+    let cookie = seen.header("cookie").unwrap_or_default();
+    assert!(!cookie.contains("_pomerium="), "the session cookie never goes upstream: {cookie}");
+
+    let jwks = browser
+        .send(Method::GET, &Url::parse("https://app.test.localhost/.well-known/pomerium/jwks.json").unwrap(), None, &[])
+        .await;
+    assert_eq!(jwks.header("cache-control"), "max-age=60");
+    assert_eq!(jwks.header("access-control-allow-origin"), "*");
+    let claims = verify_es256(&seen.header("x-pomerium-jwt-assertion").unwrap(), &jwks.json());
+    assert_eq!(claims["iss"], "app.test.localhost");
+    assert_eq!(claims["aud"], "app.test.localhost");
+    assert_eq!(claims["email"], "alice@example.com");
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["user"], "alice");
+    assert_eq!(claims["name"], "Alice Example");
+    assert_eq!(claims["groups"], serde_json::json!(["engineering", "staff"]));
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 300);
+    assert!(claims["sid"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(claims["jti"].as_str().is_some_and(|s| !s.is_empty()));
+
+    // The policy decides on the provider's real claims: alice is not in sales.
+    let page = browser.get("https://sales.test.localhost/").await;
+    assert_eq!(page.reply.status, 403, "{:?}", browser.visited);
+
+    // `/.pomerium/user` shows the claims without the JWT's bookkeeping.
+    let user =
+        browser.send(Method::GET, &Url::parse("https://app.test.localhost/.pomerium/user").unwrap(), None, &[]).await;
+    assert_eq!(user.status, 200, "{}", user.text());
+    let user = user.json();
+    assert_eq!(user["email"], "alice@example.com");
+    assert!(user.get("iss").is_none() && user.get("exp").is_none());
+
+    // bob (other.org) signs in, but the app's policy keeps him out; sales lets him in.
+    let mut bob = Browser::new(&pomerium);
+    let page = sign_in(&mut bob, "https://sales.test.localhost/deal", "bob").await;
+    assert_eq!(page.reply.status, 200);
+    assert_eq!(page.reply.seen().target(), "/deal");
+    let page = bob.get("https://app.test.localhost/").await;
+    assert_eq!(page.reply.status, 403);
+}
+
+#[tokio::test]
+async fn sign_out_ends_the_session_and_revokes_the_token() {
+    let setup = Setup::new();
+    let idp = OidcProvider::start(&[CALLBACK], &["https://authenticate.test.localhost/.pomerium/signed_out"], None);
+    let (pomerium, _upstream) = start(&setup, &idp, "", &[]).await;
+    let mut browser = Browser::new(&pomerium);
+    let page = sign_in(&mut browser, "https://app.test.localhost/", "alice").await;
+    assert_eq!(page.reply.status, 200);
+    let cookie = browser.cookie("app.test.localhost", "_pomerium").expect("the route host has a session cookie");
+
+    // An unsigned GET only asks.
+    let confirm = browser
+        .send(Method::GET, &Url::parse("https://app.test.localhost/.pomerium/sign_out").unwrap(), None, &[])
+        .await;
+    assert_eq!(confirm.status, 200);
+    assert!(confirm.text().contains("<form method=\"post\""));
+    assert_eq!(browser.get("https://app.test.localhost/").await.reply.status, 200, "still signed in");
+
+    // A POST from another site is refused.
+    let foreign = browser
+        .send(
+            Method::POST,
+            &Url::parse("https://app.test.localhost/.pomerium/sign_out").unwrap(),
+            Some(&[]),
+            &[("origin", "https://evil.example.com")],
+        )
+        .await;
+    assert_eq!(foreign.status, 403);
+
+    let revoked = idp.count("revoked");
+    let first = browser
+        .send(Method::POST, &Url::parse("https://app.test.localhost/.pomerium/sign_out").unwrap(), Some(&[]), &[])
+        .await;
+    assert_eq!(first.status, 302);
+    assert!(browser.cookie("app.test.localhost", "_pomerium").is_none(), "the cookie is cleared");
+    let location = first.header("location").to_owned();
+    assert!(location.starts_with("https://authenticate.test.localhost/.pomerium/sign_out?"), "{location}");
+    let end = browser.follow(Method::GET, Url::parse(&location).unwrap(), None).await;
+    assert!(
+        browser.visited.iter().any(|u| u.starts_with(&format!("{}/session/end", idp.issuer))),
+        "the IdP's end-session page: {:?}",
+        browser.visited
+    );
+    assert!(end.reply.status.is_success(), "{}", end.reply.status);
+    assert!(idp.count("revoked") > revoked, "the token was revoked at the IdP");
+
+    // The old cookie, replayed, is no session any more.
+    let mut replay = Browser::new(&pomerium);
+    replay.set_cookie("app.test.localhost", "_pomerium", &cookie);
+    let reply = replay
+        .send(Method::GET, &Url::parse("https://app.test.localhost/").unwrap(), None, &[("accept", "text/html")])
+        .await;
+    assert_eq!(reply.status, 302);
+    assert!(reply.header("location").starts_with("https://authenticate.test.localhost/.pomerium/sign_in?"));
+}
+
+#[tokio::test]
+async fn an_expired_session_is_sent_back_to_sign_in() {
+    let setup = Setup::new();
+    let idp = OidcProvider::start(&[CALLBACK], &[], None);
+    let (pomerium, _upstream) = start(&setup, &idp, "cookie_expire: 2s\n", &[]).await;
+    let mut browser = Browser::new(&pomerium);
+    assert_eq!(sign_in(&mut browser, "https://app.test.localhost/", "alice").await.reply.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let reply = browser
+        .send(Method::GET, &Url::parse("https://app.test.localhost/").unwrap(), None, &[("accept", "text/html")])
+        .await;
+    assert_eq!(reply.status, 302, "an expired session is no session");
+    assert!(reply.header("location").starts_with("https://authenticate.test.localhost/.pomerium/sign_in?"));
+    let reply = browser
+        .send(Method::GET, &Url::parse("https://app.test.localhost/").unwrap(), None, &[("accept", "application/json")])
+        .await;
+    assert_eq!(reply.status, 401);
+}
+
+#[tokio::test]
+async fn tokens_are_refreshed_before_they_expire() {
+    let setup = Setup::new();
+    // Access tokens live 61 s; the refresher renews them a minute before expiry, so at once.
+    let idp = OidcProvider::start(&[CALLBACK], &[], Some(61));
+    let (mut pomerium, _upstream) = start(&setup, &idp, "", &[("POMERIUM_SESSION_REFRESH_INTERVAL_MS", "200")]).await;
+    let mut browser = Browser::new(&pomerium);
+    let page = sign_in(&mut browser, "https://token.test.localhost/", "alice").await;
+    let first = page.reply.seen().header("x-token").expect("the access token template is filled");
+    assert!(!first.is_empty());
+    pomerium.wait_for_log("session refreshed").await;
+    // The cache follows the databroker; the assertion cache does not hold tokens.
+    support::eventually("a request with the refreshed token", || async {
+        let page = browser_get(&pomerium, &browser, "https://token.test.localhost/").await;
+        page.seen().header("x-token").filter(|token| *token != first)
+    })
+    .await;
+}
+
+/// A GET with the browser's cookies, without changing the browser.
+async fn browser_get(pomerium: &Pomerium, browser: &Browser, url: &str) -> support::Reply {
+    let mut copy = Browser::new(pomerium);
+    copy.jar = browser.jar.clone();
+    copy.send(Method::GET, &Url::parse(url).unwrap(), None, &[]).await
+}
+
+#[tokio::test]
+async fn forged_replayed_and_foreign_requests_are_refused_and_write_nothing() {
+    let setup = Setup::new();
+    let idp = OidcProvider::start(&[CALLBACK], &[], None);
+    let (pomerium, _upstream) = start(&setup, &idp, "", &[]).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+
+    // A tampered session cookie is no session: a browser is sent to sign in, an API gets 401.
+    let mut browser = Browser::new(&pomerium);
+    browser.set_cookie("app.test.localhost", "_pomerium", "eyJhbGciOiJIUzI1NiJ9.eyJqdGkiOiJ4In0.AAAA");
+    let reply = browser
+        .send(Method::GET, &Url::parse("https://app.test.localhost/").unwrap(), None, &[("accept", "text/html")])
+        .await;
+    assert_eq!(reply.status, 302);
+    let reply = browser
+        .send(Method::GET, &Url::parse("https://app.test.localhost/").unwrap(), None, &[("accept", "application/json")])
+        .await;
+    assert_eq!(reply.status, 401);
+
+    // A sign-in link that is not signed, or signed for a foreign host, or expired.
+    let unsigned = "https://authenticate.test.localhost/.pomerium/sign_in?pomerium_redirect_uri=https%3A%2F%2Fapp.test.localhost%2F";
+    assert_eq!(browser.send(Method::GET, &Url::parse(unsigned).unwrap(), None, &[]).await.status, 400);
+    let mut foreign = Url::parse("https://authenticate.test.localhost/.pomerium/sign_in").unwrap();
+    foreign.query_pairs_mut().append_pair("pomerium_redirect_uri", "https://evil.example.com/steal");
+    let foreign = authenticate::sign(&foreign, &support::SHARED_KEY, now);
+    let reply = browser.send(Method::GET, &foreign, None, &[]).await;
+    assert_eq!(reply.status, 400, "no redirect to a foreign host: {}", reply.text());
+    assert!(reply.header("location").is_empty());
+    let mut old = Url::parse("https://authenticate.test.localhost/.pomerium/sign_in").unwrap();
+    old.query_pairs_mut().append_pair("pomerium_redirect_uri", "https://app.test.localhost/");
+    let old = authenticate::sign(&old, &support::SHARED_KEY, now - 3600);
+    assert_eq!(browser.send(Method::GET, &old, None, &[]).await.status, 400, "an expired signed URL");
+
+    // A route host's callback with an expired signature, and one carrying garbage.
+    let mut callback = Url::parse("https://app.test.localhost/.pomerium/callback/").unwrap();
+    callback
+        .query_pairs_mut()
+        .append_pair("pomerium_redirect_uri", "https://app.test.localhost/")
+        .append_pair("pomerium_session_encrypted", "AAAA");
+    assert_eq!(
+        browser
+            .send(Method::GET, &authenticate::sign(&callback, &support::SHARED_KEY, now - 3600), None, &[])
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        browser.send(Method::GET, &authenticate::sign(&callback, &support::SHARED_KEY, now), None, &[]).await.status,
+        400
+    );
+
+    // The IdP's answer replayed after a completed sign-in, and a state from another browser.
+    let mut alice = Browser::new(&pomerium);
+    let page = sign_in(&mut alice, "https://app.test.localhost/", "alice").await;
+    assert_eq!(page.reply.status, 200);
+    let callback_url = alice.visited.iter().find(|u| u.starts_with(CALLBACK)).unwrap().clone();
+    let replayed = alice.send(Method::GET, &Url::parse(&callback_url).unwrap(), None, &[]).await;
+    assert_eq!(replayed.status, 400, "a replayed state: {}", replayed.text());
+    let mut mallory = Browser::new(&pomerium);
+    let stolen = mallory.send(Method::GET, &Url::parse(&callback_url).unwrap(), None, &[]).await;
+    assert_eq!(stolen.status, 400, "a state from another browser: {}", stolen.text());
+
+    // An IdP error.
+    let denied = mallory
+        .send(Method::GET, &Url::parse(&format!("{CALLBACK}?error=access_denied&state=x")).unwrap(), None, &[])
+        .await;
+    assert_eq!(denied.status, 401);
+
+    // Only alice's one sign-in wrote a session.
+    assert_eq!(pomerium.count_logs("signed in"), 1, "{}", pomerium.logs().join("\n"));
+}

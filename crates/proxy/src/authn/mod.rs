@@ -1,0 +1,279 @@
+//! Authentication on the request path (system.md §3): the authenticate service's endpoints, the
+//! route hosts' `/.pomerium/` endpoints, sessions read from cookies and headers, and the identity
+//! sent upstream.
+//!
+//! - [`Authn`] is what survives reloads: the session store, the identity provider (discovered
+//!   once per settings), the cache of signed assertions.
+//! - [`AuthnSettings`] is what a configuration says: keys, cookie settings, URLs; part of the
+//!   runtime, rebuilt on reload.
+//! - `endpoints.rs` answers the control-plane paths; `session.rs` finds a request's session;
+//!   `identity.rs` signs the assertion and fills the identity headers; `refresher.rs` keeps
+//!   sessions' tokens fresh under a databroker lease.
+
+pub mod endpoints;
+pub mod identity;
+pub mod pages;
+pub mod refresher;
+pub mod session;
+pub mod store;
+
+use authenticate::aead::Aead;
+use authenticate::assertion::IssuerFormat;
+use authenticate::cookie::{CookieSettings, SameSite};
+use authenticate::signing::SigningKey;
+use config::Options;
+use config::options::JwtIssuerFormat;
+use oidc::{DevelopmentUser, Provider, ProviderSettings};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use url::Url;
+
+pub use store::SessionStore;
+
+/// What authentication keeps across reloads.
+#[derive(Debug, Default)]
+pub struct Authn {
+    /// Where sessions are written and read; `None` where no databroker is reachable (then no one
+    /// can sign in, and every protected route asks for a sign-in).
+    pub store: Option<SessionStore>,
+    provider: tokio::sync::Mutex<Option<(String, Provider)>>,
+    pub(crate) assertions: identity::AssertionCache,
+}
+
+impl Authn {
+    pub fn new(store: Option<SessionStore>) -> Authn {
+        Authn { store, ..Authn::default() }
+    }
+
+    /// The identity provider for `settings`, discovered on first use and again when the settings
+    /// change. A failed discovery is not kept: the next sign-in tries again.
+    pub async fn provider(&self, settings: &ProviderSettings) -> Result<Provider, oidc::OidcError> {
+        let key = provider_key(settings);
+        let mut slot = self.provider.lock().await;
+        if let Some((held, provider)) = slot.as_ref()
+            && *held == key
+        {
+            return Ok(provider.clone());
+        }
+        let provider = Provider::new(settings.clone()).await?;
+        *slot = Some((key, provider.clone()));
+        Ok(provider)
+    }
+}
+
+/// A digest of the settings, so that a reload with new provider settings rediscovers.
+fn provider_key(settings: &ProviderSettings) -> String {
+    let text = format!(
+        "{}\n{}\n{}\n{}\n{:?}\n{:?}\n{}\n{:?}\n{:?}",
+        settings.provider,
+        settings.issuer_url,
+        settings.client_id,
+        settings.client_secret.as_deref().unwrap_or_default(),
+        settings.scopes,
+        settings.request_params,
+        settings.redirect_url,
+        settings.ca_pem,
+        settings.development_users,
+    );
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the configuration says about authentication.
+#[derive(Debug)]
+pub(crate) struct AuthnSettings {
+    pub authenticate_url: Url,
+    /// The authenticate service's host name, lowercase.
+    pub authenticate_host: String,
+    /// Signs URLs and session handles (HS256), and seals the handle sent to a route's callback.
+    pub shared_key: Vec<u8>,
+    pub shared_aead: Aead,
+    /// Seals the OAuth state, the CSRF and PKCE cookies.
+    pub cookie_aead: Aead,
+    pub signing_key: Arc<SigningKey>,
+    pub cookie_name: String,
+    pub cookie: CookieSettings,
+    pub cookie_expire: std::time::Duration,
+    /// `None` when no identity provider is configured.
+    pub provider: Option<ProviderSettings>,
+    pub idp_id: String,
+    pub issuer_format: IssuerFormat,
+    /// `jwt_claims_headers`: header name → claim name.
+    pub claim_headers: Vec<(String, String)>,
+    /// The claim names of `claim_headers`, added to the assertion.
+    pub extra_claims: Vec<String>,
+    pub signout_redirect_url: Option<Url>,
+    pub programmatic_domains: Vec<String>,
+    /// Host names of every route (`from`), the places a browser may be sent back to.
+    pub route_hosts: BTreeSet<String>,
+    pub serves_authenticate: bool,
+    pub serves_routes: bool,
+    /// Runtime flag `pomerium_jwt_endpoint`: `/.pomerium/jwt` answers.
+    pub jwt_endpoint: bool,
+    /// Whether the main listener speaks TLS.
+    pub tls: bool,
+}
+
+/// Why authentication cannot be set up from a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("signing_key: {0}")]
+    SigningKey(String),
+    #[error("{0} must be 32 bytes")]
+    Key(&'static str),
+}
+
+impl AuthnSettings {
+    pub(crate) fn build(
+        options: &Options,
+        routes: &[config::Route],
+        shared_key: &[u8],
+        cookie_key: &[u8],
+    ) -> Result<AuthnSettings, SettingsError> {
+        let authenticate_url = options.authenticate_url().unwrap_or_else(hosted_authenticate);
+        let authenticate_host = authenticate_url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let signing_key = match &options.signing_key {
+            Some(key) => SigningKey::from_pem(key.pem().expose()),
+            None => SigningKey::derive(shared_key),
+        }
+        .map_err(|e| SettingsError::SigningKey(e.to_string()))?;
+        let claim_headers: Vec<(String, String)> =
+            options.jwt_claims_headers.iter().map(|(h, c)| (h.to_ascii_lowercase(), c.clone())).collect();
+        let mut extra_claims: Vec<String> = claim_headers.iter().map(|(_, c)| c.clone()).collect();
+        extra_claims.sort();
+        extra_claims.dedup();
+        Ok(AuthnSettings {
+            provider: provider_settings(options, &authenticate_url),
+            idp_id: options.idp.client_id.clone().unwrap_or_default(),
+            authenticate_host,
+            authenticate_url,
+            shared_key: shared_key.to_vec(),
+            shared_aead: Aead::new(shared_key).map_err(|_| SettingsError::Key("shared_secret"))?,
+            cookie_aead: Aead::new(cookie_key).map_err(|_| SettingsError::Key("cookie_secret"))?,
+            signing_key: Arc::new(signing_key),
+            cookie_name: options.cookie.name.clone(),
+            cookie: CookieSettings {
+                domain: options.cookie.domain.clone(),
+                http_only: options.cookie.http_only,
+                same_site: options.cookie.same_site.map(|s| match s {
+                    config::options::SameSite::Strict => SameSite::Strict,
+                    config::options::SameSite::Lax => SameSite::Lax,
+                    config::options::SameSite::None => SameSite::None,
+                }),
+                expire: options.cookie.expire,
+            },
+            cookie_expire: options.cookie.expire,
+            issuer_format: match options.jwt_issuer_format {
+                Some(JwtIssuerFormat::Uri) => IssuerFormat::Uri,
+                _ => IssuerFormat::Hostname,
+            },
+            claim_headers,
+            extra_claims,
+            signout_redirect_url: options.signout_redirect_url.clone(),
+            programmatic_domains: options.programmatic_redirect_domain_whitelist.clone(),
+            route_hosts: routes.iter().map(|r| r.from.host.to_ascii_lowercase()).collect(),
+            serves_authenticate: options.services.runs(config::options::Service::Authenticate),
+            serves_routes: options.services.runs(config::options::Service::Proxy),
+            jwt_endpoint: options.runtime_flag("pomerium_jwt_endpoint"),
+            tls: !options.insecure_server,
+        })
+    }
+
+    /// Cookie names: the route hosts' session cookie, and the authenticate host's.
+    pub fn authenticate_cookie(&self) -> String {
+        format!("{}_authenticate", self.cookie_name)
+    }
+
+    pub fn csrf_cookie(&self) -> String {
+        format!("{}_csrf", self.cookie_name)
+    }
+
+    pub fn pkce_cookie(&self) -> String {
+        format!("{}_pkce", self.cookie_name)
+    }
+
+    /// Whether `hostname` is the authenticate service's.
+    pub fn is_authenticate_host(&self, hostname: &str) -> bool {
+        hostname.eq_ignore_ascii_case(&self.authenticate_host)
+    }
+
+    /// The authenticate service's URL with `path`.
+    pub fn authenticate_path(&self, path: &str) -> Url {
+        let mut url = self.authenticate_url.clone();
+        url.set_path(path);
+        url.set_query(None);
+        url.set_fragment(None);
+        url
+    }
+
+    /// Whether `hostname` is the host of a route (exactly, or under a wildcard `from`).
+    pub fn is_route_host(&self, hostname: &str) -> bool {
+        let host = hostname.to_ascii_lowercase();
+        self.route_hosts.contains(&host) || self.route_hosts.iter().any(|pattern| wildcard_matches(pattern, &host))
+    }
+
+    /// A browser may be sent to `url` only on a host this deployment serves.
+    pub fn is_own_url(&self, url: &Url) -> bool {
+        let Some(host) = url.host_str() else { return false };
+        matches!(url.scheme(), "https" | "http") && (self.is_authenticate_host(host) || self.is_route_host(host))
+    }
+}
+
+/// `*.example.com` covers `a.example.com`.
+fn wildcard_matches(pattern: &str, host: &str) -> bool {
+    pattern
+        .strip_prefix("*.")
+        .is_some_and(|suffix| host.strip_suffix(suffix).is_some_and(|label| label.ends_with('.') && label.len() > 1))
+}
+
+#[expect(clippy::unwrap_used, reason = "a constant URL that parses")]
+fn hosted_authenticate() -> Url {
+    Url::parse(config::options::HOSTED_AUTHENTICATE_URL).unwrap()
+}
+
+/// The identity provider settings of `idp_*`, with the callback on the authenticate service.
+fn provider_settings(options: &Options, authenticate_url: &Url) -> Option<ProviderSettings> {
+    let idp = &options.idp;
+    let provider = idp.provider.clone()?;
+    let mut redirect_url = authenticate_url.clone();
+    redirect_url.set_path(&options.authenticate_callback_path);
+    redirect_url.set_query(None);
+    let development = provider == config::options::DEVELOPMENT_PROVIDER;
+    Some(ProviderSettings {
+        provider,
+        issuer_url: idp.provider_url.clone().unwrap_or_default(),
+        client_id: idp
+            .client_id
+            .clone()
+            .unwrap_or_else(|| if development { "pomerium".to_owned() } else { String::new() }),
+        client_secret: idp.client_secret.as_ref().and_then(|s| s.expose_str()).map(str::to_owned),
+        scopes: idp.scopes.clone().unwrap_or_default(),
+        request_params: idp.request_params.clone(),
+        redirect_url,
+        ca_pem: options.certificate_authority.as_ref().map(|ca| crate::tls::certificates_to_pem(ca.ders())),
+        development_users: idp
+            .development_users
+            .iter()
+            .map(|u| DevelopmentUser {
+                email: u.email.clone(),
+                name: u.name.clone(),
+                groups: u.groups.clone(),
+                id: u.id.clone(),
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_cover_one_or_more_labels_but_not_the_bare_domain() {
+        assert!(wildcard_matches("*.example.com", "a.example.com"));
+        assert!(wildcard_matches("*.example.com", "a.b.example.com"));
+        assert!(!wildcard_matches("*.example.com", "example.com"));
+        assert!(!wildcard_matches("*.example.com", "evilexample.com"));
+        assert!(!wildcard_matches("example.com", "a.example.com"));
+    }
+}

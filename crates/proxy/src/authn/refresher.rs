@@ -1,0 +1,152 @@
+//! The session refresher (Pomerium's identity manager, system.md §3.5): one replica at a time,
+//! under the databroker lease `identity_manager`, refreshes the OAuth tokens of sessions about to
+//! expire, deletes sessions whose refresh is refused or whose time is up, and updates users'
+//! claims from the refreshed identity.
+
+use super::Authn;
+use authenticate::session::{StoredIdToken, StoredOAuthToken, StoredSession, StoredUser};
+use oidc::ProviderSettings;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The lease's name and life (Pomerium's).
+pub const LEASE_NAME: &str = "identity_manager";
+const LEASE_DURATION: Duration = Duration::from_secs(30);
+/// Tokens are refreshed this long before they expire.
+const GRACE: i64 = 60;
+/// A session is not refreshed again sooner than this.
+const MIN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Where the refresher reads the current provider settings (they change on reload).
+pub type CurrentProvider = Arc<dyn Fn() -> Option<ProviderSettings> + Send + Sync>;
+
+/// Runs until the task is dropped: every `interval`, take or keep the lease, then refresh what
+/// is due.
+pub async fn run(authn: Arc<Authn>, current: CurrentProvider, interval: Duration) {
+    let Some(store) = authn.store.clone() else { return };
+    let mut lease: Option<String> = None;
+    let mut attempts: HashMap<String, Instant> = HashMap::new();
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        lease = match lease {
+            Some(id) => match store.renew_lease(LEASE_NAME, &id, LEASE_DURATION).await {
+                Ok(true) => Some(id),
+                Ok(false) => {
+                    tracing::info!("the session refresher lost its lease");
+                    None
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the session refresher could not renew its lease");
+                    None
+                }
+            },
+            None => store.acquire_lease(LEASE_NAME, LEASE_DURATION).await.unwrap_or_else(|error| {
+                tracing::debug!(%error, "the session refresher could not take the lease");
+                None
+            }),
+        };
+        if lease.is_none() {
+            continue;
+        }
+        let Some(settings) = current() else { continue };
+        let provider = match authn.provider(&settings).await {
+            Ok(provider) => provider,
+            Err(error) => {
+                tracing::warn!(%error, "the session refresher cannot reach the identity provider");
+                continue;
+            }
+        };
+        let sessions = match store.sessions().await {
+            Ok(sessions) => sessions,
+            Err(error) => {
+                tracing::warn!(%error, "the session refresher cannot list sessions");
+                continue;
+            }
+        };
+        let now = jiff::Timestamp::now();
+        attempts.retain(|id, _| sessions.iter().any(|s| &s.id == id));
+        for session in sessions {
+            match due(&session, now) {
+                Due::Expired => {
+                    if let Err(error) = store.delete(&session.id).await {
+                        tracing::warn!(%error, "the session refresher could not delete an expired session");
+                    }
+                }
+                Due::Refresh(refresh_token) => {
+                    if attempts.get(&session.id).is_some_and(|at| at.elapsed() < MIN_INTERVAL) {
+                        continue;
+                    }
+                    attempts.insert(session.id.clone(), Instant::now());
+                    refresh(&store, &provider, session, &refresh_token).await;
+                }
+                Due::NotYet => {}
+            }
+        }
+    }
+}
+
+enum Due {
+    Expired,
+    Refresh(String),
+    NotYet,
+}
+
+fn due(session: &StoredSession, now: jiff::Timestamp) -> Due {
+    if session.expires_at.is_some_and(|at| at <= now) {
+        return Due::Expired;
+    }
+    let Some(token) = &session.oauth_token else { return Due::NotYet };
+    let Some(refresh_token) = token.refresh_token.clone().filter(|_| !session.refresh_disabled) else {
+        return Due::NotYet;
+    };
+    let soon =
+        |at: Option<jiff::Timestamp>| at.is_some_and(|at| at.as_second().saturating_sub(GRACE) <= now.as_second());
+    let id_token_expiry = session.id_token.as_ref().and_then(|t| t.expires_at);
+    if soon(token.expires_at) || soon(id_token_expiry) { Due::Refresh(refresh_token) } else { Due::NotYet }
+}
+
+async fn refresh(
+    store: &super::SessionStore,
+    provider: &oidc::Provider,
+    mut session: StoredSession,
+    refresh_token: &str,
+) {
+    match provider.refresh(refresh_token).await {
+        Ok(identity) => {
+            session.oauth_token = Some(StoredOAuthToken {
+                access_token: identity.access_token.clone(),
+                token_type: identity.token_type.clone(),
+                expires_at: identity.expires_at,
+                refresh_token: identity.refresh_token.clone().or_else(|| Some(refresh_token.to_owned())),
+            });
+            if let Some(token) = &identity.id_token {
+                session.id_token = Some(StoredIdToken {
+                    issuer: token.issuer.clone(),
+                    subject: token.subject.clone(),
+                    expires_at: Some(token.expires_at),
+                    issued_at: Some(token.issued_at),
+                    raw: token.raw.clone(),
+                });
+            }
+            let claims = authenticate::session::claims_from(&identity.claims);
+            if !claims.is_empty() {
+                session.claims = claims.clone();
+            }
+            let text = |name: &str| identity.claims.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+            let user = StoredUser { id: session.user_id.clone(), name: text("name"), email: text("email"), claims };
+            match store.update(&session, Some(&user)).await {
+                Ok(()) => tracing::info!(session = %session.id, "session refreshed"),
+                Err(error) => tracing::warn!(%error, "the refreshed session could not be saved"),
+            }
+        }
+        Err(error) if error.is_permanent() => {
+            tracing::info!(session = %session.id, %error, "the identity provider refused the refresh; the session ends");
+            if let Err(error) = store.delete(&session.id).await {
+                tracing::warn!(%error, "the session could not be deleted");
+            }
+        }
+        Err(error) => tracing::warn!(session = %session.id, %error, "refreshing the session failed; will retry"),
+    }
+}

@@ -1,0 +1,98 @@
+//! A request's session: the handle from its cookie or headers (system.md §3.4), checked, and the
+//! records the policy reads for it (§3.5).
+
+use super::store::{Freshness, StoreError};
+use super::{Authn, AuthnSettings};
+use authenticate::handle::SessionHandle;
+use authenticate::session::{SESSION_TYPE, USER_TYPE};
+use databroker::record::Versions;
+use http::HeaderMap;
+use policy::records::{
+    DeviceCredential, DeviceEnrollment, DirectoryUser, MemoryRecords, Records, ServiceAccount, Session, User,
+};
+
+/// The session a request carries.
+#[derive(Debug)]
+pub(crate) struct RequestSession {
+    pub handle: SessionHandle,
+    /// Records read from the databroker because the cache lagged behind the handle; they stand
+    /// in for the cache's for this session and its user.
+    pub fetched: Option<MemoryRecords>,
+}
+
+/// Finds the request's session handle and makes sure the records it names can be read. A missing,
+/// malformed, forged or expired handle is no session (the policy then asks for a sign-in); only
+/// an unreachable databroker is an error.
+pub(crate) async fn find(
+    settings: &AuthnSettings,
+    authn: &Authn,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Option<RequestSession>, StoreError> {
+    let Some(token) = authenticate::cookie::session_token(headers, query, &settings.cookie_name) else {
+        return Ok(None);
+    };
+    let handle = match SessionHandle::from_jwt(&token, &settings.shared_key) {
+        Ok(handle) => handle,
+        Err(error) => {
+            tracing::debug!(%error, "the session handle is not valid; treated as no session");
+            return Ok(None);
+        }
+    };
+    let Some(store) = &authn.store else { return Ok(None) };
+    let versions = Versions {
+        server_version: handle.databroker_server_version,
+        latest_record_version: handle.databroker_record_version,
+    };
+    let fetched = match store.fresh(&handle.id, versions).await? {
+        Freshness::Cached => None,
+        Freshness::Fetched { session, user } => {
+            let mut records = MemoryRecords::default();
+            if let Some(session) = session {
+                let _ = records.upsert(SESSION_TYPE, &session.id, &session.to_data());
+            }
+            if let Some(user) = user {
+                let _ = records.upsert(USER_TYPE, &user.id, &user.to_data());
+            }
+            Some(records)
+        }
+    };
+    Ok(Some(RequestSession { handle, fetched }))
+}
+
+/// The cache's records, with a session and user fetched from the databroker in their place.
+pub(crate) struct Overlay<'a> {
+    pub base: &'a MemoryRecords,
+    pub fetched: &'a MemoryRecords,
+    pub session_id: &'a str,
+}
+
+impl Overlay<'_> {
+    fn fetched_user(&self, id: &str) -> bool {
+        self.fetched.sessions.get(self.session_id).and_then(|s| s.user_id.as_deref()) == Some(id)
+    }
+}
+
+impl Records for Overlay<'_> {
+    fn session(&self, id: &str) -> Option<&Session> {
+        if id == self.session_id { self.fetched.session(id) } else { self.base.session(id) }
+    }
+    fn service_account(&self, id: &str) -> Option<&ServiceAccount> {
+        self.base.service_account(id)
+    }
+    fn user(&self, id: &str) -> Option<&User> {
+        if self.fetched_user(id) { self.fetched.user(id).or_else(|| self.base.user(id)) } else { self.base.user(id) }
+    }
+    fn directory_user(&self, id: &str) -> Option<&DirectoryUser> {
+        self.base.directory_user(id)
+    }
+    fn device_credential(&self, id: &str) -> Option<&DeviceCredential> {
+        self.base.device_credential(id)
+    }
+    fn device_enrollment(&self, id: &str) -> Option<&DeviceEnrollment> {
+        self.base.device_enrollment(id)
+    }
+    fn external(&self, record_type: &str, id: &str) -> Option<&serde_json::Value> {
+        self.base.external(record_type, id)
+    }
+}

@@ -1,0 +1,148 @@
+//! Sessions and users as databroker records (system.md §3.3 `PersistSession`, §3.5).
+//!
+//! Writes go to the databroker (in process or over gRPC). Reads on the request path come from
+//! the record cache the policy reads too; a session handle carries the versions its session was
+//! written at, and a cache that has not caught up with them is waited for briefly, then bypassed
+//! (read-your-writes, as Pomerium's `authorize/databroker.go`).
+
+use authenticate::session::{SESSION_TYPE, StoredSession, StoredUser, USER_TYPE};
+use databroker::client::{Broker, Status, SyncedCache};
+use databroker::record::{Record, Versions};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a request waits for the cache to reach its session's version before reading the
+/// databroker itself.
+const FRESHNESS_WAIT: Duration = Duration::from_millis(500);
+
+/// Where sessions live: the databroker, and this process's cache of it when there is one.
+#[derive(Clone, Debug)]
+pub struct SessionStore {
+    broker: Broker,
+    cache: Option<Arc<SyncedCache>>,
+}
+
+/// A store failure: the databroker could not be reached or refused the call.
+#[derive(Debug, thiserror::Error)]
+#[error("the databroker {action}: {message}")]
+pub struct StoreError {
+    action: &'static str,
+    message: String,
+}
+
+impl StoreError {
+    fn new(action: &'static str, status: &Status) -> StoreError {
+        StoreError { action, message: status.message().to_owned() }
+    }
+}
+
+/// How a request found its session.
+#[derive(Debug)]
+pub enum Freshness {
+    /// The cache holds the session's version: the policy reads the cache.
+    Cached,
+    /// The cache lags: these records, read from the databroker, stand in for the cache's.
+    Fetched { session: Option<Box<StoredSession>>, user: Option<Box<StoredUser>> },
+}
+
+impl SessionStore {
+    pub fn new(broker: Broker, cache: Option<Arc<SyncedCache>>) -> SessionStore {
+        SessionStore { broker, cache }
+    }
+
+    /// Writes the user and the session in one put; the versions go into the session handle.
+    pub async fn persist(&self, session: &StoredSession, user: &StoredUser) -> Result<Versions, StoreError> {
+        let records = vec![
+            Record::new(USER_TYPE, user.id.clone(), user.to_data()),
+            Record::new(SESSION_TYPE, session.id.clone(), session.to_data()),
+        ];
+        let written = self.broker.put(records).await.map_err(|s| StoreError::new("did not save the session", &s))?;
+        let version = written.records.iter().map(|r| r.version).max().unwrap_or_default();
+        Ok(Versions { server_version: written.server_version, latest_record_version: version })
+    }
+
+    /// Replaces a session (after a refresh), and its user when given.
+    pub async fn update(&self, session: &StoredSession, user: Option<&StoredUser>) -> Result<(), StoreError> {
+        let mut records = vec![Record::new(SESSION_TYPE, session.id.clone(), session.to_data())];
+        if let Some(user) = user {
+            records.push(Record::new(USER_TYPE, user.id.clone(), user.to_data()));
+        }
+        self.broker.put(records).await.map_err(|s| StoreError::new("did not update the session", &s))?;
+        Ok(())
+    }
+
+    /// Ends a session everywhere: a tombstone, which every replica's cache follows.
+    pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        self.broker
+            .put(vec![Record::tombstone(SESSION_TYPE, id)])
+            .await
+            .map_err(|s| StoreError::new("did not delete the session", &s))?;
+        Ok(())
+    }
+
+    /// The session as the databroker has it now (not the cache).
+    pub async fn load(&self, id: &str) -> Result<Option<StoredSession>, StoreError> {
+        let record =
+            self.broker.get(SESSION_TYPE, id).await.map_err(|s| StoreError::new("did not return the session", &s))?;
+        Ok(record.filter(|r| !r.is_deleted()).and_then(|r| StoredSession::from_data(&r.data).ok()))
+    }
+
+    /// The user as the databroker has it now.
+    pub async fn load_user(&self, id: &str) -> Result<Option<StoredUser>, StoreError> {
+        let record =
+            self.broker.get(USER_TYPE, id).await.map_err(|s| StoreError::new("did not return the user", &s))?;
+        Ok(record.filter(|r| !r.is_deleted()).and_then(|r| StoredUser::from_data(&r.data).ok()))
+    }
+
+    /// Every session, for the refresher.
+    pub async fn sessions(&self) -> Result<Vec<StoredSession>, StoreError> {
+        let query = databroker::query::Query {
+            record_type: SESSION_TYPE.to_owned(),
+            search: String::new(),
+            offset: 0,
+            limit: None,
+            filter: None,
+        };
+        let result =
+            self.broker.query(&query, None).await.map_err(|s| StoreError::new("did not list the sessions", &s))?;
+        Ok(result.page.records.iter().filter_map(|r| StoredSession::from_data(&r.data).ok()).collect())
+    }
+
+    /// Takes the named lease when it is free; its id, to renew it with.
+    pub async fn acquire_lease(&self, name: &str, duration: Duration) -> Result<Option<String>, StoreError> {
+        self.broker.acquire_lease(name, duration).await.map_err(|s| StoreError::new("did not grant the lease", &s))
+    }
+
+    /// Keeps a lease; `false` when another holder has it now.
+    pub async fn renew_lease(&self, name: &str, id: &str, duration: Duration) -> Result<bool, StoreError> {
+        self.broker.renew_lease(name, id, duration).await.map_err(|s| StoreError::new("did not renew the lease", &s))
+    }
+
+    /// Whether this process has a cache the policy can read sessions from.
+    pub fn has_cache(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// Read-your-writes for a request: waits for the cache to hold `versions`, else reads the
+    /// session (and its user) from the databroker.
+    pub async fn fresh(&self, id: &str, versions: Versions) -> Result<Freshness, StoreError> {
+        if let Some(cache) = &self.cache {
+            let held = cache.versions();
+            let caught_up = held.server_version == versions.server_version
+                && held.latest_record_version >= versions.latest_record_version;
+            // A handle from another server version (a databroker that was cleared or replaced)
+            // is never caught up with: read the databroker at once rather than wait. Before its
+            // first sync the cache has no server version yet, and is worth the wait.
+            let other_server = held.server_version != 0 && held.server_version != versions.server_version;
+            if caught_up || (!other_server && cache.wait_for(versions, FRESHNESS_WAIT).await) {
+                return Ok(Freshness::Cached);
+            }
+        }
+        let session = self.load(id).await?;
+        let user = match session.as_ref().map(|s| s.user_id.clone()) {
+            Some(user_id) if !user_id.is_empty() => self.load_user(&user_id).await?,
+            _ => None,
+        };
+        Ok(Freshness::Fetched { session: session.map(Box::new), user: user.map(Box::new) })
+    }
+}

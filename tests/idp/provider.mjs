@@ -1,0 +1,89 @@
+// A real, independent OpenID provider for the end-to-end tests: panva's `oidc-provider`
+// (OpenID-certified), pinned in package.json. Started by the tests; prints one JSON line with its
+// issuer once it listens.
+//
+// Environment:
+//   REDIRECT_URIS            comma-separated redirect URIs of the client `pomerium`
+//   POST_LOGOUT_REDIRECT_URIS comma-separated post-logout redirect URIs
+//   ACCESS_TOKEN_TTL         seconds (default 3600); short in the refresh test
+//
+// Users (the dev login form accepts any password): alice (engineering), bob (other.org).
+
+import http from 'node:http';
+import Provider from 'oidc-provider';
+
+const list = (name) => (process.env[name] || '').split(',').map((s) => s.trim()).filter(Boolean);
+
+const accounts = {
+  alice: { email: 'alice@example.com', email_verified: true, name: 'Alice Example', groups: ['engineering', 'staff'] },
+  bob: { email: 'bob@other.org', email_verified: true, name: 'Bob Other', groups: ['sales'] },
+};
+
+const server = http.createServer();
+server.listen(0, '127.0.0.1', () => {
+  const { port } = server.address();
+  const issuer = `http://127.0.0.1:${port}`;
+  const provider = new Provider(issuer, {
+    clients: [
+      {
+        client_id: 'pomerium',
+        client_secret: 'pomerium-test-secret',
+        redirect_uris: list('REDIRECT_URIS'),
+        post_logout_redirect_uris: list('POST_LOGOUT_REDIRECT_URIS'),
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'client_secret_basic',
+      },
+      {
+        // Another relying party: its ID tokens must not be accepted by pomerium.
+        client_id: 'someone-else',
+        client_secret: 'someone-else-secret',
+        redirect_uris: list('REDIRECT_URIS'),
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+      },
+    ],
+    async findAccount(ctx, sub) {
+      const account = accounts[sub];
+      if (!account) return undefined;
+      return { accountId: sub, async claims() { return { sub, ...account }; } };
+    },
+    claims: {
+      openid: ['sub'],
+      email: ['email', 'email_verified'],
+      profile: ['name'],
+      groups: ['groups'],
+    },
+    scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
+    // Claims in the ID token too, so that the ID token alone identifies the user.
+    conformIdTokenClaims: false,
+    features: {
+      devInteractions: { enabled: true },
+      revocation: { enabled: true },
+      rpInitiatedLogout: { enabled: true },
+      userinfo: { enabled: true },
+    },
+    pkce: { required: () => false },
+    // A refresh token for every code grant, without demanding `prompt=consent`.
+    issueRefreshToken: async () => true,
+    ttl: {
+      AccessToken: Number(process.env.ACCESS_TOKEN_TTL || 3600),
+      IdToken: 3600,
+      RefreshToken: 86400,
+      AuthorizationCode: 60,
+      Interaction: 600,
+      Session: 86400,
+      Grant: 86400,
+    },
+    cookies: { keys: ['pomerium-test-cookie-key'] },
+  });
+  provider.proxy = false;
+  // Seen by the tests: every revocation, so that a sign-out can be checked to revoke.
+  provider.on('grant.revoked', () => console.log(JSON.stringify({ event: 'revoked' })));
+  provider.on('refresh_token.destroyed', () => console.log(JSON.stringify({ event: 'revoked' })));
+  provider.on('access_token.destroyed', () => console.log(JSON.stringify({ event: 'revoked' })));
+  provider.on('grant.success', () => console.log(JSON.stringify({ event: 'grant.success' })));
+  provider.on('server_error', (ctx, err) => console.error('server_error', err));
+  server.on('request', provider.callback());
+  console.log(JSON.stringify({ issuer }));
+});
