@@ -84,6 +84,7 @@ pub fn load_server(document: &str) -> Result<usize, PeerError> {
         fallback_shared_key: vec![0; 32],
         fallback_cookie_key: vec![0; 32],
         authn: std::sync::Arc::default(),
+        remote_authorize: None,
         records: proxy::runtime::SharedRecords::default(),
         clients: std::sync::Arc::new(proxy::upstream::UpstreamClients::new(proxy::upstream::ClientOptions::default())),
     };

@@ -81,6 +81,32 @@ fn tls_client_config(options: &RemoteOptions) -> Result<ClientConfig, String> {
     Ok(config)
 }
 
+/// A lazily connecting channel to the gRPC service `what` (databroker, authorize) at `url`:
+/// `http://` in plain text, `https://` verified as `options` say; no Nagle, keep-alives.
+pub fn grpc_channel(what: &str, url: &str, options: &RemoteOptions) -> Result<Channel, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| format!("invalid {what} URL `{url}`: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30));
+    match endpoint.uri().scheme_str() {
+        Some("http") => Ok(endpoint.connect_lazy()),
+        Some("https") => {
+            let config = tls_client_config(options)?;
+            let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(config)
+                .https_only()
+                .enable_http2()
+                .wrap_connector(http);
+            Ok(endpoint.connect_with_connector_lazy(connector))
+        }
+        _ => Err(format!("{what} URL `{url}`: the scheme must be `http://` or `https://`")),
+    }
+}
+
 /// The CA certificates in `pem`: at least one, each parsable.
 fn ca_roots(pem: &[u8]) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
@@ -169,27 +195,7 @@ impl Broker {
     /// [`Broker::remote`] with TLS options for `https://` URLs (`http://` stays plaintext and
     /// ignores them).
     pub fn remote_with(url: &str, auth: ServiceAuth, options: &RemoteOptions) -> Result<Broker, String> {
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-            .map_err(|e| format!("invalid databroker URL `{url}`: {e}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30));
-        let channel = match endpoint.uri().scheme_str() {
-            Some("http") => endpoint.connect_lazy(),
-            Some("https") => {
-                let config = tls_client_config(options)?;
-                let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-                http.enforce_http(false);
-                http.set_nodelay(true);
-                let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config(config)
-                    .https_only()
-                    .enable_http2()
-                    .wrap_connector(http);
-                endpoint.connect_with_connector_lazy(connector)
-            }
-            _ => return Err(format!("databroker URL `{url}`: the scheme must be `http://` or `https://`")),
-        };
+        let channel = grpc_channel("databroker", url, options)?;
         Ok(Broker::Remote(Box::new(pb::data_broker_service_client::DataBrokerServiceClient::with_interceptor(
             channel,
             TokenInterceptor(auth),

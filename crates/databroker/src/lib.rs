@@ -56,22 +56,11 @@ pub async fn serve(
     auth: auth::ServiceAuth,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let service = server::DataBrokerService::new(storage).authenticated(auth);
-    // The builder's `tcp_nodelay` applies only to sockets it accepts itself: set it here, or Nagle
-    // holds each Sync message back until the previous one is acknowledged (40 ms, delayed ACK).
-    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |accepted| {
-        accepted.inspect(|stream| {
-            let _ = stream.set_nodelay(true);
-        })
-    });
-    tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await
+    let routes = tonic::service::Routes::new(server::DataBrokerService::new(storage).authenticated(auth));
+    serve_routes(listener, routes, None, shutdown).await
 }
 
-/// How long a client has to finish its TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// [`serve`] over TLS with `tls` (whose ALPN gets `h2` if it lacks it). Each connection's
-/// handshake runs in its own task, so a failed or slow one (cut off after 10 s) holds up no other.
+/// [`serve`] over TLS with `tls`.
 pub async fn serve_tls(
     listener: tokio::net::TcpListener,
     storage: Arc<AnyStorage>,
@@ -79,6 +68,38 @@ pub async fn serve_tls(
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let routes = tonic::service::Routes::new(server::DataBrokerService::new(storage).authenticated(auth));
+    serve_routes(listener, routes, Some(tls), shutdown).await
+}
+
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves gRPC `routes` (the databroker, the authorize service, or both on one address) on
+/// `listener` until `shutdown` completes: in plain text, or over TLS with `tls` (whose ALPN gets
+/// `h2` if it lacks it). Each TLS handshake runs in its own task, so a failed or slow one (cut
+/// off after 10 s) holds up no other.
+pub async fn serve_routes(
+    listener: tokio::net::TcpListener,
+    routes: tonic::service::Routes,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let Some(tls) = tls else {
+        // The builder's `tcp_nodelay` applies only to sockets it accepts itself: set it here, or
+        // Nagle holds each Sync message back until the previous one is acknowledged (40 ms,
+        // delayed ACK).
+        let incoming =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |accepted| {
+                accepted.inspect(|stream| {
+                    let _ = stream.set_nodelay(true);
+                })
+            });
+        return tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+    };
     let tls = if tls.alpn_protocols.iter().any(|p| p == b"h2") {
         tls
     } else {
@@ -94,7 +115,7 @@ pub async fn serve_tls(
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors and the like: wait rather than spin.
-                    tracing::warn!(%error, "accepting a databroker connection");
+                    tracing::warn!(%error, "accepting a gRPC connection");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
@@ -102,7 +123,7 @@ pub async fn serve_tls(
             if accepted.is_closed() {
                 return;
             }
-            // See `serve`: without it each Sync message waits for the previous one's ACK.
+            // See above: without it each Sync message waits for the previous one's ACK.
             let _ = stream.set_nodelay(true);
             let acceptor = acceptor.clone();
             let accepted = accepted.clone();
@@ -111,15 +132,14 @@ pub async fn serve_tls(
                     Ok(Ok(stream)) => {
                         let _ = accepted.send(Ok(TlsIo(stream))).await;
                     }
-                    Ok(Err(error)) => tracing::debug!(%peer, %error, "databroker TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "databroker TLS handshake timed out"),
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "gRPC TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "gRPC TLS handshake timed out"),
                 }
             });
         }
     });
-    let service = server::DataBrokerService::new(storage).authenticated(auth);
     let result = tonic::transport::Server::builder()
-        .add_service(service)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(incoming), shutdown)
         .await;
     // Stop accepting (and close the listener) once serving has stopped.

@@ -172,7 +172,7 @@ impl Server {
         let shutdown = Shutdown::new();
         let mut tasks = JoinSet::new();
         let records = SharedRecords::default();
-        let databroker = crate::databroker::start(&config, &records, &mut tasks, shutdown.signal()).await?;
+        let databroker = crate::databroker::start(&config, &records).await?;
         let store = databroker.broker.clone().map(|broker| SessionStore::new(broker, databroker.cache.clone()));
         let environment = Environment {
             fallback_shared_key: fallback_shared_key(&config.options)?,
@@ -180,6 +180,7 @@ impl Server {
             records,
             clients: Arc::new(UpstreamClients::new(ClientOptions::default())),
             authn: Arc::new(Authn::new(store)),
+            remote_authorize: remote_authorize(&config.options)?,
         };
         warn_about_development_idp(&config.options);
         let runtime =
@@ -187,6 +188,17 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         metrics.started(runtime.route_count(), unix_now());
         let current = Arc::new(ArcSwap::from_pointee(runtime));
+        if crate::grpc::serves(&config.options) {
+            let services = crate::grpc::Services {
+                storage: databroker.storage.clone(),
+                authorizer: config
+                    .options
+                    .services
+                    .runs(config::options::Service::Authorize)
+                    .then(|| Arc::new(proxy::authorize::Authorizer::new(Arc::clone(&current)))),
+            };
+            crate::grpc::serve(&config, services, &mut tasks, shutdown.signal()).await?;
+        }
         let tls = if config.options.insecure_server { None } else { Some(server_tls(&config)?) };
         let addresses = Addresses::of(&config.options);
         let reloader = Arc::new(Reloader {
@@ -430,14 +442,37 @@ fn check_services(options: &Options) -> Result<(), String> {
         || services.runs(Service::Proxy)
         || services.runs(Service::Databroker)
         || services.runs(Service::Authenticate)
+        || services.runs(Service::Authorize)
     {
         return Ok(());
     }
     Err(format!(
-        "`services: {:?}` is not supported yet: this build runs `all`, `authenticate`, `proxy` (with \
-         authorization in process) and `databroker`",
+        "`services: {:?}` is not supported: this build runs `all`, `authenticate`, `authorize`, `proxy` and \
+         `databroker`, alone or together",
         services.list()
     ))
+}
+
+/// A proxy that runs without the authorize service asks the one at `authorize_service_url`
+/// (`authorize_internal_service_url` first) over gRPC; without either, it decides in process
+/// (ours: Pomerium's proxy always needs an authorize service).
+fn remote_authorize(options: &Options) -> Result<Option<ext_authz::Client>, String> {
+    use config::options::Service;
+    if !options.services.runs(Service::Proxy) || options.services.runs(Service::Authorize) {
+        return Ok(None);
+    }
+    let Some(url) = options.authorize_internal_service_url.as_ref().or_else(|| options.authorize_service_urls.first())
+    else {
+        return Ok(None);
+    };
+    let remote = databroker::client::RemoteOptions {
+        ca_pem: options.certificate_authority.as_ref().map(|ca| proxy::tls::certificates_to_pem(ca.ders())),
+        insecure_skip_verify: false,
+    };
+    let auth = crate::databroker::service_auth(options)?;
+    let client = ext_authz::Client::connect(url.as_str().trim_end_matches('/'), auth, &remote)?;
+    tracing::info!(url = %url, "requests are authorized by the authorize service");
+    Ok(Some(client))
 }
 
 /// All-in-one mode may run without a cookie secret: a random one per process, as Pomerium does.

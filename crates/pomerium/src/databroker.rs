@@ -2,10 +2,10 @@
 //!
 //! - `services: all`: the storage runs in process and the proxy's record cache follows it
 //!   directly, with no network hop.
-//! - `services: databroker`: the storage is served over gRPC on `grpc_address` (TLS with the
-//!   server's certificates unless `grpc_insecure: true`), every call checked against
-//!   `shared_secret`. All-in-one serves it too when `grpc_address` is set, so
-//!   that the ingress controller can write its configuration record.
+//! - `services: databroker`: the storage is served over gRPC on `grpc_address` by `crate::grpc`
+//!   (TLS with the server's certificates unless `grpc_insecure: true`), every call checked
+//!   against `shared_secret`. All-in-one serves it too when `grpc_address` is set, so that the
+//!   ingress controller can write its configuration record.
 //! - The `pomerium.config.Config` records are kept by the cache and applied by the server as
 //!   routes and certificates (`crate::dynamic`).
 //! - `services: proxy` (without `databroker`): the record cache follows the databroker at
@@ -23,10 +23,8 @@ use databroker::client::{Broker, RemoteOptions, SyncedCache};
 use databroker::record::CONFIG_TYPE;
 use databroker::storage::AnyStorage;
 use proxy::runtime::SharedRecords;
-use proxy::server::ShutdownSignal;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinSet;
 
 /// How long startup waits for PostgreSQL to accept connections.
 const STORAGE_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,7 +33,6 @@ const STORAGE_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Databroker {
     /// The storage, when the databroker runs in this process.
-    #[expect(dead_code, reason = "held for the server's life")]
     pub storage: Option<Arc<AnyStorage>>,
     /// How this process reaches the databroker (sessions are written through it).
     pub broker: Option<Broker>,
@@ -43,13 +40,8 @@ pub struct Databroker {
     pub cache: Option<Arc<SyncedCache>>,
 }
 
-/// Opens the storage and serves or follows it as the services require.
-pub async fn start(
-    config: &config::Config,
-    records: &SharedRecords,
-    tasks: &mut JoinSet<()>,
-    shutdown: ShutdownSignal,
-) -> Result<Databroker, String> {
+/// Opens the storage, or follows the databroker of another process, as the services require.
+pub async fn start(config: &config::Config, records: &SharedRecords) -> Result<Databroker, String> {
     let options = &config.options;
     let services = &options.services;
     let storage = if services.runs(Service::Databroker) { Some(open_storage(options).await?) } else { None };
@@ -63,11 +55,6 @@ pub async fn start(
         }
         None => None,
     };
-    if let Some(storage) = &storage
-        && serves_grpc(options)
-    {
-        serve_grpc(config, Arc::clone(storage), tasks, shutdown).await?;
-    }
     let cache = match (&broker, services.runs(Service::Proxy) || services.runs(Service::Authorize)) {
         (Some(broker), true) => {
             let cache = SyncedCache::new(Arc::clone(&records.0), &[CONFIG_TYPE]);
@@ -85,13 +72,6 @@ pub async fn start(
         _ => None,
     };
     Ok(Databroker { storage, broker, cache })
-}
-
-/// `services: databroker` serves its API, always. All-in-one keeps its databroker to itself
-/// unless `grpc_address` is set: then other processes (the ingress controller, say) can reach
-/// it there with the shared secret.
-fn serves_grpc(options: &Options) -> bool {
-    !options.services.is_all() || options.grpc_address != config::options::DEFAULT_GRPC_ADDRESS
 }
 
 fn backend(options: &Options) -> Result<Backend, String> {
@@ -133,7 +113,7 @@ async fn open_storage(options: &Options) -> Result<Arc<AnyStorage>, String> {
     }
 }
 
-fn service_auth(options: &Options) -> Result<ServiceAuth, String> {
+pub(crate) fn service_auth(options: &Options) -> Result<ServiceAuth, String> {
     let secret = options
         .shared_secret
         .as_ref()
@@ -153,50 +133,4 @@ fn remote(options: &Options) -> Result<Broker, String> {
         insecure_skip_verify: false,
     };
     Broker::remote_with(url.as_str().trim_end_matches('/'), service_auth(options)?, &remote)
-}
-
-/// Serves the databroker's gRPC API on `grpc_address`: over TLS with the server's certificates,
-/// or in plain text with `grpc_insecure: true` (a private network; calls are still signed).
-async fn serve_grpc(
-    config: &config::Config,
-    storage: Arc<AnyStorage>,
-    tasks: &mut JoinSet<()>,
-    mut shutdown: ShutdownSignal,
-) -> Result<(), String> {
-    let options = &config.options;
-    let tls = if options.effective_grpc_insecure() { None } else { Some(crate::app::grpc_tls(config)?) };
-    let auth = service_auth(options)?;
-    let address = options.effective_grpc_address();
-    let listener = crate::app::bind(&address).await?;
-    tracing::info!(
-        address = %crate::app::local_address(&listener, &address),
-        tls = tls.is_some(),
-        "serving the databroker over gRPC"
-    );
-    tasks.spawn(async move {
-        let stopped = async move { shutdown.fired().await };
-        let served = match tls {
-            Some(tls) => databroker::serve_tls(listener, storage, auth, tls, stopped).await,
-            None => databroker::serve(listener, storage, auth, stopped).await,
-        };
-        if let Err(error) = served {
-            tracing::error!(%error, "the databroker's gRPC server failed");
-        }
-    });
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, reason = "tests")]
-    use super::*;
-
-    #[test]
-    fn certificate_authorities_round_trip_through_pem() {
-        let (first, _) = proxy::tls::self_signed(&["a.example.com".to_owned()]).unwrap();
-        let (second, _) = proxy::tls::self_signed(&["b.example.com".to_owned()]).unwrap();
-        let ders = [first[0].clone(), second[0].clone()];
-        let text = proxy::tls::certificates_to_pem(&ders);
-        assert_eq!(proxy::tls::certificates_from_pem(&text).unwrap(), ders);
-    }
 }

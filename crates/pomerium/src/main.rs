@@ -8,6 +8,7 @@ mod databroker;
 mod diagnostics;
 mod dynamic;
 mod environment;
+mod grpc;
 mod metrics;
 
 use std::path::PathBuf;

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use support::*;
 
-const GRPC_LOG: &str = "serving the databroker over gRPC";
+const GRPC_LOG: &str = "serving gRPC";
 
 fn databroker_config(setup: &Setup, name: &str, postgres_url: &str) -> std::path::PathBuf {
     setup.write(

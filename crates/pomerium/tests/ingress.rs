@@ -55,7 +55,7 @@ fn public() -> Value {
 async fn an_ingress_becomes_a_served_route_and_its_removal_removes_it() {
     let setup = Setup::new();
     let mut server = setup.start("grpc_address: 127.0.0.1:0\ngrpc_insecure: true\n").await;
-    let grpc = server.listener("serving the databroker over gRPC").await;
+    let grpc = server.listener("serving gRPC").await;
 
     let api = FakeApi::start().await.unwrap();
     api.apply::<IngressClass>(&object(json!({

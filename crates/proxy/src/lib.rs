@@ -22,6 +22,7 @@
 //! bounded.
 
 pub mod authn;
+pub mod authorize;
 pub mod balance;
 pub mod body;
 pub mod error;

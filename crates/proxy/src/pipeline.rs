@@ -6,8 +6,9 @@
 //! 3. **control plane**: Pomerium's own paths (`/ping`, `/healthz`, `/.pomerium/…`,
 //!    `/.well-known/pomerium…`) never reach an upstream.
 //! 4. **route**: the route table picks the route, or 404.
-//! 5. **authorize**: the route's compiled policy decides, in process; sign-in redirect (302) or
-//!    401, 403, 450, 495, or on.
+//! 5. **authorize** ([`crate::authorize`]): the route's compiled policy decides, in process or
+//!    in the authorize service (`authorize_service_url`); sign-in redirect (302) or 401, 403,
+//!    450, 495, or on.
 //! 6. **act**: a redirect route redirects, a response route answers, a `tcp+https` route opens
 //!    a CONNECT tunnel, and any other route forwards:
 //! 7. **forward**: pick an endpoint, rewrite path and host, set forwarding and route headers,
@@ -15,22 +16,20 @@
 //!
 //! Every answer carries `x-request-id`; every request is logged once, at the end.
 
-use crate::authn::{self, identity::Identity};
+use crate::authn;
+use crate::authorize::{self, AuthorizeRequest, Granted, hostname, redirect_to, unix_now};
 use crate::body::{self, ProxyBody};
 use crate::error::{ErrorKind, ErrorPage, ProxyError, ResponseFormat, new_request_id};
 use crate::headers::{self};
 use crate::runtime::{Forward, RouteAction, RouteRuntime, Runtime};
 use crate::server::ConnectionInfo;
-use crate::templates::Values;
 use crate::tunnel;
 use crate::{balance, normalize, rewrite};
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use policy::decision::{Verdict, wants_html};
-use policy::input::{self, Input};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 const REQUEST_ID: &str = "x-request-id";
 
@@ -84,7 +83,8 @@ struct Context {
 }
 
 /// An early answer: an error, a policy denial, or a response ready to send.
-enum Failure {
+#[derive(Debug)]
+pub(crate) enum Failure {
     Error(ProxyError),
     Page(ErrorPage),
     Response(Box<Response<ProxyBody>>),
@@ -125,8 +125,8 @@ async fn phases(
     let route = find_route(runtime, &request, &authority, cx)?;
     // Recorded before the later phases so that their failures are logged with the route.
     *served_by = Some(Arc::clone(&route));
-    let identity = authorize(runtime, &route, &request, &authority, connection, cx).await?;
-    act(runtime, &route, request, &authority, connection, cx, identity.as_ref()).await
+    let granted = authorize(runtime, &route, &request, &authority, connection, cx).await?;
+    act(runtime, &route, request, &authority, connection, cx, &granted).await
 }
 
 // 1. sanitize
@@ -226,10 +226,15 @@ async fn control_plane(
         return Ok(ControlPlane::Answered(response));
     }
     let reserved = |root: &str| path.strip_prefix(root).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-    let authenticate_only =
-        global.authn.serves_authenticate && !global.authn.serves_routes && global.authn.is_authenticate_host(host);
-    if reserved("/.pomerium") || reserved("/.well-known/pomerium") || authenticate_only {
-        let mut response = ErrorPage::new(StatusCode::NOT_FOUND, &cx.request_id).render_as(cx.format);
+    // A process that runs the authenticate service but not the proxy (`services: authenticate`)
+    // serves its own host's endpoints and nothing else.
+    let not_served = !global.authn.serves_routes;
+    if reserved("/.pomerium") || reserved("/.well-known/pomerium") || not_served {
+        let mut page = ErrorPage::new(StatusCode::NOT_FOUND, &cx.request_id);
+        if not_served && !global.authn.is_authenticate_host(host) {
+            page = page.with_message("route not found");
+        }
+        let mut response = page.render_as(cx.format);
         with_headers(&mut response, &global.response_headers);
         return Ok(ControlPlane::Answered(response));
     }
@@ -270,8 +275,7 @@ fn find_route(
 
 // 5. authorize
 
-/// Finds the request's session, evaluates the route's policy, and, for an allowed request on a
-/// route that sends identity upstream, signs the identity.
+/// Decides the request in process, or asks the authorize service when one is configured.
 async fn authorize(
     runtime: &Runtime,
     route: &RouteRuntime,
@@ -279,128 +283,28 @@ async fn authorize(
     authority: &str,
     connection: &ConnectionInfo,
     cx: &Context,
-) -> Result<Option<Identity>, Failure> {
+) -> Result<Granted, Failure> {
     let global = &runtime.global;
-    let session = authn::session::find(&global.authn, &global.authn_state, request.headers(), request.uri().query())
-        .await
-        .map_err(|error| {
-            ProxyError::proxy(ErrorKind::Unavailable)
-                .with_context("reading the session from the databroker")
-                .with_cause(error)
-        })?;
-    let session_id = session.as_ref().map(|s| s.handle.id.as_str());
-    let headers = RequestHeaders(request.headers());
-    let client_ip = headers::trusted_client_address(
-        request.headers(),
-        connection.peer.ip(),
-        global.forwarding.xff_num_trusted_hops,
-    );
-    let certificate = connection.tls.as_ref().and_then(|tls| tls.client_certificate.as_ref());
-    let facts =
-        certificate.and_then(|c| c.leaf()).and_then(|der| policy::crypto::CertificateFacts::from_der(der.as_ref()));
     let url = original_url(global.tls, authority, &cx.target);
-    let now = jiff::Timestamp::now();
-    let input = Input {
-        http: input::Http {
-            method: Some(request.method().as_str()),
-            host: Some(authority),
-            hostname: Some(hostname(authority)),
-            path: Some(request.uri().path()),
-            url: Some(&url),
-            headers: &headers,
-            ip: Some(client_ip),
-            client_certificate: input::ClientCertificate {
-                presented: Some(certificate.is_some()),
-                leaf: facts.as_ref(),
-            },
-        },
-        is_valid_client_certificate: certificate.map(|c| c.verified),
-        session_id,
-        ssh: input::Ssh::default(),
-        mcp: input::Mcp::default(),
-        now,
+    let request = AuthorizeRequest {
+        method: request.method().as_str(),
+        authority,
+        path: request.uri().path(),
+        query: request.uri().query(),
+        url: &url,
+        headers: request.headers(),
+        client_ip: headers::trusted_client_address(
+            request.headers(),
+            connection.peer.ip(),
+            global.forwarding.xff_num_trusted_hops,
+        ),
+        certificate: connection.tls.as_ref().and_then(|tls| tls.client_certificate.as_ref()),
+        request_id: &cx.request_id,
     };
-    let cache = global.records.read();
-    let overlay;
-    let records: &dyn policy::records::Records = match &session {
-        Some(authn::session::RequestSession { fetched: Some(fetched), handle }) => {
-            overlay = authn::session::Overlay { base: &cache, fetched, session_id: &handle.id };
-            &overlay
-        }
-        _ => &*cache,
-    };
-    let decision = route.program.evaluate(&input, records);
-    let accept = request.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok());
-    let verdict = decision.verdict(wants_html(accept) && !is_grpc(request.headers()));
-    tracing::debug!(
-        request_id = %cx.request_id,
-        route = %route.id,
-        allow = decision.allow.value,
-        allow_reasons = ?decision.allow.reasons,
-        deny = decision.deny.value,
-        deny_reasons = ?decision.deny.reasons,
-        outcome = verdict.action(),
-        "authorize"
-    );
-    match verdict {
-        Verdict::Allow if route.passes_identity || route.templates_need_identity => {
-            let live = session_id.filter(|id| policy::records::resolve_session(records, Some(id), now).is_some());
-            let identity = authn::identity::identity(
-                &global.authn,
-                &global.authn_state.assertions,
-                records,
-                live,
-                hostname(authority),
-                now.as_second(),
-            );
-            Ok(identity)
-        }
-        Verdict::Allow => Ok(None),
-        Verdict::Login { redirect: true } => Err(Failure::Response(Box::new(sign_in_redirect(runtime, route, &url)))),
-        Verdict::Login { redirect: false } => {
-            Err(Failure::Page(ErrorPage::new(StatusCode::UNAUTHORIZED, &cx.request_id).with_message("Unauthenticated")))
-        }
-        Verdict::DeviceEnroll => Err(Failure::Response(Box::new(device_enrollment_redirect(runtime, authority, &url)))),
-        denied => {
-            let status = StatusCode::from_u16(denied.status()).unwrap_or(StatusCode::FORBIDDEN);
-            let mut page = ErrorPage::new(status, &cx.request_id);
-            if route.show_error_details {
-                // Pomerium's `show_error_details`: why, in the policy's own terms.
-                page = page.with_details(format!(
-                    "allow: {} ({}); deny: {} ({})",
-                    decision.allow.value,
-                    decision.allow.reasons.names().join(", "),
-                    decision.deny.value,
-                    decision.deny.reasons.names().join(", "),
-                ));
-            }
-            Err(Failure::Page(page))
-        }
+    match &global.remote_authorize {
+        Some(client) => authorize::remote(client, route, &request, global.tls).await,
+        None => authorize::decide(runtime, route, &request).await.map(Granted::Local),
     }
-}
-
-/// The request's headers, as the policy reads them.
-#[derive(Debug)]
-struct RequestHeaders<'a>(&'a HeaderMap);
-
-impl input::Headers for RequestHeaders<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).and_then(|value| value.to_str().ok())
-    }
-}
-
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/grpc"))
-}
-
-fn hostname(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority.split_once(']').map_or(authority, |(host, _)| host.trim_start_matches('['));
-    }
-    authority.rsplit_once(':').map_or(authority, |(host, _)| host)
 }
 
 fn original_url(tls: bool, authority: &str, target: &str) -> String {
@@ -412,46 +316,6 @@ fn unix_now_signed() -> i64 {
     i64::try_from(unix_now()).unwrap_or(i64::MAX)
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-fn redirect_to(location: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = StatusCode::FOUND;
-    if let Ok(value) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    response
-}
-
-/// 302 to the authenticate service's signed sign-in URL (system.md §3.3 step 1).
-fn sign_in_redirect(runtime: &Runtime, route: &RouteRuntime, original: &str) -> Response<ProxyBody> {
-    let global = &runtime.global;
-    let Ok(original) = url::Url::parse(original) else {
-        return ErrorPage::new(StatusCode::BAD_REQUEST, "").render_as(ResponseFormat::Html);
-    };
-    let url = authenticate::sign_in_url(
-        &global.authenticate_url,
-        &original,
-        route.idp_id.as_deref(),
-        &route.depends_on,
-        &global.shared_key,
-        unix_now(),
-    );
-    redirect_to(url.as_str())
-}
-
-/// 302 to the device enrolment page of the route's host, signed.
-fn device_enrollment_redirect(runtime: &Runtime, authority: &str, original: &str) -> Response<ProxyBody> {
-    let scheme = if runtime.global.tls { "https" } else { "http" };
-    let Ok(mut url) = url::Url::parse(&format!("{scheme}://{authority}/.pomerium/webauthn")) else {
-        return ErrorPage::new(StatusCode::BAD_REQUEST, "").render_as(ResponseFormat::Html);
-    };
-    url.query_pairs_mut().append_pair("pomerium_redirect_uri", original);
-    redirect_to(authenticate::sign(&url, &runtime.global.shared_key, unix_now()).as_str())
-}
-
 // 6. act
 
 async fn act(
@@ -461,7 +325,7 @@ async fn act(
     authority: &str,
     connection: &ConnectionInfo,
     cx: &Context,
-    identity: Option<&Identity>,
+    granted: &Granted,
 ) -> Result<Response<ProxyBody>, Failure> {
     let mut response = match &route.action {
         RouteAction::Redirect { redirect, matched } => {
@@ -478,7 +342,7 @@ async fn act(
             return Ok(tunnel::connect_tunnel(upgrade, target, runtime.global.connect_timeout).await?);
         }
         RouteAction::Forward(forward) => {
-            return forward_request(runtime, route, forward, request, authority, connection, cx, identity).await;
+            return forward_request(runtime, route, forward, request, authority, connection, cx, granted).await;
         }
     };
     with_headers(&mut response, &route.response_headers);
@@ -543,7 +407,7 @@ async fn forward_request(
     authority: &str,
     connection: &ConnectionInfo,
     cx: &Context,
-    identity: Option<&Identity>,
+    granted: &Granted,
 ) -> Result<Response<ProxyBody>, Failure> {
     let global = &runtime.global;
     let pick = forward
@@ -559,7 +423,12 @@ async fn forward_request(
     let on_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let (mut parts, incoming) = request.into_parts();
 
-    let rendered = render_request_headers(route, &parts.headers, connection, identity);
+    let identity = match granted {
+        Granted::Local(identity) => identity.as_ref(),
+        Granted::Remote(_) => None,
+    };
+    let certificate = connection.tls.as_ref().and_then(|tls| tls.client_certificate.as_ref());
+    let rendered = authorize::render_request_headers(route, &parts.headers, certificate, identity, false);
     let headers = &mut parts.headers;
     headers::remove_hop_by_hop(headers, upgrade.as_deref());
     strip_pomerium_credentials(headers, &global.cookie_name);
@@ -568,10 +437,19 @@ async fn forward_request(
         headers::append_forwarded_host(headers, authority);
     }
     headers::apply_request_header_settings(headers, &rendered, &route.remove_request_headers);
-    if route.passes_identity
-        && let Some(identity) = identity
-    {
-        set_identity_headers(headers, &global.authn, identity);
+    match granted {
+        Granted::Local(Some(identity)) if route.passes_identity => {
+            for (name, value) in authorize::identity_headers(&global.authn, identity) {
+                headers.insert(name, value);
+            }
+        }
+        Granted::Local(_) => {}
+        // The authorize service's identity headers and identity templates, over the proxy's.
+        Granted::Remote(set) => {
+            for (name, value) in set {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
     }
     if let Ok(value) = HeaderValue::from_str(&cx.request_id) {
         headers.insert(REQUEST_ID, value);
@@ -654,69 +532,6 @@ fn strip_pomerium_credentials(headers: &mut HeaderMap, cookie_name: &str) {
     }
 }
 
-/// `X-Pomerium-Jwt-Assertion` and the `X-Pomerium-Claim-*` headers (system.md §3.6, §3.7).
-fn set_identity_headers(headers: &mut HeaderMap, settings: &authn::AuthnSettings, identity: &Identity) {
-    if let Ok(value) = HeaderValue::from_str(&identity.jwt) {
-        headers.insert("x-pomerium-jwt-assertion", value);
-    }
-    for (name, value) in authn::identity::claim_headers(settings, identity) {
-        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(name), HeaderValue::from_str(&value)) {
-            headers.insert(name, value);
-        }
-    }
-}
-
-/// `set_request_headers` with their templates filled in from this request.
-fn render_request_headers(
-    route: &RouteRuntime,
-    headers: &HeaderMap,
-    connection: &ConnectionInfo,
-    identity: Option<&Identity>,
-) -> Vec<(http::HeaderName, HeaderValue)> {
-    let values = TemplateValues { headers, connection, identity };
-    route
-        .set_request_headers
-        .iter()
-        .filter_map(|(name, template)| Some((name.clone(), HeaderValue::from_str(&template.render(&values)).ok()?)))
-        .collect()
-}
-
-/// The values `set_request_headers` templates can read. The identity ones (`pomerium.jwt`,
-/// `pomerium.access_token`, `pomerium.id_token`) are empty without a session.
-struct TemplateValues<'a> {
-    headers: &'a HeaderMap,
-    connection: &'a ConnectionInfo,
-    identity: Option<&'a Identity>,
-}
-
-impl Values for TemplateValues<'_> {
-    fn lookup(&self, path: &[String]) -> Option<String> {
-        let names: Vec<&str> = path.iter().map(String::as_str).collect();
-        let leaf = || {
-            self.connection
-                .tls
-                .as_ref()
-                .and_then(|tls| tls.client_certificate.as_ref())
-                .and_then(|c| c.leaf())
-                .and_then(|der| policy::crypto::CertificateFacts::from_der(der.as_ref()))
-        };
-        match names.as_slice() {
-            ["pomerium", "request", "headers", name] => {
-                self.headers.get(*name).and_then(|v| v.to_str().ok()).map(str::to_owned)
-            }
-            ["pomerium", "client_cert_fingerprint"] => {
-                leaf().map(|facts| facts.fingerprint.iter().map(|b| format!("{b:02x}")).collect())
-            }
-            ["pomerium", "client_cert_san_dns"] => leaf().map(|facts| facts.san_dns.join(",")),
-            ["pomerium", "client_cert_san_email"] => leaf().map(|facts| facts.san_emails.join(",")),
-            ["pomerium", "jwt"] => self.identity.map(|i| i.jwt.to_string()),
-            ["pomerium", "id_token"] => self.identity.and_then(|i| i.id_token.clone()),
-            ["pomerium", "access_token"] => self.identity.and_then(|i| i.access_token.clone()),
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -751,12 +566,5 @@ mod tests {
         assert_eq!(location("/old/", "/old/a/b?q=1").as_deref(), Some("https://app.example.com/new/a/b?q=1"));
         assert_eq!(location("/", "/a/b").as_deref(), Some("https://app.example.com/new/a/b"));
         assert_eq!(location("/exact", "/exact").as_deref(), Some("https://app.example.com/new/"));
-    }
-
-    #[test]
-    fn hostnames_drop_the_port() {
-        assert_eq!(hostname("app.example.com:8443"), "app.example.com");
-        assert_eq!(hostname("app.example.com"), "app.example.com");
-        assert_eq!(hostname("[::1]:443"), "::1");
     }
 }

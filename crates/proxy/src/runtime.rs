@@ -48,6 +48,8 @@ impl std::fmt::Debug for SharedRecords {
 #[derive(Debug)]
 pub struct Runtime {
     pub(crate) table: RouteTable<Arc<RouteRuntime>>,
+    /// Every route by id (an authorize service is told the route a proxy matched by its id).
+    pub(crate) by_id: std::collections::HashMap<String, Arc<RouteRuntime>>,
     pub(crate) global: Global,
 }
 
@@ -72,6 +74,8 @@ pub(crate) struct Global {
     pub authn_state: Arc<crate::authn::Authn>,
     /// `authenticate_callback_path` (`/oauth2/callback`).
     pub callback_path: String,
+    /// The authorize service that decides requests, when it runs in another process.
+    pub remote_authorize: Option<ext_authz::Client>,
 }
 
 /// One route, ready to serve.
@@ -163,6 +167,9 @@ pub struct Environment {
     pub records: SharedRecords,
     /// Authentication's state that outlives a configuration.
     pub authn: Arc<crate::authn::Authn>,
+    /// The authorize service to ask, when it runs in another process (`authorize_service_url`);
+    /// `None` decides in process.
+    pub remote_authorize: Option<ext_authz::Client>,
     /// Upstream connection pools, kept across reloads so that connections survive them.
     pub clients: Arc<UpstreamClients>,
 }
@@ -176,6 +183,7 @@ impl Runtime {
             default_port: if options.insecure_server { 80 } else { 443 },
         };
         let mut builder = routing::Builder::new(routing_options);
+        let mut by_id = std::collections::HashMap::with_capacity(config.routes.len());
         for route in &config.routes {
             let runtime = Arc::new(route_runtime(route, options, environment)?);
             for (host, rule) in matchers(route) {
@@ -183,8 +191,15 @@ impl Runtime {
                     .add(&host, rule, Arc::clone(&runtime))
                     .map_err(|source| BuildError::Table { route: describe(route), source })?;
             }
+            // Ids are unique (the config checks it); the first route keeps an id regardless.
+            by_id.entry(runtime.id.clone()).or_insert(runtime);
         }
-        Ok(Runtime { table: builder.build(), global: global(config, environment)? })
+        Ok(Runtime { table: builder.build(), by_id, global: global(config, environment)? })
+    }
+
+    /// The route with this id.
+    pub(crate) fn route_by_id(&self, id: &str) -> Option<Arc<RouteRuntime>> {
+        self.by_id.get(id).cloned()
     }
 
     /// The identity provider settings now in force (the session refresher reads them).
@@ -218,6 +233,7 @@ fn global(config: &Config, environment: &Environment) -> Result<Global, BuildErr
         authn,
         authn_state: Arc::clone(&environment.authn),
         callback_path: options.authenticate_callback_path.clone(),
+        remote_authorize: environment.remote_authorize.clone(),
         tls: !options.insecure_server,
         authenticate_url: options
             .authenticate_url()
@@ -302,15 +318,17 @@ fn describe(route: &Route) -> String {
 fn route_runtime(route: &Route, options: &Options, environment: &Environment) -> Result<RouteRuntime, BuildError> {
     let timeout = route.effective_timeout(options);
     let idle = route.effective_idle_timeout(options);
+    let set_request_headers: Vec<(HeaderName, HeaderTemplate)> = route
+        .set_request_headers
+        .iter()
+        .filter_map(|(name, value)| Some((HeaderName::try_from(name.as_str()).ok()?, HeaderTemplate::parse(value))))
+        .collect();
     Ok(RouteRuntime {
         id: route.name.clone().unwrap_or_else(|| route.id.clone()),
         program: Program::compile(route.policy()),
         action: action(route, environment)?,
-        set_request_headers: route
-            .set_request_headers
-            .iter()
-            .filter_map(|(name, value)| Some((HeaderName::try_from(name.as_str()).ok()?, HeaderTemplate::parse(value))))
-            .collect(),
+        templates_need_identity: set_request_headers.iter().any(|(_, t)| crate::authorize::reads_identity(t)),
+        set_request_headers,
         remove_request_headers: route
             .remove_request_headers
             .iter()
@@ -340,9 +358,6 @@ fn route_runtime(route: &Route, options: &Options, environment: &Environment) ->
         depends_on: route.depends_on.clone(),
         idp_id: route.idp_client_id.clone(),
         passes_identity: route.passes_identity_headers(options),
-        templates_need_identity: route.set_request_headers.values().any(|v| {
-            v.contains("pomerium.jwt") || v.contains("pomerium.id_token") || v.contains("pomerium.access_token")
-        }),
     })
 }
 

@@ -42,6 +42,14 @@ impl HeaderTemplate {
         self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
     }
 
+    /// The paths the value reads, in order.
+    pub fn references(&self) -> impl Iterator<Item = &[String]> {
+        self.parts.iter().filter_map(|part| match part {
+            Part::Reference(path) => Some(path.as_slice()),
+            Part::Literal(_) => None,
+        })
+    }
+
     pub fn render(&self, values: &dyn Values) -> String {
         let mut out = String::new();
         for part in &self.parts {

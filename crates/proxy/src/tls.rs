@@ -381,6 +381,15 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn certificates_round_trip_through_pem() {
+        let (first, _) = self_signed(&["a.example.com".to_owned()]).unwrap();
+        let (second, _) = self_signed(&["b.example.com".to_owned()]).unwrap();
+        let ders = [first[0].clone(), second[0].clone()];
+        let text = certificates_to_pem(&ders);
+        assert_eq!(certificates_from_pem(&text).unwrap(), ders);
+    }
+
     fn cert_for(names: &[&str]) -> Arc<CertifiedKey> {
         let (chain, key) = self_signed(&names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
         certified_key(chain, key).unwrap()

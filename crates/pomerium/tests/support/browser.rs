@@ -107,6 +107,8 @@ pub struct Browser {
     pub visited: Vec<String>,
     /// Accept any server certificate (a server on its self-signed one).
     pub insecure: bool,
+    /// Hosts served elsewhere than `pomerium` (split services: the authenticate service apart).
+    pub hosts: BTreeMap<String, SocketAddr>,
 }
 
 /// One answer and the URL it came from.
@@ -123,6 +125,7 @@ impl Browser {
             jar: BTreeMap::new(),
             visited: Vec::new(),
             insecure: false,
+            hosts: BTreeMap::new(),
         }
     }
 
@@ -179,7 +182,8 @@ impl Browser {
             } else {
                 super::client_tls(&self.ca, &[b"http/1.1"], None)
             };
-            let stream = tls_connect(self.pomerium, config, &host).await;
+            let address = self.hosts.get(&host).copied().unwrap_or(self.pomerium);
+            let stream = tls_connect(address, config, &host).await;
             send_on(TokioIo::new(stream), request).await
         } else {
             let address = format!("{host}:{}", url.port_or_known_default().unwrap());

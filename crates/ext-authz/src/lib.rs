@@ -1,0 +1,82 @@
+//! The authorize service's wire (system.md §4): Envoy's external authorization API,
+//! `envoy.service.auth.v3.Authorization/Check`, which Pomerium's authorize service answers.
+//!
+//! - [`wire`]: the generated messages (Envoy's names and field numbers; `proto/ext_authz.proto`).
+//! - [`service`]: the gRPC service over an [`Authorizer`], behind the shared-secret service token
+//!   that every Pomerium service-to-service call carries (`databroker::auth`).
+//! - [`Client`]: what a proxy running apart from its authorize service calls it with.
+//!
+//! The decision itself is not here: the proxy crate implements [`Authorizer`] on its runtime, so
+//! that a Check call and a request to the proxy are decided by the same code.
+
+use databroker::auth::ServiceAuth;
+use databroker::client::{RemoteOptions, TokenInterceptor};
+use databroker::server::Authenticator;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+/// The generated messages of `proto/ext_authz.proto`.
+#[allow(clippy::all, clippy::pedantic, clippy::restriction, reason = "generated code")]
+pub mod wire {
+    tonic::include_proto!("envoy.service.auth.v3");
+}
+
+pub use wire::{CheckRequest, CheckResponse};
+
+/// The context extension naming the route a request was matched to (Pomerium's `route_id`).
+pub const ROUTE_ID: &str = "route_id";
+/// The metadata namespace of the client certificate the proxy saw (Pomerium's).
+pub const CLIENT_CERTIFICATE_METADATA: &str = "com.pomerium.client-certificate-info";
+
+/// A boxed future of a Check answer.
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<CheckResponse, Status>> + Send + 'a>>;
+
+/// What decides a Check call.
+pub trait Authorizer: Send + Sync + 'static {
+    fn check(&self, request: CheckRequest) -> CheckFuture<'_>;
+}
+
+/// The gRPC service over an authorizer.
+#[derive(Debug)]
+pub struct AuthorizationService<A>(Arc<A>);
+
+#[tonic::async_trait]
+impl<A: Authorizer> wire::authorization_server::Authorization for AuthorizationService<A> {
+    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        self.0.check(request.into_inner()).await.map(Response::new)
+    }
+}
+
+/// The service in its shared-secret check, ready to add to a tonic server.
+pub type AuthenticatedService<A> =
+    InterceptedService<wire::authorization_server::AuthorizationServer<AuthorizationService<A>>, Authenticator>;
+
+/// The Authorization service for `authorizer`; every call must carry a token signed with the
+/// shared secret, or it is `Unauthenticated` before the authorizer sees it.
+pub fn service<A: Authorizer>(authorizer: Arc<A>, auth: ServiceAuth) -> AuthenticatedService<A> {
+    wire::authorization_server::AuthorizationServer::with_interceptor(
+        AuthorizationService(authorizer),
+        Authenticator(auth),
+    )
+}
+
+/// A client of a remote authorize service; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Client(wire::authorization_client::AuthorizationClient<InterceptedService<Channel, TokenInterceptor>>);
+
+impl Client {
+    /// A client of the service at `url` (`http://` in plain text, `https://` verified as
+    /// `options` say); connects on first use.
+    pub fn connect(url: &str, auth: ServiceAuth, options: &RemoteOptions) -> Result<Client, String> {
+        let channel = databroker::client::grpc_channel("authorize service", url, options)?;
+        Ok(Client(wire::authorization_client::AuthorizationClient::with_interceptor(channel, TokenInterceptor(auth))))
+    }
+
+    pub async fn check(&self, request: CheckRequest) -> Result<CheckResponse, Status> {
+        self.0.clone().check(request).await.map(Response::into_inner)
+    }
+}
