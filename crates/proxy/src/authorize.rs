@@ -225,6 +225,72 @@ fn device_enrollment_redirect(runtime: &Runtime, authority: &str, original: &str
     redirect_to(authenticate::sign(&url, &runtime.global.shared_key, unix_now()).as_str())
 }
 
+// ---- in process, for callers outside the proxy (benchmarks, embedding)
+
+/// A request as a caller outside the proxy describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe<'a> {
+    pub method: &'a str,
+    /// `host[:port]`.
+    pub authority: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub client_ip: IpAddr,
+}
+
+/// What authorization makes of a request.
+#[derive(Debug)]
+pub enum Authorized {
+    /// Allowed: the headers to set on the request as it goes upstream (the identity headers of a
+    /// route that passes them, and every `set_request_headers` value rendered).
+    Allow(Vec<(HeaderName, HeaderValue)>),
+    /// Not allowed: the answer to give (a sign-in redirect, 401, 403, ...).
+    Deny(Response<ProxyBody>),
+}
+
+/// The whole authorize step for one request, as the authorize service runs it: the route, the
+/// session, the policy, the identity and the headers. (Benchmark B2 measures this.)
+pub async fn authorize(runtime: &Runtime, probe: &Probe<'_>) -> Authorized {
+    let request_id = crate::error::new_request_id();
+    let format = ResponseFormat::negotiate(probe.path, probe.headers);
+    let lookup = routing::Request { authority: probe.authority, path: probe.path, connect: false };
+    let Some(route) = runtime.table.lookup(&lookup).map(|found| Arc::clone(found.value)) else {
+        return Authorized::Deny(
+            ErrorPage::new(StatusCode::NOT_FOUND, &request_id).with_message("route not found").render_as(format),
+        );
+    };
+    let scheme = if runtime.global.tls { "https" } else { "http" };
+    let url = match probe.query {
+        Some(query) => format!("{scheme}://{}{}?{query}", probe.authority, probe.path),
+        None => format!("{scheme}://{}{}", probe.authority, probe.path),
+    };
+    let request = AuthorizeRequest {
+        method: probe.method,
+        authority: probe.authority,
+        path: probe.path,
+        query: probe.query,
+        url: &url,
+        headers: probe.headers,
+        client_ip: probe.client_ip,
+        certificate: None,
+        request_id: &request_id,
+    };
+    match decide(runtime, &route, &request).await {
+        Ok(identity) => {
+            let mut set = match &identity {
+                Some(identity) if route.passes_identity => identity_headers(&runtime.global.authn, identity),
+                _ => Vec::new(),
+            };
+            set.extend(render_request_headers(&route, probe.headers, None, identity.as_ref(), false));
+            Authorized::Allow(set)
+        }
+        Err(Failure::Error(error)) => Authorized::Deny(error.page(&request_id).render_as(format)),
+        Err(Failure::Page(page)) => Authorized::Deny(page.render_as(format)),
+        Err(Failure::Response(response)) => Authorized::Deny(*response),
+    }
+}
+
 // ---- header templates
 
 /// `set_request_headers` with their templates filled in. The identity values

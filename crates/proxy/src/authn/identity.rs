@@ -48,6 +48,10 @@ impl AssertionCache {
             .then(|| (Arc::clone(&cached.jwt), Arc::clone(&cached.claims)))
     }
 
+    pub(crate) fn clear(&self) {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+
     fn put(&self, key: (String, String, String), cached: Cached) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= CAPACITY {

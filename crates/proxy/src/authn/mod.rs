@@ -45,6 +45,12 @@ impl Authn {
         Authn { store, ..Authn::default() }
     }
 
+    /// Forgets every signed assertion, so that the next request of each session signs anew
+    /// (benchmarks measure signing this way).
+    pub fn forget_assertions(&self) {
+        self.assertions.clear();
+    }
+
     /// The identity provider for `settings`, discovered on first use and again when the settings
     /// change. A failed discovery is not kept: the next sign-in tries again.
     pub async fn provider(&self, settings: &ProviderSettings) -> Result<Provider, oidc::OidcError> {
