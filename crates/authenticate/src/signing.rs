@@ -92,6 +92,21 @@ impl SigningKey {
         SigningKey::with(Key::from_der(der.secret_der())?)
     }
 
+    /// Every private key in `pem`, in order: the first signs, all are published in the JWKS (as
+    /// Pomerium does, so that a key being retired still verifies while its tokens live).
+    pub fn all_from_pem(pem: &[u8]) -> Result<Vec<SigningKey>, KeyError> {
+        use rustls_pki_types::pem::PemObject as _;
+        let mut keys = Vec::new();
+        for der in rustls_pki_types::PrivateKeyDer::pem_slice_iter(pem) {
+            let der = der.map_err(|_| KeyError::NotPem)?;
+            keys.push(SigningKey::with(Key::from_der(der.secret_der())?)?);
+        }
+        if keys.is_empty() {
+            return Err(KeyError::NotPem);
+        }
+        Ok(keys)
+    }
+
     /// The P-256 key Pomerium derives from the shared secret (see the module's note).
     pub fn derive(shared_secret: &[u8]) -> Result<SigningKey, KeyError> {
         let stream = derivation_stream(shared_secret)?;
@@ -699,5 +714,25 @@ CJrk0xOm4RyhNbvzVWYtjD1/+Sr0jZDG4UW3UfBuIrb+1A==\n\
         assert_eq!((rsa_first.algorithm(), rsa_first.key_id()), ("RS256", rsa_key.key_id()));
         let ec_first = SigningKey::from_pem(format!("{ec}\n{rsa}").as_bytes()).unwrap();
         assert_eq!((ec_first.algorithm(), ec_first.key_id()), ("ES256", ec_key.key_id()));
+    }
+
+    #[test]
+    fn every_key_of_a_pem_is_read_in_order() {
+        let pem_of = |der: &[u8]| {
+            format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                base64::engine::general_purpose::STANDARD.encode(der)
+            )
+        };
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let first = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let second = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let both = format!("{}{}", pem_of(first.as_ref()), pem_of(second.as_ref()));
+        let keys = SigningKey::all_from_pem(both.as_bytes()).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].key_id(), SigningKey::from_pem(both.as_bytes()).unwrap().key_id(), "the first signs");
+        assert_ne!(keys[0].key_id(), keys[1].key_id());
+        assert_eq!(jwks(&keys.iter().collect::<Vec<_>>())["keys"].as_array().unwrap().len(), 2);
+        assert!(SigningKey::all_from_pem(b"no keys here").is_err());
     }
 }

@@ -853,9 +853,9 @@ fn well_known(settings: &AuthnSettings, request: &ControlRequest<'_>) -> Respons
     response
 }
 
-/// `/.well-known/pomerium/jwks.json`: the public key the assertions verify against.
+/// `/.well-known/pomerium/jwks.json`: the public keys the assertions verify against.
 fn jwks(settings: &AuthnSettings, headers: &HeaderMap) -> Response<ProxyBody> {
-    let body = authenticate::signing::jwks(&[&settings.signing_key]).to_string();
+    let body = settings.jwks.clone();
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body.as_bytes());
     let etag: String = digest.as_ref().iter().take(16).map(|b| format!("{b:02x}")).collect();
     let etag = format!("\"{etag}\"");

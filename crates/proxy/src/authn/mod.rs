@@ -97,6 +97,8 @@ pub(crate) struct AuthnSettings {
     /// Seals the OAuth state, the CSRF and PKCE cookies.
     pub cookie_aead: Aead,
     pub signing_key: Arc<SigningKey>,
+    /// `/.well-known/pomerium/jwks.json`: every key of `signing_key` (the first signs).
+    pub jwks: String,
     pub cookie_name: String,
     pub cookie: CookieSettings,
     pub cookie_expire: std::time::Duration,
@@ -138,11 +140,16 @@ impl AuthnSettings {
     ) -> Result<AuthnSettings, SettingsError> {
         let authenticate_url = options.authenticate_url().unwrap_or_else(hosted_authenticate);
         let authenticate_host = authenticate_url.host_str().unwrap_or_default().to_ascii_lowercase();
-        let signing_key = match &options.signing_key {
-            Some(key) => SigningKey::from_pem(key.pem().expose()),
-            None => SigningKey::derive(shared_key),
+        let mut keys = match &options.signing_key {
+            Some(key) => SigningKey::all_from_pem(key.pem().expose()),
+            None => SigningKey::derive(shared_key).map(|key| vec![key]),
         }
         .map_err(|e| SettingsError::SigningKey(e.to_string()))?;
+        let jwks = authenticate::signing::jwks(&keys.iter().collect::<Vec<_>>()).to_string();
+        if keys.is_empty() {
+            return Err(SettingsError::SigningKey("no key".to_owned()));
+        }
+        let signing_key = keys.swap_remove(0);
         let claim_headers: Vec<(String, String)> =
             options.jwt_claims_headers.iter().map(|(h, c)| (h.to_ascii_lowercase(), c.clone())).collect();
         let mut extra_claims: Vec<String> = claim_headers.iter().map(|(_, c)| c.clone()).collect();
@@ -157,6 +164,7 @@ impl AuthnSettings {
             shared_aead: Aead::new(shared_key).map_err(|_| SettingsError::Key("shared_secret"))?,
             cookie_aead: Aead::new(cookie_key).map_err(|_| SettingsError::Key("cookie_secret"))?,
             signing_key: Arc::new(signing_key),
+            jwks,
             cookie_name: options.cookie.name.clone(),
             cookie: CookieSettings {
                 domain: options.cookie.domain.clone(),
