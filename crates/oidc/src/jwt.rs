@@ -184,6 +184,20 @@ mod tests {
     }
 
     #[test]
+    fn an_audience_array_without_the_client_id_is_refused() {
+        let base = json!({"iss": "https://idp", "exp": 2000, "iat": 1000, "nonce": "n"});
+        for aud in [json!(["someone-else"]), json!(["someone-else", "pomerium-other"]), json!([]), Value::Null] {
+            let mut token = base.clone();
+            token["aud"] = aud.clone();
+            assert_eq!(
+                check_claims(&claims(token), "https://idp", "pomerium", Some("n"), 1500),
+                Err("issued for another audience".into()),
+                "{aud}"
+            );
+        }
+    }
+
+    #[test]
     fn signatures_verify_only_with_the_right_key() {
         use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
         let rng = aws_lc_rs::rand::SystemRandom::new();

@@ -184,8 +184,12 @@ impl Provider {
         if settings.provider == DEVELOPMENT {
             return Ok(Provider(Arc::new(Inner::Development(DevelopmentIdp::new(&settings)?))));
         }
+        let settings = with_default_issuer(settings)?;
         if settings.issuer_url.is_empty() || settings.client_id.is_empty() {
-            return Err(OidcError::Config("idp_provider_url and idp_client_id are required".into()));
+            return Err(OidcError::Config(format!(
+                "idp_provider `{}` needs idp_provider_url and idp_client_id",
+                settings.provider
+            )));
         }
         let http = http::HttpClient::new(settings.ca_pem.as_deref())?;
         let url = format!("{}/.well-known/openid-configuration", settings.issuer_url.trim_end_matches('/'));
@@ -319,6 +323,34 @@ impl Provider {
         }
         Some(url)
     }
+}
+
+/// Providers whose issuer Pomerium knows without `idp_provider_url`.
+const KNOWN_ISSUERS: &[(&str, &str)] = &[
+    ("google", "https://accounts.google.com"),
+    ("gitlab", "https://gitlab.com"),
+    ("apple", "https://appleid.apple.com"),
+];
+
+/// Providers Pomerium supports that are not OpenID Connect providers.
+const NOT_OIDC: &[&str] = &["github"];
+
+/// The settings with the issuer a known provider has when `idp_provider_url` is not set; a
+/// provider that does not speak OpenID Connect is refused by name.
+fn with_default_issuer(mut settings: ProviderSettings) -> Result<ProviderSettings, OidcError> {
+    if NOT_OIDC.contains(&settings.provider.as_str()) {
+        return Err(OidcError::Config(format!(
+            "idp_provider `{}` is not an OpenID Connect provider and is not supported by this build; \
+             use an OpenID Connect provider (idp_provider: oidc with idp_provider_url)",
+            settings.provider
+        )));
+    }
+    if settings.issuer_url.is_empty()
+        && let Some((_, issuer)) = KNOWN_ISSUERS.iter().find(|(name, _)| *name == settings.provider)
+    {
+        settings.issuer_url = (*issuer).to_owned();
+    }
+    Ok(settings)
 }
 
 fn scopes(settings: &ProviderSettings) -> String {
@@ -479,5 +511,40 @@ impl Oidc {
             Ok(Value::Object(map)) => Ok(map),
             _ => Err(OidcError::UserInfo("the answer is not a JSON object".into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    fn settings(provider: &str, issuer: &str) -> ProviderSettings {
+        ProviderSettings {
+            provider: provider.into(),
+            issuer_url: issuer.into(),
+            client_id: "client".into(),
+            client_secret: None,
+            scopes: vec![],
+            request_params: BTreeMap::new(),
+            redirect_url: Url::parse("https://authenticate.example.com/oauth2/callback").unwrap(),
+            ca_pem: None,
+            development_users: vec![],
+        }
+    }
+
+    #[test]
+    fn known_providers_have_their_issuer_and_others_need_one() {
+        assert_eq!(with_default_issuer(settings("google", "")).unwrap().issuer_url, "https://accounts.google.com");
+        assert_eq!(with_default_issuer(settings("google", "https://x")).unwrap().issuer_url, "https://x");
+        assert_eq!(with_default_issuer(settings("okta", "")).unwrap().issuer_url, "");
+        let github = with_default_issuer(settings("github", "")).map(|_| ()).unwrap_err().to_string();
+        assert!(github.contains("not an OpenID Connect provider"), "{github}");
+    }
+
+    #[tokio::test]
+    async fn a_provider_without_an_issuer_says_which_options_it_needs() {
+        let error = Provider::new(settings("okta", "")).await.unwrap_err().to_string();
+        assert!(error.contains("idp_provider `okta` needs idp_provider_url"), "{error}");
     }
 }
