@@ -6,6 +6,8 @@
 //   REDIRECT_URIS            comma-separated redirect URIs of the client `pomerium`
 //   POST_LOGOUT_REDIRECT_URIS comma-separated post-logout redirect URIs
 //   ACCESS_TOKEN_TTL         seconds (default 3600); short in the refresh test
+//   SUBSTITUTE_ID_TOKEN_FROM failure injection: a client id (`someone-else`) whose last ID token
+//                            replaces the one the token endpoint gives `pomerium`
 //
 // Users (the dev login form accepts any password): alice (engineering), bob (other.org).
 
@@ -84,6 +86,25 @@ server.listen(0, '127.0.0.1', () => {
   provider.on('access_token.destroyed', () => console.log(JSON.stringify({ event: 'revoked' })));
   provider.on('grant.success', () => console.log(JSON.stringify({ event: 'grant.success' })));
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
+  // Failure injection, only with SUBSTITUTE_ID_TOKEN_FROM: a token substitution attack. The last
+  // ID token the token endpoint issued to that client (genuine, signed by this provider, but for
+  // another audience) replaces the one issued to `pomerium`; each substitution is printed.
+  const substituteFrom = process.env.SUBSTITUTE_ID_TOKEN_FROM;
+  if (substituteFrom) {
+    let remembered;
+    provider.use(async (ctx, next) => {
+      await next();
+      const idToken = ctx.oidc?.route === 'token' && ctx.status === 200 && ctx.body?.id_token;
+      if (!idToken) return;
+      const clientId = ctx.oidc.client?.clientId;
+      if (clientId === substituteFrom) {
+        remembered = idToken;
+      } else if (clientId === 'pomerium' && remembered) {
+        ctx.body = { ...ctx.body, id_token: remembered };
+        console.log(JSON.stringify({ event: 'id_token.substituted', from: substituteFrom }));
+      }
+    });
+  }
   server.on('request', provider.callback());
   console.log(JSON.stringify({ issuer }));
 });

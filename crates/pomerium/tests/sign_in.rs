@@ -308,3 +308,54 @@ async fn forged_replayed_and_foreign_requests_are_refused_and_write_nothing() {
     // Only alice's one sign-in wrote a session.
     assert_eq!(pomerium.count_logs("signed in"), 1, "{}", pomerium.logs().join("\n"));
 }
+
+/// A token substitution attack: the provider (failure injection in `tests/idp/provider.mjs`)
+/// answers pomerium's code exchange with a genuine ID token, signed by it, but issued to its other
+/// client. The callback refuses it and nothing is written.
+#[tokio::test]
+async fn an_id_token_for_another_audience_is_refused_and_writes_nothing() {
+    use support::browser::OTHER_CLIENT_ID;
+    let setup = Setup::new();
+    let idp = OidcProvider::start_with_env(&[CALLBACK], &[], None, &[("SUBSTITUTE_ID_TOKEN_FROM", OTHER_CLIENT_ID)]);
+    let (mut pomerium, _upstream) = start(&setup, &idp, "", &[]).await;
+
+    // The other client's own flow: a real ID token for alice, for the audience `someone-else`,
+    // which the provider now remembers.
+    let mut other = Browser::new(&pomerium);
+    let tokens = idp.code_flow_for_other_client(&mut other, CALLBACK, "alice").await;
+    let id_token = tokens["id_token"].as_str().expect("the other client gets an ID token");
+    let payload = id_token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(claims["aud"], OTHER_CLIENT_ID);
+    assert_eq!(claims["iss"], idp.issuer.as_str());
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(idp.count("id_token.substituted"), 0, "nothing substituted yet");
+
+    // alice signs in through pomerium; the token endpoint hands pomerium that token.
+    let mut browser = Browser::new(&pomerium);
+    let page = sign_in(&mut browser, "https://app.test.localhost/", "alice").await;
+    assert!(page.url.as_str().starts_with(CALLBACK), "ends at the callback: {:?}", browser.visited);
+    assert_eq!(page.reply.status, 401, "{}\n{}", page.reply.text(), pomerium.logs().join("\n"));
+    let text = page.reply.text();
+    assert!(text.contains("the ID token is not valid: issued for another audience"), "says why: {text}");
+    support::eventually("the provider's substitution event", || async {
+        (idp.count("id_token.substituted") == 1).then_some(())
+    })
+    .await;
+    let refused = pomerium.wait_for_log("refused").await;
+    assert_eq!(refused["fields"]["status"], 401, "{refused}");
+    assert!(refused["fields"]["reason"].as_str().unwrap_or_default().contains("another audience"), "{refused}");
+
+    // Nothing written: no session cookie anywhere, no session.
+    for (host, cookies) in &browser.jar {
+        assert!(!cookies.contains_key("_pomerium_authenticate"), "{host}: {cookies:?}");
+        assert!(!cookies.contains_key("_pomerium"), "{host}: {cookies:?}");
+    }
+    assert_eq!(pomerium.count_logs("signed in"), 0, "{}", pomerium.logs().join("\n"));
+    let reply = browser
+        .send(Method::GET, &Url::parse("https://app.test.localhost/").unwrap(), None, &[("accept", "text/html")])
+        .await;
+    assert_eq!(reply.status, 302, "still signed out");
+    assert!(reply.header("location").starts_with("https://authenticate.test.localhost/.pomerium/sign_in?"));
+}

@@ -42,6 +42,16 @@ fn idp_dir() -> PathBuf {
 impl OidcProvider {
     /// Starts the provider with the client `pomerium` allowed to return to `redirect_uris`.
     pub fn start(redirect_uris: &[&str], post_logout: &[&str], access_token_ttl: Option<u64>) -> OidcProvider {
+        OidcProvider::start_with_env(redirect_uris, post_logout, access_token_ttl, &[])
+    }
+
+    /// [`OidcProvider::start`], with more environment for `provider.mjs` (its failure injection).
+    pub fn start_with_env(
+        redirect_uris: &[&str],
+        post_logout: &[&str],
+        access_token_ttl: Option<u64>,
+        env: &[(&str, &str)],
+    ) -> OidcProvider {
         let dir = idp_dir();
         assert!(
             dir.join("node_modules/oidc-provider").exists(),
@@ -59,6 +69,7 @@ impl OidcProvider {
         if let Some(ttl) = access_token_ttl {
             command.env("ACCESS_TOKEN_TTL", ttl.to_string());
         }
+        command.envs(env.iter().copied());
         let mut child = command.spawn().expect("node starts (Node.js must be installed)");
         let stdout = child.stdout.take().unwrap();
         let (issuer_tx, issuer_rx) = std::sync::mpsc::channel();
@@ -332,4 +343,69 @@ where
     let response =
         tokio::time::timeout(PROMPTLY, sender.send_request(request)).await.expect("an answer in time").unwrap();
     Reply::read(response).await
+}
+
+/// The provider's other client (`tests/idp/provider.mjs`): a relying party that is not pomerium.
+pub const OTHER_CLIENT_ID: &str = "someone-else";
+pub const OTHER_CLIENT_SECRET: &str = "someone-else-secret";
+
+impl OidcProvider {
+    /// A plain authorization-code flow for the client `someone-else`, straight at the provider
+    /// (plain HTTP, with `browser`'s jar): its `/auth`, the development login as `login` and the
+    /// consent, then its `/token` with the client's secret. The redirect to `redirect_uri` (one of
+    /// `REDIRECT_URIS`) is not followed: the code is taken from its `Location`. The token
+    /// endpoint's JSON answer.
+    pub async fn code_flow_for_other_client(
+        &self,
+        browser: &mut Browser,
+        redirect_uri: &str,
+        login: &str,
+    ) -> serde_json::Value {
+        let mut url = Url::parse(&format!("{}/auth", self.issuer)).unwrap();
+        url.query_pairs_mut()
+            .append_pair("client_id", OTHER_CLIENT_ID)
+            .append_pair("response_type", "code")
+            .append_pair("scope", "openid email")
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("state", "other-client-state")
+            .append_pair("nonce", "other-client-nonce");
+        let accept = [("accept", "text/html")];
+        let mut reply = browser.send(Method::GET, &url, None, &accept).await;
+        let mut code = None;
+        for _ in 0..20 {
+            if reply.status.is_redirection() {
+                let location = reply.header("location").to_owned();
+                if location.starts_with(redirect_uri) {
+                    let back = Url::parse(&location).unwrap();
+                    code = back.query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.into_owned());
+                    assert!(code.is_some(), "no code in the redirect: {location}");
+                    break;
+                }
+                url = url.join(&location).unwrap();
+                reply = browser.send(Method::GET, &url, None, &accept).await;
+                continue;
+            }
+            let text = reply.text();
+            let fields: &[(&str, &str)] = if text.contains("name=\"login\"") {
+                &[("prompt", "login"), ("login", login), ("password", "x")]
+            } else if text.contains("value=\"consent\"") {
+                &[("prompt", "consent")]
+            } else {
+                panic!("an unexpected page at the provider ({}): {text}", reply.status);
+            };
+            url = url.join(&form_action(&text)).unwrap();
+            reply = browser.send(Method::POST, &url, Some(fields), &accept).await;
+        }
+        let code = code.unwrap_or_else(|| panic!("the flow did not come back: {:?}", browser.visited));
+        let basic = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{OTHER_CLIENT_ID}:{OTHER_CLIENT_SECRET}"),
+        );
+        let token_url = Url::parse(&format!("{}/token", self.issuer)).unwrap();
+        let form = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", redirect_uri)];
+        let reply =
+            browser.send(Method::POST, &token_url, Some(&form), &[("authorization", &format!("Basic {basic}"))]).await;
+        assert_eq!(reply.status, StatusCode::OK, "the token endpoint: {}", reply.text());
+        reply.json()
+    }
 }
