@@ -1,15 +1,17 @@
 // Signs in with a real browser: Debian's headless Chromium, driven by playwright-core, types a
 // user name into oidc-provider's login form and follows the flow back to the protected page.
 //
-// Usage: node browser.mjs <start URL> <pomerium address host:port> <login>
+// Usage: node browser.mjs <start URL> <pomerium address host:port> <login> [<host pattern>]
 // Prints one JSON line: {"url": <final URL>, "text": <final page's text>, "title": ...}.
-// Every `*.test.localhost` name resolves to pomerium's address (any port), so URLs keep the
-// default HTTPS port; the test CA is not installed in the browser, hence
+// Every name of the host pattern (default `*.test.localhost`) on port 443 resolves to pomerium's
+// address, so URLs keep the default HTTPS port; the test CA is not installed in the browser, hence
 // --ignore-certificate-errors (for these loopback names only).
+// At oidc-provider's login form the login is typed in; at the development identity provider's
+// page (a button per user) the button naming the login is clicked.
 
 import { chromium } from 'playwright-core';
 
-const [start, address, login] = process.argv.slice(2);
+const [start, address, login, hosts = '*.test.localhost'] = process.argv.slice(2);
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
 const browser = await chromium.launch({
@@ -23,7 +25,7 @@ const browser = await chromium.launch({
     '--disable-background-networking',
     '--disable-component-update',
     '--disable-sync',
-    `--host-resolver-rules=MAP *.test.localhost:443 ${address}, EXCLUDE 127.0.0.1`,
+    `--host-resolver-rules=MAP ${hosts}:443 ${address}, EXCLUDE 127.0.0.1`,
     '--ignore-certificate-errors',
   ],
 });
@@ -31,10 +33,16 @@ try {
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
   const page = await context.newPage();
   await page.goto(start, { waitUntil: 'load', timeout: 20000 });
-  // The provider's login form.
-  await page.fill('input[name="login"]', login, { timeout: 20000 });
-  await page.fill('input[name="password"]', 'any password');
-  await Promise.all([page.waitForNavigation({ timeout: 20000 }), page.click('button[type="submit"]')]);
+  if (await page.locator('input[name="login"]').count()) {
+    // oidc-provider's login form.
+    await page.fill('input[name="login"]', login, { timeout: 20000 });
+    await page.fill('input[name="password"]', 'any password');
+    await Promise.all([page.waitForNavigation({ timeout: 20000 }), page.click('button[type="submit"]')]);
+  } else {
+    // The development identity provider: one button per user.
+    const button = page.locator('button', { hasText: login });
+    await Promise.all([page.waitForNavigation({ timeout: 20000 }), button.click({ timeout: 20000 })]);
+  }
   // Its consent form, when it asks.
   if (await page.locator('input[value="consent"]').count()) {
     await Promise.all([page.waitForNavigation({ timeout: 20000 }), page.click('button[type="submit"]')]);
