@@ -99,6 +99,11 @@ async fn a_command_line_tool_signs_in_and_uses_the_returned_jwt() {
     let reply =
         tool.send(Method::GET, &app, None, &[("authorization", &garbled), ("accept", "application/json")]).await;
     assert_eq!(reply.status, 401);
+
+    // The handle went through the proxy in a query string, and its log never shows it.
+    let logs = pomerium.logs().join("\n");
+    assert!(logs.contains("pomerium_session=REDACTED"), "the access log line is there, redacted");
+    assert!(!logs.contains(&jwt), "no session handle in the logs");
 }
 
 #[tokio::test]

@@ -64,7 +64,7 @@ pub async fn handle(
         target: "access",
         request_id = %cx.request_id,
         method = %cx.method,
-        path = %cx.target,
+        path = %redact_credentials(&cx.target),
         status = response.status().as_u16(),
         route = served_by.as_ref().map_or("-", |route: &Arc<RouteRuntime>| route.id.as_str()),
         peer = %connection.peer,
@@ -72,6 +72,36 @@ pub async fn handle(
         "request"
     );
     response
+}
+
+/// Query parameters that carry credentials (session handles, the IdP's code, tokens); the access
+/// log shows them as `REDACTED`.
+const CREDENTIAL_PARAMETERS: &[&str] = &[
+    "pomerium_session",
+    "pomerium_session_encrypted",
+    "pomerium_jwt",
+    "code",
+    "access_token",
+    "id_token",
+    "refresh_token",
+];
+
+/// The request target with the values of credential parameters replaced, for logging. Borrows
+/// when there is nothing to hide (the common case costs one scan for `?`).
+fn redact_credentials(target: &str) -> std::borrow::Cow<'_, str> {
+    let Some((path, query)) = target.split_once('?') else { return target.into() };
+    let secret = |pair: &str| CREDENTIAL_PARAMETERS.contains(&pair.split('=').next().unwrap_or_default());
+    if !query.split('&').any(secret) {
+        return target.into();
+    }
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if secret(pair) => format!("{name}=REDACTED"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&")).into()
 }
 
 /// What every phase may need to answer early.
@@ -535,6 +565,22 @@ fn strip_pomerium_credentials(headers: &mut HeaderMap, cookie_name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_the_query_are_not_logged() {
+        assert_eq!(redact_credentials("/a?b=1"), "/a?b=1");
+        assert_eq!(redact_credentials("/a"), "/a");
+        assert_eq!(
+            redact_credentials("/oauth2/callback?code=secret&state=s&iss=x"),
+            "/oauth2/callback?code=REDACTED&state=s&iss=x"
+        );
+        assert_eq!(
+            redact_credentials("/.pomerium/callback/?pomerium_redirect_uri=u&pomerium_session_encrypted=abc"),
+            "/.pomerium/callback/?pomerium_redirect_uri=u&pomerium_session_encrypted=REDACTED"
+        );
+        assert_eq!(redact_credentials("/x?pomerium_session=jwt"), "/x?pomerium_session=REDACTED");
+        assert_eq!(redact_credentials("/x?pomerium_jwt=t&codes=1"), "/x?pomerium_jwt=REDACTED&codes=1");
+    }
 
     #[test]
     fn pomerium_credentials_do_not_go_upstream() {

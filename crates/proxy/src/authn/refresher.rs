@@ -150,3 +150,56 @@ async fn refresh(
         Err(error) => tracing::warn!(session = %session.id, %error, "refreshing the session failed; will retry"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    fn at(text: &str) -> jiff::Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn session(token_expiry: &str, refresh: Option<&str>) -> StoredSession {
+        StoredSession {
+            id: "s".into(),
+            user_id: "u".into(),
+            idp_id: None,
+            issued_at: None,
+            expires_at: Some(at("2026-01-01T14:00:00Z")),
+            accessed_at: None,
+            id_token: None,
+            oauth_token: Some(StoredOAuthToken {
+                access_token: "at".into(),
+                token_type: "Bearer".into(),
+                expires_at: Some(at(token_expiry)),
+                refresh_token: refresh.map(str::to_owned),
+            }),
+            claims: serde_json::Map::new(),
+            audience: vec![],
+            refresh_disabled: false,
+        }
+    }
+
+    #[test]
+    fn sessions_are_refreshed_a_minute_before_their_token_expires_and_deleted_when_over() {
+        let s = session("2026-01-01T01:00:00Z", Some("rt"));
+        assert!(matches!(due(&s, at("2026-01-01T00:58:59Z")), Due::NotYet));
+        assert!(matches!(due(&s, at("2026-01-01T00:59:00Z")), Due::Refresh(token) if token == "rt"));
+        assert!(matches!(due(&s, at("2026-01-01T14:00:00Z")), Due::Expired), "the session's own end");
+        // Nothing to refresh with: left alone (Session.Validate refuses it once the token expires).
+        assert!(matches!(due(&session("2026-01-01T01:00:00Z", None), at("2026-01-01T02:00:00Z")), Due::NotYet));
+        let disabled = StoredSession { refresh_disabled: true, ..s.clone() };
+        assert!(matches!(due(&disabled, at("2026-01-01T00:59:30Z")), Due::NotYet));
+        // An ID token about to expire is a reason too.
+        let mut by_id_token = session("2026-01-01T05:00:00Z", Some("rt"));
+        by_id_token.id_token = Some(StoredIdToken {
+            issuer: "i".into(),
+            subject: "u".into(),
+            expires_at: Some(at("2026-01-01T01:00:00Z")),
+            issued_at: None,
+            raw: String::new(),
+        });
+        assert!(matches!(due(&by_id_token, at("2026-01-01T00:59:30Z")), Due::Refresh(_)));
+    }
+}
