@@ -104,7 +104,7 @@ diagnostic_enum! {
     /// Something Pomerium accepts that is probably not what was meant.
     pub enum Warning(ppl::Warning) {
         UnknownOption, DeprecatedOption, IgnoredOption, BareDuration, ShadowedRoute, HeaderTemplate,
-        AllowsNothing, HttpFrom, NoPort,
+        AllowsNothing, HttpFrom, NoPort, DevelopmentProvider,
     }
 }
 
@@ -548,6 +548,24 @@ pub struct IgnoredOption {
     pub(crate) option: String,
     pub(crate) because: String,
     #[label("no effect")]
+    pub(crate) span: SourceSpan,
+}
+
+/// `idp_provider: development`: the built-in provider that signs anyone in as a listed user.
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+#[error("`idp_provider: development` lets anyone sign in as {users} without a password")]
+#[diagnostic(
+    code(config::idp::development),
+    severity(Warning),
+    help(
+        "the development identity provider is for trying things out on your own machine; set a real \
+         provider (`idp_provider: oidc` or google, okta, ..., with `idp_provider_url`, `idp_client_id` and \
+         `idp_client_secret`) before anyone else can reach this server"
+    )
+)]
+pub struct DevelopmentProvider {
+    pub(crate) users: String,
+    #[label("for development only")]
     pub(crate) span: SourceSpan,
 }
 

@@ -784,6 +784,51 @@ fn read_idp(r: &mut Reader<'_>, o: &mut Options) {
     if let Some(field) = r.field("idp_development_users") {
         o.idp.development_users = read_development_users(r, &field);
     }
+    check_development_provider(r, o);
+}
+
+/// The development provider is named in every check (it lets anyone in), needs its users, and
+/// its users mean nothing to another provider.
+fn check_development_provider(r: &mut Reader<'_>, o: &Options) {
+    let development = o.idp.provider.as_deref() == Some(DEVELOPMENT_PROVIDER);
+    match (r.field("idp_provider"), r.field("idp_development_users")) {
+        (Some(provider), _) if development => {
+            if o.idp.development_users.is_empty() {
+                r.sink.error(
+                    &provider.origin,
+                    crate::diagnostic::Missing {
+                        option: "idp_development_users".to_owned(),
+                        because: "when `idp_provider` is `development`".to_owned(),
+                        span: provider.span().into(),
+                        help: Some(
+                            "the development identity provider signs in only the users it lists: \
+                             `idp_development_users: [{email: alice@example.com}]`"
+                                .to_owned(),
+                        ),
+                    },
+                );
+                return;
+            }
+            let names: Vec<&str> = o.idp.development_users.iter().map(|u| u.email.as_str()).collect();
+            let users = match names.as_slice() {
+                [one] => format!("`{one}`"),
+                _ => format!("any of {} listed users", names.len()),
+            };
+            r.sink.warning(
+                &provider.origin,
+                crate::diagnostic::DevelopmentProvider { users, span: provider.span().into() },
+            );
+        }
+        (_, Some(users)) => r.sink.warning(
+            &users.origin,
+            crate::diagnostic::IgnoredOption {
+                option: users.name.clone(),
+                because: "only `idp_provider: development` reads it".to_owned(),
+                span: users.key_span.into(),
+            },
+        ),
+        _ => {}
+    }
 }
 
 /// `idp_development_users: [{email, name, groups, id}]`.

@@ -182,7 +182,6 @@ impl Server {
             authn: Arc::new(Authn::new(store)),
             remote_authorize: remote_authorize(&config.options)?,
         };
-        warn_about_development_idp(&config.options);
         let runtime =
             Runtime::build(&config, &environment).map_err(|e| format!("the configuration cannot run: {e}"))?;
         let metrics = Arc::new(Metrics::default());
@@ -483,17 +482,6 @@ fn fallback_cookie_key(options: &Options) -> Result<Vec<u8>, String> {
     let mut key = vec![0u8; 32];
     aws_lc_rs::rand::fill(&mut key).map_err(|_| "cannot generate a random key".to_owned())?;
     Ok(key)
-}
-
-/// The development identity provider must never be mistaken for a real one.
-fn warn_about_development_idp(options: &Options) {
-    if options.idp.provider.as_deref() == Some(config::options::DEVELOPMENT_PROVIDER) {
-        tracing::warn!(
-            users = options.idp.development_users.len(),
-            "idp_provider is `development`: anyone can sign in as any listed user without a password. \
-             For development only; never expose this server."
-        );
-    }
 }
 
 fn fallback_shared_key(options: &Options) -> Result<Vec<u8>, String> {
