@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
-# Benchmark B4(a), the loopback proxy (shared/spec/benchmarks.md): wrk → proxy → an nginx upstream
-# answering a small body, HTTP/1.1 keep-alive on both sides, on a public route. Four targets, run
-# interleaved (direct, nginx, haproxy, pomerium, then again) for R rounds so that the machine's
-# drift falls on every target alike:
+# Benchmark B4, the loopback proxy (shared/spec/benchmarks.md): wrk → proxy → an nginx upstream
+# answering a small body, HTTP/1.1 keep-alive on both sides. Five targets, run interleaved
+# (direct, nginx, haproxy, pomerium, pomerium-signed, then again) for R rounds so that the
+# machine's drift falls on every target alike:
 #
-#   direct    wrk → upstream (the floor: what the upstream alone costs)
-#   nginx     wrk → nginx (proxy_pass, upstream keep-alive) → upstream
-#   haproxy   wrk → haproxy (mode http, keep-alive) → upstream
-#   pomerium  wrk → pomerium (insecure_server, a public route) → upstream
+#   direct           wrk → upstream (the floor: what the upstream alone costs)
+#   nginx            wrk → nginx (proxy_pass, upstream keep-alive) → upstream
+#   haproxy          wrk → haproxy (mode http, keep-alive) → upstream
+#   pomerium         B4(a): wrk → pomerium (insecure_server, a public route) → upstream
+#   pomerium-signed  B4(b): wrk → pomerium, the same process, on a route that needs a signed-in
+#                    user (allowed_domains: [example.com], pass_identity_headers: true), every
+#                    request carrying alice's session cookie → upstream. The cookie comes from a
+#                    real sign-in through the built-in development identity provider (a few lines
+#                    of python3 follow the redirects and post its login form), so every request
+#                    runs the session lookup, the policy and the identity headers.
 #
 # Every proxy runs one worker thread (nginx worker_processes 1, haproxy nbthread 1, pomerium
 # TOKIO_WORKER_THREADS=1), so that on two cores wrk and the upstream keep theirs.
 # Per round and target: req/s, p50 and p99 latency (wrk --latency), and the proxy's CPU per
 # request: user + system time from /proc/PID/stat over the round, summed over the proxy's
-# processes, divided by the requests wrk completed. Prints medians and the ratios to nginx.
+# processes, divided by the requests wrk completed. Prints medians, the ratios to nginx, and what
+# the signed-in route adds per request over the public one (B4(b)'s target: ≤ 2 µs of CPU),
+# both as the difference of the medians and as the median of each round's difference.
 #
 # benches/b4.sh [ROUNDS] [SECONDS]     defaults: 5 rounds of 8 s; installs wrk, nginx and haproxy
 #                                      with apt-get when they are missing
@@ -118,13 +126,25 @@ EOF
 haproxy -f "$work/haproxy.cfg" -db > /dev/null 2>&1 &
 pids+=($!)
 
+# One pomerium for (a) and (b): a public route, and a route for signed-in example.com users. The
+# authenticate service and its development identity provider run in the same process; every host
+# is served by the one listener (requests name their host in the Host header).
+signed_host=app.localhost.pomerium.io:$pomerium_port
 cat > "$work/pomerium.yaml" << EOF
 address: 127.0.0.1:$pomerium_port
 insecure_server: true
+authenticate_service_url: http://authenticate.localhost.pomerium.io:$pomerium_port
+idp_provider: development
+idp_development_users:
+  - email: alice@example.com
 routes:
   - from: http://localhost:$pomerium_port
     to: http://127.0.0.1:$upstream_port
     allow_public_unauthenticated_access: true
+  - from: http://$signed_host
+    to: http://127.0.0.1:$upstream_port
+    allowed_domains: [example.com]
+    pass_identity_headers: true
 EOF
 TOKIO_WORKER_THREADS=1 RUST_LOG=warn "$pomerium" --config "$work/pomerium.yaml" 2> "$work/pomerium.log" &
 pids+=($!)
@@ -139,6 +159,74 @@ wait_for() {
   return 1
 }
 for port in $upstream_port $nginx_port $haproxy_port $pomerium_port; do wait_for "$port"; done
+
+# Signs in as alice through the development identity provider, the way a browser does: the route
+# sends us to the authenticate service, which sends us to the provider's login page; its form is
+# posted, and the redirects lead back through the authenticate service and the route's callback
+# (which sets the route host's session cookie) to the route. Prints the route host's Cookie header.
+sign_in() {
+  python3 - "$pomerium_port" "http://$signed_host/" << 'PY'
+import html, http.client, re, sys, urllib.parse
+
+port, url = int(sys.argv[1]), sys.argv[2]
+jar = {}  # (domain, name) -> value; cookies are Secure, but here everything is plain HTTP
+
+
+def cookie_header(host):
+    pairs = [f"{name}={value}" for (domain, name), value in sorted(jar.items())
+             if host == domain or host.endswith("." + domain)]
+    return "; ".join(pairs)
+
+
+def request(method, target, body=None):
+    parts = urllib.parse.urlsplit(target)
+    headers = {"Host": parts.netloc, "Accept": "text/html"}
+    if cookie_header(parts.hostname):
+        headers["Cookie"] = cookie_header(parts.hostname)
+    if body is not None:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request(method, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body, headers)
+    response = connection.getresponse()
+    data = response.read()
+    for line in response.headers.get_all("Set-Cookie") or []:
+        name, _, rest = line.partition("=")
+        value, *attributes = rest.split(";")
+        attrs = dict((a.strip().partition("=")[0].lower(), a.strip().partition("=")[2]) for a in attributes)
+        domain = attrs.get("domain", "").lstrip(".") or parts.hostname
+        if value == "" or attrs.get("max-age") == "0":
+            jar.pop((domain, name.strip()), None)
+        else:
+            jar[(domain, name.strip())] = value
+    return response.status, response.headers.get("Location"), data
+
+
+status, location, data = request("GET", url)
+for _ in range(20):
+    if status in (301, 302, 303, 307):
+        url = urllib.parse.urljoin(url, location)
+        status, location, data = request("GET", url)
+    elif status == 200 and "/dev-idp/" in url:
+        page = data.decode()
+        form = re.search(r'<form method="post" action="([^"]+)">(.*?)</form>', page, re.S)
+        fields = {name: html.unescape(value) for name, value in
+                  re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form.group(2))}
+        url = urllib.parse.urljoin(url, form.group(1))
+        status, location, data = request("POST", url, urllib.parse.urlencode(fields))
+    else:
+        break
+host = urllib.parse.urlsplit(sys.argv[2]).hostname
+if status != 200 or data != b"hello world\n" or not cookie_header(host):
+    sys.exit(f"the sign-in did not end at the route: {status} {url} {data[:200]!r}")
+print(cookie_header(host))
+PY
+}
+cookie=$(sign_in)
+echo "signed in as alice: Cookie: ${cookie:0:60}… (${#cookie} bytes)" >&2
+# The cookie must get through on its own, and without it the route must refuse.
+status_of() { curl -s -o /dev/null -w '%{http_code}' -H "Host: $signed_host" "$@" "http://127.0.0.1:$pomerium_port/"; }
+[ "$(status_of -H "Cookie: $cookie")" = 200 ] || { echo "the session cookie is not accepted" >&2; exit 1; }
+[ "$(status_of -H 'Accept: application/json')" = 401 ] || { echo "the signed-in route lets anyone in" >&2; exit 1; }
 
 # The processes whose CPU time counts for a target: the listener's process and its children.
 proxy_pids() {
@@ -170,12 +258,14 @@ to_us() {
     printf "%.0f", n }'
 }
 
+# run TARGET PORT [WRK ARGUMENTS...]
 run() {
   local target=$1 port=$2 before after out requests
+  shift 2
   local -a watched=()
   [ "$target" != direct ] && read -r -a watched <<< "$(proxy_pids "$port")"
   [ ${#watched[@]} -gt 0 ] && before=$(cpu_ticks "${watched[@]}")
-  out=$(wrk -t1 -c$connections -d"${seconds}s" --latency "http://localhost:$port/")
+  out=$(wrk -t1 -c$connections -d"${seconds}s" --latency "$@" "http://localhost:$port/")
   [ ${#watched[@]} -gt 0 ] && after=$(cpu_ticks "${watched[@]}")
   requests=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<< "$out")
   local rps p50 p99 cpu=-
@@ -194,9 +284,10 @@ for ((r = 1; r <= rounds; r++)); do
   run nginx $nginx_port
   run haproxy $haproxy_port
   run pomerium $pomerium_port
+  run pomerium-signed $pomerium_port -H "Host: $signed_host" -H "Cookie: $cookie"
 done
 
-echo "B4(a) on $(uname -m), $(nproc) cores, $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2> /dev/null || echo '?'), $rounds rounds of wrk -t1 -c$connections -d${seconds}s"
+echo "B4(a) and B4(b) on $(uname -m), $(nproc) cores, $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2> /dev/null || echo '?'), $rounds rounds of wrk -t1 -c$connections -d${seconds}s"
 echo
 awk '
   function median(list, n,   sorted, i, j, t) {
@@ -206,8 +297,8 @@ awk '
   }
   { n[$1]++; rps[$1, n[$1]] = $2; p50[$1, n[$1]] = $3; p99[$1, n[$1]] = $4; cpu[$1, n[$1]] = $5 }
   END {
-    split("direct nginx haproxy pomerium", targets, " ")
-    for (t = 1; t <= 4; t++) {
+    split("direct nginx haproxy pomerium pomerium-signed", targets, " ")
+    for (t = 1; t <= 5; t++) {
       name = targets[t]
       for (i = 1; i <= n[name]; i++) { a[i] = rps[name, i]; b[i] = p50[name, i]; c[i] = p99[name, i]; d[i] = cpu[name, i] }
       m_rps[name] = median(a, n[name]); m_p50[name] = median(b, n[name]); m_p99[name] = median(c, n[name])
@@ -215,7 +306,7 @@ awk '
     }
     print "| target | req/s (median) | × nginx | p50 µs | p99 µs | proxy CPU µs/request | × nginx |"
     print "|---|---:|---:|---:|---:|---:|---:|"
-    for (t = 1; t <= 4; t++) {
+    for (t = 1; t <= 5; t++) {
       name = targets[t]
       cpu_cell = name == "direct" ? "–" : sprintf("%.2f", m_cpu[name])
       cpu_ratio = name == "direct" ? "–" : sprintf("%.2f", m_cpu[name] / m_cpu["nginx"])
@@ -225,4 +316,11 @@ awk '
       (m_cpu["pomerium"] <= 0.9 * m_cpu["nginx"] ? "met" : "missed"),
       (m_rps["pomerium"] >= m_rps["nginx"] ? "met" : "missed"),
       (m_p99["pomerium"] <= m_p99["nginx"] ? "met" : "missed")
+    # B4(b): what the signed-in route adds, per round (interleaved, so paired) and by medians.
+    rounds = n["pomerium"] < n["pomerium-signed"] ? n["pomerium"] : n["pomerium-signed"]
+    for (i = 1; i <= rounds; i++) e[i] = cpu["pomerium-signed", i] - cpu["pomerium", i]
+    paired = median(e, rounds)
+    added = m_cpu["pomerium-signed"] - m_cpu["pomerium"]
+    printf "B4(b): the signed-in route adds %.2f µs CPU per request (difference of the medians), %.2f µs (median of the per-round differences); target ≤ 2 µs: %s\n",
+      added, paired, (paired <= 2 ? "met" : "missed")
   }' "$work/results"

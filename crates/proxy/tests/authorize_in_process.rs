@@ -1,0 +1,101 @@
+//! `proxy::authorize::authorize` on benchmark B2's setup (100 routes, `allowed_users`, identity
+//! headers, `Authorization: Bearer ${pomerium.jwt}`, a session in an in-memory databroker): what
+//! the benchmark measures is a real allow, and the other answers are right.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests")]
+
+#[path = "../benches/support/mod.rs"]
+mod support;
+
+use authenticate::signing::SigningKey;
+use http::StatusCode;
+use http::header::LOCATION;
+use proxy::authorize::{Authorized, authorize};
+use support::{ALICE, SHARED_KEY, TARGET_ROUTE, fixture, headers, host, probe};
+
+fn header<'a>(set: &'a [(http::HeaderName, http::HeaderValue)], name: &str) -> Option<&'a str> {
+    set.iter().find(|(n, _)| n == name).map(|(_, v)| v.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn a_signed_in_user_is_allowed_with_a_signed_assertion_and_the_bearer_header() {
+    let fixture = fixture(support::ROUTES).await.unwrap();
+    let authority = host(TARGET_ROUTE);
+    let request = headers(Some(&fixture.alice_cookie), "text/html").unwrap();
+    let key = SigningKey::derive(&SHARED_KEY).unwrap();
+    let mut previous = None;
+    // Signed afresh, then from the assertion cache, then afresh again.
+    for round in 0..3 {
+        if round == 2 {
+            fixture.authn.forget_assertions();
+        }
+        let Authorized::Allow(set) = authorize(&fixture.runtime, &probe(&authority, &request)).await else {
+            panic!("round {round}: Alice is not allowed");
+        };
+        let jwt = header(&set, "x-pomerium-jwt-assertion").expect("the assertion header");
+        assert_eq!(jwt.split('.').count(), 3, "a compact JWS: {jwt}");
+        let claims = key.verify(jwt).unwrap();
+        assert_eq!(claims["email"], ALICE);
+        assert_eq!(claims["aud"], authority.as_str());
+        assert_eq!(claims["sub"], "alice-id");
+        assert_eq!(claims["sid"], "session-of-alice-id");
+        assert_eq!(header(&set, "authorization"), Some(format!("Bearer {jwt}").as_str()));
+        match round {
+            1 => assert_eq!(previous.as_deref(), Some(jwt), "the second request reuses the signed assertion"),
+            2 => assert_ne!(previous.as_deref(), Some(jwt), "forget_assertions makes the next request sign anew"),
+            _ => {}
+        }
+        previous = Some(jwt.to_owned());
+    }
+}
+
+#[tokio::test]
+async fn without_a_session_a_browser_is_sent_to_sign_in_and_an_api_client_gets_401() {
+    let fixture = fixture(support::ROUTES).await.unwrap();
+    let authority = host(TARGET_ROUTE);
+
+    let browser = headers(None, "text/html").unwrap();
+    let Authorized::Deny(response) = authorize(&fixture.runtime, &probe(&authority, &browser)).await else {
+        panic!("allowed without a session");
+    };
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let location = url::Url::parse(response.headers()[LOCATION].to_str().unwrap()).unwrap();
+    assert_eq!(location.host_str(), Some("authenticate.example.com"));
+    assert_eq!(location.path(), "/.pomerium/sign_in");
+    let redirect = location.query_pairs().find(|(k, _)| k == "pomerium_redirect_uri").map(|(_, v)| v.into_owned());
+    assert_eq!(redirect.as_deref(), Some(format!("https://{authority}/some/path").as_str()));
+    authenticate::signed_url::verify(&location, &SHARED_KEY, authenticate_now()).unwrap();
+
+    let api = headers(None, "application/json").unwrap();
+    let Authorized::Deny(response) = authorize(&fixture.runtime, &probe(&authority, &api)).await else {
+        panic!("allowed without a session");
+    };
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // A forged cookie is no session either.
+    let forged = headers(Some("_pomerium=eyJhbGciOiJIUzI1NiJ9.e30.AAAA"), "application/json").unwrap();
+    let Authorized::Deny(response) = authorize(&fixture.runtime, &probe(&authority, &forged)).await else {
+        panic!("allowed with a forged cookie");
+    };
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_signed_in_user_not_in_allowed_users_is_forbidden() {
+    let fixture = fixture(support::ROUTES).await.unwrap();
+    let authority = host(TARGET_ROUTE);
+    for accept in ["text/html", "application/json"] {
+        let request = headers(Some(&fixture.bob_cookie), accept).unwrap();
+        let Authorized::Deny(response) = authorize(&fixture.runtime, &probe(&authority, &request)).await else {
+            panic!("Bob is allowed ({accept})");
+        };
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{accept}");
+    }
+    // Alice, on another route that lists her.
+    let request = headers(Some(&fixture.alice_cookie), "application/json").unwrap();
+    assert!(matches!(authorize(&fixture.runtime, &probe(&host(7), &request)).await, Authorized::Allow(_)));
+}
+
+fn authenticate_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
