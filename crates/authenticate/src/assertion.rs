@@ -121,21 +121,23 @@ fn render(value: &Value) -> String {
     }
 }
 
-/// A random version 4 UUID.
+/// A random version 4 UUID, `xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx` (one allocation).
 fn uuid_v4() -> String {
     let mut b = [0u8; 16];
     let _ = aws_lc_rs::rand::fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        hex.get(0..8).unwrap_or_default(),
-        hex.get(8..12).unwrap_or_default(),
-        hex.get(12..16).unwrap_or_default(),
-        hex.get(16..20).unwrap_or_default(),
-        hex.get(20..32).unwrap_or_default()
-    )
+    let mut out = String::with_capacity(36);
+    for (index, byte) in b.iter().enumerate() {
+        if matches!(index, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        for nibble in [byte >> 4, byte & 0x0f] {
+            // A nibble is always a hex digit.
+            out.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -163,7 +165,14 @@ mod tests {
         assert_eq!(claims["name"], "Alice");
         assert_eq!(claims["department"], "eng");
         assert_eq!(claims["sid"], "s1");
-        assert_eq!(claims["jti"].as_str().unwrap().len(), 36);
+        let jti = claims["jti"].as_str().unwrap();
+        assert_eq!(jti.len(), 36);
+        let groups: Vec<usize> = jti.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12]);
+        assert!(jti.chars().all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_eq!(jti.as_bytes()[14], b'4', "version 4");
+        assert!(matches!(jti.as_bytes()[19], b'8' | b'9' | b'a' | b'b'), "RFC 4122 variant");
+        assert_ne!(assertion_claims(&subject, "h", IssuerFormat::Uri, &[], 0)["jti"], claims["jti"]);
         let headers = claim_headers(
             &claims,
             &[("x-pomerium-claim-groups".into(), "groups".into()), ("x-a".into(), "missing".into())],

@@ -4,6 +4,7 @@
 //! a session handle may come from.
 
 use http::{HeaderMap, HeaderValue};
+use std::borrow::Cow;
 use std::time::Duration;
 
 const CHUNK: usize = 3800;
@@ -89,48 +90,62 @@ pub fn clear_cookies(settings: &CookieSettings, name: &str) -> Vec<HeaderValue> 
         .collect()
 }
 
-/// The cookie `name` from every `Cookie` header, with its chunks joined.
-pub fn read_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    let pairs: Vec<(String, String)> = headers
+/// The cookie pairs of every `Cookie` header, trimmed.
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let find = |wanted: &str| pairs.iter().find(|(k, _)| k == wanted).map(|(_, v)| v.clone());
-    let mut value = find(name).filter(|v| !v.is_empty())?;
+        .map(|(k, v)| (k.trim(), v.trim()))
+}
+
+/// Whether `key` is chunk `index` (≥ 1) of the cookie `name`: `name_index`.
+fn is_chunk(key: &str, name: &str, index: usize) -> bool {
+    key.strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .is_some_and(|number| number.parse::<usize>().ok() == Some(index) && !number.starts_with('0'))
+}
+
+/// The cookie `name` from every `Cookie` header, with its chunks joined. Borrowed from the
+/// headers unless it came in chunks (the request path reads it on every request).
+pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<Cow<'a, str>> {
+    let first = cookie_pairs(headers).find(|(k, _)| *k == name).map(|(_, v)| v).filter(|v| !v.is_empty())?;
+    if !cookie_pairs(headers).any(|(k, _)| is_chunk(k, name, 1)) {
+        return Some(Cow::Borrowed(first));
+    }
+    let mut value = first.to_owned();
     for index in 1..MAX_CHUNKS {
-        match find(&chunk_name(name, index)) {
-            Some(part) => value.push_str(&part),
+        match cookie_pairs(headers).find(|(k, _)| is_chunk(k, name, index)) {
+            Some((_, part)) => value.push_str(part),
             None => break,
         }
     }
-    Some(value)
+    Some(Cow::Owned(value))
 }
 
 /// The session handle a request carries, where Pomerium looks for one: `X-Pomerium-Authorization`,
 /// `Authorization: Pomerium …`, `Authorization: Bearer Pomerium-…`, `?pomerium_session=`, then
 /// the session cookie.
-pub fn session_token(headers: &HeaderMap, query: Option<&str>, cookie_name: &str) -> Option<String> {
+pub fn session_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>, cookie_name: &str) -> Option<Cow<'a, str>> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     if let Some(token) = header("x-pomerium-authorization").filter(|t| !t.is_empty()) {
-        return Some(token.to_owned());
+        return Some(Cow::Borrowed(token));
     }
     if let Some(value) = header("authorization") {
         if let Some(token) = value.get(..9).filter(|p| p.eq_ignore_ascii_case("pomerium ")).and(value.get(9..)) {
-            return Some(token.trim().to_owned()).filter(|t| !t.is_empty());
+            return Some(Cow::Borrowed(token.trim())).filter(|t| !t.is_empty());
         }
         if let Some(token) = value.strip_prefix("Bearer Pomerium-") {
-            return Some(token.trim().to_owned()).filter(|t| !t.is_empty());
+            return Some(Cow::Borrowed(token.trim())).filter(|t| !t.is_empty());
         }
     }
     if let Some(query) = query
         && let Some((_, token)) = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "pomerium_session")
         && !token.is_empty()
     {
-        return Some(token.into_owned());
+        return Some(token);
     }
     read_cookie(headers, cookie_name)
 }
@@ -170,6 +185,10 @@ mod tests {
             cookies.iter().map(|c| c.to_str().unwrap().split(';').next().unwrap().to_owned()).collect();
         headers.insert(http::header::COOKIE, HeaderValue::from_str(&pairs.join("; ")).unwrap());
         assert_eq!(read_cookie(&headers, "_pomerium").unwrap(), value);
+        // A chunk name is `name_N`: other cookies that start with the name are not chunks.
+        let mut other = HeaderMap::new();
+        other.insert(http::header::COOKIE, HeaderValue::from_static("_pomerium=a; _pomerium_csrf=b; _pomerium_01=c"));
+        assert!(matches!(read_cookie(&other, "_pomerium"), Some(Cow::Borrowed("a"))));
         assert!(matches!(set_cookies(&settings(), "c", &"x".repeat(CHUNK * 17), 0), Err(CookieError::TooLarge(_))));
     }
 

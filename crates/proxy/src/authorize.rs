@@ -130,6 +130,7 @@ pub(crate) async fn decide(
                 live,
                 hostname(request.authority),
                 now.as_second(),
+                route.templates_read_tokens,
             ))
         }
         Verdict::Allow => Ok(None),
@@ -320,6 +321,13 @@ pub(crate) fn reads_identity(template: &crate::templates::HeaderTemplate) -> boo
     )
 }
 
+/// Whether a header template reads the session's tokens (not just the assertion).
+pub(crate) fn reads_tokens(template: &crate::templates::HeaderTemplate) -> bool {
+    template
+        .references()
+        .any(|path| matches!(path, [a, b] if a == "pomerium" && matches!(b.as_str(), "id_token" | "access_token")))
+}
+
 /// The values `set_request_headers` templates can read.
 struct TemplateValues<'a> {
     headers: &'a HeaderMap,
@@ -356,9 +364,7 @@ impl Values for TemplateValues<'_> {
 /// `X-Pomerium-Claim-*` headers (system.md §3.6, §3.7).
 pub(crate) fn identity_headers(settings: &authn::AuthnSettings, identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::new();
-    if let Ok(value) = HeaderValue::from_str(&identity.jwt) {
-        out.push((HeaderName::from_static("x-pomerium-jwt-assertion"), value));
-    }
+    out.push((HeaderName::from_static("x-pomerium-jwt-assertion"), identity.header.clone()));
     for (name, value) in authn::identity::claim_headers(settings, identity) {
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(&value)) {
             out.push((name, value));

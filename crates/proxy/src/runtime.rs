@@ -100,6 +100,8 @@ pub(crate) struct RouteRuntime {
     pub passes_identity: bool,
     /// The route's header templates read the identity (`${pomerium.jwt}`, tokens).
     pub templates_need_identity: bool,
+    /// They read the session's tokens (`${pomerium.id_token}`, `${pomerium.access_token}`).
+    pub templates_read_tokens: bool,
 }
 
 /// What a route does with a request it allows.
@@ -328,6 +330,7 @@ fn route_runtime(route: &Route, options: &Options, environment: &Environment) ->
         program: Program::compile(route.policy()),
         action: action(route, environment)?,
         templates_need_identity: set_request_headers.iter().any(|(_, t)| crate::authorize::reads_identity(t)),
+        templates_read_tokens: set_request_headers.iter().any(|(_, t)| crate::authorize::reads_tokens(t)),
         set_request_headers,
         remove_request_headers: route
             .remove_request_headers

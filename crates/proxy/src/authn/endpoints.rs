@@ -731,6 +731,7 @@ async fn current_identity(
         Some(&found.handle.id),
         request.hostname,
         cx.now,
+        false,
     );
     Ok(identity)
 }

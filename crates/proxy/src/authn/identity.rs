@@ -6,63 +6,73 @@
 
 use super::AuthnSettings;
 use authenticate::assertion::{self, AssertionSubject};
+use http::HeaderValue;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// How long a signed assertion is reused (it is valid for five minutes).
 const REUSE_SECONDS: i64 = 60;
-/// Entries kept at most; the cache starts over when full.
+/// Sessions kept at most; the cache starts over when full.
 const CAPACITY: usize = 100_000;
 
 /// What a request's identity headers and templates are made of.
 #[derive(Debug, Clone)]
 pub(crate) struct Identity {
     pub jwt: Arc<str>,
+    /// The assertion as a header value, made once per signature (cloning it counts a reference).
+    pub header: HeaderValue,
     pub claims: Arc<Map<String, Value>>,
+    /// The session's tokens, read only for routes whose templates use them.
     pub id_token: Option<String>,
     pub access_token: Option<String>,
 }
 
-/// A signed assertion and its claims.
-type Signed = (Arc<str>, Arc<Map<String, Value>>);
+/// A signed assertion: its text, as a header value, and its claims.
+type Signed = (Arc<str>, HeaderValue, Arc<Map<String, Value>>);
 
 #[derive(Debug)]
 struct Cached {
+    host: Box<str>,
+    key_id: Box<str>,
     jwt: Arc<str>,
+    header: HeaderValue,
     claims: Arc<Map<String, Value>>,
     issued_at: i64,
 }
 
-/// Signed assertions by (session id, host name, key id).
+/// Signed assertions by session id, then (host name, key id): looked up without allocating.
 #[derive(Debug, Default)]
 pub(crate) struct AssertionCache {
-    entries: Mutex<HashMap<(String, String, String), Cached>>,
+    entries: Mutex<HashMap<Box<str>, Vec<Cached>, foldhash::fast::RandomState>>,
 }
 
 impl AssertionCache {
-    fn get(&self, key: &(String, String, String), now: i64) -> Option<Signed> {
+    fn get(&self, session: &str, host: &str, key_id: &str, now: i64) -> Option<Signed> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let cached = entries.get(key)?;
+        let cached = entries.get(session)?.iter().find(|c| &*c.host == host && &*c.key_id == key_id)?;
         (now.saturating_sub(cached.issued_at) < REUSE_SECONDS && cached.issued_at <= now)
-            .then(|| (Arc::clone(&cached.jwt), Arc::clone(&cached.claims)))
+            .then(|| (Arc::clone(&cached.jwt), cached.header.clone(), Arc::clone(&cached.claims)))
     }
 
     pub(crate) fn clear(&self) {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 
-    fn put(&self, key: (String, String, String), cached: Cached) {
+    fn put(&self, session: &str, cached: Cached) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= CAPACITY {
             entries.clear();
         }
-        entries.insert(key, cached);
+        let hosts = entries.entry(session.into()).or_default();
+        hosts.retain(|c| !(c.host == cached.host && c.key_id == cached.key_id));
+        hosts.push(cached);
     }
 }
 
 /// The identity of a request with session `session_id` (or none, for a public route) to host
-/// `hostname`. `None` only when signing fails, which a valid key never does.
+/// `hostname`; with the session's tokens when `tokens` (a template reads them). `None` only when
+/// signing fails, which a valid key never does.
 pub(crate) fn identity(
     settings: &AuthnSettings,
     cache: &AssertionCache,
@@ -70,39 +80,51 @@ pub(crate) fn identity(
     session_id: Option<&str>,
     hostname: &str,
     now: i64,
+    tokens: bool,
 ) -> Option<Identity> {
     let session = session_id.and_then(|id| records.session(id));
-    let tokens = |s: &policy::records::Session| {
-        (s.id_token.as_ref().map(|t| t.0.clone()), s.access_token.as_ref().map(|t| t.0.clone()))
+    let (id_token, access_token) = match session.filter(|_| tokens) {
+        Some(s) => (s.id_token.as_ref().map(|t| t.0.clone()), s.access_token.as_ref().map(|t| t.0.clone())),
+        None => (None, None),
     };
-    let (id_token, access_token) = session.map(tokens).unwrap_or_default();
-    let key = (
-        session.map(|s| s.id.clone()).unwrap_or_default(),
-        hostname.to_owned(),
-        settings.signing_key.key_id().to_owned(),
-    );
-    if let Some((jwt, claims)) = cache.get(&key, now) {
-        return Some(Identity { jwt, claims, id_token, access_token });
+    let session_key = session.map_or("", |s| s.id.as_str());
+    let key_id = settings.signing_key.key_id();
+    if let Some((jwt, header, claims)) = cache.get(session_key, hostname, key_id, now) {
+        return Some(Identity { jwt, header, claims, id_token, access_token });
     }
     let user_id = session.and_then(|s| s.user_id.as_deref());
     let subject = AssertionSubject {
-        session_id: session.map_or("", |s| s.id.as_str()),
+        session_id: session_key,
         session,
         user: user_id.and_then(|id| records.user(id)),
         directory_user: user_id.and_then(|id| records.directory_user(id)),
     };
     let extra: Vec<&str> = settings.extra_claims.iter().map(String::as_str).collect();
     let claims = assertion::assertion_claims(&subject, hostname, settings.issuer_format, &extra, now);
-    let jwt: Arc<str> = match settings.signing_key.sign(&claims) {
-        Ok(jwt) => jwt.into(),
+    let signed = settings.signing_key.sign(&claims).map_err(|e| e.to_string()).and_then(|jwt| {
+        let header = HeaderValue::from_str(&jwt).map_err(|e| e.to_string())?;
+        Ok((Arc::<str>::from(jwt), header))
+    });
+    let (jwt, header) = match signed {
+        Ok(signed) => signed,
         Err(error) => {
             tracing::error!(%error, "signing the identity assertion failed");
             return None;
         }
     };
     let claims = Arc::new(claims);
-    cache.put(key, Cached { jwt: Arc::clone(&jwt), claims: Arc::clone(&claims), issued_at: now });
-    Some(Identity { jwt, claims, id_token, access_token })
+    cache.put(
+        session_key,
+        Cached {
+            host: hostname.into(),
+            key_id: key_id.into(),
+            jwt: Arc::clone(&jwt),
+            header: header.clone(),
+            claims: Arc::clone(&claims),
+            issued_at: now,
+        },
+    );
+    Some(Identity { jwt, header, claims, id_token, access_token })
 }
 
 /// `X-Pomerium-Claim-*` values for `identity`, by header name.

@@ -99,6 +99,8 @@ pub(crate) struct AuthnSettings {
     pub signing_key: Arc<SigningKey>,
     /// `/.well-known/pomerium/jwks.json`: every key of `signing_key` (the first signs).
     pub jwks: String,
+    /// Session handles verified under `shared_key`.
+    pub handles: session::HandleCache,
     pub cookie_name: String,
     pub cookie: CookieSettings,
     pub cookie_expire: std::time::Duration,
@@ -165,6 +167,7 @@ impl AuthnSettings {
             cookie_aead: Aead::new(cookie_key).map_err(|_| SettingsError::Key("cookie_secret"))?,
             signing_key: Arc::new(signing_key),
             jwks,
+            handles: session::HandleCache::default(),
             cookie_name: options.cookie.name.clone(),
             cookie: CookieSettings {
                 domain: options.cookie.domain.clone(),

@@ -10,11 +10,13 @@ use http::HeaderMap;
 use policy::records::{
     DeviceCredential, DeviceEnrollment, DirectoryUser, MemoryRecords, Records, ServiceAccount, Session, User,
 };
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// The session a request carries.
 #[derive(Debug)]
 pub(crate) struct RequestSession {
-    pub handle: SessionHandle,
+    pub handle: Arc<SessionHandle>,
     /// Records read from the databroker because the cache lagged behind the handle; they stand
     /// in for the cache's for this session and its user.
     pub fetched: Option<MemoryRecords>,
@@ -32,13 +34,7 @@ pub(crate) async fn find(
     let Some(token) = authenticate::cookie::session_token(headers, query, &settings.cookie_name) else {
         return Ok(None);
     };
-    let handle = match SessionHandle::from_jwt(&token, &settings.shared_key) {
-        Ok(handle) => handle,
-        Err(error) => {
-            tracing::debug!(%error, "the session handle is not valid; treated as no session");
-            return Ok(None);
-        }
-    };
+    let Some(handle) = settings.handles.verify(&token, &settings.shared_key) else { return Ok(None) };
     let Some(store) = &authn.store else { return Ok(None) };
     let versions = Versions {
         server_version: handle.databroker_server_version,
@@ -94,5 +90,67 @@ impl Records for Overlay<'_> {
     }
     fn external(&self, record_type: &str, id: &str) -> Option<&serde_json::Value> {
         self.base.external(record_type, id)
+    }
+}
+
+/// Session handles already verified, by their exact text. A handle is a pure function of its text
+/// under one key (the cache is part of a configuration's settings, so a new key starts afresh),
+/// and nothing else about it changes: what changes is the session record it names, which is read
+/// every time. Saves the HMAC, the base64 and the JSON of every request after a session's first.
+#[derive(Debug, Default)]
+pub(crate) struct HandleCache {
+    verified: RwLock<HashMap<Box<str>, Arc<SessionHandle>, foldhash::fast::RandomState>>,
+}
+
+/// Handles kept at most; the cache starts over when full (only verified handles get in, and
+/// only the shared secret makes them).
+const HANDLE_CAPACITY: usize = 10_000;
+
+impl HandleCache {
+    /// The handle `token` holds, if it verifies under `key`.
+    pub(crate) fn verify(&self, token: &str, key: &[u8]) -> Option<Arc<SessionHandle>> {
+        if let Some(handle) = self.verified.read().unwrap_or_else(PoisonError::into_inner).get(token) {
+            return Some(Arc::clone(handle));
+        }
+        let handle = match SessionHandle::from_jwt(token, key) {
+            Ok(handle) => Arc::new(handle),
+            Err(error) => {
+                tracing::debug!(%error, "the session handle is not valid; treated as no session");
+                return None;
+            }
+        };
+        let mut verified = self.verified.write().unwrap_or_else(PoisonError::into_inner);
+        if verified.len() >= HANDLE_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(token.into(), Arc::clone(&handle));
+        Some(handle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn only_verified_handles_are_kept_and_each_under_its_key() {
+        let handle = SessionHandle {
+            id: "s".into(),
+            user_id: "u".into(),
+            idp_id: None,
+            issuer: "a".into(),
+            audience: vec![],
+            issued_at: 1,
+            databroker_server_version: 1,
+            databroker_record_version: 1,
+        };
+        let jwt = handle.to_jwt(b"key");
+        let cache = HandleCache::default();
+        assert!(cache.verify(&jwt, b"other").is_none());
+        assert!(cache.verified.read().unwrap().is_empty(), "a refused handle is not kept");
+        assert_eq!(cache.verify(&jwt, b"key").unwrap().id, "s");
+        assert_eq!(cache.verify(&jwt, b"key").unwrap().id, "s", "from the cache");
+        assert!(cache.verify(&format!("{jwt}x"), b"key").is_none(), "another text is verified anew");
     }
 }
