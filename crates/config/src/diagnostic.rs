@@ -104,7 +104,7 @@ diagnostic_enum! {
     /// Something Pomerium accepts that is probably not what was meant.
     pub enum Warning(ppl::Warning) {
         UnknownOption, DeprecatedOption, IgnoredOption, BareDuration, ShadowedRoute, HeaderTemplate,
-        AllowsNothing, HttpFrom, NoPort, DevelopmentProvider,
+        AllowsNothing, HttpFrom, NoPort, DevelopmentProvider, HostedAuthenticate,
     }
 }
 
@@ -566,6 +566,25 @@ pub struct IgnoredOption {
 pub struct DevelopmentProvider {
     pub(crate) users: String,
     #[label("for development only")]
+    pub(crate) span: SourceSpan,
+}
+
+/// An identity provider without `authenticate_service_url`: Pomerium then signs users in through
+/// its hosted authenticate service, which ignores the provider (and which this server does not
+/// speak to).
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+#[error("`idp_provider` has no effect without `authenticate_service_url`")]
+#[diagnostic(
+    code(config::idp::hosted_authenticate),
+    severity(Warning),
+    help(
+        "without it, sign-in goes to Pomerium's hosted authenticate service (authenticate.pomerium.app), which \
+         this server does not support; set `authenticate_service_url` to the authenticate host this server \
+         serves, e.g. `https://authenticate.example.com`"
+    )
+)]
+pub struct HostedAuthenticate {
+    #[label("this provider is never asked")]
     pub(crate) span: SourceSpan,
 }
 

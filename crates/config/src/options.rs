@@ -785,6 +785,12 @@ fn read_idp(r: &mut Reader<'_>, o: &mut Options) {
         o.idp.development_users = read_development_users(r, &field);
     }
     check_development_provider(r, o);
+    if o.idp.provider.is_some()
+        && o.authenticate_service_url.is_none()
+        && let Some(provider) = r.field("idp_provider")
+    {
+        r.sink.warning(&provider.origin, crate::diagnostic::HostedAuthenticate { span: provider.span().into() });
+    }
 }
 
 /// The development provider is named in every check (it lets anyone in), needs its users, and
