@@ -8,6 +8,8 @@
 //   ACCESS_TOKEN_TTL         seconds (default 3600); short in the refresh test
 //   SUBSTITUTE_ID_TOKEN_FROM failure injection: a client id (`someone-else`) whose last ID token
 //                            replaces the one the token endpoint gives `pomerium`
+//   REFUSE_REFRESH           failure injection: every refresh-token grant is answered with
+//                            `invalid_grant`, as when a user's grant is revoked at the provider
 //
 // Users (the dev login form accepts any password): alice (engineering), bob (other.org).
 
@@ -86,6 +88,19 @@ server.listen(0, '127.0.0.1', () => {
   provider.on('access_token.destroyed', () => console.log(JSON.stringify({ event: 'revoked' })));
   provider.on('grant.success', () => console.log(JSON.stringify({ event: 'grant.success' })));
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
+  // Failure injection, only with REFUSE_REFRESH: the refresh-token grant fails as a revoked grant
+  // does (400 invalid_grant); each refusal is printed.
+  if (process.env.REFUSE_REFRESH) {
+    provider.use(async (ctx, next) => {
+      await next();
+      if (ctx.oidc?.route === 'token' && ctx.oidc.params?.grant_type === 'refresh_token') {
+        ctx.status = 400;
+        ctx.body = { error: 'invalid_grant', error_description: 'grant revoked (test)' };
+        console.log(JSON.stringify({ event: 'refresh.refused' }));
+      }
+    });
+  }
+
   // Failure injection, only with SUBSTITUTE_ID_TOKEN_FROM: a token substitution attack. The last
   // ID token the token endpoint issued to that client (genuine, signed by this provider, but for
   // another audience) replaces the one issued to `pomerium`; each substitution is printed.

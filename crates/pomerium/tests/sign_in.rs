@@ -230,6 +230,32 @@ async fn tokens_are_refreshed_before_they_expire() {
     .await;
 }
 
+/// A session whose refresh the provider refuses (its grant revoked there) ends: the refresher
+/// deletes it, and the browser is sent to sign in again.
+#[tokio::test]
+async fn a_session_whose_refresh_is_refused_ends() {
+    let setup = Setup::new();
+    // Access tokens live 61 s, so the refresher tries at once; the provider refuses every refresh.
+    let idp = OidcProvider::start_with_env(&[CALLBACK], &[], Some(61), &[("REFUSE_REFRESH", "1")]);
+    let (mut pomerium, _upstream) = start(&setup, &idp, "", &[("POMERIUM_SESSION_REFRESH_INTERVAL_MS", "200")]).await;
+    let mut browser = Browser::new(&pomerium);
+    assert_eq!(sign_in(&mut browser, "https://app.test.localhost/", "alice").await.reply.status, 200);
+    pomerium.wait_for_log("the identity provider refused the refresh; the session ends").await;
+    assert!(idp.count("refresh.refused") >= 1, "the provider saw the refresh and refused it");
+    let app = Url::parse("https://app.test.localhost/").unwrap();
+    let reply = support::eventually("the ended session to be no session", || {
+        let mut copy = Browser::new(&pomerium);
+        copy.jar = browser.jar.clone();
+        let app = app.clone();
+        async move {
+            let reply = copy.send(Method::GET, &app, None, &[("accept", "text/html")]).await;
+            (reply.status == 302).then_some(reply)
+        }
+    })
+    .await;
+    assert!(reply.header("location").starts_with("https://authenticate.test.localhost/.pomerium/sign_in?"));
+}
+
 /// A GET with the browser's cookies, without changing the browser.
 async fn browser_get(pomerium: &Pomerium, browser: &Browser, url: &str) -> support::Reply {
     let mut copy = Browser::new(pomerium);

@@ -2,9 +2,15 @@
 //! under the databroker lease `identity_manager`, refreshes the OAuth tokens of sessions about to
 //! expire, deletes sessions whose refresh is refused or whose time is up, and updates users'
 //! claims from the refreshed identity.
+//!
+//! While it holds the lease it keeps every session in memory, loaded once (`SyncLatest`) and
+//! then followed through the databroker's change stream (`Sync`), so that each tick looks at
+//! memory rather than asking the databroker for every session again. It starts over from a new
+//! snapshot when the stream fails or the lease is lost.
 
-use super::Authn;
-use authenticate::session::{StoredIdToken, StoredOAuthToken, StoredSession, StoredUser};
+use super::{Authn, SessionStore};
+use authenticate::session::{SESSION_TYPE, StoredIdToken, StoredOAuthToken, StoredSession, StoredUser};
+use databroker::client::ChangeFeed;
 use oidc::ProviderSettings;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,68 +27,105 @@ const MIN_INTERVAL: Duration = Duration::from_secs(10);
 /// Where the refresher reads the current provider settings (they change on reload).
 pub type CurrentProvider = Arc<dyn Fn() -> Option<ProviderSettings> + Send + Sync>;
 
-/// Runs until the task is dropped: every `interval`, take or keep the lease, then refresh what
-/// is due.
+/// Runs until the task is dropped: take the lease (trying again every `interval`), then follow
+/// the sessions and refresh what is due every `interval` while the lease is kept.
 pub async fn run(authn: Arc<Authn>, current: CurrentProvider, interval: Duration) {
     let Some(store) = authn.store.clone() else { return };
-    let mut lease: Option<String> = None;
-    let mut attempts: HashMap<String, Instant> = HashMap::new();
     let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        lease = match lease {
-            Some(id) => match store.renew_lease(LEASE_NAME, &id, LEASE_DURATION).await {
-                Ok(true) => Some(id),
-                Ok(false) => {
-                    tracing::info!("the session refresher lost its lease");
-                    None
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "the session refresher could not renew its lease");
-                    None
-                }
-            },
-            None => store.acquire_lease(LEASE_NAME, LEASE_DURATION).await.unwrap_or_else(|error| {
+        let lease = match store.acquire_lease(LEASE_NAME, LEASE_DURATION).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => continue,
+            Err(error) => {
                 tracing::debug!(%error, "the session refresher could not take the lease");
-                None
-            }),
+                continue;
+            }
         };
-        if lease.is_none() {
-            continue;
+        tracing::info!("the session refresher holds the lease");
+        if let Err(reason) = hold(&authn, &store, &current, &lease, &mut ticker).await {
+            tracing::info!(%reason, "the session refresher stops following sessions");
         }
-        let Some(settings) = current() else { continue };
-        let provider = match authn.provider(&settings).await {
-            Ok(provider) => provider,
-            Err(error) => {
-                tracing::warn!(%error, "the session refresher cannot reach the identity provider");
-                continue;
+    }
+}
+
+/// While the lease is kept: the sessions, followed, and refreshed when due. Returns why it
+/// stopped (the lease lost, the stream broken), after which the caller starts over.
+async fn hold(
+    authn: &Authn,
+    store: &SessionStore,
+    current: &CurrentProvider,
+    lease: &str,
+    ticker: &mut tokio::time::Interval,
+) -> Result<(), String> {
+    let (snapshot, versions) = store.session_snapshot().await.map_err(|e| e.to_string())?;
+    let mut sessions: HashMap<String, StoredSession> = snapshot.into_iter().map(|s| (s.id.clone(), s)).collect();
+    let mut feed: ChangeFeed = store.session_changes(versions).await.map_err(|e| e.to_string())?;
+    let mut attempts: HashMap<String, Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            change = feed.next() => {
+                let record = change.map_err(|status| format!("the change stream failed: {}", status.message()))?;
+                if record.record_type != SESSION_TYPE {
+                    continue;
+                }
+                if record.is_deleted() {
+                    sessions.remove(&record.id);
+                    attempts.remove(&record.id);
+                } else if let Ok(session) = StoredSession::from_data(&record.data) {
+                    sessions.insert(record.id.clone(), session);
+                }
             }
-        };
-        let sessions = match store.sessions().await {
-            Ok(sessions) => sessions,
-            Err(error) => {
-                tracing::warn!(%error, "the session refresher cannot list sessions");
-                continue;
+            _ = ticker.tick() => {
+                match store.renew_lease(LEASE_NAME, lease, LEASE_DURATION).await {
+                    Ok(true) => {}
+                    Ok(false) => return Err("another replica holds the lease now".to_owned()),
+                    Err(error) => return Err(format!("renewing the lease: {error}")),
+                }
+                refresh_due(authn, store, current, &sessions, &mut attempts).await;
             }
-        };
-        let now = jiff::Timestamp::now();
-        attempts.retain(|id, _| sessions.iter().any(|s| &s.id == id));
-        for session in sessions {
-            match due(&session, now) {
-                Due::Expired => {
-                    if let Err(error) = store.delete(&session.id).await {
-                        tracing::warn!(%error, "the session refresher could not delete an expired session");
+        }
+    }
+}
+
+/// Deletes the sessions whose time is up and refreshes those whose tokens expire soon. What it
+/// writes comes back through the change stream.
+async fn refresh_due(
+    authn: &Authn,
+    store: &SessionStore,
+    current: &CurrentProvider,
+    sessions: &HashMap<String, StoredSession>,
+    attempts: &mut HashMap<String, Instant>,
+) {
+    let now = jiff::Timestamp::now();
+    let mut provider = None;
+    for session in sessions.values() {
+        match due(session, now) {
+            Due::Expired => {
+                if let Err(error) = store.delete(&session.id).await {
+                    tracing::warn!(%error, "the session refresher could not delete an expired session");
+                }
+            }
+            Due::Refresh(refresh_token) => {
+                if attempts.get(&session.id).is_some_and(|at| at.elapsed() < MIN_INTERVAL) {
+                    continue;
+                }
+                if provider.is_none() {
+                    let Some(settings) = current() else { return };
+                    match authn.provider(&settings).await {
+                        Ok(found) => provider = Some(found),
+                        Err(error) => {
+                            tracing::warn!(%error, "the session refresher cannot reach the identity provider");
+                            return;
+                        }
                     }
                 }
-                Due::Refresh(refresh_token) => {
-                    if attempts.get(&session.id).is_some_and(|at| at.elapsed() < MIN_INTERVAL) {
-                        continue;
-                    }
-                    attempts.insert(session.id.clone(), Instant::now());
-                    refresh(&store, &provider, session, &refresh_token).await;
-                }
-                Due::NotYet => {}
+                let Some(provider) = &provider else { return };
+                attempts.insert(session.id.clone(), Instant::now());
+                refresh(store, provider, session.clone(), &refresh_token).await;
             }
+            Due::NotYet => {}
         }
     }
 }

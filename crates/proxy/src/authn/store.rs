@@ -94,18 +94,28 @@ impl SessionStore {
         Ok(record.filter(|r| !r.is_deleted()).and_then(|r| StoredUser::from_data(&r.data).ok()))
     }
 
-    /// Every session, for the refresher.
-    pub async fn sessions(&self) -> Result<Vec<StoredSession>, StoreError> {
-        let query = databroker::query::Query {
-            record_type: SESSION_TYPE.to_owned(),
-            search: String::new(),
-            offset: 0,
-            limit: None,
-            filter: None,
-        };
-        let result =
-            self.broker.query(&query, None).await.map_err(|s| StoreError::new("did not list the sessions", &s))?;
-        Ok(result.page.records.iter().filter_map(|r| StoredSession::from_data(&r.data).ok()).collect())
+    /// Every session now, and the versions to follow changes from (the refresher).
+    pub async fn session_snapshot(&self) -> Result<(Vec<StoredSession>, Versions), StoreError> {
+        let snapshot = self
+            .broker
+            .latest(Some(SESSION_TYPE))
+            .await
+            .map_err(|s| StoreError::new("did not list the sessions", &s))?;
+        let sessions = snapshot
+            .records
+            .iter()
+            .filter(|r| !r.is_deleted())
+            .filter_map(|r| StoredSession::from_data(&r.data).ok())
+            .collect();
+        Ok((sessions, snapshot.versions))
+    }
+
+    /// The sessions' changes after `from`, as they happen.
+    pub async fn session_changes(&self, from: Versions) -> Result<databroker::client::ChangeFeed, StoreError> {
+        self.broker
+            .feed(from, Some(SESSION_TYPE))
+            .await
+            .map_err(|s| StoreError::new("did not stream session changes", &s))
     }
 
     /// Takes the named lease when it is free; its id, to renew it with.
