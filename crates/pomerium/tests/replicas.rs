@@ -9,7 +9,6 @@
 
 mod support;
 
-use base64::Engine as _;
 use http::Method;
 use pg_test_cluster::TestPostgres;
 use support::browser::{Browser, OidcProvider, Page};
@@ -120,30 +119,11 @@ async fn wait_served(replica: &Pomerium, prefix: &str, count: usize) {
     assert_eq!(served(replica, prefix), count, "requests to {prefix}:\n{}", replica.logs().join("\n"));
 }
 
-/// Verifies an ES256 JWT against a JWKS document independently of our code (as sign_in.rs
-/// does): the JWK's x and y as an uncompressed P-256 point, checked by aws-lc-rs. The claims.
-fn verify_es256(jwt: &str, jwks: &serde_json::Value) -> serde_json::Value {
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let parts: Vec<&str> = jwt.split('.').collect();
-    assert_eq!(parts.len(), 3);
-    let header: serde_json::Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
-    assert_eq!(header["alg"], "ES256");
-    let key =
-        jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == header["kid"]).expect("the kid is published");
-    let mut point = vec![4u8];
-    point.extend(b64.decode(key["x"].as_str().unwrap()).unwrap());
-    point.extend(b64.decode(key["y"].as_str().unwrap()).unwrap());
-    let public = aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED, point);
-    let signed = format!("{}.{}", parts[0], parts[1]);
-    public.verify(signed.as_bytes(), &b64.decode(parts[2]).unwrap()).expect("the assertion verifies against the JWKS");
-    serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap()
-}
-
 /// The identity the upstream saw: the email header, and the assertion verified against `jwks`.
 fn identity(reply: &Reply, jwks: &serde_json::Value) -> serde_json::Value {
     let seen = reply.seen();
     assert_eq!(seen.header("x-pomerium-claim-email").as_deref(), Some("alice@example.com"));
-    let claims = verify_es256(&seen.header("x-pomerium-jwt-assertion").expect("an assertion"), jwks);
+    let claims = support::verify_es256(&seen.header("x-pomerium-jwt-assertion").expect("an assertion"), jwks);
     assert_eq!(claims["email"], "alice@example.com");
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["aud"], "app.test.localhost");

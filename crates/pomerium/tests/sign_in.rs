@@ -62,25 +62,6 @@ async fn sign_in(browser: &mut Browser, url: &str, login: &str) -> Page {
     browser.sign_in_at_provider(page, login).await
 }
 
-/// Verifies an ES256 JWT against a JWKS document independently of our code: the JWK's x and y
-/// as an uncompressed P-256 point, checked by aws-lc-rs.
-fn verify_es256(jwt: &str, jwks: &serde_json::Value) -> serde_json::Value {
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let parts: Vec<&str> = jwt.split('.').collect();
-    assert_eq!(parts.len(), 3);
-    let header: serde_json::Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
-    assert_eq!(header["alg"], "ES256");
-    let key =
-        jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == header["kid"]).expect("the kid is published");
-    let mut point = vec![4u8];
-    point.extend(b64.decode(key["x"].as_str().unwrap()).unwrap());
-    point.extend(b64.decode(key["y"].as_str().unwrap()).unwrap());
-    let public = aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED, point);
-    let signed = format!("{}.{}", parts[0], parts[1]);
-    public.verify(signed.as_bytes(), &b64.decode(parts[2]).unwrap()).expect("the assertion verifies against the JWKS");
-    serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn a_user_signs_in_and_the_upstream_gets_a_verifiable_identity() {
     let setup = Setup::new();
@@ -103,7 +84,7 @@ async fn a_user_signs_in_and_the_upstream_gets_a_verifiable_identity() {
         .await;
     assert_eq!(jwks.header("cache-control"), "max-age=60");
     assert_eq!(jwks.header("access-control-allow-origin"), "*");
-    let claims = verify_es256(&seen.header("x-pomerium-jwt-assertion").unwrap(), &jwks.json());
+    let claims = support::verify_es256(&seen.header("x-pomerium-jwt-assertion").unwrap(), &jwks.json());
     assert_eq!(claims["iss"], "app.test.localhost");
     assert_eq!(claims["aud"], "app.test.localhost");
     assert_eq!(claims["email"], "alice@example.com");

@@ -143,23 +143,6 @@ fn url(text: &str) -> Url {
     Url::parse(text).unwrap()
 }
 
-/// Verifies an ES256 JWT against a JWKS document (the JWK's x and y as a P-256 point).
-fn verify_es256(jwt: &str, jwks: &serde_json::Value) -> serde_json::Value {
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let parts: Vec<&str> = jwt.split('.').collect();
-    let header: serde_json::Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
-    let key =
-        jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == header["kid"]).expect("the kid is published");
-    let mut point = vec![4u8];
-    point.extend(b64.decode(key["x"].as_str().unwrap()).unwrap());
-    point.extend(b64.decode(key["y"].as_str().unwrap()).unwrap());
-    let public = aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED, point);
-    public
-        .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &b64.decode(parts[2]).unwrap())
-        .expect("the assertion verifies against the proxy's JWKS");
-    serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discrete_services_sign_a_user_in_and_authorize_every_request() {
     let postgres = TestPostgres::shared().unwrap().database().unwrap();
@@ -191,7 +174,7 @@ async fn discrete_services_sign_a_user_in_and_authorize_every_request() {
     // derive the key from the shared secret).
     let jwks =
         browser.send(Method::GET, &url("https://app.test.localhost/.well-known/pomerium/jwks.json"), None, &[]).await;
-    let claims = verify_es256(&seen.header("x-pomerium-jwt-assertion").unwrap(), &jwks.json());
+    let claims = support::verify_es256(&seen.header("x-pomerium-jwt-assertion").unwrap(), &jwks.json());
     assert_eq!(
         (claims["email"].as_str(), claims["aud"].as_str()),
         (Some("alice@example.com"), Some("app.test.localhost"))
