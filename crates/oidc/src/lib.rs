@@ -207,10 +207,6 @@ impl Provider {
         Ok(Provider(Arc::new(Inner::Oidc(oidc))))
     }
 
-    pub fn is_development(&self) -> bool {
-        matches!(*self.0, Inner::Development(_))
-    }
-
     pub fn development(&self) -> Option<&DevelopmentIdp> {
         match &*self.0 {
             Inner::Development(idp) => Some(idp),

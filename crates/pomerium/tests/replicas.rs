@@ -66,20 +66,8 @@ fn url(text: &str) -> Url {
 
 /// Signs in as `login` through the whole flow, starting at `url`; the page it ends on.
 async fn sign_in(browser: &mut Browser, url: &str, login: &str) -> Page {
-    let page = at_provider_login(browser, url).await;
+    let page = browser.open_provider_login(url).await;
     browser.sign_in_at_provider(page, login).await
-}
-
-/// Follows the redirects from `url` to the provider's login page.
-async fn at_provider_login(browser: &mut Browser, url: &str) -> Page {
-    let page = browser.get(url).await;
-    assert!(
-        page.url.as_str().contains("/interaction/"),
-        "not at the provider's login: {} {:?}",
-        page.url,
-        browser.visited
-    );
-    page
 }
 
 /// A GET to `url` on `replica` with only the session cookie `cookie`, no redirect followed.
@@ -201,7 +189,7 @@ async fn a_sign_in_begun_on_one_replica_ends_on_the_other_and_outlives_a_restart
     let mut browser = Browser::new(&a);
 
     // A sends the browser to the provider: A made the state, the CSRF and PKCE cookies.
-    let page = at_provider_login(&mut browser, "https://app.test.localhost/start?x=1").await;
+    let page = browser.open_provider_login("https://app.test.localhost/start?x=1").await;
     wait_served(&a, "/.pomerium/sign_in", 1).await;
     assert!(browser.cookie("authenticate.test.localhost", "_pomerium_csrf").is_some(), "{:?}", browser.jar);
 

@@ -52,13 +52,7 @@ async fn start(setup: &Setup, idp: &OidcProvider, extra: &str, env: &[(&str, &st
 
 /// Signs in as `login` through the whole flow, starting at `url`; the page it ends on.
 async fn sign_in(browser: &mut Browser, url: &str, login: &str) -> Page {
-    let page = browser.get(url).await;
-    assert!(
-        page.url.as_str().contains("/interaction/"),
-        "not at the provider's login: {} {:?}",
-        page.url,
-        browser.visited
-    );
+    let page = browser.open_provider_login(url).await;
     browser.sign_in_at_provider(page, login).await
 }
 

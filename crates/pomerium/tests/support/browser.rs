@@ -260,6 +260,19 @@ impl Browser {
         panic!("too many redirects: {:?}", self.visited);
     }
 
+    /// Follows the redirects from `url` to the provider's login page (and says so when they end
+    /// elsewhere).
+    pub async fn open_provider_login(&mut self, url: &str) -> Page {
+        let page = self.get(url).await;
+        assert!(
+            page.url.as_str().contains("/interaction/"),
+            "not at the provider's login: {} {:?}",
+            page.url,
+            self.visited
+        );
+        page
+    }
+
     /// Signs in at `oidc-provider`'s development login form as `login`, from its login page,
     /// consenting if asked; the page the flow ends on.
     pub async fn sign_in_at_provider(&mut self, page: Page, login: &str) -> Page {

@@ -56,8 +56,8 @@ pub(crate) fn is_endpoint(settings: &AuthnSettings, hostname: &str, path: &str, 
             || path.starts_with("/.pomerium/")
             || path.starts_with("/.well-known/pomerium");
     }
+    // The path first: it is a few byte comparisons, and most requests are not for these.
     settings.serves_routes
-        && settings.is_route_host(hostname)
         && (matches!(
             path,
             "/.pomerium/"
@@ -67,6 +67,7 @@ pub(crate) fn is_endpoint(settings: &AuthnSettings, hostname: &str, path: &str, 
                 | "/.pomerium/jwt"
                 | "/.pomerium/api/v1/login"
         ) || path.starts_with("/.well-known/pomerium"))
+        && settings.is_route_host(hostname)
 }
 
 /// Answers a control-plane request (`is_endpoint` said yes).

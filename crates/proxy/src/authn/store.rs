@@ -128,11 +128,6 @@ impl SessionStore {
         self.broker.renew_lease(name, id, duration).await.map_err(|s| StoreError::new("did not renew the lease", &s))
     }
 
-    /// Whether this process has a cache the policy can read sessions from.
-    pub fn has_cache(&self) -> bool {
-        self.cache.is_some()
-    }
-
     /// Read-your-writes for a request: waits for the cache to hold `versions`, else reads the
     /// session (and its user) from the databroker.
     pub async fn fresh(&self, id: &str, versions: Versions) -> Result<Freshness, StoreError> {
