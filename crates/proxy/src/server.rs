@@ -34,6 +34,8 @@ use tokio::task::JoinSet;
 use crate::body::{self, ProxyBody};
 use crate::tls::{ClientCertificate, ServerTls};
 
+mod linger;
+
 /// Limits and timeouts of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerOptions {
@@ -265,7 +267,7 @@ impl<H: Handler> Connection<H> {
             alpn: session.alpn_protocol().map(<[u8]>::to_vec),
             client_certificate: tls.client_certificate(session),
         };
-        self.serve_http(TokioIo::new(stream), ConnectionInfo { peer, local, tls: Some(info) }).await;
+        self.serve_http(stream, ConnectionInfo { peer, local, tls: Some(info) }).await;
     }
 
     async fn serve_plain(self, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
@@ -275,12 +277,14 @@ impl<H: Handler> Connection<H> {
             Ok(Ok(1..)) => {}
             _ => return,
         }
-        self.serve_http(TokioIo::new(stream), ConnectionInfo { peer, local, tls: None }).await;
+        self.serve_http(stream, ConnectionInfo { peer, local, tls: None }).await;
     }
 
-    async fn serve_http<I>(self, io: I, info: ConnectionInfo)
+    /// Serves HTTP on `stream`; a connection that ends in an error (a refused request head,
+    /// say) is closed gently, so that the client reads the error response (see [`linger`]).
+    async fn serve_http<T>(self, stream: T, info: ConnectionInfo)
     where
-        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let info = Arc::new(info);
         let handler = self.handler;
@@ -289,9 +293,14 @@ impl<H: Handler> Connection<H> {
             let response = handler.handle(request, Arc::clone(&info));
             async move { Ok::<_, Infallible>(response.await) }
         });
-        let connection = self.builder.serve_connection_with_upgrades(io, service);
-        if let Err(error) = self.watcher.watch(connection).await {
+        let (stream, returned) = linger::Returning::new(stream);
+        let connection = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let outcome = self.watcher.watch(connection).await;
+        if let Err(error) = outcome {
             tracing::debug!(%peer, %error, "connection ended with an error");
+            if let Ok(stream) = returned.await {
+                linger::close_gently(stream).await;
+            }
         }
     }
 }
