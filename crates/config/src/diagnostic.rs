@@ -104,7 +104,7 @@ diagnostic_enum! {
     /// Something Pomerium accepts that is probably not what was meant.
     pub enum Warning(ppl::Warning) {
         UnknownOption, DeprecatedOption, IgnoredOption, BareDuration, ShadowedRoute, HeaderTemplate,
-        AllowsNothing, HttpFrom, NoPort, DevelopmentProvider, HostedAuthenticate,
+        AllowsNothing, HttpFrom, NoPort, DevelopmentProvider, HostedAuthenticate, JwtBearerFormat,
     }
 }
 
@@ -585,6 +585,23 @@ pub struct DevelopmentProvider {
 )]
 pub struct HostedAuthenticate {
     #[label("this provider is never asked")]
+    pub(crate) span: SourceSpan,
+}
+
+/// `bearer_token_format: jwt` verifies bearer JWTs against `jwt_allowed_issuers`, which this
+/// server does not support yet: every bearer token on such a route is refused.
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+#[error("`bearer_token_format: jwt` is not supported yet: bearer tokens here are refused with 403")]
+#[diagnostic(
+    code(config::option::jwt_bearer_format),
+    severity(Warning),
+    help(
+        "it needs `jwt_allowed_issuers`, which this server does not read yet; to accept your identity \
+         provider's tokens use `idp_access_token` or `idp_identity_token`"
+    )
+)]
+pub struct JwtBearerFormat {
+    #[label("not supported")]
     pub(crate) span: SourceSpan,
 }
 

@@ -1020,6 +1020,11 @@ fn read_identity_headers(r: &mut Reader<'_>, o: &mut Options) {
     o.jwt_issuer_format = r.with("jwt_issuer_format", |field, sink| field.choice(sink, ISSUER_FORMATS, false));
     o.jwt_groups_filter = r.list("jwt_groups_filter");
     o.bearer_token_format = r.choice("bearer_token_format", BEARER_TOKEN_FORMATS);
+    if o.bearer_token_format == Some(BearerTokenFormat::Jwt)
+        && let Some(field) = r.field("bearer_token_format")
+    {
+        r.sink.warning(&field.origin, crate::diagnostic::JwtBearerFormat { span: field.span().into() });
+    }
     o.pass_identity_headers = r.bool("pass_identity_headers");
     if let Some(field) = r.field("set_response_headers") {
         o.set_response_headers = response_headers(&field, r.sink);

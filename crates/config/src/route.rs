@@ -363,6 +363,17 @@ impl Route {
         self.pass_identity_headers.or(options.pass_identity_headers).unwrap_or(false)
     }
 
+    /// How the route reads `Authorization: Bearer`: its `bearer_token_format`, else the global
+    /// one (`GetBearerTokenFormatForPolicy`); `None` is Pomerium's unknown, read as the default.
+    pub fn effective_bearer_token_format(&self, options: &Options) -> Option<BearerTokenFormat> {
+        self.bearer_token_format.or(options.bearer_token_format)
+    }
+
+    /// `idp_access_token_allowed_audiences`: the route's, else the global one.
+    pub fn access_token_allowed_audiences<'a>(&'a self, options: &'a Options) -> Option<&'a [String]> {
+        self.idp_access_token_allowed_audiences.as_deref().or(options.idp.access_token_allowed_audiences.as_deref())
+    }
+
     /// The request headers removed before the request goes upstream (`getRequestHeadersToRemove`):
     /// the route's list; without identity headers, the assertion headers and every claim header;
     /// always the re-proxy headers. A header also in `set_request_headers` is set, not removed.

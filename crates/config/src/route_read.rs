@@ -9,7 +9,9 @@ use crate::env::Environment;
 use crate::headers;
 use crate::keys;
 use crate::material::{self, Encoding, Precedence, certificates, inline_or_file};
-use crate::options::{BEARER_TOKEN_FORMATS, JwtIssuerFormat, conflict, require_both, response_headers};
+use crate::options::{
+    BEARER_TOKEN_FORMATS, BearerTokenFormat, JwtIssuerFormat, conflict, require_both, response_headers,
+};
 use crate::read::{Field, Sink, Spanned};
 use crate::route::{
     Access, Action, DirectResponse, From, FromScheme, LoadBalancingPolicy, OutlierDetection, PathRewrite, Redirect,
@@ -429,6 +431,11 @@ impl Cx<'_> {
         route.idp_access_token_allowed_audiences = self.list("idp_access_token_allowed_audiences");
         route.identity_providers = self.list("identity_providers").unwrap_or_default();
         route.bearer_token_format = self.with("bearer_token_format", |f, s| f.choice(s, BEARER_TOKEN_FORMATS, true));
+        if route.bearer_token_format == Some(BearerTokenFormat::Jwt)
+            && let Some(field) = self.fields.get("bearer_token_format")
+        {
+            self.sink.warning(&field.origin, crate::diagnostic::JwtBearerFormat { span: field.span().into() });
+        }
         route.jwt_groups_filter = self.list("jwt_groups_filter");
         route.jwt_issuer_format = self.with("jwt_issuer_format", |f, s| {
             f.choice(s, &[("hostOnly", JwtIssuerFormat::HostOnly), ("uri", JwtIssuerFormat::Uri)], false)

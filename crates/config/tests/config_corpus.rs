@@ -258,6 +258,9 @@ fn route_summary(config: &config::Config, route: &Route) -> String {
     if route.passes_identity_headers(o) {
         line("pass_identity_headers".to_owned());
     }
+    if let Some(format) = route.effective_bearer_token_format(o) {
+        line(format!("bearer_token_format {format:?} audiences {:?}", route.access_token_allowed_audiences(o)));
+    }
     if let Some(lb) = route.load_balancing_policy {
         line(format!("load_balancing_policy {lb:?}"));
     }

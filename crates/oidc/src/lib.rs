@@ -163,7 +163,13 @@ struct Oidc {
     metadata: Metadata,
     http: http::HttpClient,
     keys: Mutex<Vec<jwt::Jwk>>,
+    /// When the JWKS was last fetched because a token named an unknown key.
+    unknown_key_refetch: Mutex<Option<std::time::Instant>>,
 }
+
+/// A token naming a key we do not know refetches the JWKS at most this often: bearer tokens come
+/// from anyone, and must not turn into a request to the provider each.
+const UNKNOWN_KEY_REFETCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Clone, serde::Deserialize)]
 struct Metadata {
@@ -202,7 +208,8 @@ impl Provider {
         if metadata.issuer.trim_end_matches('/') != settings.issuer_url.trim_end_matches('/') {
             return Err(discovery(format!("the document's issuer `{}` is not the configured one", metadata.issuer)));
         }
-        let oidc = Oidc { settings, metadata, http, keys: Mutex::new(Vec::new()) };
+        let oidc =
+            Oidc { settings, metadata, http, keys: Mutex::new(Vec::new()), unknown_key_refetch: Mutex::new(None) };
         oidc.refetch_keys().await?;
         Ok(Provider(Arc::new(Inner::Oidc(oidc))))
     }
@@ -301,6 +308,52 @@ impl Provider {
                 }
             }
         }
+    }
+
+    /// Checks an access token a client presents as its bearer credential (`bearer_token_format:
+    /// idp_access_token`), as Pomerium's generic OIDC provider does: the provider's userinfo
+    /// endpoint must accept it. With `allowed_audiences`, the userinfo's `aud` claim must be one of
+    /// them. The userinfo claims.
+    pub async fn verify_access_token(
+        &self,
+        access_token: &str,
+        allowed_audiences: Option<&[String]>,
+    ) -> Result<Map<String, Value>, OidcError> {
+        let Inner::Oidc(oidc) = &*self.0 else {
+            return Err(OidcError::Development("access tokens are not accepted as bearer credentials".into()));
+        };
+        let Some(endpoint) = &oidc.metadata.userinfo_endpoint else {
+            return Err(OidcError::UserInfo(
+                "the provider has no userinfo endpoint to check access tokens with".into(),
+            ));
+        };
+        let claims = oidc.userinfo(endpoint, access_token).await?;
+        if let Some(allowed) = allowed_audiences {
+            let audience = claims.get("aud").and_then(Value::as_str);
+            if !audience.is_some_and(|aud| allowed.iter().any(|a| a == aud)) {
+                return Err(OidcError::UserInfo(
+                    "the token's audience is not in idp_access_token_allowed_audiences".into(),
+                ));
+            }
+        }
+        if claims.get("sub").and_then(Value::as_str).is_none_or(str::is_empty) {
+            return Err(OidcError::UserInfo("no subject".into()));
+        }
+        Ok(claims)
+    }
+
+    /// Checks an ID token a client presents as its bearer credential (`bearer_token_format:
+    /// idp_identity_token`): signed by the provider, issued by it for this client, not expired.
+    /// Its claims.
+    pub async fn verify_identity_token(&self, raw: &str) -> Result<Map<String, Value>, OidcError> {
+        let Inner::Oidc(oidc) = &*self.0 else {
+            return Err(OidcError::Development("identity tokens are not accepted as bearer credentials".into()));
+        };
+        let claims = oidc.verify_id_token(raw, None, jiff::Timestamp::now()).await?;
+        if claims.get("sub").and_then(Value::as_str).is_none_or(str::is_empty) {
+            return Err(OidcError::IdToken("no subject".into()));
+        }
+        Ok(claims)
     }
 
     pub fn end_session_url(&self, id_token_hint: Option<&str>, post_logout_redirect: &Url, state: &str) -> Option<Url> {
@@ -486,7 +539,7 @@ impl Oidc {
             let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
             keys.iter().any(|k| kid.is_none() || k.kid == *kid)
         };
-        if !known(&kid) {
+        if !known(&kid) && self.may_refetch_for_unknown_key() {
             // A rotated key: fetch the JWKS once more.
             self.refetch_keys().await?;
         }
@@ -495,6 +548,16 @@ impl Oidc {
         jwt::check_claims(&claims, &self.metadata.issuer, &self.settings.client_id, nonce, now.as_second())
             .map_err(OidcError::IdToken)?;
         Ok(claims)
+    }
+
+    /// Whether a token with an unknown key may refetch the JWKS now (and notes that it does).
+    fn may_refetch_for_unknown_key(&self) -> bool {
+        let mut last = self.unknown_key_refetch.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.is_some_and(|at| at.elapsed() < UNKNOWN_KEY_REFETCH_INTERVAL) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
     }
 
     async fn userinfo(&self, endpoint: &str, access_token: &str) -> Result<Map<String, Value>, OidcError> {

@@ -64,14 +64,8 @@ pub(crate) async fn decide(
     request: &AuthorizeRequest<'_>,
 ) -> Result<Option<Identity>, Failure> {
     let global = &runtime.global;
-    let session = authn::session::find(&global.authn, &global.authn_state, request.headers, request.query)
-        .await
-        .map_err(|error| {
-            ProxyError::proxy(ErrorKind::Unavailable)
-                .with_context("reading the session from the databroker")
-                .with_cause(error)
-        })?;
-    let session_id = session.as_ref().map(|s| s.handle.id.as_str());
+    let session = request_session(runtime, route, request).await?;
+    let session_id = session.as_ref().map(authn::session::RequestSession::id);
     let headers = RequestHeaders(request.headers);
     let facts = request
         .certificate
@@ -101,8 +95,8 @@ pub(crate) async fn decide(
     let cache = global.records.read();
     let overlay;
     let records: &dyn policy::records::Records = match &session {
-        Some(authn::session::RequestSession { fetched: Some(fetched), handle }) => {
-            overlay = authn::session::Overlay { base: &cache, fetched, session_id: &handle.id };
+        Some(found @ authn::session::RequestSession { fetched: Some(fetched), .. }) => {
+            overlay = authn::session::Overlay { base: &cache, fetched, session_id: found.id() };
             &overlay
         }
         _ => &*cache,
@@ -159,6 +153,52 @@ pub(crate) async fn decide(
             Err(Failure::Page(page))
         }
     }
+}
+
+/// The request's session: from an identity provider's bearer token where the route reads one
+/// (`bearer_token_format`), else from its session handle. A refused token ends the request here
+/// (403; 400 for a cookie beside a bearer token on a `jwt` route), before the policy.
+async fn request_session(
+    runtime: &Runtime,
+    route: &RouteRuntime,
+    request: &AuthorizeRequest<'_>,
+) -> Result<Option<authn::session::RequestSession>, Failure> {
+    use authn::bearer::{self, Bearer, BearerError};
+    let global = &runtime.global;
+    let refused = |status: StatusCode, message: String| {
+        Failure::Page(ErrorPage::new(status, request.request_id).with_message(message))
+    };
+    let unavailable = |context: &'static str, cause: String| {
+        Failure::Error(ProxyError::proxy(ErrorKind::Unavailable).with_context(context).with_cause(cause))
+    };
+    match bearer::read(request.headers, route.bearer_token_format, &global.authn.cookie_name) {
+        Bearer::NotRead => {}
+        Bearer::IdpToken(kind, token) => {
+            let audiences = route.access_token_audiences.as_deref();
+            return match bearer::session(&global.authn, &global.authn_state, &global.records, kind, token, audiences)
+                .await
+            {
+                Ok(session) => Ok(Some(session)),
+                Err(BearerError::Refused(reason)) => Err(refused(StatusCode::FORBIDDEN, reason)),
+                Err(BearerError::Unavailable(reason)) => Err(unavailable("checking the bearer token", reason)),
+            };
+        }
+        Bearer::UnsupportedJwt => {
+            return Err(refused(
+                StatusCode::FORBIDDEN,
+                "bearer_token_format `jwt` needs jwt_allowed_issuers, which this server does not support yet".into(),
+            ));
+        }
+        Bearer::CookieBesideToken => {
+            return Err(refused(
+                StatusCode::BAD_REQUEST,
+                "a session cookie and a bearer token together: send one credential, not both".into(),
+            ));
+        }
+    }
+    authn::session::find(&global.authn, &global.authn_state, request.headers, request.query)
+        .await
+        .map_err(|error| unavailable("reading the session from the databroker", error.to_string()))
 }
 
 /// The request's headers, as the policy reads them.

@@ -13,6 +13,7 @@ use crate::templates::HeaderTemplate;
 use crate::tls::TlsError;
 use crate::upstream::{RequestTimeouts, UpstreamClient, UpstreamClients, UpstreamTls};
 use bytes::Bytes;
+use config::options::BearerTokenFormat;
 use config::route::{Action, FromScheme, LoadBalancingPolicy};
 use config::{Config, Options, Route};
 use http::uri::{Authority, Scheme};
@@ -96,6 +97,10 @@ pub(crate) struct RouteRuntime {
     pub show_error_details: bool,
     pub depends_on: Vec<String>,
     pub idp_id: Option<String>,
+    /// How `Authorization: Bearer` is read (`bearer_token_format`, the route's or the global one).
+    pub bearer_token_format: Option<BearerTokenFormat>,
+    /// `idp_access_token_allowed_audiences`, the route's or the global one.
+    pub access_token_audiences: Option<Vec<String>>,
     /// `pass_identity_headers`: the assertion and claim headers go upstream.
     pub passes_identity: bool,
     /// The route's header templates read the identity (`${pomerium.jwt}`, tokens).
@@ -360,6 +365,8 @@ fn route_runtime(route: &Route, options: &Options, environment: &Environment) ->
         show_error_details: route.show_error_details,
         depends_on: route.depends_on.clone(),
         idp_id: route.idp_client_id.clone(),
+        bearer_token_format: route.effective_bearer_token_format(options),
+        access_token_audiences: route.access_token_allowed_audiences(options).map(<[String]>::to_vec),
         passes_identity: route.passes_identity_headers(options),
     })
 }

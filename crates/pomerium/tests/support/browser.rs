@@ -363,22 +363,34 @@ pub const OTHER_CLIENT_ID: &str = "someone-else";
 pub const OTHER_CLIENT_SECRET: &str = "someone-else-secret";
 
 impl OidcProvider {
-    /// A plain authorization-code flow for the client `someone-else`, straight at the provider
-    /// (plain HTTP, with `browser`'s jar): its `/auth`, the development login as `login` and the
-    /// consent, then its `/token` with the client's secret. The redirect to `redirect_uri` (one of
-    /// `REDIRECT_URIS`) is not followed: the code is taken from its `Location`. The token
-    /// endpoint's JSON answer.
+    /// [`OidcProvider::code_flow`] for the client `someone-else`, with the scopes `openid email`.
     pub async fn code_flow_for_other_client(
         &self,
         browser: &mut Browser,
         redirect_uri: &str,
         login: &str,
     ) -> serde_json::Value {
+        self.code_flow(browser, (OTHER_CLIENT_ID, OTHER_CLIENT_SECRET), redirect_uri, login, "openid email").await
+    }
+
+    /// A plain authorization-code flow for `client` (id, secret), straight at the provider (plain
+    /// HTTP, with `browser`'s jar): its `/auth` with `scope`, the development login as `login` and
+    /// the consent, then its `/token` with the client's secret, as a command-line tool holding
+    /// its own tokens would. The redirect to `redirect_uri` (one of `REDIRECT_URIS`) is not
+    /// followed: the code is taken from its `Location`. The token endpoint's JSON answer.
+    pub async fn code_flow(
+        &self,
+        browser: &mut Browser,
+        (client_id, client_secret): (&str, &str),
+        redirect_uri: &str,
+        login: &str,
+        scope: &str,
+    ) -> serde_json::Value {
         let mut url = Url::parse(&format!("{}/auth", self.issuer)).unwrap();
         url.query_pairs_mut()
-            .append_pair("client_id", OTHER_CLIENT_ID)
+            .append_pair("client_id", client_id)
             .append_pair("response_type", "code")
-            .append_pair("scope", "openid email")
+            .append_pair("scope", scope)
             .append_pair("redirect_uri", redirect_uri)
             .append_pair("state", "other-client-state")
             .append_pair("nonce", "other-client-nonce");
@@ -410,10 +422,8 @@ impl OidcProvider {
             reply = browser.send(Method::POST, &url, Some(fields), &accept).await;
         }
         let code = code.unwrap_or_else(|| panic!("the flow did not come back: {:?}", browser.visited));
-        let basic = base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            format!("{OTHER_CLIENT_ID}:{OTHER_CLIENT_SECRET}"),
-        );
+        let basic =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{client_id}:{client_secret}"));
         let token_url = Url::parse(&format!("{}/token", self.issuer)).unwrap();
         let form = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", redirect_uri)];
         let reply =

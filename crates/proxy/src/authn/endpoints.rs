@@ -717,19 +717,19 @@ async fn current_identity(
     let overlay;
     let records: &dyn policy::records::Records = match &found.fetched {
         Some(fetched) => {
-            overlay = Overlay { base: &records, fetched, session_id: &found.handle.id };
+            overlay = Overlay { base: &records, fetched, session_id: found.id() };
             &overlay
         }
         None => &*records,
     };
-    if policy::records::resolve_session(records, Some(&found.handle.id), now).is_none() {
+    if policy::records::resolve_session(records, Some(found.id()), now).is_none() {
         return Ok(None);
     }
     let identity = super::identity::identity(
         cx.settings,
         &cx.authn.assertions,
         records,
-        Some(&found.handle.id),
+        Some(found.id()),
         request.hostname,
         cx.now,
         false,

@@ -7,9 +7,11 @@
 //! - [`AuthnSettings`] is what a configuration says: keys, cookie settings, URLs; part of the
 //!   runtime, rebuilt on reload.
 //! - `endpoints.rs` answers the control-plane paths; `session.rs` finds a request's session;
+//!   `bearer.rs` turns an identity provider's token into a session;
 //!   `identity.rs` signs the assertion and fills the identity headers; `refresher.rs` keeps
 //!   sessions' tokens fresh under a databroker lease.
 
+pub mod bearer;
 pub mod endpoints;
 pub mod identity;
 pub mod pages;

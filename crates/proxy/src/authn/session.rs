@@ -16,10 +16,29 @@ use std::sync::{Arc, PoisonError, RwLock};
 /// The session a request carries.
 #[derive(Debug)]
 pub(crate) struct RequestSession {
-    pub handle: Arc<SessionHandle>,
+    pub credential: Credential,
     /// Records read from the databroker because the cache lagged behind the handle; they stand
     /// in for the cache's for this session and its user.
     pub fetched: Option<MemoryRecords>,
+}
+
+/// What named the session.
+#[derive(Debug)]
+pub(crate) enum Credential {
+    /// A session handle (cookie, Pomerium's headers, query).
+    Handle(Arc<SessionHandle>),
+    /// An identity provider's token ([`super::bearer`]): the session id derived from it.
+    IdpToken(String),
+}
+
+impl RequestSession {
+    /// The session record's id.
+    pub(crate) fn id(&self) -> &str {
+        match &self.credential {
+            Credential::Handle(handle) => &handle.id,
+            Credential::IdpToken(id) => id,
+        }
+    }
 }
 
 /// Finds the request's session handle and makes sure the records it names can be read. A missing,
@@ -53,7 +72,7 @@ pub(crate) async fn find(
             Some(records)
         }
     };
-    Ok(Some(RequestSession { handle, fetched }))
+    Ok(Some(RequestSession { credential: Credential::Handle(handle), fetched }))
 }
 
 /// The cache's records, with a session and user fetched from the databroker in their place.

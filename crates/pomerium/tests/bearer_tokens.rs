@@ -1,0 +1,169 @@
+//! Identity provider tokens as bearer credentials (`bearer_token_format: idp_access_token` and
+//! `idp_identity_token`), end to end against the real `oidc-provider`: a command-line client
+//! that ran its own code flow at the provider sends `Authorization: Bearer <token>`, the real
+//! `pomerium` binary checks the token with the provider once, keeps a session for it, and
+//! decides with the provider's claims. Refused tokens are 403 and write nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests")]
+
+mod support;
+
+use http::Method;
+use support::browser::{Browser, CLIENT_ID, CLIENT_SECRET, OidcProvider};
+use support::{Pomerium, Reply, Setup, echo_upstream};
+use url::Url;
+
+const CALLBACK: &str = "https://authenticate.test.localhost/oauth2/callback";
+const SCOPES: &str = "openid email profile groups";
+
+/// `access` reads access tokens, `identity` ID tokens, `audience` access tokens for an audience
+/// the provider's userinfo does not name, `jwt` the format this server cannot check yet, `app`
+/// the default format (a bearer token is not read). All but `jwt` let example.com in.
+fn routes(upstream: std::net::SocketAddr) -> String {
+    let allow = "    pass_identity_headers: true\n    policy:\n      allow:\n        and:\n          - domain:\n              is: example.com\n";
+    let route = |host: &str, extra: &str| {
+        format!("  - from: https://{host}.test.localhost\n    to: http://UPSTREAM\n{extra}{allow}")
+    };
+    let text = [
+        route("access", "    bearer_token_format: idp_access_token\n"),
+        route("identity", "    bearer_token_format: idp_identity_token\n"),
+        route(
+            "audience",
+            "    bearer_token_format: idp_access_token\n    idp_access_token_allowed_audiences: [inventory-api]\n",
+        ),
+        route("jwt", "    bearer_token_format: jwt\n"),
+        route("app", ""),
+    ]
+    .concat();
+    format!("jwt_claims_headers: [email]\nroutes:\n{text}").replace("UPSTREAM", &upstream.to_string())
+}
+
+async fn start(setup: &Setup, idp: &OidcProvider) -> (Pomerium, support::Upstream) {
+    let upstream = echo_upstream("api", None).await;
+    let text = setup.config(&format!("{}{}", idp.config(), routes(upstream.address)));
+    std::fs::write(setup.config_path(), text).unwrap();
+    let pomerium = Pomerium::spawn_with(&setup.config_path(), setup.pki.ca(), "serving", &[]).await;
+    (pomerium, upstream)
+}
+
+/// A JSON API call with `Authorization: Bearer <token>`.
+async fn call(browser: &mut Browser, url: &str, token: &str) -> Reply {
+    let authorization = format!("Bearer {token}");
+    let headers = [("authorization", authorization.as_str()), ("accept", "application/json")];
+    browser.send(Method::GET, &Url::parse(url).unwrap(), None, &headers).await
+}
+
+/// Tokens for `login`, issued to pomerium's own client by a code flow the test runs itself.
+async fn tokens_for(idp: &OidcProvider, pomerium: &Pomerium, login: &str) -> (String, String) {
+    let mut client = Browser::new(pomerium);
+    let tokens = idp.code_flow(&mut client, (CLIENT_ID, CLIENT_SECRET), CALLBACK, login, SCOPES).await;
+    (tokens["access_token"].as_str().unwrap().to_owned(), tokens["id_token"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn an_access_token_from_the_provider_is_a_session() {
+    let setup = Setup::new();
+    let idp = OidcProvider::start(&[CALLBACK], &[], None);
+    let (pomerium, _upstream) = start(&setup, &idp).await;
+    let (access_token, _) = tokens_for(&idp, &pomerium, "alice").await;
+    let mut client = Browser::new(&pomerium);
+
+    let reply = call(&mut client, "https://access.test.localhost/items", &access_token).await;
+    assert_eq!(reply.status, 200, "{}\n{}", reply.text(), pomerium.logs().join("\n"));
+    let seen = reply.seen();
+    assert_eq!(seen.target(), "/items");
+    assert_eq!(seen.header("x-pomerium-claim-email").as_deref(), Some("alice@example.com"));
+    let jwks = client
+        .send(
+            Method::GET,
+            &Url::parse("https://access.test.localhost/.well-known/pomerium/jwks.json").unwrap(),
+            None,
+            &[],
+        )
+        .await;
+    let claims = support::verify_es256(&seen.header("x-pomerium-jwt-assertion").unwrap(), &jwks.json());
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["email"], "alice@example.com");
+    assert_eq!(claims["groups"], serde_json::json!(["engineering", "staff"]));
+    assert_eq!(claims["aud"], "access.test.localhost");
+
+    // The same token again, and on the identity route's neighbour of the same kind: the session
+    // made for it is found, the provider is not asked again.
+    for path in ["/items/1", "/items/2"] {
+        let reply = call(&mut client, &format!("https://access.test.localhost{path}"), &access_token).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(pomerium.count_logs("a session from an identity provider token"), 1, "{}", pomerium.logs().join("\n"));
+
+    // bob's token is genuine, but the policy keeps other.org out: a policy deny, not a refusal.
+    let (bob_token, _) = tokens_for(&idp, &pomerium, "bob").await;
+    let reply = call(&mut client, "https://access.test.localhost/items", &bob_token).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert!(!reply.text().contains("not a valid"), "{}", reply.text());
+
+    // A token the provider never issued: 403 before any policy, and nothing written.
+    let reply = call(&mut client, "https://access.test.localhost/items", "made-up-token").await;
+    assert_eq!(reply.status, 403);
+    assert!(reply.text().contains("not a valid access token of the identity provider"), "says why: {}", reply.text());
+    assert_eq!(pomerium.count_logs("a session from an identity provider token"), 2, "alice's and bob's only");
+
+    // Where the route reads no bearer token, the token is not a session: sign in first (401 for
+    // an API client).
+    let reply = call(&mut client, "https://app.test.localhost/items", &access_token).await;
+    assert_eq!(reply.status, 401, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn an_id_token_for_this_client_is_a_session_and_others_are_refused() {
+    let setup = Setup::new();
+    let idp = OidcProvider::start(&[CALLBACK], &[], None);
+    let (pomerium, _upstream) = start(&setup, &idp).await;
+    let (access_token, id_token) = tokens_for(&idp, &pomerium, "alice").await;
+    let mut client = Browser::new(&pomerium);
+
+    let reply = call(&mut client, "https://identity.test.localhost/", &id_token).await;
+    assert_eq!(reply.status, 200, "{}\n{}", reply.text(), pomerium.logs().join("\n"));
+    assert_eq!(reply.seen().header("x-pomerium-claim-email").as_deref(), Some("alice@example.com"));
+
+    // A genuine ID token of the provider's other client: another audience.
+    let mut other = Browser::new(&pomerium);
+    let foreign = idp.code_flow_for_other_client(&mut other, CALLBACK, "alice").await;
+    let reply = call(&mut client, "https://identity.test.localhost/", foreign["id_token"].as_str().unwrap()).await;
+    assert_eq!(reply.status, 403);
+    assert!(reply.text().contains("issued for another audience"), "says why: {}", reply.text());
+
+    // An access token where an ID token is expected, and an ID token with its signature altered.
+    let reply = call(&mut client, "https://identity.test.localhost/", &access_token).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    let mut forged = id_token.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let reply = call(&mut client, "https://identity.test.localhost/", &forged).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert_eq!(pomerium.count_logs("a session from an identity provider token"), 1, "only the genuine token");
+}
+
+#[tokio::test]
+async fn audiences_and_unsupported_formats_are_refused_with_a_reason() {
+    let setup = Setup::new();
+    let idp = OidcProvider::start(&[CALLBACK], &[], None);
+    let (pomerium, upstream) = start(&setup, &idp).await;
+    let (access_token, _) = tokens_for(&idp, &pomerium, "alice").await;
+    let mut client = Browser::new(&pomerium);
+
+    // `idp_access_token_allowed_audiences`: the provider's userinfo names no audience.
+    let reply = call(&mut client, "https://audience.test.localhost/", &access_token).await;
+    assert_eq!(reply.status, 403);
+    assert!(reply.text().contains("idp_access_token_allowed_audiences"), "says why: {}", reply.text());
+
+    // `jwt` needs `jwt_allowed_issuers`; a cookie beside a bearer token is a 400 there.
+    let reply = call(&mut client, "https://jwt.test.localhost/", &access_token).await;
+    assert_eq!(reply.status, 403);
+    assert!(reply.text().contains("jwt_allowed_issuers"), "says why: {}", reply.text());
+    client.set_cookie("jwt.test.localhost", "_pomerium", "anything");
+    let reply = call(&mut client, "https://jwt.test.localhost/", &access_token).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+
+    assert_eq!(upstream.requests(), 0, "nothing refused went upstream");
+    assert_eq!(pomerium.count_logs("a session from an identity provider token"), 0);
+}
