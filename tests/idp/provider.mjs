@@ -10,6 +10,9 @@
 //                            replaces the one the token endpoint gives `pomerium`
 //   REFUSE_REFRESH           failure injection: every refresh-token grant is answered with
 //                            `invalid_grant`, as when a user's grant is revoked at the provider
+//   MUTABLE_ACCOUNTS         test hook: `POST /__test/accounts/<sub>/groups` with a form body
+//                            `groups=a,b` replaces that account's groups, as an administrator would at the
+//                            provider; later ID tokens and userinfo answers carry the new groups
 //
 // Users (the dev login form accepts any password): alice (engineering), bob (other.org).
 
@@ -120,6 +123,21 @@ server.listen(0, '127.0.0.1', () => {
       }
     });
   }
-  server.on('request', provider.callback());
+  const callback = provider.callback();
+  server.on('request', (req, res) => {
+    const hook = process.env.MUTABLE_ACCOUNTS && req.method === 'POST'
+      && /^\/__test\/accounts\/([a-z]+)\/groups$/.exec(req.url);
+    if (!hook) return callback(req, res);
+    let body = '';
+    req.on('data', (chunk) => { body += chunk; });
+    req.on('end', () => {
+      const account = accounts[hook[1]];
+      if (!account) { res.writeHead(404).end(); return; }
+      const groups = new URLSearchParams(body).get('groups') || '';
+      account.groups = groups.split(',').map((g) => g.trim()).filter(Boolean);
+      console.log(JSON.stringify({ event: 'groups.changed' }));
+      res.writeHead(204).end();
+    });
+  });
   console.log(JSON.stringify({ issuer }));
 });

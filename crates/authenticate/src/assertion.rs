@@ -151,7 +151,7 @@ mod tests {
         let mut session = Session { id: "s1".into(), user_id: Some("u1".into()), ..Session::default() };
         session.claims =
             json!({"groups": ["a", "b"], "name": ["Alice"], "department": ["eng"]}).as_object().unwrap().clone();
-        let user = User { id: "u1".into(), email: Some("alice@example.com".into()), claims: Map::new() };
+        let user = User { id: "u1".into(), email: Some("alice@example.com".into()), claims: Map::new(), revision: 0 };
         let subject =
             AssertionSubject { session_id: "s1", session: Some(&session), user: Some(&user), directory_user: None };
         let claims = assertion_claims(&subject, "app.example.com", IssuerFormat::Uri, &["department", "missing"], 1000);

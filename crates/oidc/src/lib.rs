@@ -85,6 +85,9 @@ pub enum OidcError {
     IdToken(String),
     #[error("userinfo: {0}")]
     UserInfo(String),
+    /// The userinfo endpoint refused the access token (401, 403): it is no longer valid.
+    #[error("userinfo: the provider refused the access token ({status})")]
+    UserInfoRefused { status: u16 },
     #[error("the development provider: {0}")]
     Development(String),
 }
@@ -97,7 +100,7 @@ impl OidcError {
             OidcError::Token { status, error } => {
                 error == "invalid_grant" || error == "unauthorized_client" || *status == 400 || *status == 401
             }
-            OidcError::IdToken(_) | OidcError::Development(_) => true,
+            OidcError::IdToken(_) | OidcError::Development(_) | OidcError::UserInfoRefused { .. } => true,
             _ => false,
         }
     }
@@ -308,6 +311,15 @@ impl Provider {
                 }
             }
         }
+    }
+
+    /// The provider's userinfo for a session's access token, which the refresher updates users
+    /// with (Pomerium's `UpdateUserInfo`); `None` where there is nothing to ask (the development
+    /// provider, or no userinfo endpoint). A token the provider refuses is a permanent error.
+    pub async fn user_info(&self, access_token: &str) -> Result<Option<Map<String, Value>>, OidcError> {
+        let Inner::Oidc(oidc) = &*self.0 else { return Ok(None) };
+        let Some(endpoint) = &oidc.metadata.userinfo_endpoint else { return Ok(None) };
+        oidc.userinfo(endpoint, access_token).await.map(Some)
     }
 
     /// Checks an access token a client presents as its bearer credential (`bearer_token_format:
@@ -563,6 +575,9 @@ impl Oidc {
     async fn userinfo(&self, endpoint: &str, access_token: &str) -> Result<Map<String, Value>, OidcError> {
         let answer =
             self.http.send(Method::GET, endpoint, None, &[(AUTHORIZATION, format!("Bearer {access_token}"))]).await?;
+        if matches!(answer.status.as_u16(), 401 | 403) {
+            return Err(OidcError::UserInfoRefused { status: answer.status.as_u16() });
+        }
         if !answer.status.is_success() {
             return Err(OidcError::UserInfo(format!("status {}", answer.status)));
         }

@@ -334,12 +334,17 @@ impl MemoryRecords {
                     expires_at,
                     id_token: nested_text(data, "id_token", "raw"),
                     access_token: nested_text(data, "oauth_token", "access_token"),
+                    revision: super::records::next_revision(),
                 };
                 self.sessions.insert(id, session);
             }
             "user" => {
-                let user =
-                    User { id: id.clone(), email: text("email")?, claims: claims(data.get("claims"), &at("claims"))? };
+                let user = User {
+                    id: id.clone(),
+                    email: text("email")?,
+                    claims: claims(data.get("claims"), &at("claims"))?,
+                    revision: super::records::next_revision(),
+                };
                 self.users.insert(id, user);
             }
             "service_account" => {

@@ -27,6 +27,9 @@ pub struct Session {
     pub id_token: Option<Token>,
     /// The OAuth access token (`oauth_token.access_token`), for `${pomerium.access_token}`.
     pub access_token: Option<Token>,
+    /// Which write of the record this is ([`next_revision`]): what is made from a record (a
+    /// signed assertion) is reused only while the revision is the same.
+    pub revision: u64,
 }
 
 /// A bearer token kept in a record: its `Debug` never shows it, so records can be logged.
@@ -61,6 +64,15 @@ pub struct User {
     pub id: String,
     pub email: Option<String>,
     pub claims: Map<String, Value>,
+    /// Which write of the record this is ([`next_revision`]).
+    pub revision: u64,
+}
+
+/// A number no record read in this process has had before: every session and user read into
+/// any [`MemoryRecords`] gets the next one.
+pub fn next_revision() -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    LAST.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
 }
 
 /// A `pomerium.io/DirectoryUser` record (from directory sync).

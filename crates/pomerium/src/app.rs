@@ -322,16 +322,20 @@ impl Server {
         }
         let current = Arc::clone(&self.current);
         let provider: proxy::authn::refresher::CurrentProvider = Arc::new(move || current.load().provider_settings());
-        let interval = std::env::var("POMERIUM_SESSION_REFRESH_INTERVAL_MS")
-            .ok()
-            .and_then(|ms| ms.parse().ok())
-            .map_or(Duration::from_secs(10), Duration::from_millis);
+        // Shorter intervals for the tests, which cannot wait ten minutes.
+        let milliseconds =
+            |name: &str| std::env::var(name).ok().and_then(|ms| ms.parse().ok()).map(Duration::from_millis);
+        let defaults = proxy::authn::refresher::Intervals::default();
+        let intervals = proxy::authn::refresher::Intervals {
+            tick: milliseconds("POMERIUM_SESSION_REFRESH_INTERVAL_MS").unwrap_or(defaults.tick),
+            user_info: milliseconds("POMERIUM_USER_INFO_INTERVAL_MS").unwrap_or(defaults.user_info),
+        };
         let authn = Arc::clone(&environment.authn);
         let mut shutdown = self.shutdown.signal();
         self.tasks.spawn(async move {
             tokio::select! {
                 () = shutdown.fired() => {}
-                () = proxy::authn::refresher::run(authn, provider, interval) => {}
+                () = proxy::authn::refresher::run(authn, provider, intervals) => {}
             }
         });
     }

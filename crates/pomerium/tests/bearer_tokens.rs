@@ -39,10 +39,14 @@ fn routes(upstream: std::net::SocketAddr) -> String {
 }
 
 async fn start(setup: &Setup, idp: &OidcProvider) -> (Pomerium, support::Upstream) {
+    start_with_env(setup, idp, &[]).await
+}
+
+async fn start_with_env(setup: &Setup, idp: &OidcProvider, env: &[(&str, &str)]) -> (Pomerium, support::Upstream) {
     let upstream = echo_upstream("api", None).await;
     let text = setup.config(&format!("{}{}", idp.config(), routes(upstream.address)));
     std::fs::write(setup.config_path(), text).unwrap();
-    let pomerium = Pomerium::spawn_with(&setup.config_path(), setup.pki.ca(), "serving", &[]).await;
+    let pomerium = Pomerium::spawn_with(&setup.config_path(), setup.pki.ca(), "serving", env).await;
     (pomerium, upstream)
 }
 
@@ -166,4 +170,40 @@ async fn audiences_and_unsupported_formats_are_refused_with_a_reason() {
 
     assert_eq!(upstream.requests(), 0, "nothing refused went upstream");
     assert_eq!(pomerium.count_logs("a session from an identity provider token"), 0);
+}
+
+/// The refresher asks the provider's userinfo about each user with each session's token (every
+/// ten minutes; here every half second): a token revoked at the provider ends its session, and
+/// the token is refused from then on.
+#[tokio::test]
+async fn a_token_revoked_at_the_provider_ends_its_session() {
+    let setup = Setup::new();
+    let idp = OidcProvider::start(&[CALLBACK], &[], None);
+    let env = [("POMERIUM_SESSION_REFRESH_INTERVAL_MS", "200"), ("POMERIUM_USER_INFO_INTERVAL_MS", "500")];
+    let (mut pomerium, _upstream) = start_with_env(&setup, &idp, &env).await;
+    let (access_token, _) = tokens_for(&idp, &pomerium, "alice").await;
+    let mut client = Browser::new(&pomerium);
+    let reply = call(&mut client, "https://access.test.localhost/", &access_token).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    // The token's owner revokes it at the provider (RFC 7009).
+    let basic =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+    let revocation = Url::parse(&format!("{}/token/revocation", idp.issuer)).unwrap();
+    let form = [("token", access_token.as_str()), ("token_type_hint", "access_token")];
+    let revoked =
+        client.send(Method::POST, &revocation, Some(&form), &[("authorization", &format!("Basic {basic}"))]).await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+
+    pomerium.wait_for_log("the identity provider no longer accepts the session's token; the session ends").await;
+    let reply = support::eventually("the revoked token refused", || {
+        let mut copy = Browser::new(&pomerium);
+        let token = access_token.clone();
+        async move {
+            let reply = call(&mut copy, "https://access.test.localhost/", &token).await;
+            (reply.status == 403).then_some(reply)
+        }
+    })
+    .await;
+    assert!(reply.text().contains("not a valid access token"), "{}", reply.text());
 }

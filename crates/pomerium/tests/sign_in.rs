@@ -231,6 +231,31 @@ async fn a_session_whose_refresh_is_refused_ends() {
     assert!(reply.header("location").starts_with("https://authenticate.test.localhost/.pomerium/sign_in?"));
 }
 
+/// Pomerium's identity manager asks the provider's userinfo about every user every ten minutes
+/// (here: every half second): a group given to alice at the provider reaches the policy without a
+/// new sign-in.
+#[tokio::test]
+async fn a_change_at_the_provider_reaches_the_policy_without_a_new_sign_in() {
+    let setup = Setup::new();
+    let idp = OidcProvider::start_with_env(&[CALLBACK], &[], None, &[("MUTABLE_ACCOUNTS", "1")]);
+    let env = [("POMERIUM_SESSION_REFRESH_INTERVAL_MS", "200"), ("POMERIUM_USER_INFO_INTERVAL_MS", "500")];
+    let (mut pomerium, _upstream) = start(&setup, &idp, "", &env).await;
+    let mut browser = Browser::new(&pomerium);
+    assert_eq!(sign_in(&mut browser, "https://app.test.localhost/", "alice").await.reply.status, 200);
+    // Through sign-in's hop to sales (its own session cookie), where alice is not let in.
+    assert_eq!(browser.get("https://sales.test.localhost/").await.reply.status, 403);
+
+    let hook = Url::parse(&format!("{}/__test/accounts/alice/groups", idp.issuer)).unwrap();
+    let changed = browser.send(Method::POST, &hook, Some(&[("groups", "engineering,sales")]), &[]).await;
+    assert_eq!(changed.status, 204);
+    pomerium.wait_for_log("user info updated").await;
+    support::eventually("alice let into sales", || async {
+        let reply = browser_get(&pomerium, &browser, "https://sales.test.localhost/").await;
+        (reply.status == 200).then_some(())
+    })
+    .await;
+}
+
 /// A GET with the browser's cookies, without changing the browser.
 async fn browser_get(pomerium: &Pomerium, browser: &Browser, url: &str) -> support::Reply {
     let mut copy = Browser::new(pomerium);

@@ -24,10 +24,17 @@ async fn a_signed_in_user_is_allowed_with_a_signed_assertion_and_the_bearer_head
     let request = headers(Some(&fixture.alice_cookie), "text/html").unwrap();
     let key = SigningKey::derive(&SHARED_KEY).unwrap();
     let mut previous = None;
-    // Signed afresh, then from the assertion cache, then afresh again.
-    for round in 0..3 {
+    // Signed afresh, then from the assertion cache, then afresh again (the cache forgotten), from
+    // the cache again, and afresh once Alice's user record is written again (as the refresher
+    // does when the provider's userinfo changes).
+    for round in 0..5 {
         if round == 2 {
             fixture.authn.forget_assertions();
+        }
+        if round == 4 {
+            let user = serde_json::json!({"id": "alice-id", "email": ALICE, "claims": {"department": ["sales"]}});
+            let user = user.as_object().unwrap();
+            fixture.records.0.write().unwrap().upsert("type.googleapis.com/user.User", "alice-id", user).unwrap();
         }
         let Authorized::Allow(set) = authorize(&fixture.runtime, &probe(&authority, &request)).await else {
             panic!("round {round}: Alice is not allowed");
@@ -43,6 +50,8 @@ async fn a_signed_in_user_is_allowed_with_a_signed_assertion_and_the_bearer_head
         match round {
             1 => assert_eq!(previous.as_deref(), Some(jwt), "the second request reuses the signed assertion"),
             2 => assert_ne!(previous.as_deref(), Some(jwt), "forget_assertions makes the next request sign anew"),
+            3 => assert_eq!(previous.as_deref(), Some(jwt), "reused again"),
+            4 => assert_ne!(previous.as_deref(), Some(jwt), "a user record written again is signed anew"),
             _ => {}
         }
         previous = Some(jwt.to_owned());

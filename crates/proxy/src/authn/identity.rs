@@ -2,7 +2,9 @@
 //! the signing key, and `X-Pomerium-Claim-*` from `jwt_claims_headers`.
 //!
 //! Signing costs tens of microseconds, so a signed assertion is reused for the same session,
-//! host and key for a minute of its five-minute life (benchmark B2's cached case).
+//! host and key for a minute of its five-minute life (benchmark B2's cached case), and only while
+//! the session and user records it was made from are the ones the cache holds (a user whose
+//! groups changed at the provider gets a new assertion on their next request).
 
 use super::AuthnSettings;
 use authenticate::assertion::{self, AssertionSubject};
@@ -35,11 +37,16 @@ type Signed = (Arc<str>, HeaderValue, Arc<Map<String, Value>>);
 struct Cached {
     host: Box<str>,
     key_id: Box<str>,
+    /// The revisions of the session and user records the claims were made from.
+    revisions: Revisions,
     jwt: Arc<str>,
     header: HeaderValue,
     claims: Arc<Map<String, Value>>,
     issued_at: i64,
 }
+
+/// The session's and its user's record revisions (0 for none).
+type Revisions = (u64, u64);
 
 /// Signed assertions by session id, then (host name, key id): looked up without allocating.
 #[derive(Debug, Default)]
@@ -48,10 +55,12 @@ pub(crate) struct AssertionCache {
 }
 
 impl AssertionCache {
-    fn get(&self, session: &str, host: &str, key_id: &str, now: i64) -> Option<Signed> {
+    fn get(&self, session: &str, host: &str, key_id: &str, revisions: Revisions, now: i64) -> Option<Signed> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let cached = entries.get(session)?.iter().find(|c| &*c.host == host && &*c.key_id == key_id)?;
-        (now.saturating_sub(cached.issued_at) < REUSE_SECONDS && cached.issued_at <= now)
+        (cached.revisions == revisions
+            && now.saturating_sub(cached.issued_at) < REUSE_SECONDS
+            && cached.issued_at <= now)
             .then(|| (Arc::clone(&cached.jwt), cached.header.clone(), Arc::clone(&cached.claims)))
     }
 
@@ -89,14 +98,16 @@ pub(crate) fn identity(
     };
     let session_key = session.map_or("", |s| s.id.as_str());
     let key_id = settings.signing_key.key_id();
-    if let Some((jwt, header, claims)) = cache.get(session_key, hostname, key_id, now) {
+    let user_id = session.and_then(|s| s.user_id.as_deref());
+    let user = user_id.and_then(|id| records.user(id));
+    let revisions = (session.map_or(0, |s| s.revision), user.map_or(0, |u| u.revision));
+    if let Some((jwt, header, claims)) = cache.get(session_key, hostname, key_id, revisions, now) {
         return Some(Identity { jwt, header, claims, id_token, access_token });
     }
-    let user_id = session.and_then(|s| s.user_id.as_deref());
     let subject = AssertionSubject {
         session_id: session_key,
         session,
-        user: user_id.and_then(|id| records.user(id)),
+        user,
         directory_user: user_id.and_then(|id| records.directory_user(id)),
     };
     let extra: Vec<&str> = settings.extra_claims.iter().map(String::as_str).collect();
@@ -118,6 +129,7 @@ pub(crate) fn identity(
         Cached {
             host: hostname.into(),
             key_id: key_id.into(),
+            revisions,
             jwt: Arc::clone(&jwt),
             header: header.clone(),
             claims: Arc::clone(&claims),

@@ -1,7 +1,10 @@
 //! The session refresher (Pomerium's identity manager, system.md §3.5): one replica at a time,
 //! under the databroker lease `identity_manager`, refreshes the OAuth tokens of sessions about to
 //! expire, deletes sessions whose refresh is refused or whose time is up, and updates users'
-//! claims from the refreshed identity.
+//! claims from the refreshed identity. Every ten minutes it also asks the provider's userinfo
+//! about each user (with each of their sessions' access tokens), so that a change at the provider
+//! (a group, an email) reaches policies without a new sign-in, and a session whose token the
+//! provider no longer accepts ends.
 //!
 //! While it holds the lease it keeps every session in memory, loaded once (`SyncLatest`) and
 //! then followed through the databroker's change stream (`Sync`), so that each tick looks at
@@ -27,11 +30,26 @@ const MIN_INTERVAL: Duration = Duration::from_secs(10);
 /// Where the refresher reads the current provider settings (they change on reload).
 pub type CurrentProvider = Arc<dyn Fn() -> Option<ProviderSettings> + Send + Sync>;
 
-/// Runs until the task is dropped: take the lease (trying again every `interval`), then follow
-/// the sessions and refresh what is due every `interval` while the lease is kept.
-pub async fn run(authn: Arc<Authn>, current: CurrentProvider, interval: Duration) {
+/// How often the refresher works.
+#[derive(Debug, Clone, Copy)]
+pub struct Intervals {
+    /// How often it looks for due work (and renews the lease).
+    pub tick: Duration,
+    /// How often each user's info is asked of the provider (Pomerium: 10 minutes).
+    pub user_info: Duration,
+}
+
+impl Default for Intervals {
+    fn default() -> Intervals {
+        Intervals { tick: Duration::from_secs(10), user_info: Duration::from_secs(600) }
+    }
+}
+
+/// Runs until the task is dropped: take the lease (trying again every tick), then follow the
+/// sessions and refresh what is due every tick while the lease is kept.
+pub async fn run(authn: Arc<Authn>, current: CurrentProvider, intervals: Intervals) {
     let Some(store) = authn.store.clone() else { return };
-    let mut ticker = tokio::time::interval(interval);
+    let mut ticker = tokio::time::interval(intervals.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
@@ -44,7 +62,7 @@ pub async fn run(authn: Arc<Authn>, current: CurrentProvider, interval: Duration
             }
         };
         tracing::info!("the session refresher holds the lease");
-        if let Err(reason) = hold(&authn, &store, &current, &lease, &mut ticker).await {
+        if let Err(reason) = hold(&authn, &store, &current, &lease, &mut ticker, intervals.user_info).await {
             tracing::info!(%reason, "the session refresher stops following sessions");
         }
     }
@@ -58,11 +76,18 @@ async fn hold(
     current: &CurrentProvider,
     lease: &str,
     ticker: &mut tokio::time::Interval,
+    user_info_interval: Duration,
 ) -> Result<(), String> {
     let (snapshot, versions) = store.session_snapshot().await.map_err(|e| e.to_string())?;
     let mut sessions: HashMap<String, StoredSession> = snapshot.into_iter().map(|s| (s.id.clone(), s)).collect();
     let mut feed: ChangeFeed = store.session_changes(versions).await.map_err(|e| e.to_string())?;
     let mut attempts: HashMap<String, Instant> = HashMap::new();
+    // Each user's first update comes one interval after the lease is taken (or the user is first
+    // seen), rather than every user's at once.
+    let mut user_info = UserInfoSchedule { interval: user_info_interval, due: HashMap::new() };
+    for session in sessions.values() {
+        user_info.track(&session.user_id);
+    }
     loop {
         tokio::select! {
             change = feed.next() => {
@@ -74,6 +99,7 @@ async fn hold(
                     sessions.remove(&record.id);
                     attempts.remove(&record.id);
                 } else if let Ok(session) = StoredSession::from_data(&record.data) {
+                    user_info.track(&session.user_id);
                     sessions.insert(record.id.clone(), session);
                 }
             }
@@ -83,7 +109,8 @@ async fn hold(
                     Ok(false) => return Err("another replica holds the lease now".to_owned()),
                     Err(error) => return Err(format!("renewing the lease: {error}")),
                 }
-                refresh_due(authn, store, current, &sessions, &mut attempts).await;
+                refresh_due(authn, store, current, &sessions, &mut attempts, &mut user_info).await;
+                update_user_info(authn, store, current, &sessions, &mut user_info).await;
             }
         }
     }
@@ -97,6 +124,7 @@ async fn refresh_due(
     current: &CurrentProvider,
     sessions: &HashMap<String, StoredSession>,
     attempts: &mut HashMap<String, Instant>,
+    user_info: &mut UserInfoSchedule,
 ) {
     let now = jiff::Timestamp::now();
     let mut provider = None;
@@ -123,7 +151,10 @@ async fn refresh_due(
                 }
                 let Some(provider) = &provider else { return };
                 attempts.insert(session.id.clone(), Instant::now());
-                refresh(store, provider, session.clone(), &refresh_token).await;
+                if refresh(store, provider, session.clone(), &refresh_token).await {
+                    // A refresh updates the user too: no need to ask again soon.
+                    user_info.updated(&session.user_id);
+                }
             }
             Due::NotYet => {}
         }
@@ -150,12 +181,13 @@ fn due(session: &StoredSession, now: jiff::Timestamp) -> Due {
     if soon(token.expires_at) || soon(id_token_expiry) { Due::Refresh(refresh_token) } else { Due::NotYet }
 }
 
+/// Refreshes one session's tokens; whether its user was updated.
 async fn refresh(
     store: &super::SessionStore,
     provider: &oidc::Provider,
     mut session: StoredSession,
     refresh_token: &str,
-) {
+) -> bool {
     match provider.refresh(refresh_token).await {
         Ok(identity) => {
             session.oauth_token = Some(StoredOAuthToken {
@@ -180,8 +212,14 @@ async fn refresh(
             let text = |name: &str| identity.claims.get(name).and_then(|v| v.as_str()).map(str::to_owned);
             let user = StoredUser { id: session.user_id.clone(), name: text("name"), email: text("email"), claims };
             match store.update(&session, Some(&user)).await {
-                Ok(()) => tracing::info!(session = %session.id, "session refreshed"),
-                Err(error) => tracing::warn!(%error, "the refreshed session could not be saved"),
+                Ok(()) => {
+                    tracing::info!(session = %session.id, "session refreshed");
+                    true
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the refreshed session could not be saved");
+                    false
+                }
             }
         }
         Err(error) if error.is_permanent() => {
@@ -189,8 +227,132 @@ async fn refresh(
             if let Err(error) = store.delete(&session.id).await {
                 tracing::warn!(%error, "the session could not be deleted");
             }
+            false
         }
-        Err(error) => tracing::warn!(session = %session.id, %error, "refreshing the session failed; will retry"),
+        Err(error) => {
+            tracing::warn!(session = %session.id, %error, "refreshing the session failed; will retry");
+            false
+        }
+    }
+}
+
+/// When each user's info is next asked of the provider.
+struct UserInfoSchedule {
+    interval: Duration,
+    due: HashMap<String, Instant>,
+}
+
+impl UserInfoSchedule {
+    /// A user seen for the first time is due one interval from now.
+    fn track(&mut self, user_id: &str) {
+        if !user_id.is_empty() && !self.due.contains_key(user_id) {
+            self.due.insert(user_id.to_owned(), Instant::now() + self.interval);
+        }
+    }
+
+    /// The user was just updated: due again one interval from now.
+    fn updated(&mut self, user_id: &str) {
+        self.due.insert(user_id.to_owned(), Instant::now() + self.interval);
+    }
+
+    /// The users due now, each then scheduled one interval on.
+    fn take_due(&mut self) -> Vec<String> {
+        let now = Instant::now();
+        let due: Vec<String> = self.due.iter().filter(|(_, at)| **at <= now).map(|(user, _)| user.clone()).collect();
+        for user in &due {
+            self.due.insert(user.clone(), now + self.interval);
+        }
+        due
+    }
+}
+
+/// Pomerium's `updateUserInfo`: for each user due, each of their sessions' access tokens is
+/// taken to the provider's userinfo; the answer updates the user's record, and a session whose
+/// token the provider refuses is deleted.
+async fn update_user_info(
+    authn: &Authn,
+    store: &SessionStore,
+    current: &CurrentProvider,
+    sessions: &HashMap<String, StoredSession>,
+    schedule: &mut UserInfoSchedule,
+) {
+    let due = schedule.take_due();
+    if due.is_empty() {
+        return;
+    }
+    let Some(settings) = current() else { return };
+    let provider = match authn.provider(&settings).await {
+        Ok(provider) => provider,
+        Err(error) => {
+            tracing::warn!(%error, "the session refresher cannot reach the identity provider");
+            return;
+        }
+    };
+    for user_id in due {
+        let tokens: Vec<(&str, &str)> = sessions
+            .values()
+            .filter(|s| s.user_id == user_id)
+            .filter_map(|s| s.oauth_token.as_ref().map(|t| (s.id.as_str(), t.access_token.as_str())))
+            .collect();
+        if tokens.is_empty() {
+            // No session left to ask with: forget the user until one appears.
+            schedule.due.remove(&user_id);
+            continue;
+        }
+        update_one_user(store, &provider, &user_id, &tokens).await;
+    }
+}
+
+async fn update_one_user(store: &SessionStore, provider: &oidc::Provider, user_id: &str, tokens: &[(&str, &str)]) {
+    let mut user = match store.load_user(user_id).await {
+        Ok(user) => user.unwrap_or_else(|| StoredUser {
+            id: user_id.to_owned(),
+            name: None,
+            email: None,
+            claims: serde_json::Map::new(),
+        }),
+        Err(error) => return tracing::warn!(%error, "the session refresher could not read a user"),
+    };
+    let mut changed = false;
+    for (session_id, access_token) in tokens {
+        match provider.user_info(access_token).await {
+            Ok(Some(info)) => {
+                if info.get("sub").and_then(|v| v.as_str()).is_some_and(|sub| sub != user_id) {
+                    tracing::warn!(session = %session_id, "userinfo answered for another subject; ignored");
+                    continue;
+                }
+                apply_user_info(&mut user, &info);
+                changed = true;
+            }
+            Ok(None) => return,
+            Err(error) if error.is_permanent() => {
+                tracing::info!(session = %session_id, %error, "the identity provider no longer accepts the session's token; the session ends");
+                if let Err(error) = store.delete(session_id).await {
+                    tracing::warn!(%error, "the session could not be deleted");
+                }
+            }
+            Err(error) => tracing::warn!(session = %session_id, %error, "updating user info failed; will retry"),
+        }
+    }
+    if changed {
+        match store.update_user(&user).await {
+            Ok(()) => tracing::info!(user = %user_id, "user info updated"),
+            Err(error) => tracing::warn!(%error, "the updated user could not be saved"),
+        }
+    }
+}
+
+/// The user's name, email and claims from a userinfo answer (`UpdateUserInfo`).
+fn apply_user_info(user: &mut StoredUser, info: &serde_json::Map<String, serde_json::Value>) {
+    let text = |name: &str| info.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    if let Some(name) = text("name") {
+        user.name = Some(name);
+    }
+    if let Some(email) = text("email") {
+        user.email = Some(email);
+    }
+    for (name, value) in authenticate::session::claims_from(info) {
+        user.claims.insert(name, value);
     }
 }
 

@@ -71,6 +71,13 @@ impl SessionStore {
         Ok(())
     }
 
+    /// Replaces a user (the refresher's user info updates).
+    pub async fn update_user(&self, user: &StoredUser) -> Result<(), StoreError> {
+        let records = vec![Record::new(USER_TYPE, user.id.clone(), user.to_data())];
+        self.broker.put(records).await.map_err(|s| StoreError::new("did not update the user", &s))?;
+        Ok(())
+    }
+
     /// Ends a session everywhere: a tombstone, which every replica's cache follows.
     pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
         self.broker
