@@ -10,6 +10,8 @@
 //                            replaces the one the token endpoint gives `pomerium`
 //   REFUSE_REFRESH           failure injection: every refresh-token grant is answered with
 //                            `invalid_grant`, as when a user's grant is revoked at the provider
+//   USERINFO_DELAY_MS        failure injection: a slow provider, whose userinfo endpoint answers
+//                            only after this many milliseconds
 //   MUTABLE_ACCOUNTS         test hook: `POST /__test/accounts/<sub>/groups` with a form body
 //                            `groups=a,b` replaces that account's groups, as an administrator would at the
 //                            provider; later ID tokens and userinfo answers carry the new groups
@@ -91,6 +93,14 @@ server.listen(0, '127.0.0.1', () => {
   provider.on('access_token.destroyed', () => console.log(JSON.stringify({ event: 'revoked' })));
   provider.on('grant.success', () => console.log(JSON.stringify({ event: 'grant.success' })));
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
+  // Failure injection, only with USERINFO_DELAY_MS: a slow userinfo endpoint.
+  const userinfoDelay = Number(process.env.USERINFO_DELAY_MS || 0);
+  if (userinfoDelay > 0) {
+    provider.use(async (ctx, next) => {
+      if (ctx.path === '/me') await new Promise((resolve) => setTimeout(resolve, userinfoDelay));
+      await next();
+    });
+  }
   // Failure injection, only with REFUSE_REFRESH: the refresh-token grant fails as a revoked grant
   // does (400 invalid_grant); each refusal is printed.
   if (process.env.REFUSE_REFRESH) {

@@ -67,7 +67,8 @@ async fn tokens_for(idp: &OidcProvider, pomerium: &Pomerium, login: &str) -> (St
 #[tokio::test]
 async fn an_access_token_from_the_provider_is_a_session() {
     let setup = Setup::new();
-    let idp = OidcProvider::start(&[CALLBACK], &[], None);
+    // A slow userinfo endpoint, so that concurrent requests with a new token overlap its check.
+    let idp = OidcProvider::start_with_env(&[CALLBACK], &[], None, &[("USERINFO_DELAY_MS", "300")]);
     let (pomerium, _upstream) = start(&setup, &idp).await;
     let (access_token, _) = tokens_for(&idp, &pomerium, "alice").await;
     let mut client = Browser::new(&pomerium);
@@ -100,15 +101,35 @@ async fn an_access_token_from_the_provider_is_a_session() {
     assert_eq!(pomerium.count_logs("a session from an identity provider token"), 1, "{}", pomerium.logs().join("\n"));
 
     // bob's token is genuine, but the policy keeps other.org out: a policy deny, not a refusal.
+    // Four requests at once with it: the provider is asked once, one session is made.
     let (bob_token, _) = tokens_for(&idp, &pomerium, "bob").await;
-    let reply = call(&mut client, "https://access.test.localhost/items", &bob_token).await;
-    assert_eq!(reply.status, 403, "{}", reply.text());
-    assert!(!reply.text().contains("not a valid"), "{}", reply.text());
+    let url = "https://access.test.localhost/items";
+    let mut clients: Vec<Browser> = (0..4).map(|_| Browser::new(&pomerium)).collect();
+    let [a, b, c, d] = &mut clients[..] else { unreachable!() };
+    let replies = tokio::join!(
+        call(a, url, &bob_token),
+        call(b, url, &bob_token),
+        call(c, url, &bob_token),
+        call(d, url, &bob_token)
+    );
+    for reply in [replies.0, replies.1, replies.2, replies.3] {
+        assert_eq!(reply.status, 403, "{}", reply.text());
+        assert!(!reply.text().contains("not a valid"), "{}", reply.text());
+    }
+    assert_eq!(pomerium.count_logs("a session from an identity provider token"), 2, "alice's, and one for bob's");
 
-    // A token the provider never issued: 403 before any policy, and nothing written.
-    let reply = call(&mut client, "https://access.test.localhost/items", "made-up-token").await;
-    assert_eq!(reply.status, 403);
-    assert!(reply.text().contains("not a valid access token of the identity provider"), "says why: {}", reply.text());
+    // A token the provider never issued: 403 before any policy, and nothing written. Sent again,
+    // the refusal is remembered rather than asked of the provider again.
+    for _ in 0..2 {
+        let reply = call(&mut client, "https://access.test.localhost/items", "made-up-token").await;
+        assert_eq!(reply.status, 403);
+        assert!(
+            reply.text().contains("not a valid access token of the identity provider"),
+            "says why: {}",
+            reply.text()
+        );
+    }
+    assert_eq!(pomerium.count_logs("a bearer token was refused"), 1, "{}", pomerium.logs().join("\n"));
     assert_eq!(pomerium.count_logs("a session from an identity provider token"), 2, "alice's and bob's only");
 
     // Where the route reads no bearer token, the token is not a session: sign in first (401 for

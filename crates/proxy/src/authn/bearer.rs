@@ -97,14 +97,46 @@ pub(crate) async fn session(
     allowed_audiences: Option<&[String]>,
 ) -> Result<RequestSession, BearerError> {
     let idp_id = Some(settings.idp_id.as_str()).filter(|id| !id.is_empty());
-    let id = session_id(kind, idp_id, token);
+    let audiences = allowed_audiences.filter(|_| kind == TokenKind::Access);
+    let id = session_id(kind, idp_id, audiences, token);
     let now = jiff::Timestamp::now();
     if policy::records::resolve_session(&*records.read(), Some(&id), now).is_some() {
         return Ok(RequestSession { credential: Credential::IdpToken(id), fetched: None });
     }
+    if let Some(reason) = authn.bearer.refused(&id) {
+        return Err(BearerError::Refused(reason));
+    }
     let Some(store) = &authn.store else {
         return Err(BearerError::Unavailable("no databroker to keep sessions in".to_owned()));
     };
+    // One check with the provider per token at a time: concurrent requests with a new token wait
+    // for the first, then find the session it made.
+    let flight = authn.bearer.flight(&id);
+    let _turn = flight.lock().await;
+    if let Some(reason) = authn.bearer.refused(&id) {
+        authn.bearer.land(&id, &flight);
+        return Err(BearerError::Refused(reason));
+    }
+    let outcome = session_once(settings, authn, store, kind, token, audiences, id.clone(), now).await;
+    authn.bearer.land(&id, &flight);
+    if let Err(BearerError::Refused(reason)) = &outcome {
+        authn.bearer.remember_refusal(&id, reason);
+    }
+    outcome
+}
+
+/// [`session`] once the token's flight is ours: the session made before, or a new one.
+#[expect(clippy::too_many_arguments, reason = "the request's parts, passed down one level")]
+async fn session_once(
+    settings: &AuthnSettings,
+    authn: &Authn,
+    store: &super::SessionStore,
+    kind: TokenKind,
+    token: &str,
+    allowed_audiences: Option<&[String]>,
+    id: String,
+    now: jiff::Timestamp,
+) -> Result<RequestSession, BearerError> {
     if let Some(existing) = store.load(&id).await?.filter(|s| s.expires_at.is_none_or(|at| at > now)) {
         let user = store.load_user(&existing.user_id).await?;
         let fetched = overlay_records(&existing, user.as_ref());
@@ -245,7 +277,12 @@ fn overlay_records(session: &StoredSession, user: Option<&StoredUser>) -> Memory
 /// a name-based UUID (version 5) of the token, in a namespace per token kind and per identity
 /// provider, so that the same token always finds the same session and a token alone never
 /// reveals it.
-pub(crate) fn session_id(kind: TokenKind, idp_id: Option<&str>, token: &str) -> String {
+///
+/// Beyond Pomerium: with `idp_access_token_allowed_audiences`, the audiences (sorted) are part of
+/// the namespace too. Pomerium's ids leave them out, so a session made for a token on a route
+/// without an audience list is then accepted on a route whose list the token fails; here each
+/// list gets its own sessions, each checked against it.
+pub(crate) fn session_id(kind: TokenKind, idp_id: Option<&str>, audiences: Option<&[String]>, token: &str) -> String {
     let mut namespace = match kind {
         TokenKind::Access => ACCESS_TOKEN_NAMESPACE,
         TokenKind::Identity => IDENTITY_TOKEN_NAMESPACE,
@@ -253,7 +290,61 @@ pub(crate) fn session_id(kind: TokenKind, idp_id: Option<&str>, token: &str) -> 
     if let Some(idp_id) = idp_id {
         namespace = uuid_v5(&namespace, idp_id.as_bytes());
     }
+    if let Some(audiences) = audiences {
+        // A marker first, so that an empty list differs from no list.
+        namespace = uuid_v5(&namespace, b"idp_access_token_allowed_audiences");
+        let mut sorted: Vec<&String> = audiences.iter().collect();
+        sorted.sort();
+        for audience in sorted {
+            namespace = uuid_v5(&namespace, audience.as_bytes());
+        }
+    }
     format_uuid(&uuid_v5(&namespace, token.as_bytes()))
+}
+
+/// What the bearer path keeps across requests (part of [`Authn`]): the checks in flight, and
+/// the tokens the provider refused lately, so that a client retrying a bad token does not turn
+/// each retry into a request to the provider.
+#[derive(Debug, Default)]
+pub(crate) struct BearerState {
+    flights: std::sync::Mutex<std::collections::HashMap<String, Flight>>,
+    refusals: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, String)>>,
+}
+
+type Flight = std::sync::Arc<tokio::sync::Mutex<()>>;
+
+/// How long a refused token is answered from memory.
+const REFUSAL_MEMORY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Refusals kept at most; the memory starts over when full.
+const REFUSAL_CAPACITY: usize = 10_000;
+
+impl BearerState {
+    fn flight(&self, id: &str) -> Flight {
+        let mut flights = self.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::sync::Arc::clone(flights.entry(id.to_owned()).or_default())
+    }
+
+    /// The flight is over: forgotten once no one else waits on it.
+    fn land(&self, id: &str, flight: &Flight) {
+        let mut flights = self.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Ours, the map's, and no one else's.
+        if std::sync::Arc::strong_count(flight) <= 2 {
+            flights.remove(id);
+        }
+    }
+
+    fn refused(&self, id: &str) -> Option<String> {
+        let refusals = self.refusals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        refusals.get(id).filter(|(at, _)| at.elapsed() < REFUSAL_MEMORY).map(|(_, reason)| reason.clone())
+    }
+
+    fn remember_refusal(&self, id: &str, reason: &str) {
+        let mut refusals = self.refusals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if refusals.len() >= REFUSAL_CAPACITY {
+            refusals.clear();
+        }
+        refusals.insert(id.to_owned(), (std::time::Instant::now(), reason.to_owned()));
+    }
 }
 
 /// Pomerium's namespaces: `0194f6f8-e760-76a0-8917-e28ac927a34d` and
@@ -300,10 +391,43 @@ mod tests {
     fn session_ids_are_pomeriums() {
         // The values Pomerium's own tests pin (config/session_test.go `Test_getTokenSessionID`), so
         // that a Go Pomerium and this server sharing a databroker find the same session.
-        assert_eq!(session_id(TokenKind::Access, None, "TOKEN"), "532b0a3d-b413-50a0-8c9f-e6eb340a05d3");
-        assert_eq!(session_id(TokenKind::Identity, None, "TOKEN"), "e0b8096c-54dd-5623-8098-5488f9c302db");
-        assert_eq!(session_id(TokenKind::Access, Some("IDP1"), "TOKEN"), "9c99d1d0-805e-51cb-b808-772ab654268b");
-        assert_eq!(session_id(TokenKind::Identity, Some("IDP1"), "TOKEN"), "0fe0e289-40bb-5ffe-b328-e290e043a652");
+        assert_eq!(session_id(TokenKind::Access, None, None, "TOKEN"), "532b0a3d-b413-50a0-8c9f-e6eb340a05d3");
+        assert_eq!(session_id(TokenKind::Identity, None, None, "TOKEN"), "e0b8096c-54dd-5623-8098-5488f9c302db");
+        assert_eq!(session_id(TokenKind::Access, Some("IDP1"), None, "TOKEN"), "9c99d1d0-805e-51cb-b808-772ab654268b");
+        assert_eq!(
+            session_id(TokenKind::Identity, Some("IDP1"), None, "TOKEN"),
+            "0fe0e289-40bb-5ffe-b328-e290e043a652"
+        );
+    }
+
+    #[test]
+    fn each_audience_list_has_its_own_sessions() {
+        let list = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let plain = session_id(TokenKind::Access, None, None, "TOKEN");
+        let empty = session_id(TokenKind::Access, None, Some(&list(&[])), "TOKEN");
+        let ab = session_id(TokenKind::Access, None, Some(&list(&["a", "b"])), "TOKEN");
+        let ba = session_id(TokenKind::Access, None, Some(&list(&["b", "a"])), "TOKEN");
+        let a = session_id(TokenKind::Access, None, Some(&list(&["a"])), "TOKEN");
+        assert_ne!(plain, empty, "an empty list is not no list");
+        assert_eq!(ab, ba, "the order does not matter");
+        assert_ne!(ab, a);
+        assert_ne!(plain, a);
+    }
+
+    #[tokio::test]
+    async fn flights_are_forgotten_once_landed_and_refusals_remembered() {
+        let state = BearerState::default();
+        let first = state.flight("s");
+        let second = state.flight("s");
+        assert!(std::sync::Arc::ptr_eq(&first, &second), "one flight per token");
+        state.land("s", &first);
+        assert_eq!(state.flights.lock().unwrap().len(), 1, "someone still waits");
+        drop(second);
+        state.land("s", &first);
+        assert!(state.flights.lock().unwrap().is_empty());
+        assert_eq!(state.refused("s"), None);
+        state.remember_refusal("s", "no");
+        assert_eq!(state.refused("s").as_deref(), Some("no"));
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

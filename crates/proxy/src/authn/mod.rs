@@ -40,6 +40,8 @@ pub struct Authn {
     pub store: Option<SessionStore>,
     provider: tokio::sync::Mutex<Option<(String, Provider)>>,
     pub(crate) assertions: identity::AssertionCache,
+    /// Identity provider tokens being checked, and those refused lately.
+    pub(crate) bearer: bearer::BearerState,
 }
 
 impl Authn {
