@@ -104,8 +104,8 @@ async fn an_access_token_from_the_provider_is_a_session() {
     // Four requests at once with it: the provider is asked once, one session is made.
     let (bob_token, _) = tokens_for(&idp, &pomerium, "bob").await;
     let url = "https://access.test.localhost/items";
-    let mut clients: Vec<Browser> = (0..4).map(|_| Browser::new(&pomerium)).collect();
-    let [a, b, c, d] = &mut clients[..] else { unreachable!() };
+    let mut clients: [Browser; 4] = std::array::from_fn(|_| Browser::new(&pomerium));
+    let [a, b, c, d] = &mut clients;
     let replies = tokio::join!(
         call(a, url, &bob_token),
         call(b, url, &bob_token),
