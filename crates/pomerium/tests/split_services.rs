@@ -79,7 +79,18 @@ struct Deployment {
 }
 
 async fn deploy(setup: &Setup, idp: &OidcProvider, upstream: SocketAddr, postgres: &str) -> Deployment {
-    let common = shared(setup, idp, upstream);
+    deploy_with(setup, idp, upstream, postgres, "").await
+}
+
+/// [`deploy`], with `extra` top-level options for every service.
+async fn deploy_with(
+    setup: &Setup,
+    idp: &OidcProvider,
+    upstream: SocketAddr,
+    postgres: &str,
+    extra: &str,
+) -> Deployment {
+    let common = format!("{}{extra}", shared(setup, idp, upstream));
     let grpc = grpc_certificate(setup);
     let databroker = Pomerium::spawn_until(
         &setup.write(
@@ -227,20 +238,9 @@ async fn discrete_services_sign_a_user_in_and_authorize_every_request() {
     deployment.proxy.assert_running();
 }
 
-/// The authorize service speaks Envoy's ext_authz: a Check built as Envoy builds it (headers
-/// only, no route id) is decided by host and path; a call without the shared secret is refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_authorize_service_answers_envoy_shaped_checks_and_only_with_the_shared_secret() {
-    let postgres = TestPostgres::shared().unwrap().database().unwrap();
-    let setup = Setup::new();
-    let idp = OidcProvider::start(&[CALLBACK], &[], None);
-    let upstream = echo_upstream("app", None).await;
-    let deployment = deploy(&setup, &idp, upstream.address, &postgres).await;
-    let options = databroker::client::RemoteOptions {
-        ca_pem: Some(setup.pki.ca_pem().into_bytes()),
-        insecure_skip_verify: false,
-    };
-    let envoy_like = |path: &str, accept: &str| ext_authz::CheckRequest {
+/// A Check as Envoy builds it for Pomerium: headers only, no route id, the client's address.
+fn envoy_like(path: &str, accept: &str) -> ext_authz::CheckRequest {
+    ext_authz::CheckRequest {
         attributes: Some(wire::AttributeContext {
             source: Some(wire::attribute_context::Peer {
                 address: Some(wire::Address {
@@ -272,6 +272,44 @@ async fn the_authorize_service_answers_envoy_shaped_checks_and_only_with_the_sha
             }),
             ..Default::default()
         }),
+    }
+}
+
+/// [`envoy_like`] with the client certificate chain as Pomerium's Envoy forwards it: dynamic
+/// metadata `com.pomerium.client-certificate-info` {presented, chain} from its Lua filter, the
+/// chain URL-encoded PEM (`urlEncodedPemEncodedPeerCertificateChain`), and no verdict.
+fn envoy_like_with_certificate(path: &str, chain_pem: &str) -> ext_authz::CheckRequest {
+    let mut request = envoy_like(path, "application/json");
+    let value = |kind| prost_types::Value { kind: Some(kind) };
+    let fields = [
+        ("presented".to_owned(), value(prost_types::value::Kind::BoolValue(true))),
+        (
+            "chain".to_owned(),
+            value(prost_types::value::Kind::StringValue(
+                url::form_urlencoded::byte_serialize(chain_pem.as_bytes()).collect(),
+            )),
+        ),
+    ];
+    let info = prost_types::Struct { fields: fields.into_iter().collect() };
+    let attributes = request.attributes.as_mut().unwrap();
+    attributes.metadata_context = Some(wire::Metadata {
+        filter_metadata: [("com.pomerium.client-certificate-info".to_owned(), info)].into_iter().collect(),
+    });
+    request
+}
+
+/// The authorize service speaks Envoy's ext_authz: a Check built as Envoy builds it (headers
+/// only, no route id) is decided by host and path; a call without the shared secret is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authorize_service_answers_envoy_shaped_checks_and_only_with_the_shared_secret() {
+    let postgres = TestPostgres::shared().unwrap().database().unwrap();
+    let setup = Setup::new();
+    let idp = OidcProvider::start(&[CALLBACK], &[], None);
+    let upstream = echo_upstream("app", None).await;
+    let deployment = deploy(&setup, &idp, upstream.address, &postgres).await;
+    let options = databroker::client::RemoteOptions {
+        ca_pem: Some(setup.pki.ca_pem().into_bytes()),
+        insecure_skip_verify: false,
     };
 
     let client =
@@ -308,4 +346,55 @@ async fn the_authorize_service_answers_envoy_shaped_checks_and_only_with_the_sha
         client.check(ext_authz::CheckRequest { attributes: None }).await.unwrap_err().code(),
         tonic::Code::InvalidArgument
     );
+}
+
+/// downstream_mtls in split services: the authorize service checks the client certificate chain
+/// it is given against its own `downstream_mtls.ca`, whether the caller is our proxy or an Envoy
+/// (whose Lua filter forwards the chain without a verdict), as Pomerium's authorize does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authorize_service_checks_client_certificates_whoever_forwards_them() {
+    use support::{H2, Pki, client_tls};
+    let postgres = TestPostgres::shared().unwrap().database().unwrap();
+    let setup = Setup::new();
+    let idp = OidcProvider::start(&[CALLBACK], &[], None);
+    let upstream = echo_upstream("app", None).await;
+    let client_pki = Pki::new("client ca");
+    let ca_file = setup.write("client-ca.pem", &client_pki.ca_pem());
+    let mtls = format!("downstream_mtls:\n  ca_file: {}\n", ca_file.display());
+    let deployment = deploy_with(&setup, &idp, upstream.address, &postgres, &mtls).await;
+    let trusted = client_pki.issue(&["alice"]);
+    let untrusted = Pki::new("someone else").issue(&["mallory"]);
+
+    // An Envoy: a trusted chain passes the certificate rule (the next answer is about the
+    // missing session, 401); an untrusted one, or none, is 495.
+    let options = databroker::client::RemoteOptions {
+        ca_pem: Some(setup.pki.ca_pem().into_bytes()),
+        insecure_skip_verify: false,
+    };
+    let client =
+        ext_authz::Client::connect(&deployment.authorize_url, ServiceAuth::new(&support::SHARED_KEY), &options)
+            .unwrap();
+    let status = |answer: ext_authz::CheckResponse| match answer.http_response {
+        Some(wire::check_response::HttpResponse::DeniedResponse(denied)) => denied.status.map(|s| s.code),
+        other => panic!("a denial: {other:?}"),
+    };
+    let answer = client.check(envoy_like_with_certificate("/", &trusted.cert_pem)).await.unwrap();
+    assert_eq!(status(answer), Some(401));
+    let answer = client.check(envoy_like_with_certificate("/", &untrusted.cert_pem)).await.unwrap();
+    assert_eq!(status(answer), Some(495));
+    let answer = client.check(envoy_like("/", "application/json")).await.unwrap();
+    assert_eq!(status(answer), Some(495));
+
+    // Our proxy forwards the chain its handshake received, the same way.
+    for (leaf, expected) in [(&trusted, 401), (&untrusted, 495)] {
+        let tls = client_tls(&setup.pki.ca(), &[b"h2"], Some(leaf));
+        let mut connection = H2::handshake(deployment.proxy.tls("app.test.localhost", tls).await).await;
+        let request = support::request(Method::GET, "app.test.localhost", "/")
+            .header("accept", "application/json")
+            .body(proxy::body::empty())
+            .unwrap();
+        let reply = connection.fetch(request).await;
+        assert_eq!(reply.status.as_u16(), expected, "{}", reply.text());
+    }
+    assert_eq!(upstream.requests(), 0);
 }

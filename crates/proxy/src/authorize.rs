@@ -480,10 +480,10 @@ fn check_request(route: &RouteRuntime, request: &AuthorizeRequest<'_>, tls: bool
     let mut fields = BTreeMap::new();
     fields.insert("presented".to_owned(), bool_value(request.certificate.is_some()));
     if let Some(certificate) = request.certificate {
-        let pem = String::from_utf8_lossy(&crate::tls::certificates_to_pem(&certificate.chain)).into_owned();
-        fields.insert("chain".to_owned(), string_value(pem));
-        // Ours: the proxy verified the chain at the handshake, against downstream_mtls.ca.
-        fields.insert("validated".to_owned(), bool_value(certificate.verified));
+        // As Envoy's Lua filter sends it (`urlEncodedPemEncodedPeerCertificateChain`); the
+        // authorize service checks it against its own downstream_mtls.ca.
+        let pem = crate::tls::certificates_to_pem(&certificate.chain);
+        fields.insert("chain".to_owned(), string_value(url::form_urlencoded::byte_serialize(&pem).collect()));
     }
     metadata.insert(ext_authz::CLIENT_CERTIFICATE_METADATA.to_owned(), prost_types::Struct { fields });
     ext_authz::CheckRequest {
@@ -590,7 +590,10 @@ struct Described {
     route_id: Option<String>,
 }
 
-fn describe(request: ext_authz::CheckRequest) -> Result<Described, tonic::Status> {
+fn describe(
+    request: ext_authz::CheckRequest,
+    client_chains: Option<&crate::tls::ChainVerifier>,
+) -> Result<Described, tonic::Status> {
     let invalid = |what: &str| tonic::Status::invalid_argument(format!("the check request has no {what}"));
     let attributes = request.attributes.ok_or_else(|| invalid("attributes"))?;
     let http = attributes.request.and_then(|r| r.http).ok_or_else(|| invalid("http request"))?;
@@ -647,14 +650,11 @@ fn describe(request: ext_authz::CheckRequest) -> Result<Described, tonic::Status
                 Some(prost_types::value::Kind::StringValue(s)) => Some(s.as_str()),
                 _ => None,
             };
-            let flag = |name: &str| {
-                matches!(
-                    info.fields.get(name).and_then(|v| v.kind.as_ref()),
-                    Some(prost_types::value::Kind::BoolValue(true))
-                )
-            };
-            let chain = crate::tls::certificates_from_pem(text("chain")?.as_bytes()).ok()?;
-            Some(ClientCertificate { chain, verified: flag("validated") })
+            let chain = crate::tls::certificates_from_pem(&chain_pem(text("chain")?)).ok()?;
+            // Checked here, whoever the caller is (our proxy or an Envoy): without a CA, nothing
+            // is valid.
+            let verified = client_chains.is_some_and(|verifier| verifier.verifies(&chain));
+            Some(ClientCertificate { chain, verified })
         });
     Ok(Described {
         method: http.method,
@@ -670,12 +670,42 @@ fn describe(request: ext_authz::CheckRequest) -> Result<Described, tonic::Status
     })
 }
 
+/// The PEM of a forwarded chain: URL-encoded as Envoy sends it (Go's `QueryUnescape`: `+` is
+/// a space), or plain.
+fn chain_pem(text: &str) -> Vec<u8> {
+    // URL-encoded text has no spaces or line breaks; PEM has both.
+    if text.contains([' ', '\n']) {
+        return text.as_bytes().to_vec();
+    }
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while let Some(&byte) = bytes.get(index) {
+        let escaped = bytes
+            .get(index + 1..index + 3)
+            .filter(|_| byte == b'%')
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(value) => {
+                decoded.push(value);
+                index += 3;
+            }
+            None => {
+                decoded.push(if byte == b'+' { b' ' } else { byte });
+                index += 1;
+            }
+        }
+    }
+    decoded
+}
+
 /// Decides one Check call.
 pub(crate) async fn check(
     runtime: &Runtime,
     request: ext_authz::CheckRequest,
 ) -> Result<ext_authz::CheckResponse, tonic::Status> {
-    let described = describe(request)?;
+    let described = describe(request, runtime.global.client_chains.as_ref())?;
     let format = ResponseFormat::negotiate(&described.path, &described.headers);
     let route = match &described.route_id {
         Some(id) => runtime.route_by_id(id),
@@ -761,6 +791,18 @@ async fn denied(response: Response<ProxyBody>) -> ext_authz::CheckResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_chains_are_read_url_encoded_or_plain() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB+/a=\n-----END CERTIFICATE-----\n";
+        let encoded: String = url::form_urlencoded::byte_serialize(pem.as_bytes()).collect();
+        assert!(!encoded.contains(' ') && !encoded.contains('\n'), "{encoded}");
+        assert_eq!(chain_pem(&encoded), pem.as_bytes());
+        assert_eq!(chain_pem(pem), pem.as_bytes());
+        // Envoy's encoding spells a space %20.
+        assert_eq!(chain_pem("-----BEGIN%20CERTIFICATE-----%0A"), b"-----BEGIN CERTIFICATE-----\n");
+        assert_eq!(chain_pem("%zz%4"), b"%zz%4", "a broken escape is kept as it is");
+    }
 
     #[test]
     fn hostnames_drop_the_port() {

@@ -77,6 +77,8 @@ pub(crate) struct Global {
     pub callback_path: String,
     /// The authorize service that decides requests, when it runs in another process.
     pub remote_authorize: Option<ext_authz::Client>,
+    /// `downstream_mtls.ca`, for the client certificate chains `Check` calls carry.
+    pub client_chains: Option<crate::tls::ChainVerifier>,
 }
 
 /// One route, ready to serve.
@@ -161,6 +163,8 @@ pub enum BuildError {
     Rewrite { route: String, source: RewriteError },
     #[error("{0}")]
     Authn(#[from] crate::authn::SettingsError),
+    #[error("downstream_mtls.ca: {0}")]
+    ClientCa(TlsError),
 }
 
 /// What the runtime is built with besides the configuration.
@@ -241,6 +245,13 @@ fn global(config: &Config, environment: &Environment) -> Result<Global, BuildErr
         authn_state: Arc::clone(&environment.authn),
         callback_path: options.authenticate_callback_path.clone(),
         remote_authorize: environment.remote_authorize.clone(),
+        client_chains: options
+            .downstream_mtls
+            .ca
+            .as_ref()
+            .map(|ca| crate::tls::ChainVerifier::new(ca.ders()))
+            .transpose()
+            .map_err(BuildError::ClientCa)?,
         tls: !options.insecure_server,
         authenticate_url: options
             .authenticate_url()

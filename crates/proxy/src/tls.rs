@@ -313,6 +313,32 @@ impl ServerTls {
     }
 }
 
+/// Checks client certificate chains against `downstream_mtls.ca` away from a handshake: the
+/// authorize service, given a chain in a `Check` call (as Pomerium's authorize checks the chain
+/// Envoy forwards, `isValidClientCertificate`).
+#[derive(Clone)]
+pub struct ChainVerifier(Arc<dyn ClientCertVerifier>);
+
+impl std::fmt::Debug for ChainVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainVerifier")
+    }
+}
+
+impl ChainVerifier {
+    pub fn new(ca: &[CertificateDer<'static>]) -> Result<ChainVerifier, TlsError> {
+        let auth = DownstreamClientAuth { ca: ca.to_vec(), mode: ClientCertMode::Report };
+        client_verifier(&auth, &provider()).map(ChainVerifier)
+    }
+
+    /// Whether `chain` (leaf first) chains to the CAs now.
+    pub fn verifies(&self, chain: &[CertificateDer<'static>]) -> bool {
+        chain.split_first().is_some_and(|(leaf, intermediates)| {
+            self.0.verify_client_cert(leaf, intermediates, UnixTime::now()).is_ok()
+        })
+    }
+}
+
 fn client_verifier(
     auth: &DownstreamClientAuth,
     provider: &Arc<CryptoProvider>,
