@@ -43,8 +43,18 @@ async fn start(setup: &Setup, idp: &OidcProvider) -> (Pomerium, support::Upstrea
 }
 
 async fn start_with_env(setup: &Setup, idp: &OidcProvider, env: &[(&str, &str)]) -> (Pomerium, support::Upstream) {
+    start_with(setup, idp, env, "").await
+}
+
+/// The server with `global` options besides the provider's and the routes.
+async fn start_with(
+    setup: &Setup,
+    idp: &OidcProvider,
+    env: &[(&str, &str)],
+    global: &str,
+) -> (Pomerium, support::Upstream) {
     let upstream = echo_upstream("api", None).await;
-    let text = setup.config(&format!("{}{}", idp.config(), routes(upstream.address)));
+    let text = setup.config(&format!("{}{global}{}", idp.config(), routes(upstream.address)));
     std::fs::write(setup.config_path(), text).unwrap();
     let pomerium = Pomerium::spawn_with(&setup.config_path(), setup.pki.ca(), "serving", env).await;
     (pomerium, upstream)
@@ -227,4 +237,25 @@ async fn a_token_revoked_at_the_provider_ends_its_session() {
     })
     .await;
     assert!(reply.text().contains("not a valid access token"), "{}", reply.text());
+}
+
+/// With a global `bearer_token_format`, the token is a session on every route that does not set
+/// its own, and on the `/.pomerium/` pages (`/.pomerium/user` answers with the user's claims).
+#[tokio::test]
+async fn a_global_format_covers_routes_and_the_user_endpoint() {
+    let setup = Setup::new();
+    let idp = OidcProvider::start(&[CALLBACK], &[], None);
+    let (pomerium, _upstream) = start_with(&setup, &idp, &[], "bearer_token_format: idp_access_token\n").await;
+    let (access_token, _) = tokens_for(&idp, &pomerium, "alice").await;
+    let mut client = Browser::new(&pomerium);
+
+    let reply = call(&mut client, "https://app.test.localhost/", &access_token).await;
+    assert_eq!(reply.status, 200, "the app route inherits the format: {}", reply.text());
+    let reply = call(&mut client, "https://app.test.localhost/.pomerium/user", &access_token).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["email"], "alice@example.com");
+    // Without the token, the page has no one to show.
+    let reply =
+        client.send(Method::GET, &Url::parse("https://app.test.localhost/.pomerium/user").unwrap(), None, &[]).await;
+    assert_ne!(reply.status, 200, "{}", reply.text());
 }

@@ -704,12 +704,15 @@ async fn current_identity(
             None => return Ok(None),
         }
     }
-    let found = match session::find(cx.settings, cx.authn, &headers, request.url.query()).await {
-        Ok(found) => found,
-        Err(error) => {
-            tracing::warn!(%error, "the session could not be read");
-            return Err(refuse(request, StatusCode::SERVICE_UNAVAILABLE, "the session store is not available"));
-        }
+    let found = match token_session(cx, &headers).await {
+        Some(found) => Some(found),
+        None => match session::find(cx.settings, cx.authn, &headers, request.url.query()).await {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(%error, "the session could not be read");
+                return Err(refuse(request, StatusCode::SERVICE_UNAVAILABLE, "the session store is not available"));
+            }
+        },
     };
     let Some(found) = found else { return Ok(None) };
     let records = cx.records.read();
@@ -735,6 +738,25 @@ async fn current_identity(
         false,
     );
     Ok(identity)
+}
+
+/// The session of an identity provider token, where the global `bearer_token_format` reads one
+/// (Pomerium's `getUserInfoData`); a token that gives none leaves the session handle to decide.
+async fn token_session(cx: &Context<'_>, headers: &HeaderMap) -> Option<session::RequestSession> {
+    let settings = cx.settings;
+    let super::bearer::Bearer::IdpToken(kind, token) =
+        super::bearer::read(headers, settings.bearer_token_format, &settings.cookie_name)
+    else {
+        return None;
+    };
+    let audiences = settings.access_token_audiences.as_deref();
+    match super::bearer::session(settings, cx.authn, cx.records, kind, token, audiences).await {
+        Ok(found) => Some(found),
+        Err(error) => {
+            tracing::debug!(%error, "no session from the bearer token for a /.pomerium/ page");
+            None
+        }
+    }
 }
 
 /// `/.pomerium/`: the user info page.

@@ -124,6 +124,10 @@ pub(crate) struct AuthnSettings {
     pub serves_routes: bool,
     /// Runtime flag `pomerium_jwt_endpoint`: `/.pomerium/jwt` answers.
     pub jwt_endpoint: bool,
+    /// The global `bearer_token_format` and `idp_access_token_allowed_audiences`, for the
+    /// `/.pomerium/` endpoints, which belong to no route.
+    pub bearer_token_format: Option<config::options::BearerTokenFormat>,
+    pub access_token_audiences: Option<Vec<String>>,
     /// Whether the main listener speaks TLS.
     pub tls: bool,
 }
@@ -196,6 +200,8 @@ impl AuthnSettings {
             serves_authenticate: options.services.runs(config::options::Service::Authenticate),
             serves_routes: options.services.runs(config::options::Service::Proxy),
             jwt_endpoint: options.runtime_flag("pomerium_jwt_endpoint"),
+            bearer_token_format: options.bearer_token_format,
+            access_token_audiences: options.idp.access_token_allowed_audiences.clone(),
             tls: !options.insecure_server,
         })
     }
