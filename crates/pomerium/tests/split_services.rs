@@ -238,6 +238,16 @@ async fn discrete_services_sign_a_user_in_and_authorize_every_request() {
     deployment.proxy.assert_running();
 }
 
+/// How the tests dial the gRPC services: trusting the test CA.
+fn grpc_options(setup: &Setup) -> databroker::client::RemoteOptions {
+    databroker::client::RemoteOptions { ca_pem: Some(setup.pki.ca_pem().into_bytes()), insecure_skip_verify: false }
+}
+
+/// An ext_authz client of the deployment's authorize service, with the shared secret.
+fn authorize_client(deployment: &Deployment, options: &databroker::client::RemoteOptions) -> ext_authz::Client {
+    ext_authz::Client::connect(&deployment.authorize_url, ServiceAuth::new(&support::SHARED_KEY), options).unwrap()
+}
+
 /// A Check as Envoy builds it for Pomerium: headers only, no route id, the client's address.
 fn envoy_like(path: &str, accept: &str) -> ext_authz::CheckRequest {
     ext_authz::CheckRequest {
@@ -307,14 +317,8 @@ async fn the_authorize_service_answers_envoy_shaped_checks_and_only_with_the_sha
     let idp = OidcProvider::start(&[CALLBACK], &[], None);
     let upstream = echo_upstream("app", None).await;
     let deployment = deploy(&setup, &idp, upstream.address, &postgres).await;
-    let options = databroker::client::RemoteOptions {
-        ca_pem: Some(setup.pki.ca_pem().into_bytes()),
-        insecure_skip_verify: false,
-    };
-
-    let client =
-        ext_authz::Client::connect(&deployment.authorize_url, ServiceAuth::new(&support::SHARED_KEY), &options)
-            .unwrap();
+    let options = grpc_options(&setup);
+    let client = authorize_client(&deployment, &options);
     let answer = client.check(envoy_like("/page?x=1", "text/html")).await.unwrap();
     assert_eq!(answer.status.as_ref().map(|s| s.code), Some(tonic::Code::PermissionDenied as i32));
     let Some(wire::check_response::HttpResponse::DeniedResponse(denied)) = answer.http_response else {
@@ -367,13 +371,7 @@ async fn the_authorize_service_checks_client_certificates_whoever_forwards_them(
 
     // An Envoy: a trusted chain passes the certificate rule (the next answer is about the
     // missing session, 401); an untrusted one, or none, is 495.
-    let options = databroker::client::RemoteOptions {
-        ca_pem: Some(setup.pki.ca_pem().into_bytes()),
-        insecure_skip_verify: false,
-    };
-    let client =
-        ext_authz::Client::connect(&deployment.authorize_url, ServiceAuth::new(&support::SHARED_KEY), &options)
-            .unwrap();
+    let client = authorize_client(&deployment, &grpc_options(&setup));
     let status = |answer: ext_authz::CheckResponse| match answer.http_response {
         Some(wire::check_response::HttpResponse::DeniedResponse(denied)) => denied.status.map(|s| s.code),
         other => panic!("a denial: {other:?}"),

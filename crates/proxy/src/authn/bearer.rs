@@ -150,7 +150,7 @@ async fn session_once(
         email: None,
         claims: Map::new(),
     });
-    fill_user(&mut user, &claims);
+    super::store::apply_claims(&mut user, &claims);
     store.persist(&session, &user).await?;
     tracing::info!(session = %session.id, user = %session.user_id, kind = ?kind, "a session from an identity provider token");
     let fetched = overlay_records(&session, Some(&user));
@@ -246,20 +246,6 @@ fn new_session(
         claims: authenticate::session::claims_from(claims),
         audience,
         refresh_disabled: true,
-    }
-}
-
-/// The user record, with the token's name, email and claims (`fillUserFromIDPClaims`).
-fn fill_user(user: &mut StoredUser, claims: &Map<String, Value>) {
-    let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
-    if let Some(name) = text("name") {
-        user.name = Some(name);
-    }
-    if let Some(email) = text("email") {
-        user.email = Some(email);
-    }
-    for (name, value) in authenticate::session::claims_from(claims) {
-        user.claims.insert(name, value);
     }
 }
 

@@ -321,7 +321,7 @@ async fn update_one_user(store: &SessionStore, provider: &oidc::Provider, user_i
                     tracing::warn!(session = %session_id, "userinfo answered for another subject; ignored");
                     continue;
                 }
-                apply_user_info(&mut user, &info);
+                super::store::apply_claims(&mut user, &info);
                 changed = true;
             }
             Ok(None) => return,
@@ -339,20 +339,6 @@ async fn update_one_user(store: &SessionStore, provider: &oidc::Provider, user_i
             Ok(()) => tracing::info!(user = %user_id, "user info updated"),
             Err(error) => tracing::warn!(%error, "the updated user could not be saved"),
         }
-    }
-}
-
-/// The user's name, email and claims from a userinfo answer (`UpdateUserInfo`).
-fn apply_user_info(user: &mut StoredUser, info: &serde_json::Map<String, serde_json::Value>) {
-    let text = |name: &str| info.get(name).and_then(|v| v.as_str()).map(str::to_owned);
-    if let Some(name) = text("name") {
-        user.name = Some(name);
-    }
-    if let Some(email) = text("email") {
-        user.email = Some(email);
-    }
-    for (name, value) in authenticate::session::claims_from(info) {
-        user.claims.insert(name, value);
     }
 }
 

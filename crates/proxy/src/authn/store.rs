@@ -158,3 +158,18 @@ impl SessionStore {
         Ok(Freshness::Fetched { session: session.map(Box::new), user: user.map(Box::new) })
     }
 }
+
+/// A user's name, email and claims from an identity provider's claims (Pomerium's
+/// `fillUserFromIDPClaims`, `UpdateUserInfo`): what the claims hold replaces what the user had.
+pub(crate) fn apply_claims(user: &mut StoredUser, claims: &serde_json::Map<String, serde_json::Value>) {
+    let text = |name: &str| claims.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    if let Some(name) = text("name") {
+        user.name = Some(name);
+    }
+    if let Some(email) = text("email") {
+        user.email = Some(email);
+    }
+    for (name, value) in authenticate::session::claims_from(claims) {
+        user.claims.insert(name, value);
+    }
+}
