@@ -15,7 +15,8 @@ use url::Url;
 const CALLBACK: &str = "https://authenticate.test.localhost/oauth2/callback";
 
 /// Routes for the tests: `app` lets example.com in and passes identity; `sales` only lets the
-/// `sales` group in; `token` shows the access token through a header template.
+/// `sales` group in; `token` shows the access token through a header template; `k8s` stands for
+/// a Kubernetes API server reached with a service account token.
 fn routes(upstream: std::net::SocketAddr) -> String {
     r#"jwt_claims_headers: [email, groups]
 routes:
@@ -38,6 +39,10 @@ routes:
     allow_any_authenticated_user: true
     set_request_headers:
       x-token: ${pomerium.access_token}
+  - from: https://k8s.test.localhost
+    to: http://UPSTREAM
+    kubernetes_service_account_token: the-service-account-token
+    allow_any_authenticated_user: true
 "#
     .replace("UPSTREAM", &upstream.to_string())
 }
@@ -254,6 +259,34 @@ async fn a_change_at_the_provider_reaches_the_policy_without_a_new_sign_in() {
         (reply.status == 200).then_some(())
     })
     .await;
+}
+
+/// A route to a Kubernetes API server (`kubernetes_service_account_token`): the upstream gets the
+/// service account's token and the signed-in user to impersonate, and never the client's own
+/// impersonation headers (Pomerium's `fillKubernetesHeaders`, `remove-impersonate-headers.lua`).
+#[tokio::test]
+async fn a_kubernetes_route_impersonates_the_signed_in_user() {
+    let setup = Setup::new();
+    let idp = OidcProvider::start(&[CALLBACK], &[], None);
+    let (pomerium, _upstream) = start(&setup, &idp, "", &[]).await;
+    let mut browser = Browser::new(&pomerium);
+    assert_eq!(sign_in(&mut browser, "https://k8s.test.localhost/api", "alice").await.reply.status, 200);
+    let forged = [
+        ("accept", "application/json"),
+        ("authorization", "Bearer the-clients-own-token"),
+        ("impersonate-user", "system:admin"),
+        ("impersonate-group", "system:masters"),
+        ("impersonate-extra-scopes", "everything"),
+    ];
+    let reply =
+        browser.send(Method::GET, &Url::parse("https://k8s.test.localhost/api/v1/pods").unwrap(), None, &forged).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = reply.seen();
+    assert_eq!(seen.header("authorization").as_deref(), Some("Bearer the-service-account-token"));
+    assert_eq!(seen.header("impersonate-user").as_deref(), Some("alice@example.com"));
+    assert_eq!(seen.header("impersonate-group").as_deref(), Some("engineering,staff"));
+    assert_eq!(seen.header("impersonate-extra-scopes"), None, "the client's own impersonation is dropped");
+    assert!(!pomerium.logs().join("\n").contains("the-service-account-token"), "the token is never logged");
 }
 
 /// A GET with the browser's cookies, without changing the browser.

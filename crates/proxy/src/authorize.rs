@@ -115,7 +115,9 @@ pub(crate) async fn decide(
         "authorize"
     );
     match verdict {
-        Verdict::Allow if route.passes_identity || route.templates_need_identity => {
+        Verdict::Allow
+            if route.passes_identity || route.templates_need_identity || route.kubernetes_authorization.is_some() =>
+        {
             let live = session_id.filter(|id| policy::records::resolve_session(records, Some(id), now).is_some());
             Ok(authn::identity::identity(
                 &global.authn,
@@ -320,8 +322,8 @@ pub async fn authorize(runtime: &Runtime, probe: &Probe<'_>) -> Authorized {
     match decide(runtime, &route, &request).await {
         Ok(identity) => {
             let mut set = match &identity {
-                Some(identity) if route.passes_identity => identity_headers(&runtime.global.authn, identity),
-                _ => Vec::new(),
+                Some(identity) => identity_headers(&runtime.global.authn, &route, identity),
+                None => Vec::new(),
             };
             set.extend(render_request_headers(&route, probe.headers, None, identity.as_ref(), false));
             Authorized::Allow(set)
@@ -400,17 +402,59 @@ impl Values for TemplateValues<'_> {
     }
 }
 
-/// The identity headers of an allowed request: `X-Pomerium-Jwt-Assertion` and the
-/// `X-Pomerium-Claim-*` headers (system.md §3.6, §3.7).
-pub(crate) fn identity_headers(settings: &authn::AuthnSettings, identity: &Identity) -> Vec<(HeaderName, HeaderValue)> {
+/// The headers an allowed request carries upstream because of who sent it: on a route that
+/// passes identity, `X-Pomerium-Jwt-Assertion` and the `X-Pomerium-Claim-*` headers (system.md
+/// §3.6, §3.7); on a route to a Kubernetes API server, its service account token and the user and
+/// groups to impersonate (`fillKubernetesHeaders`).
+pub(crate) fn identity_headers(
+    settings: &authn::AuthnSettings,
+    route: &RouteRuntime,
+    identity: &Identity,
+) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::new();
-    out.push((HeaderName::from_static("x-pomerium-jwt-assertion"), identity.header.clone()));
-    for (name, value) in authn::identity::claim_headers(settings, identity) {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(&value)) {
-            out.push((name, value));
+    if route.passes_identity {
+        out.push((HeaderName::from_static("x-pomerium-jwt-assertion"), identity.header.clone()));
+        for (name, value) in authn::identity::claim_headers(settings, identity) {
+            if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(&value)) {
+                out.push((name, value));
+            }
+        }
+    }
+    if let Some(authorization) = &route.kubernetes_authorization {
+        out.push((header::AUTHORIZATION, authorization.clone()));
+        let email = identity.claims.get("email").and_then(serde_json::Value::as_str).unwrap_or_default();
+        let groups: Vec<&str> = identity
+            .claims
+            .get("groups")
+            .and_then(serde_json::Value::as_array)
+            .map(|groups| groups.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default();
+        for (name, value) in [("impersonate-user", email.to_owned()), ("impersonate-group", groups.join(","))] {
+            if value.is_empty() {
+                continue;
+            }
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                out.push((HeaderName::from_static(name), value));
+            }
         }
     }
     out
+}
+
+/// Removes the impersonation headers a client sent (Pomerium's `remove-impersonate-headers.lua`):
+/// on a route to a Kubernetes API server only Pomerium says whom to impersonate.
+pub(crate) fn remove_impersonation_headers(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            name == "impersonate-user" || name == "impersonate-group" || name.starts_with("impersonate-extra-")
+        })
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
 }
 
 // ---- the proxy's side of a remote authorize service
@@ -733,9 +777,7 @@ pub(crate) async fn check(
         Ok(identity) => {
             let mut set = Vec::new();
             if let Some(identity) = &identity {
-                if route.passes_identity {
-                    set.extend(identity_headers(&runtime.global.authn, identity));
-                }
+                set.extend(identity_headers(&runtime.global.authn, &route, identity));
                 set.extend(render_request_headers(
                     &route,
                     &described.headers,

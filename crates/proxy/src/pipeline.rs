@@ -467,9 +467,12 @@ async fn forward_request(
         headers::append_forwarded_host(headers, authority);
     }
     headers::apply_request_header_settings(headers, &rendered, &route.remove_request_headers);
+    if route.kubernetes_authorization.is_some() {
+        authorize::remove_impersonation_headers(headers);
+    }
     match granted {
-        Granted::Local(Some(identity)) if route.passes_identity => {
-            for (name, value) in authorize::identity_headers(&global.authn, identity) {
+        Granted::Local(Some(identity)) => {
+            for (name, value) in authorize::identity_headers(&global.authn, route, identity) {
                 headers.insert(name, value);
             }
         }

@@ -105,6 +105,9 @@ pub(crate) struct RouteRuntime {
     pub access_token_audiences: Option<Vec<String>>,
     /// `pass_identity_headers`: the assertion and claim headers go upstream.
     pub passes_identity: bool,
+    /// `Bearer <kubernetes_service_account_token>`: on such a route the upstream is a Kubernetes
+    /// API server, which gets the token and the user to impersonate (`fillKubernetesHeaders`).
+    pub kubernetes_authorization: Option<HeaderValue>,
     /// The route's header templates read the identity (`${pomerium.jwt}`, tokens).
     pub templates_need_identity: bool,
     /// They read the session's tokens (`${pomerium.id_token}`, `${pomerium.access_token}`).
@@ -342,6 +345,7 @@ fn route_runtime(route: &Route, options: &Options, environment: &Environment) ->
         .filter_map(|(name, value)| Some((HeaderName::try_from(name.as_str()).ok()?, HeaderTemplate::parse(value))))
         .collect();
     Ok(RouteRuntime {
+        kubernetes_authorization: kubernetes_authorization(route)?,
         id: route.name.clone().unwrap_or_else(|| route.id.clone()),
         program: Program::compile(route.policy()),
         action: action(route, environment)?,
@@ -380,6 +384,20 @@ fn route_runtime(route: &Route, options: &Options, environment: &Environment) ->
         access_token_audiences: route.access_token_allowed_audiences(options).map(<[String]>::to_vec),
         passes_identity: route.passes_identity_headers(options),
     })
+}
+
+/// `Authorization: Bearer <token>` for a route with a Kubernetes service account token (its
+/// file's white space around it trimmed); a sensitive header value, never logged.
+fn kubernetes_authorization(route: &Route) -> Result<Option<HeaderValue>, BuildError> {
+    let Some(token) = &route.kubernetes_service_account_token else { return Ok(None) };
+    let invalid = || BuildError::Route {
+        route: describe(route),
+        reason: "kubernetes_service_account_token is not a token that fits in a header".to_owned(),
+    };
+    let token = std::str::from_utf8(token.expose()).map_err(|_| invalid())?.trim();
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| invalid())?;
+    value.set_sensitive(true);
+    Ok(Some(value))
 }
 
 /// The identity headers of a route that passes them (`pass_identity_headers`). Pomerium
