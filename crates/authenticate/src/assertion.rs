@@ -16,8 +16,13 @@ pub enum IssuerFormat {
 /// Whose identity the assertion states.
 #[derive(Debug, Clone, Copy)]
 pub struct AssertionSubject<'a> {
+    /// The session id the request carried (`sid`).
     pub session_id: &'a str,
+    /// The session whose claims are read: the one named, or the one it impersonates; none for a
+    /// service account.
     pub session: Option<&'a Session>,
+    /// The user id (`sub`, `user`): the session's, or the service account's.
+    pub user_id: &'a str,
     pub user: Option<&'a User>,
     pub directory_user: Option<&'a DirectoryUser>,
 }
@@ -38,19 +43,26 @@ fn is_empty(value: &Value) -> bool {
     matches!(value, Value::Null) || value.as_array().is_some_and(Vec::is_empty)
 }
 
-/// One value for a claim stored as a list: the single value, or the list.
-fn single(value: &Value) -> Value {
-    match value {
-        Value::Array(items) if items.len() == 1 => items.first().cloned().unwrap_or(Value::Null),
-        other => other.clone(),
-    }
-}
-
 fn first_text(value: Option<&Value>) -> Option<String> {
     match value? {
         Value::String(s) => Some(s.clone()),
         Value::Array(items) => items.first().and_then(Value::as_str).map(str::to_owned),
         _ => None,
+    }
+}
+
+/// A claim's values as one text, comma-joined (Pomerium's `getClaimStringSlice` joined): text,
+/// numbers and booleans; nulls, objects and nested lists left out.
+fn joined(value: &Value) -> String {
+    let one = |item: &Value| match item {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
+    };
+    match value {
+        Value::Array(items) => items.iter().filter_map(one).collect::<Vec<_>>().join(","),
+        other => one(other).unwrap_or_default(),
     }
 }
 
@@ -72,9 +84,8 @@ pub fn assertion_claims(
     claims.insert("jti".into(), Value::String(uuid_v4()));
     claims.insert("iat".into(), Value::from(now));
     claims.insert("exp".into(), Value::from(now.saturating_add(ASSERTION_LIFETIME)));
-    let user_id = subject.session.and_then(|s| s.user_id.clone()).unwrap_or_default();
-    claims.insert("sub".into(), Value::String(user_id.clone()));
-    claims.insert("user".into(), Value::String(user_id));
+    claims.insert("sub".into(), Value::String(subject.user_id.to_owned()));
+    claims.insert("user".into(), Value::String(subject.user_id.to_owned()));
     let email = subject
         .directory_user
         .and_then(|d| d.email.clone())
@@ -92,15 +103,14 @@ pub fn assertion_claims(
     };
     claims.insert("groups".into(), Value::Array(groups));
     claims.insert("sid".into(), Value::String(subject.session_id.to_owned()));
-    if let Some(name) = first_text(claim(subject, "name")) {
-        claims.insert("name".into(), Value::String(name));
-    }
+    // Always there, empty when unknown (`getJWTPayloadName`).
+    claims.insert("name".into(), Value::String(claim(subject, "name").map(joined).unwrap_or_default()));
     for name in extra_claims {
         if claims.contains_key(*name) {
             continue;
         }
         if let Some(value) = claim(subject, name) {
-            claims.insert((*name).to_owned(), single(value));
+            claims.insert((*name).to_owned(), Value::String(joined(value)));
         }
     }
     claims
@@ -149,11 +159,18 @@ mod tests {
     #[test]
     fn claims_follow_pomeriums_table() {
         let mut session = Session { id: "s1".into(), user_id: Some("u1".into()), ..Session::default() };
-        session.claims =
-            json!({"groups": ["a", "b"], "name": ["Alice"], "department": ["eng"]}).as_object().unwrap().clone();
+        session.claims = json!({"groups": ["a", "b"], "name": ["Alice"], "department": ["eng", "ops", 7, null, true]})
+            .as_object()
+            .unwrap()
+            .clone();
         let user = User { id: "u1".into(), email: Some("alice@example.com".into()), claims: Map::new(), revision: 0 };
-        let subject =
-            AssertionSubject { session_id: "s1", session: Some(&session), user: Some(&user), directory_user: None };
+        let subject = AssertionSubject {
+            session_id: "s1",
+            session: Some(&session),
+            user_id: "u1",
+            user: Some(&user),
+            directory_user: None,
+        };
         let claims = assertion_claims(&subject, "app.example.com", IssuerFormat::Uri, &["department", "missing"], 1000);
         assert_eq!(claims["iss"], "https://app.example.com/");
         assert_eq!(claims["aud"], "app.example.com");
@@ -163,7 +180,7 @@ mod tests {
         assert_eq!(claims["email"], "alice@example.com");
         assert_eq!(claims["groups"], json!(["a", "b"]));
         assert_eq!(claims["name"], "Alice");
-        assert_eq!(claims["department"], "eng");
+        assert_eq!(claims["department"], "eng,ops,7,true", "extra claims are comma-joined text, as Pomerium's");
         assert_eq!(claims["sid"], "s1");
         let jti = claims["jti"].as_str().unwrap();
         assert_eq!(jti.len(), 36);
@@ -178,7 +195,10 @@ mod tests {
             &[("x-pomerium-claim-groups".into(), "groups".into()), ("x-a".into(), "missing".into())],
         );
         assert_eq!(headers, vec![("x-pomerium-claim-groups".into(), "a,b".into()), ("x-a".into(), String::new())]);
-        let anonymous = AssertionSubject { session_id: "", session: None, user: None, directory_user: None };
-        assert_eq!(assertion_claims(&anonymous, "h", IssuerFormat::Hostname, &[], 0)["groups"], json!([]));
+        let anonymous =
+            AssertionSubject { session_id: "", session: None, user_id: "", user: None, directory_user: None };
+        let claims = assertion_claims(&anonymous, "h", IssuerFormat::Hostname, &[], 0);
+        assert_eq!(claims["groups"], json!([]));
+        assert_eq!(claims["name"], "", "always there, as Pomerium's");
     }
 }

@@ -92,8 +92,13 @@ fn main() {
     let records = fixture.records.read();
     let session = policy::records::Records::session(&*records, "session-of-alice-id").expect("Alice's session");
     let user = policy::records::Records::user(&*records, "alice-id").expect("Alice's user");
-    let subject =
-        AssertionSubject { session_id: &session.id, session: Some(session), user: Some(user), directory_user: None };
+    let subject = AssertionSubject {
+        session_id: &session.id,
+        session: Some(session),
+        user_id: &user.id,
+        user: Some(user),
+        directory_user: None,
+    };
     let now = jiff::Timestamp::now().as_second();
     let claims = assertion_claims(&subject, &authority, IssuerFormat::Hostname, &[], now);
     black_box(key.sign(&claims).unwrap());

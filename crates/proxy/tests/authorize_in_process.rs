@@ -108,3 +108,42 @@ async fn a_signed_in_user_not_in_allowed_users_is_forbidden() {
 fn authenticate_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
+
+/// A service account (a `user.ServiceAccount` record, its handle sent as `Authorization: Bearer
+/// Pomerium-<jwt>`) acts as its user: the policy lets it in as Alice, and the assertion names
+/// Alice (`sub`, `email`) with the service account as `sid` (Pomerium's
+/// `getSessionOrServiceAccount`).
+#[tokio::test]
+async fn a_service_account_acts_as_its_user() {
+    let fixture = fixture(support::ROUTES).await.unwrap();
+    let authority = host(TARGET_ROUTE);
+    let account = serde_json::json!({"id": "sa-1", "user_id": "alice-id", "expires_at": "2099-01-01T00:00:00Z"});
+    fixture
+        .records
+        .0
+        .write()
+        .unwrap()
+        .upsert("type.googleapis.com/user.ServiceAccount", "sa-1", account.as_object().unwrap())
+        .unwrap();
+    let handle = authenticate::handle::SessionHandle {
+        id: "sa-1".to_owned(),
+        user_id: "alice-id".to_owned(),
+        idp_id: None,
+        issuer: "authenticate.example.com".to_owned(),
+        audience: vec![],
+        issued_at: authenticate_now() as i64,
+        databroker_server_version: 0,
+        databroker_record_version: 0,
+    };
+    let mut request = headers(None, "application/json").unwrap();
+    let bearer = format!("Bearer Pomerium-{}", handle.to_jwt(&SHARED_KEY));
+    request.insert(http::header::AUTHORIZATION, http::HeaderValue::from_str(&bearer).unwrap());
+    let Authorized::Allow(set) = authorize(&fixture.runtime, &probe(&authority, &request)).await else {
+        panic!("the service account is not allowed");
+    };
+    let jwt = header(&set, "x-pomerium-jwt-assertion").expect("the assertion header");
+    let claims = SigningKey::derive(&SHARED_KEY).unwrap().verify(jwt).unwrap();
+    assert_eq!(claims["sub"], "alice-id");
+    assert_eq!(claims["email"], ALICE);
+    assert_eq!(claims["sid"], "sa-1");
+}

@@ -9,6 +9,7 @@
 use super::AuthnSettings;
 use authenticate::assertion::{self, AssertionSubject};
 use http::HeaderValue;
+use policy::records::Principal;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -91,14 +92,20 @@ pub(crate) fn identity(
     now: i64,
     tokens: bool,
 ) -> Option<Identity> {
-    let session = session_id.and_then(|id| records.session(id));
+    // The session named, the one it impersonates, or a service account (Pomerium's
+    // `getSessionOrServiceAccount`).
+    let at = jiff::Timestamp::from_second(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let (session, user_id) = match session_id.and_then(|id| policy::records::resolve_session(records, Some(id), at)) {
+        Some(Principal::Session(session)) => (Some(session), session.user_id.as_deref()),
+        Some(Principal::ServiceAccount(account)) => (None, account.user_id.as_deref()),
+        None => (None, None),
+    };
     let (id_token, access_token) = match session.filter(|_| tokens) {
         Some(s) => (s.id_token.as_ref().map(|t| t.0.clone()), s.access_token.as_ref().map(|t| t.0.clone())),
         None => (None, None),
     };
-    let session_key = session.map_or("", |s| s.id.as_str());
+    let session_key = session_id.filter(|_| user_id.is_some() || session.is_some()).unwrap_or("");
     let key_id = settings.signing_key.key_id();
-    let user_id = session.and_then(|s| s.user_id.as_deref());
     let user = user_id.and_then(|id| records.user(id));
     let revisions = (session.map_or(0, |s| s.revision), user.map_or(0, |u| u.revision));
     if let Some((jwt, header, claims)) = cache.get(session_key, hostname, key_id, revisions, now) {
@@ -107,6 +114,7 @@ pub(crate) fn identity(
     let subject = AssertionSubject {
         session_id: session_key,
         session,
+        user_id: user_id.unwrap_or_default(),
         user,
         directory_user: user_id.and_then(|id| records.directory_user(id)),
     };
