@@ -289,6 +289,35 @@ async fn a_kubernetes_route_impersonates_the_signed_in_user() {
     assert!(!pomerium.logs().join("\n").contains("the-service-account-token"), "the token is never logged");
 }
 
+/// A session made through one identity provider client is no session once the configuration
+/// names another (Pomerium's `ReadSessionHandleAndCheckIDP`): its holder signs in again.
+#[tokio::test]
+async fn sessions_of_a_replaced_identity_provider_end() {
+    use support::browser::{OTHER_CLIENT_ID, OTHER_CLIENT_SECRET};
+    let setup = Setup::new();
+    let idp = OidcProvider::start(&[CALLBACK], &[], None);
+    let (mut pomerium, upstream) = start(&setup, &idp, "", &[]).await;
+    let mut browser = Browser::new(&pomerium);
+    assert_eq!(sign_in(&mut browser, "https://app.test.localhost/", "alice").await.reply.status, 200);
+    assert_eq!(browser_get(&pomerium, &browser, "https://app.test.localhost/").await.status, 200);
+
+    let replaced = idp
+        .config()
+        .replace(
+            &format!("idp_client_id: {}", support::browser::CLIENT_ID),
+            &format!("idp_client_id: {OTHER_CLIENT_ID}"),
+        )
+        .replace(
+            &format!("idp_client_secret: {}", support::browser::CLIENT_SECRET),
+            &format!("idp_client_secret: {OTHER_CLIENT_SECRET}"),
+        );
+    assert_ne!(replaced, idp.config());
+    setup.rewrite_config(&setup.config(&format!("{replaced}{}", routes(upstream.address))));
+    pomerium.wait_for_log("configuration reloaded").await;
+    let reply = browser_get(&pomerium, &browser, "https://app.test.localhost/").await;
+    assert_eq!(reply.status, 302, "sent to sign in again: {}", reply.text());
+}
+
 /// A GET with the browser's cookies, without changing the browser.
 async fn browser_get(pomerium: &Pomerium, browser: &Browser, url: &str) -> support::Reply {
     let mut copy = Browser::new(pomerium);

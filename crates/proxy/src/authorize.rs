@@ -118,12 +118,13 @@ pub(crate) async fn decide(
         Verdict::Allow
             if route.passes_identity || route.templates_need_identity || route.kubernetes_authorization.is_some() =>
         {
-            let live = session_id.filter(|id| policy::records::resolve_session(records, Some(id), now).is_some());
+            // `identity` resolves the session (or service account) itself, and states an
+            // anonymous identity for one that is gone.
             Ok(authn::identity::identity(
                 &global.authn,
                 &global.authn_state.assertions,
                 records,
-                live,
+                session_id,
                 hostname(request.authority),
                 now.as_second(),
                 route.templates_read_tokens,

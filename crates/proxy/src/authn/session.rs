@@ -54,6 +54,10 @@ pub(crate) async fn find(
         return Ok(None);
     };
     let Some(handle) = settings.handles.verify(&token, &settings.shared_key) else { return Ok(None) };
+    if !from_this_provider(&handle, &settings.idp_id) {
+        tracing::debug!("the session handle names another identity provider; treated as no session");
+        return Ok(None);
+    }
     let Some(store) = &authn.store else { return Ok(None) };
     let versions = Versions {
         server_version: handle.databroker_server_version,
@@ -73,6 +77,13 @@ pub(crate) async fn find(
         }
     };
     Ok(Some(RequestSession { credential: Credential::Handle(handle), fetched }))
+}
+
+/// Whether a handle was made by a sign-in with the identity provider configured now: one that
+/// names another (the configuration changed providers) is no session, and its holder signs in
+/// again (Pomerium's `ReadSessionHandleAndCheckIDP`). A handle naming none is not checked.
+fn from_this_provider(handle: &SessionHandle, idp_id: &str) -> bool {
+    handle.idp_id.as_deref().is_none_or(|named| named.is_empty() || named == idp_id)
 }
 
 /// The cache's records, with a session and user fetched from the databroker in their place.
@@ -171,5 +182,24 @@ mod tests {
         assert_eq!(cache.verify(&jwt, b"key").unwrap().id, "s");
         assert_eq!(cache.verify(&jwt, b"key").unwrap().id, "s", "from the cache");
         assert!(cache.verify(&format!("{jwt}x"), b"key").is_none(), "another text is verified anew");
+    }
+
+    #[test]
+    fn a_handle_from_another_identity_provider_is_no_session() {
+        let handle = |idp: Option<&str>| SessionHandle {
+            id: "s".into(),
+            user_id: "u".into(),
+            idp_id: idp.map(str::to_owned),
+            issuer: "a".into(),
+            audience: vec![],
+            issued_at: 1,
+            databroker_server_version: 1,
+            databroker_record_version: 1,
+        };
+        assert!(from_this_provider(&handle(Some("client-a")), "client-a"));
+        assert!(!from_this_provider(&handle(Some("client-a")), "client-b"), "the provider changed");
+        assert!(!from_this_provider(&handle(Some("client-a")), ""), "no provider now");
+        assert!(from_this_provider(&handle(None), "client-b"), "a handle naming none (a service account's)");
+        assert!(from_this_provider(&handle(Some("")), "client-b"));
     }
 }
