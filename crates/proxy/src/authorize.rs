@@ -847,6 +847,17 @@ mod tests {
         assert_eq!(chain_pem("%zz%4"), b"%zz%4", "a broken escape is kept as it is");
     }
 
+    proptest::proptest! {
+        /// Whatever a caller puts in the forwarded chain, decoding it never panics, and encoding
+        /// then decoding gives the bytes back.
+        #[test]
+        fn forwarded_chains_decode_without_panicking(text in ".{0,200}", bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = chain_pem(&text);
+            let encoded: String = url::form_urlencoded::byte_serialize(&bytes).collect();
+            proptest::prop_assert_eq!(chain_pem(&encoded), bytes);
+        }
+    }
+
     #[test]
     fn hostnames_drop_the_port() {
         assert_eq!(hostname("app.example.com:8443"), "app.example.com");

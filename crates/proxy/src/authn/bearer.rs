@@ -444,6 +444,23 @@ mod tests {
         assert_eq!(read(&HeaderMap::new(), Some(BearerTokenFormat::IdpAccessToken), "_pomerium"), Bearer::NotRead);
     }
 
+    proptest::proptest! {
+        /// Any header bytes: a token is read only from a `Bearer` value, never a panic.
+        #[test]
+        fn any_authorization_header_is_read_without_panicking(value in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let mut map = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_bytes(&value) {
+                map.insert(AUTHORIZATION, value);
+            }
+            for format in [BearerTokenFormat::IdpAccessToken, BearerTokenFormat::IdpIdentityToken, BearerTokenFormat::Jwt] {
+                if let Bearer::IdpToken(_, token) = read(&map, Some(format), "_pomerium") {
+                    proptest::prop_assert!(!token.is_empty());
+                    proptest::prop_assert!(map[AUTHORIZATION].to_str().unwrap().to_ascii_lowercase().starts_with("bearer "));
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_jwt_route_refuses_a_cookie_with_a_bearer_token() {
         let both = headers(&[("authorization", "Bearer x"), ("cookie", "_pomerium=h")]);
