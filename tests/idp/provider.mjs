@@ -12,6 +12,8 @@
 //                            `invalid_grant`, as when a user's grant is revoked at the provider
 //   USERINFO_DELAY_MS        failure injection: a slow provider, whose userinfo endpoint answers
 //                            only after this many milliseconds
+//   USERINFO_FAIL_FIRST      failure injection: the first N userinfo calls answer 500 (a provider
+//                            in trouble); each failure is printed
 //   MUTABLE_ACCOUNTS         test hook: `POST /__test/accounts/<sub>/groups` with a form body
 //                            `groups=a,b` replaces that account's groups, as an administrator would at the
 //                            provider; later ID tokens and userinfo answers carry the new groups
@@ -98,6 +100,20 @@ server.listen(0, '127.0.0.1', () => {
   if (userinfoDelay > 0) {
     provider.use(async (ctx, next) => {
       if (ctx.path === '/me') await new Promise((resolve) => setTimeout(resolve, userinfoDelay));
+      await next();
+    });
+  }
+  // Failure injection, only with USERINFO_FAIL_FIRST: the provider fails its first userinfo calls.
+  let userinfoFailures = Number(process.env.USERINFO_FAIL_FIRST || 0);
+  if (userinfoFailures > 0) {
+    provider.use(async (ctx, next) => {
+      if (ctx.path === '/me' && userinfoFailures > 0) {
+        userinfoFailures -= 1;
+        ctx.status = 500;
+        ctx.body = { error: 'server_error', error_description: 'failure injection' };
+        console.log(JSON.stringify({ event: 'userinfo.failed' }));
+        return;
+      }
       await next();
     });
   }

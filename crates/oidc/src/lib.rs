@@ -578,6 +578,10 @@ impl Oidc {
         if matches!(answer.status.as_u16(), 401 | 403) {
             return Err(OidcError::UserInfoRefused { status: answer.status.as_u16() });
         }
+        if answer.status.is_server_error() || answer.status.as_u16() == 429 {
+            // The provider is in trouble, not the token: try again later.
+            return Err(OidcError::Http { url: endpoint.to_owned(), reason: format!("status {}", answer.status) });
+        }
         if !answer.status.is_success() {
             return Err(OidcError::UserInfo(format!("status {}", answer.status)));
         }

@@ -259,3 +259,22 @@ async fn a_global_format_covers_routes_and_the_user_endpoint() {
         client.send(Method::GET, &Url::parse("https://app.test.localhost/.pomerium/user").unwrap(), None, &[]).await;
     assert_ne!(reply.status, 200, "{}", reply.text());
 }
+
+/// A provider in trouble (its userinfo answers 500; failure injection) is not a refused token: the
+/// client gets 503 and may retry, and the retry succeeds once the provider is back.
+#[tokio::test]
+async fn a_failing_provider_is_a_503_and_not_a_refusal() {
+    let setup = Setup::new();
+    let idp = OidcProvider::start_with_env(&[CALLBACK], &[], None, &[("USERINFO_FAIL_FIRST", "1")]);
+    let (pomerium, upstream) = start(&setup, &idp).await;
+    let (access_token, _) = tokens_for(&idp, &pomerium, "alice").await;
+    let mut client = Browser::new(&pomerium);
+
+    let reply = call(&mut client, "https://access.test.localhost/", &access_token).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    support::eventually("the provider's failure event", || async { (idp.count("userinfo.failed") == 1).then_some(()) })
+        .await;
+    assert_eq!(upstream.requests(), 0);
+    let reply = call(&mut client, "https://access.test.localhost/", &access_token).await;
+    assert_eq!(reply.status, 200, "the failure was not remembered as a refusal: {}", reply.text());
+}
