@@ -118,16 +118,19 @@ pub(crate) fn verify(token: &str, keys: &[Jwk]) -> Result<Map<String, Value>, St
     }
 }
 
-/// Issuer, audience, expiry and nonce.
+/// Issuer (unless `issuer` is `None`: Azure's multi-tenant endpoint, whose tokens name each
+/// tenant), audience, expiry and nonce.
 pub(crate) fn check_claims(
     claims: &Map<String, Value>,
-    issuer: &str,
+    issuer: Option<&str>,
     client_id: &str,
     nonce: Option<&str>,
     now: i64,
 ) -> Result<(), String> {
     let iss = claims.get("iss").and_then(Value::as_str).unwrap_or_default();
-    if iss.trim_end_matches('/') != issuer.trim_end_matches('/') {
+    if let Some(issuer) = issuer
+        && iss.trim_end_matches('/') != issuer.trim_end_matches('/')
+    {
         return Err(format!("issued by `{iss}`, not `{issuer}`"));
     }
     let audience_ok = match claims.get("aud") {
@@ -166,21 +169,26 @@ mod tests {
     #[test]
     fn claims_are_checked_one_by_one() {
         let good = json!({"iss": "https://idp", "aud": ["pomerium"], "exp": 2000, "iat": 1000, "nonce": "n"});
-        assert_eq!(check_claims(&claims(good.clone()), "https://idp/", "pomerium", Some("n"), 1500), Ok(()));
+        assert_eq!(check_claims(&claims(good.clone()), Some("https://idp/"), "pomerium", Some("n"), 1500), Ok(()));
         let mut other = good.clone();
         other["aud"] = json!("someone-else");
         assert!(
-            check_claims(&claims(other), "https://idp", "pomerium", Some("n"), 1500).unwrap_err().contains("audience")
+            check_claims(&claims(other), Some("https://idp"), "pomerium", Some("n"), 1500)
+                .unwrap_err()
+                .contains("audience")
         );
         let mut other = good.clone();
         other["iss"] = json!("https://evil");
-        assert!(check_claims(&claims(other), "https://idp", "pomerium", Some("n"), 1500).is_err());
+        assert!(check_claims(&claims(other), Some("https://idp"), "pomerium", Some("n"), 1500).is_err());
         assert!(
-            check_claims(&claims(good.clone()), "https://idp", "pomerium", Some("m"), 1500)
+            check_claims(&claims(good.clone()), Some("https://idp"), "pomerium", Some("m"), 1500)
                 .unwrap_err()
                 .contains("nonce")
         );
-        assert_eq!(check_claims(&claims(good), "https://idp", "pomerium", Some("n"), 3000), Err("expired".into()));
+        assert_eq!(
+            check_claims(&claims(good), Some("https://idp"), "pomerium", Some("n"), 3000),
+            Err("expired".into())
+        );
     }
 
     #[test]
@@ -190,7 +198,7 @@ mod tests {
             let mut token = base.clone();
             token["aud"] = aud.clone();
             assert_eq!(
-                check_claims(&claims(token), "https://idp", "pomerium", Some("n"), 1500),
+                check_claims(&claims(token), Some("https://idp"), "pomerium", Some("n"), 1500),
                 Err("issued for another audience".into()),
                 "{aud}"
             );

@@ -208,6 +208,12 @@ impl Provider {
             return Err(discovery(format!("status {}", answer.status)));
         }
         let metadata: Metadata = serde_json::from_slice(&answer.body).map_err(|e| discovery(e.to_string()))?;
+        let mut metadata = metadata;
+        if settings.provider == AZURE && metadata.issuer == AZURE_COMMON_DISCOVERED_ISSUER {
+            // Azure's multi-tenant endpoint names no tenant in its document (Pomerium's
+            // `wellKnownConfiguration`): it stands for the endpoint itself.
+            metadata.issuer.clone_from(&settings.issuer_url);
+        }
         if metadata.issuer.trim_end_matches('/') != settings.issuer_url.trim_end_matches('/') {
             return Err(discovery(format!("the document's issuer `{}` is not the configured one", metadata.issuer)));
         }
@@ -253,6 +259,9 @@ impl Provider {
                 query.append_pair("code_challenge", &challenge(verifier)).append_pair("code_challenge_method", "S256");
             }
             for (name, value) in &settings.request_params {
+                query.append_pair(name, value);
+            }
+            for (name, value) in default_request_params(settings) {
                 query.append_pair(name, value);
             }
         }
@@ -391,7 +400,28 @@ const KNOWN_ISSUERS: &[(&str, &str)] = &[
     ("google", "https://accounts.google.com"),
     ("gitlab", "https://gitlab.com"),
     ("apple", "https://appleid.apple.com"),
+    (AZURE, AZURE_COMMON),
 ];
+
+/// Microsoft Entra ID (Azure AD), Pomerium's `azure` provider.
+const AZURE: &str = "azure";
+/// Its multi-tenant endpoint, the default without `idp_provider_url`.
+const AZURE_COMMON: &str = "https://login.microsoftonline.com/common/v2.0";
+/// The issuer that endpoint's discovery document states, which is not a URL of its own.
+const AZURE_COMMON_DISCOVERED_ISSUER: &str = "https://login.microsoftonline.com/{tenantid}/v2.0";
+
+/// Whether ID tokens' issuer goes unchecked: on Azure's multi-tenant endpoint each token names
+/// its user's tenant (Pomerium's `SkipIssuerCheck`, pomerium/pomerium#1605). Signature, audience
+/// and expiry are still checked.
+fn skips_issuer_check(settings: &ProviderSettings) -> bool {
+    settings.provider == AZURE && settings.issuer_url.trim_end_matches('/') == AZURE_COMMON
+}
+
+/// Authorization request parameters a provider gets when `idp_request_params` sets none: Azure
+/// asks which account to use (`prompt=select_account`, Pomerium's default for it).
+fn default_request_params(settings: &ProviderSettings) -> &'static [(&'static str, &'static str)] {
+    if settings.provider == AZURE && settings.request_params.is_empty() { &[("prompt", "select_account")] } else { &[] }
+}
 
 /// Providers Pomerium supports that are not OpenID Connect providers.
 const NOT_OIDC: &[&str] = &["github"];
@@ -557,7 +587,8 @@ impl Oidc {
         }
         let keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let claims = jwt::verify(raw, &keys).map_err(OidcError::IdToken)?;
-        jwt::check_claims(&claims, &self.metadata.issuer, &self.settings.client_id, nonce, now.as_second())
+        let issuer = (!skips_issuer_check(&self.settings)).then_some(self.metadata.issuer.as_str());
+        jwt::check_claims(&claims, issuer, &self.settings.client_id, nonce, now.as_second())
             .map_err(OidcError::IdToken)?;
         Ok(claims)
     }
@@ -618,6 +649,33 @@ mod tests {
         assert_eq!(with_default_issuer(settings("okta", "")).unwrap().issuer_url, "");
         let github = with_default_issuer(settings("github", "")).map(|_| ()).unwrap_err().to_string();
         assert!(github.contains("not an OpenID Connect provider"), "{github}");
+    }
+
+    #[test]
+    fn azure_has_pomeriums_defaults() {
+        let common = with_default_issuer(settings("azure", "")).unwrap();
+        assert_eq!(common.issuer_url, "https://login.microsoftonline.com/common/v2.0");
+        assert!(skips_issuer_check(&common), "the multi-tenant endpoint's tokens name each tenant");
+        assert_eq!(default_request_params(&common), &[("prompt", "select_account")]);
+        let tenant = settings("azure", "https://login.microsoftonline.com/f42bce3b-671c-4162-b24c-00ecc7641897/v2.0");
+        assert!(!skips_issuer_check(&tenant), "a tenant's endpoint is checked");
+        let mut chosen = settings("azure", "");
+        chosen.request_params.insert("prompt".into(), "login".into());
+        assert!(default_request_params(&chosen).is_empty(), "idp_request_params replace the default");
+        assert!(default_request_params(&settings("okta", "https://x")).is_empty());
+        assert!(!skips_issuer_check(&settings("oidc", "https://login.microsoftonline.com/common/v2.0")));
+    }
+
+    #[test]
+    fn an_unchecked_issuer_still_checks_audience_and_expiry() {
+        let claims = |iss: &str, aud: &str, exp: i64| {
+            serde_json::json!({"iss": iss, "aud": aud, "exp": exp}).as_object().cloned().unwrap()
+        };
+        let tenant = "https://login.microsoftonline.com/f42bce3b/v2.0";
+        assert!(jwt::check_claims(&claims(tenant, "client", 2000), None, "client", None, 1000).is_ok());
+        assert!(jwt::check_claims(&claims(tenant, "client", 2000), Some(AZURE_COMMON), "client", None, 1000).is_err());
+        assert!(jwt::check_claims(&claims(tenant, "other", 2000), None, "client", None, 1000).is_err());
+        assert!(jwt::check_claims(&claims(tenant, "client", 10), None, "client", None, 1000).is_err());
     }
 
     #[tokio::test]
