@@ -678,6 +678,46 @@ mod tests {
         assert!(jwt::check_claims(&claims(tenant, "client", 10), None, "client", None, 1000).is_err());
     }
 
+    /// Azure's multi-tenant discovery document names `{tenantid}` as its issuer; a stand-in for
+    /// it (Azure cannot run here) on loopback, answering raw HTTP.
+    #[tokio::test]
+    async fn azures_multi_tenant_discovery_document_is_accepted() {
+        use std::io::{BufRead as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let document = serde_json::json!({
+            "issuer": AZURE_COMMON_DISCOVERED_ISSUER,
+            "authorization_endpoint": format!("{base}/authorize"),
+            "token_endpoint": format!("{base}/token"),
+            "jwks_uri": format!("{base}/keys"),
+        })
+        .to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(4) {
+                let mut stream = stream.unwrap();
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 2 {
+                    line.clear();
+                }
+                let body = if request_line.contains("/keys") { r#"{"keys":[]}"#.to_owned() } else { document.clone() };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(answer.as_bytes()).unwrap();
+            }
+        });
+        let common = format!("{base}/common/v2.0");
+        let provider = Provider::new(settings("azure", &common)).await;
+        assert!(provider.is_ok(), "{:?}", provider.err());
+        // Another provider given the same document refuses it: the issuer is not the URL asked.
+        let error = Provider::new(settings("oidc", &common)).await.unwrap_err().to_string();
+        assert!(error.contains("is not the configured one"), "{error}");
+    }
+
     #[tokio::test]
     async fn a_provider_without_an_issuer_says_which_options_it_needs() {
         let error = Provider::new(settings("okta", "")).await.unwrap_err().to_string();
