@@ -34,7 +34,7 @@
 
 mod support;
 
-use authenticate::assertion::{AssertionSubject, IssuerFormat, assertion_claims};
+use authenticate::assertion::{IssuerFormat, assertion_claims};
 use authenticate::signing::SigningKey;
 use criterion::{Criterion, criterion_group, criterion_main};
 use proxy::authorize::authorize;
@@ -115,15 +115,7 @@ fn bench(c: &mut Criterion) {
     // B5: the assertion for Alice's session to route 50's host, signed every time.
     let key = SigningKey::derive(&SHARED_KEY).unwrap();
     let records = fixture.records.read();
-    let session = policy::records::Records::session(&*records, "session-of-alice-id").expect("Alice's session");
-    let user = policy::records::Records::user(&*records, "alice-id").expect("Alice's user");
-    let subject = AssertionSubject {
-        session_id: &session.id,
-        session: Some(session),
-        user_id: &user.id,
-        user: Some(user),
-        directory_user: None,
-    };
+    let subject = support::alice_subject(&records);
     let now = jiff::Timestamp::now().as_second();
     let claims = assertion_claims(&subject, &authority, IssuerFormat::Hostname, &[], now);
     let jwt = key.sign(&claims).unwrap();

@@ -218,3 +218,17 @@ pub fn assert_allowed(result: &proxy::authorize::Authorized, authority: &str) {
     assert_eq!(claims.get("aud").and_then(Value::as_str), Some(authority));
     assert_eq!(header("authorization"), Some(format!("Bearer {jwt}").as_str()));
 }
+
+/// B5's subject: Alice's session and user as the record cache holds them.
+pub fn alice_subject(records: &policy::records::MemoryRecords) -> authenticate::assertion::AssertionSubject<'_> {
+    use policy::records::Records as _;
+    let session = records.session("session-of-alice-id").expect("Alice's session");
+    let user = records.user("alice-id").expect("Alice's user");
+    authenticate::assertion::AssertionSubject {
+        session_id: &session.id,
+        session: Some(session),
+        user_id: &user.id,
+        user: Some(user),
+        directory_user: None,
+    }
+}
