@@ -3,6 +3,11 @@
 //! whose login page offers the configured users without a password. The relying party runs the
 //! same code flow against it as against a real provider (state, PKCE, nonce, one-time codes,
 //! signed ID tokens), so the quickstart exercises the real sign-in path with no network.
+//!
+//! Its codes and refresh tokens carry what they stand for, signed (HMAC-SHA-256) with a key
+//! derived from the shared secret: a code issued by one replica is exchanged on another, and a
+//! session made before a restart is still refreshed after it. A code is used once per process;
+//! a revoked refresh token is refused by the process that revoked it.
 
 use crate::{DevelopmentUser, IdToken, Identity, OidcError, ProviderSettings};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
@@ -28,22 +33,20 @@ pub struct DevResponse {
     pub body: String,
 }
 
-struct Pending {
-    user: usize,
-    nonce: String,
-    challenge: Option<String>,
-    issued: Instant,
-}
-
 pub struct DevelopmentIdp {
     settings: ProviderSettings,
     issuer: String,
     authorize: String,
     key: EcdsaKeyPair,
     rng: aws_lc_rs::rand::SystemRandom,
-    codes: Mutex<HashMap<String, Pending>>,
-    refresh_tokens: Mutex<HashMap<String, usize>>,
+    /// Signs codes and refresh tokens.
+    token_key: aws_lc_rs::hmac::Key,
+    /// Codes already exchanged here, and refresh tokens revoked here, with when.
+    spent: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a refresh token lasts.
+const REFRESH_LIFETIME: i64 = 7 * 24 * 3600;
 
 impl std::fmt::Debug for DevelopmentIdp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,6 +89,11 @@ impl DevelopmentIdp {
             .map_err(|_| OidcError::Development("cannot make a key".into()))?;
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
             .map_err(|_| OidcError::Development("cannot read its key".into()))?;
+        let token_key = match &settings.development_key {
+            Some(key) => aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key),
+            None => aws_lc_rs::hmac::Key::generate(aws_lc_rs::hmac::HMAC_SHA256, &rng)
+                .map_err(|_| OidcError::Development("cannot make a key".into()))?,
+        };
         tracing::warn!(issuer = %format!("{origin}{PATH}"), "the development identity provider is on: FOR DEVELOPMENT ONLY");
         Ok(DevelopmentIdp {
             settings: settings.clone(),
@@ -93,9 +101,46 @@ impl DevelopmentIdp {
             authorize: format!("{origin}{PATH}/authorize"),
             key,
             rng,
-            codes: Mutex::new(HashMap::new()),
-            refresh_tokens: Mutex::new(HashMap::new()),
+            token_key,
+            spent: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// `payload.signature`, both base64url: what a code or refresh token carries.
+    fn seal(&self, payload: &Value) -> String {
+        let payload = URL_SAFE_NO_PAD.encode(payload.to_string());
+        let tag = aws_lc_rs::hmac::sign(&self.token_key, payload.as_bytes());
+        format!("{payload}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    }
+
+    /// The payload of a token this provider (or a replica with the same key) sealed, if it is
+    /// of `kind`, unexpired and not spent here.
+    fn open(&self, token: &str, kind: &str) -> Option<Map<String, Value>> {
+        let (payload, tag) = token.split_once('.')?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        aws_lc_rs::hmac::verify(&self.token_key, payload.as_bytes(), &tag).ok()?;
+        let Value::Object(claims) = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()? else {
+            return None;
+        };
+        let fresh = claims.get("e").and_then(Value::as_i64).is_some_and(|e| e > jiff::Timestamp::now().as_second());
+        let spent = self.spent.lock().unwrap_or_else(PoisonError::into_inner).contains_key(token);
+        (claims.get("k").and_then(Value::as_str) == Some(kind) && fresh && !spent).then_some(claims)
+    }
+
+    /// Marks a code exchanged or a refresh token revoked, in this process.
+    fn spend(&self, token: &str) {
+        let mut spent = self.spent.lock().unwrap_or_else(PoisonError::into_inner);
+        let longest = Duration::from_secs(REFRESH_LIFETIME.unsigned_abs());
+        spent.retain(|_, at| at.elapsed() < longest);
+        if spent.len() >= MAX_ENTRIES {
+            spent.clear();
+        }
+        spent.insert(token.to_owned(), Instant::now());
+    }
+
+    /// The index of the user with this email.
+    fn user_index(&self, email: Option<&str>) -> Option<usize> {
+        self.settings.development_users.iter().position(|user| Some(user.email.as_str()) == email)
     }
 
     pub(crate) fn authorize_endpoint(&self) -> &str {
@@ -194,23 +239,18 @@ impl DevelopmentIdp {
         else {
             return refuse("no such user");
         };
-        let code = random();
-        {
-            let mut codes = self.codes.lock().unwrap_or_else(PoisonError::into_inner);
-            codes.retain(|_, p| p.issued.elapsed() < CODE_LIFETIME);
-            if codes.len() >= MAX_ENTRIES {
-                return refuse("too many sign-ins in progress; try again in a minute");
-            }
-            codes.insert(
-                code.clone(),
-                Pending {
-                    user,
-                    nonce: params.get("nonce").cloned().unwrap_or_default(),
-                    challenge: params.get("code_challenge").cloned(),
-                    issued: Instant::now(),
-                },
-            );
-        }
+        let Some(email) = self.settings.development_users.get(user).map(|u| u.email.clone()) else {
+            return refuse("no such user");
+        };
+        let lifetime = i64::try_from(CODE_LIFETIME.as_secs()).unwrap_or(60);
+        let code = self.seal(&json!({
+            "k": "code",
+            "u": email,
+            "e": jiff::Timestamp::now().as_second() + lifetime,
+            "n": params.get("nonce").cloned().unwrap_or_default(),
+            "c": params.get("code_challenge"),
+            "r": random(),
+        }));
         let mut location = self.settings.redirect_url.clone();
         location
             .query_pairs_mut()
@@ -226,29 +266,31 @@ impl DevelopmentIdp {
     }
 
     pub(crate) fn exchange(&self, code: &str, verifier: Option<&str>, nonce: &str) -> Result<Identity, OidcError> {
-        let pending = self.codes.lock().unwrap_or_else(PoisonError::into_inner).remove(code);
-        let pending = pending
-            .filter(|p| p.issued.elapsed() < CODE_LIFETIME)
-            .ok_or_else(|| OidcError::Token { status: 400, error: "invalid_grant".into() })?;
-        if let Some(challenge) = &pending.challenge
-            && verifier.map(crate::challenge).as_deref() != Some(challenge.as_str())
+        let invalid = || OidcError::Token { status: 400, error: "invalid_grant".into() };
+        let claims = self.open(code, "code").ok_or_else(invalid)?;
+        // Used once, whatever the outcome.
+        self.spend(code);
+        if let Some(challenge) = claims.get("c").and_then(Value::as_str)
+            && verifier.map(crate::challenge).as_deref() != Some(challenge)
         {
-            return Err(OidcError::Token { status: 400, error: "invalid_grant".into() });
+            return Err(invalid());
         }
-        if pending.nonce != nonce {
+        if claims.get("n").and_then(Value::as_str) != Some(nonce) {
             return Err(OidcError::IdToken("the nonce does not match this sign-in".into()));
         }
-        self.identity(pending.user, Some(nonce))
+        let user = self.user_index(claims.get("u").and_then(Value::as_str)).ok_or_else(invalid)?;
+        self.identity(user, Some(nonce))
     }
 
     pub(crate) fn refresh(&self, token: &str) -> Result<Identity, OidcError> {
-        let user = self.refresh_tokens.lock().unwrap_or_else(PoisonError::into_inner).get(token).copied();
-        let user = user.ok_or(OidcError::Token { status: 400, error: "invalid_grant".into() })?;
+        let invalid = || OidcError::Token { status: 400, error: "invalid_grant".into() };
+        let claims = self.open(token, "refresh").ok_or_else(invalid)?;
+        let user = self.user_index(claims.get("u").and_then(Value::as_str)).ok_or_else(invalid)?;
         self.identity(user, None)
     }
 
     pub(crate) fn revoke(&self, token: &str) {
-        self.refresh_tokens.lock().unwrap_or_else(PoisonError::into_inner).remove(token);
+        self.spend(token);
     }
 
     fn identity(&self, index: usize, nonce: Option<&str>) -> Result<Identity, OidcError> {
@@ -283,14 +325,12 @@ impl DevelopmentIdp {
         let signature =
             self.key.sign(&self.rng, input.as_bytes()).map_err(|_| OidcError::Development("signing failed".into()))?;
         let raw = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()));
-        let refresh_token = random();
-        {
-            let mut tokens = self.refresh_tokens.lock().unwrap_or_else(PoisonError::into_inner);
-            if tokens.len() >= MAX_ENTRIES {
-                tokens.clear();
-            }
-            tokens.insert(refresh_token.clone(), index);
-        }
+        let refresh_token = self.seal(&json!({
+            "k": "refresh",
+            "u": user.email,
+            "e": now.as_second() + REFRESH_LIFETIME,
+            "r": random(),
+        }));
         let expires = now.checked_add(jiff::SignedDuration::from_secs(TOKEN_LIFETIME)).unwrap_or(now);
         Ok(Identity {
             subject: subject.clone(),
@@ -325,6 +365,7 @@ mod tests {
                 groups: vec!["eng".into()],
                 id: None,
             }],
+            development_key: Some(b"a key every replica derives alike".to_vec()),
         }
     }
 
@@ -359,6 +400,27 @@ mod tests {
         let refreshed = provider.refresh(identity.refresh_token.as_deref().unwrap()).await.unwrap();
         assert_eq!(refreshed.subject, "a@example.com");
         assert!(provider.refresh("unknown").await.unwrap_err().is_permanent());
+
+        // Another replica (the same key) exchanges a code this one issued, once, and refreshes
+        // what this one issued; a provider with another key accepts neither.
+        let answer = idp.handle(&Method::POST, "/authorize", None, form.as_bytes());
+        let location = url::Url::parse(&answer.location.unwrap()).unwrap();
+        let code = location.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+        let replica = crate::Provider::new(settings()).await.unwrap();
+        let mut other_key = settings();
+        other_key.development_key = Some(b"another secret".to_vec());
+        let stranger = crate::Provider::new(other_key).await.unwrap();
+        assert!(stranger.exchange(&code, Some(&verifier), "no").await.is_err(), "another key");
+        let on_replica = replica.exchange(&code, Some(&verifier), "no").await.unwrap();
+        assert!(replica.exchange(&code, Some(&verifier), "no").await.is_err(), "once per process");
+        let token = on_replica.refresh_token.unwrap();
+        assert_eq!(provider.refresh(&token).await.unwrap().subject, "a@example.com");
+        assert!(stranger.refresh(&token).await.is_err());
+        provider.revoke(&token, crate::TokenHint::RefreshToken).await.unwrap();
+        assert!(provider.refresh(&token).await.unwrap_err().is_permanent(), "revoked here");
+        let mut tampered = token.clone();
+        tampered.insert(3, if tampered.as_bytes()[3] == b'A' { 'B' } else { 'A' });
+        assert!(replica.refresh(&tampered).await.is_err());
 
         let foreign = form.replace("authenticate.example.com", "evil.example.com");
         let answer = idp.handle(&Method::POST, "/authorize", None, foreign.as_bytes());

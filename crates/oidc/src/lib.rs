@@ -42,6 +42,10 @@ pub struct ProviderSettings {
     pub redirect_url: Url,
     pub ca_pem: Option<Vec<u8>>,
     pub development_users: Vec<DevelopmentUser>,
+    /// The key the development provider signs its codes and refresh tokens with. Derived from
+    /// the shared secret, so that every replica (and a restarted process) accepts what another
+    /// issued; `None` makes a key per process.
+    pub development_key: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ProviderSettings {
@@ -639,6 +643,7 @@ mod tests {
             redirect_url: Url::parse("https://authenticate.example.com/oauth2/callback").unwrap(),
             ca_pem: None,
             development_users: vec![],
+            development_key: None,
         }
     }
 

@@ -228,3 +228,40 @@ async fn a_sign_in_begun_on_one_replica_ends_on_the_other_and_outlives_a_restart
     assert_eq!(identity(&reply, &jwks(&a).await)["sid"], session);
     assert_eq!(a.count_logs("signed in"), 0);
 }
+
+/// The development provider on two replicas (its codes and refresh tokens are signed with a key
+/// derived from the shared secret, not kept in one process's memory): the login form answered
+/// on one replica, its code exchanged on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_development_provider_spans_replicas() {
+    let postgres_url = TestPostgres::shared().unwrap().database().unwrap();
+    let setup = Setup::new();
+    let upstream = echo_upstream("app", None).await;
+    let route = support::route("app", &format!("to: http://{}\nallow_any_authenticated_user: true", upstream.address));
+    let rest = format!(
+        "idp_provider: development\nidp_development_users:\n  - email: alice@example.com\n\
+         databroker_storage_type: postgres\ndatabroker_storage_connection_string: {postgres_url}\n{}",
+        support::routes(&[route])
+    );
+    std::fs::write(setup.config_path(), setup.config(&rest)).unwrap();
+    let a = replica(&setup).await;
+    let b = replica(&setup).await;
+    let mut browser = Browser::new(&a);
+
+    let login = browser.get("https://app.test.localhost/page").await;
+    assert!(login.reply.text().contains("Sign in as alice@example.com"), "{}", login.reply.text());
+    let (action, fields) = support::browser::first_form_containing(&login, "Sign in as");
+    let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let answer = browser.send(Method::POST, &action, Some(&pairs), &[]).await;
+    assert_eq!(answer.status, 302, "{}", answer.text());
+    let callback = url(answer.header("location"));
+    assert!(callback.query_pairs().any(|(k, _)| k == "code"), "{callback}");
+
+    // The code A's provider issued, exchanged by B.
+    browser.switch_to(&b);
+    let page = browser.follow(Method::GET, callback, None).await;
+    assert_eq!(page.reply.status, 200, "{:?}\n{}", browser.visited, b.logs().join("\n"));
+    assert_eq!(page.reply.seen().target(), "/page");
+    assert_eq!(b.count_logs("signed in"), 1, "{}", b.logs().join("\n"));
+    assert_eq!(a.count_logs("signed in"), 0);
+}

@@ -300,6 +300,15 @@ impl Browser {
 impl Browser {
     /// Submits the first form of `page` whose HTML contains `needle`, with its inputs' values.
     pub async fn submit_first_form_containing(&mut self, page: Page, needle: &str) -> Page {
+        let (url, fields) = first_form_containing(&page, needle);
+        let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.follow(Method::POST, url, Some(&pairs)).await
+    }
+}
+
+/// Where the first form of `page` whose HTML contains `needle` posts, and its inputs' values.
+pub fn first_form_containing(page: &Page, needle: &str) -> (Url, Vec<(String, String)>) {
+    {
         let html = page.reply.text();
         let form = html
             .split("<form")
@@ -315,9 +324,7 @@ impl Browser {
                 fields.push((name, value));
             }
         }
-        let url = page.url.join(&action).unwrap();
-        let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        self.follow(Method::POST, url, Some(&pairs)).await
+        (page.url.join(&action).unwrap(), fields)
     }
 }
 

@@ -85,8 +85,16 @@ fn provider_key(settings: &ProviderSettings) -> String {
         settings.ca_pem,
         settings.development_users,
     );
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    // The development key is a secret: only whether it is the same goes into the digest.
+    let text = match &settings.development_key {
+        Some(key) => format!("{text}\n{}", hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key).as_ref())),
+        None => text,
+    };
+    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What the configuration says about authentication.
@@ -166,7 +174,7 @@ impl AuthnSettings {
         extra_claims.sort();
         extra_claims.dedup();
         Ok(AuthnSettings {
-            provider: provider_settings(options, &authenticate_url),
+            provider: provider_settings(options, &authenticate_url, shared_key),
             idp_id: options.idp.client_id.clone().unwrap_or_default(),
             authenticate_host,
             authenticate_url,
@@ -259,7 +267,7 @@ fn hosted_authenticate() -> Url {
 }
 
 /// The identity provider settings of `idp_*`, with the callback on the authenticate service.
-fn provider_settings(options: &Options, authenticate_url: &Url) -> Option<ProviderSettings> {
+fn provider_settings(options: &Options, authenticate_url: &Url, shared_key: &[u8]) -> Option<ProviderSettings> {
     let idp = &options.idp;
     let provider = idp.provider.clone()?;
     let mut redirect_url = authenticate_url.clone();
@@ -288,6 +296,10 @@ fn provider_settings(options: &Options, authenticate_url: &Url) -> Option<Provid
                 id: u.id.clone(),
             })
             .collect(),
+        development_key: development.then(|| {
+            let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, shared_key);
+            aws_lc_rs::hmac::sign(&key, b"pomerium development identity provider").as_ref().to_vec()
+        }),
     })
 }
 
