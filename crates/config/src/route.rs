@@ -244,6 +244,9 @@ pub struct Route {
     pub idle_timeout: Option<Duration>,
     pub pass_identity_headers: Option<bool>,
     pub kubernetes_service_account_token: Option<Secret>,
+    /// `kubernetes_service_account_token_file`, when the token came from it: Kubernetes rotates
+    /// projected tokens, so the file is read again while serving.
+    pub kubernetes_service_account_token_file: Option<String>,
     pub enable_google_cloud_serverless_authentication: bool,
     pub idp_client_id: Option<String>,
     pub idp_client_secret: Option<Secret>,

@@ -155,6 +155,7 @@ fn empty_route(index: usize, origin: &Origin, span: Span, from: From, action: Ac
         idle_timeout: None,
         pass_identity_headers: None,
         kubernetes_service_account_token: None,
+        kubernetes_service_account_token_file: None,
         enable_google_cloud_serverless_authentication: false,
         idp_client_id: None,
         idp_client_secret: None,
@@ -424,6 +425,9 @@ impl Cx<'_> {
             self.sink,
         )
         .map(|m| Secret::new(m.bytes));
+        if route.kubernetes_service_account_token.is_some() && token.is_none() {
+            route.kubernetes_service_account_token_file = token_file.and_then(|f| f.value.as_str().map(str::to_owned));
+        }
         route.enable_google_cloud_serverless_authentication =
             self.bool("enable_google_cloud_serverless_authentication");
         route.idp_client_id = self.string("idp_client_id");

@@ -289,6 +289,46 @@ async fn a_kubernetes_route_impersonates_the_signed_in_user() {
     assert!(!pomerium.logs().join("\n").contains("the-service-account-token"), "the token is never logged");
 }
 
+/// A token from `kubernetes_service_account_token_file` is read again while serving (Kubernetes
+/// rotates the tokens it projects into pods): a rotated file reaches the upstream within seconds,
+/// without a reload, and a file that goes missing leaves the last token in use.
+#[tokio::test]
+async fn a_rotated_kubernetes_token_file_is_used() {
+    let setup = Setup::new();
+    let idp = OidcProvider::start(&[CALLBACK], &[], None);
+    let token_file = setup.write("sa-token", "first-token\n");
+    let (pomerium, _upstream) = start(&setup, &idp, "", &[]).await;
+    // The `k8s` route with its token from the file instead.
+    let text = std::fs::read_to_string(setup.config_path()).unwrap().replace(
+        "kubernetes_service_account_token: the-service-account-token",
+        &format!("kubernetes_service_account_token_file: {}", token_file.display()),
+    );
+    drop(pomerium);
+    std::fs::write(setup.config_path(), text).unwrap();
+    let pomerium = Pomerium::spawn_with(&setup.config_path(), setup.pki.ca(), "serving", &[]).await;
+    let mut browser = Browser::new(&pomerium);
+    let page = sign_in(&mut browser, "https://k8s.test.localhost/api", "alice").await;
+    assert_eq!(page.reply.seen().header("authorization").as_deref(), Some("Bearer first-token"));
+
+    std::fs::write(&token_file, "second-token").unwrap();
+    support::eventually("the rotated token upstream", || async {
+        let reply = browser_get(&pomerium, &browser, "https://k8s.test.localhost/api").await;
+        (reply.seen().header("authorization").as_deref() == Some("Bearer second-token")).then_some(())
+    })
+    .await;
+    std::fs::remove_file(&token_file).unwrap();
+    let reply = support::eventually("the missing file noticed", || async {
+        let reply = browser_get(&pomerium, &browser, "https://k8s.test.localhost/api").await;
+        (pomerium.count_logs(
+            "the Kubernetes service account token file could not be read again; the last token stays in use",
+        ) > 0)
+            .then_some(reply)
+    })
+    .await;
+    assert_eq!(reply.seen().header("authorization").as_deref(), Some("Bearer second-token"), "the last token stays");
+    assert!(!pomerium.logs().join("\n").contains("second-token"), "the token is never logged");
+}
+
 /// A session made through one identity provider client is no session once the configuration
 /// names another (Pomerium's `ReadSessionHandleAndCheckIDP`): its holder signs in again.
 #[tokio::test]

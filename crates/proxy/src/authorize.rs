@@ -421,8 +421,8 @@ pub(crate) fn identity_headers(
             }
         }
     }
-    if let Some(authorization) = &route.kubernetes_authorization {
-        out.push((header::AUTHORIZATION, authorization.clone()));
+    if let Some(token) = &route.kubernetes_authorization {
+        out.push((header::AUTHORIZATION, token.authorization()));
         let email = identity.claims.get("email").and_then(serde_json::Value::as_str).unwrap_or_default();
         let groups: Vec<&str> = identity
             .claims

@@ -105,9 +105,9 @@ pub(crate) struct RouteRuntime {
     pub access_token_audiences: Option<Vec<String>>,
     /// `pass_identity_headers`: the assertion and claim headers go upstream.
     pub passes_identity: bool,
-    /// `Bearer <kubernetes_service_account_token>`: on such a route the upstream is a Kubernetes
-    /// API server, which gets the token and the user to impersonate (`fillKubernetesHeaders`).
-    pub kubernetes_authorization: Option<HeaderValue>,
+    /// `kubernetes_service_account_token`: on such a route the upstream is a Kubernetes API
+    /// server, which gets the token and the user to impersonate (`fillKubernetesHeaders`).
+    pub kubernetes_authorization: Option<KubernetesToken>,
     /// The route's header templates read the identity (`${pomerium.jwt}`, tokens).
     pub templates_need_identity: bool,
     /// They read the session's tokens (`${pomerium.id_token}`, `${pomerium.access_token}`).
@@ -386,18 +386,75 @@ fn route_runtime(route: &Route, options: &Options, environment: &Environment) ->
     })
 }
 
-/// `Authorization: Bearer <token>` for a route with a Kubernetes service account token (its
-/// file's white space around it trimmed); a sensitive header value, never logged.
-fn kubernetes_authorization(route: &Route) -> Result<Option<HeaderValue>, BuildError> {
-    let Some(token) = &route.kubernetes_service_account_token else { return Ok(None) };
-    let invalid = || BuildError::Route {
-        route: describe(route),
-        reason: "kubernetes_service_account_token is not a token that fits in a header".to_owned(),
-    };
-    let token = std::str::from_utf8(token.expose()).map_err(|_| invalid())?.trim();
-    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| invalid())?;
+/// The service account token of a route to a Kubernetes API server, as `Authorization: Bearer`.
+/// A token from `kubernetes_service_account_token_file` is read again every
+/// [`TOKEN_FILE_REREAD`] (Pomerium reads the file on every request): Kubernetes rotates the
+/// tokens it projects into pods.
+#[derive(Debug)]
+pub(crate) struct KubernetesToken {
+    /// When it was last read, and the header value.
+    current: std::sync::Mutex<(std::time::Instant, HeaderValue)>,
+    file: Option<std::path::PathBuf>,
+}
+
+/// How often a token file is read again.
+const TOKEN_FILE_REREAD: Duration = Duration::from_secs(5);
+
+impl KubernetesToken {
+    /// `Authorization: Bearer <token>`, the file read again when due. A file that cannot be read
+    /// (or holds no usable token) leaves the last good token in use, with a warning.
+    pub(crate) fn authorization(&self) -> HeaderValue {
+        let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(path) = &self.file
+            && current.0.elapsed() >= TOKEN_FILE_REREAD
+        {
+            current.0 = std::time::Instant::now();
+            match read_token_file(path).and_then(|bytes| bearer_value(&bytes)) {
+                Ok(value) => current.1 = value,
+                Err(error) => tracing::warn!(
+                    %error,
+                    path = %path.display(),
+                    "the Kubernetes service account token file could not be read again; the last token stays in use"
+                ),
+            }
+        }
+        current.1.clone()
+    }
+}
+
+/// A token file's bytes; a file over 64 KiB is not a token.
+fn read_token_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(64 * 1024 + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() > 64 * 1024 {
+        return Err("the file is larger than 64 KiB".to_owned());
+    }
+    Ok(bytes)
+}
+
+/// `Bearer <token>` (white space around the token trimmed), a sensitive header value: never
+/// logged.
+fn bearer_value(token: &[u8]) -> Result<HeaderValue, String> {
+    let token = std::str::from_utf8(token).map_err(|_| "the token is not text".to_owned())?.trim();
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| "the token does not fit in a header".to_owned())?;
     value.set_sensitive(true);
-    Ok(Some(value))
+    Ok(value)
+}
+
+fn kubernetes_authorization(route: &Route) -> Result<Option<KubernetesToken>, BuildError> {
+    let Some(token) = &route.kubernetes_service_account_token else { return Ok(None) };
+    let value = bearer_value(token.expose()).map_err(|reason| BuildError::Route {
+        route: describe(route),
+        reason: format!("kubernetes_service_account_token: {reason}"),
+    })?;
+    Ok(Some(KubernetesToken {
+        current: std::sync::Mutex::new((std::time::Instant::now(), value)),
+        file: route.kubernetes_service_account_token_file.as_ref().map(std::path::PathBuf::from),
+    }))
 }
 
 /// The identity headers of a route that passes them (`pass_identity_headers`). Pomerium
