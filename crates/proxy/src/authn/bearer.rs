@@ -111,14 +111,13 @@ pub(crate) async fn session(
     };
     // One check with the provider per token at a time: concurrent requests with a new token wait
     // for the first, then find the session it made.
-    let flight = authn.bearer.flight(&id);
-    let _turn = flight.lock().await;
+    // The boarding pass leaves the flight when dropped, also when the client goes away midway.
+    let boarding = authn.bearer.board(&id);
+    let _turn = boarding.flight.lock().await;
     if let Some(reason) = authn.bearer.refused(&id) {
-        authn.bearer.land(&id, &flight);
         return Err(BearerError::Refused(reason));
     }
     let outcome = session_once(settings, authn, store, kind, token, audiences, id.clone(), now).await;
-    authn.bearer.land(&id, &flight);
     if let Err(BearerError::Refused(reason)) = &outcome {
         authn.bearer.remember_refusal(&id, reason);
     }
@@ -299,24 +298,35 @@ pub(crate) struct BearerState {
 
 type Flight = std::sync::Arc<tokio::sync::Mutex<()>>;
 
+/// A place on a token's flight; dropping it leaves, and the last to leave takes the flight off
+/// the map, so that the map holds only checks in progress.
+struct Boarding<'a> {
+    state: &'a BearerState,
+    id: String,
+    flight: Flight,
+}
+
+impl Drop for Boarding<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.state.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Ours and the map's, no one else's.
+        if std::sync::Arc::strong_count(&self.flight) <= 2 {
+            flights.remove(&self.id);
+        }
+    }
+}
+
 /// How long a refused token is answered from memory.
 const REFUSAL_MEMORY: std::time::Duration = std::time::Duration::from_secs(60);
 /// Refusals kept at most; the memory starts over when full.
 const REFUSAL_CAPACITY: usize = 10_000;
 
 impl BearerState {
-    fn flight(&self, id: &str) -> Flight {
+    /// Joins the token's flight (the one check in progress for it, or a new one).
+    fn board(&self, id: &str) -> Boarding<'_> {
         let mut flights = self.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        std::sync::Arc::clone(flights.entry(id.to_owned()).or_default())
-    }
-
-    /// The flight is over: forgotten once no one else waits on it.
-    fn land(&self, id: &str, flight: &Flight) {
-        let mut flights = self.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Ours, the map's, and no one else's.
-        if std::sync::Arc::strong_count(flight) <= 2 {
-            flights.remove(id);
-        }
+        let flight = std::sync::Arc::clone(flights.entry(id.to_owned()).or_default());
+        Boarding { state: self, id: id.to_owned(), flight }
     }
 
     fn refused(&self, id: &str) -> Option<String> {
@@ -401,16 +411,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn flights_are_forgotten_once_landed_and_refusals_remembered() {
+    async fn flights_are_forgotten_once_everyone_left_and_refusals_remembered() {
         let state = BearerState::default();
-        let first = state.flight("s");
-        let second = state.flight("s");
-        assert!(std::sync::Arc::ptr_eq(&first, &second), "one flight per token");
-        state.land("s", &first);
+        let first = state.board("s");
+        let second = state.board("s");
+        assert!(std::sync::Arc::ptr_eq(&first.flight, &second.flight), "one flight per token");
+        drop(first);
         assert_eq!(state.flights.lock().unwrap().len(), 1, "someone still waits");
         drop(second);
-        state.land("s", &first);
         assert!(state.flights.lock().unwrap().is_empty());
+        // A request given up while it waits (its future dropped) leaves too.
+        let held = state.board("t");
+        let guard = held.flight.lock().await;
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), async {
+            let boarding = state.board("t");
+            let _turn = boarding.flight.lock().await;
+        })
+        .await;
+        assert!(waiting.is_err(), "it waited behind the first");
+        drop(guard);
+        drop(held);
+        assert!(state.flights.lock().unwrap().is_empty(), "nothing left behind");
         assert_eq!(state.refused("s"), None);
         state.remember_refusal("s", "no");
         assert_eq!(state.refused("s").as_deref(), Some("no"));
