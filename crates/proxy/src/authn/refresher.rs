@@ -242,11 +242,19 @@ struct UserInfoSchedule {
     due: HashMap<String, Instant>,
 }
 
+/// Users whose info is asked in one tick at most; the others stay due for the next ticks, so
+/// that a crowd of users due together never keeps the refresher from renewing its lease.
+const USER_INFO_PER_TICK: usize = 200;
+
 impl UserInfoSchedule {
-    /// A user seen for the first time is due one interval from now.
+    /// A user seen for the first time is due between half an interval and one interval from now
+    /// (spread, so that the users loaded with the lease do not all fall due together).
     fn track(&mut self, user_id: &str) {
         if !user_id.is_empty() && !self.due.contains_key(user_id) {
-            self.due.insert(user_id.to_owned(), Instant::now() + self.interval);
+            let mut byte = [0u8; 1];
+            let _ = aws_lc_rs::rand::fill(&mut byte);
+            let spread = self.interval / 2 + self.interval / 2 * u32::from(byte[0]) / 255;
+            self.due.insert(user_id.to_owned(), Instant::now() + spread);
         }
     }
 
@@ -255,10 +263,15 @@ impl UserInfoSchedule {
         self.due.insert(user_id.to_owned(), Instant::now() + self.interval);
     }
 
-    /// The users due now, each then scheduled one interval on.
+    /// The users due now (at most [`USER_INFO_PER_TICK`], the longest due first), each then
+    /// scheduled one interval on.
     fn take_due(&mut self) -> Vec<String> {
         let now = Instant::now();
-        let due: Vec<String> = self.due.iter().filter(|(_, at)| **at <= now).map(|(user, _)| user.clone()).collect();
+        let mut due: Vec<(Instant, String)> =
+            self.due.iter().filter(|(_, at)| **at <= now).map(|(user, at)| (*at, user.clone())).collect();
+        due.sort();
+        due.truncate(USER_INFO_PER_TICK);
+        let due: Vec<String> = due.into_iter().map(|(_, user)| user).collect();
         for user in &due {
             self.due.insert(user.clone(), now + self.interval);
         }
@@ -346,6 +359,29 @@ async fn update_one_user(store: &SessionStore, provider: &oidc::Provider, user_i
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
+
+    #[test]
+    fn users_fall_due_spread_out_and_a_crowd_over_several_ticks() {
+        let interval = Duration::from_secs(600);
+        let mut schedule = UserInfoSchedule { interval, due: HashMap::new() };
+        for user in 0..1000 {
+            schedule.track(&format!("u{user}"));
+        }
+        let soonest = schedule.due.values().min().unwrap().saturating_duration_since(Instant::now());
+        let latest = schedule.due.values().max().unwrap().saturating_duration_since(Instant::now());
+        assert!(soonest >= interval / 2 - Duration::from_secs(1), "{soonest:?}");
+        assert!(latest <= interval && latest > soonest + Duration::from_secs(60), "spread: {soonest:?}..{latest:?}");
+        assert!(schedule.take_due().is_empty(), "nobody due yet");
+        // All due at once (as after a long pause): taken a tick's worth at a time.
+        for at in schedule.due.values_mut() {
+            *at = Instant::now();
+        }
+        assert_eq!(schedule.take_due().len(), USER_INFO_PER_TICK);
+        assert_eq!(schedule.take_due().len(), USER_INFO_PER_TICK);
+        let before = schedule.due.len();
+        schedule.track("u1");
+        assert_eq!(schedule.due.len(), before, "a user is tracked once");
+    }
 
     fn at(text: &str) -> jiff::Timestamp {
         text.parse().unwrap()
