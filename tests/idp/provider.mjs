@@ -14,6 +14,10 @@
 //                            only after this many milliseconds
 //   USERINFO_FAIL_FIRST      failure injection: the first N userinfo calls answer 500 (a provider
 //                            in trouble); each failure is printed
+//   REFRESH_WITHOUT_ID_TOKEN failure injection: refresh-token grants answer without an ID token
+//   USERINFO_ONLY_SUB        failure injection: userinfo answers with `sub` alone
+//   REFRESH_ID_TOKEN_OF      failure injection: an account (`bob`) whose last code-grant ID token
+//                            answers every other account's refresh
 //   MUTABLE_ACCOUNTS         test hook: `POST /__test/accounts/<sub>/groups` with a form body
 //                            `groups=a,b` replaces that account's groups, as an administrator would at the
 //                            provider; later ID tokens and userinfo answers carry the new groups
@@ -95,6 +99,11 @@ server.listen(0, '127.0.0.1', () => {
   provider.on('access_token.destroyed', () => console.log(JSON.stringify({ event: 'revoked' })));
   provider.on('grant.success', () => console.log(JSON.stringify({ event: 'grant.success' })));
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
+  // Seen by the tests: every userinfo call, so that a test can tell a token never reached it.
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/me') console.log(JSON.stringify({ event: 'userinfo' }));
+    await next();
+  });
   // Failure injection, only with USERINFO_DELAY_MS: a slow userinfo endpoint.
   const userinfoDelay = Number(process.env.USERINFO_DELAY_MS || 0);
   if (userinfoDelay > 0) {
@@ -130,6 +139,49 @@ server.listen(0, '127.0.0.1', () => {
     });
   }
 
+  // Failure injection, only with REFRESH_WITHOUT_ID_TOKEN: refresh-token grants answer without
+  // an ID token (allowed by OpenID Connect), so the subject rests on userinfo.
+  if (process.env.REFRESH_WITHOUT_ID_TOKEN) {
+    provider.use(async (ctx, next) => {
+      await next();
+      if (ctx.oidc?.route === 'token' && ctx.oidc.params?.grant_type === 'refresh_token' && ctx.body?.id_token) {
+        const { id_token: _dropped, ...rest } = ctx.body;
+        ctx.body = rest;
+        console.log(JSON.stringify({ event: 'refresh.id_token_dropped' }));
+      }
+    });
+  }
+  // Failure injection, only with USERINFO_ONLY_SUB: userinfo answers with `sub` alone, a partial
+  // answer that must not empty what is known of the user.
+  if (process.env.USERINFO_ONLY_SUB) {
+    provider.use(async (ctx, next) => {
+      await next();
+      if (ctx.path === '/me' && ctx.status === 200 && ctx.body?.sub) {
+        ctx.body = { sub: ctx.body.sub };
+        console.log(JSON.stringify({ event: 'userinfo.partial' }));
+      }
+    });
+  }
+  // Failure injection, only with REFRESH_ID_TOKEN_OF=<account>: the last ID token a code grant
+  // gave that account (genuine, signed, for `pomerium`) answers every other account's refresh,
+  // as a confused or hostile provider would; each substitution is printed.
+  const refreshTokenOf = process.env.REFRESH_ID_TOKEN_OF;
+  if (refreshTokenOf) {
+    let remembered;
+    const subjectOf = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString()).sub;
+    provider.use(async (ctx, next) => {
+      await next();
+      const idToken = ctx.oidc?.route === 'token' && ctx.status === 200 && ctx.body?.id_token;
+      if (!idToken) return;
+      const grant = ctx.oidc.params?.grant_type;
+      if (grant === 'authorization_code' && subjectOf(idToken) === refreshTokenOf) {
+        remembered = idToken;
+      } else if (grant === 'refresh_token' && remembered && subjectOf(idToken) !== refreshTokenOf) {
+        ctx.body = { ...ctx.body, id_token: remembered };
+        console.log(JSON.stringify({ event: 'refresh.id_token_substituted' }));
+      }
+    });
+  }
   // Failure injection, only with SUBSTITUTE_ID_TOKEN_FROM: a token substitution attack. The last
   // ID token the token endpoint issued to that client (genuine, signed by this provider, but for
   // another audience) replaces the one issued to `pomerium`; each substitution is printed.

@@ -94,6 +94,10 @@ pub enum OidcError {
     UserInfoRefused { status: u16 },
     #[error("the development provider: {0}")]
     Development(String),
+    /// Userinfo answered for another subject than the ID token's: the provider's answers
+    /// contradict each other, and neither can be trusted.
+    #[error("userinfo answered for another subject than the ID token's")]
+    SubjectMismatch,
 }
 
 impl OidcError {
@@ -104,9 +108,17 @@ impl OidcError {
             OidcError::Token { status, error } => {
                 error == "invalid_grant" || error == "unauthorized_client" || *status == 400 || *status == 401
             }
-            OidcError::IdToken(_) | OidcError::Development(_) | OidcError::UserInfoRefused { .. } => true,
+            OidcError::IdToken(_)
+            | OidcError::Development(_)
+            | OidcError::UserInfoRefused { .. }
+            | OidcError::SubjectMismatch => true,
             _ => false,
         }
+    }
+
+    /// The provider could not be asked (unreachable, a 5xx or 429): worth asking again later.
+    pub fn is_temporary(&self) -> bool {
+        !self.is_permanent() && !matches!(self, OidcError::Config(_))
     }
 }
 
@@ -191,6 +203,39 @@ struct Metadata {
     code_challenge_methods_supported: Vec<String>,
 }
 
+impl Metadata {
+    /// Every endpoint the document names, by its field name.
+    fn endpoints(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("authorization_endpoint", Some(&self.authorization_endpoint)),
+            ("token_endpoint", Some(&self.token_endpoint)),
+            ("jwks_uri", Some(&self.jwks_uri)),
+            ("userinfo_endpoint", self.userinfo_endpoint.as_ref()),
+            ("revocation_endpoint", self.revocation_endpoint.as_ref()),
+            ("end_session_endpoint", self.end_session_endpoint.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, endpoint)| endpoint.map(|e| (name, e.as_str())))
+    }
+}
+
+/// Whether a provider's endpoint may carry codes and tokens: https, or http to a loopback host
+/// (a provider on the same machine). A document that sends them elsewhere in the clear, by
+/// mistake or by an attacker who could answer discovery, is refused.
+fn is_secure_endpoint(endpoint: &str) -> bool {
+    let Ok(url) = Url::parse(endpoint) else { return false };
+    match url.scheme() {
+        "https" => true,
+        "http" => match url.host() {
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
 impl Provider {
     /// Discovers the provider (no I/O for the development one).
     pub async fn new(settings: ProviderSettings) -> Result<Provider, OidcError> {
@@ -220,6 +265,11 @@ impl Provider {
         }
         if metadata.issuer.trim_end_matches('/') != settings.issuer_url.trim_end_matches('/') {
             return Err(discovery(format!("the document's issuer `{}` is not the configured one", metadata.issuer)));
+        }
+        if let Some((name, endpoint)) = metadata.endpoints().find(|(_, endpoint)| !is_secure_endpoint(endpoint)) {
+            return Err(discovery(format!(
+                "its {name} `{endpoint}` is not an https URL (only loopback addresses may use http)"
+            )));
         }
         let oidc =
             Oidc { settings, metadata, http, keys: Mutex::new(Vec::new()), unknown_key_refetch: Mutex::new(None) };
@@ -550,11 +600,17 @@ impl Oidc {
                 Ok(info) => {
                     let subject = claims.get("sub").cloned();
                     if subject.is_some() && info.get("sub").is_some() && info.get("sub") != subject.as_ref() {
-                        return Err(OidcError::UserInfo("its subject is not the ID token's".into()));
+                        return Err(OidcError::SubjectMismatch);
                     }
                     for (name, value) in info {
                         claims.insert(name, value);
                     }
+                }
+                // Without an ID token (a refresh may come without one) the subject is userinfo's
+                // to tell: failing to ask is the provider in trouble, not a refusal, so it must
+                // not end a session.
+                Err(error) if id_token.is_none() && error.is_temporary() => {
+                    return Err(OidcError::UserInfo(format!("no ID token, and userinfo failed: {error}")));
                 }
                 Err(error) => tracing::warn!(%error, "userinfo failed; the ID token's claims are used alone"),
             }

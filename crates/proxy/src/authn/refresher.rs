@@ -182,57 +182,87 @@ fn due(session: &StoredSession, now: jiff::Timestamp) -> Due {
 }
 
 /// Refreshes one session's tokens; whether its user was updated.
+///
+/// What comes back is checked before it is kept: an identity for another subject than the
+/// session's ends the session (its refresh token now speaks for someone else), and the user
+/// record is updated claim by claim, so that a partial answer never empties it. Only a refusal
+/// by the provider ends a session; its being unreachable, failing or slow never does.
 async fn refresh(
     store: &super::SessionStore,
     provider: &oidc::Provider,
     mut session: StoredSession,
     refresh_token: &str,
 ) -> bool {
-    match provider.refresh(refresh_token).await {
-        Ok(identity) => {
-            session.oauth_token = Some(StoredOAuthToken {
-                access_token: identity.access_token.clone(),
-                token_type: identity.token_type.clone(),
-                expires_at: identity.expires_at,
-                refresh_token: identity.refresh_token.clone().or_else(|| Some(refresh_token.to_owned())),
-            });
-            if let Some(token) = &identity.id_token {
-                session.id_token = Some(StoredIdToken {
-                    issuer: token.issuer.clone(),
-                    subject: token.subject.clone(),
-                    expires_at: Some(token.expires_at),
-                    issued_at: Some(token.issued_at),
-                    raw: token.raw.clone(),
-                });
-            }
-            let claims = authenticate::session::claims_from(&identity.claims);
-            if !claims.is_empty() {
-                session.claims = claims.clone();
-            }
-            let text = |name: &str| identity.claims.get(name).and_then(|v| v.as_str()).map(str::to_owned);
-            let user = StoredUser { id: session.user_id.clone(), name: text("name"), email: text("email"), claims };
-            match store.update(&session, Some(&user)).await {
-                Ok(()) => {
-                    tracing::info!(session = %session.id, "session refreshed");
-                    true
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "the refreshed session could not be saved");
-                    false
-                }
-            }
-        }
+    let identity = match provider.refresh(refresh_token).await {
+        Ok(identity) => identity,
         Err(error) if error.is_permanent() => {
             tracing::info!(session = %session.id, %error, "the identity provider refused the refresh; the session ends");
-            if let Err(error) = store.delete(&session.id).await {
-                tracing::warn!(%error, "the session could not be deleted");
-            }
-            false
+            end(store, &session.id).await;
+            return false;
         }
         Err(error) => {
             tracing::warn!(session = %session.id, %error, "refreshing the session failed; will retry");
+            return false;
+        }
+    };
+    if identity.subject != session.user_id {
+        tracing::warn!(
+            session = %session.id,
+            "the refreshed identity is another user's than the session's; the session ends"
+        );
+        end(store, &session.id).await;
+        return false;
+    }
+    session.oauth_token = Some(StoredOAuthToken {
+        access_token: identity.access_token.clone(),
+        token_type: identity.token_type.clone(),
+        expires_at: identity.expires_at,
+        refresh_token: identity.refresh_token.clone().or_else(|| Some(refresh_token.to_owned())),
+    });
+    if let Some(token) = &identity.id_token {
+        session.id_token = Some(StoredIdToken {
+            issuer: token.issuer.clone(),
+            subject: token.subject.clone(),
+            expires_at: Some(token.expires_at),
+            issued_at: Some(token.issued_at),
+            raw: token.raw.clone(),
+        });
+    }
+    for (name, value) in authenticate::session::claims_from(&identity.claims) {
+        session.claims.insert(name, value);
+    }
+    let user = match store.load_user(&session.user_id).await {
+        Ok(user) => {
+            let mut user = user.unwrap_or_else(|| StoredUser {
+                id: session.user_id.clone(),
+                name: None,
+                email: None,
+                claims: serde_json::Map::new(),
+            });
+            super::store::apply_claims(&mut user, &identity.claims);
+            Some(user)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the session refresher could not read the user; only the session is updated");
+            None
+        }
+    };
+    match store.update(&session, user.as_ref()).await {
+        Ok(()) => {
+            tracing::info!(session = %session.id, "session refreshed");
+            user.is_some()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the refreshed session could not be saved");
             false
         }
+    }
+}
+
+/// Ends a session (a tombstone every replica follows), logging a failure to.
+async fn end(store: &super::SessionStore, id: &str) {
+    if let Err(error) = store.delete(id).await {
+        tracing::warn!(%error, "the session could not be deleted");
     }
 }
 
