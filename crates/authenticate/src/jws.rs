@@ -72,13 +72,16 @@ pub(crate) fn split(token: &str) -> Result<(&str, &str, &str), JwsError> {
     }
 }
 
+/// base64url without padding, canonical only (as Go's `RawURLEncoding`): one text per token, so
+/// that nobody can make many texts of one handle (each would be a new entry in a cache of
+/// verified handles).
 pub(crate) fn decode(part: &str) -> Result<Vec<u8>, JwsError> {
-    URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).map_err(|_| JwsError::Malformed)
+    URL_SAFE_NO_PAD.decode(part).map_err(|_| JwsError::Malformed)
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "tests")]
+    #![allow(clippy::unwrap_used, clippy::string_slice, reason = "tests")]
     use super::*;
 
     #[test]
@@ -95,5 +98,26 @@ mod tests {
         assert_eq!(verify_hs256(&none, b"key"), Err(JwsError::Algorithm));
         assert_eq!(verify_hs256("a.b", b"key"), Err(JwsError::Malformed));
         assert_eq!(verify_hs256(&"a".repeat(20_000), b"key"), Err(JwsError::TooLong));
+    }
+
+    /// One text per token: padding, or a last character with bits set past the data, is
+    /// another text of the same bytes, and is refused (as Go's `RawURLEncoding` refuses it).
+    #[test]
+    fn only_the_canonical_text_of_a_token_verifies() {
+        let mut claims = Map::new();
+        claims.insert("jti".into(), Value::String("abcd".into()));
+        let token = sign_hs256(&claims, b"key");
+        let (h, b, s) = split(&token).unwrap();
+        assert!(!token.contains('='));
+        for padded in [format!("{token}="), format!("{token}=="), format!("{h}.{b}=.{s}"), format!("{h}==.{b}.{s}")] {
+            assert!(verify_hs256(&padded, b"key").is_err(), "{padded}");
+        }
+        // The signature is 32 bytes: its last character carries 2 unused bits.
+        let last = s.chars().last().unwrap();
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let value = alphabet.find(last).unwrap();
+        let other = alphabet.chars().nth(value ^ 1).unwrap();
+        let noncanonical = format!("{h}.{b}.{}{other}", &s[..s.len() - 1]);
+        assert!(verify_hs256(&noncanonical, b"key").is_err(), "{noncanonical}");
     }
 }

@@ -262,7 +262,14 @@ impl Server {
         if let Some(address) = &self.addresses.redirect {
             let listener = bind(address).await?;
             tracing::info!(address = %local_address(&listener, address), "redirecting http to https");
-            self.tasks.spawn(server::serve_https_redirect(listener, main_port, options_server, self.shutdown.signal()));
+            // The PROXY protocol is the main listener's (`use_proxy_protocol`), as in Pomerium.
+            let redirect_options = ServerOptions { proxy_protocol: false, ..options_server };
+            self.tasks.spawn(server::serve_https_redirect(
+                listener,
+                main_port,
+                redirect_options,
+                self.shutdown.signal(),
+            ));
         }
         Ok(())
     }
@@ -501,7 +508,12 @@ fn server_options(options: &Options) -> ServerOptions {
     let defaults = ServerOptions::default();
     let header_read_timeout =
         if options.timeout_read.is_zero() { defaults.header_read_timeout } else { options.timeout_read };
-    ServerOptions { header_read_timeout, ..defaults }
+    ServerOptions {
+        header_read_timeout,
+        idle_timeout: (!options.timeout_idle.is_zero()).then_some(options.timeout_idle),
+        proxy_protocol: options.use_proxy_protocol,
+        ..defaults
+    }
 }
 
 /// The downstream TLS configuration: configured certificates, else a self-signed one for the

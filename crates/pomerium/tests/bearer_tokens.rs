@@ -278,3 +278,24 @@ async fn a_failing_provider_is_a_503_and_not_a_refusal() {
     let reply = call(&mut client, "https://access.test.localhost/", &access_token).await;
     assert_eq!(reply.status, 200, "the failure was not remembered as a refusal: {}", reply.text());
 }
+
+/// `Authorization: Bearer Pomerium-…` carries a session handle of ours, never an identity
+/// provider's token: on a route that reads provider tokens it is not taken to the provider
+/// (which would disclose the handle), and the request is no session.
+#[tokio::test]
+async fn a_pomerium_handle_as_a_bearer_token_never_reaches_the_provider() {
+    let setup = Setup::new();
+    let idp = OidcProvider::start(&[CALLBACK], &[], None);
+    let (pomerium, _upstream) = start(&setup, &idp).await;
+    let mut client = Browser::new(&pomerium);
+    for token in ["Pomerium-not.a.handle", "pomerium-lowercase"] {
+        let reply = call(&mut client, "https://access.test.localhost/items", token).await;
+        assert_eq!(reply.status, 401, "{token}: {}", reply.text());
+    }
+    // The provider's userinfo is counted: a genuine token does reach it, the handles did not.
+    let (access_token, _) = tokens_for(&idp, &pomerium, "alice").await;
+    assert_eq!(call(&mut client, "https://access.test.localhost/items", &access_token).await.status, 200);
+    support::eventually("the genuine token's userinfo call", || async { (idp.count("userinfo") >= 1).then_some(()) })
+        .await;
+    assert_eq!(idp.count("userinfo"), 1, "only the genuine token was taken to the provider");
+}

@@ -314,6 +314,9 @@ fn forwarded_request(host: &str) -> Request<proxy::body::ProxyBody> {
         .header("x-forwarded-proto", "http")
         .header("x-forwarded-host", "front.example")
         .header("x-envoy-external-address", "6.6.6.6")
+        .header("x-forwarded-port", "8443")
+        .header("forwarded", "for=203.0.113.9;host=front.example;proto=http")
+        .header("x-real-ip", "203.0.113.9")
         .body(body::empty())
         .unwrap()
 }
@@ -330,8 +333,11 @@ async fn forwarding_headers_trust_no_hop_by_default() {
     let seen = server.fetch(forwarded_request(&server.host("app"))).await.seen();
     assert_eq!(seen.header("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1", "the peer is appended");
     assert_eq!(seen.header("x-forwarded-proto").unwrap(), "https", "the client's claim is overwritten");
-    assert_eq!(seen.header("x-forwarded-host").unwrap(), format!("front.example, {}", server.host("app")));
+    assert_eq!(seen.header("x-forwarded-host").unwrap(), server.host("app"), "the client's claim is dropped");
     assert_eq!(seen.header("x-envoy-external-address"), None, "a loopback peer is internal; the client's is dropped");
+    for claim in ["x-forwarded-port", "forwarded", "x-real-ip"] {
+        assert_eq!(seen.header(claim), None, "{claim}: what an untrusted client says is dropped");
+    }
     let seen = server.fetch(forwarded_request(&server.host("no-xfh"))).await.seen();
     assert_eq!(seen.header("x-forwarded-host"), None, "removed, and not appended");
     server.assert_running();
@@ -347,6 +353,10 @@ async fn forwarding_headers_with_a_trusted_hop() {
     assert_eq!(seen.header("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
     assert_eq!(seen.header("x-forwarded-proto").unwrap(), "http", "a trusted hop's proto is kept");
     assert_eq!(seen.header("x-envoy-external-address").unwrap(), "203.0.113.9", "the client behind the trusted hop");
+    assert_eq!(seen.header("x-forwarded-host").unwrap(), format!("front.example, {}", server.host("app")));
+    assert_eq!(seen.header("x-forwarded-port").unwrap(), "8443", "a trusted hop's claims are kept");
+    assert_eq!(seen.header("forwarded").unwrap(), "for=203.0.113.9;host=front.example;proto=http");
+    assert_eq!(seen.header("x-real-ip").unwrap(), "203.0.113.9");
     server.assert_running();
 }
 
@@ -496,6 +506,11 @@ async fn pomerium_credentials_never_reach_the_upstream() {
     let seen = server.fetch(with_bearer).await.seen();
     assert_eq!(seen.header("cookie"), None);
     assert_eq!(seen.header("authorization").unwrap(), "Bearer upstream-token", "other credentials are the upstream's");
+    // A handle in the query is consumed like the cookie, however its name is encoded.
+    let in_query = server.get(&server.host("app"), "/x?a=1&pomerium_session=h1&pomerium%5Fsession=h2&b=2").await;
+    assert_eq!(in_query.seen().target(), "/x?a=1&b=2");
+    let only = server.get(&server.host("app"), "/x?pomerium_session=h").await;
+    assert_eq!(only.seen().target(), "/x");
     server.assert_running();
 }
 

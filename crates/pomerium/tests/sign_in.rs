@@ -134,20 +134,33 @@ async fn sign_out_ends_the_session_and_revokes_the_token() {
     assert!(confirm.text().contains("<form method=\"post\""));
     assert_eq!(browser.get("https://app.test.localhost/").await.reply.status, 200, "still signed in");
 
-    // A POST from another site is refused.
-    let foreign = browser
+    // A POST from another site is refused, on the route host and on the authenticate host: an
+    // origin the configuration does not serve, the opaque `null` origin, or no origin from a
+    // browser that says the request is cross-site.
+    let cross_site: [&[(&str, &str)]; 4] = [
+        &[("origin", "https://evil.example.com")],
+        &[("origin", "null")],
+        &[("origin", "https://app.test.localhost.evil.example.com")],
+        &[("sec-fetch-site", "cross-site")],
+    ];
+    for url in
+        ["https://app.test.localhost/.pomerium/sign_out", "https://authenticate.test.localhost/.pomerium/sign_out"]
+    {
+        for headers in cross_site {
+            let foreign = browser.send(Method::POST, &Url::parse(url).unwrap(), Some(&[]), headers).await;
+            assert_eq!(foreign.status, 403, "{url} {headers:?}");
+        }
+    }
+    assert_eq!(browser.get("https://app.test.localhost/").await.reply.status, 200, "still signed in");
+
+    let revoked = idp.count("revoked");
+    let first = browser
         .send(
             Method::POST,
             &Url::parse("https://app.test.localhost/.pomerium/sign_out").unwrap(),
             Some(&[]),
-            &[("origin", "https://evil.example.com")],
+            &[("origin", "https://app.test.localhost"), ("sec-fetch-site", "same-origin")],
         )
-        .await;
-    assert_eq!(foreign.status, 403);
-
-    let revoked = idp.count("revoked");
-    let first = browser
-        .send(Method::POST, &Url::parse("https://app.test.localhost/.pomerium/sign_out").unwrap(), Some(&[]), &[])
         .await;
     assert_eq!(first.status, 302);
     assert!(browser.cookie("app.test.localhost", "_pomerium").is_none(), "the cookie is cleared");

@@ -23,6 +23,14 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 /// X-Forwarded-Host.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Forwarding claims dropped unless a hop is trusted (see [`set_forwarding_headers`]).
+const UNTRUSTED_CLAIMS: [HeaderName; 4] = [
+    X_FORWARDED_HOST,
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-real-ip"),
+];
+
 /// Hop-by-hop headers that are always removed (RFC 9110 §7.6.1, plus the legacy ones).
 const HOP_BY_HOP: [&str; 6] =
     ["keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "trailer", "transfer-encoding"];
@@ -98,9 +106,17 @@ pub fn trusted_client_address(headers: &HeaderMap, peer: IpAddr, xff_num_trusted
 /// - X-Forwarded-For: the peer's address is appended (unless `skip_xff_append`);
 /// - X-Forwarded-Proto: the downstream scheme, unless a trusted hop set it;
 /// - `x-envoy-external-address`: the trusted client address when it is external; a value sent by
-///   the client is always dropped.
+///   the client is always dropped;
+/// - X-Forwarded-Host, X-Forwarded-Port, Forwarded and X-Real-IP: claims only a trusted hop may
+///   make; with no trusted hop (`xff_num_trusted_hops: 0`) they are dropped, so that an upstream
+///   building URLs or logging clients from them never takes a client's word for them.
 pub fn set_forwarding_headers(headers: &mut HeaderMap, peer: IpAddr, tls: bool, options: ForwardingOptions) -> IpAddr {
     let client = trusted_client_address(headers, peer, options.xff_num_trusted_hops);
+    if options.xff_num_trusted_hops == 0 {
+        for claim in UNTRUSTED_CLAIMS {
+            headers.remove(claim);
+        }
+    }
     if !options.skip_xff_append {
         let mut entries = forwarded_for_entries(headers);
         entries.push(peer.to_string());

@@ -87,6 +87,10 @@ pub enum PathRejection {
     /// Contains `%2F` or `%5C` and the action is to reject.
     #[error("the path contains an escaped slash")]
     EscapedSlash,
+    /// A segment is `..` or `.` with parameters (`/a/..;/b`): servlet containers drop the
+    /// parameters and climb, so the upstream would serve another path than the policy saw.
+    #[error("a path segment is `..` or `.` followed by `;` parameters")]
+    DotSegmentWithParameters,
 }
 
 impl From<PathRejection> for ProxyError {
@@ -121,6 +125,9 @@ pub fn normalize_path(path_and_query: &str, options: &NormalizeOptions) -> Resul
         return Err(PathRejection::NotOriginForm);
     }
     let (mut path, unescaped) = apply_escaped_slashes_action(path, options.escaped_slashes)?;
+    if has_dot_segment_with_parameters(&path) {
+        return Err(PathRejection::DotSegmentWithParameters);
+    }
     if options.normalize_path {
         path = remove_dot_segments(&canonicalize_escapes(&path));
     }
@@ -148,6 +155,19 @@ fn apply_escaped_slashes_action(path: &str, action: EscapedSlashesAction) -> Res
     }
     let unescaped = replace_ignore_case(&replace_ignore_case(path, "%2f", "/"), "%5c", "\\");
     Ok((unescaped, true))
+}
+
+/// Whether a segment reads `.` or `..` up to a `;` (escaped dots too: `%2e%2e;`). `\\` counts
+/// as a separator, as the canonicalizer makes it one.
+fn has_dot_segment_with_parameters(path: &str) -> bool {
+    if !path.contains(';') {
+        return false;
+    }
+    path.split(['/', '\\']).any(|segment| {
+        let Some((name, _parameters)) = segment.split_once(';') else { return false };
+        let dots = replace_ignore_case(name, "%2e", ".");
+        dots == "." || dots == ".."
+    })
 }
 
 fn has_escaped_slash(path: &str) -> bool {
@@ -362,6 +382,19 @@ mod tests {
         let options = NormalizeOptions::default();
         for (input, expected) in table {
             assert_eq!(&normalize_path(input, &options), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_with_parameters_are_refused() {
+        let options = NormalizeOptions::default();
+        for path in ["/admin/x/..;/billing", "/a/..;jsessionid=1/b", "/a/.;/b", "/a/%2e%2E;/b", "/a\\..;\\b", "/..;"] {
+            assert_eq!(normalize_path(path, &options), Err(PathRejection::DotSegmentWithParameters), "{path}");
+        }
+        let off = NormalizeOptions { normalize_path: false, ..options };
+        assert_eq!(normalize_path("/admin/..;/x", &off), Err(PathRejection::DotSegmentWithParameters));
+        for path in ["/a/b;c/d", "/a/...;/b", "/a/..x;/b", "/a/x..;/b", "/a?q=..;", "/a;/..", "/a/%3B../b"] {
+            assert!(normalize_path(path, &options).is_ok(), "{path}");
         }
     }
 

@@ -24,9 +24,10 @@ use crate::headers::{self};
 use crate::runtime::{Forward, RouteAction, RouteRuntime, Runtime};
 use crate::server::ConnectionInfo;
 use crate::tunnel;
-use crate::{balance, normalize, rewrite};
+use crate::{balance, normalize, rewrite, upstream};
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,10 +46,24 @@ pub async fn handle(
         format: ResponseFormat::negotiate(request.uri().path(), request.headers()),
         method: request.method().clone(),
         target: request.uri().path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+        read_deadline: runtime.global.request_timeout.map(|limit| started + limit),
     };
     let mut served_by = None;
-    let mut response = match phases(&runtime, request, &connection, &cx, &mut served_by).await {
-        Ok(response) => response,
+    let write_deadline = runtime.global.response_timeout.map(|limit| started + limit);
+    let answered = phases(&runtime, request, &connection, &cx, &mut served_by);
+    let answered = match write_deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), answered).await.unwrap_or_else(|_| {
+            Err(ProxyError::upstream(ErrorKind::Timeout)
+                .with_context("the response did not begin within timeout_write")
+                .into())
+        }),
+        None => answered.await,
+    };
+    let mut response = match answered {
+        Ok(response) => response.map(|body| match write_deadline {
+            Some(deadline) => upstream::TimedBody::response(body, deadline.into()).boxed_unsync(),
+            None => body,
+        }),
         Err(failure) => {
             let mut response = failure.into_response(&cx);
             // The proxy's own answers (Envoy's local replies) carry the global response headers
@@ -110,6 +125,8 @@ struct Context {
     format: ResponseFormat,
     method: Method,
     target: String,
+    /// When the whole request must have arrived (`timeout_read` from its start).
+    read_deadline: Option<Instant>,
 }
 
 /// An early answer: an error, a policy denial, or a response ready to send.
@@ -231,7 +248,7 @@ async fn control_plane(
     let host = hostname(authority);
     if authn::endpoints::is_endpoint(&global.authn, host, path, &global.callback_path) {
         let (parts, incoming) = request.into_parts();
-        let body = read_bounded(incoming).await?;
+        let body = read_bounded(incoming, cx.read_deadline).await?;
         let url = original_url(global.tls, authority, &cx.target);
         let Ok(url) = url::Url::parse(&url) else {
             return Err(bad_host("reading the url"));
@@ -271,10 +288,19 @@ async fn control_plane(
     Ok(ControlPlane::NotOurs(request))
 }
 
-/// A control-plane request's body, refused past [`CONTROL_BODY_LIMIT`].
-async fn read_bounded(incoming: Incoming) -> Result<bytes::Bytes, Failure> {
+/// A control-plane request's body, refused past [`CONTROL_BODY_LIMIT`] or past `deadline`.
+async fn read_bounded(incoming: Incoming, deadline: Option<Instant>) -> Result<bytes::Bytes, Failure> {
     use http_body_util::BodyExt as _;
-    match http_body_util::Limited::new(incoming, CONTROL_BODY_LIMIT).collect().await {
+    let collect = http_body_util::Limited::new(incoming, CONTROL_BODY_LIMIT).collect();
+    let collected = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), collect).await.map_err(|_| {
+            Failure::from(
+                ProxyError::client(ErrorKind::Timeout).with_context("the request did not arrive within timeout_read"),
+            )
+        })?,
+        None => collect.await,
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) => {
             let too_large = error.downcast_ref::<http_body_util::LengthLimitError>().is_some();
@@ -487,7 +513,7 @@ async fn forward_request(
     if let Ok(value) = HeaderValue::from_str(&cx.request_id) {
         headers.insert(REQUEST_ID, value);
     }
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let target = strip_session_parameter(parts.uri.path_and_query().map_or("/", |p| p.as_str())).into_owned();
     let host = forward.host_rewrite.host(authority, &parts.headers, &target, &endpoint.authority);
     let host = HeaderValue::from_str(&host)
         .map_err(|_| ProxyError::proxy(ErrorKind::Internal).with_context("setting the upstream host"))?;
@@ -498,7 +524,13 @@ async fn forward_request(
         &forward.path_rewrite.apply(&target),
     )
     .map_err(|e| ProxyError::proxy(ErrorKind::Internal).with_context("building the upstream uri").with_cause(e))?;
-    let upstream_request = Request::from_parts(parts, body::incoming(incoming));
+    let body = match cx.read_deadline {
+        Some(deadline) if !hyper::body::Body::is_end_stream(&incoming) => {
+            upstream::TimedBody::request(incoming, deadline.into()).boxed_unsync()
+        }
+        _ => body::incoming(incoming),
+    };
+    let upstream_request = Request::from_parts(parts, body);
 
     let result = match on_upgrade {
         Some(on_upgrade) => {
@@ -527,6 +559,28 @@ async fn forward_request(
 
 fn with_headers(response: &mut Response<ProxyBody>, set: &[(http::HeaderName, HeaderValue)]) {
     headers::set_response_headers(response.headers_mut(), set);
+}
+
+/// The request target without `pomerium_session` query parameters: like the cookie, a handle
+/// in the query is the proxy's credential and never the upstream's. Names are compared decoded,
+/// as the handle reader (`authenticate::cookie::session_token`) decodes them, so that no
+/// re-encoding of the name slips one through. Borrows when there is nothing to remove.
+fn strip_session_parameter(target: &str) -> std::borrow::Cow<'_, str> {
+    const NAME: &str = "pomerium_session";
+    let Some((path, query)) = target.split_once('?') else { return target.into() };
+    // A name that decodes to NAME holds it literally or holds an escape.
+    if !query.contains(NAME) && !query.contains('%') {
+        return target.into();
+    }
+    let is_session = |pair: &&str| {
+        let name = pair.split('=').next().unwrap_or_default();
+        url::form_urlencoded::parse(name.as_bytes()).next().is_some_and(|(decoded, _)| decoded == NAME)
+    };
+    if !query.split('&').any(|pair| is_session(&pair)) {
+        return target.into();
+    }
+    let kept: Vec<&str> = query.split('&').filter(|pair| !is_session(pair)).collect();
+    if kept.is_empty() { path.to_owned().into() } else { format!("{path}?{}", kept.join("&")).into() }
 }
 
 /// Pomerium's `clean-upstream` filter: the session cookie and Pomerium's own authorization
@@ -582,6 +636,17 @@ mod tests {
             "/.pomerium/callback/?pomerium_redirect_uri=u&pomerium_session_encrypted=REDACTED"
         );
         assert_eq!(redact_credentials("/x?pomerium_session=jwt"), "/x?pomerium_session=REDACTED");
+    }
+
+    #[test]
+    fn the_session_parameter_is_never_forwarded() {
+        assert_eq!(strip_session_parameter("/x?pomerium_session=h"), "/x");
+        assert_eq!(strip_session_parameter("/x?a=1&pomerium_session=h&b=2"), "/x?a=1&b=2");
+        assert_eq!(strip_session_parameter("/x?pomerium%5Fsession=h&pomerium_session=j&c"), "/x?c");
+        assert_eq!(strip_session_parameter("/x?%70omerium_session"), "/x");
+        for kept in ["/x", "/x?pomerium_session_encrypted=1", "/x?a=%20", "/pomerium_session?x_pomerium_session=1"] {
+            assert!(matches!(strip_session_parameter(kept), std::borrow::Cow::Borrowed(_)), "{kept}");
+        }
         assert_eq!(redact_credentials("/x?pomerium_jwt=t&codes=1"), "/x?pomerium_jwt=REDACTED&codes=1");
     }
 

@@ -79,6 +79,10 @@ pub(crate) struct Global {
     pub remote_authorize: Option<ext_authz::Client>,
     /// `downstream_mtls.ca`, for the client certificate chains `Check` calls carry.
     pub client_chains: Option<crate::tls::ChainVerifier>,
+    /// `timeout_read`: the whole request, body included, must arrive within it.
+    pub request_timeout: Option<Duration>,
+    /// `timeout_write`: the whole response must be sent within it of the request's start.
+    pub response_timeout: Option<Duration>,
 }
 
 /// One route, ready to serve.
@@ -269,6 +273,8 @@ fn global(config: &Config, environment: &Environment) -> Result<Global, BuildErr
         records: environment.records.clone(),
         connect_timeout: Duration::from_secs(10),
         response_headers: header_pairs(&options.response_headers(None)),
+        request_timeout: (!options.timeout_read.is_zero()).then_some(options.timeout_read),
+        response_timeout: (!options.timeout_write.is_zero()).then_some(options.timeout_write),
     })
 }
 

@@ -34,7 +34,9 @@ use tokio::task::JoinSet;
 use crate::body::{self, ProxyBody};
 use crate::tls::{ClientCertificate, ServerTls};
 
+mod idle;
 mod linger;
+pub mod proxy_protocol;
 
 /// Limits and timeouts of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,12 @@ pub struct ServerOptions {
     pub max_concurrent_streams: u32,
     /// How long in-flight requests may take to finish once shutdown begins.
     pub shutdown_grace: Duration,
+    /// `timeout_idle`: a connection with nothing in flight and no bytes moving for this long is
+    /// closed. `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// `use_proxy_protocol`: every connection begins with a PROXY protocol header (v1 or v2),
+    /// whose source address is the client's; a connection without one is closed.
+    pub proxy_protocol: bool,
 }
 
 impl Default for ServerOptions {
@@ -63,6 +71,8 @@ impl Default for ServerOptions {
             max_headers: 1000,
             max_concurrent_streams: 100,
             shutdown_grace: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(300)),
+            proxy_protocol: false,
         }
     }
 }
@@ -245,9 +255,18 @@ struct Connection<H> {
 }
 
 impl<H: Handler> Connection<H> {
-    async fn serve(self, stream: TcpStream, peer: SocketAddr) {
+    async fn serve(self, mut stream: TcpStream, mut peer: SocketAddr) {
         let Ok(local) = stream.local_addr() else { return };
         stream.set_nodelay(true).ok();
+        if self.options.proxy_protocol {
+            let limit = self.options.tls_handshake_timeout.min(self.options.header_read_timeout);
+            match tokio::time::timeout(limit, proxy_protocol::read_header(&mut stream)).await {
+                Ok(Ok(proxy_protocol::Header::Proxied { source, .. })) => peer = source,
+                Ok(Ok(proxy_protocol::Header::Local)) => {}
+                Ok(Err(error)) => return tracing::debug!(%peer, %error, "connection closed"),
+                Err(_) => return tracing::debug!(%peer, "no PROXY protocol header in time: connection closed"),
+            }
+        }
         match self.tls.clone() {
             Some(tls) => self.serve_tls(stream, &tls, peer, local).await,
             None => self.serve_plain(stream, peer, local).await,
@@ -289,13 +308,30 @@ impl<H: Handler> Connection<H> {
         let info = Arc::new(info);
         let handler = self.handler;
         let peer = info.peer;
+        let activity = idle::Activity::new();
+        let requests = Arc::clone(&activity);
         let service = service_fn(move |request| {
+            let in_flight = requests.request();
             let response = handler.handle(request, Arc::clone(&info));
-            async move { Ok::<_, Infallible>(response.await) }
+            async move {
+                let response = response.await;
+                drop(in_flight);
+                Ok::<_, Infallible>(response)
+            }
         });
-        let (stream, returned) = linger::Returning::new(stream);
+        let (stream, returned) = linger::Returning::new(idle::Tracked::new(stream, Arc::clone(&activity)));
         let connection = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let outcome = self.watcher.watch(connection).await;
+        let connection = self.watcher.watch(connection);
+        let outcome = match self.options.idle_timeout {
+            Some(idle) => tokio::select! {
+                outcome = connection => outcome,
+                () = activity.idle_for(idle) => {
+                    // Nothing in flight and nothing moving: closing loses nothing.
+                    return tracing::debug!(%peer, "idle connection closed (timeout_idle)");
+                }
+            },
+            None => connection.await,
+        };
         if let Err(error) = outcome {
             tracing::debug!(%peer, %error, "connection ended with an error");
             if let Ok(stream) = returned.await {

@@ -345,6 +345,10 @@ impl ServerCertVerifier for NoVerification {
 
 /// Turns a client error into a proxy error, by what its chain of causes says.
 pub fn classify(error: hyper_util::client::legacy::Error) -> ProxyError {
+    // The client's own body ran out of time while it was being sent: the client's failure, 408.
+    if causes(&error).iter().any(|cause| cause.downcast_ref::<BodyTimeout>() == Some(&BodyTimeout::Request)) {
+        return ProxyError::client(ErrorKind::Timeout).with_context("reading the request body").with_cause(error);
+    }
     let kind = classify_kind(&error);
     ProxyError::upstream(kind).with_cause(error)
 }
@@ -397,6 +401,8 @@ pub struct TimedBody<B> {
     inner: B,
     deadline: Option<Pin<Box<Sleep>>>,
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    /// What passing the deadline means.
+    on_deadline: BodyTimeout,
 }
 
 /// Why a [`TimedBody`] stopped.
@@ -408,6 +414,12 @@ pub enum BodyTimeout {
     /// No data for longer than the idle timeout.
     #[error("the upstream response was idle for too long")]
     Idle,
+    /// The client's request body did not arrive within `timeout_read` of the request's start.
+    #[error("the request did not arrive within timeout_read")]
+    Request,
+    /// The response did not complete within `timeout_write` of the request's start.
+    #[error("the response did not complete within timeout_write")]
+    Response,
 }
 
 impl<B> TimedBody<B> {
@@ -417,7 +429,18 @@ impl<B> TimedBody<B> {
             inner,
             deadline: deadline.map(|deadline| Box::pin(tokio::time::sleep_until(deadline))),
             idle: idle.map(|idle| (idle, Box::pin(tokio::time::sleep(idle)))),
+            on_deadline: BodyTimeout::Deadline,
         }
+    }
+
+    /// A client's request body that must have arrived by `deadline` (`timeout_read`).
+    pub fn request(inner: B, deadline: Instant) -> Self {
+        Self { on_deadline: BodyTimeout::Request, ..Self::new(inner, Some(deadline), None) }
+    }
+
+    /// A response body that must be complete by `deadline` (`timeout_write`).
+    pub fn response(inner: B, deadline: Instant) -> Self {
+        Self { on_deadline: BodyTimeout::Response, ..Self::new(inner, Some(deadline), None) }
     }
 }
 
@@ -440,7 +463,7 @@ where
         if let Some(deadline) = &mut this.deadline
             && deadline.as_mut().poll(cx).is_ready()
         {
-            return Poll::Ready(Some(Err(BodyTimeout::Deadline.into())));
+            return Poll::Ready(Some(Err(this.on_deadline.into())));
         }
         if let Some((_, sleep)) = &mut this.idle
             && sleep.as_mut().poll(cx).is_ready()

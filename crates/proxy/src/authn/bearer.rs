@@ -78,12 +78,15 @@ pub(crate) fn read<'a>(headers: &'a HeaderMap, format: Option<BearerTokenFormat>
     }
 }
 
-/// The token of `Authorization: Bearer <token>` (the scheme in any case), if not empty.
+/// The token of `Authorization: Bearer <token>` (the scheme in any case), if not empty. A
+/// `Pomerium-…` token is a session handle of ours (in any case, to be safe): it is never taken
+/// to the identity provider, where it would be disclosed.
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let scheme = value.get(..7)?;
     let token = value.get(7..)?;
-    (scheme.eq_ignore_ascii_case("bearer ") && !token.is_empty()).then_some(token)
+    let is_handle = token.get(..9).is_some_and(|prefix| prefix.eq_ignore_ascii_case("pomerium-"));
+    (scheme.eq_ignore_ascii_case("bearer ") && !token.is_empty() && !is_handle).then_some(token)
 }
 
 /// The session of an identity provider's token: the one made for it before (in the cache, or
@@ -117,6 +120,12 @@ pub(crate) async fn session(
     if let Some(reason) = authn.bearer.refused(&id) {
         return Err(BearerError::Refused(reason));
     }
+    // Every new token costs a call to the databroker and one to the provider: at most
+    // CHECKS_AT_ONCE at a time over all clients, so that a flood of made-up tokens can neither
+    // pile up calls to the provider nor hold unbounded state here. Waiting is bounded too.
+    let Ok(Ok(_permit)) = tokio::time::timeout(CHECK_WAIT, authn.bearer.checks.acquire()).await else {
+        return Err(BearerError::Unavailable("too many new bearer tokens are being checked; try again".to_owned()));
+    };
     let outcome = session_once(settings, authn, store, kind, token, audiences, id.clone(), now).await;
     if let Err(BearerError::Refused(reason)) = &outcome {
         authn.bearer.remember_refusal(&id, reason);
@@ -290,11 +299,28 @@ pub(crate) fn session_id(kind: TokenKind, idp_id: Option<&str>, audiences: Optio
 /// What the bearer path keeps across requests (part of [`Authn`]): the checks in flight, and
 /// the tokens the provider refused lately, so that a client retrying a bad token does not turn
 /// each retry into a request to the provider.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct BearerState {
     flights: std::sync::Mutex<std::collections::HashMap<String, Flight>>,
     refusals: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, String)>>,
+    /// Checks of new tokens in progress, over all clients ([`CHECKS_AT_ONCE`]).
+    checks: tokio::sync::Semaphore,
 }
+
+impl Default for BearerState {
+    fn default() -> Self {
+        BearerState {
+            flights: std::sync::Mutex::default(),
+            refusals: std::sync::Mutex::default(),
+            checks: tokio::sync::Semaphore::new(CHECKS_AT_ONCE),
+        }
+    }
+}
+
+/// New tokens checked with the provider at once, at most.
+const CHECKS_AT_ONCE: usize = 32;
+/// How long a new token waits for its turn before the request gets a 503.
+const CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 type Flight = std::sync::Arc<tokio::sync::Mutex<()>>;
 
@@ -458,7 +484,7 @@ mod tests {
             read(&headers(&[("authorization", "bearer abc")]), Some(BearerTokenFormat::IdpIdentityToken), "_pomerium"),
             Bearer::IdpToken(TokenKind::Identity, "abc")
         );
-        for other in ["Basic abc", "Bearer ", "Pomerium abc", "Bearer"] {
+        for other in ["Basic abc", "Bearer ", "Pomerium abc", "Bearer", "Bearer Pomerium-handle", "bearer pomerium-x"] {
             let map = headers(&[("authorization", other)]);
             assert_eq!(read(&map, Some(BearerTokenFormat::IdpAccessToken), "_pomerium"), Bearer::NotRead, "{other}");
         }

@@ -79,6 +79,9 @@ pub(crate) async fn handle(cx: &Context<'_>, request: &ControlRequest<'_>, callb
         p if p.starts_with("/.well-known/pomerium") => return not_found(request),
         _ => {}
     }
+    if is_cross_site_change(cx.settings, request, callback_path) {
+        return refuse(request, StatusCode::FORBIDDEN, "a request from another site may not change anything here");
+    }
     if cx.settings.serves_authenticate && cx.settings.is_authenticate_host(request.hostname) {
         return match path {
             "/" => redirect(cx.settings.authenticate_path("/.pomerium/").as_str()),
@@ -104,6 +107,26 @@ pub(crate) async fn handle(cx: &Context<'_>, request: &ControlRequest<'_>, callb
 }
 
 const DEV_IDP: &str = "/.pomerium/dev-idp";
+
+/// A state-changing request (any method but GET, HEAD and OPTIONS) that a browser sent from a
+/// page of another site: its `Origin` is not a host this configuration serves, or is `null` (a
+/// sandboxed frame, a redirect across sites, a `data:` page), or, without an `Origin`, the
+/// browser says `Sec-Fetch-Site: cross-site`. A request with neither is not a browser's and
+/// carries no ambient cookie by accident. The identity provider's `form_post` answer to the
+/// OAuth callback is cross-site by design, and its state and CSRF cookie protect it.
+fn is_cross_site_change(settings: &AuthnSettings, request: &ControlRequest<'_>, callback_path: &str) -> bool {
+    if [Method::GET, Method::HEAD, Method::OPTIONS].contains(request.method) {
+        return false;
+    }
+    if request.url.path() == callback_path && settings.is_authenticate_host(request.hostname) {
+        return false;
+    }
+    let header = |name: http::HeaderName| request.headers.get(name).map(|v| v.to_str().unwrap_or("null"));
+    match header(header::ORIGIN) {
+        Some(origin) => origin == "null" || Url::parse(origin).map_or(true, |url| !settings.is_own_url(&url)),
+        None => header(http::HeaderName::from_static("sec-fetch-site")) == Some("cross-site"),
+    }
+}
 
 // ---- responses
 
@@ -531,13 +554,10 @@ fn sign_out_target(settings: &AuthnSettings, request: &ControlRequest<'_>) -> Ur
 }
 
 /// An unsigned GET gets a confirmation page (a link alone must not sign anyone out); a POST
-/// from another site is refused.
+/// is accepted (one from another site was refused by `handle`).
 fn confirm_unsigned_sign_out(cx: &Context<'_>, request: &ControlRequest<'_>) -> Option<Response<ProxyBody>> {
     if request.method == Method::POST {
-        let origin = request.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-        let foreign =
-            origin.is_some_and(|o| o != "null" && Url::parse(o).map_or(true, |u| !cx.settings.is_own_url(&u)));
-        return foreign.then(|| refuse(request, StatusCode::FORBIDDEN, "a sign-out from another site is not accepted"));
+        return None;
     }
     if authenticate::verify(request.url, &cx.settings.shared_key, unix(cx.now)).is_ok() {
         return None;

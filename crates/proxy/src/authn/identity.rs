@@ -16,9 +16,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 /// How long a signed assertion is reused (it is valid for five minutes).
 const REUSE_SECONDS: i64 = 60;
-/// Sessions kept at most; the cache starts over when full.
-const CAPACITY: usize = 100_000;
-
+/// Assertions kept at most, over every session, host and key: a client sending requests for
+/// many hosts (a wildcard route passing identity, even anonymously) or many sessions cannot
+/// grow the cache past it (an entry is about a kilobyte).
+const CAPACITY: usize = 8192;
 /// What a request's identity headers and templates are made of.
 #[derive(Debug, Clone)]
 pub(crate) struct Identity {
@@ -36,8 +37,6 @@ type Signed = (Arc<str>, HeaderValue, Arc<Map<String, Value>>);
 
 #[derive(Debug)]
 struct Cached {
-    host: Box<str>,
-    key_id: Box<str>,
     /// The revisions of the session and user records the claims were made from.
     revisions: Revisions,
     jwt: Arc<str>,
@@ -49,16 +48,51 @@ struct Cached {
 /// The session's and its user's record revisions (0 for none).
 type Revisions = (u64, u64);
 
-/// Signed assertions by session id, then (host name, key id): looked up without allocating.
+type Map3<T> = HashMap<Box<str>, T, foldhash::fast::RandomState>;
+
+/// Signed assertions by session id, then host name, then key id: each level a hash lookup by
+/// `&str`, so a lookup allocates nothing and costs the same however many hosts a session (or
+/// the anonymous session, `""`) has. Bounded by [`CAPACITY`] entries in all.
 #[derive(Debug, Default)]
 pub(crate) struct AssertionCache {
-    entries: Mutex<HashMap<Box<str>, Vec<Cached>, foldhash::fast::RandomState>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    by_session: Map3<Map3<Map3<Cached>>>,
+    len: usize,
+}
+
+impl Entries {
+    /// Makes room for one more: first drops what is too old to be reused, and if the cache is
+    /// still mostly full (a flood of fresh entries), starts over. Each sweep is paid for by the
+    /// inserts that filled the cache, so an insert costs O(1) amortized.
+    fn make_room(&mut self, now: i64) {
+        if self.len < CAPACITY {
+            return;
+        }
+        let mut kept = 0;
+        self.by_session.retain(|_, hosts| {
+            hosts.retain(|_, keys| {
+                keys.retain(|_, cached| now.saturating_sub(cached.issued_at) < REUSE_SECONDS);
+                kept += keys.len();
+                !keys.is_empty()
+            });
+            !hosts.is_empty()
+        });
+        self.len = kept;
+        if self.len >= CAPACITY / 4 * 3 {
+            self.by_session.clear();
+            self.len = 0;
+        }
+    }
 }
 
 impl AssertionCache {
     fn get(&self, session: &str, host: &str, key_id: &str, revisions: Revisions, now: i64) -> Option<Signed> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let cached = entries.get(session)?.iter().find(|c| &*c.host == host && &*c.key_id == key_id)?;
+        let cached = entries.by_session.get(session)?.get(host)?.get(key_id)?;
         (cached.revisions == revisions
             && now.saturating_sub(cached.issued_at) < REUSE_SECONDS
             && cached.issued_at <= now)
@@ -66,17 +100,25 @@ impl AssertionCache {
     }
 
     pub(crate) fn clear(&self) {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.by_session.clear();
+        entries.len = 0;
     }
 
-    fn put(&self, session: &str, cached: Cached) {
+    fn put(&self, session: &str, host: &str, key_id: &str, cached: Cached) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= CAPACITY {
-            entries.clear();
+        entries.make_room(cached.issued_at);
+        let keys = entries.by_session.entry(session.into()).or_default().entry(host.into()).or_default();
+        let added = keys.insert(key_id.into(), cached).is_none();
+        if added {
+            entries.len += 1;
         }
-        let hosts = entries.entry(session.into()).or_default();
-        hosts.retain(|c| !(c.host == cached.host && c.key_id == cached.key_id));
-        hosts.push(cached);
+    }
+
+    /// Entries held (for tests and benchmarks).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).len
     }
 }
 
@@ -134,9 +176,9 @@ pub(crate) fn identity(
     let claims = Arc::new(claims);
     cache.put(
         session_key,
+        hostname,
+        key_id,
         Cached {
-            host: hostname.into(),
-            key_id: key_id.into(),
             revisions,
             jwt: Arc::clone(&jwt),
             header: header.clone(),
@@ -150,4 +192,49 @@ pub(crate) fn identity(
 /// `X-Pomerium-Claim-*` values for `identity`, by header name.
 pub(crate) fn claim_headers(settings: &AuthnSettings, identity: &Identity) -> Vec<(String, String)> {
     assertion::claim_headers(&identity.claims, &settings.claim_headers)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    fn cached(issued_at: i64) -> Cached {
+        Cached {
+            revisions: (1, 1),
+            jwt: Arc::from("a.b.c"),
+            header: HeaderValue::from_static("a.b.c"),
+            claims: Arc::new(Map::new()),
+            issued_at,
+        }
+    }
+
+    #[test]
+    fn many_hosts_stay_within_the_bound_and_keep_being_found() {
+        let cache = AssertionCache::default();
+        for n in 0..50_000 {
+            let host = format!("h{n}.example.com");
+            cache.put("", &host, "k", cached(1000));
+            assert!(cache.len() <= CAPACITY);
+            assert!(cache.get("", &host, "k", (1, 1), 1000).is_some(), "the newest entry is found");
+        }
+        cache.put("s", "app.example.com", "k", cached(1000));
+        assert!(cache.get("s", "app.example.com", "k", (1, 1), 1059).is_some());
+        assert!(cache.get("s", "app.example.com", "k", (1, 1), 1060).is_none(), "reused for a minute");
+        assert!(cache.get("s", "app.example.com", "k", (1, 2), 1000).is_none(), "the user record changed");
+        assert!(cache.get("s", "app.example.com", "other", (1, 1), 1000).is_none(), "another key");
+    }
+
+    #[test]
+    fn a_full_cache_drops_what_is_too_old_first() {
+        let cache = AssertionCache::default();
+        for n in 0..CAPACITY - 1 {
+            cache.put("old", &format!("h{n}"), "k", cached(0));
+        }
+        cache.put("fresh", "app", "k", cached(100));
+        // Full: the next insert sweeps the old entries out and keeps the fresh one.
+        cache.put("new", "app", "k", cached(100));
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get("fresh", "app", "k", (1, 1), 100).is_some());
+    }
 }

@@ -38,7 +38,9 @@ pub struct Authn {
     /// Where sessions are written and read; `None` where no databroker is reachable (then no one
     /// can sign in, and every protected route asks for a sign-in).
     pub store: Option<SessionStore>,
-    provider: tokio::sync::Mutex<Option<(String, Provider)>>,
+    /// The provider for the settings of this digest: discovered once (concurrent first uses wait
+    /// for the one discovery), and no lock is held while it runs.
+    provider: std::sync::Mutex<Option<(String, Arc<tokio::sync::OnceCell<Provider>>)>>,
     pub(crate) assertions: identity::AssertionCache,
     /// Identity provider tokens being checked, and those refused lately.
     pub(crate) bearer: bearer::BearerState,
@@ -59,15 +61,19 @@ impl Authn {
     /// change. A failed discovery is not kept: the next sign-in tries again.
     pub async fn provider(&self, settings: &ProviderSettings) -> Result<Provider, oidc::OidcError> {
         let key = provider_key(settings);
-        let mut slot = self.provider.lock().await;
-        if let Some((held, provider)) = slot.as_ref()
-            && *held == key
-        {
-            return Ok(provider.clone());
-        }
-        let provider = Provider::new(settings.clone()).await?;
-        *slot = Some((key, provider.clone()));
-        Ok(provider)
+        let cell = {
+            let mut slot = self.provider.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match slot.as_ref() {
+                Some((held, cell)) if *held == key => Arc::clone(cell),
+                _ => {
+                    let cell = Arc::new(tokio::sync::OnceCell::new());
+                    *slot = Some((key, Arc::clone(&cell)));
+                    cell
+                }
+            }
+        };
+        // A failed discovery leaves the cell empty: the next caller tries again.
+        cell.get_or_try_init(|| Provider::new(settings.clone())).await.cloned()
     }
 }
 
