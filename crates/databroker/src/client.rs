@@ -27,7 +27,6 @@ use tonic::Code;
 pub use tonic::Status;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 /// Signs every outgoing call with a fresh service token.
 #[derive(Clone, Debug)]
@@ -41,8 +40,9 @@ impl tonic::service::Interceptor for TokenInterceptor {
     }
 }
 
-type GrpcClient =
-    pb::data_broker_service_client::DataBrokerServiceClient<InterceptedService<Channel, TokenInterceptor>>;
+type GrpcClient = pb::data_broker_service_client::DataBrokerServiceClient<
+    InterceptedService<crate::pool::GrpcPool, TokenInterceptor>,
+>;
 
 /// How a remote [`Broker`] verifies an `https://` databroker.
 #[derive(Clone, Debug, Default)]
@@ -60,7 +60,7 @@ fn tls_provider() -> Arc<CryptoProvider> {
 
 /// The rustls client configuration for an `https://` databroker. Its ALPN stays empty: the
 /// hyper-rustls builder requires that, and offers `h2` (from `enable_http2`) itself.
-fn tls_client_config(options: &RemoteOptions) -> Result<ClientConfig, String> {
+pub(crate) fn tls_client_config(options: &RemoteOptions) -> Result<ClientConfig, String> {
     let provider = tls_provider();
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -79,32 +79,6 @@ fn tls_client_config(options: &RemoteOptions) -> Result<ClientConfig, String> {
         builder.with_root_certificates(roots).with_no_client_auth()
     };
     Ok(config)
-}
-
-/// A lazily connecting channel to the gRPC service `what` (databroker, authorize) at `url`:
-/// `http://` in plain text, `https://` verified as `options` say; no Nagle, keep-alives.
-pub fn grpc_channel(what: &str, url: &str, options: &RemoteOptions) -> Result<Channel, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map_err(|e| format!("invalid {what} URL `{url}`: {e}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30));
-    match endpoint.uri().scheme_str() {
-        Some("http") => Ok(endpoint.connect_lazy()),
-        Some("https") => {
-            let config = tls_client_config(options)?;
-            let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-            http.enforce_http(false);
-            http.set_nodelay(true);
-            let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(config)
-                .https_only()
-                .enable_http2()
-                .wrap_connector(http);
-            Ok(endpoint.connect_with_connector_lazy(connector))
-        }
-        _ => Err(format!("{what} URL `{url}`: the scheme must be `http://` or `https://`")),
-    }
 }
 
 /// The CA certificates in `pem`: at least one, each parsable.
@@ -195,9 +169,21 @@ impl Broker {
     /// [`Broker::remote`] with TLS options for `https://` URLs (`http://` stays plaintext and
     /// ignores them).
     pub fn remote_with(url: &str, auth: ServiceAuth, options: &RemoteOptions) -> Result<Broker, String> {
-        let channel = grpc_channel("databroker", url, options)?;
+        Broker::remote_all(&[url.to_owned()], auth, options, crate::pool::Family::All)
+    }
+
+    /// A client for the databrokers at `urls` (`databroker_service_urls`): every address of every
+    /// URL, spread and failed over ([`crate::pool::GrpcPool`]). Needs a Tokio runtime when a URL
+    /// names a host (it is resolved in the background, and again every few seconds).
+    pub fn remote_all(
+        urls: &[String],
+        auth: ServiceAuth,
+        options: &RemoteOptions,
+        family: crate::pool::Family,
+    ) -> Result<Broker, String> {
+        let pool = crate::pool::GrpcPool::start("databroker", urls, options, family, crate::pool::system_resolver())?;
         Ok(Broker::Remote(Box::new(pb::data_broker_service_client::DataBrokerServiceClient::with_interceptor(
-            channel,
+            pool,
             TokenInterceptor(auth),
         ))))
     }

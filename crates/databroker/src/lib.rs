@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod pool;
 pub mod query;
 pub mod record;
 pub mod server;

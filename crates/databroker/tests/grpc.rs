@@ -28,7 +28,11 @@ struct Served {
 }
 
 async fn serve(storage: AnyStorage) -> Served {
-    let storage = Arc::new(storage);
+    serve_shared(Arc::new(storage)).await
+}
+
+/// A server of `storage`, which other servers may serve too (instances on one storage).
+async fn serve_shared(storage: Arc<AnyStorage>) -> Served {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -345,4 +349,36 @@ fn a_ca_without_certificates_is_refused() {
 
 fn client_for(url: &str) -> Broker {
     Broker::remote(url, ServiceAuth::new(SECRET)).unwrap()
+}
+
+/// `databroker_service_urls`: a client of two databrokers on one storage keeps working when one
+/// goes away (at most the call that finds it gone fails; that address is then left alone), and
+/// what it writes through one is read through the other.
+#[tokio::test]
+async fn a_client_of_several_databrokers_survives_one_going_away() {
+    let storage = Arc::new(AnyStorage::Memory(MemoryStorage::new()));
+    let a = serve_shared(Arc::clone(&storage)).await;
+    let b = serve_shared(Arc::clone(&storage)).await;
+    let urls = [a.url.clone(), b.url.clone()];
+    let broker =
+        Broker::remote_all(&urls, ServiceAuth::new(SECRET), &RemoteOptions::default(), Default::default()).unwrap();
+    broker.put(vec![record("t", "1", json!({"n": 1}))]).await.unwrap();
+    for _ in 0..4 {
+        assert!(broker.get("t", "1").await.unwrap().is_some());
+    }
+    drop(a);
+    let mut failures = 0;
+    for n in 0..10 {
+        match broker.put(vec![record("t", &format!("after-{n}"), json!({"n": n}))]).await {
+            Ok(_) => {}
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status}");
+                failures += 1;
+            }
+        }
+    }
+    assert!(failures <= 1, "{failures} calls failed after one databroker went away");
+    let written = storage.get("t", "after-9").await.unwrap();
+    assert!(written.is_some(), "the other databroker took the writes");
+    drop(b);
 }

@@ -11,12 +11,12 @@
 
 use databroker::auth::ServiceAuth;
 use databroker::client::{RemoteOptions, TokenInterceptor};
+use databroker::pool::{Family, GrpcPool, is_transport_failure, system_resolver};
 use databroker::server::Authenticator;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// The generated messages of `proto/ext_authz.proto`.
@@ -64,19 +64,42 @@ pub fn service<A: Authorizer>(authorizer: Arc<A>, auth: ServiceAuth) -> Authenti
     )
 }
 
-/// A client of a remote authorize service; cheap to clone.
+/// A client of a remote authorize service, over every address of every URL it is given
+/// ([`GrpcPool`]); cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Client(wire::authorization_client::AuthorizationClient<InterceptedService<Channel, TokenInterceptor>>);
+pub struct Client {
+    grpc: wire::authorization_client::AuthorizationClient<InterceptedService<GrpcPool, TokenInterceptor>>,
+    pool: GrpcPool,
+}
 
 impl Client {
-    /// A client of the service at `url` (`http://` in plain text, `https://` verified as
-    /// `options` say); connects on first use.
-    pub fn connect(url: &str, auth: ServiceAuth, options: &RemoteOptions) -> Result<Client, String> {
-        let channel = databroker::client::grpc_channel("authorize service", url, options)?;
-        Ok(Client(wire::authorization_client::AuthorizationClient::with_interceptor(channel, TokenInterceptor(auth))))
+    /// A client of the service at `urls` (`http://` in plain text, `https://` verified as
+    /// `options` say; names resolved to all their addresses); connects on first use.
+    pub async fn connect(
+        urls: &[String],
+        auth: ServiceAuth,
+        options: &RemoteOptions,
+        family: Family,
+    ) -> Result<Client, String> {
+        let pool = GrpcPool::new("authorize service", urls, options, family, system_resolver()).await?;
+        let grpc =
+            wire::authorization_client::AuthorizationClient::with_interceptor(pool.clone(), TokenInterceptor(auth));
+        Ok(Client { grpc, pool })
     }
 
+    /// Asks for a decision. A Check decides and changes nothing, so a call that failed at the
+    /// transport (its instance died or cannot be reached) is asked again of the next address.
     pub async fn check(&self, request: CheckRequest) -> Result<CheckResponse, Status> {
-        self.0.clone().check(request).await.map(Response::into_inner)
+        let attempts = self.pool.addresses().len().clamp(2, 5);
+        let mut attempt = 1;
+        loop {
+            match self.grpc.clone().check(request.clone()).await {
+                Err(status) if attempt < attempts && is_transport_failure(&status) => {
+                    tracing::debug!(%status, attempt, "authorize service call failed at the transport; asking another address");
+                    attempt += 1;
+                }
+                outcome => return outcome.map(Response::into_inner),
+            }
+        }
     }
 }

@@ -180,7 +180,7 @@ impl Server {
             records,
             clients: Arc::new(UpstreamClients::new(ClientOptions::default())),
             authn: Arc::new(Authn::new(store)),
-            remote_authorize: remote_authorize(&config.options)?,
+            remote_authorize: remote_authorize(&config.options).await?,
         };
         let runtime =
             Runtime::build(&config, &environment).map_err(|e| format!("the configuration cannot run: {e}"))?;
@@ -463,25 +463,30 @@ fn check_services(options: &Options) -> Result<(), String> {
     ))
 }
 
-/// A proxy that runs without the authorize service asks the one at `authorize_service_url`
-/// (`authorize_internal_service_url` first) over gRPC; without either, it decides in process
-/// (ours: Pomerium's proxy always needs an authorize service).
-fn remote_authorize(options: &Options) -> Result<Option<ext_authz::Client>, String> {
+/// A proxy that runs without the authorize service asks the ones at `authorize_service_urls`
+/// (`authorize_internal_service_url` instead, when set) over gRPC, spread over every address of
+/// every URL, failing over between them; without any, it decides in process (ours: Pomerium's
+/// proxy always needs an authorize service).
+async fn remote_authorize(options: &Options) -> Result<Option<ext_authz::Client>, String> {
     use config::options::Service;
     if !options.services.runs(Service::Proxy) || options.services.runs(Service::Authorize) {
         return Ok(None);
     }
-    let Some(url) = options.authorize_internal_service_url.as_ref().or_else(|| options.authorize_service_urls.first())
-    else {
-        return Ok(None);
+    let urls: Vec<String> = match &options.authorize_internal_service_url {
+        Some(url) => vec![url.to_string()],
+        None => options.authorize_service_urls.iter().map(ToString::to_string).collect(),
     };
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    let family = crate::databroker::lookup_family(options);
     let remote = databroker::client::RemoteOptions {
         ca_pem: options.certificate_authority.as_ref().map(|ca| proxy::tls::certificates_to_pem(ca.ders())),
         insecure_skip_verify: false,
     };
     let auth = crate::databroker::service_auth(options)?;
-    let client = ext_authz::Client::connect(url.as_str().trim_end_matches('/'), auth, &remote)?;
-    tracing::info!(url = %url, "requests are authorized by the authorize service");
+    let client = ext_authz::Client::connect(&urls, auth, &remote, family).await?;
+    tracing::info!(urls = ?urls, "requests are authorized by the authorize service");
     Ok(Some(client))
 }
 

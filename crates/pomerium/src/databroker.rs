@@ -121,16 +121,29 @@ pub(crate) fn service_auth(options: &Options) -> Result<ServiceAuth, String> {
     Ok(ServiceAuth::new(secret.expose()))
 }
 
+/// The databrokers of `databroker_service_urls` (`databroker_internal_service_url` instead, when
+/// set): every address of every URL, spread and failed over.
 fn remote(options: &Options) -> Result<Broker, String> {
-    let url = options
-        .databroker
-        .internal_service_url
-        .as_ref()
-        .or_else(|| options.databroker.service_urls.first())
-        .ok_or("databroker_service_url is required when the databroker runs in another process")?;
+    let urls: Vec<String> = match &options.databroker.internal_service_url {
+        Some(url) => vec![url.to_string()],
+        None => options.databroker.service_urls.iter().map(ToString::to_string).collect(),
+    };
+    if urls.is_empty() {
+        return Err("databroker_service_url is required when the databroker runs in another process".to_owned());
+    }
     let remote = RemoteOptions {
         ca_pem: options.certificate_authority.as_ref().map(|ca| proxy::tls::certificates_to_pem(ca.ders())),
         insecure_skip_verify: false,
     };
-    Broker::remote_with(url.as_str().trim_end_matches('/'), service_auth(options)?, &remote)
+    Broker::remote_all(&urls, service_auth(options)?, &remote, lookup_family(options))
+}
+
+/// `dns_lookup_family` for the gRPC clients (`AUTO` and `V4_PREFERRED` keep both families).
+pub(crate) fn lookup_family(options: &Options) -> databroker::pool::Family {
+    use config::options::DnsLookupFamily;
+    match options.dns_lookup_family {
+        Some(DnsLookupFamily::V4Only) => databroker::pool::Family::V4Only,
+        Some(DnsLookupFamily::V6Only) => databroker::pool::Family::V6Only,
+        _ => databroker::pool::Family::All,
+    }
 }

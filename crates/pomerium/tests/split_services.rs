@@ -244,8 +244,11 @@ fn grpc_options(setup: &Setup) -> databroker::client::RemoteOptions {
 }
 
 /// An ext_authz client of the deployment's authorize service, with the shared secret.
-fn authorize_client(deployment: &Deployment, options: &databroker::client::RemoteOptions) -> ext_authz::Client {
-    ext_authz::Client::connect(&deployment.authorize_url, ServiceAuth::new(&support::SHARED_KEY), options).unwrap()
+async fn authorize_client(deployment: &Deployment, options: &databroker::client::RemoteOptions) -> ext_authz::Client {
+    let urls = [deployment.authorize_url.clone()];
+    ext_authz::Client::connect(&urls, ServiceAuth::new(&support::SHARED_KEY), options, Default::default())
+        .await
+        .unwrap()
 }
 
 /// A Check as Envoy builds it for Pomerium: headers only, no route id, the client's address.
@@ -318,7 +321,7 @@ async fn the_authorize_service_answers_envoy_shaped_checks_and_only_with_the_sha
     let upstream = echo_upstream("app", None).await;
     let deployment = deploy(&setup, &idp, upstream.address, &postgres).await;
     let options = grpc_options(&setup);
-    let client = authorize_client(&deployment, &options);
+    let client = authorize_client(&deployment, &options).await;
     let answer = client.check(envoy_like("/page?x=1", "text/html")).await.unwrap();
     assert_eq!(answer.status.as_ref().map(|s| s.code), Some(tonic::Code::PermissionDenied as i32));
     let Some(wire::check_response::HttpResponse::DeniedResponse(denied)) = answer.http_response else {
@@ -339,10 +342,12 @@ async fn the_authorize_service_answers_envoy_shaped_checks_and_only_with_the_sha
 
     // A caller without the shared secret is refused before anything is decided.
     let foreign = ext_authz::Client::connect(
-        &deployment.authorize_url,
+        std::slice::from_ref(&deployment.authorize_url),
         ServiceAuth::new(b"not the shared secret at all...."),
         &options,
+        Default::default(),
     )
+    .await
     .unwrap();
     assert_eq!(foreign.check(envoy_like("/", "text/html")).await.unwrap_err().code(), tonic::Code::Unauthenticated);
     // A malformed call is an error, not a panic.
@@ -371,7 +376,7 @@ async fn the_authorize_service_checks_client_certificates_whoever_forwards_them(
 
     // An Envoy: a trusted chain passes the certificate rule (the next answer is about the
     // missing session, 401); an untrusted one, or none, is 495.
-    let client = authorize_client(&deployment, &grpc_options(&setup));
+    let client = authorize_client(&deployment, &grpc_options(&setup)).await;
     let status = |answer: ext_authz::CheckResponse| match answer.http_response {
         Some(wire::check_response::HttpResponse::DeniedResponse(denied)) => denied.status.map(|s| s.code),
         other => panic!("a denial: {other:?}"),
