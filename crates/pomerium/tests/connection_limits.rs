@@ -97,7 +97,11 @@ async fn a_request_that_does_not_arrive_within_timeout_read_is_cut_off() {
 async fn an_idle_connection_is_closed_after_timeout_idle_but_not_a_busy_one() {
     let setup = Setup::new();
     let slow = slow_upstream(Duration::from_millis(2500), 1, Duration::ZERO).await;
-    let routes = routes(&[route("app", &format!("to: {}\nallow_public_unauthenticated_access: true", slow.http()))]);
+    let trickle = slow_upstream(Duration::ZERO, 5, Duration::from_millis(500)).await;
+    let routes = routes(&[
+        route("app", &format!("to: {}\nallow_public_unauthenticated_access: true", slow.http())),
+        route("trickle", &format!("to: {}\nallow_public_unauthenticated_access: true", trickle.http())),
+    ]);
     let mut server = setup.start(&format!("timeout_idle: 1s\n{routes}")).await;
     let host = server.host("app");
 
@@ -111,6 +115,13 @@ async fn an_idle_connection_is_closed_after_timeout_idle_but_not_a_busy_one() {
     assert!(response.ends_with("piece\n") || response.contains("piece\n"), "{response}");
     assert!(took >= Duration::from_millis(3000), "closed only after the answer and an idle second: {took:?}");
     assert!(started.elapsed() < Duration::from_secs(8));
+
+    // A response body streaming for longer than timeout_idle is in flight too: it arrives whole.
+    let mut stream = server.tls("trickle.test.localhost", server.client_tls(&[b"http/1.1"])).await;
+    let head = format!("GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.host("trickle"));
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (response, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert_eq!(response.matches("piece\n").count(), 5, "{response}");
     server.assert_running();
 }
 

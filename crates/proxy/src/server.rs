@@ -314,12 +314,11 @@ impl<H: Handler> Connection<H> {
             let in_flight = requests.request();
             let response = handler.handle(request, Arc::clone(&info));
             async move {
-                let response = response.await;
-                drop(in_flight);
+                let response = response.await.map(|body| idle::InFlightBody::new(body, in_flight));
                 Ok::<_, Infallible>(response)
             }
         });
-        let (stream, returned) = linger::Returning::new(idle::Tracked::new(stream, Arc::clone(&activity)));
+        let (stream, returned) = linger::Returning::new(stream);
         let connection = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let connection = self.watcher.watch(connection);
         let outcome = match self.options.idle_timeout {

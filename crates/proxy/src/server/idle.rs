@@ -1,23 +1,27 @@
-//! `timeout_idle`: a connection with no request in flight and no byte read or written for that
-//! long is closed (Envoy's `idle_timeout` in Pomerium's listener, five minutes by default), so an
-//! idle client does not hold a socket and its buffers forever.
+//! `timeout_idle`: a connection with no request in flight for that long is closed (Envoy's
+//! `idle_timeout` in Pomerium's listener, five minutes by default), so an idle client does not
+//! hold a socket and its buffers forever. A request is in flight from its head to the end of its
+//! response body, so a long download is not idle; bytes alone (HTTP/2 pings, say) do not count,
+//! so a client cannot keep a connection with keep-alive traffic.
 
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
-/// What a connection has been doing: when it last moved a byte, and how many requests are in
-/// flight. Shared by the stream wrapper, the request service and the watchdog.
+use crate::body::{BoxError, ProxyBody};
+
+/// When a connection last had nothing in flight, and how many requests are in flight. Shared by
+/// the request service, the response bodies and the watchdog.
 #[derive(Debug)]
 pub(super) struct Activity {
     start: Instant,
-    /// Milliseconds from `start` to the last byte read or written.
+    /// Milliseconds from `start` to the moment the last request in flight finished.
     last: AtomicU64,
     in_flight: AtomicUsize,
 }
@@ -32,93 +36,64 @@ impl Activity {
         self.last.store(elapsed, Ordering::Relaxed);
     }
 
-    /// A request began; it counts as in flight until the guard is dropped (its response
-    /// produced). A response body still streaming keeps the connection busy by its bytes.
+    /// A request began; it is in flight until the guard is dropped (with its response body).
     pub(super) fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.touch();
         InFlight(Arc::clone(self))
     }
 
-    /// Resolves once the connection has been idle for `idle`.
+    /// Resolves once the connection has had nothing in flight for `idle`.
     pub(super) async fn idle_for(&self, idle: Duration) {
         loop {
             let last = self.start + Duration::from_millis(self.last.load(Ordering::Relaxed));
             let due = last + idle;
-            if Instant::now() >= due && self.in_flight.load(Ordering::Relaxed) == 0 {
+            let now = Instant::now();
+            if now >= due && self.in_flight.load(Ordering::Relaxed) == 0 {
                 return;
             }
             // Busy past the due time: look again one idle period on.
-            let next = if Instant::now() >= due { Instant::now() + idle } else { due };
-            tokio::time::sleep_until(next).await;
+            tokio::time::sleep_until(if now >= due { now + idle } else { due }).await;
         }
     }
 }
 
 /// A request in flight on its connection.
+#[derive(Debug)]
 pub(super) struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// A stream that records its reads and writes in an [`Activity`].
-pub(super) struct Tracked<T> {
-    inner: T,
-    activity: Arc<Activity>,
+/// A response body that keeps its request in flight until it is sent (or dropped).
+pub(super) struct InFlightBody {
+    inner: ProxyBody,
+    _in_flight: InFlight,
 }
 
-impl<T> Tracked<T> {
-    pub(super) fn new(inner: T, activity: Arc<Activity>) -> Self {
-        Tracked { inner, activity }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-        }
-        result
+impl InFlightBody {
+    pub(super) fn new(inner: ProxyBody, in_flight: InFlight) -> Self {
+        InFlightBody { inner, _in_flight: in_flight }
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(1..))) {
-            self.activity.touch();
-        }
-        result
+impl Body for InFlightBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(1..))) {
-            self.activity.touch();
-        }
-        result
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
