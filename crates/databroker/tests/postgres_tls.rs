@@ -34,8 +34,8 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
 }
 
-/// The shared TLS cluster: `certuser` must log in with a client certificate, `tlsonly` is
-/// refused without TLS, everyone else is trusted either way.
+/// The shared TLS cluster: `certuser` must log in with a client certificate, `scramuser` with a
+/// password (SCRAM), `tlsonly` is refused without TLS, everyone else is trusted either way.
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
@@ -68,6 +68,7 @@ fn fixture() -> &'static Fixture {
                     client_ca_pem: Some(issuer.pem()),
                     hba: Some(
                         "hostssl all certuser 127.0.0.1/32 cert\n\
+                         hostssl all scramuser 127.0.0.1/32 scram-sha-256\n\
                          hostnossl all tlsonly 127.0.0.1/32 reject\n\
                          host all all 127.0.0.1/32 trust"
                             .to_owned(),
@@ -78,7 +79,14 @@ fn fixture() -> &'static Fixture {
             .unwrap(),
             _dir: dir,
         };
-        fixture.cluster.psql("CREATE ROLE certuser LOGIN SUPERUSER; CREATE ROLE tlsonly LOGIN SUPERUSER").unwrap();
+        fixture
+            .cluster
+            .psql(
+                "CREATE ROLE certuser LOGIN SUPERUSER; CREATE ROLE tlsonly LOGIN SUPERUSER; \
+                 SET password_encryption = 'scram-sha-256'; \
+                 CREATE ROLE scramuser LOGIN SUPERUSER PASSWORD 'scram secret'",
+            )
+            .unwrap();
         fixture
     })
 }
@@ -200,6 +208,16 @@ async fn a_client_certificate_logs_in() {
         localhost_url(&format!("sslmode=verify-full&sslrootcert={}", ca_path(&f.ca))).replace("postgres@", "certuser@");
     let error = connect_err(&url).await;
     assert!(error.contains("certificate"), "{error}");
+}
+
+#[tokio::test]
+async fn scram_binds_the_password_exchange_to_the_tls_connection() {
+    let url = tls_url("sslmode=require&channel_binding=require").replace("postgres@", "scramuser:scram%20secret@");
+    let storage = connect(&url).await.unwrap();
+    assert!(ssl_in_use(&storage).await);
+    let client = storage.pool().get().await.unwrap();
+    let user: String = client.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+    assert_eq!(user, "scramuser");
 }
 
 #[tokio::test]

@@ -11,6 +11,8 @@
 //! system's roots and, as libpq, only with `verify-full` (its default then). libpq's default files
 //! under `~/.postgresql/` are not read. `sslnegotiation=direct` is left to tokio-postgres (with
 //! the ALPN `postgresql` the server requires), only under `require` and the verifying modes.
+//! SCRAM is bound to the connection (`tls-server-end-point`). Unlike libpq, `prefer` does not
+//! retry in plain after a failed TLS handshake: it fails.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -550,10 +552,67 @@ impl AsyncWrite for RustlsStream {
 }
 
 impl tokio_postgres::tls::TlsStream for RustlsStream {
-    /// None: SCRAM then runs without channel binding (`channel_binding=require` is refused).
+    /// `tls-server-end-point` (RFC 5929), so that SCRAM binds the password exchange to this TLS
+    /// connection (`SCRAM-SHA-256-PLUS`): the hash of the server's certificate, with its
+    /// signature's hash (SHA-256 for MD5 and SHA-1). None for other signatures (RSASSA-PSS,
+    /// Ed25519), as PostgreSQL, which then offers no binding either.
     fn channel_binding(&self) -> ChannelBinding {
-        ChannelBinding::none()
+        let certificate = self.0.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+        match certificate.and_then(|cert| Some((cert, signature_digest(cert)?))) {
+            Some((cert, digest)) => {
+                ChannelBinding::tls_server_end_point(aws_lc_rs::digest::digest(digest, cert).as_ref().to_vec())
+            }
+            None => ChannelBinding::none(),
+        }
     }
+}
+
+/// The hash RFC 5929's `tls-server-end-point` uses for a certificate (DER): its signature
+/// algorithm's, SHA-256 in place of MD5 and SHA-1.
+fn signature_digest(certificate: &[u8]) -> Option<&'static aws_lc_rs::digest::Algorithm> {
+    use aws_lc_rs::digest::{SHA224, SHA256, SHA384, SHA512};
+    // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm SEQUENCE { OID, ... }, ... }
+    let (0x30, certificate, _) = der_item(certificate)? else { return None };
+    let (_, _, rest) = der_item(certificate)?;
+    let (0x30, algorithm, _) = der_item(rest)? else { return None };
+    let (0x06, oid, _) = der_item(algorithm)? else { return None };
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
+    if let Some(suffix) = oid.strip_prefix(RSA) {
+        // md5, sha1, sha256, sha384, sha512, sha224 WithRSAEncryption.
+        return match suffix {
+            [4 | 5 | 11] => Some(&SHA256),
+            [12] => Some(&SHA384),
+            [13] => Some(&SHA512),
+            [14] => Some(&SHA224),
+            _ => None,
+        };
+    }
+    // ecdsa-with-SHA1, ecdsa-with-SHA224 to SHA512.
+    match oid.strip_prefix(ECDSA)? {
+        [1] | [3, 2] => Some(&SHA256),
+        [3, 1] => Some(&SHA224),
+        [3, 3] => Some(&SHA384),
+        [3, 4] => Some(&SHA512),
+        _ => None,
+    }
+}
+
+/// The DER item at the start of `der`: its tag, its contents, and what follows it.
+fn der_item(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (length, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let (bytes, rest) = rest.split_at_checked(usize::from(first & 0x7f))?;
+        if bytes.is_empty() || bytes.len() > 4 {
+            return None;
+        }
+        (bytes.iter().fold(0usize, |length, byte| (length << 8) | usize::from(*byte)), rest)
+    };
+    let (contents, rest) = rest.split_at_checked(length)?;
+    Some((tag, contents, rest))
 }
 
 #[cfg(test)]
@@ -597,6 +656,22 @@ mod tests {
         assert_eq!(config.get_password(), Some(&b"it's a \\secret"[..]));
         assert!(split_tls_keys("host=db sslmode='require").unwrap_err().contains("sslmode"));
         assert!(split_tls_keys("host db").is_err());
+    }
+
+    #[test]
+    fn the_channel_binding_hash_follows_the_signature() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["db".to_owned()]).unwrap().self_signed(&key).unwrap();
+        assert_eq!(signature_digest(cert.der()), Some(&aws_lc_rs::digest::SHA384));
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["db".to_owned()]).unwrap().self_signed(&key).unwrap();
+        assert_eq!(signature_digest(cert.der()), Some(&aws_lc_rs::digest::SHA256));
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["db".to_owned()]).unwrap().self_signed(&key).unwrap();
+        assert_eq!(signature_digest(cert.der()), None);
+        for bad in [&[][..], &[0x30], &[0x30, 0x85, 1, 1, 1, 1, 1], &[0x30, 0x03, 0x30, 0x01]] {
+            assert_eq!(signature_digest(bad), None);
+        }
     }
 
     #[test]
