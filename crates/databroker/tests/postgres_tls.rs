@@ -280,3 +280,24 @@ async fn the_storage_writes_and_hears_other_writers_over_tls() {
     let got = reader.get("t", "1").await.unwrap().unwrap();
     assert_eq!(got.version, written.records[0].version);
 }
+
+#[tokio::test]
+async fn a_server_that_stalls_the_tls_handshake_is_given_up_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers the SSLRequest with `S`, then says nothing more.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 8];
+            if socket.read_exact(&mut request).await.is_ok() && socket.write_all(b"S").await.is_ok() {
+                held.push(socket);
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let error = connect_err(&format!("postgres://postgres@127.0.0.1:{port}/x?sslmode=require&connect_timeout=1")).await;
+    assert!(error.contains("no connection in time"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}

@@ -407,11 +407,18 @@ impl ServerCertVerifier for PgVerifier {
 }
 
 /// tokio-postgres's TLS connector factory (one connector per host).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct MakeRustls {
     config: Arc<ClientConfig>,
     trust: Arc<Trust>,
     verify_name: bool,
+}
+
+impl std::fmt::Debug for MakeRustls {
+    // Not the rustls configuration: it holds the client key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MakeRustls").field("trust", &self.trust).field("verify_name", &self.verify_name).finish()
+    }
 }
 
 impl MakeTlsConnect<Socket> for MakeRustls {
