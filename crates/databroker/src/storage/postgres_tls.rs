@@ -120,13 +120,16 @@ pub fn parse(connection_string: &str) -> Result<(tokio_postgres::Config, PgTls),
             mode.name()
         ));
     }
-    let roots = match root {
+    // `disable` reads no file, as libpq.
+    let tls_used = mode != SslMode::Disable;
+    let roots = match root.filter(|_| tls_used) {
         None => None,
         Some("system") => Some(crate::client::system_roots()),
         Some(path) => Some(Arc::new(read_roots(path)?)),
     };
     let client_cert = match (value("sslcert").filter(|v| !v.is_empty()), value("sslkey").filter(|v| !v.is_empty())) {
         (None, None) => None,
+        _ if !tls_used => None,
         (Some(cert), Some(key)) => Some(read_client_cert(cert, key)?),
         (Some(_), None) => return Err("sslcert is set but sslkey is not: give both (PEM files)".to_owned()),
         (None, Some(_)) => return Err("sslkey is set but sslcert is not: give both (PEM files)".to_owned()),
@@ -697,5 +700,6 @@ mod tests {
         assert!(mode("host=db sslmode=prefer sslnegotiation=direct").unwrap_err().contains("sslnegotiation"));
         assert!(mode("host=db sslcert=/a").unwrap_err().contains("sslkey"));
         assert!(mode("host=db sslmode=verify-ca sslrootcert=/nonexistent/ca.pem").unwrap_err().contains("sslrootcert"));
+        assert_eq!(mode("host=db sslmode=disable sslrootcert=/nonexistent/ca.pem"), Ok(SslMode::Disable));
     }
 }
