@@ -1,7 +1,7 @@
 //! Global options (system.md §1.3), typed, with Pomerium's defaults (`config/options.go`
 //! `defaultOptions`).
 
-use crate::diagnostic::{BadSecret, BadUrl, Conflict, Missing};
+use crate::diagnostic::{BadSecret, BadUrl, Conflict, Missing, UnknownValue};
 use crate::env::Environment;
 use crate::headers;
 use crate::keys;
@@ -1149,6 +1149,54 @@ fn read_runtime_flags(field: &Field, sink: &mut Sink, o: &mut Options) {
 const STORAGE: &[(&str, StorageType)] =
     &[("memory", StorageType::Memory), ("file", StorageType::File), ("postgres", StorageType::Postgres)];
 
+/// libpq's `sslmode` values (the storage checks the rest of the connection string itself).
+const SSL_MODES: &[&str] = &["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+
+/// The `sslmode` a libpq connection string sets (the last one, as libpq), URL or `key=value`.
+fn connection_sslmode(dsn: &str) -> Option<String> {
+    let dsn = dsn.trim();
+    if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
+        let (_, query) = dsn.split_once('?')?;
+        // A percent-encoded value is left to the storage, which decodes it.
+        return query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .filter(|(key, value)| *key == "sslmode" && !value.contains('%'))
+            .map(|(_, value)| value.to_owned())
+            .next_back();
+    }
+    let mut chars = dsn.chars().peekable();
+    let mut mode = None;
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return mode;
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| !c.is_whitespace() && *c != '=') {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return mode;
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let quoted = chars.next_if_eq(&'\'').is_some();
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' if quoted => break,
+                c if c.is_whitespace() && !quoted => break,
+                '\\' => value.extend(chars.next()),
+                c => value.push(c),
+            }
+        }
+        if key == "sslmode" {
+            mode = Some(value);
+        }
+    }
+}
+
 fn read_databroker(r: &mut Reader<'_>, o: &mut Options) {
     o.databroker.service_urls = url_list(r, "databroker_service_url", "databroker_service_urls");
     o.databroker.internal_service_url = r.url("databroker_internal_service_url");
@@ -1162,6 +1210,21 @@ fn read_databroker(r: &mut Reader<'_>, o: &mut Options) {
         Encoding::Text,
         Precedence::File,
     );
+    if let (StorageType::Postgres, Some(m)) = (o.databroker.storage_type, &dsn)
+        && let Some(mode) = connection_sslmode(&String::from_utf8_lossy(&m.bytes))
+        && !SSL_MODES.contains(&mode.as_str())
+    {
+        // Only the `sslmode` pair is quoted: the rest may hold a password.
+        r.sink.error(
+            &m.origin,
+            UnknownValue {
+                option: m.option.clone(),
+                text: format!("sslmode={mode}"),
+                span: m.span.into(),
+                help: Some(format!("sslmode takes {}", SSL_MODES.join(", "))),
+            },
+        );
+    }
     // Pomerium trims the file's white space (`GetDataBrokerStorageConnectionString`).
     o.databroker.storage_connection_string =
         dsn.map(|m| Secret::new(String::from_utf8_lossy(&m.bytes).trim().as_bytes().to_vec()));

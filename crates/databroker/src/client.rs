@@ -95,7 +95,7 @@ fn ca_roots(pem: &[u8]) -> Result<RootCertStore, String> {
 }
 
 /// The system's trusted roots, read once.
-fn system_roots() -> Arc<RootCertStore> {
+pub(crate) fn system_roots() -> Arc<RootCertStore> {
     static ROOTS: std::sync::OnceLock<Arc<RootCertStore>> = std::sync::OnceLock::new();
     Arc::clone(ROOTS.get_or_init(|| {
         let loaded = rustls_native_certs::load_native_certs();

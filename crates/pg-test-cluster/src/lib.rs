@@ -11,6 +11,9 @@
 //! ended — it stops the server and deletes the directory. No test leaves a server behind.
 //!
 //! Every test gets a database of its own ([`TestPostgres::database`]).
+//!
+//! [`TestPostgres::start_cluster_tls`] starts a cluster with `ssl = on`, the certificate, key,
+//! client CA and `pg_hba.conf` lines the test gives ([`ServerTls`]).
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -67,6 +70,15 @@ impl TestPostgres {
     /// A new cluster of this caller's own, whatever the environment says (for tests that stop
     /// and start the server), with extra `postgres -c` settings.
     pub fn start_cluster(settings: &[(&str, &str)]) -> Result<TestPostgres, String> {
+        TestPostgres::start_cluster_with(settings, None)
+    }
+
+    /// A new cluster of this caller's own with `ssl = on`, serving `tls`'s certificate.
+    pub fn start_cluster_tls(tls: &ServerTls, settings: &[(&str, &str)]) -> Result<TestPostgres, String> {
+        TestPostgres::start_cluster_with(settings, Some(tls))
+    }
+
+    fn start_cluster_with(settings: &[(&str, &str)], tls: Option<&ServerTls>) -> Result<TestPostgres, String> {
         let bin = find_bin()?;
         let as_postgres = is_root();
         let parent = tempfile::Builder::new().prefix("pg-test-").tempdir().map_err(|e| format!("tempdir: {e}"))?.keep();
@@ -86,8 +98,16 @@ impl TestPostgres {
             "--no-instructions",
         ]);
         run(&mut initdb)?;
+        let mut settings = settings.to_vec();
+        if let Some(tls) = tls {
+            tls.install(&data, as_postgres)?;
+            settings.extend([("ssl", "on"), ("ssl_cert_file", "server.crt"), ("ssl_key_file", "server.key")]);
+            if tls.client_ca_pem.is_some() {
+                settings.push(("ssl_ca_file", "client_ca.crt"));
+            }
+        }
         let port = free_port()?;
-        let supervisor = supervise(as_postgres, &bin, &data, &parent, port, settings)?;
+        let supervisor = supervise(as_postgres, &bin, &data, &parent, port, &settings)?;
         let base_url = format!("postgresql://postgres@127.0.0.1:{port}");
         let cluster = TestPostgres {
             admin_url: format!("{base_url}/postgres"),
@@ -170,6 +190,45 @@ impl TestPostgres {
                 return Err("PostgreSQL did not start within 60 s".to_owned());
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+/// TLS for a cluster of [`TestPostgres::start_cluster_tls`].
+#[derive(Debug, Clone, Default)]
+pub struct ServerTls {
+    /// The server's certificate, then any intermediates (PEM).
+    pub cert_pem: String,
+    /// The server's private key (PEM).
+    pub key_pem: String,
+    /// The CA client certificates must chain to (`ssl_ca_file`), if any.
+    pub client_ca_pem: Option<String>,
+    /// `pg_hba.conf` lines in place of initdb's, after `local all all trust`. The administrator
+    /// (`postgres`, over TCP to 127.0.0.1, TLS preferred) must still get in.
+    pub hba: Option<String>,
+}
+
+impl ServerTls {
+    /// Writes the files into the data directory, readable by the server only.
+    fn install(&self, data: &Path, as_postgres: bool) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut files = vec![("server.crt", self.cert_pem.as_str()), ("server.key", self.key_pem.as_str())];
+        if let Some(ca) = &self.client_ca_pem {
+            files.push(("client_ca.crt", ca));
+        }
+        let hba = self.hba.as_ref().map(|lines| format!("local all all trust\n{lines}\n"));
+        if let Some(hba) = &hba {
+            files.push(("pg_hba.conf", hba));
+        }
+        for (name, content) in files {
+            let path = data.join(name);
+            std::fs::write(&path, content).map_err(|e| format!("{}: {e}", path.display()))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if as_postgres {
+                run(Command::new("chown").args(["postgres:postgres"]).arg(&path))?;
+            }
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 
 pub mod memory;
 pub mod postgres;
+pub mod postgres_tls;
 
 use crate::query::{Query, QueryPage};
 use crate::record::{Record, ServerInfo, TypeOptions, Versions};

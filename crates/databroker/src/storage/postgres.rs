@@ -18,6 +18,7 @@
 //! Sync streams wake on `LISTEN pomerium_record_change` on a dedicated connection (every write
 //! sends `NOTIFY` in its transaction), with a poll every 30 s in case a notification is lost.
 
+use super::postgres_tls::{self, PgTls};
 use super::{
     CHANGE_BATCH, QueryResult, Snapshot, Storage, StorageError, StorageResult, Written, apply_field_mask, new_lease_id,
 };
@@ -25,11 +26,10 @@ use crate::query::{Query, index_network};
 use crate::record::{CHANGE_LOG_RETENTION, Record, ServerInfo, TypeOptions, Versions, new_server_version};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::{Map, Value};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Row};
 
 /// The NOTIFY channel writes announce themselves on (Pomerium's name).
 const CHANNEL: &str = "pomerium_record_change";
@@ -39,6 +39,9 @@ const WRITE_LOCK: i64 = 0x706f_6d65_7269_756d;
 const FALLBACK_POLL: Duration = Duration::from_secs(30);
 /// Connections in the pool.
 const POOL_SIZE: usize = 16;
+/// How long opening a connection (TCP, TLS handshake, sign-in) may take, unless the connection
+/// string's `connect_timeout` says (per host, as libpq).
+const CONNECT_LIMIT: Duration = Duration::from_secs(30);
 /// The newest schema this build knows.
 const SCHEMA_VERSION: i16 = 2;
 const _: () = assert!(MIGRATIONS.len() == SCHEMA_VERSION as usize, "one migration per schema version");
@@ -97,28 +100,46 @@ fn db_error(error: tokio_postgres::Error) -> StorageError {
 fn pool_error(error: deadpool_postgres::PoolError) -> StorageError {
     match error {
         deadpool_postgres::PoolError::Backend(e) => db_error(e),
+        deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Create) => StorageError::Unavailable(
+            "postgres: no connection in time (TCP, TLS and sign-in within connect_timeout, or 30 s)".to_owned(),
+        ),
         other => unavailable(other),
     }
 }
 
 impl PostgresStorage {
     /// Connects with a libpq connection string (URL or `key=value` form, several hosts and
-    /// `target_session_attrs=read-write` included), runs the migrations and starts listening.
+    /// `target_session_attrs=read-write` included, TLS as libpq's `sslmode`, `sslrootcert`,
+    /// `sslcert` and `sslkey` say: see [`postgres_tls`]), runs the migrations and starts listening.
     pub async fn connect(connection_string: &str) -> StorageResult<PostgresStorage> {
-        let mut config = tokio_postgres::Config::from_str(connection_string)
-            .map_err(|e| StorageError::InvalidArgument(format!("invalid postgres connection string: {e}")))?;
+        let (mut config, tls) = postgres_tls::parse(connection_string).map_err(StorageError::InvalidArgument)?;
         // Every statement here is a short OLTP query: JIT compilation would only ever add latency.
         let options = match config.get_options() {
             Some(given) => format!("{given} -c jit=off -c plan_cache_mode=force_generic_plan"),
             None => "-c jit=off -c plan_cache_mode=force_generic_plan".to_owned(),
         };
         config.options(options);
-        let manager =
-            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager).max_size(POOL_SIZE).build().map_err(unavailable)?;
-        migrate(&pool).await?;
+        let hosts = u32::try_from(config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+        let limit = config.get_connect_timeout().map_or(CONNECT_LIMIT, |per_host| per_host.saturating_mul(hosts));
+        let manager = Manager::from_connect(
+            config.clone(),
+            tls.clone(),
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(limit))
+            .build()
+            .map_err(unavailable)?;
+        migrate(&pool).await.map_err(|error| match error {
+            StorageError::Unavailable(message) => {
+                StorageError::Unavailable(format!("{message} (sslmode={})", tls.mode_name()))
+            }
+            other => other,
+        })?;
         let changed = Arc::new(watch::Sender::new(0));
-        let listener = tokio::spawn(listen(config, Arc::clone(&changed)));
+        let listener = tokio::spawn(listen(config, tls, limit, Arc::clone(&changed)));
         Ok(PostgresStorage { pool, changed, listener, writes: Arc::default() })
     }
 
@@ -798,12 +819,12 @@ INSERT INTO pomerium.change_log_state VALUES (0);
 /// Listens for other processes' writes and ticks the watch; reconnects when the connection
 /// drops (ticking then too, since notifications may have been missed), and ticks every
 /// [`FALLBACK_POLL`] regardless.
-async fn listen(config: tokio_postgres::Config, changed: Arc<watch::Sender<u64>>) {
+async fn listen(config: tokio_postgres::Config, tls: PgTls, limit: Duration, changed: Arc<watch::Sender<u64>>) {
     let tick = || changed.send_modify(|t| *t = t.wrapping_add(1));
     let mut backoff = Duration::from_millis(100);
     loop {
-        match config.connect(NoTls).await {
-            Ok((client, mut connection)) => {
+        match tokio::time::timeout(limit, tls.open(&config)).await {
+            Ok(Ok((client, mut connection))) => {
                 backoff = Duration::from_millis(100);
                 let listening = async {
                     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
@@ -837,7 +858,8 @@ async fn listen(config: tokio_postgres::Config, changed: Arc<watch::Sender<u64>>
                     }
                 }
             }
-            Err(error) => tracing::warn!(%error, "databroker: cannot open the notification connection"),
+            Ok(Err(error)) => tracing::warn!(%error, "databroker: cannot open the notification connection"),
+            Err(_) => tracing::warn!(?limit, "databroker: the notification connection did not open in time"),
         }
         tick();
         tokio::time::sleep(backoff).await;
