@@ -60,6 +60,9 @@ pub struct ServerOptions {
     /// `use_proxy_protocol`: every connection begins with a PROXY protocol header (v1 or v2),
     /// whose source address is the client's; a connection without one is closed.
     pub proxy_protocol: bool,
+    /// The most connections served at once; more are closed as soon as they are accepted (a
+    /// client cannot exhaust file descriptors and memory by opening connections).
+    pub max_connections: usize,
 }
 
 impl Default for ServerOptions {
@@ -73,6 +76,7 @@ impl Default for ServerOptions {
             shutdown_grace: Duration::from_secs(30),
             idle_timeout: Some(Duration::from_secs(300)),
             proxy_protocol: false,
+            max_connections: 50_000,
         }
     }
 }
@@ -185,10 +189,15 @@ pub async fn serve<H: Handler>(
     let builder = Arc::new(http_builder(&options));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
+    let mut refused_warned: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             () = shutdown.fired() => break,
             accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) if connections.len() >= options.max_connections => {
+                    refused_over_limit(&mut refused_warned, peer, options.max_connections);
+                    drop(stream);
+                }
                 Ok((stream, peer)) => {
                     let connection = Connection {
                         tls: tls.clone(),
@@ -213,6 +222,14 @@ pub async fn serve<H: Handler>(
     if drained.is_err() {
         tracing::warn!(remaining = connections.len(), "shutdown grace period over: closing the remaining connections");
         connections.abort_all();
+    }
+}
+
+/// Says (at most every 10 s) that connections are being refused over the limit.
+fn refused_over_limit(warned: &mut Option<std::time::Instant>, peer: SocketAddr, limit: usize) {
+    if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+        *warned = Some(std::time::Instant::now());
+        tracing::warn!(%peer, limit, "too many connections: new ones are closed until some end");
     }
 }
 

@@ -563,3 +563,39 @@ async fn oversized_headers_are_refused_without_harm() {
     let ok = http_client().request(get(&format!("http://{}/", proxy.address), "a")).await.unwrap();
     assert_eq!(text(ok).await, "ok", "the server still serves after hostile input");
 }
+
+/// `max_connections`: past the bound, a new connection is closed as soon as it is accepted (no
+/// handshake, no request), and connections are served again once some have ended.
+#[tokio::test]
+async fn connections_past_the_bound_are_closed_until_some_end() {
+    let handler = |_: Request<Incoming>, _: Arc<ConnectionInfo>| async { Response::new(body::full("ok")) };
+    let options = ServerOptions { max_connections: 2, ..ServerOptions::default() };
+    let proxy = spawn_proxy(None, handler, options).await;
+    let mut first = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+    assert!(exchange(&mut first).await.starts_with("HTTP/1.1 200"));
+    assert!(exchange(&mut second).await.starts_with("HTTP/1.1 200"));
+    let mut third = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+    assert_eq!(exchange(&mut third).await, "", "closed without an answer");
+    drop(first);
+    let mut fourth = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut connection = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+        if exchange(&mut connection).await.starts_with("HTTP/1.1 200") {
+            fourth = Some(connection);
+            break;
+        }
+    }
+    assert!(fourth.is_some(), "a connection is served once another has ended");
+    assert!(exchange(&mut second).await.starts_with("HTTP/1.1 200"), "the held one still works");
+}
+
+/// A GET on a held connection: the start of the answer, or "" when the server closed it.
+async fn exchange(connection: &mut tokio::net::TcpStream) -> String {
+    // A closed connection may refuse the write: then the read says so.
+    let _ = connection.write_all(b"GET / HTTP/1.1\r\nHost: proxy.test\r\n\r\n").await;
+    let mut answer = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), connection.read(&mut answer)).await.unwrap();
+    String::from_utf8_lossy(&answer[..read.unwrap_or(0)]).into_owned()
+}
