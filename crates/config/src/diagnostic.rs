@@ -96,7 +96,7 @@ diagnostic_enum! {
         BadSecret, BadPem, UnreadableFile, Conflict, Missing, BadRegex, InvalidValue, BadEnv,
         RouteBadUrl, FromPath, FromScheme, NoAction, SeveralActions, MixedWeights, BadWeight,
         MixedSchemes, RedirectCode, PublicWithAllowLists, AnyUserWithAllowLists, DuplicateId,
-        TooManyDependsOn,
+        TooManyDependsOn, Refused,
     }
 }
 
@@ -105,6 +105,7 @@ diagnostic_enum! {
     pub enum Warning(ppl::Warning) {
         UnknownOption, DeprecatedOption, IgnoredOption, BareDuration, ShadowedRoute, HeaderTemplate,
         AllowsNothing, HttpFrom, NoPort, DevelopmentProvider, HostedAuthenticate, JwtBearerFormat,
+        NotSupported,
     }
 }
 
@@ -163,6 +164,21 @@ pub struct RemovedOption {
     pub(crate) span: SourceSpan,
     #[help]
     pub(crate) help: String,
+}
+
+/// An option Pomerium acts on that this server does not, and refuses rather than ignore
+/// (`crate::support::UNSUPPORTED`).
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+#[error("`{option}` is refused: {reason}")]
+#[diagnostic(
+    code(config::option::refused),
+    help("remove it (the server will not start while it is set); README.md lists what is supported")
+)]
+pub struct Refused {
+    pub(crate) option: String,
+    pub(crate) reason: &'static str,
+    #[label("not supported here")]
+    pub(crate) span: SourceSpan,
 }
 
 /// Pomerium: `config: bad authenticate-url <u> : <reason>`, and the like.
@@ -527,6 +543,22 @@ pub struct UnknownOption {
     pub(crate) span: SourceSpan,
     #[help]
     pub(crate) help: Option<String>,
+}
+
+/// An option Pomerium acts on that this server accepts and does not act on
+/// (`crate::support::UNSUPPORTED`).
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+#[error("`{option}` is accepted but has no effect: {reason}")]
+#[diagnostic(
+    code(config::option::not_supported),
+    severity(Warning),
+    help("it has no effect on this server; remove it, or see README.md for what is supported")
+)]
+pub struct NotSupported {
+    pub(crate) option: String,
+    pub(crate) reason: &'static str,
+    #[label("no effect here")]
+    pub(crate) span: SourceSpan,
 }
 
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]

@@ -37,6 +37,7 @@ pub mod route;
 mod route_read;
 mod secret;
 mod section;
+pub mod support;
 
 pub use diagnostic::{Error, Located, Origin, Warning};
 pub use env::{Environment, MapEnvironment};

@@ -312,16 +312,24 @@ pub struct Options {
 /// `runtime_flags` and their defaults (`config/runtime_flags.go`).
 pub const RUNTIME_FLAGS: &[(&str, bool)] = &[
     ("add_extra_metrics_labels", true),
+    ("allow_any_sign_out_redirect_uri", false),
     ("authorize_use_sync_cache", true),
+    ("authorize_use_synced_data", true),
+    ("config_hot_reload", true),
     ("debug_admin_endpoints", false),
     ("envoy_resource_manager", true),
     ("grpc_databroker_keepalive", false),
     ("legacy_identity_manager", false),
     ("match_any_incoming_port", true),
     ("mcp", true),
+    ("mcp_dynamic_client_registration", false),
     ("pomerium_jwt_endpoint", false),
     ("refresh_session_at_id_token_expiration", true),
     ("routes_portal", true),
+    ("set_envoy_concurrency_to_go_max_procs", true),
+    ("ssh_allow_direct_tcpip", false),
+    ("ssh_routes_portal", false),
+    ("ssh_upstream_tunnel", false),
 ];
 
 /// The response headers set when `set_response_headers` is not given.

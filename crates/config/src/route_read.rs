@@ -98,10 +98,14 @@ fn collect(entries: &[Entry], origin: &Origin, sink: &mut Sink) -> Fields {
     let mut envoy = BTreeMap::new();
     for entry in entries {
         let key = entry.key.as_str();
-        if keys::ROUTE.contains(&key) {
-            map.insert(entry.key.clone(), Field::new(key, entry, origin));
-        } else if keys::ENVOY_CLUSTER.contains(&key) {
-            envoy.insert(entry.key.clone(), entry.value.clone());
+        if keys::ROUTE.contains(&key) || keys::ENVOY_CLUSTER.contains(&key) {
+            let field = Field::new(key, entry, origin);
+            crate::section::report_unsupported(&format!("routes.{key}"), &field, sink);
+            if keys::ROUTE.contains(&key) {
+                map.insert(entry.key.clone(), field);
+            } else {
+                envoy.insert(entry.key.clone(), entry.value.clone());
+            }
         } else if let Some(help) = keys::removed(keys::REMOVED_ROUTE, key) {
             let option = format!("routes.{key}");
             sink.error(origin, RemovedOption { option, span: entry.key_span.into(), help: help.to_owned() });
