@@ -96,7 +96,7 @@ diagnostic_enum! {
         BadSecret, BadPem, UnreadableFile, Conflict, Missing, BadRegex, InvalidValue, BadEnv,
         RouteBadUrl, FromPath, FromScheme, NoAction, SeveralActions, MixedWeights, BadWeight,
         MixedSchemes, RedirectCode, PublicWithAllowLists, AnyUserWithAllowLists, DuplicateId,
-        TooManyDependsOn, Refused,
+        TooManyDependsOn, Refused, SchemeNotServed, UnsupportedValue,
     }
 }
 
@@ -179,6 +179,21 @@ pub struct Refused {
     pub(crate) reason: &'static str,
     #[label("not supported here")]
     pub(crate) span: SourceSpan,
+}
+
+/// A value Pomerium removed (`databroker_storage_type: redis`) or that this server does not
+/// support (`databroker_storage_type: file`).
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+#[error("`{option}: {text}` {reason}")]
+#[diagnostic(code(config::option::unsupported_value))]
+pub struct UnsupportedValue {
+    pub(crate) option: String,
+    pub(crate) text: String,
+    pub(crate) reason: &'static str,
+    #[label("not supported")]
+    pub(crate) span: SourceSpan,
+    #[help]
+    pub(crate) help: String,
 }
 
 /// Pomerium: `config: bad authenticate-url <u> : <reason>`, and the like.
@@ -383,13 +398,26 @@ pub struct FromPath {
 
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 #[error("unsupported `from` scheme `{scheme}`")]
-#[diagnostic(
-    code(config::route::from_scheme),
-    help("a route is served at `https://host`, `tcp+https://host:port`, `udp+https://host:port` or `ssh://host`")
-)]
+#[diagnostic(code(config::route::from_scheme), help("a route is served at `https://host` or `tcp+https://host:port`"))]
 pub struct FromScheme {
     pub(crate) scheme: String,
     #[label("not a scheme a route can be served at")]
+    pub(crate) span: SourceSpan,
+}
+
+/// A `from` scheme Pomerium serves and this server does not (`ssh://`, `udp+https://`).
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+#[error("`{scheme}` routes are not served here: {reason}")]
+#[diagnostic(
+    code(config::route::scheme_not_served),
+    help(
+        "this server serves `https://host` and `tcp+https://host:port` routes; remove the route or serve it elsewhere"
+    )
+)]
+pub struct SchemeNotServed {
+    pub(crate) scheme: String,
+    pub(crate) reason: &'static str,
+    #[label("not served here")]
     pub(crate) span: SourceSpan,
 }
 

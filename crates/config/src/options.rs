@@ -1,7 +1,7 @@
 //! Global options (system.md §1.3), typed, with Pomerium's defaults (`config/options.go`
 //! `defaultOptions`).
 
-use crate::diagnostic::{BadSecret, BadUrl, Conflict, Missing};
+use crate::diagnostic::{BadSecret, BadUrl, Conflict, Missing, UnsupportedValue};
 use crate::env::Environment;
 use crate::headers;
 use crate::keys;
@@ -1161,6 +1161,30 @@ fn read_databroker(r: &mut Reader<'_>, o: &mut Options) {
     o.databroker.service_urls = url_list(r, "databroker_service_url", "databroker_service_urls");
     o.databroker.internal_service_url = r.url("databroker_internal_service_url");
     let storage_field = r.field("databroker_storage_type");
+    if let Some(field) = &storage_field
+        && let Some(text) = field.value.as_str()
+        && let Some((reason, help)) = match text.trim() {
+            "redis" => Some((
+                "was removed from pomerium",
+                "use `postgres` (with `databroker_storage_connection_string`), or `memory`",
+            )),
+            "file" => Some((
+                "is not supported here",
+                "use `memory`, or `postgres` to keep data across restarts and share it between replicas",
+            )),
+            _ => None,
+        }
+    {
+        let error = UnsupportedValue {
+            option: field.name.clone(),
+            text: text.to_owned(),
+            reason,
+            span: field.span().into(),
+            help: help.to_owned(),
+        };
+        r.sink.error(&field.origin, error);
+        return;
+    }
     if let Some(storage) = r.with("databroker_storage_type", |field, sink| field.choice(sink, STORAGE, false)) {
         o.databroker.storage_type = storage;
     }

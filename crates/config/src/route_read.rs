@@ -3,7 +3,7 @@
 use crate::diagnostic::{
     AllowsNothing, AnyUserWithAllowLists, BadWeight, DeprecatedOption, FromPath, FromScheme as FromSchemeError,
     HttpFrom, IgnoredOption, MixedSchemes, MixedWeights, NoAction, NoPort, Origin, PublicWithAllowLists, RedirectCode,
-    RemovedOption, RouteBadUrl, SeveralActions, TooManyDependsOn, UnknownOption, WrongType,
+    RemovedOption, RouteBadUrl, SchemeNotServed, SeveralActions, TooManyDependsOn, UnknownOption, WrongType,
 };
 use crate::env::Environment;
 use crate::headers;
@@ -552,8 +552,16 @@ fn parse_from(field: &Field, text: &str, sink: &mut Sink) -> Option<From> {
             FromScheme::Http
         }
         "tcp+https" | "tcp+http" => FromScheme::Tcp,
-        "udp+https" | "udp+http" => FromScheme::Udp,
-        "ssh" => FromScheme::Ssh,
+        "udp+https" | "udp+http" | "ssh" => {
+            let reason = if url.scheme() == "ssh" {
+                "there is no ssh listener (pomerium serves these with `ssh_address`)"
+            } else {
+                "udp over http (connect-udp) is not implemented; tcp routes (`tcp+https://`) are"
+            };
+            let error = SchemeNotServed { scheme: url.scheme().to_owned(), reason, span: field.span().into() };
+            sink.error(&field.origin, error);
+            return None;
+        }
         other => {
             sink.error(&field.origin, FromSchemeError { scheme: other.to_owned(), span: field.span().into() });
             return None;
