@@ -92,7 +92,7 @@ macro_rules! diagnostic_enum {
 diagnostic_enum! {
     /// A reason the configuration cannot be used.
     pub enum Error(ppl::Error) {
-        TooLarge, NotObject, WrongType, RemovedOption, BadUrl, BadDuration, UnknownValue, BadNumber,
+        TooLarge, NotObject, RouteList, WrongType, RemovedOption, BadUrl, BadDuration, UnknownValue, BadNumber,
         BadSecret, BadPem, UnreadableFile, Conflict, Missing, BadRegex, InvalidValue, BadEnv,
         RouteBadUrl, FromPath, FromScheme, NoAction, SeveralActions, MixedWeights, BadWeight,
         MixedSchemes, RedirectCode, PublicWithAllowLists, AnyUserWithAllowLists, DuplicateId,
@@ -134,6 +134,21 @@ pub struct TooLarge {
 pub struct NotObject {
     pub(crate) found: Kind,
     #[label("expected an object")]
+    pub(crate) span: SourceSpan,
+}
+
+/// A file that is a list of routes: the routes of a configuration go under `routes:`.
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+#[error("this file is a bare list of routes, not a configuration")]
+#[diagnostic(
+    code(config::document::route_list),
+    help(
+        "a configuration is an object of options: put the list under a `routes:` key (write `routes:` on the \
+         first line and indent the list under it), or give it base64-encoded in the `ROUTES` variable"
+    )
+)]
+pub struct RouteList {
+    #[label("a list of routes")]
     pub(crate) span: SourceSpan,
 }
 

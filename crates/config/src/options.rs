@@ -597,7 +597,58 @@ pub(crate) fn read(section: &Section, mtls: &Section, env: &dyn Environment, sin
     options.other = section.raw(keys::GLOBAL_RAW);
     options.downstream_mtls = read_downstream_mtls(mtls, env, sink);
     require_split_mode_secrets(section, &options, sink);
+    require_grpc_secret(section, &options, sink);
+    require_databroker_url(section, &options, sink);
     options
+}
+
+/// In `all` mode a `grpc_address` of its own opens the gRPC listener (for other processes, such as
+/// the ingress controller), whose every call is signed with the shared secret: the server refuses
+/// to start without one.
+fn require_grpc_secret(section: &Section, options: &Options, sink: &mut Sink) {
+    let Some(address) = section.get("grpc_address") else { return };
+    if !options.services.is_all() || options.grpc_address == DEFAULT_GRPC_ADDRESS || options.shared_secret.is_some() {
+        return;
+    }
+    sink.error(
+        &address.origin,
+        Missing {
+            option: "shared_secret".to_owned(),
+            because: "when `grpc_address` opens the grpc listener (every call on it is signed with the shared secret)"
+                .to_owned(),
+            span: address.key_span.into(),
+            help: Some(
+                "set `shared_secret` (make one with `head -c32 /dev/urandom | base64`), or remove `grpc_address` to keep \
+                 the databroker and authorize service to this process"
+                    .to_owned(),
+            ),
+        },
+    );
+}
+
+/// A proxy, authorize or authenticate service without the databroker follows the one at
+/// `databroker_service_url`: the server refuses to start without it.
+fn require_databroker_url(section: &Section, options: &Options, sink: &mut Sink) {
+    let Some(services) = section.get("services") else { return };
+    let s = &options.services;
+    let follows = !s.runs(Service::Databroker)
+        && (s.runs(Service::Proxy) || s.runs(Service::Authorize) || s.runs(Service::Authenticate));
+    if !follows || !options.databroker.service_urls.is_empty() || options.databroker.internal_service_url.is_some() {
+        return;
+    }
+    sink.error(
+        &services.origin,
+        Missing {
+            option: "databroker_service_url".to_owned(),
+            because: "when the databroker runs in another process".to_owned(),
+            span: services.span().into(),
+            help: Some(
+                "set it to the databroker's grpc url, e.g. `https://databroker.internal:5443`, or add `databroker` to \
+                 `services`"
+                    .to_owned(),
+            ),
+        },
+    );
 }
 
 /// Outside `all` mode there is no random key to fall back on: services must share the same

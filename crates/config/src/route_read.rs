@@ -72,6 +72,7 @@ pub(crate) fn read(
     let mut route = empty_route(index, origin, value.span, from, action.unwrap_or(Action::Upstream(Vec::new())));
     cx.matching(&mut route);
     cx.upstream_options(&mut route);
+    cx.check_tunnel_upstream(&route);
     cx.rewrites(&mut route);
     cx.headers(&mut route);
     cx.protocols(&mut route);
@@ -301,6 +302,19 @@ impl Cx<'_> {
         route.idle_timeout = self.with("idle_timeout", Field::duration);
     }
 
+    /// A tcp route connects to `host:port`; the server cannot run one whose first upstream lacks
+    /// either.
+    fn check_tunnel_upstream(&mut self, route: &Route) {
+        let Some(first) = route.upstreams().first().filter(|_| route.is_tcp()) else { return };
+        if first.url.host_str().is_some_and(|h| !h.is_empty()) && first.url.port().is_some() {
+            return;
+        }
+        if let Some(field) = self.fields.get("to") {
+            let help = Some("write `to: tcp://host:port`, e.g. `tcp://db:5432`".to_owned());
+            field.invalid(self.sink, "a tcp route's upstream needs a host and a port", help);
+        }
+    }
+
     fn rewrites(&mut self, route: &mut Route) {
         let both = (self.fields.get("prefix_rewrite").cloned(), self.fields.get("regex_rewrite_pattern").cloned());
         if let (Some(prefix), Some(pattern)) = &both {
@@ -315,6 +329,12 @@ impl Cx<'_> {
         }
         route.host_rewrite = self.string("host_rewrite");
         route.host_rewrite_header = self.string("host_rewrite_header");
+        if let (Some(header), Some(field)) = (&route.host_rewrite_header, self.fields.get("host_rewrite_header"))
+            && !headers::is_header_name(header)
+        {
+            field.invalid(self.sink, format!("`{header}` is not a header name"), None);
+            route.host_rewrite_header = None;
+        }
         let host_substitution =
             self.substitution("host_path_regex_rewrite_pattern", "host_path_regex_rewrite_substitution");
         let host_pattern = self.regex("host_path_regex_rewrite_pattern");
