@@ -27,7 +27,6 @@ use Support::{Refused, Warned};
 const NOT_YET: &str = "not yet enforced by this server";
 const AUTOCERT: &str =
     "certificates are not obtained from an acme provider here; set `certificate`/`certificate_key` or `certificates`";
-const TIMEOUT_NOT_YET: &str = "not yet enforced by this server (connections use the built-in limits)";
 const LOG_FIELDS: &str = "the access log has a fixed set of fields here";
 const TRACING: &str = "no traces are exported here";
 const ENVOY: &str = "there is no envoy here: one process serves every listener";
@@ -43,15 +42,7 @@ const ENVOY_CLUSTER: &str = "envoy cluster fields are not read here; the route's
 /// Every option the server knows but does not act on, with how it is treated and why.
 pub const UNSUPPORTED: &[(&str, Support)] = &[
     // Listeners and protocols.
-    (
-        "use_proxy_protocol",
-        Refused(
-            "the proxy protocol is not read here: a load balancer's proxy header would be taken for tls and every connection refused",
-        ),
-    ),
     ("codec_type", Warned("http/1.1 and http/2 are negotiated by alpn here; http/3 is not served")),
-    ("timeout_write", Warned(TIMEOUT_NOT_YET)),
-    ("timeout_idle", Warned(TIMEOUT_NOT_YET)),
     ("grpc_client_timeout", Warned("calls between services use fixed timeouts here")),
     ("dns_lookup_family", Warned(DNS)),
     ("dns_query_timeout", Warned(DNS)),

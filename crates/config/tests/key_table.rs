@@ -35,6 +35,9 @@ const WIRED: &[(&str, &str)] = &[
     ("health_check_addr", ".health_check_addr"),
     ("log_level", ".log_level"),
     ("timeout_read", ".timeout_read"),
+    ("timeout_write", ".timeout_write"),
+    ("timeout_idle", ".timeout_idle"),
+    ("use_proxy_protocol", ".use_proxy_protocol"),
     ("default_upstream_timeout", ".default_upstream_timeout"),
     ("xff_num_trusted_hops", ".xff_num_trusted_hops"),
     ("skip_xff_append", ".skip_xff_append"),
@@ -289,14 +292,14 @@ fn every_unsupported_key_is_reported_at_its_key() {
     }
 }
 
-/// The environment counts too: `USE_PROXY_PROTOCOL=true` is refused like the file's key.
+/// The environment counts too: `POMERIUM_ZERO_TOKEN` is refused like the file's key.
 #[test]
 fn an_unsupported_option_from_the_environment_is_reported_there() {
-    let env = config::MapEnvironment::new().with_var("USE_PROXY_PROTOCOL", "true").with_var("TIMEOUT_IDLE", "5m");
+    let env = config::MapEnvironment::new().with_var("POMERIUM_ZERO_TOKEN", "abc").with_var("CODEC_TYPE", "http3");
     let loaded = config::load("", config::Format::Yaml, &env);
-    assert!(loaded.errors.iter().any(|e| e.origin == config::Origin::Env("USE_PROXY_PROTOCOL".to_owned())
+    assert!(loaded.errors.iter().any(|e| e.origin == config::Origin::Env("POMERIUM_ZERO_TOKEN".to_owned())
         && e.diagnostic.code_str() == "config::option::refused"));
-    assert!(loaded.warnings.iter().any(|w| w.origin == config::Origin::Env("TIMEOUT_IDLE".to_owned())
+    assert!(loaded.warnings.iter().any(|w| w.origin == config::Origin::Env("CODEC_TYPE".to_owned())
         && w.diagnostic.code_str() == "config::option::not_supported"));
     assert!(loaded.config.is_none());
 }

@@ -304,15 +304,15 @@ async fn the_example_config_runs_on_defaults() {
 async fn options_the_server_does_not_act_on_are_warned_about_at_their_place() {
     let setup = Setup::new();
     let text = setup
-        .config(&format!("timeout_idle: 5m\n{}", routes(&[public("app", "response:\n  status: 200\n  body: ok")])));
-    let line = text.lines().position(|l| l.starts_with("timeout_idle:")).unwrap() + 1;
+        .config(&format!("codec_type: http3\n{}", routes(&[public("app", "response:\n  status: 200\n  body: ok")])));
+    let line = text.lines().position(|l| l.starts_with("codec_type:")).unwrap() + 1;
     let server = setup.start_raw(&text).await;
     let logs = server.logs().join("\n");
-    let place = format!(":{line}:1: [config::option::not_supported] `timeout_idle` is accepted but has no effect");
+    let place = format!(":{line}:1: [config::option::not_supported] `codec_type` is accepted but has no effect");
     assert!(logs.contains(&place), "the start warns at the option's place ({place}):\n{logs}");
     drop(server);
 
-    std::fs::write(setup.config_path(), text.replace("timeout_idle: 5m", "use_proxy_protocol: true")).unwrap();
+    std::fs::write(setup.config_path(), text.replace("codec_type: http3", "pomerium_zero_token: abc")).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pomerium"))
         .arg("--config")
         .arg(setup.config_path())
@@ -332,5 +332,5 @@ async fn options_the_server_does_not_act_on_are_warned_about_at_their_place() {
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("[config::option::refused] `use_proxy_protocol` is refused"), "{stderr}");
+    assert!(stderr.contains("[config::option::refused] `pomerium_zero_token` is refused"), "{stderr}");
 }
