@@ -639,6 +639,12 @@ fn upstreams(field: &Field, sink: &mut Sink) -> Option<Vec<WeightedUrl>> {
             continue;
         }
         match item.string(sink).and_then(|text| weighted_url(item, &text, sink)) {
+            // Pomerium's Envoy connects to unix sockets; this server's upstream client does not.
+            Some(url) if url.url.scheme().contains("unix") => {
+                let help = Some("reach the upstream over tcp, e.g. `to: http://app:8080`".to_owned());
+                item.invalid(sink, "unix socket upstreams are not supported here", help);
+                broken = true;
+            }
             Some(url) => out.push((url, item.span())),
             None => broken = true,
         }
