@@ -92,11 +92,11 @@ macro_rules! diagnostic_enum {
 diagnostic_enum! {
     /// A reason the configuration cannot be used.
     pub enum Error(ppl::Error) {
-        TooLarge, NotObject, WrongType, RemovedOption, BadUrl, BadDuration, UnknownValue, BadNumber,
+        TooLarge, NotObject, RouteList, WrongType, RemovedOption, BadUrl, BadDuration, UnknownValue, BadNumber,
         BadSecret, BadPem, UnreadableFile, Conflict, Missing, BadRegex, InvalidValue, BadEnv,
         RouteBadUrl, FromPath, FromScheme, NoAction, SeveralActions, MixedWeights, BadWeight,
         MixedSchemes, RedirectCode, PublicWithAllowLists, AnyUserWithAllowLists, DuplicateId,
-        TooManyDependsOn,
+        TooManyDependsOn, Refused, SchemeNotServed, UnsupportedValue,
     }
 }
 
@@ -105,6 +105,7 @@ diagnostic_enum! {
     pub enum Warning(ppl::Warning) {
         UnknownOption, DeprecatedOption, IgnoredOption, BareDuration, ShadowedRoute, HeaderTemplate,
         AllowsNothing, HttpFrom, NoPort, DevelopmentProvider, HostedAuthenticate, JwtBearerFormat,
+        NotSupported,
     }
 }
 
@@ -136,6 +137,21 @@ pub struct NotObject {
     pub(crate) span: SourceSpan,
 }
 
+/// A file that is a list of routes: the routes of a configuration go under `routes:`.
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+#[error("this file is a bare list of routes, not a configuration")]
+#[diagnostic(
+    code(config::document::route_list),
+    help(
+        "a configuration is an object of options: put the list under a `routes:` key (write `routes:` on the \
+         first line and indent the list under it), or give it base64-encoded in the `ROUTES` variable"
+    )
+)]
+pub struct RouteList {
+    #[label("a list of routes")]
+    pub(crate) span: SourceSpan,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Options (global and per route)
 // ---------------------------------------------------------------------------------------------
@@ -160,6 +176,36 @@ pub struct WrongType {
 pub struct RemovedOption {
     pub(crate) option: String,
     #[label("no longer supported")]
+    pub(crate) span: SourceSpan,
+    #[help]
+    pub(crate) help: String,
+}
+
+/// An option Pomerium acts on that this server does not, and refuses rather than ignore
+/// (`crate::support::UNSUPPORTED`).
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+#[error("`{option}` is refused: {reason}")]
+#[diagnostic(
+    code(config::option::refused),
+    help("remove it (the server will not start while it is set); README.md lists what is supported")
+)]
+pub struct Refused {
+    pub(crate) option: String,
+    pub(crate) reason: &'static str,
+    #[label("not supported here")]
+    pub(crate) span: SourceSpan,
+}
+
+/// A value Pomerium removed (`databroker_storage_type: redis`) or that this server does not
+/// support (`databroker_storage_type: file`).
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+#[error("`{option}: {text}` {reason}")]
+#[diagnostic(code(config::option::unsupported_value))]
+pub struct UnsupportedValue {
+    pub(crate) option: String,
+    pub(crate) text: String,
+    pub(crate) reason: &'static str,
+    #[label("not supported")]
     pub(crate) span: SourceSpan,
     #[help]
     pub(crate) help: String,
@@ -367,13 +413,26 @@ pub struct FromPath {
 
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
 #[error("unsupported `from` scheme `{scheme}`")]
-#[diagnostic(
-    code(config::route::from_scheme),
-    help("a route is served at `https://host`, `tcp+https://host:port`, `udp+https://host:port` or `ssh://host`")
-)]
+#[diagnostic(code(config::route::from_scheme), help("a route is served at `https://host` or `tcp+https://host:port`"))]
 pub struct FromScheme {
     pub(crate) scheme: String,
     #[label("not a scheme a route can be served at")]
+    pub(crate) span: SourceSpan,
+}
+
+/// A `from` scheme Pomerium serves and this server does not (`ssh://`, `udp+https://`).
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+#[error("`{scheme}` routes are not served here: {reason}")]
+#[diagnostic(
+    code(config::route::scheme_not_served),
+    help(
+        "this server serves `https://host` and `tcp+https://host:port` routes; remove the route or serve it elsewhere"
+    )
+)]
+pub struct SchemeNotServed {
+    pub(crate) scheme: String,
+    pub(crate) reason: &'static str,
+    #[label("not served here")]
     pub(crate) span: SourceSpan,
 }
 
@@ -527,6 +586,22 @@ pub struct UnknownOption {
     pub(crate) span: SourceSpan,
     #[help]
     pub(crate) help: Option<String>,
+}
+
+/// An option Pomerium acts on that this server accepts and does not act on
+/// (`crate::support::UNSUPPORTED`).
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+#[error("`{option}` is accepted but has no effect: {reason}")]
+#[diagnostic(
+    code(config::option::not_supported),
+    severity(Warning),
+    help("it has no effect on this server; remove it, or see README.md for what is supported")
+)]
+pub struct NotSupported {
+    pub(crate) option: String,
+    pub(crate) reason: &'static str,
+    #[label("no effect here")]
+    pub(crate) span: SourceSpan,
 }
 
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]

@@ -111,15 +111,37 @@ pub const GLOBAL_RAW: &[&str] = &[
     "metrics_certificate_key_file",
     "metrics_client_ca",
     "metrics_client_ca_file",
-    "tracing_sample_rate",
-    "tracing_provider",
-    "tracing_otlp_endpoint",
-    "tracing_otlp_protocol",
+    "otel_traces_exporter",
+    "otel_traces_sampler_arg",
+    "otel_resource_attributes",
+    "otel_log_level",
+    "otel_attribute_value_length_limit",
+    "otel_exporter_otlp_endpoint",
+    "otel_exporter_otlp_traces_endpoint",
+    "otel_exporter_otlp_protocol",
+    "otel_exporter_otlp_traces_protocol",
+    "otel_exporter_otlp_headers",
+    "otel_exporter_otlp_traces_headers",
+    "otel_exporter_otlp_timeout",
+    "otel_exporter_otlp_traces_timeout",
+    "otel_bsp_schedule_delay",
+    "otel_bsp_max_export_batch_size",
     "envoy_admin_access_log_path",
     "envoy_admin_profile_path",
     "envoy_admin_address",
     "envoy_bind_config_source_address",
     "envoy_bind_config_freebind",
+    "envoy_dynamic_extensions",
+    "dns_query_timeout",
+    "dns_query_tries",
+    "dns_udp_max_queries",
+    "dns_use_tcp",
+    "circuit_breaker_thresholds",
+    "health_check_systemd_disabled",
+    "blob_storage",
+    "session_recording_concurrency",
+    "mcp_allowed_client_id_domains",
+    "mcp_allowed_as_metadata_domains",
     "google_cloud_serverless_authentication_service_account",
     "databroker_cluster_node_id",
     "databroker_cluster_nodes",
@@ -139,7 +161,13 @@ pub const GLOBAL_RAW: &[&str] = &[
     "ssh_host_key_files",
     "ssh_user_ca_key",
     "ssh_user_ca_key_file",
+    "ssh_rls_enabled",
+    "ssh_rls_additional_entries",
 ];
+
+/// What replaced Pomerium's removed tracing options (`upgrading#removed-tracing-options`).
+const TRACING_REMOVED: &str =
+    "tracing is configured with the `otel_*` options (`otel_traces_exporter: otlp`, `otel_exporter_otlp_endpoint`)";
 
 /// Options Pomerium removed, refusing to start when they are set, with what replaced them.
 pub const REMOVED_GLOBAL: &[(&str, &str)] = &[
@@ -149,16 +177,15 @@ pub const REMOVED_GLOBAL: &[(&str, &str)] = &[
     ("idp_refresh_directory_timeout", "directory sync moved out of pomerium"),
     ("idp_refresh_directory_interval", "directory sync moved out of pomerium"),
     ("idp_qps", "directory sync moved out of pomerium"),
-    ("tracing_datadog_address", "tracing is configured with `tracing_provider: otlp` and the OTEL_* variables"),
+    ("tracing_datadog_address", TRACING_REMOVED),
+    ("tracing_jaeger_collector_endpoint", TRACING_REMOVED),
+    ("tracing_jaeger_agent_endpoint", TRACING_REMOVED),
+    ("tracing_zipkin_endpoint", TRACING_REMOVED),
+    ("tracing_provider", TRACING_REMOVED),
     (
-        "tracing_jaeger_collector_endpoint",
-        "tracing is configured with `tracing_provider: otlp` and `tracing_otlp_endpoint`",
+        "tracing_sample_rate",
+        "tracing is configured with the `otel_*` options; the sample rate is `otel_traces_sampler_arg`",
     ),
-    (
-        "tracing_jaeger_agent_endpoint",
-        "tracing is configured with `tracing_provider: otlp` and `tracing_otlp_endpoint`",
-    ),
-    ("tracing_zipkin_endpoint", "tracing is configured with `tracing_provider: otlp` and `tracing_otlp_endpoint`"),
     ("policy_file", "write the routes in the config file under `routes:`"),
 ];
 
@@ -234,6 +261,9 @@ pub const ROUTE: &[&str] = &[
     "healthy_panic_threshold",
     "circuit_breaker_thresholds",
     "sub_policies",
+    "ssh_policy",
+    "ssh_policy_rego",
+    "session_recording",
 ];
 
 /// Route options Pomerium removed.

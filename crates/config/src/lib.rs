@@ -37,6 +37,7 @@ pub mod route;
 mod route_read;
 mod secret;
 mod section;
+pub mod support;
 
 pub use diagnostic::{Error, Located, Origin, Warning};
 pub use env::{Environment, MapEnvironment};
@@ -49,7 +50,8 @@ pub use secret::Secret;
 
 /// Whether a YAML or JSON document is a configuration rather than a policy: its top level is an
 /// object with at least one key that is a global option (a policy's top-level keys are `allow` and
-/// `deny`, or it is a list). Used by `pomerium-policy check` to tell the two apart.
+/// `deny`, or it is a list), or it is a list of routes (which loading refuses with one error that
+/// says where the routes go). Used by `pomerium-policy check` to tell the two apart.
 pub fn looks_like_config(source: &str, format: Format) -> bool {
     let (value, _) = match format {
         Format::Yaml => ppl::syntax::yaml::parse(source),
@@ -60,7 +62,17 @@ pub fn looks_like_config(source: &str, format: Format) -> bool {
             || keys::GLOBAL_RAW.contains(&key)
             || keys::removed(keys::REMOVED_GLOBAL, key).is_some()
     };
-    value.and_then(|value| value.as_object().map(|entries| entries.iter().any(|e| is_option(&e.key)))).unwrap_or(false)
+    value
+        .map(|value| {
+            is_route_list(&value) || value.as_object().is_some_and(|entries| entries.iter().any(|e| is_option(&e.key)))
+        })
+        .unwrap_or(false)
+}
+
+/// Whether a document is a list of routes (objects with `from`).
+pub(crate) fn is_route_list(value: &ppl::value::Value) -> bool {
+    let is_route = |item: &ppl::value::Value| item.as_object().is_some_and(|e| e.iter().any(|e| e.key == "from"));
+    value.as_array().is_some_and(|items| !items.is_empty() && items.iter().all(is_route))
 }
 
 /// Why a route could not be found by [`Config::find_route`].

@@ -3,7 +3,7 @@
 
 use crate::assemble::assemble;
 use crate::diagnostic::{
-    DuplicateId, Error, IgnoredOption, Located, NotObject, Origin, ShadowedRoute, TooLarge, Warning,
+    DuplicateId, Error, IgnoredOption, Located, NotObject, Origin, RouteList, ShadowedRoute, TooLarge, Warning,
 };
 use crate::env::Environment;
 use crate::options::{self, MtlsEnforcement, Options};
@@ -78,6 +78,10 @@ fn read_config(
 ) -> Option<Config> {
     let document = parse_document(source, format, sink)?;
     let Some(entries) = document.as_object() else {
+        if crate::is_route_list(&document) {
+            sink.error(&Origin::File, RouteList { span: document.span.into() });
+            return None;
+        }
         sink.error(&Origin::File, NotObject { found: document.kind(), span: document.span.into() });
         return None;
     };
@@ -248,12 +252,19 @@ fn checked_policy(route: &Route, default_rule: bool, sink: &mut Sink) -> RoutePo
             sink.error(&route.origin, error);
         }
     }
+    // `allow_public_unauthenticated_access` beside `cors_allow_preflight` is a common pattern (the
+    // preflight criterion is redundant, not wrong): not worth a lint.
+    let public_with_preflight = |warning: &ppl::Warning| {
+        warning.code_str() == "ppl::lint::redundant_criteria"
+            && route.access.cors_allow_preflight.is_some()
+            && route.access.allow_public_unauthenticated_access == Some(warning.span())
+    };
     for warning in checked.warnings {
         let structural = matches!(
             warning.code_str().as_str(),
             "ppl::lint::empty_rule" | "ppl::lint::empty_block" | "ppl::lint::empty_policy"
         );
-        if !inside(warning.span()) && !structural {
+        if !inside(warning.span()) && !structural && !public_with_preflight(&warning) {
             sink.warning(&route.origin, warning);
         }
     }

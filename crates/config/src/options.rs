@@ -1,7 +1,7 @@
 //! Global options (system.md §1.3), typed, with Pomerium's defaults (`config/options.go`
 //! `defaultOptions`).
 
-use crate::diagnostic::{BadSecret, BadUrl, Conflict, Missing, UnknownValue};
+use crate::diagnostic::{BadSecret, BadUrl, Conflict, Missing, UnknownValue, UnsupportedValue};
 use crate::env::Environment;
 use crate::headers;
 use crate::keys;
@@ -312,16 +312,24 @@ pub struct Options {
 /// `runtime_flags` and their defaults (`config/runtime_flags.go`).
 pub const RUNTIME_FLAGS: &[(&str, bool)] = &[
     ("add_extra_metrics_labels", true),
+    ("allow_any_sign_out_redirect_uri", false),
     ("authorize_use_sync_cache", true),
+    ("authorize_use_synced_data", true),
+    ("config_hot_reload", true),
     ("debug_admin_endpoints", false),
     ("envoy_resource_manager", true),
     ("grpc_databroker_keepalive", false),
     ("legacy_identity_manager", false),
     ("match_any_incoming_port", true),
     ("mcp", true),
+    ("mcp_dynamic_client_registration", false),
     ("pomerium_jwt_endpoint", false),
     ("refresh_session_at_id_token_expiration", true),
     ("routes_portal", true),
+    ("set_envoy_concurrency_to_go_max_procs", true),
+    ("ssh_allow_direct_tcpip", false),
+    ("ssh_routes_portal", false),
+    ("ssh_upstream_tunnel", false),
 ];
 
 /// The response headers set when `set_response_headers` is not given.
@@ -589,7 +597,58 @@ pub(crate) fn read(section: &Section, mtls: &Section, env: &dyn Environment, sin
     options.other = section.raw(keys::GLOBAL_RAW);
     options.downstream_mtls = read_downstream_mtls(mtls, env, sink);
     require_split_mode_secrets(section, &options, sink);
+    require_grpc_secret(section, &options, sink);
+    require_databroker_url(section, &options, sink);
     options
+}
+
+/// In `all` mode a `grpc_address` of its own opens the gRPC listener (for other processes, such as
+/// the ingress controller), whose every call is signed with the shared secret: the server refuses
+/// to start without one.
+fn require_grpc_secret(section: &Section, options: &Options, sink: &mut Sink) {
+    let Some(address) = section.get("grpc_address") else { return };
+    if !options.services.is_all() || options.grpc_address == DEFAULT_GRPC_ADDRESS || options.shared_secret.is_some() {
+        return;
+    }
+    sink.error(
+        &address.origin,
+        Missing {
+            option: "shared_secret".to_owned(),
+            because: "when `grpc_address` opens the grpc listener (every call on it is signed with the shared secret)"
+                .to_owned(),
+            span: address.key_span.into(),
+            help: Some(
+                "set `shared_secret` (make one with `head -c32 /dev/urandom | base64`), or remove `grpc_address` to keep \
+                 the databroker and authorize service to this process"
+                    .to_owned(),
+            ),
+        },
+    );
+}
+
+/// A proxy, authorize or authenticate service without the databroker follows the one at
+/// `databroker_service_url`: the server refuses to start without it.
+fn require_databroker_url(section: &Section, options: &Options, sink: &mut Sink) {
+    let Some(services) = section.get("services") else { return };
+    let s = &options.services;
+    let follows = !s.runs(Service::Databroker)
+        && (s.runs(Service::Proxy) || s.runs(Service::Authorize) || s.runs(Service::Authenticate));
+    if !follows || !options.databroker.service_urls.is_empty() || options.databroker.internal_service_url.is_some() {
+        return;
+    }
+    sink.error(
+        &services.origin,
+        Missing {
+            option: "databroker_service_url".to_owned(),
+            because: "when the databroker runs in another process".to_owned(),
+            span: services.span().into(),
+            help: Some(
+                "set it to the databroker's grpc url, e.g. `https://databroker.internal:5443`, or add `databroker` to \
+                 `services`"
+                    .to_owned(),
+            ),
+        },
+    );
 }
 
 /// Outside `all` mode there is no random key to fall back on: services must share the same
@@ -1201,6 +1260,30 @@ fn read_databroker(r: &mut Reader<'_>, o: &mut Options) {
     o.databroker.service_urls = url_list(r, "databroker_service_url", "databroker_service_urls");
     o.databroker.internal_service_url = r.url("databroker_internal_service_url");
     let storage_field = r.field("databroker_storage_type");
+    if let Some(field) = &storage_field
+        && let Some(text) = field.value.as_str()
+        && let Some((reason, help)) = match text.trim() {
+            "redis" => Some((
+                "was removed from pomerium",
+                "use `postgres` (with `databroker_storage_connection_string`), or `memory`",
+            )),
+            "file" => Some((
+                "is not supported here",
+                "use `memory`, or `postgres` to keep data across restarts and share it between replicas",
+            )),
+            _ => None,
+        }
+    {
+        let error = UnsupportedValue {
+            option: field.name.clone(),
+            text: text.to_owned(),
+            reason,
+            span: field.span().into(),
+            help: help.to_owned(),
+        };
+        r.sink.error(&field.origin, error);
+        return;
+    }
     if let Some(storage) = r.with("databroker_storage_type", |field, sink| field.choice(sink, STORAGE, false)) {
         o.databroker.storage_type = storage;
     }

@@ -3,7 +3,7 @@
 use crate::diagnostic::{
     AllowsNothing, AnyUserWithAllowLists, BadWeight, DeprecatedOption, FromPath, FromScheme as FromSchemeError,
     HttpFrom, IgnoredOption, MixedSchemes, MixedWeights, NoAction, NoPort, Origin, PublicWithAllowLists, RedirectCode,
-    RemovedOption, RouteBadUrl, SeveralActions, TooManyDependsOn, UnknownOption, WrongType,
+    RemovedOption, RouteBadUrl, SchemeNotServed, SeveralActions, TooManyDependsOn, UnknownOption, WrongType,
 };
 use crate::env::Environment;
 use crate::headers;
@@ -72,6 +72,7 @@ pub(crate) fn read(
     let mut route = empty_route(index, origin, value.span, from, action.unwrap_or(Action::Upstream(Vec::new())));
     cx.matching(&mut route);
     cx.upstream_options(&mut route);
+    cx.check_tunnel_upstream(&route);
     cx.rewrites(&mut route);
     cx.headers(&mut route);
     cx.protocols(&mut route);
@@ -98,10 +99,14 @@ fn collect(entries: &[Entry], origin: &Origin, sink: &mut Sink) -> Fields {
     let mut envoy = BTreeMap::new();
     for entry in entries {
         let key = entry.key.as_str();
-        if keys::ROUTE.contains(&key) {
-            map.insert(entry.key.clone(), Field::new(key, entry, origin));
-        } else if keys::ENVOY_CLUSTER.contains(&key) {
-            envoy.insert(entry.key.clone(), entry.value.clone());
+        if keys::ROUTE.contains(&key) || keys::ENVOY_CLUSTER.contains(&key) {
+            let field = Field::new(key, entry, origin);
+            crate::section::report_unsupported(&format!("routes.{key}"), &field, sink);
+            if keys::ROUTE.contains(&key) {
+                map.insert(entry.key.clone(), field);
+            } else {
+                envoy.insert(entry.key.clone(), entry.value.clone());
+            }
         } else if let Some(help) = keys::removed(keys::REMOVED_ROUTE, key) {
             let option = format!("routes.{key}");
             sink.error(origin, RemovedOption { option, span: entry.key_span.into(), help: help.to_owned() });
@@ -297,6 +302,19 @@ impl Cx<'_> {
         route.idle_timeout = self.with("idle_timeout", Field::duration);
     }
 
+    /// A tcp route connects to `host:port`; the server cannot run one whose first upstream lacks
+    /// either.
+    fn check_tunnel_upstream(&mut self, route: &Route) {
+        let Some(first) = route.upstreams().first().filter(|_| route.is_tcp()) else { return };
+        if first.url.host_str().is_some_and(|h| !h.is_empty()) && first.url.port().is_some() {
+            return;
+        }
+        if let Some(field) = self.fields.get("to") {
+            let help = Some("write `to: tcp://host:port`, e.g. `tcp://db:5432`".to_owned());
+            field.invalid(self.sink, "a tcp route's upstream needs a host and a port", help);
+        }
+    }
+
     fn rewrites(&mut self, route: &mut Route) {
         let both = (self.fields.get("prefix_rewrite").cloned(), self.fields.get("regex_rewrite_pattern").cloned());
         if let (Some(prefix), Some(pattern)) = &both {
@@ -311,6 +329,12 @@ impl Cx<'_> {
         }
         route.host_rewrite = self.string("host_rewrite");
         route.host_rewrite_header = self.string("host_rewrite_header");
+        if let (Some(header), Some(field)) = (&route.host_rewrite_header, self.fields.get("host_rewrite_header"))
+            && !headers::is_header_name(header)
+        {
+            field.invalid(self.sink, format!("`{header}` is not a header name"), None);
+            route.host_rewrite_header = None;
+        }
         let host_substitution =
             self.substitution("host_path_regex_rewrite_pattern", "host_path_regex_rewrite_substitution");
         let host_pattern = self.regex("host_path_regex_rewrite_pattern");
@@ -548,8 +572,16 @@ fn parse_from(field: &Field, text: &str, sink: &mut Sink) -> Option<From> {
             FromScheme::Http
         }
         "tcp+https" | "tcp+http" => FromScheme::Tcp,
-        "udp+https" | "udp+http" => FromScheme::Udp,
-        "ssh" => FromScheme::Ssh,
+        "udp+https" | "udp+http" | "ssh" => {
+            let reason = if url.scheme() == "ssh" {
+                "there is no ssh listener (pomerium serves these with `ssh_address`)"
+            } else {
+                "udp over http (connect-udp) is not implemented; tcp routes (`tcp+https://`) are"
+            };
+            let error = SchemeNotServed { scheme: url.scheme().to_owned(), reason, span: field.span().into() };
+            sink.error(&field.origin, error);
+            return None;
+        }
         other => {
             sink.error(&field.origin, FromSchemeError { scheme: other.to_owned(), span: field.span().into() });
             return None;
@@ -607,6 +639,12 @@ fn upstreams(field: &Field, sink: &mut Sink) -> Option<Vec<WeightedUrl>> {
             continue;
         }
         match item.string(sink).and_then(|text| weighted_url(item, &text, sink)) {
+            // Pomerium's Envoy connects to unix sockets; this server's upstream client does not.
+            Some(url) if url.url.scheme().contains("unix") => {
+                let help = Some("reach the upstream over tcp, e.g. `to: http://app:8080`".to_owned());
+                item.invalid(sink, "unix socket upstreams are not supported here", help);
+                broken = true;
+            }
             Some(url) => out.push((url, item.span())),
             None => broken = true,
         }

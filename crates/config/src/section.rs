@@ -2,10 +2,11 @@
 //! by the environment variable of the same name upper-cased (`bindEnvs`: the environment wins).
 //! Unknown keys are warnings with a suggestion; removed keys are errors saying what replaced them.
 
-use crate::diagnostic::{Origin, RemovedOption, UnknownOption};
+use crate::diagnostic::{NotSupported, Origin, Refused, RemovedOption, UnknownOption};
 use crate::env::Environment;
 use crate::keys;
 use crate::read::{Field, Sink};
+use crate::support::Support;
 use ppl::value::Entry;
 use std::collections::BTreeMap;
 
@@ -65,6 +66,9 @@ impl Section {
                 }
             }
         }
+        for (key, field) in &fields {
+            report_unsupported(&schema.qualified(key), field, sink);
+        }
         Section { fields }
     }
 
@@ -79,6 +83,19 @@ impl Section {
             .filter(|(key, field)| keys.contains(&key.as_str()) && !field.is_null())
             .map(|(key, field)| (key.clone(), field.value.clone()))
             .collect()
+    }
+}
+
+/// An option the server does not act on (`support::UNSUPPORTED`), unless its value is "off".
+pub(crate) fn report_unsupported(qualified: &str, field: &Field, sink: &mut Sink) {
+    let Some(support) = crate::support::lookup(qualified) else { return };
+    if crate::support::is_off(&field.value) {
+        return;
+    }
+    let (option, span) = (qualified.to_owned(), field.key_span.into());
+    match support {
+        Support::Warned(reason) => sink.warning(&field.origin, NotSupported { option, reason, span }),
+        Support::Refused(reason) => sink.error(&field.origin, Refused { option, reason, span }),
     }
 }
 

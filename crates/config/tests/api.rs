@@ -295,8 +295,17 @@ fn every_typed_option_is_read() {
             loaded.errors.iter().any(|e| e.diagnostic.to_string().contains(key) || e.diagnostic.span().start() > 0);
         assert!(named, "`{key}` is listed but a bad value is not reported: {:?}", loaded.errors);
     }
-    let kept_as_written =
-        ["mcp", "upstream_tunnel", "sub_policies", "health_checks", "circuit_breaker_thresholds", "policy"];
+    let kept_as_written = [
+        "mcp",
+        "upstream_tunnel",
+        "sub_policies",
+        "health_checks",
+        "circuit_breaker_thresholds",
+        "policy",
+        "ssh_policy",
+        "ssh_policy_rego",
+        "session_recording",
+    ];
     for key in config::keys::ROUTE.iter().filter(|k| !kept_as_written.contains(k) && **k != "from") {
         let source = format!("routes:\n  - from: https://a.example.com\n    {key}: [[[1]]]\n");
         let loaded = config::load(&source, Format::Yaml, &config::env::Empty);

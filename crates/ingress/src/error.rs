@@ -27,6 +27,9 @@ pub enum TranslateError {
     RemovedAnnotation(RemovedAnnotation),
     #[error(transparent)]
     #[diagnostic(transparent)]
+    UnsupportedAnnotation(UnsupportedAnnotation),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
     Invalid(Invalid),
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -104,7 +107,7 @@ macro_rules! from_variants {
     };
 }
 
-from_variants!(TranslateError: MissingName, UnknownAnnotation, RemovedAnnotation, Invalid, MissingSecret,
+from_variants!(TranslateError: MissingName, UnknownAnnotation, RemovedAnnotation, UnsupportedAnnotation, Invalid, MissingSecret,
     MissingSecretKey, WrongSecretType, SecretNotUtf8, HeaderConflict, MissingHost, MissingHttp, MissingPathType,
     UnknownPathType, TunnelPath, NoService, MissingService, MissingServicePort, NoPort, DefaultBackendHost, DuplicateIngress);
 from_variants!(TranslateWarning: NotBoolean, NotManaged);
@@ -133,6 +136,19 @@ pub struct RemovedAnnotation {
     pub(crate) annotation: String,
     #[help]
     pub(crate) help: String,
+}
+
+/// An annotation Pomerium's controller accepts, for something this server does not serve.
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+#[error("ingress `{ingress}`: annotation `{annotation}` is not supported here: {reason}")]
+#[diagnostic(
+    code(ingress::annotation::not_supported),
+    help("remove the annotation; this server would otherwise serve the route without what it asks for")
+)]
+pub struct UnsupportedAnnotation {
+    pub(crate) ingress: String,
+    pub(crate) annotation: String,
+    pub(crate) reason: &'static str,
 }
 
 /// What a problem found by `config::load` is about.

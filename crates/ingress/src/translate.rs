@@ -12,6 +12,7 @@ use crate::doc::{Node, RouteDoc, Rule, Source};
 use crate::error::{
     DefaultBackendHost, Invalid, InvalidParts, MissingHost, MissingHttp, MissingPathType, NotBoolean, Place,
     RemovedAnnotation, TranslateError, TranslateWarning, TunnelPath, UnknownAnnotation, UnknownPathType,
+    UnsupportedAnnotation,
 };
 use crate::naming;
 use crate::secrets;
@@ -143,6 +144,12 @@ impl<'a> Cx<'a> {
         let mut secret_uses = Vec::new();
         for (name, value) in self.annotations.clone() {
             match annotations::kind(&name) {
+                Some(Kind::Option) if let Some(support) = config::support::lookup(&format!("routes.{name}")) => {
+                    let (config::support::Support::Warned(reason) | config::support::Support::Refused(reason)) =
+                        support;
+                    self.unsupported_annotation(&name, reason);
+                }
+                Some(Kind::Unsupported(reason)) => self.unsupported_annotation(&name, reason),
                 Some(Kind::Option) => {
                     if let Some(node) = self.option_value(&name, &value) {
                         fields.push((name, node));
@@ -165,6 +172,11 @@ impl<'a> Cx<'a> {
             secrets::apply(self, &name, value.trim(), secret_use, &mut fields);
         }
         fields
+    }
+
+    fn unsupported_annotation(&mut self, name: &str, reason: &'static str) {
+        let error = UnsupportedAnnotation { ingress: self.label.clone(), annotation: self.annotation(name), reason };
+        self.errors.push(error.into());
     }
 
     fn unknown_annotation(&mut self, name: &str) {
@@ -354,13 +366,7 @@ impl<'a> Cx<'a> {
 
     /// `tcp` or `udp` when the route is a tunnel.
     pub fn tunnel(&self) -> Option<&'static str> {
-        if self.flag(Flag::TcpUpstream) {
-            Some("tcp")
-        } else if self.flag(Flag::UdpUpstream) {
-            Some("udp")
-        } else {
-            None
-        }
+        if self.flag(Flag::TcpUpstream) { Some("tcp") } else { None }
     }
 
     /// `setRouteFrom`: `https://host`, or `tcp+https://host:port` for a tunnel to the service port.

@@ -280,3 +280,38 @@ fn routes_from_the_policy_variable_are_evaluated_and_reported_in_their_decoded_t
     assert_eq!(line["file"], "$POLICY (base64-decoded)");
     assert_eq!((line["line"].as_u64(), line["column"].as_u64()), (Some(1), Some(9)));
 }
+
+#[test]
+fn check_says_once_that_a_bare_list_of_routes_goes_under_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(
+        &dir,
+        "routes.yaml",
+        "- from: https://a.example.com\n  to: http://a\n- from: https://b.example.com\n  to: http://b\n",
+    );
+    let out = run(cli().args(["check", "--format", "json"]).arg(&path));
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let codes: Vec<String> = out
+        .stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|line| line["code"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(codes, ["config::document::route_list"], "{}", out.stderr);
+    assert!(out.stderr.contains("routes:"), "{}", out.stderr);
+}
+
+#[test]
+fn check_reports_options_the_server_ignores_or_refuses_at_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(&dir, "config.yaml", "address: :8443\ncodec_type: http3\n");
+    let out = run(cli().args(["check", "--format", "json"]).arg(&path));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let line: serde_json::Value = serde_json::from_str(out.stderr.lines().next().unwrap()).unwrap();
+    assert_eq!(line["code"], "config::option::not_supported");
+    assert_eq!((line["line"].as_u64(), line["column"].as_u64()), (Some(2), Some(1)));
+    let refused = file(&dir, "refused.yaml", "address: :8443\npomerium_zero_token: abc\n");
+    let out = run(cli().args(["check", "--format", "json"]).arg(&refused));
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("\"code\":\"config::option::refused\""), "{}", out.stderr);
+}

@@ -297,3 +297,40 @@ async fn the_example_config_runs_on_defaults() {
     assert_eq!(reply.status, 404);
     server.assert_running();
 }
+
+/// An option the server does not act on is not silent: the start logs `check`'s warning, at the
+/// option's place in the file; a refused one stops the start with the reason.
+#[tokio::test]
+async fn options_the_server_does_not_act_on_are_warned_about_at_their_place() {
+    let setup = Setup::new();
+    let text = setup
+        .config(&format!("codec_type: http3\n{}", routes(&[public("app", "response:\n  status: 200\n  body: ok")])));
+    let line = text.lines().position(|l| l.starts_with("codec_type:")).unwrap() + 1;
+    let server = setup.start_raw(&text).await;
+    let logs = server.logs().join("\n");
+    let place = format!(":{line}:1: [config::option::not_supported] `codec_type` is accepted but has no effect");
+    assert!(logs.contains(&place), "the start warns at the option's place ({place}):\n{logs}");
+    drop(server);
+
+    std::fs::write(setup.config_path(), text.replace("codec_type: http3", "pomerium_zero_token: abc")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pomerium"))
+        .arg("--config")
+        .arg(setup.config_path())
+        .env_clear()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a refused configuration must stop the start promptly");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[config::option::refused] `pomerium_zero_token` is refused"), "{stderr}");
+}
