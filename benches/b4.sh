@@ -25,6 +25,10 @@
 #
 # benches/b4.sh [ROUNDS] [SECONDS]     defaults: 5 rounds of 8 s; installs wrk, nginx and haproxy
 #                                      with apt-get when they are missing
+#
+# With B4_BASELINE=PATH (another build of `pomerium`, e.g. of an earlier commit), a sixth target
+# `baseline` runs that binary on the same configuration, interleaved with the others, and the
+# public route's CPU per request is compared with it round by round (did a change cost anything?).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
@@ -59,6 +63,8 @@ upstream_port=18080
 nginx_port=18081
 haproxy_port=18082
 pomerium_port=18083
+baseline_port=18084
+baseline=${B4_BASELINE:-}
 
 # The upstream: nginx answering 12 bytes from memory.
 mkdir -p "$work/upstream" "$work/nginx"
@@ -148,6 +154,11 @@ routes:
 EOF
 TOKIO_WORKER_THREADS=1 RUST_LOG=warn "$pomerium" --config "$work/pomerium.yaml" 2> "$work/pomerium.log" &
 pids+=($!)
+if [ -n "$baseline" ]; then
+  sed "s/:$pomerium_port/:$baseline_port/g" "$work/pomerium.yaml" > "$work/baseline.yaml"
+  TOKIO_WORKER_THREADS=1 RUST_LOG=warn "$baseline" --config "$work/baseline.yaml" 2> "$work/baseline.log" &
+  pids+=($!)
+fi
 
 wait_for() {
   for _ in $(seq 100); do
@@ -158,7 +169,7 @@ wait_for() {
   cat "$work"/*.log "$work"/*/error.log 2> /dev/null >&2 || true
   return 1
 }
-for port in $upstream_port $nginx_port $haproxy_port $pomerium_port; do wait_for "$port"; done
+for port in $upstream_port $nginx_port $haproxy_port $pomerium_port ${baseline:+$baseline_port}; do wait_for "$port"; done
 
 # Signs in as alice through the development identity provider, the way a browser does: the route
 # sends us to the authenticate service, which sends us to the provider's login page; its form is
@@ -284,12 +295,15 @@ for ((r = 1; r <= rounds; r++)); do
   run nginx $nginx_port
   run haproxy $haproxy_port
   run pomerium $pomerium_port
+  [ -n "$baseline" ] && run baseline $baseline_port -H "Host: localhost:$pomerium_port"
   run pomerium-signed $pomerium_port -H "Host: $signed_host" -H "Cookie: $cookie"
 done
 
 echo "B4(a) and B4(b) on $(uname -m), $(nproc) cores, $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2> /dev/null || echo '?'), $rounds rounds of wrk -t1 -c$connections -d${seconds}s"
 echo
 awk '
+  function min_of(list, n,   i, m) { m = list[1]; for (i = 2; i <= n; i++) if (list[i] < m) m = list[i]; return m }
+  function max_of(list, n,   i, m) { m = list[1]; for (i = 2; i <= n; i++) if (list[i] > m) m = list[i]; return m }
   function median(list, n,   sorted, i, j, t) {
     for (i = 1; i <= n; i++) sorted[i] = list[i]
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (sorted[j] < sorted[i]) { t = sorted[i]; sorted[i] = sorted[j]; sorted[j] = t }
@@ -297,8 +311,9 @@ awk '
   }
   { n[$1]++; rps[$1, n[$1]] = $2; p50[$1, n[$1]] = $3; p99[$1, n[$1]] = $4; cpu[$1, n[$1]] = $5 }
   END {
-    split("direct nginx haproxy pomerium pomerium-signed", targets, " ")
-    for (t = 1; t <= 5; t++) {
+    count = split("direct nginx haproxy pomerium pomerium-signed baseline", targets, " ")
+    if (!n["baseline"]) count = 5
+    for (t = 1; t <= count; t++) {
       name = targets[t]
       for (i = 1; i <= n[name]; i++) { a[i] = rps[name, i]; b[i] = p50[name, i]; c[i] = p99[name, i]; d[i] = cpu[name, i] }
       m_rps[name] = median(a, n[name]); m_p50[name] = median(b, n[name]); m_p99[name] = median(c, n[name])
@@ -306,7 +321,7 @@ awk '
     }
     print "| target | req/s (median) | × nginx | p50 µs | p99 µs | proxy CPU µs/request | × nginx |"
     print "|---|---:|---:|---:|---:|---:|---:|"
-    for (t = 1; t <= 5; t++) {
+    for (t = 1; t <= count; t++) {
       name = targets[t]
       cpu_cell = name == "direct" ? "–" : sprintf("%.2f", m_cpu[name])
       cpu_ratio = name == "direct" ? "–" : sprintf("%.2f", m_cpu[name] / m_cpu["nginx"])
@@ -323,4 +338,9 @@ awk '
     added = m_cpu["pomerium-signed"] - m_cpu["pomerium"]
     printf "B4(b): the signed-in route adds %.2f µs CPU per request (difference of the medians), %.2f µs (median of the per-round differences); target ≤ 2 µs: %s\n",
       added, paired, (paired <= 2 ? "met" : "missed")
+    if (n["baseline"]) {
+      for (i = 1; i <= n["baseline"]; i++) q[i] = cpu["pomerium", i] / cpu["baseline", i]
+      printf "against the baseline build: public-route CPU per request %.3f× (median of the per-round ratios; range %.3f–%.3f)\n",
+        median(q, n["baseline"]), min_of(q, n["baseline"]), max_of(q, n["baseline"])
+    }
   }' "$work/results"

@@ -44,7 +44,12 @@ pub const UNSUPPORTED: &[(&str, Support)] = &[
     // Listeners and protocols.
     ("codec_type", Warned("http/1.1 and http/2 are negotiated by alpn here; http/3 is not served")),
     ("grpc_client_timeout", Warned("calls between services use fixed timeouts here")),
-    ("dns_lookup_family", Warned(DNS)),
+    (
+        "dns_lookup_family",
+        Warned(
+            "route upstreams ignore it (they use every address the system resolver gives); only the authorize and databroker clients follow it",
+        ),
+    ),
     ("dns_query_timeout", Warned(DNS)),
     ("dns_query_tries", Warned(DNS)),
     ("dns_udp_max_queries", Warned(DNS)),
