@@ -143,6 +143,8 @@ struct Server {
     databroker: crate::databroker::Databroker,
     /// Rebuilds the runtime when the file or the databroker's configuration changes.
     reloader: Arc<Reloader>,
+    /// ACME certificates (`autocert`).
+    autocert: Option<Arc<crate::autocert::Autocert>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,7 +160,11 @@ impl Addresses {
     fn of(options: &Options) -> Addresses {
         Addresses {
             main: options.address.clone(),
-            redirect: options.http_redirect_addr.clone(),
+            // Autocert needs a plain listener for HTTP-01: `:80` unless one is configured.
+            redirect: options.http_redirect_addr.clone().or_else(|| {
+                (options.autocert.enable && !options.insecure_server)
+                    .then(|| crate::autocert::DEFAULT_HTTP_ADDRESS.to_owned())
+            }),
             metrics: options.metrics_address.clone(),
             health: options.health_check_addr.clone(),
             insecure: options.insecure_server,
@@ -198,7 +204,12 @@ impl Server {
             };
             crate::grpc::serve(&config, services, &mut tasks, shutdown.signal()).await?;
         }
-        let tls = if config.options.insecure_server { None } else { Some(server_tls(&config)?) };
+        let mut tls = if config.options.insecure_server { None } else { Some(server_tls(&config)?) };
+        let autocert =
+            (tls.is_some() && config.options.autocert.enable).then(|| crate::autocert::Autocert::new(&config));
+        if let Some(autocert) = &autocert {
+            tls = tls.map(|tls| tls.with_acme_challenges(autocert.alpn_hook()));
+        }
         let addresses = Addresses::of(&config.options);
         let reloader = Arc::new(Reloader {
             current: Arc::clone(&current),
@@ -206,11 +217,13 @@ impl Server {
             resolver: tls.as_ref().map(|tls| Arc::clone(tls.resolver())),
             metrics: Arc::clone(&metrics),
             addresses: addresses.clone(),
+            autocert: autocert.clone(),
             sources: std::sync::Mutex::new(Sources { file: config.clone(), dynamic: DynamicConfig::default() }),
         });
         let options = config.options.clone();
-        let mut server = Server { current, tls, metrics, shutdown, tasks, addresses, databroker, reloader };
+        let mut server = Server { current, tls, metrics, shutdown, tasks, addresses, databroker, reloader, autocert };
         server.open_listeners(&options).await?;
+        server.start_autocert(&config)?;
         server.watch(source);
         server.follow_databroker_config();
         server.refresh_sessions(&environment);
@@ -260,18 +273,36 @@ impl Server {
         let options_server = server_options(options);
         self.tasks.spawn(server::serve(main, self.tls.clone(), handler, options_server, self.shutdown.signal()));
         if let Some(address) = &self.addresses.redirect {
-            let listener = bind(address).await?;
+            let implied = options.http_redirect_addr.is_none();
+            let listener = match bind(address).await {
+                Ok(listener) => listener,
+                // Only autocert asked for `:80`: TLS-ALPN-01 on the main listener works without it.
+                Err(message) if implied => {
+                    tracing::warn!("autocert: no plain listener for HTTP-01 challenges: {message}");
+                    return Ok(());
+                }
+                Err(message) => return Err(message),
+            };
             tracing::info!(address = %local_address(&listener, address), "redirecting http to https");
             // The PROXY protocol is the main listener's (`use_proxy_protocol`), as in Pomerium.
             let redirect_options = ServerOptions { proxy_protocol: false, ..options_server };
-            self.tasks.spawn(server::serve_https_redirect(
-                listener,
-                main_port,
-                redirect_options,
-                self.shutdown.signal(),
-            ));
+            let challenges = self.autocert.as_ref().map(|autocert| {
+                autocert.http_listener.store(true, std::sync::atomic::Ordering::Relaxed);
+                Arc::clone(&autocert.challenges)
+            });
+            let signal = self.shutdown.signal();
+            self.tasks.spawn(crate::autocert::serve_plain(listener, main_port, challenges, redirect_options, signal));
         }
         Ok(())
+    }
+
+    /// Starts the ACME manager when `autocert` is on: issued certificates take priority over the
+    /// configured or self-signed ones.
+    fn start_autocert(&mut self, config: &Config) -> Result<(), String> {
+        let (Some(autocert), Some(tls)) = (&self.autocert, &self.tls) else { return Ok(()) };
+        autocert.with_issued(certificates(config)?);
+        self.metrics.autocert(Arc::clone(&autocert.status));
+        autocert.start(&config.options, Arc::clone(tls.resolver()), &mut self.tasks, self.shutdown.signal())
     }
 
     /// Reloads the configuration when its file changes.
@@ -364,6 +395,7 @@ struct Reloader {
     resolver: Option<Arc<SniResolver>>,
     metrics: Arc<Metrics>,
     addresses: Addresses,
+    autocert: Option<Arc<crate::autocert::Autocert>>,
     /// The last good configuration of each source; a reload of one keeps the other.
     sources: std::sync::Mutex<Sources>,
 }
@@ -437,6 +469,10 @@ impl Reloader {
         if let Some(resolver) = &self.resolver {
             let mut certificates = certificates(&config).map_err(|e| vec![e])?;
             certificates.extend(dynamic.certificates.iter().cloned());
+            if let Some(autocert) = &self.autocert {
+                autocert.plan(&config);
+                certificates = autocert.with_issued(certificates);
+            }
             resolver.replace(&certificates).map_err(|e| vec![format!("certificates: {e}")])?;
         }
         let routes = runtime.route_count();

@@ -4,6 +4,7 @@
 //! configuration atomically, an invalid one is logged and ignored.
 
 mod app;
+mod autocert;
 mod databroker;
 mod diagnostics;
 mod dynamic;

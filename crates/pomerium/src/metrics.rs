@@ -11,6 +11,7 @@ pub struct Metrics {
     last_reload_failed: AtomicU64,
     last_reload_success_timestamp: AtomicU64,
     routes: AtomicU64,
+    autocert: std::sync::OnceLock<std::sync::Arc<autocert::Status>>,
 }
 
 impl Metrics {
@@ -31,7 +32,20 @@ impl Metrics {
         self.routes.store(routes as u64, Ordering::Relaxed);
     }
 
+    /// Adds autocert's counts to the metrics.
+    pub fn autocert(&self, status: std::sync::Arc<autocert::Status>) {
+        let _ = self.autocert.set(status);
+    }
+
     pub fn render(&self) -> String {
+        let mut text = self.render_server();
+        if let Some(status) = self.autocert.get() {
+            text.push_str(&status.render());
+        }
+        text
+    }
+
+    fn render_server(&self) -> String {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         format!(
             "# HELP pomerium_config_reloads_total Configuration reloads, by result.\n\

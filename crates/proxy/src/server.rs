@@ -27,6 +27,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -298,6 +299,12 @@ impl<H: Handler> Connection<H> {
             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
         };
         let (_, session) = stream.get_ref();
+        if session.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+            // A TLS-ALPN-01 validation: the handshake was the answer (RFC 8737 §3).
+            let mut stream = stream;
+            let _ = tokio::time::timeout(self.options.tls_handshake_timeout, stream.shutdown()).await;
+            return;
+        }
         let info = TlsInfo {
             server_name: session.server_name().map(str::to_owned),
             alpn: session.alpn_protocol().map(<[u8]>::to_vec),

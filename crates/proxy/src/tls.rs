@@ -188,16 +188,29 @@ impl CertIndex {
     }
 }
 
+/// The ALPN protocol of ACME's TLS-ALPN-01 challenge (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// The certificate answering a TLS-ALPN-01 challenge for a server name (autocert), if one is pending.
+pub type AcmeChallengeCertificates = Arc<dyn Fn(&str) -> Option<Arc<CertifiedKey>> + Send + Sync>;
+
 /// Picks the certificate for a handshake by SNI: exact name, then wildcard, then the default.
-#[derive(Debug)]
+/// A handshake that offers ALPN `acme-tls/1` gets the pending challenge certificate instead.
 pub struct SniResolver {
     index: ArcSwap<CertIndex>,
+    acme: std::sync::OnceLock<AcmeChallengeCertificates>,
+}
+
+impl std::fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SniResolver").field("index", &self.index).finish_non_exhaustive()
+    }
 }
 
 impl SniResolver {
     /// A resolver over `certificates`; the first is the default. An empty set makes handshakes fail.
     pub fn new(certificates: &[Arc<CertifiedKey>]) -> Result<Self, TlsError> {
-        Ok(Self { index: ArcSwap::from_pointee(CertIndex::build(certificates)?) })
+        Ok(Self { index: ArcSwap::from_pointee(CertIndex::build(certificates)?), acme: std::sync::OnceLock::new() })
     }
 
     /// Replaces the certificates (a reload); handshakes in progress keep the old set.
@@ -214,6 +227,12 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme_challenge = client_hello.alpn().is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
+        if acme_challenge {
+            // Only the challenge certificate answers `acme-tls/1`; without one the handshake fails.
+            let challenges = self.acme.get()?;
+            return challenges(client_hello.server_name()?);
+        }
         self.select(client_hello.server_name())
     }
 }
@@ -284,6 +303,19 @@ impl ServerTls {
             .with_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self { config: Arc::new(config), resolver, client_verifier })
+    }
+
+    /// Answers TLS-ALPN-01 challenges (autocert): offers ALPN `acme-tls/1` and presents
+    /// `challenges`' certificate to handshakes that ask for it. The server closes such connections
+    /// after the handshake.
+    #[must_use]
+    pub fn with_acme_challenges(mut self, challenges: AcmeChallengeCertificates) -> Self {
+        // The resolver is this configuration's own; its hook is set once.
+        let _ = self.resolver.acme.set(challenges);
+        let mut config = (*self.config).clone();
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+        self.config = Arc::new(config);
+        self
     }
 
     /// The rustls configuration.
