@@ -376,7 +376,7 @@ impl Manager {
 
     /// A certificate for `name` that is not due: from the disk, or ordered.
     async fn ensure(&self, name: &str, account: &mut Option<Account>) -> Result<Outcome, String> {
-        if let Some(stored) = self.from_disk(name) {
+        if let Some(stored) = self.stored(name) {
             return Ok(Outcome::Ready(stored));
         }
         let Some(lock) = storage::try_lock(&self.settings.dir, &self.issuer, name)? else {
@@ -384,7 +384,7 @@ impl Manager {
             return Ok(Outcome::Locked);
         };
         // Another replica may have finished between the look and the lock.
-        if let Some(stored) = self.from_disk(name) {
+        if let Some(stored) = self.stored(name) {
             return Ok(Outcome::Ready(stored));
         }
         let account = match account {
@@ -410,7 +410,7 @@ impl Manager {
     }
 
     /// The stored certificate for `name`, unless it is missing, unreadable or due.
-    fn from_disk(&self, name: &str) -> Option<Stored> {
+    fn stored(&self, name: &str) -> Option<Stored> {
         let stored = match storage::load_certificate(&self.settings.dir, &self.issuer, name) {
             Ok(stored) => stored?,
             Err(message) => {

@@ -7,7 +7,7 @@
 //! `autocert_dir` does not order what the first is ordering, and an unreachable or garbage ACME
 //! directory keeps the server serving its self-signed certificate, logging why and retrying.
 //!
-//! Skipped (with a message) when `pebble` is not installed (scripts/test installs it).
+//! Needs Debian's `pebble` package (scripts/test installs it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests")]
 
@@ -32,12 +32,12 @@ const ORDERING: &str = "autocert: ordering a certificate";
 const FAILED_SELF_SIGNED: &str =
     "autocert: cannot obtain a certificate; the self-signed certificate is served until then";
 
-fn installed() -> bool {
-    let found = Path::new("/usr/bin/pebble").exists() && Path::new("/usr/bin/pebble-challtestsrv").exists();
-    if !found {
-        eprintln!("skipped: pebble is not installed (apt-get install pebble)");
-    }
-    found
+/// Fails clearly when pebble is missing: scripts/test installs it.
+fn require_pebble() {
+    assert!(
+        Path::new("/usr/bin/pebble").exists() && Path::new("/usr/bin/pebble-challtestsrv").exists(),
+        "pebble is not installed: run scripts/test, which installs it, or `apt-get install pebble`"
+    );
 }
 
 fn free_port() -> u16 {
@@ -264,9 +264,7 @@ async fn metrics(server: &mut Pomerium) -> String {
 
 #[tokio::test]
 async fn http_01_issues_a_certificate_that_chains_to_pebble_and_a_restart_reuses_it() {
-    if !installed() {
-        return;
-    }
+    require_pebble();
     let bench = Bench::new().await;
     let started = Instant::now();
     let mut server = bench.start(&["app.example.com"], &[]).await;
@@ -310,9 +308,7 @@ async fn http_01_issues_a_certificate_that_chains_to_pebble_and_a_restart_reuses
 
 #[tokio::test]
 async fn tls_alpn_01_issues_a_certificate_on_the_main_listener() {
-    if !installed() {
-        return;
-    }
+    require_pebble();
     let bench = Bench::new().await;
     let env = [("POMERIUM_AUTOCERT_CHALLENGE", "tls-alpn-01")];
     let mut server = bench.start(&["alpn.example.com"], &env).await;
@@ -336,9 +332,7 @@ async fn tls_alpn_01_issues_a_certificate_on_the_main_listener() {
 
 #[tokio::test]
 async fn a_reload_adds_a_host_and_renewal_replaces_the_certificate() {
-    if !installed() {
-        return;
-    }
+    require_pebble();
     let bench = Bench::new().await;
     let env = [("POMERIUM_AUTOCERT_RENEW_AFTER_MS", "4000")];
     let mut server = bench.start(&["one.example.com"], &env).await;
@@ -368,9 +362,7 @@ async fn a_reload_adds_a_host_and_renewal_replaces_the_certificate() {
 
 #[tokio::test]
 async fn a_replica_sharing_the_directory_does_not_order_the_same_certificate() {
-    if !installed() {
-        return;
-    }
+    require_pebble();
     let bench = Bench::new().await;
     let mut first = bench.start(&["shared.example.com"], &[]).await;
     let root = bench.pebble.root().await;
@@ -398,9 +390,7 @@ async fn a_replica_sharing_the_directory_does_not_order_the_same_certificate() {
 
 #[tokio::test]
 async fn an_unreachable_or_garbage_acme_server_keeps_the_self_signed_certificate_and_retries() {
-    if !installed() {
-        return;
-    }
+    require_pebble();
     let bench = Bench::new().await;
     let env = [("POMERIUM_AUTOCERT_RETRY_MS", "200")];
     // Nothing listens there.
