@@ -105,7 +105,7 @@ diagnostic_enum! {
     pub enum Warning(ppl::Warning) {
         UnknownOption, DeprecatedOption, IgnoredOption, BareDuration, ShadowedRoute, HeaderTemplate,
         AllowsNothing, HttpFrom, NoPort, DevelopmentProvider, HostedAuthenticate, JwtBearerFormat,
-        NotSupported,
+        NotSupported, AutocertWildcard,
     }
 }
 
@@ -748,6 +748,22 @@ pub struct AllowsNothing {
 )]
 pub struct HttpFrom {
     #[label("http")]
+    pub(crate) span: SourceSpan,
+}
+
+/// Pomerium leaves wildcard hosts out of autocert (`sourceHostnames`), logging nothing.
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+#[error("autocert gets no certificate for the wildcard host `{host}`")]
+#[diagnostic(
+    code(config::route::autocert_wildcard),
+    severity(Warning),
+    help(
+        "ACME needs a DNS-01 challenge for wildcards, which autocert does not answer; configure a certificate for it"
+    )
+)]
+pub struct AutocertWildcard {
+    pub(crate) host: String,
+    #[label("wildcard")]
     pub(crate) span: SourceSpan,
 }
 

@@ -3,7 +3,8 @@
 
 use crate::assemble::assemble;
 use crate::diagnostic::{
-    DuplicateId, Error, IgnoredOption, Located, NotObject, Origin, RouteList, ShadowedRoute, TooLarge, Warning,
+    AutocertWildcard, DuplicateId, Error, IgnoredOption, Located, NotObject, Origin, RouteList, ShadowedRoute,
+    TooLarge, Warning,
 };
 use crate::env::Environment;
 use crate::options::{self, MtlsEnforcement, Options};
@@ -231,6 +232,10 @@ fn finish_routes(routes: &mut [Route], options: &Options, sink: &mut Sink) {
             route.id = crate::identity::route_id(route);
         }
         route.policy = checked_policy(route, default_rule, sink);
+        if options.autocert.enable && route.from.host.contains('*') {
+            let warning = AutocertWildcard { host: route.from.host.clone(), span: route_label(route).into() };
+            sink.warning(&route.origin, warning);
+        }
     }
     check_duplicates(routes, sink);
 }
