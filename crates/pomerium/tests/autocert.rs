@@ -66,7 +66,8 @@ struct Pebble {
 }
 
 impl Pebble {
-    async fn start(http_port: u16, tls_port: u16) -> Pebble {
+    /// pebble; with `eab` (key id, base64url MAC key), accounts need external account binding.
+    async fn start(http_port: u16, tls_port: u16, eab: Option<(&str, &str)>) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let https_ca = Pki::new("pebble https ca");
         let leaf = https_ca.issue(&["localhost", "127.0.0.1"]);
@@ -82,7 +83,8 @@ impl Pebble {
             "httpPort": http_port,
             "tlsPort": tls_port,
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
+            "externalAccountBindingRequired": eab.is_some(),
+            "externalAccountMACKeys": eab.map(|(id, key)| serde_json::json!({ id: key })),
         }});
         std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
@@ -157,8 +159,12 @@ struct Bench {
 
 impl Bench {
     async fn new() -> Bench {
+        Bench::with_eab(None).await
+    }
+
+    async fn with_eab(eab: Option<(&str, &str)>) -> Bench {
         let (main_port, http_port) = (free_port(), free_port());
-        let pebble = Pebble::start(http_port, main_port).await;
+        let pebble = Pebble::start(http_port, main_port, eab).await;
         Bench { pebble, main_port, http_port, dir: tempfile::tempdir().unwrap() }
     }
 
@@ -328,6 +334,25 @@ async fn tls_alpn_01_issues_a_certificate_on_the_main_listener() {
     .await
     .unwrap();
     assert!(handshake.is_err(), "acme-tls/1 answered without a pending challenge");
+}
+
+#[tokio::test]
+async fn external_account_binding_is_sent_when_configured() {
+    require_pebble();
+    const MAC_KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let bench = Bench::with_eab(Some(("kid-1", MAC_KEY))).await;
+    let env = [("POMERIUM_AUTOCERT_RETRY_MS", "200")];
+    // Without the binding pebble refuses the account.
+    let mut server = bench.start(&["eab.example.com"], &env).await;
+    wait_for(&mut server, None, FAILED_SELF_SIGNED, "eab.example.com", 1).await;
+    let refused = server.logs().into_iter().find(|line| line.contains(FAILED_SELF_SIGNED)).unwrap();
+    assert!(refused.contains("xternal"), "{refused}");
+    drop(server);
+    let text = bench.config(bench.main_port, bench.http_port, &bench.pebble.directory_url(), &["eab.example.com"]);
+    let path = bench.write(&format!("{text}autocert_eab_key_id: kid-1\nautocert_eab_mac_key: {MAC_KEY}\n"));
+    let mut server = Pomerium::spawn_with(&path, bench.pebble.https_ca.ca(), "serving", &env).await;
+    wait_for(&mut server, Some(&bench.pebble), ISSUED, "eab.example.com", 1).await;
+    verifies(server.address, &bench.pebble.root().await, "eab.example.com").await.unwrap();
 }
 
 #[tokio::test]

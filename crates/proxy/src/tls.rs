@@ -533,6 +533,22 @@ mod tests {
     }
 
     #[test]
+    fn acme_challenges_add_the_alpn_and_answer_only_acme_handshakes() {
+        let resolver = Arc::new(SniResolver::new(&[cert_for(&["a.test"])]).unwrap());
+        let plain = ServerTls::new(Arc::clone(&resolver), None).unwrap();
+        assert_eq!(plain.config().alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+        let challenge = cert_for(&["challenge.a.test"]);
+        let hook = Arc::clone(&challenge);
+        let tls = plain.with_acme_challenges(Arc::new(move |name: &str| (name == "a.test").then(|| Arc::clone(&hook))));
+        assert_eq!(tls.config().alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()]);
+        // Ordinary handshakes still get the configured certificate.
+        assert_eq!(selected_name(&resolver, Some("a.test")).unwrap(), ["a.test"]);
+        let hook = resolver.acme.get().unwrap();
+        assert!(Arc::ptr_eq(&hook("a.test").unwrap(), &challenge));
+        assert!(hook("b.test").is_none());
+    }
+
+    #[test]
     fn client_auth_needs_a_usable_ca() {
         let resolver = Arc::new(SniResolver::new(&[cert_for(&["a.test"])]).unwrap());
         let auth = DownstreamClientAuth { ca: vec![CertificateDer::from(vec![1, 2, 3])], mode: ClientCertMode::Report };
