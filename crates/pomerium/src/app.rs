@@ -160,11 +160,7 @@ impl Addresses {
     fn of(options: &Options) -> Addresses {
         Addresses {
             main: options.address.clone(),
-            // Autocert needs a plain listener for HTTP-01: `:80` unless one is configured.
-            redirect: options.http_redirect_addr.clone().or_else(|| {
-                (options.autocert.enable && !options.insecure_server)
-                    .then(|| crate::autocert::DEFAULT_HTTP_ADDRESS.to_owned())
-            }),
+            redirect: options.http_redirect_addr.clone(),
             metrics: options.metrics_address.clone(),
             health: options.health_check_addr.clone(),
             insecure: options.insecure_server,
@@ -273,16 +269,7 @@ impl Server {
         let options_server = server_options(options);
         self.tasks.spawn(server::serve(main, self.tls.clone(), handler, options_server, self.shutdown.signal()));
         if let Some(address) = &self.addresses.redirect {
-            let implied = options.http_redirect_addr.is_none();
-            let listener = match bind(address).await {
-                Ok(listener) => listener,
-                // Only autocert asked for `:80`: TLS-ALPN-01 on the main listener works without it.
-                Err(message) if implied => {
-                    tracing::warn!("autocert: no plain listener for HTTP-01 challenges: {message}");
-                    return Ok(());
-                }
-                Err(message) => return Err(message),
-            };
+            let listener = bind(address).await?;
             tracing::info!(address = %local_address(&listener, address), "redirecting http to https");
             // The PROXY protocol is the main listener's (`use_proxy_protocol`), as in Pomerium.
             let redirect_options = ServerOptions { proxy_protocol: false, ..options_server };

@@ -1,7 +1,9 @@
 //! `autocert`: the server's side of the ACME manager (crates/autocert). Plans the names (the
 //! authenticate host and every route's `from` host, wildcards left out with a warning), puts the
 //! issued certificates ahead of the configured or self-signed ones in the main listener's
-//! resolver, answers HTTP-01 on the plain listener and TLS-ALPN-01 on the main one.
+//! resolver, answers HTTP-01 on the plain listener and TLS-ALPN-01 on the main one. As in
+//! Pomerium, the plain listener is `http_redirect_addr` only: without it (Pomerium starts no
+//! redirect server then) the challenge is TLS-ALPN-01.
 //!
 //! Test hooks (environment): `POMERIUM_AUTOCERT_CHALLENGE` (`http-01` or `tls-alpn-01`; default:
 //! HTTP-01 when the plain listener is open, else TLS-ALPN-01), `POMERIUM_AUTOCERT_RENEW_AFTER_MS`
@@ -22,9 +24,6 @@ use proxy::tls::SniResolver;
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-/// The address the plain listener takes when autocert is on and `http_redirect_addr` is unset.
-pub(crate) const DEFAULT_HTTP_ADDRESS: &str = ":80";
 
 /// Shared between the manager, the listeners and the reloader.
 pub(crate) struct Autocert {

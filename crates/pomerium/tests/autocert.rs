@@ -316,8 +316,11 @@ async fn http_01_issues_a_certificate_that_chains_to_pebble_and_a_restart_reuses
 async fn tls_alpn_01_issues_a_certificate_on_the_main_listener() {
     require_pebble();
     let bench = Bench::new().await;
-    let env = [("POMERIUM_AUTOCERT_CHALLENGE", "tls-alpn-01")];
-    let mut server = bench.start(&["alpn.example.com"], &env).await;
+    // Without `http_redirect_addr` there is no plain listener (as in Pomerium): TLS-ALPN-01.
+    let text = bench.config(bench.main_port, bench.http_port, &bench.pebble.directory_url(), &["alpn.example.com"]);
+    let text = text.replace(&format!("http_redirect_addr: 127.0.0.1:{}\n", bench.http_port), "");
+    let path = bench.write(&text);
+    let mut server = Pomerium::spawn_with(&path, bench.pebble.https_ca.ca(), "serving", &[]).await;
     let root = bench.pebble.root().await;
     wait_for(&mut server, Some(&bench.pebble), ISSUED, "alpn.example.com", 1).await;
     assert!(server.logs().iter().any(|l| l.contains("TlsAlpn01")), "TLS-ALPN-01 was not the challenge");
