@@ -485,20 +485,27 @@ impl Manager {
             return Err(format!("the order for `{name}` is {status:?}{problem}"));
         }
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| format!("key: {e}"))?;
-        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| format!("csr: {e}"))?;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        if self.settings.must_staple {
-            // id-pe-tlsfeature: SEQUENCE { INTEGER 5 (status_request) }.
-            params.custom_extensions.push(rcgen::CustomExtension::from_oid_content(
-                &[1, 3, 6, 1, 5, 5, 7, 1, 24],
-                vec![0x30, 0x03, 0x02, 0x01, 0x05],
-            ));
-        }
-        let csr = params.serialize_request(&key).map_err(|e| format!("csr: {e}"))?;
-        order.finalize_csr(csr.der()).await.map_err(acme)?;
+        let csr = csr(name, self.settings.must_staple, &key)?;
+        order.finalize_csr(&csr).await.map_err(acme)?;
         let chain = order.poll_certificate(&retries).await.map_err(acme)?;
         Ok((chain, key.serialize_pem()))
     }
+}
+
+/// The certificate signing request for `name` (DER), with the TLS feature `status_request`
+/// (RFC 7633) when `must_staple`.
+fn csr(name: &str, must_staple: bool, key: &rcgen::KeyPair) -> Result<Vec<u8>, String> {
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| format!("csr: {e}"))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    if must_staple {
+        // id-pe-tlsfeature: SEQUENCE { INTEGER 5 (status_request) }.
+        params.custom_extensions.push(rcgen::CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 5, 5, 7, 1, 24],
+            vec![0x30, 0x03, 0x02, 0x01, 0x05],
+        ));
+    }
+    let csr = params.serialize_request(key).map_err(|e| format!("csr: {e}"))?;
+    Ok(csr.der().to_vec())
 }
 
 /// The certificates held for `wanted`, in its order.
@@ -662,6 +669,28 @@ mod tests {
         let extension = parsed.extensions().iter().find(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31").unwrap();
         assert!(extension.critical);
         assert!(extension.value.ends_with(&[7; 32]));
+    }
+
+    #[test]
+    fn must_staple_asks_for_status_request_in_the_csr() {
+        use x509_parser::prelude::FromDer as _;
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let requested = |must_staple| {
+            let der = csr("a.test", must_staple, &key).unwrap();
+            let (_, request) = x509_parser::certification_request::X509CertificationRequest::from_der(&der).unwrap();
+            let found: Vec<String> = request
+                .requested_extensions()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| match e {
+                    x509_parser::extensions::ParsedExtension::UnsupportedExtension { oid } => Some(oid.to_id_string()),
+                    _ => None,
+                })
+                .collect();
+            found
+        };
+        assert_eq!(requested(true), ["1.3.6.1.5.5.7.1.24"]);
+        assert!(requested(false).is_empty());
     }
 
     fn test_key() -> Arc<CertifiedKey> {

@@ -352,10 +352,13 @@ async fn external_account_binding_is_sent_when_configured() {
     assert!(refused.contains("xternal"), "{refused}");
     drop(server);
     let text = bench.config(bench.main_port, bench.http_port, &bench.pebble.directory_url(), &["eab.example.com"]);
-    let path = bench.write(&format!("{text}autocert_eab_key_id: kid-1\nautocert_eab_mac_key: {MAC_KEY}\n"));
+    let path = bench.write(&format!(
+        "{text}autocert_eab_key_id: kid-1\nautocert_eab_mac_key: {MAC_KEY}\nautocert_must_staple: true\n"
+    ));
     let mut server = Pomerium::spawn_with(&path, bench.pebble.https_ca.ca(), "serving", &env).await;
     wait_for(&mut server, Some(&bench.pebble), ISSUED, "eab.example.com", 1).await;
     verifies(server.address, &bench.pebble.root().await, "eab.example.com").await.unwrap();
+    // (pebble 2.4 does not copy the must-staple extension; the CSR's is under unit test.)
 }
 
 #[tokio::test]
