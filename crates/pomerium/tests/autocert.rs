@@ -2,8 +2,8 @@
 //! DNS (every name resolves to 127.0.0.1), so that pebble validates the challenges against the
 //! `pomerium` binary's own listeners (HTTP-01 on `http_redirect_addr`, TLS-ALPN-01 on the main
 //! listener). The served certificate must chain to pebble's root (from its management port).
-//! Also: a restart reuses the stored certificate (no new order), a host added by a reload gets
-//! one without a restart, renewal (`POMERIUM_AUTOCERT_RENEW_AFTER_MS`), a second replica sharing
+//! Also: a restart reuses the stored certificate (no new order), a host added by a reload or by
+//! an Ingress (through the controller and the databroker) gets one without a restart, renewal (`POMERIUM_AUTOCERT_RENEW_AFTER_MS`), a second replica sharing
 //! `autocert_dir` does not order what the first is ordering, and an unreachable or garbage ACME
 //! directory keeps the server serving its self-signed certificate, logging why and retrying.
 //!
@@ -467,4 +467,62 @@ async fn an_unreachable_or_garbage_acme_server_keeps_the_self_signed_certificate
     assert!(error.contains(&format!("http://{garbage_address}/dir")), "{error}");
     server.assert_running();
     assert_eq!(served_chain(server.address, "garbage.example.com").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_an_ingress_adds_gets_a_certificate_without_a_restart() {
+    use fake_kube_api::FakeApi;
+    use ingress::controller::{Controller, Settings, connect_databroker};
+    use k8s_openapi::api::core::v1::{Endpoints, Service};
+    use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+    fn object<K: for<'de> k8s_openapi::serde::Deserialize<'de>>(value: serde_json::Value) -> K {
+        serde_json::from_value(value).unwrap()
+    }
+    require_pebble();
+    let bench = Bench::new().await;
+    let text = bench.config(bench.main_port, bench.http_port, &bench.pebble.directory_url(), &["file.example.com"]);
+    let path = bench.write(&format!("{text}grpc_address: 127.0.0.1:0\ngrpc_insecure: true\n"));
+    let mut server = Pomerium::spawn_with(&path, bench.pebble.https_ca.ca(), "serving", &[]).await;
+    let grpc = server.listener("serving gRPC").await;
+    let root = bench.pebble.root().await;
+    wait_for(&mut server, Some(&bench.pebble), ISSUED, "file.example.com", 1).await;
+
+    let api = FakeApi::start().await.unwrap();
+    api.apply::<IngressClass>(&object(serde_json::json!({
+        "metadata": {"name": "pomerium"},
+        "spec": {"controller": "pomerium.io/ingress-controller"}
+    })))
+    .unwrap();
+    api.apply::<Service>(&object(serde_json::json!({
+        "metadata": {"name": "kube", "namespace": "web"},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 9}]}
+    })))
+    .unwrap();
+    api.apply::<Endpoints>(&object(serde_json::json!({
+        "metadata": {"name": "kube", "namespace": "web"},
+        "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "http", "port": 9}]}]
+    })))
+    .unwrap();
+    let settings = Settings::new(&format!("http://{grpc}"), &support::SHARED_KEY);
+    let controller = Controller::new(settings.clone(), api.client().unwrap(), connect_databroker(&settings).unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(controller.run(async {
+        let _ = stopped.await;
+    }));
+    api.apply::<Ingress>(&object(serde_json::json!({
+        "metadata": {"name": "kube", "namespace": "web",
+                     "annotations": {"ingress.pomerium.io/allow_public_unauthenticated_access": "true"}},
+        "spec": {
+            "ingressClassName": "pomerium",
+            "rules": [{"host": "kube.example.com", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "kube", "port": {"number": 80}}}}
+            ]}}]
+        }
+    })))
+    .unwrap();
+    wait_for(&mut server, Some(&bench.pebble), ISSUED, "kube.example.com", 1).await;
+    verifies(server.address, &root, "kube.example.com").await.unwrap();
+    verifies(server.address, &root, "file.example.com").await.unwrap();
+    stop.send(()).unwrap();
+    controller.await.unwrap().unwrap();
 }
