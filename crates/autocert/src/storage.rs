@@ -203,6 +203,18 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_lock_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = try_lock(dir.path(), "i", "a.test").unwrap().unwrap();
+        // A replica that died mid-order left its lock an hour ago.
+        std::mem::forget(held);
+        let path = dir.path().join("locks/i/a.test.lock");
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600)).unwrap();
+        assert!(try_lock(dir.path(), "i", "a.test").unwrap().is_some());
+    }
+
+    #[test]
     fn a_certificate_round_trips_and_garbage_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         assert!(load_certificate(dir.path(), "i", "a.test").unwrap().is_none());
