@@ -201,8 +201,14 @@ impl Server {
             crate::grpc::serve(&config, services, &mut tasks, shutdown.signal()).await?;
         }
         let mut tls = if config.options.insecure_server { None } else { Some(server_tls(&config)?) };
+        let serves_https = tls.is_some()
+            && (config.options.services.runs(config::options::Service::Proxy)
+                || config.options.services.runs(config::options::Service::Authenticate));
+        if config.options.autocert.enable && !serves_https {
+            tracing::warn!("autocert is off: this process serves no https listener (insecure_server or services)");
+        }
         let autocert =
-            (tls.is_some() && config.options.autocert.enable).then(|| crate::autocert::Autocert::new(&config));
+            (serves_https && config.options.autocert.enable).then(|| crate::autocert::Autocert::new(&config));
         if let Some(autocert) = &autocert {
             tls = tls.map(|tls| tls.with_acme_challenges(autocert.alpn_hook()));
         }
