@@ -93,6 +93,8 @@ pub struct Settings {
     pub retry_max: Duration,
     /// Tests: renew when a certificate is older than this (instead of at two thirds of its life).
     pub renew_after: Option<Duration>,
+    /// Tests: hold a name's lock this long before ordering (so that a second replica finds it held).
+    pub order_delay: Option<Duration>,
 }
 
 /// The challenge answers the listeners give while an order is being validated.
@@ -386,6 +388,9 @@ impl Manager {
         // Another replica may have finished between the look and the lock.
         if let Some(stored) = self.stored(name) {
             return Ok(Outcome::Ready(stored));
+        }
+        if let Some(delay) = self.settings.order_delay {
+            tokio::time::sleep(delay).await;
         }
         let account = match account {
             Some(account) => account.clone(),

@@ -7,7 +7,8 @@
 //!
 //! Test hooks (environment): `POMERIUM_AUTOCERT_CHALLENGE` (`http-01` or `tls-alpn-01`; default:
 //! HTTP-01 when the plain listener is open, else TLS-ALPN-01), `POMERIUM_AUTOCERT_RENEW_AFTER_MS`
-//! (renew certificates older than this), `POMERIUM_AUTOCERT_RETRY_MS` (the first retry delay).
+//! (renew certificates older than this), `POMERIUM_AUTOCERT_RETRY_MS` (the first retry delay),
+//! `POMERIUM_AUTOCERT_ORDER_DELAY_MS` (hold a name's lock this long before ordering).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -164,6 +165,7 @@ fn settings(options: &Options, http_listener: bool) -> Result<Settings, String> 
         retry_base: milliseconds("POMERIUM_AUTOCERT_RETRY_MS").unwrap_or(Duration::from_secs(60)),
         retry_max: Duration::from_secs(3600),
         renew_after: milliseconds("POMERIUM_AUTOCERT_RENEW_AFTER_MS"),
+        order_delay: milliseconds("POMERIUM_AUTOCERT_ORDER_DELAY_MS"),
     })
 }
 

@@ -29,6 +29,7 @@ const ISSUANCE: Duration = Duration::from_secs(60);
 
 const ISSUED: &str = "autocert: certificate issued";
 const ORDERING: &str = "autocert: ordering a certificate";
+const WAITING: &str = "autocert: another replica is ordering this certificate; waiting for it";
 const FAILED_SELF_SIGNED: &str =
     "autocert: cannot obtain a certificate; the self-signed certificate is served until then";
 
@@ -395,9 +396,10 @@ async fn a_reload_adds_a_host_and_renewal_replaces_the_certificate() {
 async fn a_replica_sharing_the_directory_does_not_order_the_same_certificate() {
     require_pebble();
     let bench = Bench::new().await;
-    let mut first = bench.start(&["shared.example.com"], &[]).await;
+    // The first replica holds each name's lock for 2 s before ordering: the second finds it held.
+    let mut first = bench.start(&["shared.example.com"], &[("POMERIUM_AUTOCERT_ORDER_DELAY_MS", "2000")]).await;
     let root = bench.pebble.root().await;
-    wait_for(&mut first, Some(&bench.pebble), ORDERING, "shared.example.com", 1).await;
+    wait_for(&mut first, Some(&bench.pebble), ISSUED, "authenticate.example.com", 1).await;
     // The second replica: its own listeners, the same directory, started while the first orders.
     let text = bench.config(free_port(), free_port(), &bench.pebble.directory_url(), &["shared.example.com"]);
     let path = bench.dir.path().join("replica.yaml");
@@ -405,6 +407,7 @@ async fn a_replica_sharing_the_directory_does_not_order_the_same_certificate() {
     let mut second =
         Pomerium::spawn_with(&path, bench.pebble.https_ca.ca(), "serving", &[("POMERIUM_AUTOCERT_RETRY_MS", "200")])
             .await;
+    wait_for(&mut second, None, WAITING, "shared.example.com", 1).await;
     wait_for(&mut first, Some(&bench.pebble), ISSUED, "shared.example.com", 1).await;
     let deadline = Instant::now() + ISSUANCE;
     while verifies(second.address, &root, "shared.example.com").await.is_err() {
