@@ -200,7 +200,8 @@ impl Server {
             };
             crate::grpc::serve(&config, services, &mut tasks, shutdown.signal()).await?;
         }
-        let mut tls = if config.options.insecure_server { None } else { Some(server_tls(&config)?) };
+        let base = if config.options.insecure_server { None } else { Some(certificates(&config)?) };
+        let mut tls = base.as_deref().map(|base| server_tls(&config, base)).transpose()?;
         let serves_https = tls.is_some()
             && (config.options.services.runs(config::options::Service::Proxy)
                 || config.options.services.runs(config::options::Service::Authenticate));
@@ -211,6 +212,7 @@ impl Server {
             (serves_https && config.options.autocert.enable).then(|| crate::autocert::Autocert::new(&config));
         if let Some(autocert) = &autocert {
             tls = tls.map(|tls| tls.with_acme_challenges(autocert.alpn_hook()));
+            autocert.with_issued(base.unwrap_or_default());
         }
         let addresses = Addresses::of(&config.options);
         let reloader = Arc::new(Reloader {
@@ -293,7 +295,6 @@ impl Server {
     /// configured or self-signed ones.
     fn start_autocert(&mut self, config: &Config) -> Result<(), String> {
         let (Some(autocert), Some(tls)) = (&self.autocert, &self.tls) else { return Ok(()) };
-        autocert.with_issued(certificates(config)?);
         self.metrics.autocert(Arc::clone(&autocert.status));
         autocert.start(&config.options, Arc::clone(tls.resolver()), &mut self.tasks, self.shutdown.signal())
     }
@@ -552,8 +553,8 @@ fn server_options(options: &Options) -> ServerOptions {
 
 /// The downstream TLS configuration: configured certificates, else a self-signed one for the
 /// route hosts; client certificates when `downstream_mtls` names a CA.
-fn server_tls(config: &Config) -> Result<ServerTls, String> {
-    let resolver = Arc::new(SniResolver::new(&certificates(config)?).map_err(|e| format!("certificates: {e}"))?);
+fn server_tls(config: &Config, certificates: &[Arc<CertifiedKey>]) -> Result<ServerTls, String> {
+    let resolver = Arc::new(SniResolver::new(certificates).map_err(|e| format!("certificates: {e}"))?);
     let mtls = &config.options.downstream_mtls;
     let client_auth = mtls.ca.as_ref().map(|ca| DownstreamClientAuth {
         ca: ca.ders().to_vec(),
