@@ -25,8 +25,6 @@ pub enum Support {
 use Support::{Refused, Warned};
 
 const NOT_YET: &str = "not yet enforced by this server";
-const AUTOCERT: &str =
-    "certificates are not obtained from an acme provider here; set `certificate`/`certificate_key` or `certificates`";
 const LOG_FIELDS: &str = "the access log has a fixed set of fields here";
 const TRACING: &str = "no traces are exported here";
 const ENVOY: &str = "there is no envoy here: one process serves every listener";
@@ -64,16 +62,6 @@ pub const UNSUPPORTED: &[(&str, Support)] = &[
         ),
     ),
     // Certificates.
-    ("autocert", Warned(AUTOCERT)),
-    ("autocert_dir", Warned(AUTOCERT)),
-    ("autocert_ca", Warned(AUTOCERT)),
-    ("autocert_email", Warned(AUTOCERT)),
-    ("autocert_use_staging", Warned(AUTOCERT)),
-    ("autocert_eab_key_id", Warned(AUTOCERT)),
-    ("autocert_eab_mac_key", Warned(AUTOCERT)),
-    ("autocert_must_staple", Warned(AUTOCERT)),
-    ("autocert_trusted_ca", Warned(AUTOCERT)),
-    ("autocert_trusted_ca_file", Warned(AUTOCERT)),
     ("override_certificate_name", Warned("certificates are chosen by the requested server name here")),
     ("tls_derive", Warned("no certificate is derived here; set `certificate`/`certificate_key` or `certificates`")),
     ("downstream_mtls.crl", Warned(NOT_YET)),
