@@ -30,6 +30,7 @@ mod headers;
 pub mod identity;
 pub mod keys;
 mod load;
+pub mod log_fields;
 mod material;
 pub mod options;
 mod read;

@@ -1179,8 +1179,10 @@ fn read_observability(r: &mut Reader<'_>, o: &mut Options) {
         o.log_level = level;
     }
     o.proxy_log_level = r.choice("proxy_log_level", LOG_LEVELS);
-    o.access_log_fields = r.list("access_log_fields");
-    o.authorize_log_fields = r.list("authorize_log_fields");
+    o.access_log_fields =
+        r.with("access_log_fields", |f, sink| crate::log_fields::read(f, sink, crate::log_fields::ACCESS_FIELDS));
+    o.authorize_log_fields =
+        r.with("authorize_log_fields", |f, sink| crate::log_fields::read(f, sink, crate::log_fields::AUTHORIZE_FIELDS));
     if let Some(field) = r.field("runtime_flags") {
         read_runtime_flags(&field, r.sink, o);
     }

@@ -315,3 +315,21 @@ fn check_reports_options_the_server_ignores_or_refuses_at_their_keys() {
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("\"code\":\"config::option::refused\""), "{}", out.stderr);
 }
+
+#[test]
+fn check_refuses_an_unknown_log_field_where_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(&dir, "config.yaml", "routes: []\nauthorize_log_fields:\n  - email\n  - id-tokn\n");
+    let out = run(cli().args(["check", "--format", "json"]).arg(&path));
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let line = out
+        .stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["code"] == "config::option::unknown_value")
+        .unwrap_or_else(|| panic!("{}", out.stderr));
+    assert_eq!((line["line"].as_u64(), line["column"].as_u64()), (Some(4), Some(5)));
+    assert!(out.stderr.contains("did you mean `id-token`?"), "{}", out.stderr);
+    let fine = file(&dir, "good.yaml", "routes: []\naccess_log_fields: [ip, headers.x-foo]\n");
+    assert_eq!(run(cli().arg("check").arg(&fine)).code, 0);
+}

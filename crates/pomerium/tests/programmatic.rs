@@ -18,7 +18,7 @@ const CALLBACK: &str = "https://authenticate.test.localhost/oauth2/callback";
 async fn start(setup: &Setup, idp: &OidcProvider) -> (Pomerium, support::Upstream) {
     let upstream = echo_upstream("app", None).await;
     let rest = format!(
-        "{}runtime_flags:\n  pomerium_jwt_endpoint: true\n\
+        "{}access_log_fields: [method, path, query]\nruntime_flags:\n  pomerium_jwt_endpoint: true\n\
          routes:\n  - from: https://app.test.localhost\n    to: http://{}\n    allow_any_authenticated_user: true\n",
         idp.config(),
         upstream.address

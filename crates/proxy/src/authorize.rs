@@ -47,6 +47,76 @@ pub(crate) struct AuthorizeRequest<'a> {
     pub request_id: &'a str,
 }
 
+/// The authorize log line ("authorize check"), with the fields of `authorize_log_fields`
+/// (Pomerium's names) and, always, the decision and its reasons.
+fn authorize_log(
+    fields: &crate::log_fields::LogFields,
+    route: &RouteRuntime,
+    request: &AuthorizeRequest<'_>,
+    session_id: Option<&str>,
+    records: &dyn policy::records::Records,
+    now: jiff::Timestamp,
+    decision: &policy::decision::Decision<'_>,
+) {
+    use crate::log_fields::authorize::*;
+    use policy::records::Principal;
+    let on = |index| fields.has(index);
+    let who = (on(USER) || on(EMAIL) || on(SERVICE_ACCOUNT_ID) || on(ID_TOKEN) || on(ID_TOKEN_CLAIMS))
+        .then(|| policy::records::resolve_session(records, session_id, now))
+        .flatten();
+    let user_id = who.as_ref().and_then(Principal::user_id);
+    let session = match who {
+        Some(Principal::Session(session)) => Some(session),
+        _ => None,
+    };
+    let why = |result: &policy::decision::RuleResult<'_>, when: bool| {
+        if result.value == when { result.reasons.names() } else { Vec::new() }
+    };
+    tracing::info!(
+        {
+            "request-id" = on(REQUEST_ID).then_some(request.request_id),
+            "check-request-id" = on(CHECK_REQUEST_ID).then(|| {
+                request.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or(request.request_id)
+            }),
+            method = on(METHOD).then_some(request.method),
+            path = on(PATH).then_some(request.path),
+            host = on(HOST).then_some(request.authority),
+            query = on(QUERY)
+                .then(|| request.query.map(|q| {
+                    crate::pipeline::redact_credentials(&format!("?{q}")).trim_start_matches('?').to_owned()
+                }))
+                .flatten(),
+            ip = on(IP).then(|| display(request.client_ip)),
+            "session-id" = on(SESSION_ID).then_some(session_id).flatten(),
+            "service-account-id" = match who {
+                Some(Principal::ServiceAccount(account)) if on(SERVICE_ACCOUNT_ID) => Some(account.id.as_str()),
+                _ => None,
+            },
+            user = on(USER).then_some(user_id).flatten(),
+            email = on(EMAIL)
+                .then(|| user_id.map(|id| policy::records::user_email(records.user(id), records.directory_user(id))))
+                .flatten(),
+            // The ID token only when `id-token` asks for it (as Pomerium).
+            "id-token" = on(ID_TOKEN)
+                .then(|| session.and_then(|s| s.id_token.as_ref()).map(|t| t.0.as_str()))
+                .flatten(),
+            "id-token-claims" = on(ID_TOKEN_CLAIMS)
+                .then(|| session.map(|s| display(serde_json::Value::Object(s.claims.clone()))))
+                .flatten(),
+            "envoy-route-id" = on(ENVOY_ROUTE_ID).then_some(route.id.as_str()),
+            "route-id" = on(ROUTE_ID).then_some(route.id.as_str()),
+            headers = fields.headers(request.headers).map(display),
+            allow = decision.allow.value,
+            "allow-why-true" = ?why(&decision.allow, true),
+            "allow-why-false" = ?why(&decision.allow, false),
+            deny = decision.deny.value,
+            "deny-why-true" = ?why(&decision.deny, true),
+            "deny-why-false" = ?why(&decision.deny, false),
+        },
+        "authorize check"
+    );
+}
+
 /// What an allowed request carries upstream.
 #[derive(Debug)]
 pub(crate) enum Granted {
@@ -104,16 +174,7 @@ pub(crate) async fn decide(
     let decision = route.program.evaluate(&input, records);
     let accept = request.headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
     let verdict = decision.verdict(wants_html(accept) && !is_grpc(request.headers));
-    tracing::debug!(
-        request_id = request.request_id,
-        route = %route.id,
-        allow = decision.allow.value,
-        allow_reasons = ?decision.allow.reasons,
-        deny = decision.deny.value,
-        deny_reasons = ?decision.deny.reasons,
-        outcome = verdict.action(),
-        "authorize"
-    );
+    authorize_log(&global.authorize_log, route, request, session_id, records, now, &decision);
     match verdict {
         Verdict::Allow
             if route.passes_identity || route.templates_need_identity || route.kubernetes_authorization.is_some() =>

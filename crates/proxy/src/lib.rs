@@ -27,6 +27,7 @@ pub mod balance;
 pub mod body;
 pub mod error;
 pub mod headers;
+mod log_fields;
 pub mod normalize;
 pub mod pipeline;
 pub mod rewrite;

@@ -48,6 +48,7 @@ pub async fn handle(
         target: request.uri().path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
         read_deadline: runtime.global.request_timeout.map(|limit| started + limit),
     };
+    let logged = crate::log_fields::Captured::new(&runtime.global.access_log, &request);
     let mut served_by = None;
     let write_deadline = runtime.global.response_timeout.map(|limit| started + limit);
     let answered = phases(&runtime, request, &connection, &cx, &mut served_by);
@@ -59,6 +60,7 @@ pub async fn handle(
         }),
         None => answered.await,
     };
+    let upstream_answered = answered.is_ok() && served_by.is_some();
     let mut response = match answered {
         Ok(response) => response.map(|body| match write_deadline {
             Some(deadline) => upstream::TimedBody::response(body, deadline.into()).boxed_unsync(),
@@ -75,18 +77,55 @@ pub async fn handle(
     if let Ok(value) = HeaderValue::from_str(&cx.request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
+    access_log(&runtime, &connection, &cx, &logged, &response, served_by.as_deref(), upstream_answered, started);
+    response
+}
+
+/// The access log line, with the fields of `access_log_fields` (Pomerium's names).
+#[expect(clippy::too_many_arguments, reason = "the facts of one finished request")]
+fn access_log(
+    runtime: &Runtime,
+    connection: &ConnectionInfo,
+    cx: &Context,
+    logged: &crate::log_fields::Captured,
+    response: &Response<ProxyBody>,
+    served_by: Option<&RouteRuntime>,
+    upstream_answered: bool,
+    started: Instant,
+) {
+    use crate::log_fields::{access::*, protocol, text};
+    let fields = &runtime.global.access_log;
+    let on = |index| fields.has(index);
+    let path = cx.target.split_once('?').map_or(cx.target.as_str(), |(path, _)| path);
     tracing::info!(
         target: "access",
-        request_id = %cx.request_id,
-        method = %cx.method,
-        path = %redact_credentials(&cx.target),
-        status = response.status().as_u16(),
-        route = served_by.as_ref().map_or("-", |route: &Arc<RouteRuntime>| route.id.as_str()),
-        peer = %connection.peer,
-        duration_us = started.elapsed().as_micros() as u64,
+        {
+            "upstream-cluster" = on(UPSTREAM_CLUSTER).then(|| served_by.map_or("-", |route| route.id.as_str())),
+            method = on(METHOD).then(|| cx.method.as_str()),
+            authority = logged.authority.as_deref(),
+            path = on(PATH).then_some(path),
+            query = on(QUERY)
+                .then(|| redact_credentials(&cx.target).split_once('?').map(|(_, query)| query.to_owned()))
+                .flatten(),
+            "user-agent" = on(USER_AGENT).then(|| text(logged.user_agent.as_ref())),
+            referer = on(REFERER).then(|| text(logged.referer.as_ref())),
+            "forwarded-for" = on(FORWARDED_FOR).then(|| text(logged.forwarded_for.as_ref())),
+            "request-id" = on(REQUEST_ID).then_some(cx.request_id.as_str()),
+            duration = on(DURATION).then(|| started.elapsed().as_secs_f64() * 1000.0),
+            size = on(SIZE).then(|| http_body::Body::size_hint(response.body()).exact()).flatten(),
+            "response-code" = on(RESPONSE_CODE).then(|| response.status().as_u16()),
+            "response-code-details" =
+                on(RESPONSE_CODE_DETAILS).then_some(if upstream_answered { "via_upstream" } else { "local_reply" }),
+            ip = on(IP).then(|| display(connection.peer.ip())),
+            "dest-ip" = on(DEST_IP).then(|| display(connection.local.ip())),
+            "dest-port" = on(DEST_PORT).then(|| connection.local.port()),
+            "protocol-version" = on(PROTOCOL_VERSION).then(|| protocol(logged.version)),
+            "tls-sni-hostname" =
+                on(TLS_SNI_HOSTNAME).then(|| connection.tls.as_ref().and_then(|t| t.server_name.as_deref())).flatten(),
+            headers = logged.headers.as_ref().and_then(|h| fields.headers(h)).map(display),
+        },
         "request"
     );
-    response
 }
 
 /// Query parameters that carry credentials (session handles, the IdP's code, tokens); the access
@@ -103,7 +142,7 @@ const CREDENTIAL_PARAMETERS: &[&str] = &[
 
 /// The request target with the values of credential parameters replaced, for logging. Borrows
 /// when there is nothing to hide (the common case costs one scan for `?`).
-fn redact_credentials(target: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn redact_credentials(target: &str) -> std::borrow::Cow<'_, str> {
     let Some((path, query)) = target.split_once('?') else { return target.into() };
     let secret = |pair: &str| CREDENTIAL_PARAMETERS.contains(&pair.split('=').next().unwrap_or_default());
     if !query.split('&').any(secret) {

@@ -83,6 +83,10 @@ pub(crate) struct Global {
     pub request_timeout: Option<Duration>,
     /// `timeout_write`: the whole response must be sent within it of the request's start.
     pub response_timeout: Option<Duration>,
+    /// `access_log_fields`: what the access log line carries.
+    pub access_log: crate::log_fields::LogFields,
+    /// `authorize_log_fields`: what the authorize log line carries.
+    pub authorize_log: crate::log_fields::LogFields,
 }
 
 /// One route, ready to serve.
@@ -275,6 +279,16 @@ fn global(config: &Config, environment: &Environment) -> Result<Global, BuildErr
         response_headers: header_pairs(&options.response_headers(None)),
         request_timeout: (!options.timeout_read.is_zero()).then_some(options.timeout_read),
         response_timeout: (!options.timeout_write.is_zero()).then_some(options.timeout_write),
+        access_log: crate::log_fields::LogFields::new(
+            options.access_log_fields.as_deref(),
+            config::log_fields::ACCESS_FIELDS,
+            config::log_fields::DEFAULT_ACCESS_FIELDS,
+        ),
+        authorize_log: crate::log_fields::LogFields::new(
+            options.authorize_log_fields.as_deref(),
+            config::log_fields::AUTHORIZE_FIELDS,
+            config::log_fields::DEFAULT_AUTHORIZE_FIELDS,
+        ),
     })
 }
 
