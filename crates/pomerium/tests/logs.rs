@@ -9,6 +9,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::browser::{Browser, OidcProvider};
 use support::{Pomerium, Setup, echo_upstream, eventually, request, route, routes};
 
 /// Pomerium's `defaultAccessLogFields`.
@@ -136,6 +137,48 @@ async fn configured_fields_and_only_those() {
     assert_eq!(fields["headers"], r#"{"x-foo":"bar"}"#);
     assert_eq!(fields["allow"], false);
     assert!(!pomerium.logs().join("\n").contains("secret"));
+}
+
+#[tokio::test]
+async fn a_signed_in_users_decision_names_them_and_the_id_token_only_when_asked() {
+    const CALLBACK: &str = "https://authenticate.test.localhost/oauth2/callback";
+    let setup = Setup::new();
+    let idp = OidcProvider::start(&[CALLBACK], &[], None);
+    let upstream = echo_upstream("app", None).await;
+    let text =
+        |options: &str| setup.config(&format!("{}{}", idp.config(), config(&upstream.address.to_string(), options)));
+    let path = setup.write("config.yaml", &text(""));
+    let mut pomerium = Pomerium::spawn(&path, setup.pki.ca()).await;
+    let mut browser = Browser::new(&pomerium);
+    let page = browser.open_provider_login("https://private.test.localhost/in").await;
+    let page = browser.sign_in_at_provider(page, "alice").await;
+    assert_eq!(page.reply.status, 200, "{:?}", browser.visited);
+
+    let allowed = |line: &serde_json::Value| line["fields"]["path"] == "/in" && line["fields"]["allow"] == true;
+    let line = eventually("the allowed decision", || async { pomerium.json_logs().into_iter().find(allowed) }).await;
+    let fields = &line["fields"];
+    assert_eq!(fields["user"], "alice", "{line}");
+    assert_eq!(fields["email"], "alice@example.com");
+    assert!(fields["session-id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(fields.get("id-token").is_none() && fields.get("id-token-claims").is_none());
+    assert!(!pomerium.logs().join("\n").contains("eyJ"), "no token in the logs by default");
+
+    // Asked for, the ID token is logged.
+    setup.rewrite_config(&text("authorize_log_fields: [user, id-token]\n"));
+    pomerium.wait_for_log("configuration reloaded").await;
+    let reply = browser.get("https://private.test.localhost/again").await;
+    assert_eq!(reply.reply.status, 200);
+    let again = |line: &serde_json::Value| {
+        line["fields"]["message"] == "authorize check"
+            && line["fields"]["user"] == "alice"
+            && line["fields"].get("path").is_none()
+    };
+    let line =
+        eventually("the decision with the id token", || async { pomerium.json_logs().into_iter().find(again) }).await;
+    let mut expected = set(&["user", "id-token"]);
+    expected.extend(set(DECISION));
+    assert_eq!(keys(&line), expected, "{line}");
+    assert_eq!(line["fields"]["id-token"].as_str().unwrap().split('.').count(), 3, "a JWT");
 }
 
 /// Runs the binary on a configuration that must be refused; its stderr.
