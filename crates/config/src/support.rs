@@ -25,7 +25,6 @@ pub enum Support {
 use Support::{Refused, Warned};
 
 const NOT_YET: &str = "not yet enforced by this server";
-const LOG_FIELDS: &str = "the access log has a fixed set of fields here";
 const TRACING: &str = "no traces are exported here";
 const ENVOY: &str = "there is no envoy here: one process serves every listener";
 const DNS: &str = "upstream names are resolved by the system resolver here";
@@ -77,8 +76,6 @@ pub const UNSUPPORTED: &[(&str, Support)] = &[
     ),
     // Logs, metrics, tracing.
     ("proxy_log_level", Warned("one level, `log_level`, applies to every log here")),
-    ("access_log_fields", Warned(LOG_FIELDS)),
-    ("authorize_log_fields", Warned(LOG_FIELDS)),
     ("pomerium_debug", Warned("there is no debug mode here")),
     ("installation_id", Warned("nothing is reported to pomerium here")),
     ("metrics_basic_auth", Warned(NOT_YET)),

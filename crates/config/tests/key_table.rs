@@ -31,6 +31,9 @@ const WIRED: &[(&str, &str)] = &[
     ("grpc_insecure", ".effective_grpc_insecure()"),
     ("services", "options.services"),
     ("http_redirect_addr", ".http_redirect_addr"),
+    // Log lines (crates/proxy/src/log_fields.rs).
+    ("access_log_fields", "options.access_log_fields"),
+    ("authorize_log_fields", "options.authorize_log_fields"),
     // Autocert (crates/pomerium/src/autocert.rs).
     ("autocert", "options.autocert.enable"),
     ("autocert_dir", "autocert.dir"),
