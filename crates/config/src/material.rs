@@ -289,7 +289,18 @@ pub(crate) fn crls(material: &Material, sink: &mut Sink) -> Option<Crls> {
     let mut out = Vec::new();
     for item in CertificateRevocationListDer::pem_slice_iter(&material.bytes) {
         match item {
-            Ok(der) => out.push(der),
+            Ok(der) => {
+                if let Err(error) = x509_parser::parse_x509_crl(der.as_ref()) {
+                    bad_pem(
+                        material,
+                        "certificate revocation list",
+                        format!("list {} is not a valid x.509 crl: {error}", out.len() + 1),
+                        sink,
+                    );
+                    return None;
+                }
+                out.push(der);
+            }
             Err(error) => {
                 bad_pem(
                     material,

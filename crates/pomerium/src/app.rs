@@ -556,14 +556,17 @@ fn server_options(options: &Options) -> ServerOptions {
 fn server_tls(config: &Config, certificates: &[Arc<CertifiedKey>]) -> Result<ServerTls, String> {
     let resolver = Arc::new(SniResolver::new(certificates).map_err(|e| format!("certificates: {e}"))?);
     let mtls = &config.options.downstream_mtls;
-    let client_auth = mtls.ca.as_ref().map(|ca| DownstreamClientAuth {
-        ca: ca.ders().to_vec(),
-        mode: match mtls.enforcement {
-            config::options::MtlsEnforcement::RejectConnection => ClientCertMode::Require,
-            // The policy decides (with the default deny rule unless enforcement is `policy`).
-            _ => ClientCertMode::Report,
-        },
-    });
+    let mode = match mtls.enforcement {
+        config::options::MtlsEnforcement::RejectConnection => ClientCertMode::Require,
+        // The policy decides (with the default deny rule unless enforcement is `policy`).
+        _ => ClientCertMode::Report,
+    };
+    let client_auth = mtls
+        .ca
+        .as_ref()
+        .map(|ca| DownstreamClientAuth::from_config(mtls, ca.ders(), mode))
+        .transpose()
+        .map_err(|e| format!("downstream_mtls: {e}"))?;
     ServerTls::new(resolver, client_auth.as_ref()).map_err(|e| format!("tls: {e}"))
 }
 

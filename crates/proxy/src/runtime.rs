@@ -174,7 +174,7 @@ pub enum BuildError {
     Rewrite { route: String, source: RewriteError },
     #[error("{0}")]
     Authn(#[from] crate::authn::SettingsError),
-    #[error("downstream_mtls.ca: {0}")]
+    #[error("downstream_mtls: {0}")]
     ClientCa(TlsError),
 }
 
@@ -260,7 +260,11 @@ fn global(config: &Config, environment: &Environment) -> Result<Global, BuildErr
             .downstream_mtls
             .ca
             .as_ref()
-            .map(|ca| crate::tls::ChainVerifier::new(ca.ders()))
+            .map(|ca| {
+                let mode = crate::tls::ClientCertMode::Report;
+                crate::tls::DownstreamClientAuth::from_config(&options.downstream_mtls, ca.ders(), mode)
+                    .and_then(|auth| crate::tls::ChainVerifier::new(&auth))
+            })
             .transpose()
             .map_err(BuildError::ClientCa)?,
         tls: !options.insecure_server,

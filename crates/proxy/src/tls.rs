@@ -19,7 +19,7 @@ use rustls::server::{ClientHello, ResolvesServerCert, ServerConnection, WebPkiCl
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 
 /// A problem with TLS material or settings. Raised at configuration time, never per request.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,12 @@ pub enum TlsError {
     /// The client CA set cannot be used.
     #[error("invalid client certificate authorities: {0}")]
     ClientCa(String),
+    /// A certificate revocation list cannot be used.
+    #[error("invalid certificate revocation list: {0}")]
+    Crl(String),
+    /// A `match_subject_alt_names` pattern does not compile.
+    #[error("invalid subject alternative name pattern {0}")]
+    SubjectAltName(String),
     /// The custom CA set for an upstream cannot be used.
     #[error("invalid upstream certificate authorities: {0}")]
     CustomCa(String),
@@ -256,6 +262,111 @@ pub struct DownstreamClientAuth {
     pub ca: Vec<CertificateDer<'static>>,
     /// What to do with what clients send.
     pub mode: ClientCertMode,
+    /// Revocation lists, checked on every verification; a certificate whose issuer has no list
+    /// here is not checked.
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// When not empty, the leaf must have a subject alternative name matching one of these.
+    pub subject_alt_names: Vec<SanRule>,
+    /// The most certificates above the leaf in the verified chain, the trust anchor included
+    /// (Envoy's `max_verify_depth`): 1 admits only leaves issued by a configured CA; 0: no limit.
+    pub max_verify_depth: u32,
+}
+
+impl DownstreamClientAuth {
+    /// Settings with `ca` and `mode` only: no revocation lists, no SAN rule, no depth limit.
+    pub fn new(ca: Vec<CertificateDer<'static>>, mode: ClientCertMode) -> DownstreamClientAuth {
+        DownstreamClientAuth { ca, mode, crls: Vec::new(), subject_alt_names: Vec::new(), max_verify_depth: 0 }
+    }
+
+    /// Settings from `downstream_mtls`, with `ca` (the global one, or a route's) and `mode`.
+    pub fn from_config(
+        mtls: &config::options::DownstreamMtls,
+        ca: &[CertificateDer<'static>],
+        mode: ClientCertMode,
+    ) -> Result<DownstreamClientAuth, TlsError> {
+        let subject_alt_names = mtls
+            .match_subject_alt_names
+            .iter()
+            .map(|matcher| SanRule::new(matcher.san_type, &matcher.pattern))
+            .collect::<Result<_, _>>()?;
+        Ok(DownstreamClientAuth {
+            ca: ca.to_vec(),
+            mode,
+            crls: mtls.crl.as_ref().map(|crls| crls.ders().to_vec()).unwrap_or_default(),
+            subject_alt_names,
+            max_verify_depth: mtls.max_verify_depth,
+        })
+    }
+}
+
+/// The kind of subject alternative name a [`SanRule`] looks at.
+pub use config::options::SanType;
+
+/// A subject alternative name the client certificate must have: its type, and a pattern the
+/// whole name must match (anchored at both ends, as Envoy anchors `safe_regex`).
+#[derive(Debug, Clone)]
+pub struct SanRule {
+    kind: SanType,
+    pattern: regex::Regex,
+}
+
+/// The object identifier of a Microsoft user principal name in an `otherName` SAN.
+const UPN_OID: &str = "1.3.6.1.4.1.311.20.2.3";
+
+impl SanRule {
+    /// A rule for `kind` names matching all of `pattern`.
+    pub fn new(kind: SanType, pattern: &str) -> Result<SanRule, TlsError> {
+        let anchored = format!("^(?:{pattern})$");
+        regex::RegexBuilder::new(&anchored)
+            .size_limit(1 << 20)
+            .build()
+            .map(|pattern| SanRule { kind, pattern })
+            .map_err(|error| TlsError::SubjectAltName(format!("`{pattern}`: {error}")))
+    }
+
+    fn matches(&self, name: &x509_parser::extensions::GeneralName<'_>) -> bool {
+        use x509_parser::extensions::GeneralName;
+        let text = match (self.kind, name) {
+            (SanType::Dns, GeneralName::DNSName(dns)) => (*dns).to_owned(),
+            (SanType::Email, GeneralName::RFC822Name(email)) => (*email).to_owned(),
+            (SanType::Uri, GeneralName::URI(uri)) => (*uri).to_owned(),
+            (SanType::IpAddress, GeneralName::IPAddress(bytes)) => match ip_address(bytes) {
+                Some(ip) => ip.to_string(),
+                None => return false,
+            },
+            (SanType::UserPrincipalName, GeneralName::OtherName(oid, value)) if oid.to_id_string() == UPN_OID => {
+                match user_principal_name(value) {
+                    Some(upn) => upn,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        };
+        self.pattern.is_match(&text)
+    }
+}
+
+fn ip_address(bytes: &[u8]) -> Option<std::net::IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        _ => None,
+    }
+}
+
+/// The UTF8String inside an `otherName`'s `[0] EXPLICIT` value.
+fn user_principal_name(value: &[u8]) -> Option<String> {
+    use x509_parser::asn1_rs::{Any, FromDer as _};
+    let (_, explicit) = Any::from_der(value).ok()?;
+    let (_, inner) = Any::from_der(explicit.data).ok()?;
+    std::str::from_utf8(inner.data).ok().map(str::to_owned)
+}
+
+/// Whether the leaf has a subject alternative name that one of `rules` matches.
+fn subject_alt_name_matches(leaf: &CertificateDer<'_>, rules: &[SanRule]) -> bool {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(leaf) else { return false };
+    let Ok(Some(sans)) = parsed.subject_alternative_name() else { return false };
+    sans.value.general_names.iter().any(|name| rules.iter().any(|rule| rule.matches(name)))
 }
 
 /// A client certificate presented in a handshake.
@@ -358,8 +469,9 @@ impl std::fmt::Debug for ChainVerifier {
 }
 
 impl ChainVerifier {
-    pub fn new(ca: &[CertificateDer<'static>]) -> Result<ChainVerifier, TlsError> {
-        let auth = DownstreamClientAuth { ca: ca.to_vec(), mode: ClientCertMode::Report };
+    /// Checks against `auth` (its CAs, revocation lists, SAN rules and depth; the mode is ignored).
+    pub fn new(auth: &DownstreamClientAuth) -> Result<ChainVerifier, TlsError> {
+        let auth = DownstreamClientAuth { mode: ClientCertMode::Report, ..auth.clone() };
         client_verifier(&auth, &provider()).map(ChainVerifier)
     }
 
@@ -382,7 +494,87 @@ fn client_verifier(
     }
     let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
     let builder = if auth.mode == ClientCertMode::Require { builder } else { builder.allow_unauthenticated() };
-    builder.build().map_err(|error| TlsError::ClientCa(error.to_string()))
+    // A certificate whose issuer has no list is not checked (rather than refused).
+    let builder = if auth.crls.is_empty() {
+        builder
+    } else {
+        builder.with_crls(auth.crls.iter().cloned()).allow_unknown_revocation_status()
+    };
+    let inner = builder.build().map_err(|error| match error {
+        rustls::server::VerifierBuilderError::InvalidCrl(error) => TlsError::Crl(format!("{error:?}")),
+        error => TlsError::ClientCa(error.to_string()),
+    })?;
+    if auth.subject_alt_names.is_empty() && auth.max_verify_depth == 0 {
+        return Ok(inner);
+    }
+    Ok(Arc::new(ConstrainedVerifier {
+        inner,
+        subject_alt_names: auth.subject_alt_names.clone(),
+        max_verify_depth: auth.max_verify_depth,
+    }))
+}
+
+/// The web PKI verification, then the depth limit and the SAN rules.
+#[derive(Debug)]
+struct ConstrainedVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    subject_alt_names: Vec<SanRule>,
+    max_verify_depth: u32,
+}
+
+impl ClientCertVerifier for ConstrainedVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // The trust anchor counts towards the depth: a chain may use `depth - 1` of the
+        // intermediates, taken in the order the client sent them (issuer first).
+        let intermediates = match usize::try_from(self.max_verify_depth) {
+            Ok(0) | Err(_) => intermediates,
+            Ok(depth) => intermediates.get(..intermediates.len().min(depth - 1)).unwrap_or(intermediates),
+        };
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        if !self.subject_alt_names.is_empty() && !subject_alt_name_matches(end_entity, &self.subject_alt_names) {
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Accepts any client certificate whose handshake signature is valid; [`ServerTls::client_certificate`]
@@ -532,6 +724,41 @@ mod tests {
         assert_eq!(tls.config().alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
     }
 
+    fn leaf_with(sans: Vec<rcgen::SanType>) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = sans;
+        params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().der().clone()
+    }
+
+    #[test]
+    fn subject_alt_name_rules_match_whole_names_of_their_type() {
+        use rcgen::SanType as San;
+        let leaf = leaf_with(vec![
+            San::DnsName("a.example.com".try_into().unwrap()),
+            San::Rfc822Name("alice@example.com".try_into().unwrap()),
+            San::IpAddress("10.1.2.3".parse().unwrap()),
+            San::IpAddress("2001:db8::1".parse().unwrap()),
+            San::URI("spiffe://example.com/alice".try_into().unwrap()),
+            San::OtherName((vec![1, 3, 6, 1, 4, 1, 311, 20, 2, 3], "alice@corp.example".into())),
+        ]);
+        let matches = |kind, pattern: &str| subject_alt_name_matches(&leaf, &[SanRule::new(kind, pattern).unwrap()]);
+        assert!(matches(SanType::Dns, r".*\.example\.com"));
+        assert!(!matches(SanType::Dns, "example"), "anchored");
+        assert!(!matches(SanType::Dns, "a.example.co"), "anchored at the end");
+        assert!(matches(SanType::Email, "alice@example\\.com"));
+        assert!(!matches(SanType::Email, "a.example.com"), "another type");
+        assert!(matches(SanType::IpAddress, r"10\.1\.2\.3"));
+        assert!(matches(SanType::IpAddress, "2001:db8::1"));
+        assert!(!matches(SanType::IpAddress, "10"));
+        assert!(matches(SanType::Uri, "spiffe://example.com/.*"));
+        assert!(matches(SanType::UserPrincipalName, ".*@corp\\.example"));
+        assert!(!matches(SanType::UserPrincipalName, "alice@example.com"));
+        // An alternative inside the pattern stays anchored.
+        assert!(!matches(SanType::Dns, "zzz|a.example"));
+        assert!(matches!(SanRule::new(SanType::Dns, "(unclosed"), Err(TlsError::SubjectAltName(_))));
+        assert!(!subject_alt_name_matches(&leaf_with(vec![]), &[SanRule::new(SanType::Dns, ".*").unwrap()]));
+    }
+
     #[test]
     fn acme_challenges_add_the_alpn_and_answer_only_acme_handshakes() {
         let resolver = Arc::new(SniResolver::new(&[cert_for(&["a.test"])]).unwrap());
@@ -551,7 +778,7 @@ mod tests {
     #[test]
     fn client_auth_needs_a_usable_ca() {
         let resolver = Arc::new(SniResolver::new(&[cert_for(&["a.test"])]).unwrap());
-        let auth = DownstreamClientAuth { ca: vec![CertificateDer::from(vec![1, 2, 3])], mode: ClientCertMode::Report };
+        let auth = DownstreamClientAuth::new(vec![CertificateDer::from(vec![1, 2, 3])], ClientCertMode::Report);
         assert!(matches!(ServerTls::new(resolver, Some(&auth)), Err(TlsError::ClientCa(_))));
     }
 }

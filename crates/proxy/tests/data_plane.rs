@@ -197,7 +197,7 @@ async fn client_certificates_are_presented_to_the_upstream() {
 async fn downstream_client_certificates_are_reported_to_the_handler() {
     let pki = Pki::new("proxy ca");
     let client_pki = Pki::new("client ca");
-    let auth = DownstreamClientAuth { ca: vec![client_pki.ca()], mode: ClientCertMode::Report };
+    let auth = DownstreamClientAuth::new(vec![client_pki.ca()], ClientCertMode::Report);
     let tls = proxy_tls(&pki, &[&["app.test"]], Some(&auth));
     let handler = |_: Request<Incoming>, connection: Arc<ConnectionInfo>| async move {
         let report = match &connection.tls.as_ref().unwrap().client_certificate {
