@@ -75,6 +75,13 @@ pub const GLOBAL_TYPED: &[&str] = &[
     "signout_redirect_url",
     "programmatic_redirect_domain_whitelist",
     "metrics_address",
+    "metrics_basic_auth",
+    "metrics_certificate",
+    "metrics_certificate_key",
+    "metrics_certificate_file",
+    "metrics_certificate_key_file",
+    "metrics_client_ca",
+    "metrics_client_ca_file",
     "health_check_addr",
     "debug_address",
     "log_level",
@@ -98,19 +105,12 @@ pub const GLOBAL_TYPED: &[&str] = &[
 ];
 
 /// Global options Pomerium knows that this crate keeps as written (in [`crate::Options::other`]):
-/// metrics TLS, tracing, Envoy bootstrap, branding, clustering, SSH and managed mode.
+/// tracing, Envoy bootstrap, branding, clustering, SSH and managed mode.
 pub const GLOBAL_RAW: &[&str] = &[
     "installation_id",
     "pomerium_debug",
     "override_certificate_name",
     "tls_derive",
-    "metrics_basic_auth",
-    "metrics_certificate",
-    "metrics_certificate_key",
-    "metrics_certificate_file",
-    "metrics_certificate_key_file",
-    "metrics_client_ca",
-    "metrics_client_ca_file",
     "otel_traces_exporter",
     "otel_traces_sampler_arg",
     "otel_resource_attributes",

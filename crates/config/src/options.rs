@@ -288,6 +288,12 @@ pub struct Options {
     pub timeout_idle: Duration,
     pub default_upstream_timeout: Duration,
     pub metrics_address: Option<String>,
+    /// `metrics_basic_auth`: the base64 of `user:password` a request to `/metrics` must send.
+    pub metrics_basic_auth: Option<Secret>,
+    /// `metrics_certificate`/`_key` (base64) or the `_file` pair: `/metrics` over HTTPS.
+    pub metrics_certificate: Option<CertifiedKey>,
+    /// `metrics_client_ca` (base64) or `_file`: `/metrics` requires a client certificate from it.
+    pub metrics_client_ca: Option<Certificates>,
     pub health_check_addr: String,
     pub debug_address: Option<String>,
     pub log_level: LogLevel,
@@ -393,6 +399,9 @@ impl Default for Options {
             timeout_idle: Duration::from_secs(300),
             default_upstream_timeout: Duration::from_secs(30),
             metrics_address: None,
+            metrics_basic_auth: None,
+            metrics_certificate: None,
+            metrics_client_ca: None,
             health_check_addr: "127.0.0.1:28080".to_owned(),
             debug_address: None,
             log_level: LogLevel::Info,
@@ -1171,6 +1180,16 @@ const LOG_LEVELS: &[(&str, LogLevel)] = &[
 
 fn read_observability(r: &mut Reader<'_>, o: &mut Options) {
     o.metrics_address = r.string("metrics_address");
+    o.metrics_basic_auth = r.string("metrics_basic_auth").map(Secret::new);
+    let (cert, key) = (r.field("metrics_certificate"), r.field("metrics_certificate_key"));
+    o.metrics_certificate = pair(r, cert.as_ref(), key.as_ref(), Encoding::Base64);
+    if o.metrics_certificate.is_none() {
+        let (cert, key) = (r.field("metrics_certificate_file"), r.field("metrics_certificate_key_file"));
+        o.metrics_certificate = file_pair(r, cert.as_ref(), key.as_ref());
+    }
+    o.metrics_client_ca = r
+        .material("metrics_client_ca", "metrics_client_ca_file", Encoding::Base64, Precedence::Inline)
+        .and_then(|material| certificates(&material, r.sink));
     if let Some(address) = r.string("health_check_addr") {
         o.health_check_addr = address;
     }

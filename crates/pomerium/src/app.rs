@@ -246,7 +246,8 @@ impl Server {
             let listener = bind(address).await?;
             tracing::info!(address = %local_address(&listener, address), "serving metrics");
             let metrics = Arc::clone(&self.metrics);
-            self.tasks.spawn(serve_text(listener, "/metrics", move || metrics.render(), self.shutdown.signal()));
+            let (tls, access) = crate::metrics::listener_settings(options)?;
+            self.tasks.spawn(serve_metrics(listener, tls, access, move || metrics.render(), self.shutdown.signal()));
         }
         // Health checks are a convenience: a port already taken must not stop the server.
         match bind(&self.addresses.health).await {
@@ -647,21 +648,34 @@ async fn serve_health(listener: TcpListener, shutdown: ShutdownSignal) {
     server::serve(listener, None, handler, ServerOptions::default(), shutdown).await;
 }
 
-async fn serve_text<F>(listener: TcpListener, path: &'static str, render: F, shutdown: ShutdownSignal)
-where
+/// `/metrics`, over TLS when `metrics_certificate` is set, behind `metrics_basic_auth` when set.
+async fn serve_metrics<F>(
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    access: crate::metrics::Access,
+    render: F,
+    shutdown: ShutdownSignal,
+) where
     F: Fn() -> String + Clone + Send + Sync + 'static,
 {
+    let access = Arc::new(access);
     let handler = move |request: Request<Incoming>, _: Arc<ConnectionInfo>| {
-        let render = render.clone();
+        let (render, access) = (render.clone(), Arc::clone(&access));
         async move {
-            if request.uri().path() == path {
+            if !access.allows(request.headers()) {
+                let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized".to_owned());
+                response
+                    .headers_mut()
+                    .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Basic realm=\"metrics\""));
+                response
+            } else if request.uri().path() == "/metrics" {
                 text(StatusCode::OK, render())
             } else {
                 text(StatusCode::NOT_FOUND, "not found".to_owned())
             }
         }
     };
-    server::serve(listener, None, handler, ServerOptions::default(), shutdown).await;
+    server::serve(listener, tls, handler, ServerOptions::default(), shutdown).await;
 }
 
 fn text(status: StatusCode, content: String) -> Response<ProxyBody> {

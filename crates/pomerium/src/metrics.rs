@@ -1,7 +1,60 @@
 //! The few metrics the server keeps, in Prometheus' text format on `metrics_address`.
 //! Names follow Pomerium's where it has them (`pomerium_config_last_reload_success`).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use config::Options;
+use config::Secret;
+use proxy::tls::{ClientCertMode, DownstreamClientAuth, ServerTls, SniResolver};
+
+/// Who may read `/metrics`: with `metrics_basic_auth`, requests that send those credentials.
+#[derive(Debug)]
+pub struct Access {
+    basic_auth: Option<Secret>,
+}
+
+impl Access {
+    /// Whether a request with `headers` may read the metrics (the credentials compared in
+    /// constant time).
+    pub fn allows(&self, headers: &http::HeaderMap) -> bool {
+        let Some(expected) = &self.basic_auth else { return true };
+        let Some(value) = headers.get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes) else {
+            return false;
+        };
+        let Some((scheme, credentials)) = value.split_first_chunk::<6>() else { return false };
+        scheme.eq_ignore_ascii_case(b"basic ")
+            && aws_lc_rs::constant_time::verify_slices_are_equal(
+                credentials.trim_ascii(),
+                expected.expose().trim_ascii(),
+            )
+            .is_ok()
+    }
+}
+
+/// The metrics listener's TLS (with `metrics_certificate`; client certificates from
+/// `metrics_client_ca` required) and access rule.
+pub fn listener_settings(options: &Options) -> Result<(Option<ServerTls>, Access), String> {
+    let access = Access { basic_auth: options.metrics_basic_auth.clone() };
+    let Some(pair) = &options.metrics_certificate else {
+        if options.metrics_client_ca.is_some() {
+            return Err("metrics_client_ca: client certificates need TLS: set metrics_certificate (or \
+                        metrics_certificate_file) too"
+                .to_owned());
+        }
+        return Ok((None, access));
+    };
+    let key = pair.key.der().ok_or("metrics_certificate_key: not a private key")?;
+    let certified = proxy::tls::certified_key(pair.certificates.ders().to_vec(), key)
+        .map_err(|e| format!("metrics_certificate: {e}"))?;
+    let resolver = Arc::new(SniResolver::new(&[certified]).map_err(|e| format!("metrics_certificate: {e}"))?);
+    let client_auth = options
+        .metrics_client_ca
+        .as_ref()
+        .map(|ca| DownstreamClientAuth::new(ca.ders().to_vec(), ClientCertMode::Require));
+    let tls = ServerTls::new(resolver, client_auth.as_ref()).map_err(|e| format!("metrics_client_ca: {e}"))?;
+    Ok((Some(tls), access))
+}
 
 #[derive(Debug, Default)]
 pub struct Metrics {
