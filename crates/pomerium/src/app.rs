@@ -568,7 +568,15 @@ fn server_tls(config: &Config, certificates: &[Arc<CertifiedKey>]) -> Result<Ser
         .map(|ca| DownstreamClientAuth::from_config(mtls, ca.ders(), mode))
         .transpose()
         .map_err(|e| format!("downstream_mtls: {e}"))?;
-    ServerTls::new(resolver, client_auth.as_ref()).map_err(|e| format!("tls: {e}"))
+    let mut tls = ServerTls::new(resolver, client_auth.as_ref()).map_err(|e| format!("tls: {e}"))?;
+    // A route's own client CA (`tls_downstream_client_ca`) for connections to its host.
+    for route in &config.routes {
+        let Some(ca) = &route.tls.downstream_client_ca else { continue };
+        let auth = DownstreamClientAuth::from_config(mtls, ca.ders(), mode)
+            .map_err(|e| format!("route `{}`: tls_downstream_client_ca: {e}", route.from.text))?;
+        tls = tls.with_host_client_auth(&route.from.host, &auth).map_err(|e| format!("tls: {e}"))?;
+    }
+    Ok(tls)
 }
 
 /// The TLS configuration of the gRPC listener: the same certificates as the main listener (or the

@@ -290,3 +290,73 @@ async fn material_that_does_not_parse_is_refused_with_its_location() {
         assert!(stderr.contains("config.yaml"), "the file in:\n{stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_routes_own_client_ca_is_asked_for_on_its_host_only() {
+    let setup = Setup::new();
+    let upstream = echo_upstream("u", None).await;
+    let route_ca = ClientCa::root("route client root");
+    let stranger = ClientCa::root("another root");
+    let ca_file = setup.write("route-ca.pem", &route_ca.pem());
+    let config = routes(&[
+        route(
+            "app",
+            &format!(
+                "to: {}\nallow_public_unauthenticated_access: true\ntls_downstream_client_ca_file: {}",
+                upstream.http(),
+                ca_file.display()
+            ),
+        ),
+        route("other", &format!("to: {}\nallow_public_unauthenticated_access: true", upstream.http())),
+    ]);
+    let server = setup.start(&config).await;
+    let (app, other) = (server.host("app"), server.host("other"));
+    let trusted = route_ca.client(1);
+    let untrusted = stranger.client(1);
+
+    assert_eq!(status_with(&server, "app.test.localhost", &app, Some(&trusted)).await, Some(200));
+    assert_eq!(status_with(&server, "app.test.localhost", &app, Some(&untrusted)).await, Some(495));
+    assert_eq!(status_with(&server, "app.test.localhost", &app, None).await, Some(495), "required");
+    assert_eq!(status_with(&server, "other.test.localhost", &other, None).await, Some(200), "not asked");
+    assert_eq!(upstream.requests(), 2);
+
+    // A request for a host with other client certificate settings on a connection made for
+    // another SNI: 421, whichever way round.
+    assert_eq!(status_with(&server, "other.test.localhost", &app, None).await, Some(421));
+    assert_eq!(status_with(&server, "other.test.localhost", &app, Some(&trusted)).await, Some(421));
+    assert_eq!(status_with(&server, "app.test.localhost", &other, Some(&trusted)).await, Some(421));
+    assert_eq!(upstream.requests(), 2, "misdirected requests never reach the upstream");
+}
+
+#[tokio::test]
+async fn a_routes_own_client_ca_replaces_the_global_one_for_its_host() {
+    let setup = Setup::new();
+    let upstream = echo_upstream("u", None).await;
+    let global = ClientCa::root("global client root");
+    let own = ClientCa::root("route client root");
+    let global_file = setup.write("global-ca.pem", &global.pem());
+    let own_file = setup.write("own-ca.pem", &own.pem());
+    let config = format!(
+        "downstream_mtls:\n  ca_file: {}\n{}",
+        global_file.display(),
+        routes(&[
+            route(
+                "app",
+                &format!(
+                    "to: {}\nallow_public_unauthenticated_access: true\ntls_downstream_client_ca_file: {}",
+                    upstream.http(),
+                    own_file.display()
+                ),
+            ),
+            route("other", &format!("to: {}\nallow_public_unauthenticated_access: true", upstream.http())),
+        ])
+    );
+    let server = setup.start(&config).await;
+    let (app, other) = (server.host("app"), server.host("other"));
+    let (global_leaf, own_leaf) = (global.client(1), own.client(1));
+    assert_eq!(status_with(&server, "app.test.localhost", &app, Some(&own_leaf)).await, Some(200));
+    assert_eq!(status_with(&server, "app.test.localhost", &app, Some(&global_leaf)).await, Some(495));
+    assert_eq!(status_with(&server, "other.test.localhost", &other, Some(&global_leaf)).await, Some(200));
+    assert_eq!(status_with(&server, "other.test.localhost", &other, Some(&own_leaf)).await, Some(495));
+    assert_eq!(status_with(&server, "other.test.localhost", &app, Some(&global_leaf)).await, Some(421));
+}

@@ -156,7 +156,13 @@ pub(crate) async fn decide(
                 leaf: facts.as_ref(),
             },
         },
-        is_valid_client_certificate: request.certificate.map(|c| c.verified),
+        // With no CA for the route (its own or the global one), any certificate, or none, is
+        // valid (Pomerium's `isValidClientCertificate`).
+        is_valid_client_certificate: if global.client_chains.is_none() && route.client_ca.is_none() {
+            Some(true)
+        } else {
+            request.certificate.map(|c| c.verified)
+        },
         session_id,
         ssh: input::Ssh::default(),
         mcp: input::Mcp::default(),

@@ -58,6 +58,9 @@ pub enum ErrorKind {
     Tls,
     /// A valid client certificate is required.
     ClientCertificate,
+    /// The request's host is not served on this connection (its client certificate settings
+    /// differ from those of the connection's SNI).
+    Misdirected,
     /// The connection was closed or reset mid-exchange.
     Closed,
     /// No route matches the request.
@@ -137,6 +140,7 @@ impl ProxyError {
         let code = match (self.source, self.kind) {
             (_, K::ClientCertificate) => STATUS_INVALID_CLIENT_CERTIFICATE,
             (_, K::NoRoute) => 404,
+            (_, K::Misdirected) => 421,
             (_, K::NoHealthyUpstream | K::Unavailable) => 503,
             (_, K::Internal) => 500,
             (S::Client, K::UriTooLong) => 414,
@@ -511,6 +515,7 @@ mod tests {
             (Source::Client, K::Timeout, 408),
             (Source::Client, K::Closed, 499),
             (Source::Client, K::ClientCertificate, 495),
+            (Source::Client, K::Misdirected, 421),
             (Source::Client, K::NoRoute, 404),
             (Source::Upstream, K::ConnectRefused, 502),
             (Source::Upstream, K::Connect, 502),

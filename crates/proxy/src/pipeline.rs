@@ -211,6 +211,7 @@ async fn phases(
     let route = find_route(runtime, &request, &authority, cx)?;
     // Recorded before the later phases so that their failures are logged with the route.
     *served_by = Some(Arc::clone(&route));
+    check_connection_fits(&route, connection)?;
     let granted = authorize(runtime, &route, &request, &authority, connection, cx).await?;
     act(runtime, &route, request, &authority, connection, cx, &granted).await
 }
@@ -366,6 +367,20 @@ fn find_route(
             Err(Failure::Page(page))
         }
     }
+}
+
+/// A connection whose SNI names a host with its own client CA verified its certificate against
+/// that CA only: a request on it for a route with other client-certificate settings (another
+/// CA, or the listener's) must not borrow that verification. 421 Misdirected Request makes
+/// browsers open a new connection for the request's host.
+fn check_connection_fits(route: &RouteRuntime, connection: &ConnectionInfo) -> Result<(), Failure> {
+    let Some(tls) = &connection.tls else { return Ok(()) };
+    if tls.client_ca == route.client_ca {
+        return Ok(());
+    }
+    Err(ProxyError::client(ErrorKind::Misdirected)
+        .with_context("serving a request on a connection made for a host with other client certificate settings")
+        .into())
 }
 
 // 5. authorize

@@ -120,6 +120,9 @@ pub(crate) struct RouteRuntime {
     pub templates_need_identity: bool,
     /// They read the session's tokens (`${pomerium.id_token}`, `${pomerium.access_token}`).
     pub templates_read_tokens: bool,
+    /// The route's own client CA set (`tls_downstream_client_ca`), which connections for it are
+    /// verified with; `None`: the listener's (`downstream_mtls.ca`).
+    pub client_ca: Option<crate::tls::ClientCaId>,
 }
 
 /// What a route does with a request it allows.
@@ -369,6 +372,7 @@ fn route_runtime(route: &Route, options: &Options, environment: &Environment) ->
         .filter_map(|(name, value)| Some((HeaderName::try_from(name.as_str()).ok()?, HeaderTemplate::parse(value))))
         .collect();
     Ok(RouteRuntime {
+        client_ca: route.tls.downstream_client_ca.as_ref().map(|ca| crate::tls::client_ca_id(ca.ders())),
         kubernetes_authorization: kubernetes_authorization(route)?,
         id: route.name.clone().unwrap_or_else(|| route.id.clone()),
         program: Program::compile(route.policy()),

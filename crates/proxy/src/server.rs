@@ -109,6 +109,9 @@ pub struct TlsInfo {
     pub alpn: Option<Vec<u8>>,
     /// The client certificate, if one was presented.
     pub client_certificate: Option<ClientCertificate>,
+    /// The client CA set of the SNI's host, when it has its own (a route's
+    /// `tls_downstream_client_ca`); `None`: the listener's.
+    pub client_ca: Option<crate::tls::ClientCaId>,
 }
 
 /// Handles one request. Implemented for closures
@@ -292,7 +295,16 @@ impl<H: Handler> Connection<H> {
     }
 
     async fn serve_tls(self, stream: TcpStream, tls: &ServerTls, peer: SocketAddr, local: SocketAddr) {
-        let handshake = tokio::time::timeout(self.options.tls_handshake_timeout, tls.acceptor().accept(stream)).await;
+        let accept = async {
+            if !tls.per_host() {
+                return tls.acceptor().accept(stream).await;
+            }
+            // Some hosts have their own client CA: read the ClientHello, then pick by SNI.
+            let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+            let config = Arc::clone(tls.config_for(start.client_hello().server_name()));
+            start.into_stream(config).await
+        };
+        let handshake = tokio::time::timeout(self.options.tls_handshake_timeout, accept).await;
         let stream = match handshake {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
@@ -309,6 +321,7 @@ impl<H: Handler> Connection<H> {
             server_name: session.server_name().map(str::to_owned),
             alpn: session.alpn_protocol().map(<[u8]>::to_vec),
             client_certificate: tls.client_certificate(session),
+            client_ca: tls.client_ca_for(session.server_name()),
         };
         self.serve_http(stream, ConnectionInfo { peer, local, tls: Some(info) }).await;
     }

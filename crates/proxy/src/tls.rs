@@ -392,6 +392,33 @@ pub struct ServerTls {
     config: Arc<ServerConfig>,
     resolver: Arc<SniResolver>,
     client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+    /// Hosts with their own client CA (a route's `tls_downstream_client_ca`), by lowercase name:
+    /// a connection whose SNI is one of them is configured and verified by it.
+    hosts: Arc<HashMap<String, HostTls>>,
+}
+
+/// The TLS of connections to one host with its own client CA.
+#[derive(Debug, Clone)]
+struct HostTls {
+    config: Arc<ServerConfig>,
+    verifier: Arc<dyn ClientCertVerifier>,
+    ca: ClientCaId,
+}
+
+/// Identifies a set of client certificate authorities: a connection verified with one set must
+/// not serve a request for a route that names another (421).
+pub type ClientCaId = Arc<str>;
+
+/// The identifier of the client CA set `ca` (a digest of the certificates).
+pub fn client_ca_id(ca: &[CertificateDer<'_>]) -> ClientCaId {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for der in ca {
+        context.update(&u64::try_from(der.len()).unwrap_or(u64::MAX).to_be_bytes());
+        context.update(der.as_ref());
+    }
+    let digest = context.finish();
+    let hex: String = digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
+    Arc::from(hex)
 }
 
 impl ServerTls {
@@ -400,20 +427,40 @@ impl ServerTls {
     pub fn new(resolver: Arc<SniResolver>, client_auth: Option<&DownstreamClientAuth>) -> Result<Self, TlsError> {
         let provider = provider();
         let client_verifier = client_auth.map(|auth| client_verifier(auth, &provider)).transpose()?;
-        let handshake_verifier: Arc<dyn ClientCertVerifier> =
-            match (client_auth.map(|auth| auth.mode), &client_verifier) {
-                (Some(ClientCertMode::Report), Some(verifier)) => {
-                    Arc::new(ReportingVerifier { inner: Arc::clone(verifier) })
-                }
-                (_, Some(verifier)) => Arc::clone(verifier),
-                (_, None) => WebPkiClientVerifier::no_client_auth(),
-            };
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(PROTOCOL_VERSIONS)?
-            .with_client_cert_verifier(handshake_verifier)
-            .with_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>);
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Self { config: Arc::new(config), resolver, client_verifier })
+        let config = server_config(&resolver, client_auth.map(|auth| auth.mode), client_verifier.as_ref())?;
+        Ok(Self { config, resolver, client_verifier, hosts: Arc::new(HashMap::new()) })
+    }
+
+    /// Connections whose SNI is `host` ask for client certificates per `client_auth` (a route's
+    /// own CA) instead of the listener's settings.
+    pub fn with_host_client_auth(mut self, host: &str, client_auth: &DownstreamClientAuth) -> Result<Self, TlsError> {
+        let verifier = client_verifier(client_auth, &provider())?;
+        let config = server_config(&self.resolver, Some(client_auth.mode), Some(&verifier))?;
+        let host_tls = HostTls { config, verifier, ca: client_ca_id(&client_auth.ca) };
+        // The first route's CA for a host keeps it.
+        Arc::make_mut(&mut self.hosts).entry(normalize_name(host)).or_insert(host_tls);
+        Ok(self)
+    }
+
+    /// The configuration for a handshake whose SNI is `server_name`.
+    pub fn config_for(&self, server_name: Option<&str>) -> &Arc<ServerConfig> {
+        match self.host(server_name) {
+            Some(host) => &host.config,
+            None => &self.config,
+        }
+    }
+
+    /// The client CA set connections with SNI `server_name` are verified with, when it is a
+    /// host's own (`None`: the listener's, `downstream_mtls.ca`).
+    pub fn client_ca_for(&self, server_name: Option<&str>) -> Option<ClientCaId> {
+        self.host(server_name).map(|host| Arc::clone(&host.ca))
+    }
+
+    fn host(&self, server_name: Option<&str>) -> Option<&HostTls> {
+        if self.hosts.is_empty() {
+            return None;
+        }
+        self.hosts.get(&normalize_name(server_name?))
     }
 
     /// Answers TLS-ALPN-01 challenges (autocert): offers ALPN `acme-tls/1` and presents
@@ -444,16 +491,45 @@ impl ServerTls {
         tokio_rustls::TlsAcceptor::from(Arc::clone(&self.config))
     }
 
-    /// The client certificate of a finished handshake, with whether it verified.
+    /// Whether some hosts have their own configuration (then the ClientHello must be read
+    /// before choosing one: [`ServerTls::config_for`]).
+    pub fn per_host(&self) -> bool {
+        !self.hosts.is_empty()
+    }
+
+    /// The client certificate of a finished handshake, with whether it verified (against the
+    /// CA of the connection's SNI).
     pub fn client_certificate(&self, connection: &ServerConnection) -> Option<ClientCertificate> {
         let chain = connection.peer_certificates()?.to_vec();
         let (leaf, intermediates) = chain.split_first()?;
-        let verified = self
-            .client_verifier
-            .as_ref()
-            .is_some_and(|verifier| verifier.verify_client_cert(leaf, intermediates, UnixTime::now()).is_ok());
+        let verifier = match self.host(connection.server_name()) {
+            Some(host) => Some(&host.verifier),
+            None => self.client_verifier.as_ref(),
+        };
+        let verified =
+            verifier.is_some_and(|verifier| verifier.verify_client_cert(leaf, intermediates, UnixTime::now()).is_ok());
         Some(ClientCertificate { chain, verified })
     }
+}
+
+/// A server configuration (TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`) asking for client
+/// certificates per `mode` and `verifier`.
+fn server_config(
+    resolver: &Arc<SniResolver>,
+    mode: Option<ClientCertMode>,
+    verifier: Option<&Arc<dyn ClientCertVerifier>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let handshake_verifier: Arc<dyn ClientCertVerifier> = match (mode, verifier) {
+        (Some(ClientCertMode::Report), Some(verifier)) => Arc::new(ReportingVerifier { inner: Arc::clone(verifier) }),
+        (_, Some(verifier)) => Arc::clone(verifier),
+        (_, None) => WebPkiClientVerifier::no_client_auth(),
+    };
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(PROTOCOL_VERSIONS)?
+        .with_client_cert_verifier(handshake_verifier)
+        .with_cert_resolver(Arc::clone(resolver) as Arc<dyn ResolvesServerCert>);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Checks client certificate chains against `downstream_mtls.ca` away from a handshake: the
