@@ -219,6 +219,7 @@ impl Server {
             current: Arc::clone(&current),
             environment: environment.clone(),
             resolver: tls.as_ref().map(|tls| Arc::clone(tls.resolver())),
+            tls: tls.clone(),
             metrics: Arc::clone(&metrics),
             addresses: addresses.clone(),
             autocert: autocert.clone(),
@@ -388,6 +389,8 @@ struct Reloader {
     current: Arc<ArcSwap<Runtime>>,
     environment: Environment,
     resolver: Option<Arc<SniResolver>>,
+    /// The main listener's TLS, whose per-host client CAs follow the routes.
+    tls: Option<ServerTls>,
     metrics: Arc<Metrics>,
     addresses: Addresses,
     autocert: Option<Arc<crate::autocert::Autocert>>,
@@ -461,6 +464,7 @@ impl Reloader {
         }
         let runtime = Runtime::build(&config, &self.environment)
             .map_err(|e| vec![format!("the configuration cannot run: {e}")])?;
+        let hosts = host_client_auth(&config).map_err(|e| vec![e])?;
         if let Some(resolver) = &self.resolver {
             let mut certificates = certificates(&config).map_err(|e| vec![e])?;
             certificates.extend(dynamic.certificates.iter().cloned());
@@ -469,6 +473,9 @@ impl Reloader {
                 certificates = autocert.with_issued(certificates);
             }
             resolver.replace(&certificates).map_err(|e| vec![format!("certificates: {e}")])?;
+        }
+        if let Some(tls) = &self.tls {
+            tls.set_host_client_auth(&hosts).map_err(|e| vec![format!("tls: {e}")])?;
         }
         let routes = runtime.route_count();
         self.current.store(Arc::new(runtime));
@@ -568,15 +575,27 @@ fn server_tls(config: &Config, certificates: &[Arc<CertifiedKey>]) -> Result<Ser
         .map(|ca| DownstreamClientAuth::from_config(mtls, ca.ders(), mode))
         .transpose()
         .map_err(|e| format!("downstream_mtls: {e}"))?;
-    let mut tls = ServerTls::new(resolver, client_auth.as_ref()).map_err(|e| format!("tls: {e}"))?;
-    // A route's own client CA (`tls_downstream_client_ca`) for connections to its host.
+    let tls = ServerTls::new(resolver, client_auth.as_ref()).map_err(|e| format!("tls: {e}"))?;
+    tls.set_host_client_auth(&host_client_auth(config)?).map_err(|e| format!("tls: {e}"))?;
+    Ok(tls)
+}
+
+/// Each route's own client CA (`tls_downstream_client_ca`), for connections to its host, with
+/// `downstream_mtls`' other settings.
+fn host_client_auth(config: &Config) -> Result<Vec<(String, DownstreamClientAuth)>, String> {
+    let mtls = &config.options.downstream_mtls;
+    let mode = match mtls.enforcement {
+        config::options::MtlsEnforcement::RejectConnection => ClientCertMode::Require,
+        _ => ClientCertMode::Report,
+    };
+    let mut hosts = Vec::new();
     for route in &config.routes {
         let Some(ca) = &route.tls.downstream_client_ca else { continue };
         let auth = DownstreamClientAuth::from_config(mtls, ca.ders(), mode)
             .map_err(|e| format!("route `{}`: tls_downstream_client_ca: {e}", route.from.text))?;
-        tls = tls.with_host_client_auth(&route.from.host, &auth).map_err(|e| format!("tls: {e}"))?;
+        hosts.push((route.from.host.clone(), auth));
     }
-    Ok(tls)
+    Ok(hosts)
 }
 
 /// The TLS configuration of the gRPC listener: the same certificates as the main listener (or the

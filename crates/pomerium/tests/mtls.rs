@@ -360,3 +360,33 @@ async fn a_routes_own_client_ca_replaces_the_global_one_for_its_host() {
     assert_eq!(status_with(&server, "other.test.localhost", &other, Some(&own_leaf)).await, Some(495));
     assert_eq!(status_with(&server, "other.test.localhost", &app, Some(&global_leaf)).await, Some(421));
 }
+
+#[tokio::test]
+async fn a_reload_brings_a_routes_new_client_ca_to_its_host() {
+    let setup = Setup::new();
+    let upstream = echo_upstream("u", None).await;
+    let first = ClientCa::root("first route root");
+    let second = ClientCa::root("second route root");
+    let first_file = setup.write("first.pem", &first.pem());
+    let second_file = setup.write("second.pem", &second.pem());
+    let config = |ca: &std::path::Path| {
+        setup.config(&routes(&[route(
+            "app",
+            &format!(
+                "to: {}\nallow_public_unauthenticated_access: true\ntls_downstream_client_ca_file: {}",
+                upstream.http(),
+                ca.display()
+            ),
+        )]))
+    };
+    let mut server = setup.start_raw(&config(&first_file)).await;
+    let app = server.host("app");
+    let (first_leaf, second_leaf) = (first.client(1), second.client(1));
+    assert_eq!(status_with(&server, "app.test.localhost", &app, Some(&first_leaf)).await, Some(200));
+    assert_eq!(status_with(&server, "app.test.localhost", &app, Some(&second_leaf)).await, Some(495));
+
+    setup.rewrite_config(&config(&second_file));
+    server.wait_for_log("configuration reloaded").await;
+    assert_eq!(status_with(&server, "app.test.localhost", &app, Some(&second_leaf)).await, Some(200));
+    assert_eq!(status_with(&server, "app.test.localhost", &app, Some(&first_leaf)).await, Some(495));
+}

@@ -301,7 +301,7 @@ impl<H: Handler> Connection<H> {
             }
             // Some hosts have their own client CA: read the ClientHello, then pick by SNI.
             let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
-            let config = Arc::clone(tls.config_for(start.client_hello().server_name()));
+            let config = tls.config_for(start.client_hello().server_name());
             start.into_stream(config).await
         };
         let handshake = tokio::time::timeout(self.options.tls_handshake_timeout, accept).await;

@@ -393,8 +393,8 @@ pub struct ServerTls {
     resolver: Arc<SniResolver>,
     client_verifier: Option<Arc<dyn ClientCertVerifier>>,
     /// Hosts with their own client CA (a route's `tls_downstream_client_ca`), by lowercase name:
-    /// a connection whose SNI is one of them is configured and verified by it.
-    hosts: Arc<HashMap<String, HostTls>>,
+    /// a connection whose SNI is one of them is configured and verified by it. Replaced on reload.
+    hosts: Arc<ArcSwap<HashMap<String, HostTls>>>,
 }
 
 /// The TLS of connections to one host with its own client CA.
@@ -428,39 +428,47 @@ impl ServerTls {
         let provider = provider();
         let client_verifier = client_auth.map(|auth| client_verifier(auth, &provider)).transpose()?;
         let config = server_config(&resolver, client_auth.map(|auth| auth.mode), client_verifier.as_ref())?;
-        Ok(Self { config, resolver, client_verifier, hosts: Arc::new(HashMap::new()) })
+        Ok(Self { config, resolver, client_verifier, hosts: Arc::new(ArcSwap::from_pointee(HashMap::new())) })
     }
 
-    /// Connections whose SNI is `host` ask for client certificates per `client_auth` (a route's
-    /// own CA) instead of the listener's settings.
-    pub fn with_host_client_auth(mut self, host: &str, client_auth: &DownstreamClientAuth) -> Result<Self, TlsError> {
-        let verifier = client_verifier(client_auth, &provider())?;
-        let config = server_config(&self.resolver, Some(client_auth.mode), Some(&verifier))?;
-        let host_tls = HostTls { config, verifier, ca: client_ca_id(&client_auth.ca) };
-        // The first route's CA for a host keeps it.
-        Arc::make_mut(&mut self.hosts).entry(normalize_name(host)).or_insert(host_tls);
-        Ok(self)
+    /// Connections whose SNI is one of these hosts ask for client certificates per its settings
+    /// (a route's own CA) instead of the listener's; replaces the previous set (a reload). The
+    /// first settings given for a host keep it.
+    pub fn set_host_client_auth(&self, hosts: &[(String, DownstreamClientAuth)]) -> Result<(), TlsError> {
+        let mut map = HashMap::new();
+        for (host, client_auth) in hosts {
+            let name = normalize_name(host);
+            if map.contains_key(&name) {
+                continue;
+            }
+            let verifier = client_verifier(client_auth, &provider())?;
+            let config = server_config(&self.resolver, Some(client_auth.mode), Some(&verifier))?;
+            map.insert(name, HostTls { config, verifier, ca: client_ca_id(&client_auth.ca) });
+        }
+        self.hosts.store(Arc::new(map));
+        Ok(())
     }
 
     /// The configuration for a handshake whose SNI is `server_name`.
-    pub fn config_for(&self, server_name: Option<&str>) -> &Arc<ServerConfig> {
+    pub fn config_for(&self, server_name: Option<&str>) -> Arc<ServerConfig> {
         match self.host(server_name) {
-            Some(host) => &host.config,
-            None => &self.config,
+            Some(host) => Arc::clone(&host.config),
+            None => Arc::clone(&self.config),
         }
     }
 
     /// The client CA set connections with SNI `server_name` are verified with, when it is a
     /// host's own (`None`: the listener's, `downstream_mtls.ca`).
     pub fn client_ca_for(&self, server_name: Option<&str>) -> Option<ClientCaId> {
-        self.host(server_name).map(|host| Arc::clone(&host.ca))
+        self.host(server_name).map(|host| host.ca)
     }
 
-    fn host(&self, server_name: Option<&str>) -> Option<&HostTls> {
-        if self.hosts.is_empty() {
+    fn host(&self, server_name: Option<&str>) -> Option<HostTls> {
+        let hosts = self.hosts.load();
+        if hosts.is_empty() {
             return None;
         }
-        self.hosts.get(&normalize_name(server_name?))
+        hosts.get(&normalize_name(server_name?)).cloned()
     }
 
     /// Answers TLS-ALPN-01 challenges (autocert): offers ALPN `acme-tls/1` and presents
@@ -494,7 +502,7 @@ impl ServerTls {
     /// Whether some hosts have their own configuration (then the ClientHello must be read
     /// before choosing one: [`ServerTls::config_for`]).
     pub fn per_host(&self) -> bool {
-        !self.hosts.is_empty()
+        !self.hosts.load().is_empty()
     }
 
     /// The client certificate of a finished handshake, with whether it verified (against the
@@ -502,7 +510,8 @@ impl ServerTls {
     pub fn client_certificate(&self, connection: &ServerConnection) -> Option<ClientCertificate> {
         let chain = connection.peer_certificates()?.to_vec();
         let (leaf, intermediates) = chain.split_first()?;
-        let verifier = match self.host(connection.server_name()) {
+        let host = self.host(connection.server_name());
+        let verifier = match &host {
             Some(host) => Some(&host.verifier),
             None => self.client_verifier.as_ref(),
         };
