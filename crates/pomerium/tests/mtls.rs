@@ -390,3 +390,25 @@ async fn a_reload_brings_a_routes_new_client_ca_to_its_host() {
     assert_eq!(status_with(&server, "app.test.localhost", &app, Some(&second_leaf)).await, Some(200));
     assert_eq!(status_with(&server, "app.test.localhost", &app, Some(&first_leaf)).await, Some(495));
 }
+
+#[tokio::test]
+async fn an_intermediates_revocation_list_is_checked_too() {
+    let setup = Setup::new();
+    let upstream = echo_upstream("u", None).await;
+    let root = ClientCa::root("client root");
+    let intermediate = root.intermediate("client intermediate");
+    let ca_file = setup.write("ca.pem", &root.pem());
+    // The root's list (checked once at start) and the intermediate's (checked on each handshake).
+    let crl_file = setup.write("crl.pem", &format!("{}{}", root.crl(&[5]), intermediate.crl(&[9])));
+    let config = format!(
+        "downstream_mtls:\n  ca_file: {}\n  crl_file: {}\n  max_verify_depth: 2\n{}",
+        ca_file.display(),
+        crl_file.display(),
+        public_app(&upstream)
+    );
+    let server = setup.start(&config).await;
+    assert_eq!(status(&server, Some(&intermediate.client(8))).await, Some(200));
+    assert_eq!(status(&server, Some(&intermediate.client(9))).await, Some(495), "revoked by the intermediate");
+    assert_eq!(status(&server, Some(&root.client(9))).await, Some(200), "the same serial from the root");
+    assert_eq!(status(&server, Some(&root.client(5))).await, Some(495), "revoked by the root");
+}

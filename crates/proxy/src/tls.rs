@@ -579,32 +579,83 @@ fn client_verifier(
     }
     let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
     let builder = if auth.mode == ClientCertMode::Require { builder } else { builder.allow_unauthenticated() };
-    // A certificate whose issuer has no list is not checked (rather than refused).
-    let builder = if auth.crls.is_empty() {
-        builder
-    } else {
-        builder.with_crls(auth.crls.iter().cloned()).allow_unknown_revocation_status()
-    };
+    // Lists signed by a configured CA are checked here once, then looked up per handshake;
+    // webpki would check the list's signature (hashing all of it) on every verification. Others
+    // (an intermediate's) go to webpki. A certificate whose issuer has no list is not checked.
+    let (revoked, others) = Revoked::build(&auth.ca, &auth.crls)?;
+    let builder = if others.is_empty() { builder } else { builder.with_crls(others).allow_unknown_revocation_status() };
     let inner = builder.build().map_err(|error| match error {
         rustls::server::VerifierBuilderError::InvalidCrl(error) => TlsError::Crl(format!("{error:?}")),
         error => TlsError::ClientCa(error.to_string()),
     })?;
-    if auth.subject_alt_names.is_empty() && auth.max_verify_depth == 0 {
+    if auth.subject_alt_names.is_empty() && auth.max_verify_depth == 0 && revoked.is_empty() {
         return Ok(inner);
     }
     Ok(Arc::new(ConstrainedVerifier {
         inner,
         subject_alt_names: auth.subject_alt_names.clone(),
         max_verify_depth: auth.max_verify_depth,
+        revoked,
     }))
 }
 
-/// The web PKI verification, then the depth limit and the SAN rules.
+/// Revoked serials by issuer (the issuer's DER name), from lists whose signature was checked
+/// against a configured CA when the settings were built.
+#[derive(Debug, Default)]
+struct Revoked(HashMap<Vec<u8>, std::collections::HashSet<Vec<u8>>>);
+
+impl Revoked {
+    /// The lists signed by one of `ca` (checked now), and the others, left to webpki.
+    fn build(
+        ca: &[CertificateDer<'static>],
+        crls: &[CertificateRevocationListDer<'static>],
+    ) -> Result<(Revoked, Vec<CertificateRevocationListDer<'static>>), TlsError> {
+        use x509_parser::prelude::FromDer as _;
+        let authorities: Vec<_> = ca.iter().filter_map(|der| x509_parser::parse_x509_certificate(der).ok()).collect();
+        let mut revoked = Revoked::default();
+        let mut others = Vec::new();
+        for der in crls {
+            let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der)
+                .map_err(|error| TlsError::Crl(error.to_string()))?;
+            let signer = authorities.iter().find(|(_, authority)| {
+                authority.subject().as_raw() == crl.issuer().as_raw()
+                    && authority.key_usage().ok().flatten().is_none_or(|usage| usage.value.crl_sign())
+                    && crl.verify_signature(authority.public_key()).is_ok()
+            });
+            if signer.is_none() {
+                others.push(der.clone());
+                continue;
+            }
+            let serials = revoked.0.entry(crl.issuer().as_raw().to_vec()).or_default();
+            serials.extend(crl.iter_revoked_certificates().map(|entry| entry.raw_serial().to_vec()));
+        }
+        Ok((revoked, others))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `certificate` is on a list.
+    fn contains(&self, certificate: &CertificateDer<'_>) -> bool {
+        if self.0.is_empty() {
+            return false;
+        }
+        // A certificate that does not parse failed the chain verification before this.
+        x509_parser::parse_x509_certificate(certificate).is_ok_and(|(_, parsed)| {
+            self.0.get(parsed.issuer().as_raw()).is_some_and(|serials| serials.contains(parsed.raw_serial()))
+        })
+    }
+}
+
+/// The web PKI verification, then the depth limit, the revocation lists checked at build time
+/// and the SAN rules.
 #[derive(Debug)]
 struct ConstrainedVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     subject_alt_names: Vec<SanRule>,
     max_verify_depth: u32,
+    revoked: Revoked,
 }
 
 impl ClientCertVerifier for ConstrainedVerifier {
@@ -633,6 +684,10 @@ impl ClientCertVerifier for ConstrainedVerifier {
             Ok(depth) => intermediates.get(..intermediates.len().min(depth - 1)).unwrap_or(intermediates),
         };
         let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        // The leaf and the intermediates it may chain through.
+        if std::iter::once(end_entity).chain(intermediates).any(|certificate| self.revoked.contains(certificate)) {
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked));
+        }
         if !self.subject_alt_names.is_empty() && !subject_alt_name_matches(end_entity, &self.subject_alt_names) {
             return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure));
         }
