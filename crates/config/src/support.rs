@@ -24,7 +24,6 @@ pub enum Support {
 
 use Support::{Refused, Warned};
 
-const NOT_YET: &str = "not yet enforced by this server";
 const TRACING: &str = "no traces are exported here";
 const ENVOY: &str = "there is no envoy here: one process serves every listener";
 const DNS: &str = "upstream names are resolved by the system resolver here";
@@ -133,8 +132,6 @@ pub const UNSUPPORTED: &[(&str, Support)] = &[
         "routes.tls_downstream_server_name",
         Warned("routes are matched by the request's host here, not by its tls server name"),
     ),
-    ("routes.tls_downstream_client_ca", Warned(NOT_YET)),
-    ("routes.tls_downstream_client_ca_file", Warned(NOT_YET)),
     ("routes.tls_upstream_allow_renegotiation", Warned("tls renegotiation is not supported here")),
     (
         "routes.enable_google_cloud_serverless_authentication",

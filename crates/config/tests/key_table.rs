@@ -124,7 +124,7 @@ const WIRED: &[(&str, &str)] = &[
     ("downstream_mtls.enforcement", "downstream_mtls.enforcement"),
     ("downstream_mtls.crl", "mtls.crl"),
     ("downstream_mtls.crl_file", "mtls.crl"),
-    ("downstream_mtls.match_subject_alt_names", "mtls.match_subject_alt_names"),
+    ("downstream_mtls.match_subject_alt_names", ".match_subject_alt_names"),
     ("downstream_mtls.max_verify_depth", "mtls.max_verify_depth"),
     // Routes: matching and actions.
     ("routes.id", "route.id"),
@@ -162,6 +162,8 @@ const WIRED: &[(&str, &str)] = &[
     ("routes.tls_client_key", "tls.client_certificate"),
     ("routes.tls_client_cert_file", "tls.client_certificate"),
     ("routes.tls_client_key_file", "tls.client_certificate"),
+    ("routes.tls_downstream_client_ca", "tls.downstream_client_ca"),
+    ("routes.tls_downstream_client_ca_file", "tls.downstream_client_ca"),
     ("routes.timeout", ".effective_timeout(options)"),
     ("routes.idle_timeout", ".effective_idle_timeout(options)"),
     ("routes.load_balancing_policy", "route.load_balancing_policy"),
