@@ -442,7 +442,10 @@ impl ServerTls {
                 continue;
             }
             let verifier = client_verifier(client_auth, &provider())?;
-            let config = server_config(&self.resolver, Some(client_auth.mode), Some(&verifier))?;
+            let mut config = (*server_config(&self.resolver, Some(client_auth.mode), Some(&verifier))?).clone();
+            // The listener's protocols (with `acme-tls/1` when it answers challenges).
+            config.alpn_protocols.clone_from(&self.config.alpn_protocols);
+            let config = Arc::new(config);
             map.insert(name, HostTls { config, verifier, ca: client_ca_id(&client_auth.ca) });
         }
         self.hosts.store(Arc::new(map));
@@ -481,6 +484,18 @@ impl ServerTls {
         let mut config = (*self.config).clone();
         config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
         self.config = Arc::new(config);
+        // Hosts with their own client CA answer challenges too.
+        let hosts = self
+            .hosts
+            .load()
+            .iter()
+            .map(|(name, host)| {
+                let mut config = (*host.config).clone();
+                config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+                (name.clone(), HostTls { config: Arc::new(config), ..host.clone() })
+            })
+            .collect();
+        self.hosts.store(Arc::new(hosts));
         self
     }
 
@@ -913,6 +928,23 @@ mod tests {
         let hook = resolver.acme.get().unwrap();
         assert!(Arc::ptr_eq(&hook("a.test").unwrap(), &challenge));
         assert!(hook("b.test").is_none());
+    }
+
+    #[test]
+    fn hosts_with_their_own_client_ca_answer_acme_challenges_too() {
+        let resolver = Arc::new(SniResolver::new(&[cert_for(&["a.test"])]).unwrap());
+        let (ca, _) = self_signed(&["client ca".to_owned()]).unwrap();
+        let auth = DownstreamClientAuth::new(ca, ClientCertMode::Report);
+        let tls = ServerTls::new(resolver, None).unwrap();
+        tls.set_host_client_auth(&[("own.test".to_owned(), auth.clone())]).unwrap();
+        let hook: AcmeChallengeCertificates = Arc::new(|_: &str| None);
+        let tls = tls.with_acme_challenges(hook);
+        let acme = |config: Arc<ServerConfig>| config.alpn_protocols.contains(&ACME_TLS_ALPN.to_vec());
+        assert!(acme(tls.config_for(Some("own.test"))), "set before the challenges");
+        assert!(acme(tls.config_for(Some("other.test"))));
+        tls.set_host_client_auth(&[("own.test".to_owned(), auth)]).unwrap();
+        assert!(acme(tls.config_for(Some("own.test"))), "set again on reload");
+        assert!(tls.client_ca_for(Some("OWN.test")).is_some() && tls.client_ca_for(Some("other.test")).is_none());
     }
 
     #[test]
