@@ -13,14 +13,18 @@
 # flat within 32 MiB from the warm-up to the end. One keep-alive HTTP/1.1 connection at a time,
 # plain HTTP (insecure_server), so the client is python3's standard library alone.
 #
-# benches/flood.sh [N]      default N: 50000
+# benches/flood.sh [N]      default N: 50000; POMERIUM_BIN=PATH uses that build instead of
+#                           building target/release/pomerium
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-50000}
 port=18093
 
-cargo build --quiet --release -p pomerium
-pomerium=$PWD/target/release/pomerium
+pomerium=${POMERIUM_BIN:-}
+if [ -z "$pomerium" ]; then
+  cargo build --quiet --release -p pomerium
+  pomerium=$PWD/target/release/pomerium
+fi
 
 work=$(mktemp -d)
 pid=

@@ -15,8 +15,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use support::{Pomerium, Setup, echo_upstream, shared_secret_base64};
 
-/// Decisions the authorize service logs at debug level, one per Check.
-const AUTHORIZE_LOG: [(&str, &str); 1] = [("RUST_LOG", "info,proxy::authorize=debug")];
+/// The line the authorize service logs for each decision (`authorize_log_fields`).
+const DECIDED: &str = "authorize check";
 
 fn common(setup: &Setup, upstream: std::net::SocketAddr) -> String {
     format!(
@@ -43,7 +43,7 @@ async fn authorize_at(
             "services: authorize\ngrpc_address: \"{grpc_address}\"\ndatabroker_service_url: {databroker_url}\n{grpc}{common}"
         ),
     );
-    Pomerium::spawn_with(&config, setup.pki.ca(), "serving gRPC", &AUTHORIZE_LOG).await
+    Pomerium::spawn_until(&config, setup.pki.ca(), "serving gRPC").await
 }
 
 #[tokio::test]
@@ -86,11 +86,14 @@ async fn the_proxy_spreads_over_authorize_instances_and_fails_over() {
     let proxy = Arc::new(proxy);
     let host = proxy.host("app");
 
-    // Both instances decide.
+    // Both instances decide (their log lines are read as they come).
     for _ in 0..10 {
         assert_eq!(proxy.get(&host, "/").await.status, 200);
     }
-    assert!(a.count_logs("authorize") >= 3 && b.count_logs("authorize") >= 3, "both instances are used");
+    support::eventually("both instances to have decided", || async {
+        (a.count_logs(DECIDED) >= 3 && b.count_logs(DECIDED) >= 3).then_some(())
+    })
+    .await;
 
     // Steady load from four clients; one instance is killed midway. No request fails.
     let stop = Arc::new(AtomicBool::new(false));
@@ -107,7 +110,7 @@ async fn the_proxy_spreads_over_authorize_instances_and_fails_over() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before_kill = b.count_logs("authorize");
+    let before_kill = b.count_logs(DECIDED);
     drop(a);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -118,13 +121,16 @@ async fn the_proxy_spreads_over_authorize_instances_and_fails_over() {
         assert!(statuses.iter().all(|s| *s == 200), "every request succeeded: {statuses:?}");
     }
     assert!(total >= 20, "the load was steady: {total} requests");
-    assert!(b.count_logs("authorize") > before_kill, "the other instance took over");
+    support::eventually("the other instance to take over", || async {
+        (b.count_logs(DECIDED) > before_kill).then_some(())
+    })
+    .await;
 
     // The killed instance comes back on its address, and is used again.
     let a = authorize_at(&setup, "authorize-a", &v4, &databroker_url, &common, &grpc).await;
     support::eventually("the restarted instance to decide again", || async {
         assert_eq!(proxy.get(&host, "/").await.status, 200);
-        (a.count_logs("authorize") > 0).then_some(())
+        (a.count_logs(DECIDED) > 0).then_some(())
     })
     .await;
     b.assert_running();
