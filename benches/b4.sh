@@ -26,6 +26,7 @@
 # benches/b4.sh [ROUNDS] [SECONDS]     defaults: 5 rounds of 8 s; installs wrk, nginx and haproxy
 #                                      with apt-get when they are missing
 #
+# POMERIUM_BIN=PATH uses that build rather than building target/release/pomerium.
 # With B4_BASELINE=PATH (another build of `pomerium`, e.g. of an earlier commit), a sixth target
 # `baseline` runs that binary on the same configuration, interleaved with the others, and the
 # public route's CPU per request is compared with it round by round (did a change cost anything?).
@@ -47,8 +48,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 PATH=$PATH:/usr/sbin
 
-cargo build --quiet --release -p pomerium
-pomerium=$PWD/target/release/pomerium
+pomerium=${POMERIUM_BIN:-}
+if [ -z "$pomerium" ]; then
+  cargo build --quiet --release -p pomerium
+  pomerium=$PWD/target/release/pomerium
+fi
 
 work=$(mktemp -d)
 pids=()

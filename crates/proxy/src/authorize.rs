@@ -60,6 +60,10 @@ fn authorize_log(
 ) {
     use crate::log_fields::authorize::*;
     use policy::records::Principal;
+    // Filtered out (e.g. RUST_LOG=warn): resolve and render nothing.
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
     let on = |index| fields.has(index);
     let who = (on(USER) || on(EMAIL) || on(SERVICE_ACCOUNT_ID) || on(ID_TOKEN) || on(ID_TOKEN_CLAIMS))
         .then(|| policy::records::resolve_session(records, session_id, now))

@@ -48,7 +48,13 @@ pub async fn handle(
         target: request.uri().path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
         read_deadline: runtime.global.request_timeout.map(|limit| started + limit),
     };
-    let logged = crate::log_fields::Captured::new(&runtime.global.access_log, &request);
+    // Filtered out (e.g. RUST_LOG=warn), the access line costs nothing: nothing is captured.
+    let logging = tracing::enabled!(target: "access", tracing::Level::INFO);
+    let logged = if logging {
+        crate::log_fields::Captured::new(&runtime.global.access_log, &request)
+    } else {
+        crate::log_fields::Captured::default()
+    };
     let mut served_by = None;
     let write_deadline = runtime.global.response_timeout.map(|limit| started + limit);
     let answered = phases(&runtime, request, &connection, &cx, &mut served_by);
@@ -77,7 +83,9 @@ pub async fn handle(
     if let Ok(value) = HeaderValue::from_str(&cx.request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
-    access_log(&runtime, &connection, &cx, &logged, &response, served_by.as_deref(), upstream_answered, started);
+    if logging {
+        access_log(&runtime, &connection, &cx, &logged, &response, served_by.as_deref(), upstream_answered, started);
+    }
     response
 }
 
