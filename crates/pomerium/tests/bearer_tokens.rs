@@ -108,6 +108,10 @@ async fn an_access_token_from_the_provider_is_a_session() {
         let reply = call(&mut client, &format!("https://access.test.localhost{path}"), &access_token).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
+    support::eventually("alice's session to be logged", || async {
+        (pomerium.count_logs("a session from an identity provider token") >= 1).then_some(())
+    })
+    .await;
     assert_eq!(pomerium.count_logs("a session from an identity provider token"), 1, "{}", pomerium.logs().join("\n"));
 
     // bob's token is genuine, but the policy keeps other.org out: a policy deny, not a refusal.
@@ -126,6 +130,11 @@ async fn an_access_token_from_the_provider_is_a_session() {
         assert_eq!(reply.status, 403, "{}", reply.text());
         assert!(!reply.text().contains("not a valid"), "{}", reply.text());
     }
+    // The log is read from the process as it comes: wait for the line, then make sure of the count.
+    support::eventually("bob's session to be logged", || async {
+        (pomerium.count_logs("a session from an identity provider token") >= 2).then_some(())
+    })
+    .await;
     assert_eq!(pomerium.count_logs("a session from an identity provider token"), 2, "alice's, and one for bob's");
 
     // A token the provider never issued: 403 before any policy, and nothing written. Sent again,
