@@ -77,11 +77,28 @@ impl fmt::Display for LoggedHeaders<'_> {
     }
 }
 
+/// The request's authority for the log: the URI's (HTTP/2) or the Host header (HTTP/1), shared
+/// rather than copied (both are reference-counted bytes).
+#[derive(Debug)]
+pub(crate) enum LoggedAuthority {
+    Uri(http::uri::Authority),
+    Host(Option<HeaderValue>),
+}
+
+impl LoggedAuthority {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            LoggedAuthority::Uri(authority) => authority.as_str(),
+            LoggedAuthority::Host(host) => host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or_default(),
+        }
+    }
+}
+
 /// What the access log line needs of a request, taken before the request is handed on: only the
 /// configured fields (header values are shared, not copied).
 #[derive(Debug, Default)]
 pub(crate) struct Captured {
-    pub authority: Option<String>,
+    pub authority: Option<LoggedAuthority>,
     pub user_agent: Option<HeaderValue>,
     pub referer: Option<HeaderValue>,
     pub forwarded_for: Option<HeaderValue>,
@@ -96,14 +113,9 @@ impl Captured {
             if fields.has(index) { headers.get(name).cloned() } else { None }
         };
         Captured {
-            authority: fields.has(access::AUTHORITY).then(|| {
-                request
-                    .uri()
-                    .authority()
-                    .map(|a| a.as_str())
-                    .or_else(|| headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
-                    .unwrap_or_default()
-                    .to_owned()
+            authority: fields.has(access::AUTHORITY).then(|| match request.uri().authority() {
+                Some(authority) => LoggedAuthority::Uri(authority.clone()),
+                None => LoggedAuthority::Host(headers.get(http::header::HOST).cloned()),
             }),
             user_agent: header(access::USER_AGENT, http::header::USER_AGENT),
             referer: header(access::REFERER, http::header::REFERER),

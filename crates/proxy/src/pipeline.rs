@@ -110,7 +110,7 @@ fn access_log(
         {
             "upstream-cluster" = on(UPSTREAM_CLUSTER).then(|| served_by.map_or("-", |route| route.id.as_str())),
             method = on(METHOD).then(|| cx.method.as_str()),
-            authority = logged.authority.as_deref(),
+            authority = logged.authority.as_ref().map(crate::log_fields::LoggedAuthority::as_str),
             path = on(PATH).then_some(path),
             query = on(QUERY)
                 .then(|| redact_credentials(&cx.target).split_once('?').map(|(_, query)| query.to_owned()))
