@@ -41,8 +41,19 @@ fn require_pebble() {
     );
 }
 
+/// A port no listener holds now, and that no other test of this binary was given: pebble must be
+/// told our ports before we listen on them, so they are chosen ahead. The tests run in parallel,
+/// and without the record two of them could be handed the same released port.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A child process killed when dropped.
