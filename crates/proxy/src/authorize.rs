@@ -249,9 +249,10 @@ async fn request_session(
         Bearer::NotRead => {}
         Bearer::IdpToken(kind, token) => {
             let audiences = route.access_token_audiences.as_deref();
-            return match bearer::session(&global.authn, &global.authn_state, &global.records, kind, token, audiences)
-                .await
-            {
+            // Boxed: the identity provider's and the databroker's futures would make every
+            // request's future as large (see `pipeline::control_plane`).
+            let session = bearer::session(&global.authn, &global.authn_state, &global.records, kind, token, audiences);
+            return match Box::pin(session).await {
                 Ok(session) => Ok(Some(session)),
                 Err(BearerError::Refused(reason)) => Err(refused(StatusCode::FORBIDDEN, reason)),
                 Err(BearerError::Unavailable(reason)) => Err(unavailable("checking the bearer token", reason)),

@@ -57,14 +57,19 @@ pub async fn handle(
     };
     let mut served_by = None;
     let write_deadline = runtime.global.response_timeout.map(|limit| started + limit);
-    let answered = phases(&runtime, request, &connection, &cx, &mut served_by);
+    // The phases' future is made where it is awaited: every move of it is a copy of its whole
+    // state (kilobytes), which B4 sees.
     let answered = match write_deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline.into(), answered).await.unwrap_or_else(|_| {
-            Err(ProxyError::upstream(ErrorKind::Timeout)
-                .with_context("the response did not begin within timeout_write")
-                .into())
-        }),
-        None => answered.await,
+        Some(deadline) => {
+            tokio::time::timeout_at(deadline.into(), phases(&runtime, request, &connection, &cx, &mut served_by))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ProxyError::upstream(ErrorKind::Timeout)
+                        .with_context("the response did not begin within timeout_write")
+                        .into())
+                })
+        }
+        None => phases(&runtime, request, &connection, &cx, &mut served_by).await,
     };
     let upstream_answered = answered.is_ok() && served_by.is_some();
     let mut response = match answered {
@@ -295,30 +300,10 @@ async fn control_plane(
     let global = &runtime.global;
     let host = hostname(authority);
     if authn::endpoints::is_endpoint(&global.authn, host, path, &global.callback_path) {
-        let (parts, incoming) = request.into_parts();
-        let body = read_bounded(incoming, cx.read_deadline).await?;
-        let url = original_url(global.tls, authority, &cx.target);
-        let Ok(url) = url::Url::parse(&url) else {
-            return Err(bad_host("reading the url"));
-        };
-        let control = authn::endpoints::ControlRequest {
-            method: &parts.method,
-            url: &url,
-            hostname: host,
-            headers: &parts.headers,
-            body,
-            request_id: &cx.request_id,
-            format: cx.format,
-        };
-        let context = authn::endpoints::Context {
-            settings: &global.authn,
-            authn: &global.authn_state,
-            records: &global.records,
-            now: unix_now_signed(),
-        };
-        let mut response = authn::endpoints::handle(&context, &control, &global.callback_path).await;
-        with_headers(&mut response, &global.response_headers);
-        return Ok(ControlPlane::Answered(response));
+        // Boxed: the sign-in endpoints' future (the body read, IdP and databroker calls) is far
+        // larger than a proxied request's, and every request's future would otherwise be as
+        // large: each move of it copies its whole state.
+        return Box::pin(endpoint(runtime, request, authority, cx)).await.map(ControlPlane::Answered);
     }
     let reserved = |root: &str| path.strip_prefix(root).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
     // A process that runs the authenticate service but not the proxy (`services: authenticate`)
@@ -334,6 +319,41 @@ async fn control_plane(
         return Ok(ControlPlane::Answered(response));
     }
     Ok(ControlPlane::NotOurs(request))
+}
+
+/// Answers a request for one of the sign-in endpoints ([`crate::authn::endpoints`]).
+async fn endpoint(
+    runtime: &Runtime,
+    request: Request<Incoming>,
+    authority: &str,
+    cx: &Context,
+) -> Result<Response<ProxyBody>, Failure> {
+    let global = &runtime.global;
+    let host = hostname(authority);
+    let (parts, incoming) = request.into_parts();
+    let body = read_bounded(incoming, cx.read_deadline).await?;
+    let url = original_url(global.tls, authority, &cx.target);
+    let Ok(url) = url::Url::parse(&url) else {
+        return Err(bad_host("reading the url"));
+    };
+    let control = authn::endpoints::ControlRequest {
+        method: &parts.method,
+        url: &url,
+        hostname: host,
+        headers: &parts.headers,
+        body,
+        request_id: &cx.request_id,
+        format: cx.format,
+    };
+    let context = authn::endpoints::Context {
+        settings: &global.authn,
+        authn: &global.authn_state,
+        records: &global.records,
+        now: unix_now_signed(),
+    };
+    let mut response = authn::endpoints::handle(&context, &control, &global.callback_path).await;
+    with_headers(&mut response, &global.response_headers);
+    Ok(response)
 }
 
 /// A control-plane request's body, refused past [`CONTROL_BODY_LIMIT`] or past `deadline`.
@@ -420,7 +440,8 @@ async fn authorize(
         request_id: &cx.request_id,
     };
     match &global.remote_authorize {
-        Some(client) => authorize::remote(client, route, &request, global.tls).await,
+        // Boxed, like every rare path that awaits a network client: see `control_plane`.
+        Some(client) => Box::pin(authorize::remote(client, route, &request, global.tls)).await,
         None => authorize::decide(runtime, route, &request).await.map(Granted::Local),
     }
 }
@@ -457,7 +478,7 @@ async fn act(
         }
         RouteAction::Connect { target } => {
             let upgrade = hyper::upgrade::on(&mut request);
-            return Ok(tunnel::connect_tunnel(upgrade, target, runtime.global.connect_timeout).await?);
+            return Ok(Box::pin(tunnel::connect_tunnel(upgrade, target, runtime.global.connect_timeout)).await?);
         }
         RouteAction::Forward(forward) => {
             return forward_request(runtime, route, forward, request, authority, connection, cx, granted).await;
@@ -596,7 +617,7 @@ async fn forward_request(
 
     let result = match on_upgrade {
         Some(on_upgrade) => {
-            tunnel::forward_upgrade(&forward.client, on_upgrade, upstream_request, route.timeouts.total).await
+            Box::pin(tunnel::forward_upgrade(&forward.client, on_upgrade, upstream_request, route.timeouts.total)).await
         }
         None if forward.h2c => forward.client.send_h2c(upstream_request, route.timeouts).await,
         None => forward.client.send(upstream_request, route.timeouts).await,

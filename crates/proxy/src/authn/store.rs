@@ -146,10 +146,19 @@ impl SessionStore {
             // is never caught up with: read the databroker at once rather than wait. Before its
             // first sync the cache has no server version yet, and is worth the wait.
             let other_server = held.server_version != 0 && held.server_version != versions.server_version;
-            if caught_up || (!other_server && cache.wait_for(versions, FRESHNESS_WAIT).await) {
+            if caught_up {
+                return Ok(Freshness::Cached);
+            }
+            if !other_server && Box::pin(cache.wait_for(versions, FRESHNESS_WAIT)).await {
                 return Ok(Freshness::Cached);
             }
         }
+        // Boxed: the databroker's future would make every request's future as large.
+        Box::pin(self.fetch(id)).await
+    }
+
+    /// The session and its user, read from the databroker.
+    async fn fetch(&self, id: &str) -> Result<Freshness, StoreError> {
         let session = self.load(id).await?;
         let user = match session.as_ref().map(|s| s.user_id.clone()) {
             Some(user_id) if !user_id.is_empty() => self.load_user(&user_id).await?,
