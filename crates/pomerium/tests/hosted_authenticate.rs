@@ -301,3 +301,68 @@ async fn sign_out_ends_the_cluster_session_and_then_the_authenticate_session() {
         &browser.visited[seen..]
     );
 }
+
+#[tokio::test]
+async fn a_command_line_tool_signs_in_through_the_authenticate_service() {
+    let deployment = deploy().await;
+    // The tool's local listener (any HTTP server will do: it only has to answer).
+    let listener = echo_upstream("cli", None).await;
+    let local = format!("http://localhost:{}/callback", listener.address.port());
+    let mut browser = new_browser(&deployment);
+    let mut login = Url::parse("https://app.test.localhost/.pomerium/api/v1/login").unwrap();
+    login.query_pairs_mut().append_pair("pomerium_redirect_uri", &local);
+    let reply = browser.send(Method::GET, &login, None, &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let sign_in = Url::parse(reply.text().trim()).expect("the answer is a URL");
+    assert_eq!(sign_in.host_str(), Some("authenticate.test.localhost"));
+    let names: Vec<String> = sign_in.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    assert_eq!(names, ["k", "q"], "sealed: {sign_in}");
+
+    let page = browser.get(sign_in.as_str()).await;
+    let page = browser.sign_in_at_provider(page, "alice").await;
+    assert_eq!(page.url.host_str(), Some("localhost"), "{:?}\n{}", browser.visited, logs(&deployment));
+    assert_eq!(page.url.path(), "/callback");
+    let jwt = page
+        .url
+        .query_pairs()
+        .find(|(k, _)| k == "pomerium_jwt")
+        .map(|(_, v)| v.into_owned())
+        .expect("the listener receives pomerium_jwt");
+
+    // The JWT is a session of the cluster.
+    let mut tool = Browser::new(&deployment.b);
+    let authorization = format!("Pomerium {jwt}");
+    let reply = tool
+        .send(
+            Method::GET,
+            &Url::parse("https://app.test.localhost/api").unwrap(),
+            None,
+            &[("authorization", &authorization), ("accept", "application/json")],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let assertion = reply.seen().header("x-pomerium-jwt-assertion").unwrap();
+    let payload = assertion.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(claims["email"], "alice@example.com");
+}
+
+#[tokio::test]
+async fn without_the_authenticate_service_key_sign_in_is_a_clear_502() {
+    let setup = Setup::new();
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text = setup.config(&format!(
+        "authenticate_internal_service_url: https://localhost:{closed}\n\
+         routes:\n  - from: https://app.test.localhost\n    to: http://127.0.0.1:9\n    allow_any_authenticated_user: true\n"
+    ));
+    let path = setup.write("b.yaml", &text);
+    let b =
+        Pomerium::spawn_with(&path, setup.pki.ca(), "serving", &[("DEBUG_FORCE_AUTHENTICATE_FLOW", "stateless")]).await;
+    let mut browser = Browser::new(&b);
+    let reply = get(&mut browser, "https://app.test.localhost/").await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert!(reply.text().contains("authenticate service is not available"), "{}", reply.text());
+    assert!(b.logs().iter().any(|l| l.contains("hpke-public-key")), "the log says which URL failed");
+}

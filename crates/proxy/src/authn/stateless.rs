@@ -80,10 +80,15 @@ impl StatelessState {
 
 /// The authenticate service's HPKE key: cached for a minute, else fetched.
 pub(crate) async fn authenticate_key(settings: &AuthnSettings, authn: &Authn) -> Result<PublicKey, String> {
+    key(settings, authn, KEY_MAX_AGE).await
+}
+
+/// The key, fetched again when the cached one is older than `max_age`.
+async fn key(settings: &AuthnSettings, authn: &Authn, max_age: Duration) -> Result<PublicKey, String> {
     let url = settings.hpke_key_url.as_str();
     if let Some((from, key, at)) = lock(&authn.stateless.key).as_ref()
         && from == url
-        && at.elapsed() < KEY_MAX_AGE
+        && at.elapsed() < max_age
     {
         return Ok(key.clone());
     }
@@ -105,6 +110,10 @@ pub(crate) async fn authenticate_key(settings: &AuthnSettings, authn: &Authn) ->
     let key = PublicKey::from_bytes(&body).map_err(|_| format!("{url} did not answer a 32-byte X25519 key"))?;
     *lock(&authn.stateless.key) = Some((url.to_owned(), key.clone(), Instant::now()));
     Ok(key)
+}
+
+async fn key_or_cached(settings: &AuthnSettings, authn: &Authn, cached: PublicKey) -> PublicKey {
+    key(settings, authn, Duration::from_secs(5)).await.unwrap_or(cached)
 }
 
 fn now_ms() -> i64 {
@@ -320,6 +329,9 @@ pub(crate) async fn route_callback(cx: &endpoints::Context<'_>, request: &Contro
             );
         }
     };
+    // A key that changed within the cached minute (a new shared secret there) is fetched again,
+    // at most every few seconds.
+    let key = if opened.sender.same_as(&key) { key } else { key_or_cached(settings, cx.authn, key).await };
     if !opened.sender.same_as(&key) {
         return endpoints::refuse(
             request,
