@@ -150,6 +150,8 @@ pub(crate) struct AuthnSettings {
     /// Pomerium's stateless flow (`UseStatelessAuthenticateFlow`): sign-in requests sealed for
     /// the authenticate service's HPKE key, the identity sealed back and made a session here.
     pub stateless: bool,
+    /// The authenticate URL is a hosted service's (`uses_hosted_authenticate`).
+    pub hosted: bool,
     /// This server's HPKE key, derived from `shared_key` (`/.well-known/pomerium/hpke-public-key`).
     pub hpke_key: Arc<authenticate::hpke::PrivateKey>,
     /// Where the authenticate service's HPKE key is fetched (the internal authenticate URL).
@@ -234,6 +236,7 @@ impl AuthnSettings {
             access_token_audiences: options.idp.access_token_allowed_audiences.clone(),
             tls: !options.insecure_server,
             stateless: stateless_flow(options),
+            hosted: options.uses_hosted_authenticate(),
             hpke_key: Arc::new(authenticate::hpke::PrivateKey::derive(shared_key)),
             hpke_key_url,
             ca_pem: options.certificate_authority.as_ref().map(|ca| crate::tls::certificates_to_pem(ca.ders())),

@@ -32,6 +32,8 @@ use url::Url;
 pub const HPKE_KEY_PATH: &str = "/.well-known/pomerium/hpke-public-key";
 /// How long a fetched key is used (the endpoint's `Cache-Control: max-age=60`).
 const KEY_MAX_AGE: Duration = Duration::from_secs(60);
+/// How soon a key is fetched again after a failure, or after a callback sealed by another key.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// The validity of a sealed sign-in request or callback (`signInExpiry`).
 const VALIDITY_MS: i64 = 5 * 60 * 1000;
 /// At most this many used callbacks are remembered.
@@ -44,6 +46,9 @@ const VERSION: &str = concat!("pomerium-rs ", env!("CARGO_PKG_VERSION"));
 pub(crate) struct StatelessState {
     /// The authenticate service's key: from which URL, and when it was fetched.
     key: Mutex<Option<(String, PublicKey, Instant)>>,
+    /// The last failed fetch (URL, error, when): not tried again for a few seconds, so that a
+    /// burst of sign-ins does not wait on an unreachable service one by one.
+    failed: Mutex<Option<(String, String, Instant)>>,
     /// The HTTP client, for the CA it was built with.
     fetcher: Mutex<Option<(Option<Vec<u8>>, oidc::Fetcher)>>,
     /// Digests of the callbacks accepted, with when they expire (unix ms): a callback URL opens
@@ -92,6 +97,21 @@ async fn key(settings: &AuthnSettings, authn: &Authn, max_age: Duration) -> Resu
     {
         return Ok(key.clone());
     }
+    if let Some((from, error, at)) = lock(&authn.stateless.failed).as_ref()
+        && from == url
+        && at.elapsed() < RETRY_AFTER
+    {
+        return Err(error.clone());
+    }
+    let fetched = fetch(settings, authn, url).await;
+    match &fetched {
+        Ok(key) => *lock(&authn.stateless.key) = Some((url.to_owned(), key.clone(), Instant::now())),
+        Err(error) => *lock(&authn.stateless.failed) = Some((url.to_owned(), error.clone(), Instant::now())),
+    }
+    fetched
+}
+
+async fn fetch(settings: &AuthnSettings, authn: &Authn, url: &str) -> Result<PublicKey, String> {
     let fetcher = {
         let mut slot = lock(&authn.stateless.fetcher);
         match slot.as_ref() {
@@ -107,13 +127,11 @@ async fn key(settings: &AuthnSettings, authn: &Authn, max_age: Duration) -> Resu
     if !status.is_success() {
         return Err(format!("{url} answered {status}"));
     }
-    let key = PublicKey::from_bytes(&body).map_err(|_| format!("{url} did not answer a 32-byte X25519 key"))?;
-    *lock(&authn.stateless.key) = Some((url.to_owned(), key.clone(), Instant::now()));
-    Ok(key)
+    PublicKey::from_bytes(&body).map_err(|_| format!("{url} did not answer a 32-byte X25519 key"))
 }
 
 async fn key_or_cached(settings: &AuthnSettings, authn: &Authn, cached: PublicKey) -> PublicKey {
-    key(settings, authn, Duration::from_secs(5)).await.unwrap_or(cached)
+    key(settings, authn, RETRY_AFTER).await.unwrap_or(cached)
 }
 
 fn now_ms() -> i64 {
