@@ -366,3 +366,50 @@ async fn without_the_authenticate_service_key_sign_in_is_a_clear_502() {
     assert!(reply.text().contains("authenticate service is not available"), "{}", reply.text());
     assert!(b.logs().iter().any(|l| l.contains("hpke-public-key")), "the log says which URL failed");
 }
+
+/// `tests/idp/browser.mjs`: Chromium opens `start` (the test's hosts on port 443 lead to B, the
+/// authenticate host to A), signs in as `login` at the provider, and reports where it lands.
+async fn chromium(deployment: &Deployment, start: &str, login: &str) -> serde_json::Value {
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/idp/browser.mjs");
+    let args = [
+        start.to_owned(),
+        deployment.b.address.to_string(),
+        login.to_owned(),
+        "*.test.localhost".to_owned(),
+        format!("authenticate.test.localhost={}", deployment.a.address),
+    ];
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        tokio::task::spawn_blocking(move || std::process::Command::new("node").arg(script).args(args).output()),
+    )
+    .await
+    .expect("the browser run ends within 90 s")
+    .unwrap()
+    .expect("node runs (Chromium must be installed: scripts/test installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the browser run failed:\n{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        logs(deployment)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_person_signs_in_on_the_cluster_with_chromium() {
+    let deployment = deploy().await;
+    let result = chromium(&deployment, "https://app.test.localhost/welcome", "alice").await;
+    assert_eq!(result["url"], "https://app.test.localhost/welcome", "the browser lands where it started");
+    let page: serde_json::Value = serde_json::from_str(result["text"].as_str().unwrap()).unwrap();
+    assert_eq!(page["upstream"], "app");
+    let assertion = page["headers"]["x-pomerium-jwt-assertion"][0].as_str().unwrap();
+    let mut browser = new_browser(&deployment);
+    let jwks = browser
+        .send(Method::GET, &Url::parse("https://app.test.localhost/.well-known/pomerium/jwks.json").unwrap(), None, &[])
+        .await
+        .json();
+    let claims = support::verify_es256(assertion, &jwks);
+    assert_eq!(claims["email"], "alice@example.com");
+    assert_eq!(claims["aud"], "app.test.localhost");
+}
