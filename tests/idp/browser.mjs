@@ -1,17 +1,19 @@
 // Signs in with a real browser: Debian's headless Chromium, driven by playwright-core, types a
 // user name into oidc-provider's login form and follows the flow back to the protected page.
 //
-// Usage: node browser.mjs <start URL> <pomerium address host:port> <login> [<host pattern>]
+// Usage: node browser.mjs <start URL> <pomerium address host:port> <login> [<host pattern>] [<host=address>...]
 // Prints one JSON line: {"url": <final URL>, "text": <final page's text>, "title": ...}.
 // Every name of the host pattern (default `*.test.localhost`) on port 443 resolves to pomerium's
-// address, so URLs keep the default HTTPS port; the test CA is not installed in the browser, hence
+// address (each extra `host=address` sends that host's port 443 to another server instead), so
+// URLs keep the default HTTPS port; the test CA is not installed in the browser, hence
 // --ignore-certificate-errors (for these loopback names only).
 // At oidc-provider's login form the login is typed in; at the development identity provider's
 // page (a button per user) the button naming the login is clicked.
 
 import { chromium } from 'playwright-core';
 
-const [start, address, login, hosts = '*.test.localhost'] = process.argv.slice(2);
+const [start, address, login, hosts = '*.test.localhost', ...elsewhere] = process.argv.slice(2);
+const rules = elsewhere.map((pair) => pair.split('=')).map(([host, to]) => `MAP ${host}:443 ${to}`);
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
 const browser = await chromium.launch({
@@ -25,7 +27,7 @@ const browser = await chromium.launch({
     '--disable-background-networking',
     '--disable-component-update',
     '--disable-sync',
-    `--host-resolver-rules=MAP ${hosts}:443 ${address}, EXCLUDE 127.0.0.1`,
+    `--host-resolver-rules=${[...rules, `MAP ${hosts}:443 ${address}`, 'EXCLUDE 127.0.0.1'].join(', ')}`,
     '--ignore-certificate-errors',
   ],
 });

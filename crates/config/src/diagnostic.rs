@@ -644,18 +644,19 @@ pub struct DevelopmentProvider {
     pub(crate) span: SourceSpan,
 }
 
-/// An identity provider without `authenticate_service_url`: Pomerium then signs users in through
-/// its hosted authenticate service, which ignores the provider (and which this server does not
-/// speak to).
+/// An identity provider where sign-in goes to a hosted authenticate service (no
+/// `authenticate_service_url`, or one on Pomerium's hosted domains): the stateless flow sends
+/// users there, and that service signs them in with its own provider, never this one.
 #[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
-#[error("`idp_provider` has no effect without `authenticate_service_url`")]
+#[error("`idp_provider` has no effect: sign-in goes to the hosted authenticate service, which uses its own provider")]
 #[diagnostic(
     code(config::idp::hosted_authenticate),
     severity(Warning),
     help(
-        "without it, sign-in goes to Pomerium's hosted authenticate service (authenticate.pomerium.app), which \
-         this server does not support; set `authenticate_service_url` to the authenticate host this server \
-         serves, e.g. `https://authenticate.example.com`"
+        "without `authenticate_service_url` (or with authenticate.pomerium.app), users sign in through \
+         Pomerium's hosted authenticate service (the stateless flow); to sign them in with this provider, set \
+         `authenticate_service_url` to the authenticate host this server serves, e.g. \
+         `https://authenticate.example.com`"
     )
 )]
 pub struct HostedAuthenticate {

@@ -255,6 +255,8 @@ pub struct Options {
     pub dns_lookup_family: Option<DnsLookupFamily>,
     pub authenticate_service_url: Option<Url>,
     pub authenticate_internal_service_url: Option<Url>,
+    /// The environment's `DEBUG_FORCE_AUTHENTICATE_FLOW` (`stateless` or `stateful`), as given.
+    pub force_authenticate_flow: Option<String>,
     pub authenticate_callback_path: String,
     /// `authorize_service_url` then `authorize_service_urls`.
     pub authorize_service_urls: Vec<Url>,
@@ -361,6 +363,7 @@ impl Default for Options {
             dns_lookup_family: None,
             authenticate_service_url: None,
             authenticate_internal_service_url: None,
+            force_authenticate_flow: None,
             authenticate_callback_path: "/oauth2/callback".to_owned(),
             authorize_service_urls: Vec::new(),
             authorize_internal_service_url: None,
@@ -426,6 +429,9 @@ impl Default for Options {
 /// The hosted authenticate service Pomerium uses when `authenticate_service_url` is not set.
 pub const HOSTED_AUTHENTICATE_URL: &str = "https://authenticate.pomerium.app";
 
+/// The hosted authenticate service's domains (`urlutil.HostedAuthenticateDomains`).
+pub const HOSTED_AUTHENTICATE_DOMAINS: [&str; 2] = ["authenticate.pomerium.app", "authenticate.staging.pomerium.app"];
+
 impl Options {
     /// The gRPC listen address: in `all` mode the default `:443` moves to `:5443` (`:5444` when
     /// `address` already uses 5443), so that gRPC and HTTPS do not collide (`GetGRPCAddr`).
@@ -448,12 +454,23 @@ impl Options {
         self.authenticate_service_url.clone().or_else(|| Url::parse(HOSTED_AUTHENTICATE_URL).ok())
     }
 
-    /// Whether sign-in goes through the hosted authenticate service (the stateless flow).
+    /// Whether sign-in goes through a hosted authenticate service: the internal authenticate URL
+    /// (else the public one, else the default) is on one of Pomerium's hosted domains
+    /// (`urlutil.IsHostedAuthenticateDomain`).
     pub fn uses_hosted_authenticate(&self) -> bool {
         let url = self.authenticate_internal_service_url.clone().or_else(|| self.authenticate_url());
-        url.as_ref()
-            .and_then(Url::host_str)
-            .is_some_and(|host| host == "authenticate.pomerium.app" || host.ends_with(".pomerium.app"))
+        url.as_ref().and_then(Url::host_str).is_some_and(|host| HOSTED_AUTHENTICATE_DOMAINS.contains(&host))
+    }
+
+    /// Whether the stateless flow is used (`UseStatelessAuthenticateFlow`):
+    /// `DEBUG_FORCE_AUTHENTICATE_FLOW=stateless|stateful` decides when set to one of those,
+    /// else a hosted authenticate service.
+    pub fn uses_stateless_authenticate_flow(&self) -> bool {
+        match self.force_authenticate_flow.as_deref() {
+            Some("stateless") => true,
+            Some("stateful") => false,
+            _ => self.uses_hosted_authenticate(),
+        }
     }
 
     /// Whether certificates were configured (`HasCertificates`); autocert does not count.
@@ -738,6 +755,7 @@ fn read_listeners(r: &mut Reader<'_>, o: &mut Options) {
 fn read_service_urls(r: &mut Reader<'_>, o: &mut Options) {
     o.authenticate_service_url = r.url("authenticate_service_url");
     o.authenticate_internal_service_url = r.url("authenticate_internal_service_url");
+    o.force_authenticate_flow = r.env.var("DEBUG_FORCE_AUTHENTICATE_FLOW").filter(|v| !v.is_empty());
     if let Some(path) = r.string("authenticate_callback_path") {
         o.authenticate_callback_path = path;
     }
@@ -854,7 +872,7 @@ fn read_idp(r: &mut Reader<'_>, o: &mut Options) {
     }
     check_development_provider(r, o);
     if o.idp.provider.is_some()
-        && o.authenticate_service_url.is_none()
+        && o.uses_hosted_authenticate()
         && let Some(provider) = r.field("idp_provider")
     {
         r.sink.warning(&provider.origin, crate::diagnostic::HostedAuthenticate { span: provider.span().into() });

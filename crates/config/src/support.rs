@@ -53,12 +53,6 @@ pub const UNSUPPORTED: &[(&str, Support)] = &[
     ("debug_address", Warned("there is no debug listener here")),
     ("health_check_systemd_disabled", Warned("systemd is not notified here")),
     ("circuit_breaker_thresholds", Warned("connections and requests to upstreams are not limited here")),
-    (
-        "authenticate_internal_service_url",
-        Warned(
-            "the proxy does not call the authenticate service here; sign-in redirects use `authenticate_service_url`",
-        ),
-    ),
     // Certificates.
     ("override_certificate_name", Warned("certificates are chosen by the requested server name here")),
     ("tls_derive", Warned("no certificate is derived here; set `certificate`/`certificate_key` or `certificates`")),

@@ -143,6 +143,30 @@ fn secrets_from_the_environment_are_masked_in_reports() {
 }
 
 #[test]
+fn the_stateless_flow_is_decided_as_pomerium_decides_it() {
+    let flow = |text: &str, forced: Option<&str>| {
+        let mut env = MapEnvironment::new();
+        if let Some(value) = forced {
+            env = env.with_var("DEBUG_FORCE_AUTHENTICATE_FLOW", value);
+        }
+        let loaded = config::load(text, Format::Yaml, &env);
+        let options = &loaded.config.expect("the configuration loads").options;
+        (options.uses_hosted_authenticate(), options.uses_stateless_authenticate_flow())
+    };
+    let own = "authenticate_service_url: https://authenticate.example.com\n";
+    assert_eq!(flow("", None), (true, true), "no authenticate URL: the hosted service");
+    assert_eq!(flow("authenticate_service_url: https://authenticate.staging.pomerium.app\n", None), (true, true));
+    assert_eq!(flow("authenticate_service_url: https://other.pomerium.app\n", None), (false, false));
+    assert_eq!(flow(own, None), (false, false));
+    assert_eq!(flow(own, Some("stateless")), (false, true));
+    assert_eq!(flow("", Some("stateful")), (true, false));
+    assert_eq!(flow("", Some("bogus")), (true, true), "an unknown value is ignored");
+    // The internal URL decides when set.
+    let internal = format!("{own}authenticate_internal_service_url: https://authenticate.pomerium.app\n");
+    assert_eq!(flow(&internal, None), (true, true));
+}
+
+#[test]
 fn huge_input_is_refused_before_parsing() {
     let huge = "#".repeat(config::MAX_CONFIG_BYTES + 1);
     let loaded = config::load(&huge, Format::Yaml, &config::env::Empty);

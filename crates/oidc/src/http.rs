@@ -80,3 +80,20 @@ impl HttpClient {
         Ok(Answer { status, body })
     }
 }
+
+/// A GET of a small document with the relying party's client (system roots plus the configured
+/// CA, 10 s, 1 MiB): a cluster fetches its hosted authenticate service's HPKE key with it.
+#[derive(Clone, Debug)]
+pub struct Fetcher(HttpClient);
+
+impl Fetcher {
+    pub fn new(ca_pem: Option<&[u8]>) -> Result<Fetcher, OidcError> {
+        HttpClient::new(ca_pem).map(Fetcher)
+    }
+
+    /// The status and body of `GET url`.
+    pub async fn get(&self, url: &str) -> Result<(StatusCode, Bytes), OidcError> {
+        let answer = self.0.send(Method::GET, url, None, &[]).await?;
+        Ok((answer.status, answer.body))
+    }
+}

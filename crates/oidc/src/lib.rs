@@ -18,6 +18,7 @@ mod http;
 mod jwt;
 
 pub use dev::{DevResponse, DevelopmentIdp};
+pub use http::Fetcher;
 
 use ::http::Method;
 use ::http::header::{AUTHORIZATION, HeaderName};

@@ -137,9 +137,29 @@ pub(crate) async fn decide(
     route: &RouteRuntime,
     request: &AuthorizeRequest<'_>,
 ) -> Result<Option<Identity>, Failure> {
-    let global = &runtime.global;
     let session = request_session(runtime, route, request).await?;
-    let session_id = session.as_ref().map(authn::session::RequestSession::id);
+    match evaluate(runtime, route, request, session.as_ref()) {
+        Evaluated::Done(result) => result,
+        // Outside `evaluate`: the records' read guard is not held across the stateless flow's
+        // fetch of the authenticate service's key.
+        Evaluated::SignIn => Err(Failure::Response(Box::new(sign_in_redirect(runtime, route, request.url).await))),
+    }
+}
+
+/// The policy's answer, or a sign-in redirect still to be built.
+enum Evaluated {
+    Done(Result<Option<Identity>, Failure>),
+    SignIn,
+}
+
+fn evaluate(
+    runtime: &Runtime,
+    route: &RouteRuntime,
+    request: &AuthorizeRequest<'_>,
+    session: Option<&authn::session::RequestSession>,
+) -> Evaluated {
+    let global = &runtime.global;
+    let session_id = session.map(authn::session::RequestSession::id);
     let headers = RequestHeaders(request.headers);
     let facts = request
         .certificate
@@ -174,7 +194,7 @@ pub(crate) async fn decide(
     };
     let cache = global.records.read();
     let overlay;
-    let records: &dyn policy::records::Records = match &session {
+    let records: &dyn policy::records::Records = match session {
         Some(found @ authn::session::RequestSession { fetched: Some(fetched), .. }) => {
             overlay = authn::session::Overlay { base: &cache, fetched, session_id: found.id() };
             &overlay
@@ -185,7 +205,7 @@ pub(crate) async fn decide(
     let accept = request.headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
     let verdict = decision.verdict(wants_html(accept) && !is_grpc(request.headers));
     authorize_log(&global.authorize_log, route, request, session_id, records, now, &decision);
-    match verdict {
+    let result = match verdict {
         Verdict::Allow
             if route.passes_identity || route.templates_need_identity || route.kubernetes_authorization.is_some() =>
         {
@@ -202,9 +222,7 @@ pub(crate) async fn decide(
             ))
         }
         Verdict::Allow => Ok(None),
-        Verdict::Login { redirect: true } => {
-            Err(Failure::Response(Box::new(sign_in_redirect(runtime, route, request.url))))
-        }
+        Verdict::Login { redirect: true } => return Evaluated::SignIn,
         Verdict::Login { redirect: false } => Err(Failure::Page(
             ErrorPage::new(StatusCode::UNAUTHORIZED, request.request_id).with_message("Unauthenticated"),
         )),
@@ -226,7 +244,8 @@ pub(crate) async fn decide(
             }
             Err(Failure::Page(page))
         }
-    }
+    };
+    Evaluated::Done(result)
 }
 
 /// The request's session: from an identity provider's bearer token where the route reads one
@@ -314,12 +333,27 @@ pub(crate) fn redirect_to(location: &str) -> Response<ProxyBody> {
     response
 }
 
-/// 302 to the authenticate service's signed sign-in URL (system.md §3.3 step 1).
-fn sign_in_redirect(runtime: &Runtime, route: &RouteRuntime, original: &str) -> Response<ProxyBody> {
+/// 302 to the authenticate service's sign-in URL (system.md §3.3 step 1): signed, or in the
+/// stateless flow sealed for the authenticate service's HPKE key.
+async fn sign_in_redirect(runtime: &Runtime, route: &RouteRuntime, original: &str) -> Response<ProxyBody> {
     let global = &runtime.global;
     let Ok(original) = url::Url::parse(original) else {
         return ErrorPage::new(StatusCode::BAD_REQUEST, "").render_as(ResponseFormat::Html);
     };
+    if global.authn.stateless {
+        let idp_id = route.idp_id.as_deref();
+        return match authn::stateless::sign_in_url(&global.authn, &global.authn_state, &original, idp_id, Vec::new())
+            .await
+        {
+            Ok(url) => redirect_to(url.as_str()),
+            Err(error) => {
+                tracing::warn!(%error, "no sign-in redirect: the authenticate service's key is not available");
+                ErrorPage::new(StatusCode::BAD_GATEWAY, "")
+                    .with_message("the authenticate service is not available; try again later")
+                    .render_as(ResponseFormat::Html)
+            }
+        };
+    }
     let url = authenticate::sign_in_url(
         &global.authenticate_url,
         &original,

@@ -227,8 +227,13 @@ impl Runtime {
         self.by_id.get(id).cloned()
     }
 
-    /// The identity provider settings now in force (the session refresher reads them).
+    /// The identity provider settings now in force (the session refresher reads them). None
+    /// with a hosted authenticate service (Pomerium's `SupportsUserRefresh`): its sessions come
+    /// from a provider this server has no client of.
     pub fn provider_settings(&self) -> Option<oidc::ProviderSettings> {
+        if self.global.authn.hosted {
+            return None;
+        }
         self.global.authn.provider.clone()
     }
 

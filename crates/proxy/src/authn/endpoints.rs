@@ -49,6 +49,10 @@ pub(crate) struct Context<'a> {
 /// Route-host endpoints answer only on a route's host (as Envoy adds them to each route's virtual
 /// host); a host with no route gets the 404 of any unknown host.
 pub(crate) fn is_endpoint(settings: &AuthnSettings, hostname: &str, path: &str, callback_path: &str) -> bool {
+    // Public, and fetched by clusters by whatever name reaches this server.
+    if path == super::stateless::HPKE_KEY_PATH {
+        return true;
+    }
     if settings.serves_authenticate && settings.is_authenticate_host(hostname) {
         return path == "/"
             || path == "/robots.txt"
@@ -76,6 +80,7 @@ pub(crate) async fn handle(cx: &Context<'_>, request: &ControlRequest<'_>, callb
     match path {
         "/.well-known/pomerium" => return well_known(cx.settings, request),
         "/.well-known/pomerium/jwks.json" => return jwks(cx.settings, request.headers),
+        super::stateless::HPKE_KEY_PATH => return super::stateless::public_key_response(cx.settings, request),
         p if p.starts_with("/.well-known/pomerium") => return not_found(request),
         _ => {}
     }
@@ -97,11 +102,12 @@ pub(crate) async fn handle(cx: &Context<'_>, request: &ControlRequest<'_>, callb
     }
     match path {
         "/.pomerium/" => user_info(cx, request, &cx.settings.cookie_name).await,
+        "/.pomerium/callback/" if cx.settings.stateless => super::stateless::route_callback(cx, request).await,
         "/.pomerium/callback/" => route_callback(cx, request),
         "/.pomerium/sign_out" => sign_out_route(cx, request).await,
         "/.pomerium/user" => user_claims(cx, request).await,
         "/.pomerium/jwt" if cx.settings.jwt_endpoint => raw_assertion(cx, request).await,
-        "/.pomerium/api/v1/login" => programmatic_login(cx, request),
+        "/.pomerium/api/v1/login" => programmatic_login(cx, request).await,
         _ => not_found(request),
     }
 }
@@ -130,7 +136,7 @@ fn is_cross_site_change(settings: &AuthnSettings, request: &ControlRequest<'_>, 
 
 // ---- responses
 
-fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<ProxyBody> {
+pub(super) fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<ProxyBody> {
     let mut response = Response::new(body::full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -142,7 +148,7 @@ fn html(status: StatusCode, page: String) -> Response<ProxyBody> {
     text(status, "text/html; charset=utf-8", page)
 }
 
-fn redirect(location: &str) -> Response<ProxyBody> {
+pub(super) fn redirect(location: &str) -> Response<ProxyBody> {
     let mut response = text(StatusCode::FOUND, "text/plain; charset=utf-8", Bytes::new());
     if let Ok(value) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, value);
@@ -151,7 +157,7 @@ fn redirect(location: &str) -> Response<ProxyBody> {
 }
 
 /// A refusal: logged with its reason, rendered in the format the client asked for.
-fn refuse(
+pub(super) fn refuse(
     request: &ControlRequest<'_>,
     status: StatusCode,
     reason: impl Into<Cow<'static, str>>,
@@ -165,7 +171,7 @@ fn not_found(request: &ControlRequest<'_>) -> Response<ProxyBody> {
     ErrorPage::new(StatusCode::NOT_FOUND, request.request_id).render_as(request.format)
 }
 
-fn add_cookies(response: &mut Response<ProxyBody>, cookies: impl IntoIterator<Item = HeaderValue>) {
+pub(super) fn add_cookies(response: &mut Response<ProxyBody>, cookies: impl IntoIterator<Item = HeaderValue>) {
     for cookie in cookies {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
@@ -216,7 +222,7 @@ fn is_xhr(headers: &HeaderMap) -> bool {
 
 /// Whether a redirect after sign-in may go to `url`: a host we serve, or, for a programmatic
 /// login, a host of `programmatic_redirect_domain_whitelist`.
-fn allowed_redirect(settings: &AuthnSettings, url: &Url, programmatic: bool) -> bool {
+pub(super) fn allowed_redirect(settings: &AuthnSettings, url: &Url, programmatic: bool) -> bool {
     settings.is_own_url(url) || (programmatic && is_programmatic_target(settings, url))
 }
 
@@ -228,7 +234,10 @@ fn is_programmatic_target(settings: &AuthnSettings, url: &Url) -> bool {
 // ---- the authenticate host
 
 /// The session of the authenticate host's own cookie, if it is valid in the databroker now.
-async fn authenticate_session(cx: &Context<'_>, headers: &HeaderMap) -> Option<(SessionHandle, StoredSession)> {
+pub(super) async fn authenticate_session(
+    cx: &Context<'_>,
+    headers: &HeaderMap,
+) -> Option<(SessionHandle, StoredSession)> {
     let token = authenticate::cookie::read_cookie(headers, &cx.settings.authenticate_cookie())?;
     let handle = SessionHandle::from_jwt(&token, &cx.settings.shared_key).ok()?;
     let store = cx.authn.store.as_ref()?;
@@ -241,6 +250,9 @@ async fn authenticate_session(cx: &Context<'_>, headers: &HeaderMap) -> Option<(
 /// `/.pomerium/sign_in` (§3.3 steps 2 and 4).
 async fn sign_in(cx: &Context<'_>, request: &ControlRequest<'_>) -> Response<ProxyBody> {
     let settings = cx.settings;
+    if super::stateless::is_sealed(request.url) {
+        return super::stateless::hosted_sign_in(cx, request).await;
+    }
     if let Err(error) = authenticate::verify(request.url, &settings.shared_key, unix(cx.now)) {
         return refuse(request, StatusCode::BAD_REQUEST, format!("the sign-in link is not valid: {error}"));
     }
@@ -258,6 +270,13 @@ async fn sign_in(cx: &Context<'_>, request: &ControlRequest<'_>) -> Response<Pro
     if let Some((handle, _)) = authenticate_session(cx, request.headers).await {
         return to_route_callback(cx, request, &handle, &target, programmatic);
     }
+    start_provider_sign_in(cx, request).await
+}
+
+/// §3.3 step 2 without a session: the CSRF cookie, the OAuth state (which returns to this very
+/// sign-in URL), PKCE, and the redirect to the identity provider.
+pub(super) async fn start_provider_sign_in(cx: &Context<'_>, request: &ControlRequest<'_>) -> Response<ProxyBody> {
+    let settings = cx.settings;
     if is_xhr(request.headers) {
         return refuse(request, StatusCode::UNAUTHORIZED, "sign in first");
     }
@@ -786,22 +805,32 @@ async fn user_info(cx: &Context<'_>, request: &ControlRequest<'_>, cookie_name: 
         Err(response) => return response,
     };
     let sign_out = "/.pomerium/sign_out";
-    let sign_in = (!cx.settings.is_authenticate_host(request.hostname)).then(|| {
+    let sign_in = if cx.settings.is_authenticate_host(request.hostname) {
+        None
+    } else {
         let mut original = request.url.clone();
         original.set_path("/");
         original.set_query(None);
-        authenticate::sign_in_url(
-            &cx.settings.authenticate_url,
-            &original,
-            None,
-            &[],
-            &cx.settings.shared_key,
-            unix(cx.now),
-        )
-        .to_string()
-    });
+        sign_in_link(cx, &original).await.map(|url| url.to_string())
+    };
     let claims = identity.as_ref().map(|i| visible_claims(&i.claims));
     html(StatusCode::OK, pages::user_info(claims.as_ref(), sign_out, sign_in.as_deref()))
+}
+
+/// The authenticate service's sign-in URL that returns to `original`: signed, or sealed in the
+/// stateless flow (`None` when the authenticate service's key cannot be fetched).
+async fn sign_in_link(cx: &Context<'_>, original: &Url) -> Option<Url> {
+    let settings = cx.settings;
+    if settings.stateless {
+        return match super::stateless::sign_in_url(settings, cx.authn, original, None, Vec::new()).await {
+            Ok(url) => Some(url),
+            Err(error) => {
+                tracing::warn!(%error, "no sign-in link: the authenticate service's key is not available");
+                None
+            }
+        };
+    }
+    Some(authenticate::sign_in_url(&settings.authenticate_url, original, None, &[], &settings.shared_key, unix(cx.now)))
 }
 
 /// The assertion's claims without the JWT bookkeeping (`/.pomerium/user`).
@@ -814,18 +843,15 @@ fn visible_claims(claims: &serde_json::Map<String, serde_json::Value>) -> serde_
 }
 
 /// Without a session, what a protected path answers: a sign-in redirect for a browser, else 401.
-fn login_required(cx: &Context<'_>, request: &ControlRequest<'_>) -> Response<ProxyBody> {
+async fn login_required(cx: &Context<'_>, request: &ControlRequest<'_>) -> Response<ProxyBody> {
     let accept = request.headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
     if policy::decision::wants_html(accept) {
-        let url = authenticate::sign_in_url(
-            &cx.settings.authenticate_url,
-            request.url,
-            None,
-            &[],
-            &cx.settings.shared_key,
-            unix(cx.now),
-        );
-        return redirect(url.as_str());
+        return match sign_in_link(cx, request.url).await {
+            Some(url) => redirect(url.as_str()),
+            None => {
+                refuse(request, StatusCode::BAD_GATEWAY, "the authenticate service is not available; try again later")
+            }
+        };
     }
     ErrorPage::new(StatusCode::UNAUTHORIZED, request.request_id)
         .with_message("Unauthenticated")
@@ -836,7 +862,7 @@ fn login_required(cx: &Context<'_>, request: &ControlRequest<'_>) -> Response<Pr
 async fn user_claims(cx: &Context<'_>, request: &ControlRequest<'_>) -> Response<ProxyBody> {
     let identity = match current_identity(cx, request, &cx.settings.cookie_name).await {
         Ok(Some(identity)) => identity,
-        Ok(None) => return login_required(cx, request),
+        Ok(None) => return login_required(cx, request).await,
         Err(response) => return response,
     };
     if identity.claims.get("sub").and_then(|s| s.as_str()).is_none_or(str::is_empty) {
@@ -850,14 +876,14 @@ async fn user_claims(cx: &Context<'_>, request: &ControlRequest<'_>) -> Response
 async fn raw_assertion(cx: &Context<'_>, request: &ControlRequest<'_>) -> Response<ProxyBody> {
     match current_identity(cx, request, &cx.settings.cookie_name).await {
         Ok(Some(identity)) => text(StatusCode::OK, "application/jwt", identity.jwt.to_string()),
-        Ok(None) => login_required(cx, request),
+        Ok(None) => login_required(cx, request).await,
         Err(response) => response,
     }
 }
 
 /// `/.pomerium/api/v1/login?pomerium_redirect_uri=…`: the sign-in URL for a command-line tool,
 /// whose local listener gets `pomerium_jwt` at the end.
-fn programmatic_login(cx: &Context<'_>, request: &ControlRequest<'_>) -> Response<ProxyBody> {
+async fn programmatic_login(cx: &Context<'_>, request: &ControlRequest<'_>) -> Response<ProxyBody> {
     let settings = cx.settings;
     let Some(target) = param(request.url, "pomerium_redirect_uri").and_then(|u| Url::parse(&u).ok()) else {
         return refuse(request, StatusCode::BAD_REQUEST, "pomerium_redirect_uri is required");
@@ -872,6 +898,19 @@ fn programmatic_login(cx: &Context<'_>, request: &ControlRequest<'_>) -> Respons
     let mut callback = request.url.clone();
     callback.set_path("/.pomerium/callback/");
     callback.set_query(None);
+    if settings.stateless {
+        let extra = vec![
+            ("pomerium_callback_uri".to_owned(), callback.to_string()),
+            ("pomerium_programmatic".to_owned(), "true".to_owned()),
+        ];
+        return match super::stateless::sign_in_url(settings, cx.authn, &target, None, extra).await {
+            Ok(url) => text(StatusCode::OK, "text/plain; charset=utf-8", url.to_string()),
+            Err(error) => {
+                tracing::warn!(%error, "no sign-in URL: the authenticate service's key is not available");
+                refuse(request, StatusCode::BAD_GATEWAY, "the authenticate service is not available; try again later")
+            }
+        };
+    }
     let mut url = settings.authenticate_path("/.pomerium/sign_in");
     url.query_pairs_mut()
         .append_pair("pomerium_redirect_uri", target.as_str())

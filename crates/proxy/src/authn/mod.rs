@@ -17,6 +17,7 @@ pub mod identity;
 pub mod pages;
 pub mod refresher;
 pub mod session;
+pub mod stateless;
 pub mod store;
 
 use authenticate::aead::Aead;
@@ -44,6 +45,8 @@ pub struct Authn {
     pub(crate) assertions: identity::AssertionCache,
     /// Identity provider tokens being checked, and those refused lately.
     pub(crate) bearer: bearer::BearerState,
+    /// The stateless flow's cache of the authenticate service's key, and the callbacks used.
+    pub(crate) stateless: stateless::StatelessState,
 }
 
 impl Authn {
@@ -144,6 +147,17 @@ pub(crate) struct AuthnSettings {
     pub access_token_audiences: Option<Vec<String>>,
     /// Whether the main listener speaks TLS.
     pub tls: bool,
+    /// Pomerium's stateless flow (`UseStatelessAuthenticateFlow`): sign-in requests sealed for
+    /// the authenticate service's HPKE key, the identity sealed back and made a session here.
+    pub stateless: bool,
+    /// The authenticate URL is a hosted service's (`uses_hosted_authenticate`).
+    pub hosted: bool,
+    /// This server's HPKE key, derived from `shared_key` (`/.well-known/pomerium/hpke-public-key`).
+    pub hpke_key: Arc<authenticate::hpke::PrivateKey>,
+    /// Where the authenticate service's HPKE key is fetched (the internal authenticate URL).
+    pub hpke_key_url: Url,
+    /// `certificate_authority`, trusted (besides the system's roots) for that fetch.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// Why authentication cannot be set up from a configuration.
@@ -179,6 +193,10 @@ impl AuthnSettings {
         let mut extra_claims: Vec<String> = claim_headers.iter().map(|(_, c)| c.clone()).collect();
         extra_claims.sort();
         extra_claims.dedup();
+        let mut hpke_key_url =
+            options.authenticate_internal_service_url.clone().unwrap_or_else(|| authenticate_url.clone());
+        hpke_key_url.set_path(stateless::HPKE_KEY_PATH);
+        hpke_key_url.set_query(None);
         Ok(AuthnSettings {
             provider: provider_settings(options, &authenticate_url, shared_key),
             idp_id: options.idp.client_id.clone().unwrap_or_default(),
@@ -217,6 +235,11 @@ impl AuthnSettings {
             bearer_token_format: options.bearer_token_format,
             access_token_audiences: options.idp.access_token_allowed_audiences.clone(),
             tls: !options.insecure_server,
+            stateless: stateless_flow(options),
+            hosted: options.uses_hosted_authenticate(),
+            hpke_key: Arc::new(authenticate::hpke::PrivateKey::derive(shared_key)),
+            hpke_key_url,
+            ca_pem: options.certificate_authority.as_ref().map(|ca| crate::tls::certificates_to_pem(ca.ders())),
         })
     }
 
@@ -258,6 +281,17 @@ impl AuthnSettings {
         let Some(host) = url.host_str() else { return false };
         matches!(url.scheme(), "https" | "http") && (self.is_authenticate_host(host) || self.is_route_host(host))
     }
+}
+
+/// `UseStatelessAuthenticateFlow`; an unknown `DEBUG_FORCE_AUTHENTICATE_FLOW` is ignored, as
+/// Pomerium does, and said.
+fn stateless_flow(options: &Options) -> bool {
+    if let Some(flow) = options.force_authenticate_flow.as_deref()
+        && !matches!(flow, "stateless" | "stateful")
+    {
+        tracing::error!(value = flow, "ignoring DEBUG_FORCE_AUTHENTICATE_FLOW: it must be `stateless` or `stateful`");
+    }
+    options.uses_stateless_authenticate_flow()
 }
 
 /// `*.example.com` covers `a.example.com`.
