@@ -142,7 +142,10 @@ pub(crate) async fn decide(
         Evaluated::Done(result) => result,
         // Outside `evaluate`: the records' read guard is not held across the stateless flow's
         // fetch of the authenticate service's key.
-        Evaluated::SignIn => Err(Failure::Response(Box::new(sign_in_redirect(runtime, route, request.url).await))),
+        Evaluated::SignIn => {
+            // Boxed: it may fetch the authenticate service's key (see `pipeline::control_plane`).
+            Err(Failure::Response(Box::new(Box::pin(sign_in_redirect(runtime, route, request.url)).await)))
+        }
     }
 }
 
