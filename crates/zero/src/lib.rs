@@ -7,10 +7,12 @@
 //! - [`connect`]: the `pomerium.zero.Connect/Subscribe` gRPC service, client and server;
 //! - [`keys`]: the signing key, cookie secret and file key derived from the cluster token;
 //! - [`seal`]: the sealed `bootstrap.dat` cache file;
-//! - [`bundle`]: a resource bundle's content (length-delimited databroker records).
+//! - [`bundle`]: a resource bundle's content (length-delimited databroker records);
+//! - [`client`]: the cluster API's HTTP client (the only I/O here).
 
 pub mod api;
 pub mod bundle;
+pub mod client;
 pub mod connect;
 pub mod keys;
 pub mod seal;
