@@ -378,6 +378,13 @@ impl Server {
         let mut changed = cache.watch_retained();
         let mut shutdown = self.shutdown.signal();
         self.tasks.spawn(async move {
+            // Records the cache read before this subscription (a persistent databroker at a
+            // restart) are applied now: no change may come for a long time.
+            changed.borrow_and_update();
+            let initial = cache.retained(CONFIG_TYPE);
+            if !initial.is_empty() {
+                reloader.reload_dynamic(&initial);
+            }
             loop {
                 tokio::select! {
                     () = shutdown.fired() => return,
