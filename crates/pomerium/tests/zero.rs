@@ -456,3 +456,57 @@ async fn with_the_control_plane_down_a_replica_starts_from_bootstrap_dat_and_its
     assert!(seen.contains("no usable bootstrap cache") && seen.contains("tampered"), "{seen}");
     assert!(!seen.contains("\"serving\""), "{seen}");
 }
+
+/// `POMERIUM_ZERO_TOKEN` and the environment alone: no `--config`.
+#[tokio::test]
+async fn no_configuration_file_is_needed() {
+    let plane = ControlPlane::start(None).await;
+    plane.publish(json!([direct("app", "from the environment")]));
+    let setup = Setup::new();
+    let file = setup.dir.path().join("bootstrap.dat");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pomerium"));
+    command.env_clear().stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    for (name, value) in plane.env(file.to_str().unwrap()) {
+        command.env(name, value);
+    }
+    command
+        .env("POMERIUM_LOG_FORMAT", "json")
+        .env("ADDRESS", "127.0.0.1:0")
+        .env("HEALTH_CHECK_ADDR", "127.0.0.1:0")
+        .env("AUTHENTICATE_SERVICE_URL", "https://authenticate.test.localhost")
+        .env("CERTIFICATE_FILE", &setup.cert_path)
+        .env("CERTIFICATE_KEY_FILE", &setup.key_path);
+    let mut child = command.spawn().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let address: SocketAddr = eventually("the main listener", || async {
+        let lines = lines.lock().unwrap().clone();
+        lines.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find_map(|l| {
+            (l["fields"]["message"] == "serving").then(|| l["fields"]["address"].as_str().unwrap().parse().unwrap())
+        })
+    })
+    .await;
+    let host = format!("app.test.localhost:{}", address.port());
+    let ca = setup.pki.ca();
+    let served = tokio::time::timeout(PROMPTLY * 2, async {
+        loop {
+            let tls = tls_connect(address, client_tls(&ca, &[b"http/1.1"], None), "app.test.localhost").await;
+            let reply = H1::handshake(tls).await.fetch(get(&host, "/")).await;
+            if reply.status == StatusCode::OK && reply.text() == "from the environment" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(served.is_ok(), "the route was not served:\n{}", lines.lock().unwrap().join("\n"));
+}
