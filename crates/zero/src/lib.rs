@@ -8,6 +8,7 @@
 //! - [`keys`]: the signing key, cookie secret and file key derived from the cluster token;
 //! - [`seal`]: the sealed `bootstrap.dat` cache file;
 //! - [`bundle`]: a resource bundle's content (length-delimited databroker records);
+//! - [`usage`]: usage reports' pseudonyms;
 //! - [`client`]: the cluster API's HTTP client (the only I/O here).
 
 pub mod api;
@@ -17,3 +18,4 @@ pub mod connect;
 pub mod keys;
 pub mod seal;
 pub mod status;
+pub mod usage;

@@ -11,13 +11,14 @@
 //!    under the `zero-ctrl` lease ([`reconcile`]), and refreshes the bootstrap configuration
 //!    every hour while connected, every five minutes while not. The `pomerium.config.Config`
 //!    records of the bundles reach the server as every databroker configuration record does
-//!    (`crate::dynamic`).
+//!    (`crate::dynamic`); the lease holder also reports usage every minute ([`usage`]).
 //!
 //! A 400 from the control plane to the token exchange or the bootstrap ends the process with
 //! [`zero::status::TOKEN_REFUSED`]: the token was rotated or revoked.
 
 pub mod connect;
 pub mod reconcile;
+pub mod usage;
 
 use config::Config;
 use config::options::StorageType;
@@ -237,6 +238,11 @@ impl Managed {
             }
         }
         Ok(())
+    }
+
+    /// The key usage reports pseudonymise with.
+    pub fn pseudonymization_key(&self) -> Vec<u8> {
+        self.bootstrap.lock().unwrap_or_else(PoisonError::into_inner).pseudonymization_key.clone()
     }
 
     /// Ends the process with `message`.

@@ -26,6 +26,8 @@ const RENEW_EVERY: Duration = Duration::from_secs(10);
 const RETRY_LEASE: Duration = Duration::from_secs(10);
 /// A full sync this often even without a message from the Connect stream.
 const RESYNC: Duration = Duration::from_secs(5 * 60);
+/// Usage reports this often.
+const USAGE_EVERY: Duration = Duration::from_secs(60);
 
 /// Holds the lease when it can, and syncs while it does.
 pub async fn run(managed: Arc<Managed>, broker: Broker, mut shutdown: proxy::server::ShutdownSignal) {
@@ -69,6 +71,12 @@ async fn lead(managed: &Managed, broker: &Broker, id: &str, shutdown: &mut proxy
     // A new leader syncs at once.
     managed.sync.notify_one();
     let mut stopped = false;
+    let mut usage = tokio::time::interval(USAGE_EVERY);
+    usage.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported = std::collections::BTreeMap::new();
+    // An interval, not a sleep in the loop: the usage ticks must not keep putting it off.
+    let mut resync = tokio::time::interval(RESYNC);
+    resync.reset();
     loop {
         tokio::select! {
             () = shutdown.fired() => {
@@ -80,7 +88,15 @@ async fn lead(managed: &Managed, broker: &Broker, id: &str, shutdown: &mut proxy
                 break;
             }
             () = managed.sync.notified() => {}
-            () = tokio::time::sleep(RESYNC) => {}
+            _ = resync.tick() => {}
+            _ = usage.tick() => {
+                match super::usage::report(managed, broker, &mut reported).await {
+                    Ok(0) => {}
+                    Ok(users) => tracing::debug!(users, "usage reported"),
+                    Err(error) => tracing::warn!(%error, "usage not reported"),
+                }
+                continue;
+            }
         }
         if let Err(error) = sync_all(&managed.client, broker).await {
             managed.api_error("bundles not synced", &error).await;
