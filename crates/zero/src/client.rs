@@ -2,7 +2,7 @@
 //! cluster token exchanged for an id token that is cached and exchanged again when it has less
 //! left than a call wants (or on a 401); every answer classified by [`Outcome`]; bounded bodies
 //! and a timeout on every request. Bundle downloads go to the signed URL without Authorization,
-//! with `If-None-Match`.
+//! with `If-None-Match` and `Accept-Encoding: gzip` (inflated here, bounded).
 
 use crate::api::{self, BootstrapConfig, BundleStatus, DownloadBundleResponse, ErrorResponse, GetBundlesResponse};
 use crate::status::Outcome;
@@ -186,7 +186,7 @@ impl ClusterClient {
     /// `If-None-Match` when an ETag is known. A 200 must carry an ETag.
     pub async fn download(&self, url: &DownloadBundleResponse, etag: Option<&str>) -> Result<Download, ApiError> {
         const WHAT: &str = "bundle content";
-        let mut headers = vec![];
+        let mut headers = vec![(header::ACCEPT_ENCODING, "gzip".to_owned())];
         if let Some(etag) = etag {
             headers.push((header::IF_NONE_MATCH, etag.to_owned()));
         }
@@ -203,7 +203,10 @@ impl ClusterClient {
                     .iter()
                     .filter_map(|name| header_text(name).map(|value| (name.to_ascii_lowercase(), value)))
                     .collect();
-                Ok(Download::Content { body: answer.body, etag, last_modified: header_text("last-modified"), metadata })
+                let gzip = header_text("content-encoding").is_some_and(|e| e.trim().eq_ignore_ascii_case("gzip"));
+                let body =
+                    if gzip { gunzip(&answer.body).map_err(|e| ApiError::unavailable(WHAT, e))? } else { answer.body };
+                Ok(Download::Content { body, etag, last_modified: header_text("last-modified"), metadata })
             }
             _ if answer.status == StatusCode::BAD_REQUEST => Err(terminal(WHAT, &answer)),
             _ => Err(unavailable(WHAT, &answer)),
@@ -265,6 +268,22 @@ impl ClusterClient {
             .to_bytes();
         Ok(Answer { status, headers: parts.headers, body })
     }
+}
+
+/// Decompresses a gzip body, at most [`MAX_BUNDLE_LEN`](crate::bundle::MAX_BUNDLE_LEN) bytes of
+/// it (a small body may inflate to anything).
+fn gunzip(body: &[u8]) -> Result<Bytes, String> {
+    use std::io::Read as _;
+    let limit = u64::try_from(crate::bundle::MAX_BUNDLE_LEN).unwrap_or(u64::MAX) + 1;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("the gzip body does not inflate: {e}"))?;
+    if out.len() > crate::bundle::MAX_BUNDLE_LEN {
+        return Err(format!("the bundle inflates past {} bytes", crate::bundle::MAX_BUNDLE_LEN));
+    }
+    Ok(Bytes::from(out))
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

@@ -23,6 +23,7 @@ struct Seen {
     path: String,
     authorization: Option<String>,
     if_none_match: Option<String>,
+    accept_encoding: Option<String>,
 }
 
 type Answer = (u16, Vec<(&'static str, String)>, Value);
@@ -63,16 +64,19 @@ impl Server {
                                 path: request.uri().path().to_owned(),
                                 authorization: header("authorization"),
                                 if_none_match: header("if-none-match"),
+                                accept_encoding: header("accept-encoding"),
                             };
                             let _ = request.into_body().collect().await;
                             let before = log.lock().unwrap().clone();
                             let (status, headers, body) = handler(&seen, &before);
                             log.lock().unwrap().push(seen);
-                            let mut response = Response::new(Full::new(Bytes::from(match body {
-                                Value::String(text) => text,
-                                Value::Null => String::new(),
-                                other => other.to_string(),
-                            })));
+                            let bytes = match body {
+                                Value::String(text) if text == "GZIP" => gzip(b"inflated bytes"),
+                                Value::String(text) => text.into_bytes(),
+                                Value::Null => Vec::new(),
+                                other => other.to_string().into_bytes(),
+                            };
+                            let mut response = Response::new(Full::new(Bytes::from(bytes)));
                             *response.status_mut() = StatusCode::from_u16(status).unwrap();
                             for (name, value) in headers {
                                 response.headers_mut().insert(name, value.parse().unwrap());
@@ -96,6 +100,13 @@ impl Server {
     fn count(&self, path: &str) -> usize {
         self.seen.lock().unwrap().iter().filter(|s| s.path == path).count()
     }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
 }
 
 fn tls() -> rustls::ClientConfig {
@@ -231,6 +242,16 @@ async fn a_400_is_terminal_and_other_failures_are_retryable_with_the_reason() {
 async fn downloads_carry_no_authorization_and_send_the_etag_back() {
     let server = Server::start(|seen, _| match (seen.path.as_str(), seen.if_none_match.as_deref()) {
         ("/signed/no-etag", _) => (200, vec![], Value::String("x".into())),
+        ("/signed/gzip", _) => (
+            200,
+            vec![("etag", "\"g\"".to_owned()), ("content-encoding", "gzip".to_owned())],
+            Value::String("GZIP".into()),
+        ),
+        ("/signed/bad-gzip", _) => (
+            200,
+            vec![("etag", "\"g\"".to_owned()), ("content-encoding", "gzip".to_owned())],
+            Value::String("not gzip".into()),
+        ),
         (_, Some("\"v1\"")) => (304, vec![("etag", "\"v1\"".to_owned())], Value::Null),
         _ => (200, vec![("etag", "\"v1\"".to_owned()), ("x-meta-a", "1".to_owned())], Value::String("bytes".into())),
     })
@@ -247,10 +268,17 @@ async fn downloads_carry_no_authorization_and_send_the_etag_back() {
     assert_eq!((&body[..], etag.as_str()), (&b"bytes"[..], "\"v1\""));
     assert_eq!(metadata, [("x-meta-a".to_owned(), "1".to_owned())]);
     assert!(matches!(client.download(&url("/signed/b"), Some("\"v1\"")).await.unwrap(), Download::NotModified));
+    let Download::Content { body, .. } = client.download(&url("/signed/gzip"), None).await.unwrap() else {
+        panic!("content expected")
+    };
+    assert_eq!(&body[..], b"inflated bytes");
+    let error = client.download(&url("/signed/bad-gzip"), None).await.unwrap_err();
+    assert!(error.to_string().contains("does not inflate"), "{error}");
     let error = client.download(&url("/signed/no-etag"), None).await.unwrap_err();
     assert!(error.to_string().contains("no ETag"), "{error}");
     let seen = server.seen.lock().unwrap().clone();
     assert!(seen.iter().all(|s| s.authorization.is_none()), "{seen:?}");
+    assert!(seen.iter().all(|s| s.accept_encoding.as_deref() == Some("gzip")), "{seen:?}");
     assert_eq!(seen[1].if_none_match.as_deref(), Some("\"v1\""));
     assert_eq!(server.count(EXCHANGE), 0, "a download needs no id token");
 }
