@@ -376,15 +376,11 @@ impl Server {
         let Some(cache) = self.databroker.cache.clone() else { return };
         let reloader = Arc::clone(&self.reloader);
         let mut changed = cache.watch_retained();
+        // Records the cache already holds (a restart on a persistent databroker) apply at once,
+        // not at the next change.
+        changed.mark_changed();
         let mut shutdown = self.shutdown.signal();
         self.tasks.spawn(async move {
-            // Records the cache read before this subscription (a persistent databroker at a
-            // restart) are applied now: no change may come for a long time.
-            changed.borrow_and_update();
-            let initial = cache.retained(CONFIG_TYPE);
-            if !initial.is_empty() {
-                reloader.reload_dynamic(&initial);
-            }
             loop {
                 tokio::select! {
                     () = shutdown.fired() => return,
