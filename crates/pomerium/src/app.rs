@@ -260,6 +260,7 @@ impl Server {
             autocert: autocert.clone(),
             sources: std::sync::Mutex::new(Sources { file: config.clone(), dynamic: DynamicConfig::default() }),
             managed: source.managed.clone(),
+            settings_from: source.managed.clone().filter(|_| source.path.is_none()),
         });
         let options = config.options.clone();
         let managed = source.managed.clone();
@@ -452,6 +453,8 @@ struct Reloader {
     sources: std::sync::Mutex<Sources>,
     /// Managed mode's settings, laid over the file's at each reload.
     managed: Option<Arc<crate::managed::Managed>>,
+    /// Managed mode without a file: the control plane's settings are the base configuration.
+    settings_from: Option<Arc<crate::managed::Managed>>,
 }
 
 struct Sources {
@@ -511,11 +514,35 @@ impl Reloader {
         }
     }
 
+    /// The configuration the records' routes merge into: the file's, or in managed mode without
+    /// a file the control plane's settings (the file's when they do not load).
+    fn base(&self, file: &Config, dynamic: &DynamicConfig) -> Config {
+        let (Some(managed), Some(settings)) = (&self.settings_from, &dynamic.settings) else { return file.clone() };
+        match managed.config_from_settings(settings) {
+            Ok((config, warnings)) => {
+                for warning in warnings {
+                    tracing::warn!("{warning}");
+                }
+                if Addresses::of(&config.options) != self.addresses {
+                    tracing::warn!("listener addresses and insecure_server take effect at the next start");
+                }
+                config
+            }
+            Err(errors) => {
+                for error in errors {
+                    tracing::error!("{error}");
+                }
+                tracing::error!("the control plane's settings are not applied; the local ones keep serving");
+                file.clone()
+            }
+        }
+    }
+
     /// Builds the runtime of the file's configuration with the databroker's merged in, and
     /// swaps it (and the certificates) in. Connections in flight keep the runtime they started
     /// with.
     fn apply(&self, file: &Config, dynamic: &DynamicConfig) -> Result<usize, Vec<String>> {
-        let (config, problems) = crate::dynamic::merge(file.clone(), dynamic);
+        let (config, problems) = crate::dynamic::merge(self.base(file, dynamic), dynamic);
         for problem in &problems {
             tracing::warn!("{problem}");
         }

@@ -42,6 +42,8 @@ struct Plane {
     storage: Option<String>,
     /// The `config` bundle's routes and its version (the ETag).
     routes: Mutex<(Value, u64)>,
+    /// The `settings` of the configuration record.
+    settings: Mutex<Option<Value>>,
     /// Serve bytes that are not a bundle.
     garbage: std::sync::atomic::AtomicBool,
     /// Each download: (Authorization sent, If-None-Match sent, status answered).
@@ -75,6 +77,7 @@ impl ControlPlane {
             shared_secret: vec![7; 32],
             storage,
             routes: Mutex::new((json!([]), 1)),
+            settings: Mutex::new(None),
             garbage: false.into(),
             downloads: Mutex::new(Vec::new()),
             statuses: Mutex::new(Vec::new()),
@@ -186,6 +189,9 @@ impl Plane {
         let mut data = serde_json::Map::new();
         data.insert("name".into(), json!("config"));
         data.insert("routes".into(), routes);
+        if let Some(settings) = self.settings.lock().unwrap().clone() {
+            data.insert("settings".into(), settings);
+        }
         let record = databroker::record::Record::new(databroker::record::CONFIG_TYPE, "config", data);
         (zero::bundle::encode(&[record]), etag)
     }
@@ -461,6 +467,12 @@ async fn with_the_control_plane_down_a_replica_starts_from_bootstrap_dat_and_its
 #[tokio::test]
 async fn no_configuration_file_is_needed() {
     let plane = ControlPlane::start(None).await;
+    // Settings too: global response headers; and some the replica keeps its own of.
+    *plane.plane.settings.lock().unwrap() = Some(json!({
+        "set_response_headers": {"X-Control-Plane": "settings applied"},
+        "shared_secret": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "databroker_storage_type": "postgres",
+    }));
     plane.publish(json!([direct("app", "from the environment")]));
     let setup = Setup::new();
     let file = setup.dir.path().join("bootstrap.dat");
@@ -499,7 +511,10 @@ async fn no_configuration_file_is_needed() {
         loop {
             let tls = tls_connect(address, client_tls(&ca, &[b"http/1.1"], None), "app.test.localhost").await;
             let reply = H1::handshake(tls).await.fetch(get(&host, "/")).await;
-            if reply.status == StatusCode::OK && reply.text() == "from the environment" {
+            if reply.status == StatusCode::OK
+                && reply.text() == "from the environment"
+                && reply.headers.get("x-control-plane").is_some_and(|v| v == "settings applied")
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -36,6 +36,24 @@ const REFRESH_CONNECTED: Duration = Duration::from_secs(60 * 60);
 /// ... and this often while it is down.
 const REFRESH_DISCONNECTED: Duration = Duration::from_secs(5 * 60);
 
+/// Settings a control plane may not set on a replica: its secrets and storage come from the
+/// bootstrap configuration and the token, routes from the records.
+const LOCAL_ONLY: &[&str] = &[
+    "shared_secret",
+    "shared_secret_file",
+    "cookie_secret",
+    "cookie_secret_file",
+    "signing_key",
+    "signing_key_file",
+    "databroker_storage_type",
+    "databroker_storage_connection_string",
+    "databroker_storage_connection_string_file",
+    "pomerium_zero_token",
+    "services",
+    "routes",
+    "policy",
+];
+
 /// Where managed mode finds its control plane and its cache, from the environment.
 #[derive(Clone)]
 pub struct Settings {
@@ -238,6 +256,31 @@ impl Managed {
             }
         }
         Ok(())
+    }
+
+    /// The configuration of the control plane's settings (the `settings` of its configuration
+    /// record, `config.yaml` keys) with the environment's options on top and the managed ones
+    /// laid over, for a replica run without a configuration file. Keys that are this replica's
+    /// own (secrets, storage, the token) are left out.
+    pub fn config_from_settings(
+        &self,
+        settings: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(Config, Vec<String>), Vec<String>> {
+        let document: serde_json::Map<String, serde_json::Value> = settings
+            .iter()
+            .filter(|(key, _)| !LOCAL_ONLY.contains(&key.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let text = serde_json::to_string_pretty(&serde_json::Value::Object(document)).unwrap_or_default();
+        let loaded = config::load(&text, config::Format::Json, &crate::environment::ProcessEnvironment);
+        let (errors, warnings) = crate::diagnostics::lines(&loaded, "the control plane's settings", &text);
+        match loaded.config {
+            Some(mut config) if errors.is_empty() => {
+                self.apply(&mut config).map_err(|e| vec![e])?;
+                Ok((config, warnings))
+            }
+            _ => Err(errors),
+        }
     }
 
     /// The key usage reports pseudonymise with.
