@@ -135,9 +135,9 @@ impl ClusterClient {
                 let expires_at = started + response.expires_in();
                 Ok(CachedToken { id_token: response.id_token, expires_at })
             }
-            // A 401 here is the token itself refused as much as a 400 is.
-            Outcome::Terminal | Outcome::Reexchange => Err(terminal(WHAT, &answer)),
-            Outcome::Retry => Err(unavailable(WHAT, &answer)),
+            // Only a 400 says the token itself is refused for good; anything else may pass.
+            Outcome::Terminal => Err(terminal(WHAT, &answer)),
+            Outcome::Reexchange | Outcome::Retry => Err(unavailable(WHAT, &answer)),
         }
     }
 

@@ -205,6 +205,14 @@ async fn a_400_is_terminal_and_other_failures_are_retryable_with_the_reason() {
         "{text}"
     );
 
+    let server = Server::start(|seen, _| match seen.path.as_str() {
+        EXCHANGE => (401, vec![], json!({"error": "try later"})),
+        _ => panic!("no call without a token"),
+    })
+    .await;
+    let error = server.client().bootstrap().await.unwrap_err();
+    assert!(!error.is_terminal(), "only a 400 is terminal: {error}");
+
     let server = Server::start(|seen, before| match seen.path.as_str() {
         EXCHANGE => exchange(before, "3600"),
         _ => (400, vec![], json!({"error": "cluster deleted"})),
