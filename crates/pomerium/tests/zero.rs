@@ -295,10 +295,14 @@ impl pb::connect_server::Connect for ConnectService {
 /// A `config.yaml` with only this replica's own settings (listeners, certificate); everything
 /// else comes from the control plane.
 fn local_config(setup: &Setup) -> std::path::PathBuf {
+    local_config_with(setup, "")
+}
+
+fn local_config_with(setup: &Setup, extra: &str) -> std::path::PathBuf {
     setup.write(
         "config.yaml",
         &format!(
-            "address: 127.0.0.1:0\nhealth_check_addr: 127.0.0.1:0\nauthenticate_service_url: https://authenticate.test.localhost\ncertificates:\n  - cert: {}\n    key: {}\n",
+            "address: 127.0.0.1:0\nhealth_check_addr: 127.0.0.1:0\nauthenticate_service_url: https://authenticate.test.localhost\ncertificates:\n  - cert: {}\n    key: {}\n{extra}",
             setup.cert_path.display(),
             setup.key_path.display()
         ),
@@ -375,7 +379,12 @@ async fn a_rotated_token_ends_the_replica_with_the_reason() {
     plane.publish(json!([direct("app", "up")]));
     let setup = Setup::new();
     let file = setup.dir.path().join("bootstrap.dat");
-    let mut server = start_replica(&setup, &plane.env(file.to_str().unwrap())).await;
+    // The token from the file's `pomerium_zero_token` this time.
+    let env: Vec<(String, String)> =
+        plane.env(file.to_str().unwrap()).into_iter().filter(|(name, _)| name != "POMERIUM_ZERO_TOKEN").collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let path = local_config_with(&setup, &format!("pomerium_zero_token: {TOKEN}\n"));
+    let mut server = Pomerium::spawn_with(&path, setup.pki.ca(), "serving", &env).await;
     serves(&server, "app", "up").await;
     server.wait_for_log("connected to the control plane").await;
     plane.rotate();
