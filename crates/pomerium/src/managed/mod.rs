@@ -307,18 +307,24 @@ impl Managed {
                 // The interval changes with the stream's state.
                 _ = connected.changed() => continue,
             }
-            match self.client.bootstrap().await {
+            let result = tokio::select! {
+                () = shutdown.fired() => return,
+                result = self.client.bootstrap() => result,
+            };
+            match result {
                 Ok(bootstrap) => {
                     save(&self.settings, &self.keys, &bootstrap);
                     let mut current = self.bootstrap.lock().unwrap_or_else(PoisonError::into_inner);
                     if current.shared_secret != bootstrap.shared_secret
                         || current.databroker_storage_connection != bootstrap.databroker_storage_connection
                     {
+                        // The running databroker and sessions keep the ones they started with.
                         tracing::warn!(
                             "the control plane changed the shared secret or the databroker storage: saved; it takes effect at the next start"
                         );
+                    } else {
+                        *current = bootstrap;
                     }
-                    *current = bootstrap;
                 }
                 Err(error) if error.is_terminal() => {
                     self.fail(format!("{TOKEN_REFUSED} ({error})")).await;
@@ -348,9 +354,10 @@ fn save(settings: &Settings, keys: &DerivedKeys, bootstrap: &BootstrapConfig) {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
         }
-        // Written aside and renamed, so that a crash never leaves half a file.
+        // Written aside and renamed, so that a crash never leaves half a file; readable by this
+        // user only (it is sealed, but it is the cluster's secrets).
         let partial = path.with_extension("partial");
-        std::fs::write(&partial, &sealed).map_err(|e| format!("cannot write `{}`: {e}", partial.display()))?;
+        write_private(&partial, &sealed).map_err(|e| format!("cannot write `{}`: {e}", partial.display()))?;
         std::fs::rename(&partial, path).map_err(|e| format!("cannot write `{}`: {e}", path.display()))
     });
     match result {
@@ -360,6 +367,17 @@ fn save(settings: &Settings, keys: &DerivedKeys, bootstrap: &BootstrapConfig) {
             "the bootstrap configuration is not saved ({error}): a restart while the control plane is unreachable will wait for it"
         ),
     }
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Opens the cache file.
@@ -452,6 +470,11 @@ mod tests {
         };
         save(&s, &keys, &bootstrap);
         assert_eq!(load(&s, &keys).unwrap(), bootstrap);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
         let other = DerivedKeys::from_token("rotated").unwrap();
         assert!(load(&s, &other).unwrap_err().contains("tampered"), "another token's key does not open it");
         let mut bytes = std::fs::read(&path).unwrap();

@@ -90,7 +90,14 @@ async fn lead(managed: &Managed, broker: &Broker, id: &str, shutdown: &mut proxy
             () = managed.sync.notified() => {}
             _ = resync.tick() => {}
             _ = usage.tick() => {
-                match super::usage::report(managed, broker, &mut reported).await {
+                let result = tokio::select! {
+                    () = shutdown.fired() => {
+                        stopped = true;
+                        break;
+                    }
+                    result = super::usage::report(managed, broker, &mut reported) => result,
+                };
+                match result {
                     Ok(0) => {}
                     Ok(users) => tracing::debug!(users, "usage reported"),
                     Err(error) => tracing::warn!(%error, "usage not reported"),
@@ -98,7 +105,15 @@ async fn lead(managed: &Managed, broker: &Broker, id: &str, shutdown: &mut proxy
                 continue;
             }
         }
-        if let Err(error) = sync_all(&managed.client, broker).await {
+        // A control plane that answers slowly must not hold up a shutdown.
+        let result = tokio::select! {
+            () = shutdown.fired() => {
+                stopped = true;
+                break;
+            }
+            result = sync_all(&managed.client, broker) => result,
+        };
+        if let Err(error) = result {
             managed.api_error("bundles not synced", &error).await;
         }
     }
