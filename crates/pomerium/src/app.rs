@@ -378,8 +378,11 @@ impl Server {
         let reloader = Arc::clone(&self.reloader);
         let mut changed = cache.watch_retained();
         // Records the cache already holds (a restart on a persistent databroker) apply at once,
-        // not at the next change.
-        changed.mark_changed();
+        // not at the next change. With none yet there is nothing to apply (the cache ticks when
+        // its first records arrive), and no reload to log.
+        if !cache.retained(CONFIG_TYPE).is_empty() {
+            changed.mark_changed();
+        }
         let mut shutdown = self.shutdown.signal();
         self.tasks.spawn(async move {
             loop {
