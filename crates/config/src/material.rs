@@ -34,6 +34,12 @@ impl fmt::Debug for Certificates {
 pub struct PrivateKey(Secret);
 
 impl PrivateKey {
+    /// A key from PEM text made by the server itself (managed mode derives its signing key);
+    /// `None` when the text holds no private key.
+    pub fn from_pem(pem: &[u8]) -> Option<PrivateKey> {
+        PrivateKeyDer::from_pem_slice(pem).ok().map(|_| PrivateKey(Secret::new(pem.to_vec())))
+    }
+
     /// The key in DER, for rustls. Loading checked that the PEM holds one.
     pub fn der(&self) -> Option<PrivateKeyDer<'static>> {
         PrivateKeyDer::from_pem_slice(self.0.expose()).ok()

@@ -272,6 +272,8 @@ pub struct Options {
     pub identity_providers: Option<Value>,
     /// `None`: a P-256 key is derived from the shared secret.
     pub signing_key: Option<PrivateKey>,
+    /// `pomerium_zero_token` (`POMERIUM_ZERO_TOKEN`): the cluster token of managed mode.
+    pub zero_token: Option<Secret>,
     /// `certificate`/`certificate_key`, `certificates`, then `certificate_file`/`certificate_key_file`.
     pub certificates: Vec<CertifiedKey>,
     pub certificate_authority: Option<Certificates>,
@@ -376,6 +378,7 @@ impl Default for Options {
             signout_redirect_url: None,
             programmatic_redirect_domain_whitelist: vec!["localhost".to_owned()],
             shared_secret: None,
+            zero_token: None,
             cookie: CookieOptions {
                 name: "_pomerium".to_owned(),
                 domain: None,
@@ -789,6 +792,7 @@ fn read_secrets(r: &mut Reader<'_>, o: &mut Options) {
     if let Some(material) = r.material("signing_key", "signing_key_file", Encoding::Text, Precedence::File) {
         o.signing_key = signing_key(material, r.sink);
     }
+    o.zero_token = r.string("pomerium_zero_token").map(|token| Secret::new(token.trim().as_bytes().to_vec()));
 }
 
 /// A key written as base64 of 32 bytes (`GetSharedKey`, `GetCookieSecret`). The shared secret may

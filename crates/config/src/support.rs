@@ -89,16 +89,15 @@ pub const UNSUPPORTED: &[(&str, Support)] = &[
     ("envoy_bind_config_source_address", Warned(ENVOY)),
     ("envoy_bind_config_freebind", Warned(ENVOY)),
     ("envoy_dynamic_extensions", Warned(ENVOY)),
-    // Databroker clustering and managed mode.
+    // Databroker clustering; managed mode's control plane setting.
     ("databroker_cluster_node_id", Refused(CLUSTER)),
     ("databroker_cluster_nodes", Refused(CLUSTER)),
     ("databroker_cluster_leader_id", Refused(CLUSTER)),
     ("databroker_raft_bind_address", Refused(CLUSTER)),
     (
-        "pomerium_zero_token",
-        Refused("managed mode (pomerium zero) is not supported here; this server is configured by its file"),
+        "auto_apply_changesets",
+        Warned("a control plane setting: a managed cluster applies every configuration its control plane ships"),
     ),
-    ("auto_apply_changesets", Warned("managed mode (pomerium zero) is not supported here")),
     // Branding.
     ("primary_color", Warned(BRANDING)),
     ("secondary_color", Warned(BRANDING)),

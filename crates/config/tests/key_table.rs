@@ -30,6 +30,8 @@ const WIRED: &[(&str, &str)] = &[
     ("grpc_address", ".effective_grpc_address()"),
     ("grpc_insecure", ".effective_grpc_insecure()"),
     ("services", "options.services"),
+    // Managed mode (crates/pomerium/src/zero).
+    ("pomerium_zero_token", "options.zero_token"),
     ("http_redirect_addr", ".http_redirect_addr"),
     // Log lines (crates/proxy/src/log_fields.rs).
     ("access_log_fields", "options.access_log_fields"),
@@ -321,12 +323,12 @@ fn every_unsupported_key_is_reported_at_its_key() {
     }
 }
 
-/// The environment counts too: `POMERIUM_ZERO_TOKEN` is refused like the file's key.
+/// The environment counts too: `SSH_ADDRESS` is refused like the file's key.
 #[test]
 fn an_unsupported_option_from_the_environment_is_reported_there() {
-    let env = config::MapEnvironment::new().with_var("POMERIUM_ZERO_TOKEN", "abc").with_var("CODEC_TYPE", "http3");
+    let env = config::MapEnvironment::new().with_var("SSH_ADDRESS", ":2200").with_var("CODEC_TYPE", "http3");
     let loaded = config::load("", config::Format::Yaml, &env);
-    assert!(loaded.errors.iter().any(|e| e.origin == config::Origin::Env("POMERIUM_ZERO_TOKEN".to_owned())
+    assert!(loaded.errors.iter().any(|e| e.origin == config::Origin::Env("SSH_ADDRESS".to_owned())
         && e.diagnostic.code_str() == "config::option::refused"));
     assert!(loaded.warnings.iter().any(|w| w.origin == config::Origin::Env("CODEC_TYPE".to_owned())
         && w.diagnostic.code_str() == "config::option::not_supported"));

@@ -310,7 +310,7 @@ fn check_reports_options_the_server_ignores_or_refuses_at_their_keys() {
     let line: serde_json::Value = serde_json::from_str(out.stderr.lines().next().unwrap()).unwrap();
     assert_eq!(line["code"], "config::option::not_supported");
     assert_eq!((line["line"].as_u64(), line["column"].as_u64()), (Some(2), Some(1)));
-    let refused = file(&dir, "refused.yaml", "address: :8443\npomerium_zero_token: abc\n");
+    let refused = file(&dir, "refused.yaml", "address: :8443\nssh_address: \":2200\"\n");
     let out = run(cli().args(["check", "--format", "json"]).arg(&refused));
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("\"code\":\"config::option::refused\""), "{}", out.stderr);

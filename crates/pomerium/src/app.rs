@@ -34,6 +34,8 @@ struct Source {
     path: Option<PathBuf>,
     text: String,
     stamp: Option<Stamp>,
+    /// Managed mode's settings, laid over every load.
+    managed: Option<Arc<crate::managed::Managed>>,
 }
 
 /// What tells a changed file: modification time and length.
@@ -47,12 +49,12 @@ impl Source {
     fn read(path: Option<&Path>) -> Result<Source, String> {
         let Some(path) = path else {
             // Settings from the environment only.
-            return Ok(Source { path: None, text: String::new(), stamp: None });
+            return Ok(Source { path: None, text: String::new(), stamp: None, managed: None });
         };
         let stamp = stamp(path);
         let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
         let text = String::from_utf8(bytes).map_err(|_| format!("`{}` is not UTF-8 text", path.display()))?;
-        Ok(Source { path: Some(path.to_owned()), text, stamp })
+        Ok(Source { path: Some(path.to_owned()), text, stamp, managed: None })
     }
 
     fn name(&self) -> String {
@@ -68,7 +70,12 @@ impl Source {
         let loaded = config::load(&self.text, self.format(), &ProcessEnvironment);
         let (errors, warnings) = diagnostics::lines(&loaded, &self.name(), &self.text);
         match loaded.config {
-            Some(config) if errors.is_empty() => Ok((config, warnings)),
+            Some(mut config) if errors.is_empty() => {
+                if let Some(managed) = &self.managed {
+                    managed.apply(&mut config).map_err(|e| vec![e])?;
+                }
+                Ok((config, warnings))
+            }
             _ => Err(errors),
         }
     }
@@ -81,14 +88,14 @@ fn stamp(path: &Path) -> Option<Stamp> {
 
 /// Runs the server until it is told to stop.
 pub async fn run(config_path: Option<PathBuf>) -> ExitCode {
-    let source = match Source::read(config_path.as_deref()) {
+    let mut source = match Source::read(config_path.as_deref()) {
         Ok(source) => source,
         Err(message) => {
             eprintln!("pomerium: {message}");
             return ExitCode::FAILURE;
         }
     };
-    let (config, warnings) = match source.load() {
+    let (mut config, warnings) = match source.load() {
         Ok(loaded) => loaded,
         Err(errors) => {
             for error in &errors {
@@ -106,7 +113,29 @@ pub async fn run(config_path: Option<PathBuf>) -> ExitCode {
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    match Server::start(source, config).await {
+    // Managed mode: the control plane's settings over the loaded ones.
+    let (fatal_tx, fatal) = tokio::sync::mpsc::channel(1);
+    if let Some(token) = &config.options.zero_token {
+        let token = String::from_utf8_lossy(token.expose()).into_owned();
+        let started = match crate::managed::Settings::new(&token, |name| std::env::var(name).ok()) {
+            Ok(settings) => crate::managed::Managed::start(settings, fatal_tx).await,
+            Err(message) => Err(message),
+        };
+        let managed = match started {
+            Ok(managed) => managed,
+            Err(message) => {
+                tracing::error!("{message}");
+                eprintln!("pomerium: {message}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Err(message) = managed.apply(&mut config) {
+            tracing::error!("{message}");
+            return ExitCode::FAILURE;
+        }
+        source.managed = Some(managed);
+    }
+    match Server::start(source, config, fatal).await {
         Ok(server) => server.wait().await,
         Err(message) => {
             tracing::error!("{message}");
@@ -145,6 +174,8 @@ struct Server {
     reloader: Arc<Reloader>,
     /// ACME certificates (`autocert`).
     autocert: Option<Arc<crate::autocert::Autocert>>,
+    /// A message here ends the process with a failure (managed mode: the token was refused).
+    fatal: tokio::sync::mpsc::Receiver<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +200,11 @@ impl Addresses {
 }
 
 impl Server {
-    async fn start(source: Source, config: Config) -> Result<Server, String> {
+    async fn start(
+        source: Source,
+        config: Config,
+        fatal: tokio::sync::mpsc::Receiver<String>,
+    ) -> Result<Server, String> {
         check_services(&config.options)?;
         let shutdown = Shutdown::new();
         let mut tasks = JoinSet::new();
@@ -224,11 +259,19 @@ impl Server {
             addresses: addresses.clone(),
             autocert: autocert.clone(),
             sources: std::sync::Mutex::new(Sources { file: config.clone(), dynamic: DynamicConfig::default() }),
+            managed: source.managed.clone(),
+            settings_from: source.managed.clone().filter(|_| source.path.is_none()),
         });
         let options = config.options.clone();
-        let mut server = Server { current, tls, metrics, shutdown, tasks, addresses, databroker, reloader, autocert };
+        let managed = source.managed.clone();
+        let mut server =
+            Server { current, tls, metrics, shutdown, tasks, addresses, databroker, reloader, autocert, fatal };
         server.open_listeners(&options).await?;
         server.start_autocert(&config)?;
+        if let Some(managed) = managed {
+            let broker = server.databroker.broker.clone().ok_or("managed mode needs the databroker in this process")?;
+            crate::managed::spawn(&managed, broker, &mut server.tasks, &server.shutdown);
+        }
         server.watch(source);
         server.follow_databroker_config();
         server.refresh_sessions(&environment);
@@ -334,6 +377,12 @@ impl Server {
         let Some(cache) = self.databroker.cache.clone() else { return };
         let reloader = Arc::clone(&self.reloader);
         let mut changed = cache.watch_retained();
+        // Records the cache already holds (a restart on a persistent databroker) apply at once,
+        // not at the next change. With none yet there is nothing to apply (the cache ticks when
+        // its first records arrive), and no reload to log.
+        if !cache.retained(CONFIG_TYPE).is_empty() {
+            changed.mark_changed();
+        }
         let mut shutdown = self.shutdown.signal();
         self.tasks.spawn(async move {
             loop {
@@ -376,11 +425,20 @@ impl Server {
 
     /// Waits for SIGINT or SIGTERM, then stops accepting and lets requests in flight finish.
     async fn wait(mut self) -> ExitCode {
-        wait_for_signal().await;
+        let failure = tokio::select! {
+            () = wait_for_signal() => None,
+            Some(message) = self.fatal.recv() => Some(message),
+        };
         tracing::info!("shutting down");
         self.shutdown.trigger();
         while self.tasks.join_next().await.is_some() {}
-        ExitCode::SUCCESS
+        match failure {
+            None => ExitCode::SUCCESS,
+            Some(message) => {
+                eprintln!("pomerium: {message}");
+                ExitCode::FAILURE
+            }
+        }
     }
 }
 
@@ -396,6 +454,10 @@ struct Reloader {
     autocert: Option<Arc<crate::autocert::Autocert>>,
     /// The last good configuration of each source; a reload of one keeps the other.
     sources: std::sync::Mutex<Sources>,
+    /// Managed mode's settings, laid over the file's at each reload.
+    managed: Option<Arc<crate::managed::Managed>>,
+    /// Managed mode without a file: the control plane's settings are the base configuration.
+    settings_from: Option<Arc<crate::managed::Managed>>,
 }
 
 struct Sources {
@@ -409,7 +471,8 @@ impl Reloader {
     }
 
     fn reload_file(&self, path: &Path) {
-        let result = Source::read(Some(path)).map_err(|e| vec![e]).and_then(|source| {
+        let result = Source::read(Some(path)).map_err(|e| vec![e]).and_then(|mut source| {
+            source.managed.clone_from(&self.managed);
             let (config, warnings) = source.load()?;
             for warning in warnings {
                 tracing::warn!("{warning}");
@@ -454,11 +517,35 @@ impl Reloader {
         }
     }
 
+    /// The configuration the records' routes merge into: the file's, or in managed mode without
+    /// a file the control plane's settings (the file's when they do not load).
+    fn base(&self, file: &Config, dynamic: &DynamicConfig) -> Config {
+        let (Some(managed), Some(settings)) = (&self.settings_from, &dynamic.settings) else { return file.clone() };
+        match managed.config_from_settings(settings) {
+            Ok((config, warnings)) => {
+                for warning in warnings {
+                    tracing::warn!("{warning}");
+                }
+                if Addresses::of(&config.options) != self.addresses {
+                    tracing::warn!("listener addresses and insecure_server take effect at the next start");
+                }
+                config
+            }
+            Err(errors) => {
+                for error in errors {
+                    tracing::error!("{error}");
+                }
+                tracing::error!("the control plane's settings are not applied; the local ones keep serving");
+                file.clone()
+            }
+        }
+    }
+
     /// Builds the runtime of the file's configuration with the databroker's merged in, and
     /// swaps it (and the certificates) in. Connections in flight keep the runtime they started
     /// with.
     fn apply(&self, file: &Config, dynamic: &DynamicConfig) -> Result<usize, Vec<String>> {
-        let (config, problems) = crate::dynamic::merge(file.clone(), dynamic);
+        let (config, problems) = crate::dynamic::merge(self.base(file, dynamic), dynamic);
         for problem in &problems {
             tracing::warn!("{problem}");
         }

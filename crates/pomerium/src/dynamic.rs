@@ -24,6 +24,9 @@ pub struct DynamicConfig {
     pub certificates: Vec<Arc<CertifiedKey>>,
     /// Routes and certificates left out, one line each.
     pub problems: Vec<String>,
+    /// Global options (`config.yaml` keys) of the first record, by id, that has `settings`: a
+    /// managed cluster's control plane sends them (applied by `crate::managed`).
+    pub settings: Option<serde_json::Map<String, Value>>,
 }
 
 impl std::fmt::Debug for DynamicConfig {
@@ -32,6 +35,7 @@ impl std::fmt::Debug for DynamicConfig {
             .field("routes", &self.routes.len())
             .field("certificates", &self.certificates.len())
             .field("problems", &self.problems)
+            .field("settings", &self.settings.as_ref().map(serde_json::Map::len))
             .finish()
     }
 }
@@ -43,6 +47,9 @@ pub fn from_records(records: &[Record]) -> DynamicConfig {
     records.sort_by(|a, b| a.id.cmp(&b.id));
     let mut dynamic = DynamicConfig::default();
     for record in records {
+        if let (None, Some(Value::Object(settings))) = (&dynamic.settings, record.data.get("settings")) {
+            dynamic.settings = Some(settings.clone());
+        }
         read_routes(record, &mut dynamic);
         read_certificates(record, &mut dynamic);
     }
@@ -146,6 +153,16 @@ mod tests {
     fn record(id: &str, data: Value) -> Record {
         let Value::Object(map) = data else { unreachable!("an object") };
         Record::new(databroker::record::CONFIG_TYPE, id, map)
+    }
+
+    #[test]
+    fn the_settings_of_the_first_record_that_has_them_are_kept() {
+        let a = record("a", json!({"routes": []}));
+        let b = record("b", json!({"settings": {"timeout_read": "5s"}}));
+        let c = record("c", json!({"settings": {"timeout_read": "9s"}}));
+        let dynamic = from_records(&[c, a.clone(), b]);
+        assert_eq!(dynamic.settings.unwrap()["timeout_read"], "5s");
+        assert!(from_records(&[a]).settings.is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod diagnostics;
 mod dynamic;
 mod environment;
 mod grpc;
+mod managed;
 mod metrics;
 
 use std::path::PathBuf;
@@ -19,6 +20,9 @@ const USAGE: &str = "usage: pomerium [--config FILE]
 
 Runs the Pomerium-compatible access proxy. Settings come from FILE (YAML or JSON) and from
 environment variables named after the options (AUTHENTICATE_SERVICE_URL, POLICY, ...).
+
+Managed mode: with POMERIUM_ZERO_TOKEN (or pomerium_zero_token in FILE) the control plane at
+CLUSTER_API_ENDPOINT and CONNECT_SERVER_ENDPOINT sends the configuration; no FILE is needed.
 
   -c, --config FILE   the configuration file (watched for changes)
   -V, --version       print the version

@@ -312,7 +312,7 @@ async fn options_the_server_does_not_act_on_are_warned_about_at_their_place() {
     assert!(logs.contains(&place), "the start warns at the option's place ({place}):\n{logs}");
     drop(server);
 
-    std::fs::write(setup.config_path(), text.replace("codec_type: http3", "pomerium_zero_token: abc")).unwrap();
+    std::fs::write(setup.config_path(), text.replace("codec_type: http3", "ssh_address: \":2200\"")).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pomerium"))
         .arg("--config")
         .arg(setup.config_path())
@@ -332,5 +332,5 @@ async fn options_the_server_does_not_act_on_are_warned_about_at_their_place() {
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("[config::option::refused] `pomerium_zero_token` is refused"), "{stderr}");
+    assert!(stderr.contains("[config::option::refused] `ssh_address` is refused"), "{stderr}");
 }
