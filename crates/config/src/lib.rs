@@ -33,6 +33,7 @@ mod load;
 pub mod log_fields;
 mod material;
 pub mod options;
+pub mod otel;
 mod read;
 pub mod route;
 mod route_read;

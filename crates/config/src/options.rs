@@ -304,6 +304,8 @@ pub struct Options {
     pub proxy_log_level: Option<LogLevel>,
     pub access_log_fields: Option<Vec<String>>,
     pub authorize_log_fields: Option<Vec<String>>,
+    /// The `otel_*` options: OpenTelemetry tracing.
+    pub otel: crate::otel::OtelOptions,
     pub xff_num_trusted_hops: u32,
     pub skip_xff_append: bool,
     pub use_proxy_protocol: bool,
@@ -414,6 +416,7 @@ impl Default for Options {
             proxy_log_level: None,
             access_log_fields: None,
             authorize_log_fields: None,
+            otel: crate::otel::OtelOptions::default(),
             xff_num_trusted_hops: 0,
             skip_xff_append: false,
             use_proxy_protocol: false,
@@ -623,6 +626,7 @@ pub(crate) fn read(section: &Section, mtls: &Section, env: &dyn Environment, sin
     read_http(&mut reader, &mut options);
     read_observability(&mut reader, &mut options);
     read_databroker(&mut reader, &mut options);
+    options.otel = crate::otel::read(section, env, sink);
     options.other = section.raw(keys::GLOBAL_RAW);
     options.downstream_mtls = read_downstream_mtls(mtls, env, sink);
     require_split_mode_secrets(section, &options, sink);

@@ -24,7 +24,7 @@ pub enum Support {
 
 use Support::{Refused, Warned};
 
-const TRACING: &str = "no traces are exported here";
+const TRACING_LOG: &str = "the exporter's own messages follow `log_level` here";
 const ENVOY: &str = "there is no envoy here: one process serves every listener";
 const DNS: &str = "upstream names are resolved by the system resolver here";
 const BRANDING: &str = "the built-in pages are not branded here";
@@ -67,21 +67,7 @@ pub const UNSUPPORTED: &[(&str, Support)] = &[
     ("proxy_log_level", Warned("one level, `log_level`, applies to every log here")),
     ("pomerium_debug", Warned("there is no debug mode here")),
     ("installation_id", Warned("nothing is reported to pomerium here")),
-    ("otel_traces_exporter", Warned(TRACING)),
-    ("otel_traces_sampler_arg", Warned(TRACING)),
-    ("otel_resource_attributes", Warned(TRACING)),
-    ("otel_log_level", Warned(TRACING)),
-    ("otel_attribute_value_length_limit", Warned(TRACING)),
-    ("otel_exporter_otlp_endpoint", Warned(TRACING)),
-    ("otel_exporter_otlp_traces_endpoint", Warned(TRACING)),
-    ("otel_exporter_otlp_protocol", Warned(TRACING)),
-    ("otel_exporter_otlp_traces_protocol", Warned(TRACING)),
-    ("otel_exporter_otlp_headers", Warned(TRACING)),
-    ("otel_exporter_otlp_traces_headers", Warned(TRACING)),
-    ("otel_exporter_otlp_timeout", Warned(TRACING)),
-    ("otel_exporter_otlp_traces_timeout", Warned(TRACING)),
-    ("otel_bsp_schedule_delay", Warned(TRACING)),
-    ("otel_bsp_max_export_batch_size", Warned(TRACING)),
+    ("otel_log_level", Warned(TRACING_LOG)),
     // Envoy.
     ("envoy_admin_access_log_path", Warned(ENVOY)),
     ("envoy_admin_profile_path", Warned(ENVOY)),

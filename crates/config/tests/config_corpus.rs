@@ -181,6 +181,13 @@ fn option_value(config: &config::Config, name: &str) -> String {
         "http_redirect_addr" => format!("{:?}", o.http_redirect_addr),
         "dns_lookup_family" => format!("{:?}", o.dns_lookup_family),
         "allow_upgrades" => format!("{:?}", o.allow_upgrades),
+        "otel.exporter" => {
+            format!("{:?}", o.otel.exporter.as_ref().map(|e| (e.protocol, e.endpoint.as_str(), &e.headers, e.timeout)))
+        }
+        "otel.sampler_arg" => o.otel.sampler_arg.to_string(),
+        "otel.resource_attributes" => format!("{:?}", o.otel.resource_attributes),
+        "otel.attribute_value_length_limit" => format!("{:?}", o.otel.attribute_value_length_limit),
+        "otel.bsp" => format!("{:?} {}", o.otel.bsp_schedule_delay, o.otel.bsp_max_export_batch_size),
         "other" => format!("{:?}", o.other.keys().collect::<Vec<_>>()),
         other => format!("<unknown option `{other}` in the test>"),
     }

@@ -36,6 +36,22 @@ const WIRED: &[(&str, &str)] = &[
     // Log lines (crates/proxy/src/log_fields.rs).
     ("access_log_fields", "options.access_log_fields"),
     ("authorize_log_fields", "options.authorize_log_fields"),
+    // Tracing (crates/pomerium/src/telemetry.rs, crates/proxy/src/trace.rs; tested through the
+    // binary in crates/pomerium/tests/tracing.rs).
+    ("otel_traces_exporter", "options.exporter"),
+    ("otel_traces_sampler_arg", "options.sampler_arg"),
+    ("otel_resource_attributes", "options.resource_attributes"),
+    ("otel_attribute_value_length_limit", "options.attribute_value_length_limit"),
+    ("otel_exporter_otlp_endpoint", "exporter.endpoint"),
+    ("otel_exporter_otlp_traces_endpoint", "exporter.endpoint"),
+    ("otel_exporter_otlp_protocol", "exporter.protocol"),
+    ("otel_exporter_otlp_traces_protocol", "exporter.protocol"),
+    ("otel_exporter_otlp_headers", "exporter.headers"),
+    ("otel_exporter_otlp_traces_headers", "exporter.headers"),
+    ("otel_exporter_otlp_timeout", "exporter.timeout"),
+    ("otel_exporter_otlp_traces_timeout", "exporter.timeout"),
+    ("otel_bsp_schedule_delay", "options.bsp_schedule_delay"),
+    ("otel_bsp_max_export_batch_size", "options.bsp_max_export_batch_size"),
     // Autocert (crates/pomerium/src/autocert.rs).
     ("autocert", "options.autocert.enable"),
     ("autocert_dir", "autocert.dir"),

@@ -219,8 +219,10 @@ impl Server {
             authn: Arc::new(Authn::new(store)),
             remote_authorize: remote_authorize(&config.options).await?,
         };
-        let runtime =
-            Runtime::build(&config, &environment).map_err(|e| format!("the configuration cannot run: {e}"))?;
+        let telemetry = Arc::new(crate::telemetry::Telemetry::default());
+        let runtime = Runtime::build(&config, &environment)
+            .map_err(|e| format!("the configuration cannot run: {e}"))?
+            .with_tracing(telemetry.tracing(&config.options.otel)?);
         let metrics = Arc::new(Metrics::default());
         metrics.started(runtime.route_count(), unix_now());
         let current = Arc::new(ArcSwap::from_pointee(runtime));
@@ -258,6 +260,7 @@ impl Server {
             metrics: Arc::clone(&metrics),
             addresses: addresses.clone(),
             autocert: autocert.clone(),
+            telemetry,
             sources: std::sync::Mutex::new(Sources { file: config.clone(), dynamic: DynamicConfig::default() }),
             managed: source.managed.clone(),
             settings_from: source.managed.clone().filter(|_| source.path.is_none()),
@@ -432,6 +435,7 @@ impl Server {
         tracing::info!("shutting down");
         self.shutdown.trigger();
         while self.tasks.join_next().await.is_some() {}
+        self.reloader.telemetry.shutdown().await;
         match failure {
             None => ExitCode::SUCCESS,
             Some(message) => {
@@ -452,6 +456,8 @@ struct Reloader {
     metrics: Arc<Metrics>,
     addresses: Addresses,
     autocert: Option<Arc<crate::autocert::Autocert>>,
+    /// The trace exporter of the `otel_*` options, kept while they do not change.
+    telemetry: Arc<crate::telemetry::Telemetry>,
     /// The last good configuration of each source; a reload of one keeps the other.
     sources: std::sync::Mutex<Sources>,
     /// Managed mode's settings, laid over the file's at each reload.
@@ -549,8 +555,10 @@ impl Reloader {
         for problem in &problems {
             tracing::warn!("{problem}");
         }
+        let tracing = self.telemetry.tracing(&config.options.otel).map_err(|e| vec![e])?;
         let runtime = Runtime::build(&config, &self.environment)
-            .map_err(|e| vec![format!("the configuration cannot run: {e}")])?;
+            .map_err(|e| vec![format!("the configuration cannot run: {e}")])?
+            .with_tracing(tracing);
         let hosts = host_client_auth(&config).map_err(|e| vec![e])?;
         if let Some(resolver) = &self.resolver {
             let mut certificates = certificates(&config).map_err(|e| vec![e])?;

@@ -12,6 +12,7 @@ mod environment;
 mod grpc;
 mod managed;
 mod metrics;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

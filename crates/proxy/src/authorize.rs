@@ -208,6 +208,7 @@ fn evaluate(
     let accept = request.headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
     let verdict = decision.verdict(wants_html(accept) && !is_grpc(request.headers));
     authorize_log(&global.authorize_log, route, request, session_id, records, now, &decision);
+    crate::trace::record_decision(global, verdict == Verdict::Allow, &decision);
     let result = match verdict {
         Verdict::Allow
             if route.passes_identity || route.templates_need_identity || route.kubernetes_authorization.is_some() =>

@@ -35,6 +35,7 @@ pub mod runtime;
 pub mod server;
 pub mod templates;
 pub mod tls;
+pub mod trace;
 pub mod tunnel;
 pub mod upstream;
 

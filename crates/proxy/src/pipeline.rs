@@ -57,19 +57,39 @@ pub async fn handle(
     };
     let mut served_by = None;
     let write_deadline = runtime.global.response_timeout.map(|limit| started + limit);
+    // Tracing off (the default): no context and no span.
+    let traced = runtime.global.tracing.as_ref().map(|tracing| {
+        let authority = authority(&request).ok();
+        let url = original_url(runtime.global.tls, authority.as_deref().unwrap_or_default(), &cx.target);
+        let url = redact_credentials(&url);
+        crate::trace::start(tracing, &cx.method, request.headers(), authority.as_deref(), &url, &cx.request_id)
+    });
+    let late = || {
+        Err(ProxyError::upstream(ErrorKind::Timeout)
+            .with_context("the response did not begin within timeout_write")
+            .into())
+    };
     // The phases' future is made where it is awaited: every move of it is a copy of its whole
-    // state (kilobytes), which B4 sees.
-    let answered = match write_deadline {
-        Some(deadline) => {
+    // state (kilobytes), which B4 sees. Traced, it runs in the request span's context, boxed (a
+    // path this function's state then holds only a pointer for).
+    let answered = match (&traced, write_deadline) {
+        (None, Some(deadline)) => {
             tokio::time::timeout_at(deadline.into(), phases(&runtime, request, &connection, &cx, &mut served_by))
                 .await
-                .unwrap_or_else(|_| {
-                    Err(ProxyError::upstream(ErrorKind::Timeout)
-                        .with_context("the response did not begin within timeout_write")
-                        .into())
-                })
+                .unwrap_or_else(|_| late())
         }
-        None => phases(&runtime, request, &connection, &cx, &mut served_by).await,
+        (None, None) => phases(&runtime, request, &connection, &cx, &mut served_by).await,
+        (Some(otel), deadline) => {
+            use opentelemetry::trace::FutureExt as _;
+            let traced_phases =
+                Box::pin(phases(&runtime, request, &connection, &cx, &mut served_by).with_context(otel.clone()));
+            match deadline {
+                Some(deadline) => {
+                    tokio::time::timeout_at(deadline.into(), traced_phases).await.unwrap_or_else(|_| late())
+                }
+                None => traced_phases.await,
+            }
+        }
     };
     let upstream_answered = answered.is_ok() && served_by.is_some();
     let mut response = match answered {
@@ -90,6 +110,9 @@ pub async fn handle(
     }
     if logging {
         access_log(&runtime, &connection, &cx, &logged, &response, served_by.as_deref(), upstream_answered, started);
+    }
+    if let (Some(tracing), Some(otel)) = (&runtime.global.tracing, &traced) {
+        crate::trace::finish(tracing, otel, &cx.method, response.status(), served_by.as_deref());
     }
     response
 }
@@ -441,7 +464,11 @@ async fn authorize(
     };
     match &global.remote_authorize {
         // Boxed, like every rare path that awaits a network client: see `control_plane`.
-        Some(client) => Box::pin(authorize::remote(client, route, &request, global.tls)).await,
+        Some(client) => {
+            let answer = Box::pin(authorize::remote(client, route, &request, global.tls)).await;
+            crate::trace::record_remote_decision(global, answer.is_ok());
+            answer
+        }
         None => authorize::decide(runtime, route, &request).await.map(Granted::Local),
     }
 }
@@ -596,6 +623,7 @@ async fn forward_request(
     if let Ok(value) = HeaderValue::from_str(&cx.request_id) {
         headers.insert(REQUEST_ID, value);
     }
+    crate::trace::inject(global, headers);
     let target = strip_session_parameter(parts.uri.path_and_query().map_or("/", |p| p.as_str())).into_owned();
     let host = forward.host_rewrite.host(authority, &parts.headers, &target, &endpoint.authority);
     let host = HeaderValue::from_str(&host)

@@ -87,6 +87,8 @@ pub(crate) struct Global {
     pub access_log: crate::log_fields::LogFields,
     /// `authorize_log_fields`: what the authorize log line carries.
     pub authorize_log: crate::log_fields::LogFields,
+    /// The `otel_*` options' tracer; `None` (the default) traces nothing.
+    pub tracing: Option<crate::trace::Tracing>,
 }
 
 /// One route, ready to serve.
@@ -222,6 +224,12 @@ impl Runtime {
         Ok(Runtime { table: builder.build(), by_id, global: global(config, environment)? })
     }
 
+    /// Traces requests with `tracing` (made once per `otel_*` settings by the binary).
+    pub fn with_tracing(mut self, tracing: Option<crate::trace::Tracing>) -> Runtime {
+        self.global.tracing = tracing;
+        self
+    }
+
     /// The route with this id.
     pub(crate) fn route_by_id(&self, id: &str) -> Option<Arc<RouteRuntime>> {
         self.by_id.get(id).cloned()
@@ -301,6 +309,7 @@ fn global(config: &Config, environment: &Environment) -> Result<Global, BuildErr
             config::log_fields::AUTHORIZE_FIELDS,
             config::log_fields::DEFAULT_AUTHORIZE_FIELDS,
         ),
+        tracing: None,
     })
 }
 
