@@ -118,11 +118,12 @@ async fn grpc_receiver() -> (String, Received) {
     (format!("http://{address}"), received)
 }
 
-/// The OTLP/HTTP receiver: `POST /v1/traces`, protobuf in and out; anything else is a 404.
-async fn http_receiver() -> (String, Received) {
+/// The OTLP/HTTP receiver: `POST /v1/traces`, protobuf in and out; anything else is a 404. Over
+/// TLS with `tls`.
+async fn http_receiver(tls: Option<Arc<rustls::ServerConfig>>) -> (String, Received) {
     let received = Received::default();
     let sink = received.clone();
-    let upstream = spawn_upstream(None, move |request: http::Request<hyper::body::Incoming>| {
+    let upstream = spawn_upstream(tls, move |request: http::Request<hyper::body::Incoming>| {
         let sink = sink.clone();
         async move {
             let ok = request.method() == http::Method::POST
@@ -246,7 +247,7 @@ async fn spans_go_to_an_otlp_grpc_receiver() {
 #[tokio::test]
 async fn spans_go_to_an_otlp_http_receiver() {
     let setup = Setup::new();
-    let (endpoint, received) = http_receiver().await;
+    let (endpoint, received) = http_receiver(None).await;
     let upstream = support::echo_upstream("app", None).await;
     // A general endpoint: `/v1/traces` is added; the resource attributes name the service.
     let otel = format!(
@@ -262,7 +263,7 @@ async fn spans_go_to_an_otlp_http_receiver() {
 #[tokio::test]
 async fn the_resource_and_the_variables_configure_the_exporter() {
     let setup = Setup::new();
-    let (endpoint, received) = http_receiver().await;
+    let (endpoint, received) = http_receiver(None).await;
     let upstream = support::echo_upstream("app", None).await;
     std::fs::write(setup.config_path(), setup.config(&config(&upstream.address.to_string(), ""))).unwrap();
     let traces = format!("{endpoint}/v1/traces");
@@ -325,4 +326,64 @@ async fn exporter_none_sends_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(received.spans().is_empty());
     assert!(received.headers.lock().unwrap().is_empty(), "no export at all");
+}
+
+/// A reload that turns tracing on starts the exporter (one per distinct `otel_*` settings): the
+/// same process, with no restart, then traces requests.
+#[tokio::test]
+async fn a_reload_turns_tracing_on() {
+    let setup = Setup::new();
+    let (endpoint, received) = grpc_receiver().await;
+    let upstream = support::echo_upstream("app", None).await;
+    let mut pomerium = setup.start(&config(&upstream.address.to_string(), "")).await;
+    let (status, _, seen) = get(&pomerium, "app", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(seen, None, "off by default");
+    let otel = format!(
+        "otel_traces_exporter: otlp\notel_exporter_otlp_endpoint: {endpoint}\notel_exporter_otlp_protocol: grpc\n"
+    );
+    setup.rewrite_config(&setup.config(&config(&upstream.address.to_string(), &otel)));
+    pomerium.wait_for_log("configuration reloaded").await;
+    let (status, id, seen) = get(&pomerium, "app", &[]).await;
+    assert_eq!(status, 200);
+    let (trace, _, _) = parse_traceparent(&seen.unwrap());
+    assert_eq!(hex(&received.span_of(&id).await.trace_id), trace);
+}
+
+/// A collector over HTTPS is verified against the system's roots (`SSL_CERT_FILE` names them
+/// here): untrusted, nothing is sent; trusted, the spans arrive.
+#[tokio::test]
+async fn an_https_collector_is_verified_against_the_system_roots() {
+    let setup = Setup::new();
+    let collector_pki = support::Pki::new("collector ca");
+    let leaf = collector_pki.issue(&["localhost"]);
+    let (endpoint, received) = http_receiver(Some(support::upstream_tls(&leaf, None))).await;
+    let endpoint = endpoint.replace("http://127.0.0.1", "https://localhost");
+    let upstream = support::echo_upstream("app", None).await;
+    let otel = format!("otel_traces_exporter: otlp\notel_exporter_otlp_endpoint: {endpoint}\n");
+    std::fs::write(setup.config_path(), setup.config(&config(&upstream.address.to_string(), &otel))).unwrap();
+    let empty = setup.write("no-roots.pem", "");
+    let roots = setup.write("collector-ca.pem", &collector_pki.ca_pem());
+    let untrusting = Pomerium::spawn_with(
+        &setup.config_path(),
+        setup.pki.ca(),
+        "serving",
+        &[("SSL_CERT_FILE", empty.to_str().unwrap())],
+    )
+    .await;
+    let (status, _, _) = get(&untrusting, "app", &[]).await;
+    assert_eq!(status, 200);
+    let trusting = Pomerium::spawn_with(
+        &setup.config_path(),
+        setup.pki.ca(),
+        "serving",
+        &[("SSL_CERT_FILE", roots.to_str().unwrap())],
+    )
+    .await;
+    let (status, id, _) = get(&trusting, "app", &[]).await;
+    assert_eq!(status, 200);
+    received.span_of(&id).await;
+    // Ten times the batch delay for the untrusting server's span, which must not come.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(received.spans().len(), 1, "only the trusting server's span arrives");
 }
