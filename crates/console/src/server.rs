@@ -1,0 +1,189 @@
+//! The listener: TLS (the configured certificate, or a self-signed one) with HTTP/1.1 and h2 by
+//! ALPN, or with `insecure_server: true` plain HTTP/1.1 and h2c. One port serves the public API
+//! (`/api/v0`), the cluster API (`/cluster/v1`) and, as gRPC, the Connect stream.
+
+use crate::api::{self, Reply};
+use crate::state::State;
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Request bodies larger than this are refused (413).
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// A request body must arrive within this.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// A TLS handshake must finish within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Binds `:port`, `host:port` or `[v6]:port`.
+pub async fn bind(address: &str) -> Result<TcpListener, String> {
+    let resolved =
+        if let Some(port) = address.strip_prefix(':') { format!("0.0.0.0:{port}") } else { address.to_owned() };
+    let addr: SocketAddr = match resolved.parse() {
+        Ok(addr) => addr,
+        Err(_) => tokio::net::lookup_host(&resolved)
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| format!("`address`: `{address}` is not an address to listen on"))?,
+    };
+    TcpListener::bind(addr).await.map_err(|e| format!("`address`: cannot listen on `{address}`: {e}"))
+}
+
+/// The TLS configuration: the configured certificate or a self-signed one for `localhost` and
+/// the base domain.
+pub fn tls(state: &State) -> Result<Arc<rustls::ServerConfig>, String> {
+    let settings = &state.settings;
+    let key = match (&settings.certificate_file, &settings.certificate_key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = std::fs::read(cert).map_err(|e| format!("`certificate_file` `{cert}`: {e}"))?;
+            let key_pem = std::fs::read(key).map_err(|e| format!("`certificate_key_file` `{key}`: {e}"))?;
+            proxy::tls::certified_key_from_pem(&chain, &key_pem)
+                .map_err(|e| format!("`certificate_file`/`certificate_key_file`: {e}"))?
+        }
+        _ => {
+            let names = vec!["localhost".to_owned(), settings.base_domain.clone()];
+            tracing::warn!(names = %names.join(", "), "no certificate configured: serving a self-signed one that clients will not trust");
+            let (chain, key) = proxy::tls::self_signed(&names).map_err(|e| format!("self-signed certificate: {e}"))?;
+            proxy::tls::certified_key(chain, key).map_err(|e| format!("self-signed certificate: {e}"))?
+        }
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(proxy::tls::provider())
+        .with_protocol_versions(proxy::tls::PROTOCOL_VERSIONS)
+        .map_err(|e| format!("tls: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves until `shutdown` completes; connections in flight get a few seconds to finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        let service = hyper::service::service_fn(move |request| {
+            let state = Arc::clone(&state);
+            async move { Ok::<_, std::convert::Infallible>(handle(state, request).await) }
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http2().keep_alive_interval(Some(Duration::from_secs(30))).keep_alive_timeout(Duration::from_secs(20));
+        let builder = Arc::new(builder);
+        match &acceptor {
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "tls handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    let _ = watcher.watch(connection).await;
+                });
+            }
+            None => {
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+fn json_response(reply: Reply) -> Response<Body> {
+    let mut builder = Response::builder().status(reply.status);
+    let body = match reply.body {
+        Some(value) => {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+            full(serde_json::to_vec(&value).unwrap_or_default())
+        }
+        None => full(Bytes::new()),
+    };
+    builder.body(body).unwrap_or_else(|_| Response::new(full(Bytes::new())))
+}
+
+/// Reads a request body, bounded in size and time.
+pub async fn read_body(body: Incoming) -> Result<Bytes, Reply> {
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(Reply::error(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {MAX_BODY_BYTES} bytes")))
+        }
+        Ok(Err(error)) => Err(Reply::error(StatusCode::BAD_REQUEST, format!("cannot read the body: {error}"))),
+        Err(_) => Err(Reply::error(StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time")),
+    }
+}
+
+async fn handle(state: Arc<State>, request: http::Request<Incoming>) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = route(state, request).await;
+    tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    response
+}
+
+async fn route(state: Arc<State>, request: http::Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    if path == "/healthz" || path == "/ping" {
+        return json_response(Reply::ok(serde_json::json!({"status": "ok"})));
+    }
+    if let Some(rest) = path.strip_prefix("/api/v0/") {
+        let (parts, body) = request.into_parts();
+        let body = match read_body(body).await {
+            Ok(body) => body,
+            Err(reply) => return json_response(reply),
+        };
+        let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let request = api::Request {
+            method: &parts.method,
+            segments: rest.split('/').filter(|s| !s.is_empty()).collect(),
+            query: parts.uri.query(),
+            authorization,
+            body: &body,
+        };
+        return json_response(api::handle(&state, &request).await);
+    }
+    json_response(Reply::error(StatusCode::NOT_FOUND, format!("no endpoint `{path}`: the API is under /api/v0")))
+}
