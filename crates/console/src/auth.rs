@@ -119,7 +119,12 @@ pub fn new_secret() -> Result<Vec<u8>, String> {
 
 /// The id a token is stored under: the hex SHA-256 of the token.
 pub fn token_id(token: &str) -> String {
-    digest::digest(&digest::SHA256, token.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    digest_hex(token.as_bytes())
+}
+
+/// The hex SHA-256 of `bytes`.
+pub fn digest_hex(bytes: &[u8]) -> String {
+    digest::digest(&digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The bearer token of an `Authorization` value: `Bearer <t>` or `Pomerium <t>` (the Go SDK's).

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod check;
+pub mod cluster_api;
 pub mod clusters;
 pub mod names;
 pub mod patch;

@@ -3,6 +3,7 @@
 //! (`/api/v0`), the cluster API (`/cluster/v1`) and, as gRPC, the Connect stream.
 
 use crate::api::{self, Reply};
+use crate::cluster_api;
 use crate::state::State;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
@@ -185,5 +186,64 @@ async fn route(state: Arc<State>, request: http::Request<Incoming>) -> Response<
         };
         return json_response(api::handle(&state, &request).await);
     }
+    let is_grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if is_grpc {
+        return grpc(state, request).await;
+    }
+    if let Some(rest) = path.strip_prefix(cluster_api::DOWNLOAD_PREFIX) {
+        let if_none_match = request.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+        let download = cluster_api::download(&state, rest, request.uri().query(), if_none_match).await;
+        return download_response(download);
+    }
+    if let Some(rest) = path.strip_prefix("/cluster/v1/") {
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned))
+            .unwrap_or_else(|| "localhost".to_owned());
+        let (parts, body) = request.into_parts();
+        let body = match read_body(body).await {
+            Ok(body) => body,
+            Err(reply) => return json_response(reply),
+        };
+        let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        let reply = cluster_api::handle(&state, &parts.method, &segments, authorization, &host, &body).await;
+        return json_response(reply);
+    }
     json_response(Reply::error(StatusCode::NOT_FOUND, format!("no endpoint `{path}`: the API is under /api/v0")))
+}
+
+/// The Connect gRPC service (`/pomerium.zero.Connect/Subscribe`), on the same port.
+async fn grpc(state: Arc<State>, request: http::Request<Incoming>) -> Response<Body> {
+    use tonic::codegen::Service as _;
+    let mut service = zero::connect::pb::connect_server::ConnectServer::new(cluster_api::Connect { state });
+    match service.call(request).await {
+        Ok(response) => response.map(|body| {
+            body.map_err(|status| Box::new(status) as Box<dyn std::error::Error + Send + Sync>).boxed_unsync()
+        }),
+        Err(never) => match never {},
+    }
+}
+
+fn download_response(download: cluster_api::Download) -> Response<Body> {
+    match download {
+        cluster_api::Download::Refused(reply) => json_response(reply),
+        cluster_api::Download::NotModified { etag } => Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, etag)
+            .body(full(Bytes::new()))
+            .unwrap_or_else(|_| Response::new(full(Bytes::new()))),
+        cluster_api::Download::Content { body, etag } => Response::builder()
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::ETAG, etag)
+            .header(header::CACHE_CONTROL, "no-cache")
+            .body(full(body))
+            .unwrap_or_else(|_| Response::new(full(Bytes::new()))),
+    }
 }
