@@ -100,7 +100,11 @@ pub async fn serve(
             async move { Ok::<_, std::convert::Infallible>(handle(state, request).await) }
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http2().keep_alive_interval(Some(Duration::from_secs(30))).keep_alive_timeout(Duration::from_secs(20));
+        builder
+            .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
         let builder = Arc::new(builder);
         match &acceptor {
             Some(acceptor) => {
