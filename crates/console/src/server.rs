@@ -200,8 +200,9 @@ async fn route(state: Arc<State>, request: http::Request<Incoming>) -> Response<
     }
     if let Some(rest) = path.strip_prefix(cluster_api::DOWNLOAD_PREFIX) {
         let if_none_match = request.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+        let gzip = accepts_gzip(request.headers());
         let download = cluster_api::download(&state, rest, request.uri().query(), if_none_match).await;
-        return download_response(download);
+        return download_response(download, gzip);
     }
     if let Some(rest) = path.strip_prefix("/cluster/v1/") {
         let host = request
@@ -235,7 +236,26 @@ async fn grpc(state: Arc<State>, request: http::Request<Incoming>) -> Response<B
     }
 }
 
-fn download_response(download: cluster_api::Download) -> Response<Body> {
+/// Whether `Accept-Encoding` allows gzip (and does not refuse it with `q=0`).
+fn accepts_gzip(headers: &http::HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| p.strip_prefix("q=").is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q == 0.0)));
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        },
+    )
+}
+
+fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(body).ok()?;
+    encoder.finish().ok()
+}
+
+fn download_response(download: cluster_api::Download, accepts_gzip: bool) -> Response<Body> {
     match download {
         cluster_api::Download::Refused(reply) => json_response(reply),
         cluster_api::Download::NotModified { etag } => Response::builder()
@@ -243,11 +263,20 @@ fn download_response(download: cluster_api::Download) -> Response<Body> {
             .header(header::ETAG, etag)
             .body(full(Bytes::new()))
             .unwrap_or_else(|_| Response::new(full(Bytes::new()))),
-        cluster_api::Download::Content { body, etag } => Response::builder()
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .header(header::ETAG, etag)
-            .header(header::CACHE_CONTROL, "no-cache")
-            .body(full(body))
-            .unwrap_or_else(|_| Response::new(full(Bytes::new()))),
+        cluster_api::Download::Content { body, etag } => {
+            let mut builder = Response::builder()
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header(header::ETAG, etag)
+                .header(header::CACHE_CONTROL, "no-cache")
+                .header(header::VARY, "accept-encoding");
+            let body = match accepts_gzip.then(|| gzip(&body)).flatten() {
+                Some(compressed) => {
+                    builder = builder.header(header::CONTENT_ENCODING, "gzip");
+                    compressed
+                }
+                None => body,
+            };
+            builder.body(full(body)).unwrap_or_else(|_| Response::new(full(Bytes::new())))
+        }
     }
 }

@@ -230,6 +230,14 @@ async fn scenario(console: &Console) {
     assert_eq!(served_routes[0]["prefix_rewrite"], "/v1");
     assert_eq!(served_routes[0]["policy"][0]["allow"]["and"][0]["email"]["is"], "admin@example.com");
     assert_eq!(download(&replica, Some(&etag)).await.status, StatusCode::NOT_MODIFIED);
+    // Gzip when asked for.
+    let url = replica.get("/cluster/v1/bundles/config/download").await.json["url"].as_str().unwrap().to_owned();
+    let compressed = Http::new(&base).raw(Method::GET, &url, None, &[("accept-encoding", "gzip")]).await;
+    assert_eq!(compressed.headers["content-encoding"], "gzip");
+    assert_eq!(compressed.headers["etag"].to_str().unwrap(), etag);
+    let mut inflated = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(compressed.bytes.as_ref()), &mut inflated).unwrap();
+    assert_eq!(inflated, bundle.bytes.as_ref());
     // A tampered or unsigned URL is refused.
     let url = replica.get("/cluster/v1/bundles/config/download").await.json["url"].as_str().unwrap().to_owned();
     let tampered = url.replace("signature=", "signature=A");

@@ -124,6 +124,15 @@ impl Console {
     }
 }
 
+/// A TLS client configuration on the workspace's provider that trusts `roots`.
+pub fn client_tls(roots: rustls::RootCertStore) -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 /// An answer: status, headers, body as JSON (or `Null`).
 #[derive(Debug)]
 pub struct Answer {
@@ -134,14 +143,25 @@ pub struct Answer {
 }
 
 pub struct Http {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     pub base: String,
     pub token: Option<String>,
 }
 
 impl Http {
     pub fn new(base: &str) -> Http {
-        Http { client: Client::builder(TokioExecutor::new()).build_http(), base: base.to_owned(), token: None }
+        let roots = rustls::RootCertStore::empty();
+        Http::with_roots(base, roots)
+    }
+
+    /// A client that trusts `roots` for `https://` bases.
+    pub fn with_roots(base: &str, roots: rustls::RootCertStore) -> Http {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_tls(roots))
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Http { client: Client::builder(TokioExecutor::new()).build(connector), base: base.to_owned(), token: None }
     }
 
     /// Signs in with the API token: `POST /api/v0/token`.
