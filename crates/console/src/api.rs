@@ -502,9 +502,8 @@ async fn save(
     body.insert("updatedAt".to_owned(), json!(now()));
     if kind != Kind::KeyPair {
         let candidate = (kind, body.clone());
-        let (text, result) = namespace_config(state, &ns, Some(&candidate)).await?;
+        let (_, result) = namespace_config(state, &ns, Some(&candidate)).await?;
         if let Err(errors) = result {
-            tracing::debug!(config = %text, "rejected configuration");
             return Err(Reply::diagnostics("the cluster's configuration with this change", &errors));
         }
     }

@@ -273,6 +273,7 @@ impl pb::connect_server::Connect for Connect {
         replica.seen().await;
         tracing::info!(%cluster, hostname = %replica.hostname, version = %replica.version, "replica connected");
         let mut events = self.state.subscribe();
+        let mut closing = self.state.closing.subscribe();
         let (sender, receiver) = tokio::sync::mpsc::channel::<std::result::Result<pb::Message, tonic::Status>>(16);
         tokio::spawn(async move {
             let mut heartbeat = tokio::time::interval(REPLICA_HEARTBEAT);
@@ -280,6 +281,13 @@ impl pb::connect_server::Connect for Connect {
             loop {
                 tokio::select! {
                     () = sender.closed() => break,
+                    changed = closing.changed() => {
+                        let stopping = changed.is_err() || *closing.borrow_and_update();
+                        if stopping {
+                            let _ = sender.send(Err(tonic::Status::unavailable("the console is stopping"))).await;
+                            break;
+                        }
+                    }
                     _ = heartbeat.tick() => replica.seen().await,
                     event = events.recv() => {
                         let event = match event {

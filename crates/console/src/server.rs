@@ -132,6 +132,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    state.closing.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
     connections.abort_all();
     while connections.join_next().await.is_some() {}

@@ -39,6 +39,8 @@ pub struct State {
     pub org_id: String,
     /// Applies are serialized (one version counter per cluster).
     pub apply_lock: tokio::sync::Mutex<()>,
+    /// Set when the console stops: long-lived streams end.
+    pub closing: tokio::sync::watch::Sender<bool>,
     events: broadcast::Sender<Event>,
 }
 
@@ -88,7 +90,15 @@ impl State {
             }
         };
         let (events, _) = broadcast::channel(1024);
-        Ok(State { settings, store, keys: Keys::new(&secret), org_id, apply_lock: tokio::sync::Mutex::new(()), events })
+        Ok(State {
+            settings,
+            store,
+            keys: Keys::new(&secret),
+            org_id,
+            apply_lock: tokio::sync::Mutex::new(()),
+            closing: tokio::sync::watch::Sender::new(false),
+            events,
+        })
     }
 
     pub fn publish(&self, event: Event) {
