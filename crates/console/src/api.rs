@@ -621,8 +621,24 @@ pub async fn apply_changeset(state: &State, id: &str) -> Result<Reply> {
     let version = cluster.get("changesetVersion").and_then(Value::as_i64).unwrap_or(0) + 1;
     cluster.insert("changesetVersion".to_owned(), json!(version));
     state.store.put(Kind::Cluster, &ns, cluster).await.map_err(storage_error)?;
-    let bundle =
-        json!({"clusterId": ns, "version": version, "changesetId": id, "config": document, "appliedAt": now()});
+    // Key pairs with their private keys: the cluster's certificates (`certificates` of the
+    // configuration record, PEM text).
+    let certificates: Vec<Value> = state
+        .store
+        .list_where(Kind::KeyPair, "namespaceId", &ns)
+        .await
+        .map_err(storage_error)?
+        .iter()
+        .filter_map(|pair| {
+            let key = pair.get("key").and_then(Value::as_str)?;
+            let cert = pair.get("certificate").and_then(Value::as_str)?;
+            Some(json!({"cert": cert, "key": key}))
+        })
+        .collect();
+    let bundle = json!({
+        "clusterId": ns, "version": version, "changesetId": id, "config": document,
+        "certificates": certificates, "appliedAt": now(),
+    });
     state.store.put(Kind::Bundle, &ns, bundle.as_object().cloned().unwrap_or_default()).await.map_err(storage_error)?;
     for mut other in state.store.list_where(Kind::Changeset, "namespaceId", &ns).await.map_err(storage_error)? {
         if other.get("status").and_then(Value::as_str) == Some("current") {

@@ -146,7 +146,13 @@ pub async fn handle(
                 if let Some(failure) = &status.failure {
                     tracing::warn!(%cluster, %bundle, message = %failure.message, source = ?failure.source, "a replica could not apply a bundle");
                 }
-                Reply::no_content()
+                let failure = status.failure.as_ref().map(|f| json!({"message": f.message, "source": f.source}));
+                let data = json!({"clusterId": cluster, "bundle": bundle, "failure": failure, "updatedAt": now()});
+                let id = format!("{cluster}/{bundle}");
+                match state.store.put(Kind::BundleStatus, &id, data.as_object().cloned().unwrap_or_default()).await {
+                    Ok(()) => Reply::no_content(),
+                    Err(error) => storage_failed(error),
+                }
             }
             Err(error) => Reply::error(StatusCode::BAD_REQUEST, format!("the bundle status is not valid: {error}")),
         },
@@ -228,6 +234,11 @@ pub fn bundle_bytes(bundle: Option<&Map<String, Value>>) -> Vec<u8> {
     data.insert("name".to_owned(), json!("config"));
     data.insert("routes".to_owned(), routes);
     data.insert("settings".to_owned(), Value::Object(settings));
+    let certificates =
+        bundle.and_then(|b| b.get("certificates")).filter(|c| c.as_array().is_some_and(|c| !c.is_empty()));
+    if let Some(certificates) = certificates {
+        data.insert("certificates".to_owned(), certificates.clone());
+    }
     if let Some(version) = bundle.and_then(|b| b.get("version")) {
         data.insert("changesetVersion".to_owned(), version.clone());
     }

@@ -231,22 +231,132 @@ pub async fn replicas(state: &State, cluster: &str) -> Result<Vec<Value>> {
         .collect())
 }
 
-/// The cluster's status alerts that the console computes itself.
+/// How soon before expiry a certificate is alerted about.
+pub const CERTIFICATE_WARNING: jiff::SignedDuration = jiff::SignedDuration::from_hours(10 * 24);
+
+const HELP: &str = "https://www.pomerium.com/docs/internals/clusters";
+
+fn alert(id: &str, status: &str, description: String, hostname: Option<&str>) -> Value {
+    let mut alert =
+        json!({"id": id, "status": status, "description": description, "helpUrl": HELP, "updatedAt": now()});
+    if let (Some(hostname), Some(map)) = (hostname, alert.as_object_mut()) {
+        map.insert("hostname".to_owned(), json!(hostname));
+    }
+    alert
+}
+
+/// `1.2.10` is newer than `1.2.9`: dotted numbers compared as numbers.
+fn older(version: &str, than: &str) -> bool {
+    let parse = |v: &str| -> Vec<u64> {
+        v.trim_start_matches('v').split(['.', '-', '+']).map_while(|p| p.parse().ok()).collect()
+    };
+    parse(version) < parse(than)
+}
+
+/// The cluster's status alerts (`GET .../health`), each with its cause and what to do:
+/// `persistent_backend`, `cluster_active_replicas`, `cluster_version_current`, `config_build`
+/// (the cluster could not apply its configuration), `certificates_current`.
 pub async fn health(state: &State, cluster: &str) -> Result<Vec<Value>> {
     let settings = settings(state, cluster).await?;
-    let at = now();
     let mut alerts = Vec::new();
     let persistent = settings.get("databrokerStorageConnection").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
     alerts.push(if persistent {
-        json!({"id": "persistent_backend", "description": "The cluster stores its state in PostgreSQL.", "helpUrl": "https://www.pomerium.com/docs/internals/clusters", "status": "success", "updatedAt": at})
+        alert("persistent_backend", "success", "The cluster keeps its state in PostgreSQL.".to_owned(), None)
     } else {
-        json!({
-            "id": "persistent_backend",
-            "description": "The cluster uses in-memory storage: sessions are lost when a replica restarts, and replicas do not share them. Set `databrokerStorageConnection` in the cluster's settings to a PostgreSQL connection string, then apply.",
-            "helpUrl": "https://www.pomerium.com/docs/internals/clusters#persistence-and-scalability",
-            "status": "warning",
-            "updatedAt": at,
-        })
+        alert(
+            "persistent_backend",
+            "warning",
+            "The cluster uses in-memory storage: sessions are lost when a replica restarts, and replicas do not share them. Set `databrokerStorageConnection` in the cluster's settings to a PostgreSQL connection string, then apply.".to_owned(),
+            None,
+        )
     });
+    let replicas = replicas(state, cluster).await?;
+    alerts.push(if replicas.is_empty() {
+        alert(
+            "cluster_active_replicas",
+            "warning",
+            "No replica of this cluster has connected in the last 24 hours. Start `pomerium` with POMERIUM_ZERO_TOKEN set to the cluster's token (and CLUSTER_API_ENDPOINT, CONNECT_SERVER_ENDPOINT pointing at this console).".to_owned(),
+            None,
+        )
+    } else {
+        alert(
+            "cluster_active_replicas",
+            "success",
+            format!("{} replica(s) connected in the last 24 hours.", replicas.len()),
+            None,
+        )
+    });
+    let current = env!("CARGO_PKG_VERSION");
+    for replica in &replicas {
+        let version = replica.get("version").and_then(Value::as_str).unwrap_or_default();
+        if older(version, current) {
+            alerts.push(alert(
+                "cluster_version_current",
+                "warning",
+                format!(
+                    "This replica runs version {version}, older than the console's {current}. Upgrade it to the latest release."
+                ),
+                replica.get("hostname").and_then(Value::as_str),
+            ));
+        }
+    }
+    let status = state.store.live(Kind::BundleStatus, &format!("{cluster}/config")).await.map_err(storage_failed)?;
+    match status.as_ref().and_then(|s| s.get("failure")).filter(|f| !f.is_null()) {
+        Some(failure) => alerts.push(alert(
+            "config_build",
+            "error",
+            format!(
+                "The cluster could not apply its configuration: {}. Fix the route or setting it names, then apply again; the cluster keeps serving its last good configuration.",
+                failure.get("message").and_then(Value::as_str).unwrap_or("unknown error")
+            ),
+            None,
+        )),
+        None if status.is_some() => {
+            alerts.push(alert("config_build", "success", "The cluster applied its configuration.".to_owned(), None));
+        }
+        None => {}
+    }
+    let now = jiff::Timestamp::now();
+    for pair in state.store.list_where(Kind::KeyPair, "namespaceId", cluster).await.map_err(storage_failed)? {
+        let pem = pair.get("certificate").and_then(Value::as_str).unwrap_or_default();
+        let name = pair.get("name").and_then(Value::as_str).unwrap_or("a key pair").to_owned();
+        let Some(not_after) = not_after(pem) else { continue };
+        let left = not_after.duration_since(now);
+        if left <= CERTIFICATE_WARNING {
+            let (status, when) = if left.is_negative() {
+                ("error", "expired".to_owned())
+            } else {
+                ("warning", format!("expires within {} days", left.as_hours() / 24 + 1))
+            };
+            alerts.push(alert(
+                "certificates_current",
+                status,
+                format!(
+                    "The certificate of `{name}` {when} ({not_after}). Upload a renewed certificate to the key pair."
+                ),
+                None,
+            ));
+        }
+    }
     Ok(alerts)
+}
+
+/// The expiry of the first certificate in `pem`.
+fn not_after(pem: &str) -> Option<jiff::Timestamp> {
+    let der = proxy::tls::certificates_from_pem(pem.as_bytes()).ok()?.into_iter().next()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).ok()?;
+    jiff::Timestamp::from_second(parsed.validity().not_after.timestamp()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_as_numbers() {
+        assert!(older("0.9.0", "0.10.0"));
+        assert!(older("v1.2.9", "1.2.10"));
+        assert!(!older("1.2.10", "1.2.9"));
+        assert!(!older("0.0.0", "0.0.0"));
+    }
 }

@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// A request body must arrive within this.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request's head must arrive within this (HTTP/1.1).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// A TLS handshake must finish within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -103,6 +105,7 @@ pub async fn serve(
             async move { Ok::<_, std::convert::Infallible>(handle(state, request).await) }
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
         builder
             .http2()
             .timer(hyper_util::rt::TokioTimer::new())

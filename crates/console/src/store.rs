@@ -29,6 +29,8 @@ pub enum Kind {
     Changeset,
     /// What was last applied to a cluster: its bundle.
     Bundle,
+    /// What a cluster last reported of applying a bundle.
+    BundleStatus,
     Replica,
     /// The console's own secret (signing id tokens and download URLs).
     Secret,
@@ -46,6 +48,7 @@ impl Kind {
             Kind::KeyPair => "KeyPair",
             Kind::Changeset => "Changeset",
             Kind::Bundle => "Bundle",
+            Kind::BundleStatus => "BundleStatus",
             Kind::Replica => "Replica",
             Kind::Secret => "Secret",
         }

@@ -275,6 +275,45 @@ async fn scenario(console: &Console) {
     assert_eq!(http.get(&format!("{routes}/never-was")).await.status, StatusCode::NOT_FOUND);
     assert_eq!(next_event(&mut stream).await.unwrap(), zero::connect::Event::ConfigUpdated(3));
 
+    // A key pair: its certificate reaches the bundle (the key never the API's answers), and
+    // one expiring within ten days is alerted about.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["app.example.com".to_owned()]).unwrap();
+    let soon = jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_hours(72)).unwrap();
+    let date = soon.to_zoned(jiff::tz::TimeZone::UTC).date();
+    params.not_after =
+        rcgen::date_time_ymd(i32::from(date.year()), date.month().try_into().unwrap(), date.day().try_into().unwrap());
+    let certificate = params.self_signed(&key).unwrap();
+    let key_pairs = format!("/api/v0/organizations/{org}/keyPairs");
+    let pair = http
+        .post(&key_pairs, json!({"name": "app", "namespaceId": cluster_id, "certificate": certificate.pem(), "key": key.serialize_pem()}))
+        .await;
+    assert_eq!(pair.status, StatusCode::CREATED, "{pair:?}");
+    assert_eq!(pair.json["hasKey"], true);
+    assert!(pair.json.get("key").is_none(), "{pair:?}");
+    let not_a_certificate =
+        http.post(&key_pairs, json!({"name": "x", "namespaceId": cluster_id, "certificate": "nope"})).await;
+    assert_eq!(not_a_certificate.status, StatusCode::BAD_REQUEST);
+    assert_eq!(next_event(&mut stream).await.unwrap(), zero::connect::Event::ConfigUpdated(4));
+    let records = zero::bundle::decode(&download(&replica, None).await.bytes).unwrap();
+    assert_eq!(records[0].data["certificates"][0]["cert"], certificate.pem());
+    // The cluster reports a bundle it could not apply.
+    let failed = replica
+        .post(
+            "/cluster/v1/bundles/config/status",
+            json!({"failure": {"message": "route 0 left out", "source": "invalid_bundle"}}),
+        )
+        .await;
+    assert_eq!(failed.status, StatusCode::NO_CONTENT, "{failed:?}");
+    let health = http.get(&format!("/api/v0/organizations/{org}/clusters/{cluster_id}/health")).await;
+    let alert =
+        |id: &str| health.json.as_array().unwrap().iter().find(|a| a["id"] == id).cloned().unwrap_or(Value::Null);
+    assert_eq!(alert("certificates_current")["status"], "warning", "{health:?}");
+    assert!(alert("certificates_current")["description"].as_str().unwrap().contains("within 3 days"), "{health:?}");
+    assert_eq!(alert("config_build")["status"], "error", "{health:?}");
+    assert!(alert("config_build")["description"].as_str().unwrap().contains("route 0 left out"), "{health:?}");
+    assert_eq!(alert("cluster_active_replicas")["status"], "success", "{health:?}");
+
     // Rotate: the old token is refused with 400 from then on, its id tokens with 401, its
     // streams end; the new token works.
     let rotated = http.post(&format!("/api/v0/organizations/{org}/clusters/{cluster_id}/token"), json!({})).await;
