@@ -61,11 +61,7 @@ pub async fn handle(state: &State, request: &Request<'_>, rest: &[&str]) -> Resu
         }
         (Method::POST, [id, "token"]) => {
             let mut cluster = existing(state, Kind::Cluster, id).await?;
-            let token = issue_token(state, id, &mut cluster).await?;
-            cluster.insert("updatedAt".to_owned(), json!(now()));
-            state.store.put(Kind::Cluster, id, cluster).await.map_err(storage_failed)?;
-            state.publish(Event::TokenRevoked { cluster: (*id).to_owned() });
-            tracing::info!(cluster = %id, "cluster token rotated; the old token is refused from now on");
+            let token = rotate(state, id, &mut cluster).await?;
             Ok(Reply::ok(json!({ "refreshToken": token })))
         }
         (Method::GET, [id, "settings"]) => {
@@ -156,6 +152,17 @@ async fn create(state: &State, request: &Request<'_>) -> Result<Reply> {
     let mut answer = public(cluster);
     answer.insert("refreshToken".to_owned(), json!(token));
     Ok(Reply::json(StatusCode::CREATED, Value::Object(answer)))
+}
+
+/// Rotates a cluster's token: the new token; the old one and its id tokens are refused from
+/// now on, and the cluster's Connect streams end.
+pub async fn rotate(state: &State, id: &str, cluster: &mut Map<String, Value>) -> Result<String> {
+    let token = issue_token(state, id, cluster).await?;
+    cluster.insert("updatedAt".to_owned(), json!(now()));
+    state.store.put(Kind::Cluster, id, cluster.clone()).await.map_err(storage_failed)?;
+    state.publish(Event::TokenRevoked { cluster: id.to_owned() });
+    tracing::info!(cluster = %id, "cluster token rotated; the old token is refused from now on");
+    Ok(token)
 }
 
 fn default_settings() -> Map<String, Value> {

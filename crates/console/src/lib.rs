@@ -13,6 +13,7 @@ pub mod server;
 pub mod settings;
 pub mod state;
 pub mod store;
+pub mod web;
 
 use std::sync::Arc;
 

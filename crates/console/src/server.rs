@@ -179,6 +179,25 @@ async fn route(state: Arc<State>, request: http::Request<Incoming>) -> Response<
     if path == "/healthz" || path == "/ping" {
         return json_response(Reply::ok(serde_json::json!({"status": "ok"})));
     }
+    if path == "/console" || path.starts_with("/console/") {
+        let host = host_of(&request);
+        let (parts, body) = request.into_parts();
+        let body = match read_body(body).await {
+            Ok(body) => body,
+            Err(reply) => return json_response(reply),
+        };
+        let assertion = parts.headers.get("x-pomerium-jwt-assertion").and_then(|v| v.to_str().ok());
+        let segments: Vec<&str> = path.trim_start_matches("/console").split('/').filter(|s| !s.is_empty()).collect();
+        let page = crate::web::handle(&state, &parts.method, &segments, assertion, &host, &body).await;
+        return Response::builder()
+            .status(page.status)
+            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
+            .header("x-frame-options", "DENY")
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(full(page.html))
+            .unwrap_or_else(|_| Response::new(full(Bytes::new())));
+    }
     if let Some(rest) = path.strip_prefix("/api/v0/") {
         let (parts, body) = request.into_parts();
         let body = match read_body(body).await {
@@ -210,12 +229,7 @@ async fn route(state: Arc<State>, request: http::Request<Incoming>) -> Response<
         return download_response(download, gzip);
     }
     if let Some(rest) = path.strip_prefix("/cluster/v1/") {
-        let host = request
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned))
-            .unwrap_or_else(|| "localhost".to_owned());
+        let host = host_of(&request);
         let (parts, body) = request.into_parts();
         let body = match read_body(body).await {
             Ok(body) => body,
@@ -227,6 +241,16 @@ async fn route(state: Arc<State>, request: http::Request<Incoming>) -> Response<
         return json_response(reply);
     }
     json_response(Reply::error(StatusCode::NOT_FOUND, format!("no endpoint `{path}`: the API is under /api/v0")))
+}
+
+/// The host a request was sent to: the URI's authority (HTTP/2) or the Host header.
+fn host_of(request: &http::Request<Incoming>) -> String {
+    request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// The Connect gRPC service (`/pomerium.zero.Connect/Subscribe`), on the same port.

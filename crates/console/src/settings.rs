@@ -20,6 +20,7 @@ pub const KEYS: &[&str] = &[
     "storage_connection_string",
     "base_domain",
     "api_tokens",
+    "web_console_jwks_url",
 ];
 
 /// Where data lives.
@@ -63,6 +64,8 @@ pub struct Settings {
     pub storage: Storage,
     pub base_domain: String,
     pub api_tokens: Vec<ApiToken>,
+    /// The JWKS of the Pomerium route in front of the web console; `None`: no web console.
+    pub web_console_jwks_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -75,6 +78,7 @@ impl Default for Settings {
             storage: Storage::Memory,
             base_domain: "localhost.pomerium.io".to_owned(),
             api_tokens: Vec::new(),
+            web_console_jwks_url: None,
         }
     }
 }
@@ -220,6 +224,21 @@ pub fn load(text: &str) -> Loaded {
                 }
             }
             "api_tokens" => settings.api_tokens = api_tokens(entry, &mut problems),
+            "web_console_jwks_url" => {
+                let expected =
+                    "the URL of the route's JWKS, `https://<console route host>/.well-known/pomerium/jwks.json`";
+                match string(entry, &mut problems, expected) {
+                    Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                        settings.web_console_jwks_url = Some(url);
+                    }
+                    Some(_) => problems.push(invalid(
+                        entry,
+                        expected,
+                        "the web console trusts assertions signed by this JWKS only",
+                    )),
+                    None => {}
+                }
+            }
             other => problems.push(Problem::Unknown {
                 key: other.to_owned(),
                 help: ppl::suggest::help(other, KEYS, "console settings"),

@@ -41,6 +41,8 @@ pub struct State {
     pub apply_lock: tokio::sync::Mutex<()>,
     /// Set when the console stops: long-lived streams end.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// The web console's route JWKS, cached.
+    pub jwks: crate::web::Jwks,
     events: broadcast::Sender<Event>,
 }
 
@@ -97,6 +99,7 @@ impl State {
             org_id,
             apply_lock: tokio::sync::Mutex::new(()),
             closing: tokio::sync::watch::Sender::new(false),
+            jwks: crate::web::Jwks::default(),
             events,
         })
     }
