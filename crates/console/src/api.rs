@@ -283,6 +283,7 @@ async fn entities(state: &State, request: &Request<'_>, kind: Kind, rest: &[&str
         (Method::PUT, [id]) => {
             let old = existing(state, kind, id).await?;
             let body = request.object()?;
+            same_namespace(&old, &body)?;
             let stored =
                 save(state, kind, id, body, request.text()?, old.get("createdAt").and_then(Value::as_str)).await?;
             Ok(Reply::ok(Value::Object(present(state, kind, stored).await?)))
@@ -294,6 +295,7 @@ async fn entities(state: &State, request: &Request<'_>, kind: Kind, rest: &[&str
             let Value::Object(body) = patched else {
                 return Err(Reply::error(StatusCode::BAD_REQUEST, "the patched entity is not an object"));
             };
+            same_namespace(&old, &body)?;
             let text = serde_json::to_string_pretty(&body).unwrap_or_default();
             let stored = save(state, kind, id, body, &text, old.get("createdAt").and_then(Value::as_str)).await?;
             Ok(Reply::ok(Value::Object(present(state, kind, stored).await?)))
@@ -324,6 +326,18 @@ async fn entities(state: &State, request: &Request<'_>, kind: Kind, rest: &[&str
         }
         _ => Err(not_found(request)),
     }
+}
+
+/// An entity stays in its namespace (its cluster): a move would leave the old cluster's
+/// configuration behind.
+fn same_namespace(old: &Map<String, Value>, body: &Map<String, Value>) -> Result<()> {
+    if old.get("namespaceId") == body.get("namespaceId") {
+        return Ok(());
+    }
+    Err(Reply::error(
+        StatusCode::BAD_REQUEST,
+        "`namespaceId` cannot change: make the entity anew in the other namespace, then delete this one",
+    ))
 }
 
 fn ids(entity: &Map<String, Value>, field: &str) -> Vec<String> {

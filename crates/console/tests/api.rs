@@ -185,6 +185,14 @@ async fn scenario(console: &Console) {
     assert_eq!(patched.status, StatusCode::OK, "{patched:?}");
     assert_eq!(patched.json["from"], "https://app2.example.com");
     assert_eq!(patched.json["allowWebsockets"], true);
+    let moved = http
+        .send(
+            Method::PATCH,
+            &format!("{routes}/{route_id}"),
+            Some(json!([{"op": "replace", "path": "/namespaceId", "value": "elsewhere"}])),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::BAD_REQUEST, "{moved:?}");
     let bad_patch = http
         .send(Method::PATCH, &format!("{routes}/{route_id}"), Some(json!([{"op": "remove", "path": "/nope"}])))
         .await;
