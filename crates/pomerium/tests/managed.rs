@@ -181,6 +181,31 @@ async fn a_cluster_of_two_replicas_follows_its_control_plane_and_ends_with_its_t
     served(&a, support::PROMPTLY).await;
     served(&b, support::PROMPTLY).await;
 
+    // Apply → served on both replicas, over 20 changes (each a new route, applied at once).
+    let mut latencies = Vec::new();
+    for index in 0..20 {
+        let name = format!("app{index}");
+        let route = json!({
+            "name": name, "namespaceId": cluster_id, "from": format!("https://{name}.test.localhost"),
+            "to": [upstream.http()], "policyIds": [policy["id"]],
+        });
+        let started = Instant::now();
+        let (status, created) = api.call(Method::POST, &format!("/organizations/{org}/routes"), Some(route)).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        for replica in [&a, &b] {
+            let deadline = Instant::now() + support::PROMPTLY;
+            while replica.get(&replica.host(&name), "/").await.status != StatusCode::OK {
+                assert!(Instant::now() < deadline, "{name} not served:\n{}", replica.logs().join("\n"));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let (p50, p99) = (latencies[latencies.len() / 2], latencies[latencies.len() * 99 / 100]);
+    println!("apply -> served on both replicas over 20 changes: p50 {p50:?}, p99 {p99:?}");
+    assert!(p99 < Duration::from_secs(5), "p99 {p99:?}: {latencies:?}");
+
     // Both replicas are known from their Connect streams.
     let hostnames = eventually("both replicas listed", || async {
         let (_, replicas) =
