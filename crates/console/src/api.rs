@@ -242,7 +242,7 @@ async fn quotas(state: &State) -> Result<Reply> {
 }
 
 /// Fields kept in the store that the API does not show.
-const HIDDEN: &[&str] = &["tokenGeneration", "changesetVersion", "version", "key"];
+const HIDDEN: &[&str] = &["tokenGeneration", "tokenId", "changesetVersion", "version", "key"];
 
 pub fn public(mut entity: Map<String, Value>) -> Map<String, Value> {
     for field in HIDDEN {

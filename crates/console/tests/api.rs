@@ -40,7 +40,10 @@ async fn create_cluster(http: &Http, org: &str, name: &str) -> Value {
     assert_eq!(created.json["fqdn"], format!("{domain}.clusters.test"));
     assert_eq!(created.json["namespaceId"], created.json["id"]);
     assert!(created.json["refreshToken"].as_str().unwrap().len() >= 40);
-    assert!(created.json.get("tokenGeneration").is_none(), "internal fields stay hidden: {created:?}");
+    assert!(
+        created.json.get("tokenGeneration").is_none() && created.json.get("tokenId").is_none(),
+        "internal fields stay hidden: {created:?}"
+    );
     created.json
 }
 
