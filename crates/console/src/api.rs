@@ -7,7 +7,7 @@
 
 use crate::auth::{self, Subject};
 use crate::check::{self, Diagnostic};
-use crate::state::{Event, State};
+use crate::state::State;
 use crate::store::{Found, Kind, new_id, now};
 use http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
@@ -633,8 +633,6 @@ pub async fn apply_changeset(state: &State, id: &str) -> Result<Reply> {
         return Ok(Reply::diagnostics("the changeset", &errors));
     }
     let version = cluster.get("changesetVersion").and_then(Value::as_i64).unwrap_or(0) + 1;
-    cluster.insert("changesetVersion".to_owned(), json!(version));
-    state.store.put(Kind::Cluster, &ns, cluster).await.map_err(storage_error)?;
     // Key pairs with their private keys: the cluster's certificates (`certificates` of the
     // configuration record, PEM text).
     let certificates: Vec<Value> = state
@@ -654,6 +652,9 @@ pub async fn apply_changeset(state: &State, id: &str) -> Result<Reply> {
         "certificates": certificates, "appliedAt": now(),
     });
     state.store.put(Kind::Bundle, &ns, bundle.as_object().cloned().unwrap_or_default()).await.map_err(storage_error)?;
+    // The version last: other consoles announce it (`State::follow`) once the bundle is there.
+    cluster.insert("changesetVersion".to_owned(), json!(version));
+    state.store.put(Kind::Cluster, &ns, cluster).await.map_err(storage_error)?;
     for mut other in state.store.list_where(Kind::Changeset, "namespaceId", &ns).await.map_err(storage_error)? {
         if other.get("status").and_then(Value::as_str) == Some("current") {
             other.insert("status".to_owned(), json!("applied"));
@@ -664,7 +665,7 @@ pub async fn apply_changeset(state: &State, id: &str) -> Result<Reply> {
     changeset.insert("status".to_owned(), json!("current"));
     changeset.insert("updatedAt".to_owned(), json!(now()));
     state.store.put(Kind::Changeset, id, changeset.clone()).await.map_err(storage_error)?;
-    state.publish(Event::ConfigUpdated { cluster: ns.clone(), version });
+    // `State::follow` announces the new version to the cluster's streams, on every console.
     tracing::info!(cluster = %ns, changeset = %id, version, "changeset applied");
     Ok(Reply::ok(Value::Object(public(changeset))))
 }

@@ -55,8 +55,8 @@ pub async fn handle(state: &State, request: &Request<'_>, rest: &[&str]) -> Resu
             if let Some(token) = cluster.get("tokenId").and_then(Value::as_str) {
                 state.store.remove(Kind::ClusterToken, token).await.map_err(storage_failed)?;
             }
+            // `State::follow` ends the cluster's streams, on every console.
             state.store.delete(Kind::Cluster, id).await.map_err(storage_failed)?;
-            state.publish(Event::TokenRevoked { cluster: (*id).to_owned() });
             Ok(Reply::no_content())
         }
         (Method::POST, [id, "token"]) => {
@@ -160,7 +160,7 @@ pub async fn rotate(state: &State, id: &str, cluster: &mut Map<String, Value>) -
     let token = issue_token(state, id, cluster).await?;
     cluster.insert("updatedAt".to_owned(), json!(now()));
     state.store.put(Kind::Cluster, id, cluster.clone()).await.map_err(storage_failed)?;
-    state.publish(Event::TokenRevoked { cluster: id.to_owned() });
+    // `State::follow` ends the streams of the old token, on every console.
     tracing::info!(cluster = %id, "cluster token rotated; the old token is refused from now on");
     Ok(token)
 }

@@ -45,7 +45,9 @@ impl Console {
         let address = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!(%address, %scheme, organization = %self.state.org_id, "serving");
+        let follower = tokio::spawn(std::sync::Arc::clone(&self.state).follow());
         server::serve(self.listener, self.state, self.tls, shutdown).await;
+        follower.abort();
     }
 }
 

@@ -113,3 +113,57 @@ impl State {
         self.events.subscribe()
     }
 }
+
+/// How often at most the stored state is compared for changes (this console's or another's).
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// What the events are derived from: each cluster's applied bundle version and token
+/// generation.
+type Seen = std::collections::HashMap<String, (i64, u64)>;
+
+impl State {
+    /// Follows the storage for applies, rotations and deleted clusters (this console's, or those
+    /// of other consoles on the same PostgreSQL) and publishes them to this console's Connect
+    /// streams: the one path by which `config_updated` and the end of a rotated token's streams
+    /// reach replicas, whichever console they are connected to. Runs until the console stops.
+    pub async fn follow(self: std::sync::Arc<Self>) {
+        use databroker::storage::Storage as _;
+        let mut changes = self.store.storage().watch();
+        let mut closing = self.closing.subscribe();
+        let mut seen = self.snapshot().await.unwrap_or_default();
+        loop {
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                _ = closing.changed() => return,
+            }
+            tokio::time::sleep(FOLLOW_EVERY).await;
+            changes.borrow_and_update();
+            let Ok(now) = self.snapshot().await else { continue };
+            for (cluster, (version, generation)) in &now {
+                // A cluster made since the last look starts from version 0 (it may have been
+                // applied to already), with the generation it has.
+                let (old_version, old_generation) = seen.get(cluster).copied().unwrap_or((0, *generation));
+                if *generation != old_generation {
+                    self.publish(Event::TokenRevoked { cluster: cluster.clone() });
+                } else if *version > old_version {
+                    self.publish(Event::ConfigUpdated { cluster: cluster.clone(), version: *version });
+                }
+            }
+            for cluster in seen.keys().filter(|c| !now.contains_key(*c)) {
+                self.publish(Event::TokenRevoked { cluster: cluster.clone() });
+            }
+            seen = now;
+        }
+    }
+
+    async fn snapshot(&self) -> Result<Seen, databroker::storage::StorageError> {
+        let mut seen = Seen::new();
+        for cluster in self.store.list(Kind::Cluster).await? {
+            let id = cluster.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let version = cluster.get("changesetVersion").and_then(Value::as_i64).unwrap_or(0);
+            let generation = cluster.get("tokenGeneration").and_then(Value::as_u64).unwrap_or(0);
+            seen.insert(id, (version, generation));
+        }
+        Ok(seen)
+    }
+}

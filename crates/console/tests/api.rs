@@ -403,3 +403,33 @@ async fn bad_settings_stop_the_console_with_the_place_and_unknown_keys_are_warne
     let message = warning["message"].as_str().unwrap();
     assert!(message.contains(":7:1:") && message.contains("did you mean `base_domain`?"), "{message}");
 }
+
+#[tokio::test]
+async fn two_consoles_on_one_database_reach_each_others_replicas() {
+    let postgres = pg_test_cluster::TestPostgres::shared().unwrap();
+    let url = postgres.database().unwrap();
+    let yaml = support::settings(&format!("storage_type: postgres\nstorage_connection_string: {url}\n"));
+    let first = Console::start(&yaml).await;
+    let second = Console::start(&yaml).await;
+    let http = Http::signed_in(&first.base()).await;
+    let org = organization(&http).await;
+    assert_eq!(organization(&Http::signed_in(&second.base()).await).await, org, "one organization");
+    let cluster = create_cluster(&http, &org, "shared").await;
+    let cluster_id = cluster["id"].as_str().unwrap();
+    // The replica is connected to the second console; the changes are made on the first.
+    let exchanged = exchange(&Http::new(&second.base()), cluster["refreshToken"].as_str().unwrap()).await;
+    let mut stream = subscribe(&second.base(), exchanged.json["idToken"].as_str().unwrap()).await;
+    let settings = http
+        .send(
+            Method::PUT,
+            &format!("/api/v0/organizations/{org}/clusters/{cluster_id}/settings"),
+            Some(json!({"autoApplyChangesets": true})),
+        )
+        .await;
+    assert_eq!(settings.status, StatusCode::OK, "{settings:?}");
+    assert_eq!(next_event(&mut stream).await.unwrap(), zero::connect::Event::ConfigUpdated(1));
+    let rotated = http.post(&format!("/api/v0/organizations/{org}/clusters/{cluster_id}/token"), json!({})).await;
+    assert_eq!(rotated.status, StatusCode::OK);
+    let ended = next_event(&mut stream).await.unwrap_err();
+    assert_eq!(ended.code(), tonic::Code::Unauthenticated, "{ended:?}");
+}
