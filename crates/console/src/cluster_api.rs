@@ -1,0 +1,359 @@
+//! The cluster API (`/cluster/v1`, zero.md §1) that managed `pomerium` replicas call, the signed
+//! bundle downloads, and the Connect `Subscribe` stream. Wire types are the `zero` crate's.
+//!
+//! A cluster's id token names the cluster and the generation of its token: rotating the token
+//! (or deleting the cluster) makes every id token of the old one fail (401, so the replica
+//! exchanges again and gets 400 from `exchangeToken`: the terminal answer), and ends the
+//! cluster's Connect streams.
+
+use crate::api::{Reply, storage_failed};
+use crate::auth::{self, Subject};
+use crate::state::{Event, State};
+use crate::store::{Kind, now};
+use http::StatusCode;
+use serde_json::{Map, Value, json};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use zero::api as wire;
+use zero::connect::pb;
+
+/// How long a signed download URL is valid.
+pub const DOWNLOAD_VALIDITY_SECONDS: i64 = 10 * 60;
+/// The path prefix of signed bundle downloads.
+pub const DOWNLOAD_PREFIX: &str = "/cluster/v1/download/";
+/// How often an open Connect stream refreshes its replica's "last seen".
+pub const REPLICA_HEARTBEAT: Duration = Duration::from_secs(60);
+
+type Result<T> = std::result::Result<T, Reply>;
+
+/// The live cluster a valid id token names (its generation still current).
+async fn cluster_of(state: &State, authorization: Option<&str>) -> Result<(String, Map<String, Value>)> {
+    let refused = |why: &str| {
+        Reply::error(
+            StatusCode::UNAUTHORIZED,
+            format!("{why}: exchange the cluster token at POST /cluster/v1/exchangeToken"),
+        )
+    };
+    let token = authorization.and_then(auth::bearer).ok_or_else(|| refused("no credentials"))?;
+    let Some(Subject::Cluster { id, generation }) = state.keys.check(token, jiff::Timestamp::now().as_second()) else {
+        return Err(refused("invalid or expired id token"));
+    };
+    let cluster = state.store.live(Kind::Cluster, &id).await.map_err(storage_failed)?;
+    match cluster {
+        Some(cluster) if cluster.get("tokenGeneration").and_then(Value::as_u64) == Some(generation) => {
+            Ok((id, cluster))
+        }
+        _ => Err(refused("the cluster token this id token came from was rotated or revoked")),
+    }
+}
+
+/// `POST /exchangeToken`: a cluster token for an id token; 400 (terminal) for a token that was
+/// rotated, revoked or never issued.
+pub async fn exchange(state: &State, body: &[u8]) -> Reply {
+    let Ok(request) = serde_json::from_slice::<wire::ExchangeTokenRequest>(body) else {
+        return Reply::error(StatusCode::BAD_REQUEST, "the body must be `{\"refreshToken\": \"<cluster token>\"}`");
+    };
+    let refused = || {
+        Reply::error(
+            StatusCode::BAD_REQUEST,
+            "invalid cluster token: it was rotated or revoked, or this console never issued it; get the cluster's current token from the console",
+        )
+    };
+    let record = match state.store.live(Kind::ClusterToken, &auth::token_id(&request.refresh_token)).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return refused(),
+        Err(error) => return storage_failed(error),
+    };
+    let (Some(cluster_id), Some(generation)) =
+        (record.get("clusterId").and_then(Value::as_str), record.get("generation").and_then(Value::as_u64))
+    else {
+        return refused();
+    };
+    match state.store.live(Kind::Cluster, cluster_id).await {
+        Ok(Some(cluster)) if cluster.get("tokenGeneration").and_then(Value::as_u64) == Some(generation) => {}
+        Ok(_) => return refused(),
+        Err(error) => return storage_failed(error),
+    }
+    let subject = Subject::Cluster { id: cluster_id.to_owned(), generation };
+    let answer = wire::ExchangeTokenResponse {
+        id_token: state.keys.issue(&subject, jiff::Timestamp::now().as_second()),
+        expires_in_seconds: u64::try_from(auth::ID_TOKEN_LIFETIME_SECONDS).unwrap_or(0),
+    };
+    Reply::ok(serde_json::to_value(answer).unwrap_or_default())
+}
+
+/// A cluster's shared secret and pseudonymization key: derived from the console's secret, so
+/// they are stable across restarts and differ per cluster.
+fn bootstrap(state: &State, cluster: &str, settings: &Map<String, Value>) -> wire::BootstrapConfig {
+    let connection = settings.get("databrokerStorageConnection").and_then(Value::as_str).filter(|s| !s.is_empty());
+    wire::BootstrapConfig {
+        cluster_id: cluster.to_owned(),
+        organization_id: state.org_id.clone(),
+        shared_secret: state.keys.derive(&format!("shared-secret/{cluster}")),
+        pseudonymization_key: state.keys.derive(&format!("pseudonymization-key/{cluster}")),
+        databroker_storage_connection: connection.map(str::to_owned),
+    }
+}
+
+/// Requests under `/cluster/v1` (except the download, see [`download`]).
+pub async fn handle(
+    state: &State,
+    method: &http::Method,
+    segments: &[&str],
+    authorization: Option<&str>,
+    host: &str,
+    body: &[u8],
+) -> Reply {
+    if let (&http::Method::POST, ["exchangeToken"]) = (method, segments) {
+        return exchange(state, body).await;
+    }
+    let (cluster, _) = match cluster_of(state, authorization).await {
+        Ok(found) => found,
+        Err(reply) => return reply,
+    };
+    match (method.as_str(), segments) {
+        ("GET", ["bootstrap"]) => {
+            let settings = match state.store.live(Kind::Settings, &cluster).await {
+                Ok(settings) => settings.unwrap_or_default(),
+                Err(error) => return storage_failed(error),
+            };
+            Reply::ok(serde_json::to_value(bootstrap(state, &cluster, &settings)).unwrap_or_default())
+        }
+        ("GET", ["bundles"]) => {
+            let answer =
+                wire::GetBundlesResponse { bundles: vec![wire::Bundle { id: zero::bundle::CONFIG_BUNDLE.to_owned() }] };
+            Reply::ok(serde_json::to_value(answer).unwrap_or_default())
+        }
+        ("GET", ["bundles", bundle, "download"]) if *bundle == zero::bundle::CONFIG_BUNDLE => {
+            let expires = jiff::Timestamp::now().as_second() + DOWNLOAD_VALIDITY_SECONDS;
+            let signature = state.keys.sign(download_message(&cluster, bundle, expires).as_bytes());
+            let scheme = if state.settings.insecure_server { "http" } else { "https" };
+            let answer = wire::DownloadBundleResponse {
+                url: format!(
+                    "{scheme}://{host}{DOWNLOAD_PREFIX}{cluster}/{bundle}?expires={expires}&signature={signature}"
+                ),
+                expires_in_seconds: u64::try_from(DOWNLOAD_VALIDITY_SECONDS).unwrap_or(0),
+                capture_metadata_headers: Vec::new(),
+            };
+            Reply::ok(serde_json::to_value(answer).unwrap_or_default())
+        }
+        ("GET", ["bundles", bundle, "download"]) => {
+            Reply::error(StatusCode::NOT_FOUND, format!("no bundle `{bundle}`: this console serves `config`"))
+        }
+        ("POST", ["bundles", bundle, "status"]) => match serde_json::from_slice::<wire::BundleStatus>(body) {
+            Ok(status) => {
+                if let Some(failure) = &status.failure {
+                    tracing::warn!(%cluster, %bundle, message = %failure.message, source = ?failure.source, "a replica could not apply a bundle");
+                }
+                let failure = status.failure.as_ref().map(|f| json!({"message": f.message, "source": f.source}));
+                let data = json!({"clusterId": cluster, "bundle": bundle, "failure": failure, "updatedAt": now()});
+                let id = format!("{cluster}/{bundle}");
+                match state.store.put(Kind::BundleStatus, &id, data.as_object().cloned().unwrap_or_default()).await {
+                    Ok(()) => Reply::no_content(),
+                    Err(error) => storage_failed(error),
+                }
+            }
+            Err(error) => Reply::error(StatusCode::BAD_REQUEST, format!("the bundle status is not valid: {error}")),
+        },
+        ("POST", ["reportUsage"]) => match serde_json::from_slice::<wire::ReportUsageRequest>(body) {
+            Ok(usage) => {
+                tracing::debug!(%cluster, users = usage.users.len(), "usage reported");
+                Reply::no_content()
+            }
+            Err(error) => Reply::error(StatusCode::BAD_REQUEST, format!("the usage report is not valid: {error}")),
+        },
+        _ => Reply::error(
+            StatusCode::NOT_FOUND,
+            format!("no cluster API endpoint {method} /cluster/v1/{}", segments.join("/")),
+        ),
+    }
+}
+
+fn download_message(cluster: &str, bundle: &str, expires: i64) -> String {
+    format!("bundle-download\n{cluster}\n{bundle}\n{expires}")
+}
+
+/// What a signed download answers: the bundle, its ETag, or why not.
+#[derive(Debug)]
+pub enum Download {
+    Content { body: Vec<u8>, etag: String },
+    NotModified { etag: String },
+    Refused(Reply),
+}
+
+/// `GET /cluster/v1/download/{cluster}/{bundle}?expires=&signature=`: no Authorization; the
+/// signature (HMAC, checked in constant time) and the expiry authenticate it.
+pub async fn download(state: &State, rest: &str, query: Option<&str>, if_none_match: Option<&str>) -> Download {
+    let forbidden = |why: &str| {
+        Download::Refused(Reply::error(
+            StatusCode::FORBIDDEN,
+            format!("{why}: ask GET /cluster/v1/bundles/config/download for a new URL"),
+        ))
+    };
+    let Some((cluster, bundle)) = rest.split_once('/') else { return forbidden("not a bundle URL") };
+    let params: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+    let (Some(expires), Some(signature)) =
+        (params.get("expires").and_then(|e| e.parse::<i64>().ok()), params.get("signature"))
+    else {
+        return forbidden("the URL is not signed");
+    };
+    if !state.keys.verify(download_message(cluster, bundle, expires).as_bytes(), signature) {
+        return forbidden("the URL's signature is not valid");
+    }
+    if expires < jiff::Timestamp::now().as_second() {
+        return forbidden("the URL expired");
+    }
+    match state.store.live(Kind::Cluster, cluster).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return forbidden("the cluster was deleted"),
+        Err(error) => return Download::Refused(storage_failed(error)),
+    }
+    let bundle_record = match state.store.live(Kind::Bundle, cluster).await {
+        Ok(record) => record,
+        Err(error) => return Download::Refused(storage_failed(error)),
+    };
+    let body = bundle_bytes(bundle_record.as_ref());
+    let etag = format!("\"{}\"", auth::digest_hex(&body));
+    if if_none_match.is_some_and(|given| given.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*")) {
+        return Download::NotModified { etag };
+    }
+    Download::Content { body, etag }
+}
+
+/// The `config` bundle: one `pomerium.config.Config` record with the cluster's routes (their
+/// policies attached as PPL) and settings; no record before the first apply.
+pub fn bundle_bytes(bundle: Option<&Map<String, Value>>) -> Vec<u8> {
+    let Some(config) = bundle.and_then(|b| b.get("config")).and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    let mut settings = config.clone();
+    let routes = settings.remove("routes").unwrap_or_else(|| json!([]));
+    let mut data = Map::new();
+    data.insert("name".to_owned(), json!("config"));
+    data.insert("routes".to_owned(), routes);
+    data.insert("settings".to_owned(), Value::Object(settings));
+    let certificates =
+        bundle.and_then(|b| b.get("certificates")).filter(|c| c.as_array().is_some_and(|c| !c.is_empty()));
+    if let Some(certificates) = certificates {
+        data.insert("certificates".to_owned(), certificates.clone());
+    }
+    if let Some(version) = bundle.and_then(|b| b.get("version")) {
+        data.insert("changesetVersion".to_owned(), version.clone());
+    }
+    let record = databroker::record::Record::new(databroker::record::CONFIG_TYPE, "config", data);
+    zero::bundle::encode(&[record])
+}
+
+/// The Connect service: `Subscribe` streams what a cluster's replicas must re-fetch.
+#[derive(Debug, Clone)]
+pub struct Connect {
+    pub state: Arc<State>,
+}
+
+type MessageStream = Pin<Box<dyn tokio_stream::Stream<Item = std::result::Result<pb::Message, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::connect_server::Connect for Connect {
+    type SubscribeStream = MessageStream;
+
+    async fn subscribe(
+        &self,
+        request: tonic::Request<pb::SubscribeRequest>,
+    ) -> std::result::Result<tonic::Response<Self::SubscribeStream>, tonic::Status> {
+        let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (cluster, _) = cluster_of(&self.state, authorization.as_deref()).await.map_err(|reply| {
+            let message = reply
+                .body
+                .as_ref()
+                .and_then(|b| b.get("error"))
+                .and_then(Value::as_str)
+                .unwrap_or("refused")
+                .to_owned();
+            if reply.status == StatusCode::UNAUTHORIZED {
+                tonic::Status::unauthenticated(message)
+            } else {
+                tonic::Status::unavailable(message)
+            }
+        })?;
+        let hello = request.into_inner();
+        let hostname = if hello.hostname.is_empty() { "unknown".to_owned() } else { hello.hostname };
+        let replica =
+            Replica { state: Arc::clone(&self.state), cluster: cluster.clone(), hostname, version: hello.version };
+        replica.seen().await;
+        tracing::info!(%cluster, hostname = %replica.hostname, version = %replica.version, "replica connected");
+        let mut events = self.state.subscribe();
+        let mut closing = self.state.closing.subscribe();
+        let (sender, receiver) = tokio::sync::mpsc::channel::<std::result::Result<pb::Message, tonic::Status>>(16);
+        tokio::spawn(async move {
+            let mut heartbeat = tokio::time::interval(REPLICA_HEARTBEAT);
+            heartbeat.tick().await;
+            loop {
+                tokio::select! {
+                    () = sender.closed() => break,
+                    changed = closing.changed() => {
+                        let stopping = changed.is_err() || *closing.borrow_and_update();
+                        if stopping {
+                            let _ = sender.send(Err(tonic::Status::unavailable("the console is stopping"))).await;
+                            break;
+                        }
+                    }
+                    _ = heartbeat.tick() => replica.seen().await,
+                    event = events.recv() => {
+                        let event = match event {
+                            Ok(event) if event.cluster() == replica.cluster => event,
+                            Ok(_) => continue,
+                            // Missed events: tell the replica to re-sync everything.
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Event::BootstrapUpdated { cluster: replica.cluster.clone() },
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                        };
+                        let message = match event {
+                            Event::ConfigUpdated { version, .. } => zero::connect::Event::ConfigUpdated(version).to_message(),
+                            Event::BootstrapUpdated { .. } => zero::connect::Event::BootstrapConfigUpdated.to_message(),
+                            Event::RunHealthChecks { .. } => zero::connect::Event::RunHealthChecks.to_message(),
+                            Event::TokenRevoked { .. } => {
+                                let _ = sender.send(Err(tonic::Status::unauthenticated("the cluster token was rotated or revoked"))).await;
+                                break;
+                            }
+                        };
+                        if sender.send(Ok(message)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            replica.seen().await;
+            tracing::info!(cluster = %replica.cluster, hostname = %replica.hostname, "replica disconnected");
+        });
+        Ok(tonic::Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
+    }
+}
+
+struct Replica {
+    state: Arc<State>,
+    cluster: String,
+    hostname: String,
+    version: String,
+}
+
+impl Replica {
+    /// Records the replica as seen now (its id: the cluster and hostname).
+    async fn seen(&self) {
+        let id = auth::token_id(&format!("{}\n{}", self.cluster, self.hostname));
+        let at = now();
+        let created = match self.state.store.live(Kind::Replica, &id).await {
+            Ok(Some(old)) => old.get("createdAt").cloned().unwrap_or_else(|| json!(at)),
+            _ => json!(at),
+        };
+        let data = json!({
+            "id": id, "clusterId": self.cluster, "hostname": self.hostname, "version": self.version,
+            "createdAt": created, "updatedAt": at,
+        });
+        if let Err(error) =
+            self.state.store.put(Kind::Replica, &id, data.as_object().cloned().unwrap_or_default()).await
+        {
+            tracing::warn!(%error, "cannot record a replica");
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! `/organizations/{org}/clusters`: create (a starter domain and the cluster token), get, list,
+//! rename, delete, rotate the token, settings, replicas, health.
+
+use crate::api::{Reply, Request, existing, public, storage_failed};
+use crate::auth;
+use crate::state::{Event, State};
+use crate::store::{Kind, new_id, now};
+use http::{Method, StatusCode};
+use serde_json::{Map, Value, json};
+
+type Result<T> = std::result::Result<T, Reply>;
+
+/// Replicas not seen for longer than this are not shown.
+pub const REPLICA_HIDDEN_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+pub async fn handle(state: &State, request: &Request<'_>, rest: &[&str]) -> Result<Reply> {
+    let method = request.method.clone();
+    match (method, rest) {
+        (Method::GET, []) => {
+            let clusters = state.store.list(Kind::Cluster).await.map_err(storage_failed)?;
+            Ok(Reply::ok(Value::Array(clusters.into_iter().map(|c| Value::Object(public(c))).collect())))
+        }
+        (Method::POST, []) => create(state, request).await,
+        (Method::GET, [id]) => Ok(Reply::ok(Value::Object(public(existing(state, Kind::Cluster, id).await?)))),
+        (Method::PUT, [id]) => {
+            let mut cluster = existing(state, Kind::Cluster, id).await?;
+            let body = request.object()?;
+            if let Some(name) = body.get("name").and_then(Value::as_str) {
+                if name.trim().is_empty() {
+                    return Err(Reply::error(StatusCode::BAD_REQUEST, "`name` may not be empty"));
+                }
+                cluster.insert("name".to_owned(), json!(name));
+            }
+            match body.get("manualOverrideIpAddress") {
+                Some(Value::String(ip)) if ip.parse::<std::net::IpAddr>().is_err() => {
+                    return Err(Reply::error(
+                        StatusCode::BAD_REQUEST,
+                        "`manualOverrideIpAddress` must be an IP address",
+                    ));
+                }
+                Some(Value::String(ip)) => {
+                    cluster.insert("manualOverrideIpAddress".to_owned(), json!(ip));
+                }
+                Some(Value::Null) => {
+                    cluster.remove("manualOverrideIpAddress");
+                }
+                _ => {}
+            }
+            cluster.insert("updatedAt".to_owned(), json!(now()));
+            state.store.put(Kind::Cluster, id, cluster.clone()).await.map_err(storage_failed)?;
+            Ok(Reply::ok(Value::Object(public(cluster))))
+        }
+        (Method::DELETE, [id]) => {
+            let cluster = existing(state, Kind::Cluster, id).await?;
+            if let Some(token) = cluster.get("tokenId").and_then(Value::as_str) {
+                state.store.remove(Kind::ClusterToken, token).await.map_err(storage_failed)?;
+            }
+            // `State::follow` ends the cluster's streams, on every console.
+            state.store.delete(Kind::Cluster, id).await.map_err(storage_failed)?;
+            Ok(Reply::no_content())
+        }
+        (Method::POST, [id, "token"]) => {
+            let mut cluster = existing(state, Kind::Cluster, id).await?;
+            let token = rotate(state, id, &mut cluster).await?;
+            Ok(Reply::ok(json!({ "refreshToken": token })))
+        }
+        (Method::GET, [id, "settings"]) => {
+            existing(state, Kind::Cluster, id).await?;
+            Ok(Reply::ok(Value::Object(settings(state, id).await?)))
+        }
+        (Method::PUT, [id, "settings"]) => {
+            existing(state, Kind::Cluster, id).await?;
+            let body = request.object()?;
+            put_settings(state, id, body).await
+        }
+        (Method::PATCH, [id, "settings"]) => {
+            existing(state, Kind::Cluster, id).await?;
+            let current = settings(state, id).await?;
+            let patched = crate::patch::apply(&Value::Object(current), &request.json()?)
+                .map_err(|e| Reply::error(StatusCode::BAD_REQUEST, format!("cannot apply the JSON Patch: {e}")))?;
+            let Value::Object(body) = patched else {
+                return Err(Reply::error(StatusCode::BAD_REQUEST, "the patched settings are not an object"));
+            };
+            put_settings(state, id, body).await
+        }
+        (Method::GET, [id, "replicas"]) => {
+            existing(state, Kind::Cluster, id).await?;
+            Ok(Reply::ok(Value::Array(replicas(state, id).await?)))
+        }
+        (Method::GET, [id, "health"]) => {
+            existing(state, Kind::Cluster, id).await?;
+            Ok(Reply::ok(Value::Array(health(state, id).await?)))
+        }
+        (Method::POST, [id, "health"]) => {
+            existing(state, Kind::Cluster, id).await?;
+            state.publish(Event::RunHealthChecks { cluster: (*id).to_owned() });
+            Ok(Reply::no_content())
+        }
+        _ => Err(Reply::error(
+            StatusCode::NOT_FOUND,
+            format!("no API endpoint {} /api/v0/…/clusters/{}", request.method, rest.join("/")),
+        )),
+    }
+}
+
+async fn create(state: &State, request: &Request<'_>) -> Result<Reply> {
+    let body = request.object()?;
+    let name = body.get("name").and_then(Value::as_str).unwrap_or_default().trim().to_owned();
+    if name.is_empty() {
+        return Err(Reply::error(StatusCode::BAD_REQUEST, "a cluster needs a `name`"));
+    }
+    let domain = match body.get("domain").and_then(Value::as_str).map(str::trim) {
+        None | Some("") => crate::names::generate(),
+        Some(domain) => domain.to_ascii_lowercase(),
+    };
+    let label_ok = !domain.is_empty()
+        && domain.len() <= 63
+        && domain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !domain.starts_with('-')
+        && !domain.ends_with('-');
+    if !label_ok {
+        return Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            format!("`domain` `{domain}` is not one DNS label; use GET /generateSubdomainName for a starter name"),
+        ));
+    }
+    let fqdn = format!("{domain}.{}", state.settings.base_domain);
+    let taken = state.store.list(Kind::Cluster).await.map_err(storage_failed)?;
+    if taken.iter().any(|c| c.get("fqdn").and_then(Value::as_str) == Some(fqdn.as_str())) {
+        return Err(Reply::error(StatusCode::CONFLICT, format!("`{fqdn}` is already a cluster's domain")));
+    }
+    let id = new_id();
+    let at = now();
+    let mut cluster = json!({
+        "id": id, "name": name, "namespaceId": id, "domain": domain, "fqdn": fqdn,
+        "hasFailingHealthChecks": false, "componentVersions": {}, "flavor": "standard",
+        "createdAt": at, "updatedAt": at, "tokenGeneration": 0, "changesetVersion": 0,
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default();
+    if let Some(ip) = body.get("manualOverrideIpAddress").and_then(Value::as_str) {
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(Reply::error(StatusCode::BAD_REQUEST, "`manualOverrideIpAddress` must be an IP address"));
+        }
+        cluster.insert("manualOverrideIpAddress".to_owned(), json!(ip));
+    }
+    let token = issue_token(state, &id, &mut cluster).await?;
+    state.store.put(Kind::Settings, &id, default_settings()).await.map_err(storage_failed)?;
+    state.store.put(Kind::Cluster, &id, cluster.clone()).await.map_err(storage_failed)?;
+    tracing::info!(cluster = %id, %fqdn, "cluster made");
+    let mut answer = public(cluster);
+    answer.insert("refreshToken".to_owned(), json!(token));
+    Ok(Reply::json(StatusCode::CREATED, Value::Object(answer)))
+}
+
+/// Rotates a cluster's token: the new token; the old one and its id tokens are refused from
+/// now on, and the cluster's Connect streams end.
+pub async fn rotate(state: &State, id: &str, cluster: &mut Map<String, Value>) -> Result<String> {
+    let token = issue_token(state, id, cluster).await?;
+    cluster.insert("updatedAt".to_owned(), json!(now()));
+    state.store.put(Kind::Cluster, id, cluster.clone()).await.map_err(storage_failed)?;
+    // `State::follow` ends the streams of the old token, on every console.
+    tracing::info!(cluster = %id, "cluster token rotated; the old token is refused from now on");
+    Ok(token)
+}
+
+fn default_settings() -> Map<String, Value> {
+    json!({ "autoApplyChangesets": false }).as_object().cloned().unwrap_or_default()
+}
+
+/// A new cluster token: the old one (if any) is removed, the generation advances (so id tokens
+/// issued for the old one stop working too).
+async fn issue_token(state: &State, id: &str, cluster: &mut Map<String, Value>) -> Result<String> {
+    if let Some(old) = cluster.get("tokenId").and_then(Value::as_str) {
+        state.store.remove(Kind::ClusterToken, old).await.map_err(storage_failed)?;
+    }
+    let generation = cluster.get("tokenGeneration").and_then(Value::as_u64).unwrap_or(0) + 1;
+    let token = auth::new_refresh_token().map_err(|e| Reply::error(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let token_id = auth::token_id(&token);
+    let record = json!({ "clusterId": id, "generation": generation }).as_object().cloned().unwrap_or_default();
+    state.store.put(Kind::ClusterToken, &token_id, record).await.map_err(storage_failed)?;
+    cluster.insert("tokenGeneration".to_owned(), json!(generation));
+    cluster.insert("tokenId".to_owned(), json!(token_id));
+    Ok(token)
+}
+
+async fn settings(state: &State, id: &str) -> Result<Map<String, Value>> {
+    Ok(state.store.live(Kind::Settings, id).await.map_err(storage_failed)?.unwrap_or_else(default_settings))
+}
+
+async fn put_settings(state: &State, id: &str, mut body: Map<String, Value>) -> Result<Reply> {
+    body.remove("id");
+    if body.get("autoApplyChangesets").is_some_and(|value| !value.is_boolean()) {
+        return Err(Reply::error(StatusCode::BAD_REQUEST, "`autoApplyChangesets` must be true or false"));
+    }
+    if body.get("databrokerStorageConnection").is_some_and(|value| !value.is_string() && !value.is_null()) {
+        return Err(Reply::error(StatusCode::BAD_REQUEST, "`databrokerStorageConnection` must be a string"));
+    }
+    let candidate = (Kind::Settings, body.clone());
+    let (_, result) = crate::api::namespace_config(state, id, Some(&candidate)).await?;
+    if let Err(errors) = result {
+        let diagnostics: Vec<Value> = errors.iter().map(crate::check::Diagnostic::to_json).collect();
+        let first = errors.first().map(|d| d.message.clone()).unwrap_or_default();
+        return Err(Reply::json(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": format!("the settings do not load: {first}"), "diagnostics": diagnostics }),
+        ));
+    }
+    let old = settings(state, id).await?;
+    let bootstrap_changed = old.get("databrokerStorageConnection") != body.get("databrokerStorageConnection");
+    state.store.put(Kind::Settings, id, body.clone()).await.map_err(storage_failed)?;
+    if bootstrap_changed {
+        state.publish(Event::BootstrapUpdated { cluster: id.to_owned() });
+    }
+    crate::api::changed(state, id).await?;
+    Ok(Reply::ok(Value::Object(body)))
+}
+
+/// Replicas seen within the last 24 h.
+pub async fn replicas(state: &State, cluster: &str) -> Result<Vec<Value>> {
+    let now = jiff::Timestamp::now();
+    let list = state.store.list_where(Kind::Replica, "clusterId", cluster).await.map_err(storage_failed)?;
+    Ok(list
+        .into_iter()
+        .filter(|r| {
+            r.get("updatedAt")
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .is_some_and(|t| now.duration_since(t) <= REPLICA_HIDDEN_AFTER)
+        })
+        .map(|r| {
+            json!({
+                "id": r.get("id"), "hostname": r.get("hostname"), "version": r.get("version"),
+                "createdAt": r.get("createdAt"), "updatedAt": r.get("updatedAt"),
+            })
+        })
+        .collect())
+}
+
+/// How soon before expiry a certificate is alerted about.
+pub const CERTIFICATE_WARNING: jiff::SignedDuration = jiff::SignedDuration::from_hours(10 * 24);
+
+const HELP: &str = "https://www.pomerium.com/docs/internals/clusters";
+
+fn alert(id: &str, status: &str, description: String, hostname: Option<&str>) -> Value {
+    let mut alert =
+        json!({"id": id, "status": status, "description": description, "helpUrl": HELP, "updatedAt": now()});
+    if let (Some(hostname), Some(map)) = (hostname, alert.as_object_mut()) {
+        map.insert("hostname".to_owned(), json!(hostname));
+    }
+    alert
+}
+
+/// `1.2.10` is newer than `1.2.9`: dotted numbers compared as numbers.
+fn older(version: &str, than: &str) -> bool {
+    let parse = |v: &str| -> Vec<u64> {
+        v.trim_start_matches('v').split(['.', '-', '+']).map_while(|p| p.parse().ok()).collect()
+    };
+    parse(version) < parse(than)
+}
+
+/// The cluster's status alerts (`GET .../health`), each with its cause and what to do:
+/// `persistent_backend`, `cluster_active_replicas`, `cluster_version_current`, `config_build`
+/// (the cluster could not apply its configuration), `certificates_current`.
+pub async fn health(state: &State, cluster: &str) -> Result<Vec<Value>> {
+    let settings = settings(state, cluster).await?;
+    let mut alerts = Vec::new();
+    let persistent = settings.get("databrokerStorageConnection").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+    alerts.push(if persistent {
+        alert("persistent_backend", "success", "The cluster keeps its state in PostgreSQL.".to_owned(), None)
+    } else {
+        alert(
+            "persistent_backend",
+            "warning",
+            "The cluster uses in-memory storage: sessions are lost when a replica restarts, and replicas do not share them. Set `databrokerStorageConnection` in the cluster's settings to a PostgreSQL connection string, then apply.".to_owned(),
+            None,
+        )
+    });
+    let replicas = replicas(state, cluster).await?;
+    alerts.push(if replicas.is_empty() {
+        alert(
+            "cluster_active_replicas",
+            "warning",
+            "No replica of this cluster has connected in the last 24 hours. Start `pomerium` with POMERIUM_ZERO_TOKEN set to the cluster's token (and CLUSTER_API_ENDPOINT, CONNECT_SERVER_ENDPOINT pointing at this console).".to_owned(),
+            None,
+        )
+    } else {
+        alert(
+            "cluster_active_replicas",
+            "success",
+            format!("{} replica(s) connected in the last 24 hours.", replicas.len()),
+            None,
+        )
+    });
+    let current = env!("CARGO_PKG_VERSION");
+    for replica in &replicas {
+        let version = replica.get("version").and_then(Value::as_str).unwrap_or_default();
+        if older(version, current) {
+            alerts.push(alert(
+                "cluster_version_current",
+                "warning",
+                format!(
+                    "This replica runs version {version}, older than the console's {current}. Upgrade it to the latest release."
+                ),
+                replica.get("hostname").and_then(Value::as_str),
+            ));
+        }
+    }
+    let status = state.store.live(Kind::BundleStatus, &format!("{cluster}/config")).await.map_err(storage_failed)?;
+    match status.as_ref().and_then(|s| s.get("failure")).filter(|f| !f.is_null()) {
+        Some(failure) => alerts.push(alert(
+            "config_build",
+            "error",
+            format!(
+                "The cluster could not apply its configuration: {}. Fix the route or setting it names, then apply again; the cluster keeps serving its last good configuration.",
+                failure.get("message").and_then(Value::as_str).unwrap_or("unknown error")
+            ),
+            None,
+        )),
+        None if status.is_some() => {
+            alerts.push(alert("config_build", "success", "The cluster applied its configuration.".to_owned(), None));
+        }
+        None => {}
+    }
+    let now = jiff::Timestamp::now();
+    for pair in state.store.list_where(Kind::KeyPair, "namespaceId", cluster).await.map_err(storage_failed)? {
+        let pem = pair.get("certificate").and_then(Value::as_str).unwrap_or_default();
+        let name = pair.get("name").and_then(Value::as_str).unwrap_or("a key pair").to_owned();
+        let Some(not_after) = not_after(pem) else { continue };
+        let left = not_after.duration_since(now);
+        if left <= CERTIFICATE_WARNING {
+            let (status, when) = if left.is_negative() {
+                ("error", "expired".to_owned())
+            } else {
+                ("warning", format!("expires within {} days", left.as_hours() / 24 + 1))
+            };
+            alerts.push(alert(
+                "certificates_current",
+                status,
+                format!(
+                    "The certificate of `{name}` {when} ({not_after}). Upload a renewed certificate to the key pair."
+                ),
+                None,
+            ));
+        }
+    }
+    Ok(alerts)
+}
+
+/// The expiry of the first certificate in `pem`.
+fn not_after(pem: &str) -> Option<jiff::Timestamp> {
+    let der = proxy::tls::certificates_from_pem(pem.as_bytes()).ok()?.into_iter().next()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).ok()?;
+    jiff::Timestamp::from_second(parsed.validity().not_after.timestamp()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_as_numbers() {
+        assert!(older("0.9.0", "0.10.0"));
+        assert!(older("v1.2.9", "1.2.10"));
+        assert!(!older("1.2.10", "1.2.9"));
+        assert!(!older("0.0.0", "0.0.0"));
+    }
+}

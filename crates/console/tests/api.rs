@@ -1,0 +1,435 @@
+//! Zero's public API v0 and the cluster API of the real `pomerium-console` binary, through a real
+//! HTTP client, on in-memory storage and on PostgreSQL.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "tests fail by panicking"
+)]
+
+mod support;
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::{Console, Http, PROMPTLY};
+use zero::connect::pb;
+
+async fn organization(http: &Http) -> String {
+    let orgs = http.get("/api/v0/organizations").await;
+    assert_eq!(orgs.status, StatusCode::OK, "{orgs:?}");
+    assert_eq!(orgs.json.as_array().unwrap().len(), 1, "one organization made at first start: {orgs:?}");
+    orgs.json[0]["id"].as_str().unwrap().to_owned()
+}
+
+/// Creates a cluster: 201, a starter domain under the base domain, and the token.
+async fn create_cluster(http: &Http, org: &str, name: &str) -> Value {
+    let subdomain = http.get("/api/v0/generateSubdomainName").await;
+    assert_eq!(subdomain.status, StatusCode::OK);
+    let name_ok = |n: &str| {
+        let parts: Vec<&str> = n.split('-').collect();
+        parts.len() == 3 && parts[2].len() == 4 && parts[2].bytes().all(|b| b.is_ascii_digit())
+    };
+    let domain = subdomain.json["name"].as_str().unwrap();
+    assert!(name_ok(domain), "{domain}");
+    let created =
+        http.post(&format!("/api/v0/organizations/{org}/clusters"), json!({"name": name, "domain": domain})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    assert_eq!(created.json["fqdn"], format!("{domain}.clusters.test"));
+    assert_eq!(created.json["namespaceId"], created.json["id"]);
+    assert!(created.json["refreshToken"].as_str().unwrap().len() >= 40);
+    assert!(
+        created.json.get("tokenGeneration").is_none() && created.json.get("tokenId").is_none(),
+        "internal fields stay hidden: {created:?}"
+    );
+    created.json
+}
+
+async fn exchange(console: &Http, token: &str) -> support::Answer {
+    let plain = Http::new(&console.base);
+    plain.post("/cluster/v1/exchangeToken", json!({"refreshToken": token})).await
+}
+
+fn cluster_http(base: &str, id_token: &str) -> Http {
+    let mut http = Http::new(base);
+    http.token = Some(id_token.to_owned());
+    http
+}
+
+async fn subscribe(base: &str, id_token: &str) -> tonic::Streaming<pb::Message> {
+    let channel = tonic::transport::Endpoint::from_shared(base.to_owned()).unwrap().connect().await.unwrap();
+    let mut client = pb::connect_client::ConnectClient::new(channel);
+    let mut request =
+        tonic::Request::new(pb::SubscribeRequest { hostname: "replica-a".into(), version: "0.0.0-test".into() });
+    request.metadata_mut().insert("authorization", format!("Bearer {id_token}").parse().unwrap());
+    tokio::time::timeout(PROMPTLY, client.subscribe(request)).await.unwrap().unwrap().into_inner()
+}
+
+async fn next_event(stream: &mut tonic::Streaming<pb::Message>) -> Result<zero::connect::Event, tonic::Status> {
+    match tokio::time::timeout(PROMPTLY, stream.message()).await.expect("a message in time") {
+        Ok(Some(message)) => Ok(zero::connect::Event::from(&message)),
+        Ok(None) => Err(tonic::Status::ok("end of stream")),
+        Err(status) => Err(status),
+    }
+}
+
+/// The whole API, as a script or Terraform uses it, and a replica's side of the cluster API.
+async fn scenario(console: &Console) {
+    let base = console.base();
+    // Credentials.
+    let anonymous = Http::new(&base);
+    let refused = anonymous.post("/api/v0/token", json!({"refreshToken": "not-the-token-at-all"})).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{refused:?}");
+    assert!(refused.json["error"].is_string());
+    let unauthenticated = anonymous.get("/api/v0/organizations").await;
+    assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
+    assert!(unauthenticated.json["error"].as_str().unwrap().contains("Bearer"));
+    assert_eq!(anonymous.get("/api/v0/version").await.status, StatusCode::OK);
+    let http = Http::signed_in(&base).await;
+    // The Go SDK's scheme.
+    let token = http.token.clone().unwrap();
+    let sdk = http.raw(Method::GET, "/api/v0/organizations", None, &[]).await;
+    assert_eq!(sdk.status, StatusCode::OK);
+    let mut go_sdk = Http::new(&base);
+    go_sdk.token = None;
+    let with_pomerium_scheme = go_sdk
+        .raw(Method::GET, "/api/v0/organizations", None, &[("authorization", &format!("Pomerium {token}"))])
+        .await;
+    assert_eq!(with_pomerium_scheme.status, StatusCode::OK);
+
+    let org = organization(&http).await;
+    let cluster = create_cluster(&http, &org, "production").await;
+    let cluster_id = cluster["id"].as_str().unwrap();
+    let first_token = cluster["refreshToken"].as_str().unwrap();
+    let listed = http.get(&format!("/api/v0/organizations/{org}/clusters")).await;
+    assert!(listed.json.as_array().unwrap().iter().any(|c| c["id"] == cluster["id"]), "{listed:?}");
+    let namespaces = http.get(&format!("/api/v0/organizations/{org}/namespaces")).await;
+    assert!(namespaces.json.as_array().unwrap().iter().any(|n| n["id"] == cluster["id"]), "{namespaces:?}");
+
+    // The replica's side: exchange, bootstrap.
+    let exchanged = exchange(&http, first_token).await;
+    assert_eq!(exchanged.status, StatusCode::OK, "{exchanged:?}");
+    assert!(exchanged.json["expiresInSeconds"].is_string());
+    let cluster_token = exchanged.json["idToken"].as_str().unwrap().to_owned();
+    let replica = cluster_http(&base, &cluster_token);
+    let bootstrap = replica.get("/cluster/v1/bootstrap").await;
+    assert_eq!(bootstrap.status, StatusCode::OK, "{bootstrap:?}");
+    let config: zero::api::BootstrapConfig = serde_json::from_value(bootstrap.json.clone()).unwrap();
+    assert_eq!(config.cluster_id, cluster_id);
+    assert_eq!(config.organization_id, org);
+    assert_eq!(config.shared_secret.len(), 32);
+    assert_eq!(config.databroker_storage_connection, None);
+    // An API user's token is no cluster's, and the reverse.
+    assert_eq!(cluster_http(&base, &token).get("/cluster/v1/bootstrap").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(replica.get(&format!("/api/v0/organizations/{org}/clusters")).await.status, StatusCode::UNAUTHORIZED);
+
+    let mut stream = subscribe(&base, &cluster_token).await;
+
+    // A policy with errors: 400, every diagnostic with code, message, line:column and help.
+    let policies = format!("/api/v0/organizations/{org}/policies");
+    let bad_policy = "{\n  \"name\": \"admins\",\n  \"namespaceId\": \"NS\",\n  \"ppl\": {\"allow\": {\"and\": [\n    {\"emial\": {\"is\": \"a@example.com\"}},\n    {\"claim/groups\": {\"contains\": \"admin\"}}\n  ]}}\n}"
+        .replace("NS", cluster_id);
+    let rejected = http.raw(Method::POST, &policies, Some(&bad_policy), &[]).await;
+    assert_eq!(rejected.status, StatusCode::BAD_REQUEST, "{rejected:?}");
+    let diagnostics = rejected.json["diagnostics"].as_array().unwrap();
+    assert_eq!(diagnostics.len(), 2, "{rejected:?}");
+    assert_eq!(diagnostics[0]["line"], 5, "{rejected:?}");
+    assert_eq!(diagnostics[0]["column"], 6, "{rejected:?}");
+    assert!(diagnostics[0]["code"].as_str().unwrap().starts_with("ppl::"), "{rejected:?}");
+    assert!(diagnostics[0]["help"].as_str().unwrap().contains("email"), "{rejected:?}");
+    assert_eq!(diagnostics[1]["line"], 6, "{rejected:?}");
+    assert!(rejected.json["error"].as_str().unwrap().contains("2 errors"), "{rejected:?}");
+
+    // A good policy and a route using it.
+    let policy = http
+        .post(
+            &policies,
+            json!({"name": "admins", "namespaceId": cluster_id, "ppl": {"allow": {"and": [{"email": {"is": "admin@example.com"}}]}}}),
+        )
+        .await;
+    assert_eq!(policy.status, StatusCode::CREATED, "{policy:?}");
+    let policy_id = policy.json["id"].as_str().unwrap().to_owned();
+    let routes = format!("/api/v0/organizations/{org}/routes");
+    let route_body = json!({
+        "name": "app", "namespaceId": cluster_id, "from": "https://app.example.com",
+        "to": ["http://127.0.0.1:9"], "policyIds": [policy_id], "prefixRewrite": "/v1",
+    });
+    let route = http.post(&routes, route_body.clone()).await;
+    assert_eq!(route.status, StatusCode::CREATED, "{route:?}");
+    assert_eq!(route.json["policies"][0]["id"], policy_id.as_str(), "{route:?}");
+    let route_id = route.json["id"].as_str().unwrap().to_owned();
+    // A route that does not load: 400, at the field.
+    let bad_route = http
+        .post(
+            &routes,
+            json!({"name": "bad", "namespaceId": cluster_id, "from": "https://b.example.com", "to": ["not a url"]}),
+        )
+        .await;
+    assert_eq!(bad_route.status, StatusCode::BAD_REQUEST, "{bad_route:?}");
+    assert_eq!(bad_route.json["diagnostics"][0]["field"], "to", "{bad_route:?}");
+    // Lists: `namespaceId` required, then a bare array.
+    assert_eq!(http.get(&routes).await.status, StatusCode::BAD_REQUEST);
+    let list = http.get(&format!("{routes}?namespaceId={cluster_id}")).await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(list.json.as_array().unwrap().len(), 1, "{list:?}");
+    let policy_list = http.get(&format!("{policies}?namespaceId={cluster_id}")).await;
+    assert_eq!(policy_list.json[0]["routes"][0]["id"], route_id.as_str(), "{policy_list:?}");
+
+    // PATCH is a JSON Patch.
+    let patched = http
+        .send(
+            Method::PATCH,
+            &format!("{routes}/{route_id}"),
+            Some(json!([{"op": "replace", "path": "/from", "value": "https://app2.example.com"}, {"op": "add", "path": "/allowWebsockets", "value": true}])),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{patched:?}");
+    assert_eq!(patched.json["from"], "https://app2.example.com");
+    assert_eq!(patched.json["allowWebsockets"], true);
+    let moved = http
+        .send(
+            Method::PATCH,
+            &format!("{routes}/{route_id}"),
+            Some(json!([{"op": "replace", "path": "/namespaceId", "value": "elsewhere"}])),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::BAD_REQUEST, "{moved:?}");
+    let bad_patch = http
+        .send(Method::PATCH, &format!("{routes}/{route_id}"), Some(json!([{"op": "remove", "path": "/nope"}])))
+        .await;
+    assert_eq!(bad_patch.status, StatusCode::BAD_REQUEST, "{bad_patch:?}");
+    let breaking_patch = http
+        .send(
+            Method::PATCH,
+            &format!("{routes}/{route_id}"),
+            Some(json!([{"op": "replace", "path": "/to", "value": ["::"]}])),
+        )
+        .await;
+    assert_eq!(breaking_patch.status, StatusCode::BAD_REQUEST, "{breaking_patch:?}");
+    assert_eq!(http.get(&format!("{routes}/{route_id}")).await.json["from"], "https://app2.example.com");
+    // A policy in use cannot be deleted.
+    assert_eq!(
+        http.send(Method::DELETE, &format!("{policies}/{policy_id}"), None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    // Nothing applied yet: the bundle is empty.
+    let bundles = replica.get("/cluster/v1/bundles").await;
+    assert_eq!(bundles.json, json!({"bundles": [{"id": "config"}]}));
+    let empty = download(&replica, None).await;
+    assert_eq!(zero::bundle::decode(&empty.bytes).unwrap().len(), 0);
+
+    // The changeset, applied: the replica hears of it and the bundle carries the route.
+    let changesets = http.get(&format!("/api/v0/organizations/{org}/changesets?namespaceId={cluster_id}")).await;
+    let pending: Vec<&Value> =
+        changesets.json.as_array().unwrap().iter().filter(|c| c["status"] == "pending").collect();
+    assert_eq!(pending.len(), 1, "{changesets:?}");
+    let changeset_id = pending[0]["id"].as_str().unwrap();
+    let applied = http.post(&format!("/api/v0/organizations/{org}/changesets/{changeset_id}/apply"), json!({})).await;
+    assert_eq!(applied.status, StatusCode::OK, "{applied:?}");
+    assert_eq!(applied.json["status"], "current");
+    assert_eq!(next_event(&mut stream).await.unwrap(), zero::connect::Event::ConfigUpdated(1));
+    let bundle = download(&replica, None).await;
+    let etag = bundle.headers["etag"].to_str().unwrap().to_owned();
+    let records = zero::bundle::decode(&bundle.bytes).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].record_type, "type.googleapis.com/pomerium.config.Config");
+    let served_routes = records[0].data["routes"].as_array().unwrap();
+    assert_eq!(served_routes[0]["from"], "https://app2.example.com");
+    assert_eq!(served_routes[0]["prefix_rewrite"], "/v1");
+    assert_eq!(served_routes[0]["policy"][0]["allow"]["and"][0]["email"]["is"], "admin@example.com");
+    assert_eq!(download(&replica, Some(&etag)).await.status, StatusCode::NOT_MODIFIED);
+    // Gzip when asked for.
+    let url = replica.get("/cluster/v1/bundles/config/download").await.json["url"].as_str().unwrap().to_owned();
+    let compressed = Http::new(&base).raw(Method::GET, &url, None, &[("accept-encoding", "gzip")]).await;
+    assert_eq!(compressed.headers["content-encoding"], "gzip");
+    assert_eq!(compressed.headers["etag"].to_str().unwrap(), etag);
+    let mut inflated = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(compressed.bytes.as_ref()), &mut inflated).unwrap();
+    assert_eq!(inflated, bundle.bytes.as_ref());
+    // A tampered or unsigned URL is refused.
+    let url = replica.get("/cluster/v1/bundles/config/download").await.json["url"].as_str().unwrap().to_owned();
+    let tampered = url.replace("signature=", "signature=A");
+    assert_eq!(Http::new(&base).get(&tampered).await.status, StatusCode::FORBIDDEN);
+    let other_cluster = url.replace(cluster_id, "0000");
+    assert_eq!(Http::new(&base).get(&other_cluster).await.status, StatusCode::FORBIDDEN);
+    // Usage reports.
+    let usage = replica.post("/cluster/v1/reportUsage", json!({"users": []})).await;
+    assert_eq!(usage.status, StatusCode::NO_CONTENT);
+
+    // Settings: camelCase of the global keys; auto-apply.
+    let settings_path = format!("/api/v0/organizations/{org}/clusters/{cluster_id}/settings");
+    let bad_settings = http.send(Method::PUT, &settings_path, Some(json!({"timeoutRead": "forever"}))).await;
+    assert_eq!(bad_settings.status, StatusCode::BAD_REQUEST, "{bad_settings:?}");
+    let settings = http
+        .send(Method::PATCH, &settings_path, Some(json!([{"op": "add", "path": "/autoApplyChangesets", "value": true}, {"op": "add", "path": "/timeoutRead", "value": "45s"}])))
+        .await;
+    assert_eq!(settings.status, StatusCode::OK, "{settings:?}");
+    assert_eq!(next_event(&mut stream).await.unwrap(), zero::connect::Event::ConfigUpdated(2));
+    let records = zero::bundle::decode(&download(&replica, None).await.bytes).unwrap();
+    assert_eq!(records[0].data["settings"]["timeout_read"], "45s", "{:?}", records[0].data);
+
+    // Replicas seen through Subscribe; the in-memory alert.
+    let replicas = http.get(&format!("/api/v0/organizations/{org}/clusters/{cluster_id}/replicas")).await;
+    assert_eq!(replicas.json[0]["hostname"], "replica-a", "{replicas:?}");
+    let health = http.get(&format!("/api/v0/organizations/{org}/clusters/{cluster_id}/health")).await;
+    assert!(
+        health.json.as_array().unwrap().iter().any(|a| a["id"] == "persistent_backend" && a["status"] == "warning"),
+        "{health:?}"
+    );
+
+    // Delete: 204, then 403 (not 404) as Zero answers.
+    assert_eq!(http.send(Method::DELETE, &format!("{routes}/{route_id}"), None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(http.get(&format!("{routes}/{route_id}")).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(http.get(&format!("{routes}/never-was")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(next_event(&mut stream).await.unwrap(), zero::connect::Event::ConfigUpdated(3));
+
+    // A key pair: its certificate reaches the bundle (the key never the API's answers), and
+    // one expiring within ten days is alerted about.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["app.example.com".to_owned()]).unwrap();
+    let soon = jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_hours(72)).unwrap();
+    let date = soon.to_zoned(jiff::tz::TimeZone::UTC).date();
+    params.not_after =
+        rcgen::date_time_ymd(i32::from(date.year()), date.month().try_into().unwrap(), date.day().try_into().unwrap());
+    let certificate = params.self_signed(&key).unwrap();
+    let key_pairs = format!("/api/v0/organizations/{org}/keyPairs");
+    let pair = http
+        .post(&key_pairs, json!({"name": "app", "namespaceId": cluster_id, "certificate": certificate.pem(), "key": key.serialize_pem()}))
+        .await;
+    assert_eq!(pair.status, StatusCode::CREATED, "{pair:?}");
+    assert_eq!(pair.json["hasKey"], true);
+    assert!(pair.json.get("key").is_none(), "{pair:?}");
+    let not_a_certificate =
+        http.post(&key_pairs, json!({"name": "x", "namespaceId": cluster_id, "certificate": "nope"})).await;
+    assert_eq!(not_a_certificate.status, StatusCode::BAD_REQUEST);
+    assert_eq!(next_event(&mut stream).await.unwrap(), zero::connect::Event::ConfigUpdated(4));
+    let records = zero::bundle::decode(&download(&replica, None).await.bytes).unwrap();
+    assert_eq!(records[0].data["certificates"][0]["cert"], certificate.pem());
+    // The cluster reports a bundle it could not apply.
+    let failed = replica
+        .post(
+            "/cluster/v1/bundles/config/status",
+            json!({"failure": {"message": "route 0 left out", "source": "invalid_bundle"}}),
+        )
+        .await;
+    assert_eq!(failed.status, StatusCode::NO_CONTENT, "{failed:?}");
+    let health = http.get(&format!("/api/v0/organizations/{org}/clusters/{cluster_id}/health")).await;
+    let alert =
+        |id: &str| health.json.as_array().unwrap().iter().find(|a| a["id"] == id).cloned().unwrap_or(Value::Null);
+    assert_eq!(alert("certificates_current")["status"], "warning", "{health:?}");
+    assert!(alert("certificates_current")["description"].as_str().unwrap().contains("within 3 days"), "{health:?}");
+    assert_eq!(alert("config_build")["status"], "error", "{health:?}");
+    assert!(alert("config_build")["description"].as_str().unwrap().contains("route 0 left out"), "{health:?}");
+    assert_eq!(alert("cluster_active_replicas")["status"], "success", "{health:?}");
+
+    // Rotate: the old token is refused with 400 from then on, its id tokens with 401, its
+    // streams end; the new token works.
+    let rotated = http.post(&format!("/api/v0/organizations/{org}/clusters/{cluster_id}/token"), json!({})).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{rotated:?}");
+    let new_token = rotated.json["refreshToken"].as_str().unwrap();
+    assert_ne!(new_token, first_token);
+    let old = exchange(&http, first_token).await;
+    assert_eq!(old.status, StatusCode::BAD_REQUEST, "{old:?}");
+    assert!(old.json["error"].as_str().unwrap().contains("rotated"), "{old:?}");
+    assert_eq!(replica.get("/cluster/v1/bootstrap").await.status, StatusCode::UNAUTHORIZED);
+    let ended = next_event(&mut stream).await.unwrap_err();
+    assert_eq!(ended.code(), tonic::Code::Unauthenticated, "{ended:?}");
+    assert_eq!(exchange(&http, new_token).await.status, StatusCode::OK);
+}
+
+async fn download(replica: &Http, etag: Option<&str>) -> support::Answer {
+    let answer = replica.get("/cluster/v1/bundles/config/download").await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert!(answer.json["expiresInSeconds"].is_string());
+    let url = answer.json["url"].as_str().unwrap();
+    // The URL authenticates itself: no Authorization.
+    let anonymous = Http::new("http://unused");
+    let headers: Vec<(&str, &str)> = etag.map(|e| vec![("if-none-match", e)]).unwrap_or_default();
+    let content = anonymous.raw(Method::GET, url, None, &headers).await;
+    if etag.is_none() {
+        assert_eq!(content.status, StatusCode::OK, "{content:?}");
+        assert!(content.headers.contains_key("etag"));
+    }
+    content
+}
+
+#[tokio::test]
+async fn the_api_on_memory() {
+    let console = Console::start(&support::settings("")).await;
+    scenario(&console).await;
+}
+
+#[tokio::test]
+async fn the_api_on_postgres_and_what_survives_a_restart() {
+    let postgres = pg_test_cluster::TestPostgres::shared().unwrap();
+    let url = postgres.database().unwrap();
+    let yaml = support::settings(&format!("storage_type: postgres\nstorage_connection_string: {url}\n"));
+    let console = Console::start(&yaml).await;
+    scenario(&console).await;
+    let http = Http::signed_in(&console.base()).await;
+    let org = organization(&http).await;
+    let cluster = create_cluster(&http, &org, "staging").await;
+    drop(console);
+    // Restarted on the same database: the same organization, the cluster and its token.
+    let console = Console::start(&yaml).await;
+    let http = Http::signed_in(&console.base()).await;
+    assert_eq!(organization(&http).await, org);
+    let again = http.get(&format!("/api/v0/organizations/{org}/clusters/{}", cluster["id"].as_str().unwrap())).await;
+    assert_eq!(again.json["name"], "staging", "{again:?}");
+    let exchanged = exchange(&http, cluster["refreshToken"].as_str().unwrap()).await;
+    assert_eq!(exchanged.status, StatusCode::OK, "{exchanged:?}");
+}
+
+#[tokio::test]
+async fn bad_settings_stop_the_console_with_the_place_and_unknown_keys_are_warned() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("console.yaml");
+    std::fs::write(&path, "address: 127.0.0.1:0\nstorage_type: redis\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pomerium-console"))
+        .arg("--config")
+        .arg(&path)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("console.yaml:2:15") && stderr.contains("console::config::invalid"), "{stderr}");
+
+    let mut console = Console::start(&format!("{}base_domian: x.test\n", support::settings(""))).await;
+    let warning = console.wait_for_log("unknown key `base_domian`").await;
+    let message = warning["message"].as_str().unwrap();
+    assert!(message.contains(":7:1:") && message.contains("did you mean `base_domain`?"), "{message}");
+}
+
+#[tokio::test]
+async fn two_consoles_on_one_database_reach_each_others_replicas() {
+    let postgres = pg_test_cluster::TestPostgres::shared().unwrap();
+    let url = postgres.database().unwrap();
+    let yaml = support::settings(&format!("storage_type: postgres\nstorage_connection_string: {url}\n"));
+    let first = Console::start(&yaml).await;
+    let second = Console::start(&yaml).await;
+    let http = Http::signed_in(&first.base()).await;
+    let org = organization(&http).await;
+    assert_eq!(organization(&Http::signed_in(&second.base()).await).await, org, "one organization");
+    let cluster = create_cluster(&http, &org, "shared").await;
+    let cluster_id = cluster["id"].as_str().unwrap();
+    // The replica is connected to the second console; the changes are made on the first.
+    let exchanged = exchange(&Http::new(&second.base()), cluster["refreshToken"].as_str().unwrap()).await;
+    let mut stream = subscribe(&second.base(), exchanged.json["idToken"].as_str().unwrap()).await;
+    let settings = http
+        .send(
+            Method::PUT,
+            &format!("/api/v0/organizations/{org}/clusters/{cluster_id}/settings"),
+            Some(json!({"autoApplyChangesets": true})),
+        )
+        .await;
+    assert_eq!(settings.status, StatusCode::OK, "{settings:?}");
+    assert_eq!(next_event(&mut stream).await.unwrap(), zero::connect::Event::ConfigUpdated(1));
+    let rotated = http.post(&format!("/api/v0/organizations/{org}/clusters/{cluster_id}/token"), json!({})).await;
+    assert_eq!(rotated.status, StatusCode::OK);
+    let ended = next_event(&mut stream).await.unwrap_err();
+    assert_eq!(ended.code(), tonic::Code::Unauthenticated, "{ended:?}");
+}

@@ -1,0 +1,153 @@
+//! The web console: pages only for a request whose `X-Pomerium-Jwt-Assertion` verifies against
+//! the JWKS of the route in front (a JWKS served here, signed here), for this host; rotating a
+//! token behind a confirmation with a CSRF token.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    reason = "tests fail by panicking"
+)]
+
+mod support;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+use base64::Engine as _;
+use http::{Method, StatusCode};
+use serde_json::json;
+use support::{Console, Http};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Serves `body` as JSON to every request on a loopback port.
+async fn serve_json(body: String) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tokio::time::timeout(support::PROMPTLY, stream.read(&mut buffer)).await {
+                        Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buffer[..n]),
+                        _ => return,
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    address
+}
+
+struct Signer {
+    key: EcdsaKeyPair,
+    kid: &'static str,
+}
+
+impl Signer {
+    fn new(kid: &'static str) -> Signer {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
+        Signer { key: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap(), kid }
+    }
+
+    fn jwk(&self) -> serde_json::Value {
+        let point = self.key.public_key().as_ref();
+        json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "kid": self.kid, "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65])})
+    }
+
+    fn assertion(&self, audience: &str, expires_in: i64) -> String {
+        let header = B64.encode(json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"}).to_string());
+        let exp = jiff::Timestamp::now().as_second() + expires_in;
+        let claims = B64.encode(json!({"email": "admin@example.com", "aud": audience, "exp": exp}).to_string());
+        let message = format!("{header}.{claims}");
+        let signature = self.key.sign(&SystemRandom::new(), message.as_bytes()).unwrap();
+        format!("{message}.{}", B64.encode(signature.as_ref()))
+    }
+}
+
+#[tokio::test]
+async fn pages_need_the_routes_assertion_and_rotation_needs_the_confirmation() {
+    let route = Signer::new("route-key");
+    let stranger = Signer::new("route-key");
+    let jwks = serve_json(json!({"keys": [route.jwk()]}).to_string()).await;
+    let yaml = format!("{}web_console_jwks_url: http://{jwks}/jwks.json\n", support::settings(""));
+    let console = Console::start(&yaml).await;
+    let api = Http::signed_in(&console.base()).await;
+    let org = api.get("/api/v0/organizations").await.json[0]["id"].as_str().unwrap().to_owned();
+    let cluster = api.post(&format!("/api/v0/organizations/{org}/clusters"), json!({"name": "web<b>"})).await;
+    let cluster_id = cluster.json["id"].as_str().unwrap().to_owned();
+    let old_token = cluster.json["refreshToken"].as_str().unwrap().to_owned();
+
+    let browser = Http::new(&console.base());
+    let open = |path: String, assertion: Option<String>| {
+        let browser = &browser;
+        async move {
+            let mut headers = vec![("host", "console.test".to_owned())];
+            if let Some(assertion) = assertion {
+                headers.push(("x-pomerium-jwt-assertion", assertion));
+            }
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            browser.raw(Method::GET, &path, None, &headers).await
+        }
+    };
+    // Refused: no assertion, another key with the same kid, another host, expired.
+    for assertion in [
+        None,
+        Some(stranger.assertion("console.test", 300)),
+        Some(route.assertion("other.test", 300)),
+        Some(route.assertion("console.test", -600)),
+    ] {
+        let page = open("/console/".to_owned(), assertion.clone()).await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{assertion:?}: {page:?}");
+        assert!(!String::from_utf8_lossy(&page.bytes).contains("web&lt;b&gt;"));
+    }
+    let good = route.assertion("console.test", 300);
+    let clusters = open("/console/".to_owned(), Some(good.clone())).await;
+    assert_eq!(clusters.status, StatusCode::OK, "{clusters:?}");
+    let html = String::from_utf8_lossy(&clusters.bytes).into_owned();
+    assert!(html.contains("web&lt;b&gt;") && !html.contains("web<b>"), "escaped: {html}");
+    assert!(html.contains("admin@example.com"), "{html}");
+    let status = open(format!("/console/clusters/{cluster_id}"), Some(good.clone())).await;
+    assert!(String::from_utf8_lossy(&status.bytes).contains("persistent_backend"), "{status:?}");
+
+    // Rotate: the confirmation's form carries the CSRF token; without it, refused.
+    let confirm = open(format!("/console/clusters/{cluster_id}/rotate"), Some(good.clone())).await;
+    let html = String::from_utf8_lossy(&confirm.bytes).into_owned();
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let post = |form: String| {
+        let browser = &browser;
+        let good = good.clone();
+        let path = format!("/console/clusters/{cluster_id}/rotate");
+        async move {
+            let headers = [
+                ("host", "console.test"),
+                ("x-pomerium-jwt-assertion", good.as_str()),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ];
+            browser.raw(Method::POST, &path, Some(&form), &headers).await
+        }
+    };
+    assert_eq!(post("csrf=forged".to_owned()).await.status, StatusCode::FORBIDDEN);
+    let exchange = |token: String| {
+        let base = console.base();
+        async move { Http::new(&base).post("/cluster/v1/exchangeToken", json!({"refreshToken": token})).await.status }
+    };
+    assert_eq!(exchange(old_token.clone()).await, StatusCode::OK, "nothing rotated yet");
+    let rotated = post(format!("csrf={csrf}")).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{rotated:?}");
+    let html = String::from_utf8_lossy(&rotated.bytes).into_owned();
+    let new_token = html.split("<pre id=\"token\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    assert_eq!(exchange(old_token).await, StatusCode::BAD_REQUEST);
+    assert_eq!(exchange(new_token).await, StatusCode::OK);
+}
