@@ -92,7 +92,7 @@ macro_rules! diagnostic_enum {
 diagnostic_enum! {
     /// A reason the configuration cannot be used.
     pub enum Error(ppl::Error) {
-        TooLarge, NotObject, RouteList, WrongType, RemovedOption, BadUrl, BadDuration, UnknownValue, BadNumber,
+        TooLarge, NotObject, RouteList, KubernetesManifest, WrongType, RemovedOption, BadUrl, BadDuration, UnknownValue, BadNumber,
         BadSecret, BadPem, UnreadableFile, Conflict, Missing, BadRegex, InvalidValue, BadEnv,
         RouteBadUrl, FromPath, FromScheme, NoAction, SeveralActions, MixedWeights, BadWeight,
         MixedSchemes, RedirectCode, PublicWithAllowLists, AnyUserWithAllowLists, DuplicateId,
@@ -150,6 +150,35 @@ pub struct NotObject {
 pub struct RouteList {
     #[label("a list of routes")]
     pub(crate) span: SourceSpan,
+}
+
+/// A Kubernetes manifest (`apiVersion` and `kind` at the top), not a configuration: its options,
+/// if any, are in a field of it, and reading it as options would report every field as unknown.
+#[derive(Debug, Clone, Error, Diagnostic, PartialEq)]
+#[error("this file is a Kubernetes manifest (`kind: {kind}`), not a Pomerium configuration")]
+#[diagnostic(code(config::document::kubernetes_manifest))]
+pub struct KubernetesManifest {
+    pub(crate) kind: String,
+    #[help]
+    pub(crate) help: String,
+    #[label("a Kubernetes manifest")]
+    pub(crate) span: SourceSpan,
+}
+
+impl KubernetesManifest {
+    pub(crate) fn help_for(kind: &str) -> String {
+        match kind {
+            "ConfigMap" | "Secret" => "a configuration carried in a ConfigMap or Secret is one of its `data` (or \
+                                        `stringData`) entries: save that entry to a file and check the file"
+                .to_owned(),
+            "Ingress" => "an Ingress becomes routes through the ingress controller: see them with \
+                          `pomerium-ingress-controller translate <file>`"
+                .to_owned(),
+            _ => "check the Pomerium configuration itself (a `config.yaml` of options), not the manifest that \
+                  deploys it"
+                .to_owned(),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -66,9 +66,19 @@ pub fn looks_like_config(source: &str, format: Format) -> bool {
     };
     value
         .map(|value| {
-            is_route_list(&value) || value.as_object().is_some_and(|entries| entries.iter().any(|e| is_option(&e.key)))
+            is_route_list(&value)
+                || kubernetes_kind(&value).is_some()
+                || value.as_object().is_some_and(|entries| entries.iter().any(|e| is_option(&e.key)))
         })
         .unwrap_or(false)
+}
+
+/// The `kind` of a Kubernetes manifest (an object with string `apiVersion` and `kind`): such a
+/// file is refused with one error that says what it is, rather than read as options or a policy.
+pub(crate) fn kubernetes_kind(value: &ppl::value::Value) -> Option<&str> {
+    let text = |key: &str| value.get(key).and_then(|entry| entry.value.as_str());
+    text("apiVersion")?;
+    text("kind")
 }
 
 /// Whether a document is a list of routes (objects with `from`).

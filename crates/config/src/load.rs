@@ -3,8 +3,8 @@
 
 use crate::assemble::assemble;
 use crate::diagnostic::{
-    AutocertWildcard, DuplicateId, Error, IgnoredOption, Located, NotObject, Origin, RouteList, ShadowedRoute,
-    TooLarge, Warning,
+    AutocertWildcard, DuplicateId, Error, IgnoredOption, KubernetesManifest, Located, NotObject, Origin, RouteList,
+    ShadowedRoute, TooLarge, Warning,
 };
 use crate::env::Environment;
 use crate::options::{self, MtlsEnforcement, Options};
@@ -78,6 +78,11 @@ fn read_config(
     decoded: &mut BTreeMap<String, String>,
 ) -> Option<Config> {
     let document = parse_document(source, format, sink)?;
+    if let Some(kind) = crate::kubernetes_kind(&document) {
+        let help = KubernetesManifest::help_for(kind);
+        sink.error(&Origin::File, KubernetesManifest { kind: kind.to_owned(), help, span: document.span.into() });
+        return None;
+    }
     let Some(entries) = document.as_object() else {
         if crate::is_route_list(&document) {
             sink.error(&Origin::File, RouteList { span: document.span.into() });
