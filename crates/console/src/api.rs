@@ -328,6 +328,16 @@ async fn entities(state: &State, request: &Request<'_>, kind: Kind, rest: &[&str
     }
 }
 
+/// The web console's way to a route or policy: the API's own handling of `method` on
+/// `rest` (below `/routes` or `/policies`) with `body`, the same checks and diagnostics, for a user
+/// the console has already verified.
+pub async fn entity(state: &State, method: &Method, kind: Kind, rest: &[&str], body: &[u8]) -> Reply {
+    let request = Request { method, segments: Vec::new(), query: None, authorization: None, body };
+    match entities(state, &request, kind, rest).await {
+        Ok(reply) | Err(reply) => reply,
+    }
+}
+
 /// An entity stays in its namespace (its cluster): a move would leave the old cluster's
 /// configuration behind.
 fn same_namespace(old: &Map<String, Value>, body: &Map<String, Value>) -> Result<()> {

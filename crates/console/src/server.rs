@@ -189,8 +189,11 @@ async fn route(state: Arc<State>, request: http::Request<Incoming>) -> Response<
         let assertion = parts.headers.get("x-pomerium-jwt-assertion").and_then(|v| v.to_str().ok());
         let segments: Vec<&str> = path.trim_start_matches("/console").split('/').filter(|s| !s.is_empty()).collect();
         let page = crate::web::handle(&state, &parts.method, &segments, assertion, &host, &body).await;
-        return Response::builder()
-            .status(page.status)
+        let mut builder = Response::builder().status(page.status);
+        if let Some(location) = &page.location {
+            builder = builder.header(header::LOCATION, location);
+        }
+        return builder
             .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
             .header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
             .header("x-frame-options", "DENY")

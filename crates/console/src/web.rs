@@ -4,8 +4,10 @@
 //! `web_console_jwks_url` the pages are off.
 //!
 //! Pages: clusters (Manage Clusters), a cluster's status (replicas, alerts, routes, policies),
-//! and rotating a cluster's token behind a confirmation (a form with a CSRF token bound to the
-//! user).
+//! rotating a cluster's token behind a confirmation, a cluster's routes and policies (list,
+//! create, edit as the API's JSON text, delete behind a confirmation; saved through the API's own
+//! code path, so a refused save shows the API's diagnostics with line:column), and applying the
+//! pending changeset. Every form carries a CSRF token bound to the user and the form's path.
 
 use crate::api::storage_failed;
 use crate::state::State;
@@ -14,7 +16,7 @@ use aws_lc_rs::signature;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -169,6 +171,8 @@ pub async fn user(state: &State, assertion: Option<&str>, host: &str) -> Result<
 pub struct Page {
     pub status: StatusCode,
     pub html: String,
+    /// Where a successful form sends the browser (303 See Other).
+    pub location: Option<String>,
 }
 
 fn escape(text: &str) -> String {
@@ -194,7 +198,11 @@ fn page(status: StatusCode, title: &str, user: &str, body: &str) -> Page {
         title = escape(title),
         user = escape(user),
     );
-    Page { status, html }
+    Page { status, html, location: None }
+}
+
+fn see_other(location: String) -> Page {
+    Page { status: StatusCode::SEE_OTHER, html: String::new(), location: Some(location) }
 }
 
 fn csrf(state: &State, user: &str, action: &str) -> String {
@@ -218,7 +226,11 @@ pub async fn handle(
         Ok(user) => user,
         Err(why) => {
             tracing::info!(reason = %why, "web console: refused");
-            return Page { status: StatusCode::UNAUTHORIZED, html: format!("<!doctype html><p>{}</p>", escape(&why)) };
+            return Page {
+                status: StatusCode::UNAUTHORIZED,
+                html: format!("<!doctype html><p>{}</p>", escape(&why)),
+                location: None,
+            };
         }
     };
     match render(state, method, segments, &user, form).await {
@@ -276,7 +288,10 @@ async fn render(state: &State, method: &Method, segments: &[&str], user: &str, f
                     text(a, "description")
                 ));
             }
-            body.push_str("</ul><h2>Routes</h2><ul>");
+            body.push_str(&format!(
+                "</ul><h2>Routes</h2><p><a href=\"/console/clusters/{0}/routes\">Manage routes</a> · <a href=\"/console/clusters/{0}/policies\">Manage policies</a></p><ul>",
+                escape(id)
+            ));
             for r in &routes {
                 body.push_str(&format!("<li>{} — {}</li>", escape(field(r, "name")), escape(field(r, "from"))));
             }
@@ -328,6 +343,101 @@ async fn render(state: &State, method: &Method, segments: &[&str], user: &str, f
             );
             Ok(page(StatusCode::OK, "New Cluster Token", user, &body))
         }
+        ("POST", ["clusters", id, "apply"]) => {
+            verify_csrf(state, user, segments, form)?;
+            live_cluster(state, id, user).await?;
+            let pending = state
+                .store
+                .list_where(Kind::Changeset, "namespaceId", id)
+                .await
+                .map_err(failed)?
+                .into_iter()
+                .find(|c| field(c, "status") == "pending");
+            let Some(changeset) = pending else {
+                return Ok(see_other(format!("/console/clusters/{id}/routes")));
+            };
+            let reply = match crate::api::apply_changeset(state, field(&changeset, "id")).await {
+                Ok(reply) | Err(reply) => reply,
+            };
+            if reply.status.is_success() {
+                tracing::info!(cluster = %id, %user, "changeset applied from the web console");
+                return Ok(see_other(format!("/console/clusters/{id}/routes")));
+            }
+            let body =
+                format!("{}<p><a href=\"/console/clusters/{}/routes\">Back</a></p>", problems(&reply), escape(id));
+            Err(page(reply.status, "Changes Not Applied", user, &body))
+        }
+        ("GET", ["clusters", id, kind]) => {
+            let (kind, _) = kind_of(kind, user)?;
+            let cluster = live_cluster(state, id, user).await?;
+            list_page(state, user, &cluster, kind).await
+        }
+        ("GET", ["clusters", id, kind, "new"]) => {
+            let (kind, _) = kind_of(kind, user)?;
+            live_cluster(state, id, user).await?;
+            let template = match kind {
+                Kind::Route => {
+                    json!({"namespaceId": id, "name": "", "from": "https://app.example.com", "to": ["http://localhost:8080"], "policyIds": []})
+                }
+                _ => {
+                    json!({"namespaceId": id, "name": "", "ppl": {"allow": {"and": [{"email": {"is": "user@example.com"}}]}}})
+                }
+            };
+            let text = serde_json::to_string_pretty(&template).unwrap_or_default();
+            Ok(form_page(state, StatusCode::OK, user, id, kind, segments, &text, None))
+        }
+        ("POST", ["clusters", id, kind_segment, "new"]) => {
+            let (kind, _) = kind_of(kind_segment, user)?;
+            verify_csrf(state, user, segments, form)?;
+            live_cluster(state, id, user).await?;
+            let text = form_value(form, "text");
+            let reply = crate::api::entity(state, &Method::POST, kind, &[], text.as_bytes()).await;
+            saved(state, user, id, kind, segments, &text, &reply, kind_segment)
+        }
+        ("GET", ["clusters", id, kind, entity_id]) => {
+            let (kind, _) = kind_of(kind, user)?;
+            live_cluster(state, id, user).await?;
+            let mut entity = in_cluster(state, kind, id, entity_id, user).await?;
+            for computed in ["id", "createdAt", "updatedAt"] {
+                entity.remove(computed);
+            }
+            let text = serde_json::to_string_pretty(&crate::api::public(entity)).unwrap_or_default();
+            Ok(form_page(state, StatusCode::OK, user, id, kind, segments, &text, None))
+        }
+        ("POST", ["clusters", id, kind_segment, entity_id]) => {
+            let (kind, _) = kind_of(kind_segment, user)?;
+            verify_csrf(state, user, segments, form)?;
+            live_cluster(state, id, user).await?;
+            in_cluster(state, kind, id, entity_id, user).await?;
+            let text = form_value(form, "text");
+            let reply = crate::api::entity(state, &Method::PUT, kind, &[entity_id], text.as_bytes()).await;
+            saved(state, user, id, kind, segments, &text, &reply, kind_segment)
+        }
+        ("GET", ["clusters", id, kind_segment, entity_id, "delete"]) => {
+            let (kind, noun) = kind_of(kind_segment, user)?;
+            live_cluster(state, id, user).await?;
+            let entity = in_cluster(state, kind, id, entity_id, user).await?;
+            let body = format!(
+                "<p>Delete the {noun} <b>{name}</b>? The cluster keeps serving it until the change is applied.</p>\
+                 <form method=\"post\" action=\"/console/{action}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\">Delete</button></form>",
+                name = escape(field(&entity, "name")),
+                action = escape(&segments.join("/")),
+                csrf = csrf(state, user, &form_action(segments)),
+            );
+            Ok(page(StatusCode::OK, &format!("Delete {noun}"), user, &body))
+        }
+        ("POST", ["clusters", id, kind_segment, entity_id, "delete"]) => {
+            let (kind, noun) = kind_of(kind_segment, user)?;
+            verify_csrf(state, user, segments, form)?;
+            live_cluster(state, id, user).await?;
+            in_cluster(state, kind, id, entity_id, user).await?;
+            let reply = crate::api::entity(state, &Method::DELETE, kind, &[entity_id], b"").await;
+            if reply.status.is_success() {
+                tracing::info!(cluster = %id, %user, %noun, id = %entity_id, "deleted from the web console");
+                return Ok(see_other(format!("/console/clusters/{}/{kind_segment}", escape(id))));
+            }
+            Err(page(reply.status, &format!("Delete {noun}"), user, &problems(&reply)))
+        }
         _ => Err(page(StatusCode::NOT_FOUND, "Not Found", user, "<p>No such page.</p>")),
     }
 }
@@ -340,4 +450,187 @@ async fn live_cluster(state: &State, id: &str, user: &str) -> Result<serde_json:
             Err(page(StatusCode::SERVICE_UNAVAILABLE, "Error", user, "<p>The console's storage failed; try again.</p>"))
         }
     }
+}
+
+/// `routes` or `policies` in a path: the kind and its noun.
+fn kind_of(segment: &str, user: &str) -> Result<(Kind, &'static str), Page> {
+    match segment {
+        "routes" => Ok((Kind::Route, "route")),
+        "policies" => Ok((Kind::Policy, "policy")),
+        _ => Err(page(StatusCode::NOT_FOUND, "Not Found", user, "<p>No such page.</p>")),
+    }
+}
+
+/// A form's CSRF action: its path, so a token is good for one form of one user.
+fn form_action(segments: &[&str]) -> String {
+    format!("form/{}", segments.join("/"))
+}
+
+fn form_value(form: &[u8], name: &str) -> String {
+    url::form_urlencoded::parse(form).find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).unwrap_or_default()
+}
+
+fn verify_csrf(state: &State, user: &str, segments: &[&str], form: &[u8]) -> Result<(), Page> {
+    let given = form_value(form, "csrf");
+    if state.keys.verify(format!("web-csrf\n{user}\n{}", form_action(segments)).as_bytes(), &given) {
+        return Ok(());
+    }
+    Err(page(
+        StatusCode::FORBIDDEN,
+        "Refused",
+        user,
+        "<p class=\"error\">The form expired or did not come from this console: open the page again.</p>",
+    ))
+}
+
+/// The entity `entity_id` of `kind`, when it is live and in cluster `cluster_id`.
+async fn in_cluster(
+    state: &State,
+    kind: Kind,
+    cluster_id: &str,
+    entity_id: &str,
+    user: &str,
+) -> Result<serde_json::Map<String, Value>, Page> {
+    match state.store.live(kind, entity_id).await {
+        Ok(Some(entity)) if field(&entity, "namespaceId") == cluster_id => Ok(entity),
+        Ok(_) => Err(page(StatusCode::NOT_FOUND, "Not Found", user, "<p>No such entity in this cluster.</p>")),
+        Err(_) => {
+            Err(page(StatusCode::SERVICE_UNAVAILABLE, "Error", user, "<p>The console's storage failed; try again.</p>"))
+        }
+    }
+}
+
+/// An API answer's error and every diagnostic (code, line:column, message, help), as HTML.
+fn problems(reply: &crate::api::Reply) -> String {
+    let body = reply.body.clone().unwrap_or(Value::Null);
+    let text = |v: &Value, k: &str| escape(v.get(k).and_then(Value::as_str).unwrap_or_default());
+    let mut html = format!("<p class=\"error\" id=\"error\">{}</p>", text(&body, "error"));
+    let diagnostics = body.get("diagnostics").and_then(Value::as_array).cloned().unwrap_or_default();
+    if !diagnostics.is_empty() {
+        html.push_str("<ul id=\"diagnostics\">");
+        for d in &diagnostics {
+            let at = |k: &str| d.get(k).and_then(Value::as_u64).unwrap_or(0);
+            html.push_str(&format!(
+                "<li class=\"{severity}\"><code>{code}</code> at {line}:{column}: {message}",
+                severity = text(d, "severity"),
+                code = text(d, "code"),
+                line = at("line"),
+                column = at("column"),
+                message = text(d, "message"),
+            ));
+            if d.get("help").is_some() {
+                html.push_str(&format!("<br>help: {}", text(d, "help")));
+            }
+            html.push_str("</li>");
+        }
+        html.push_str("</ul>");
+    }
+    html
+}
+
+/// The form of a route or policy: its JSON text (as the API takes it), and what refused it.
+#[expect(clippy::too_many_arguments, reason = "one page's parts")]
+fn form_page(
+    state: &State,
+    status: StatusCode,
+    user: &str,
+    cluster_id: &str,
+    kind: Kind,
+    segments: &[&str],
+    text: &str,
+    refused: Option<&crate::api::Reply>,
+) -> Page {
+    let noun = if kind == Kind::Route { "route" } else { "policy" };
+    let title = if segments.last() == Some(&"new") { format!("New {noun}") } else { format!("Edit {noun}") };
+    let body = format!(
+        "{problems}<p>The {noun} as JSON, as the API takes it (Zero's field names{ppl}).</p>\
+         <form method=\"post\" action=\"/console/{action}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <textarea name=\"text\" id=\"text\" rows=\"20\" cols=\"100\" spellcheck=\"false\">{text}</textarea><br>\
+         <button type=\"submit\" id=\"save\">Save</button> <a href=\"/console/clusters/{cluster}/{list}\">Cancel</a></form>",
+        problems = refused.map(problems).unwrap_or_default(),
+        ppl = if kind == Kind::Policy { "; the rule in `ppl`" } else { "" },
+        action = escape(&segments.join("/")),
+        csrf = csrf(state, user, &form_action(segments)),
+        text = escape(text),
+        cluster = escape(cluster_id),
+        list = if kind == Kind::Route { "routes" } else { "policies" },
+    );
+    page(status, &title, user, &body)
+}
+
+/// After a save through the API: to the list when it was accepted, else the form again with the
+/// text as sent and the API's diagnostics.
+#[expect(clippy::too_many_arguments, reason = "one page's parts")]
+fn saved(
+    state: &State,
+    user: &str,
+    cluster_id: &str,
+    kind: Kind,
+    segments: &[&str],
+    text: &str,
+    reply: &crate::api::Reply,
+    list: &str,
+) -> Result<Page, Page> {
+    if reply.status.is_success() {
+        tracing::info!(cluster = %cluster_id, %user, kind = kind.name(), "saved from the web console");
+        return Ok(see_other(format!("/console/clusters/{}/{list}", escape(cluster_id))));
+    }
+    Err(form_page(state, reply.status, user, cluster_id, kind, segments, text, Some(reply)))
+}
+
+/// A cluster's routes or policies, with the pending changeset's Apply button when the cluster
+/// does not apply changes at once.
+async fn list_page(
+    state: &State,
+    user: &str,
+    cluster: &serde_json::Map<String, Value>,
+    kind: Kind,
+) -> Result<Page, Page> {
+    let failed =
+        |_| page(StatusCode::SERVICE_UNAVAILABLE, "Error", user, "<p>The console's storage failed; try again.</p>");
+    let id = field(cluster, "id");
+    let (segment, noun, title) =
+        if kind == Kind::Route { ("routes", "route", "Routes") } else { ("policies", "policy", "Policies") };
+    let entities = state.store.list_where(kind, "namespaceId", id).await.map_err(failed)?;
+    let mut body = format!(
+        "<p>Cluster <a href=\"/console/clusters/{id}\">{name}</a> · <a href=\"/console/clusters/{id}/routes\">Routes</a> · \
+         <a href=\"/console/clusters/{id}/policies\">Policies</a></p>",
+        id = escape(id),
+        name = escape(field(cluster, "name")),
+    );
+    let settings = state.store.live(Kind::Settings, id).await.map_err(failed)?.unwrap_or_default();
+    let auto_apply = settings.get("autoApplyChangesets").and_then(Value::as_bool) == Some(true);
+    let changesets = state.store.list_where(Kind::Changeset, "namespaceId", id).await.map_err(failed)?;
+    if !auto_apply && changesets.iter().any(|c| field(c, "status") == "pending") {
+        let segments = ["clusters", id, "apply"];
+        body.push_str(&format!(
+            "<form method=\"post\" action=\"/console/clusters/{id}/apply\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             Changes not yet on the cluster: <button type=\"submit\" id=\"apply\">Apply changes</button></form>",
+            id = escape(id),
+            csrf = csrf(state, user, &form_action(&segments)),
+        ));
+    }
+    body.push_str(&format!("<table id=\"{segment}\"><tr><th>Name</th>"));
+    if kind == Kind::Route {
+        body.push_str("<th>From</th><th>To</th>");
+    }
+    body.push_str("<th>Actions</th></tr>");
+    for entity in &entities {
+        let entity_id = escape(field(entity, "id"));
+        body.push_str(&format!("<tr><td>{}</td>", escape(field(entity, "name"))));
+        if kind == Kind::Route {
+            let to = entity.get("to").map(|v| v.to_string()).unwrap_or_default();
+            body.push_str(&format!("<td>{}</td><td>{}</td>", escape(field(entity, "from")), escape(&to)));
+        }
+        body.push_str(&format!(
+            "<td><a href=\"/console/clusters/{id}/{segment}/{entity_id}\">Edit</a> · \
+             <a href=\"/console/clusters/{id}/{segment}/{entity_id}/delete\">Delete</a></td></tr>",
+            id = escape(id),
+        ));
+    }
+    body.push_str(&format!(
+        "</table><p><a href=\"/console/clusters/{id}/{segment}/new\" id=\"new\">New {noun}</a></p>",
+        id = escape(id)
+    ));
+    Ok(page(StatusCode::OK, title, user, &body))
 }

@@ -151,3 +151,135 @@ async fn pages_need_the_routes_assertion_and_rotation_needs_the_confirmation() {
     assert_eq!(exchange(old_token).await, StatusCode::BAD_REQUEST);
     assert_eq!(exchange(new_token).await, StatusCode::OK);
 }
+
+/// The `csrf` hidden field of a page's form.
+fn csrf_of(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned()
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+#[tokio::test]
+async fn policies_are_made_edited_and_deleted_from_the_pages_with_the_apis_diagnostics() {
+    let route = Signer::new("route-key");
+    let jwks = serve_json(json!({"keys": [route.jwk()]}).to_string()).await;
+    let yaml = format!("{}web_console_jwks_url: http://{jwks}/jwks.json\n", support::settings(""));
+    let console = Console::start(&yaml).await;
+    let api = Http::signed_in(&console.base()).await;
+    let org = api.get("/api/v0/organizations").await.json[0]["id"].as_str().unwrap().to_owned();
+    let cluster = api.post(&format!("/api/v0/organizations/{org}/clusters"), json!({"name": "web"})).await;
+    let cluster_id = cluster.json["id"].as_str().unwrap().to_owned();
+
+    let browser = Http::new(&console.base());
+    let good = route.assertion("console.test", 300);
+    let get = |path: String| {
+        let (browser, good) = (&browser, good.clone());
+        async move {
+            let headers = [("host", "console.test"), ("x-pomerium-jwt-assertion", good.as_str())];
+            let page = browser.raw(Method::GET, &path, None, &headers).await;
+            (page.status, String::from_utf8_lossy(&page.bytes).into_owned())
+        }
+    };
+    let post = |path: String, body: String| {
+        let (browser, good) = (&browser, good.clone());
+        async move {
+            let headers = [
+                ("host", "console.test"),
+                ("x-pomerium-jwt-assertion", good.as_str()),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ];
+            let page = browser.raw(Method::POST, &path, Some(&body), &headers).await;
+            let location = page.headers.get("location").map(|l| l.to_str().unwrap().to_owned());
+            (page.status, String::from_utf8_lossy(&page.bytes).into_owned(), location)
+        }
+    };
+    let list_path = format!("/console/clusters/{cluster_id}/policies");
+    let new_path = format!("{list_path}/new");
+
+    // Not without the route's assertion.
+    let anonymous = browser.raw(Method::GET, &new_path, None, &[("host", "console.test")]).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+
+    let (status, html) = get(new_path.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let csrf = csrf_of(&html);
+    assert!(html.contains(&cluster_id), "the template names the namespace: {html}");
+
+    // A typo in the rule: refused with the API's diagnostic (code, line:column, help), the text
+    // kept in the form, escaped.
+    let typo = format!(
+        "{{\n  \"name\": \"admins <b>\",\n  \"namespaceId\": \"{cluster_id}\",\n  \"ppl\": {{\"allow\": {{\"and\": [\n    {{\"emial\": {{\"is\": \"a@example.com\"}}}}\n  ]}}}}\n}}"
+    );
+    let (status, html, _) = post(new_path.clone(), form(&[("csrf", &csrf), ("text", &typo)])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
+    assert!(html.contains("<code>ppl::"), "the diagnostic's code: {html}");
+    assert!(html.contains(" at 5:6: "), "line:column: {html}");
+    assert!(html.contains("help: "), "{html}");
+    assert!(
+        html.contains("&quot;emial&quot;") && html.contains("admins &lt;b&gt;") && !html.contains("admins <b>"),
+        "{html}"
+    );
+    assert!(api.get(&format!("/api/v0/organizations/{org}/policies?namespaceId={cluster_id}")).await.json == json!([]));
+
+    // Without the form's CSRF token, or with another form's: 403, nothing saved.
+    let fixed = typo.replace("emial", "email");
+    let (status, _, _) = post(new_path.clone(), form(&[("text", &fixed)])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let rotate_csrf = csrf_of(&get(format!("/console/clusters/{cluster_id}/rotate")).await.1);
+    let (status, _, _) = post(new_path.clone(), form(&[("csrf", &rotate_csrf), ("text", &fixed)])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Fixed: saved through the API's path, listed.
+    let (status, html, location) = post(new_path.clone(), form(&[("csrf", &csrf), ("text", &fixed)])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    assert_eq!(location.as_deref(), Some(list_path.as_str()));
+    let policies = api.get(&format!("/api/v0/organizations/{org}/policies?namespaceId={cluster_id}")).await.json;
+    let policy_id = policies[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(policies[0]["name"], "admins <b>");
+    let (status, html) = get(list_path.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("<td>admins &lt;b&gt;</td>"), "{html}");
+
+    // The cluster does not apply changes at once: Apply from the page.
+    assert!(html.contains("id=\"apply\""), "{html}");
+    let changesets = format!("/api/v0/organizations/{org}/changesets?namespaceId={cluster_id}");
+    assert_eq!(api.get(&changesets).await.json[0]["status"], "pending");
+    let (status, _, _) = post(format!("/console/clusters/{cluster_id}/apply"), form(&[("csrf", &csrf)])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another form's token");
+    let (status, _, _) =
+        post(format!("/console/clusters/{cluster_id}/apply"), form(&[("csrf", &csrf_of(&html))])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(api.get(&changesets).await.json[0]["status"], "current");
+    assert!(!get(list_path.clone()).await.1.contains("id=\"apply\""));
+
+    // Edit: the stored JSON in the form; a bad edit refused with its diagnostic.
+    let edit_path = format!("{list_path}/{policy_id}");
+    let (status, html) = get(edit_path.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("&quot;email&quot;"), "{html}");
+    let edit_csrf = csrf_of(&html);
+    let renamed = fixed.replace("admins <b>", "admins");
+    let (status, html, _) =
+        post(edit_path.clone(), form(&[("csrf", &edit_csrf), ("text", &renamed.replace("\"is\"", "\"iz\""))])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
+    assert!(html.contains("<code>ppl::"), "{html}");
+    let (status, _, _) = post(edit_path.clone(), form(&[("csrf", &edit_csrf), ("text", &renamed)])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(api.get(&format!("/api/v0/organizations/{org}/policies/{policy_id}")).await.json["name"], "admins");
+
+    // Delete behind its confirmation.
+    let delete_path = format!("{edit_path}/delete");
+    let (status, html) = get(delete_path.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = post(delete_path.clone(), form(&[("csrf", &edit_csrf)])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = post(delete_path, form(&[("csrf", &csrf_of(&html))])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        api.get(&format!("/api/v0/organizations/{org}/policies/{policy_id}")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert!(!get(list_path).await.1.contains("admins"));
+}
