@@ -102,7 +102,7 @@ pub async fn handle(state: &State, request: &Request<'_>) -> Reply {
 async fn route(state: &State, request: &Request<'_>) -> Result<Reply> {
     let method = request.method;
     match request.segments.as_slice() {
-        ["token"] if method == Method::POST => return exchange(state, request),
+        ["token"] if method == Method::POST => return exchange(state, request).await,
         ["version"] if method == Method::GET => {
             return Ok(Reply::ok(json!({ "version": env!("CARGO_PKG_VERSION") })));
         }
@@ -133,16 +133,22 @@ fn not_found(request: &Request<'_>) -> Reply {
     )
 }
 
-fn exchange(state: &State, request: &Request<'_>) -> Result<Reply> {
+async fn exchange(state: &State, request: &Request<'_>) -> Result<Reply> {
     let body = request.object()?;
     let token = body.get("refreshToken").and_then(Value::as_str).unwrap_or_default();
-    let Some(name) = auth::match_api_token(&state.settings.api_tokens, token) else {
-        return Err(Reply::error(
-            StatusCode::BAD_REQUEST,
-            "invalid refresh token: it is not one of the console's `api_tokens`",
-        ));
+    let name = match auth::match_api_token(&state.settings.api_tokens, token) {
+        Some(name) => name.to_owned(),
+        None => {
+            let stored = state.store.list(Kind::ApiToken).await.map_err(storage_error)?;
+            auth::match_stored_api_token(&stored, token).ok_or_else(|| {
+                Reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid refresh token: it is neither one of the console's `api_tokens` nor a token made on the web console's API Tokens page",
+                )
+            })?
+        }
     };
-    let id_token = state.keys.issue(&Subject::User(name.to_owned()), jiff::Timestamp::now().as_second());
+    let id_token = state.keys.issue(&Subject::User(name), jiff::Timestamp::now().as_second());
     Ok(Reply::ok(json!({
         "idToken": id_token,
         "expiresInSeconds": auth::ID_TOKEN_LIFETIME_SECONDS.to_string(),

@@ -103,6 +103,20 @@ pub fn match_api_token<'a>(tokens: &'a [crate::settings::ApiToken], given: &str)
     found
 }
 
+/// The name of the API token made in the web console that `given` matches (its `tokenDigest`
+/// compared in constant time against each).
+pub fn match_stored_api_token(stored: &[serde_json::Map<String, Value>], given: &str) -> Option<String> {
+    let given_digest = token_id(given);
+    let mut found = None;
+    for token in stored {
+        let digest = token.get("tokenDigest").and_then(Value::as_str).unwrap_or_default();
+        if constant_time::verify_slices_are_equal(digest.as_bytes(), given_digest.as_bytes()).is_ok() {
+            found = token.get("name").and_then(Value::as_str).map(str::to_owned);
+        }
+    }
+    found
+}
+
 /// A new cluster token: 32 random bytes, base64url.
 pub fn new_refresh_token() -> Result<String, String> {
     let mut bytes = [0u8; 32];

@@ -34,6 +34,9 @@ pub enum Kind {
     Replica,
     /// The console's own secret (signing id tokens and download URLs).
     Secret,
+    /// An API user's refresh token made in the web console: its name and the SHA-256 of the token
+    /// (`tokenDigest`; the token itself is not stored).
+    ApiToken,
 }
 
 impl Kind {
@@ -51,6 +54,7 @@ impl Kind {
             Kind::BundleStatus => "BundleStatus",
             Kind::Replica => "Replica",
             Kind::Secret => "Secret",
+            Kind::ApiToken => "ApiToken",
         }
     }
 }

@@ -7,7 +7,8 @@
 //! rotating a cluster's token behind a confirmation, a cluster's routes and policies (list,
 //! create, edit as the API's JSON text, delete behind a confirmation; saved through the API's own
 //! code path, so a refused save shows the API's diagnostics with line:column), and applying the
-//! pending changeset. Every form carries a CSRF token bound to the user and the form's path.
+//! pending changeset; API tokens (names listed, never values; made, shown once; deleted). Every
+//! form carries a CSRF token bound to the user and the form's path.
 
 use crate::api::storage_failed;
 use crate::state::State;
@@ -194,7 +195,7 @@ fn page(status: StatusCode, title: &str, user: &str, body: &str) -> Page {
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title} · pomerium-console</title>\
          <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.error{{color:#b00}}.warning{{color:#a60}}.success{{color:#070}}</style></head>\
-         <body><nav><a href=\"/console/\">Manage Clusters</a> · signed in as {user}</nav><h1>{title}</h1>{body}</body></html>",
+         <body><nav><a href=\"/console/\">Manage Clusters</a> · <a href=\"/console/tokens\">API Tokens</a> · signed in as {user}</nav><h1>{title}</h1>{body}</body></html>",
         title = escape(title),
         user = escape(user),
     );
@@ -438,6 +439,49 @@ async fn render(state: &State, method: &Method, segments: &[&str], user: &str, f
             }
             Err(page(reply.status, &format!("Delete {noun}"), user, &problems(&reply)))
         }
+        ("GET", ["tokens"]) => tokens_page(state, user, StatusCode::OK, "").await,
+        ("POST", ["tokens"]) => {
+            verify_csrf(state, user, segments, form)?;
+            let name = form_value(form, "name").trim().to_owned();
+            if name.is_empty() || name.chars().count() > 100 {
+                let problem = "<p class=\"error\" id=\"error\">A token needs a name of 1 to 100 characters.</p>";
+                return Err(tokens_page(state, user, StatusCode::BAD_REQUEST, problem).await?);
+            }
+            let token = crate::auth::new_refresh_token().map_err(|_| {
+                page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Error",
+                    user,
+                    "<p>The system random generator failed; try again.</p>",
+                )
+            })?;
+            let id = crate::store::new_id();
+            let record = json!({
+                "id": id, "name": name, "tokenDigest": crate::auth::token_id(&token),
+                "createdAt": crate::store::now(), "createdBy": user,
+            });
+            state
+                .store
+                .put(Kind::ApiToken, &id, record.as_object().cloned().unwrap_or_default())
+                .await
+                .map_err(failed)?;
+            tracing::info!(%user, token = %name, "API token made from the web console");
+            let body = format!(
+                "<p>The new token <b>{}</b> (shown once; copy it somewhere safe; exchange it at <code>POST /api/v0/token</code>):</p><pre id=\"token\">{}</pre><p><a href=\"/console/tokens\">API Tokens</a></p>",
+                escape(&name),
+                escape(&token)
+            );
+            Ok(page(StatusCode::OK, "New API Token", user, &body))
+        }
+        ("POST", ["tokens", id, "delete"]) => {
+            verify_csrf(state, user, segments, form)?;
+            match state.store.live(Kind::ApiToken, id).await.map_err(failed)? {
+                Some(_) => state.store.delete(Kind::ApiToken, id).await.map_err(failed)?,
+                None => return Err(page(StatusCode::NOT_FOUND, "Not Found", user, "<p>No such token.</p>")),
+            }
+            tracing::info!(%user, token = %id, "API token deleted from the web console");
+            Ok(see_other("/console/tokens".to_owned()))
+        }
         _ => Err(page(StatusCode::NOT_FOUND, "Not Found", user, "<p>No such page.</p>")),
     }
 }
@@ -633,4 +677,37 @@ async fn list_page(
         id = escape(id)
     ));
     Ok(page(StatusCode::OK, title, user, &body))
+}
+
+/// The API tokens: their names (never their values), a form to make one, a Delete button for
+/// each made here (those of the configuration file stay there).
+async fn tokens_page(state: &State, user: &str, status: StatusCode, problem: &str) -> Result<Page, Page> {
+    let stored = state.store.list(Kind::ApiToken).await.map_err(|_| {
+        page(StatusCode::SERVICE_UNAVAILABLE, "Error", user, "<p>The console's storage failed; try again.</p>")
+    })?;
+    let mut body = format!("{problem}<table id=\"tokens\"><tr><th>Name</th><th>Made</th><th>Actions</th></tr>");
+    for token in &state.settings.api_tokens {
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>in the configuration file (<code>api_tokens</code>)</td><td></td></tr>",
+            escape(&token.name)
+        ));
+    }
+    for token in &stored {
+        let id = field(token, "id");
+        body.push_str(&format!(
+            "<tr><td>{name}</td><td>{at} by {by}</td><td><form method=\"post\" action=\"/console/tokens/{id}/delete\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\">Delete</button></form></td></tr>",
+            name = escape(field(token, "name")),
+            at = escape(field(token, "createdAt")),
+            by = escape(field(token, "createdBy")),
+            csrf = csrf(state, user, &form_action(&["tokens", id, "delete"])),
+            id = escape(id),
+        ));
+    }
+    body.push_str(&format!(
+        "</table><h2>New token</h2><form method=\"post\" action=\"/console/tokens\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         Name <input name=\"name\" id=\"name\"> <button type=\"submit\">Create</button></form>",
+        csrf(state, user, &form_action(&["tokens"]))
+    ));
+    Ok(page(status, "API Tokens", user, &body))
 }

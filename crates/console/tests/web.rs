@@ -283,3 +283,58 @@ async fn policies_are_made_edited_and_deleted_from_the_pages_with_the_apis_diagn
     );
     assert!(!get(list_path).await.1.contains("admins"));
 }
+
+#[tokio::test]
+async fn api_tokens_are_made_shown_once_and_deleted_from_the_pages() {
+    let route = Signer::new("route-key");
+    let jwks = serve_json(json!({"keys": [route.jwk()]}).to_string()).await;
+    let yaml = format!("{}web_console_jwks_url: http://{jwks}/jwks.json\n", support::settings(""));
+    let console = Console::start(&yaml).await;
+    let browser = Http::new(&console.base());
+    let good = route.assertion("console.test", 300);
+    let headers = [("host", "console.test"), ("x-pomerium-jwt-assertion", good.as_str())];
+    let form_headers = [
+        ("host", "console.test"),
+        ("x-pomerium-jwt-assertion", good.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let exchange = |token: String| {
+        let base = console.base();
+        async move { Http::new(&base).post("/api/v0/token", json!({"refreshToken": token})).await.status }
+    };
+
+    let anonymous = browser.raw(Method::GET, "/console/tokens", None, &[("host", "console.test")]).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let list = browser.raw(Method::GET, "/console/tokens", None, &headers).await;
+    let html = String::from_utf8_lossy(&list.bytes).into_owned();
+    assert_eq!(list.status, StatusCode::OK, "{html}");
+    assert!(!html.contains(support::API_TOKEN), "the configuration's token's value is never shown: {html}");
+    let csrf = csrf_of(&html);
+
+    // Without the form's CSRF token: 403.
+    let refused = browser.raw(Method::POST, "/console/tokens", Some(&form(&[("name", "ci")])), &form_headers).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let made = browser
+        .raw(Method::POST, "/console/tokens", Some(&form(&[("csrf", &csrf), ("name", "ci <b>")])), &form_headers)
+        .await;
+    let html = String::from_utf8_lossy(&made.bytes).into_owned();
+    assert_eq!(made.status, StatusCode::OK, "{html}");
+    let token = html.split("<pre id=\"token\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    assert_eq!(exchange(token.clone()).await, StatusCode::OK, "the new token signs in to the API");
+
+    // Listed by name, escaped, never by value.
+    let list = browser.raw(Method::GET, "/console/tokens", None, &headers).await;
+    let html = String::from_utf8_lossy(&list.bytes).into_owned();
+    assert!(html.contains("ci &lt;b&gt;") && !html.contains(&token), "{html}");
+    let delete = html.split("action=\"/console/tokens/").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let delete_csrf = html.split(&format!("action=\"/console/tokens/{delete}\"")).nth(1).unwrap();
+    let delete_csrf = csrf_of(delete_csrf);
+    let path = format!("/console/tokens/{delete}");
+    let refused = browser.raw(Method::POST, &path, Some(&form(&[("csrf", &csrf)])), &form_headers).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "another form's token");
+    let deleted = browser.raw(Method::POST, &path, Some(&form(&[("csrf", &delete_csrf)])), &form_headers).await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER);
+    assert_eq!(exchange(token).await, StatusCode::BAD_REQUEST, "a deleted token no longer signs in");
+    let list = browser.raw(Method::GET, "/console/tokens", None, &headers).await;
+    assert!(!String::from_utf8_lossy(&list.bytes).contains("ci &lt;b&gt;"));
+}
