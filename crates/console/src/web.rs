@@ -4,7 +4,8 @@
 //! `web_console_jwks_url` the pages are off.
 //!
 //! Pages: clusters (Manage Clusters), a cluster's status (replicas, alerts, routes, policies),
-//! rotating a cluster's token behind a confirmation, a cluster's routes and policies (list,
+//! renaming a cluster and overriding its IP address (through the API's handler), rotating a
+//! cluster's token behind a confirmation, a cluster's routes and policies (list,
 //! create, edit as the API's JSON text, delete behind a confirmation; saved through the API's own
 //! code path, so a refused save shows the API's diagnostics with line:column), and applying the
 //! pending changeset; API tokens (names listed, never values; made, shown once; deleted). Every
@@ -252,7 +253,7 @@ async fn render(state: &State, method: &Method, segments: &[&str], user: &str, f
                 let id = field(cluster, "id");
                 let replicas = crate::clusters::replicas(state, id).await.map(|r| r.len()).unwrap_or(0);
                 rows.push_str(&format!(
-                    "<tr><td><a href=\"/console/clusters/{id}\">{}</a></td><td>{}</td><td>{replicas}</td><td><a href=\"/console/clusters/{id}/rotate\">Rotate Token</a></td></tr>",
+                    "<tr><td><a href=\"/console/clusters/{id}\">{}</a></td><td>{}</td><td>{replicas}</td><td><a href=\"/console/clusters/{id}/edit\">Rename / Override IP</a> · <a href=\"/console/clusters/{id}/rotate\">Rotate Token</a></td></tr>",
                     escape(field(cluster, "name")),
                     escape(field(cluster, "fqdn")),
                     id = escape(id),
@@ -343,6 +344,40 @@ async fn render(state: &State, method: &Method, segments: &[&str], user: &str, f
                 escape(&token)
             );
             Ok(page(StatusCode::OK, "New Cluster Token", user, &body))
+        }
+        ("GET", ["clusters", id, "edit"]) => {
+            let cluster = live_cluster(state, id, user).await?;
+            Ok(cluster_form(
+                state,
+                StatusCode::OK,
+                user,
+                segments,
+                field(&cluster, "name"),
+                field(&cluster, "manualOverrideIpAddress"),
+                "",
+            ))
+        }
+        ("POST", ["clusters", id, "edit"]) => {
+            verify_csrf(state, user, segments, form)?;
+            live_cluster(state, id, user).await?;
+            let (name, ip) = (form_value(form, "name"), form_value(form, "ip"));
+            let ip_value = if ip.trim().is_empty() { Value::Null } else { json!(ip.trim()) };
+            let body = json!({"name": name, "manualOverrideIpAddress": ip_value}).to_string();
+            let request = crate::api::Request {
+                method: &Method::PUT,
+                segments: Vec::new(),
+                query: None,
+                authorization: None,
+                body: body.as_bytes(),
+            };
+            let reply = match crate::clusters::handle(state, &request, &[id]).await {
+                Ok(reply) | Err(reply) => reply,
+            };
+            if reply.status.is_success() {
+                tracing::info!(cluster = %id, %user, "cluster renamed or its IP overridden from the web console");
+                return Ok(see_other("/console/".to_owned()));
+            }
+            Err(cluster_form(state, reply.status, user, segments, &name, &ip, &problems(&reply)))
         }
         ("POST", ["clusters", id, "apply"]) => {
             verify_csrf(state, user, segments, form)?;
@@ -710,4 +745,26 @@ async fn tokens_page(state: &State, user: &str, status: StatusCode, problem: &st
         csrf(state, user, &form_action(&["tokens"]))
     ));
     Ok(page(status, "API Tokens", user, &body))
+}
+
+/// Rename a cluster, override its IP address (empty: the override removed).
+fn cluster_form(
+    state: &State,
+    status: StatusCode,
+    user: &str,
+    segments: &[&str],
+    name: &str,
+    ip: &str,
+    problem: &str,
+) -> Page {
+    let body = format!(
+        "{problem}<form method=\"post\" action=\"/console/{action}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <p>Name <input name=\"name\" value=\"{name}\"></p><p>Override IP address (empty: none) <input name=\"ip\" value=\"{ip}\"></p>\
+         <button type=\"submit\">Save</button></form>",
+        action = escape(&segments.join("/")),
+        csrf = csrf(state, user, &form_action(segments)),
+        name = escape(name),
+        ip = escape(ip),
+    );
+    page(status, "Rename / Override IP", user, &body)
 }

@@ -338,3 +338,54 @@ async fn api_tokens_are_made_shown_once_and_deleted_from_the_pages() {
     let list = browser.raw(Method::GET, "/console/tokens", None, &headers).await;
     assert!(!String::from_utf8_lossy(&list.bytes).contains("ci &lt;b&gt;"));
 }
+
+#[tokio::test]
+async fn a_cluster_is_renamed_and_its_ip_overridden_from_the_pages() {
+    let route = Signer::new("route-key");
+    let jwks = serve_json(json!({"keys": [route.jwk()]}).to_string()).await;
+    let yaml = format!("{}web_console_jwks_url: http://{jwks}/jwks.json\n", support::settings(""));
+    let console = Console::start(&yaml).await;
+    let api = Http::signed_in(&console.base()).await;
+    let org = api.get("/api/v0/organizations").await.json[0]["id"].as_str().unwrap().to_owned();
+    let cluster = api.post(&format!("/api/v0/organizations/{org}/clusters"), json!({"name": "web"})).await;
+    let cluster_id = cluster.json["id"].as_str().unwrap().to_owned();
+    let browser = Http::new(&console.base());
+    let good = route.assertion("console.test", 300);
+    let headers = [("host", "console.test"), ("x-pomerium-jwt-assertion", good.as_str())];
+    let form_headers = [
+        ("host", "console.test"),
+        ("x-pomerium-jwt-assertion", good.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let path = format!("/console/clusters/{cluster_id}/edit");
+    let page = browser.raw(Method::GET, &path, None, &headers).await;
+    let html = String::from_utf8_lossy(&page.bytes).into_owned();
+    assert_eq!(page.status, StatusCode::OK, "{html}");
+    assert!(html.contains("value=\"web\""), "{html}");
+    let csrf = csrf_of(&html);
+
+    let refused = browser.raw(Method::POST, &path, Some(&form(&[("name", "renamed")])), &form_headers).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    // Not an IP address: the API's error, the values kept.
+    let bad = form(&[("csrf", &csrf), ("name", "renamed"), ("ip", "not-an-ip")]);
+    let page = browser.raw(Method::POST, &path, Some(&bad), &form_headers).await;
+    let html = String::from_utf8_lossy(&page.bytes).into_owned();
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{html}");
+    assert!(
+        html.contains("`manualOverrideIpAddress` must be an IP address") && html.contains("value=\"not-an-ip\""),
+        "{html}"
+    );
+    let cluster_path = format!("/api/v0/organizations/{org}/clusters/{cluster_id}");
+    assert_eq!(api.get(&cluster_path).await.json["name"], "web");
+
+    let good_form = form(&[("csrf", &csrf), ("name", "renamed"), ("ip", "192.0.2.7")]);
+    let page = browser.raw(Method::POST, &path, Some(&good_form), &form_headers).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let stored = api.get(&cluster_path).await.json;
+    assert_eq!(stored["name"], "renamed", "{stored}");
+    assert_eq!(stored["manualOverrideIpAddress"], "192.0.2.7", "{stored}");
+    // Emptied: the override removed.
+    let cleared = form(&[("csrf", &csrf), ("name", "renamed"), ("ip", "")]);
+    assert_eq!(browser.raw(Method::POST, &path, Some(&cleared), &form_headers).await.status, StatusCode::SEE_OTHER);
+    assert!(api.get(&cluster_path).await.json.get("manualOverrideIpAddress").is_none());
+}
