@@ -504,6 +504,9 @@ impl Reloader {
         if result.is_ok() {
             sources.dynamic = dynamic;
         }
+        if let Some(managed) = &self.managed {
+            managed.health.configuration_built(result.as_ref().map(|_| ()).map_err(|problems| problems.join("; ")));
+        }
         self.report(result, "the databroker's configuration records");
     }
 
@@ -574,6 +577,9 @@ impl Reloader {
         }
         let routes = runtime.route_count();
         self.current.store(Arc::new(runtime));
+        if let Some(managed) = &self.managed {
+            managed.health.set_routes(&config);
+        }
         Ok(routes)
     }
 }

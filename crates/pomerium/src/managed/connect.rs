@@ -29,6 +29,12 @@ pub async fn run(managed: Arc<Managed>, mut shutdown: proxy::server::ShutdownSig
             result = subscribe(&managed, channel.clone(), &mut backoff) => result,
         };
         managed.connected.send_replace(false);
+        let message = match &result {
+            Ok(()) => "the control plane closed the Connect stream".to_owned(),
+            Err(Failure::Api(error)) => format!("no id token for the Connect stream: {error}"),
+            Err(Failure::Stream(status)) => format!("the Connect stream is down: {}", status.message()),
+        };
+        managed.health.set(super::health::ZERO_CONNECT, Err(message));
         match result {
             Ok(()) => tracing::warn!(check = "zero.connect", "the control plane closed the Connect stream"),
             Err(Failure::Api(error)) => {
@@ -66,6 +72,7 @@ async fn subscribe(managed: &Managed, channel: Channel, backoff: &mut Backoff) -
     let mut stream = ConnectClient::new(channel).subscribe(request).await.map_err(Failure::Stream)?.into_inner();
     tracing::info!("connected to the control plane");
     managed.connected.send_replace(true);
+    managed.health.set(super::health::ZERO_CONNECT, Ok(()));
     backoff.reset();
     managed.sync.notify_one();
     managed.refresh.notify_one();
@@ -76,7 +83,10 @@ async fn subscribe(managed: &Managed, channel: Channel, backoff: &mut Backoff) -
                 managed.sync.notify_one();
             }
             Event::BootstrapConfigUpdated => managed.refresh.notify_one(),
-            Event::RunHealthChecks => tracing::debug!("health checks asked for (not reported by this build)"),
+            Event::RunHealthChecks => {
+                tracing::info!("the control plane asks for the health checks");
+                managed.health.run.notify_one();
+            }
             Event::TelemetryRequest | Event::Unknown => {}
         }
     }
@@ -84,7 +94,7 @@ async fn subscribe(managed: &Managed, channel: Channel, backoff: &mut Backoff) -
 }
 
 /// A lazy channel to the Connect server: h2c for `http://`, TLS for `https://`.
-fn channel(url: &str) -> Result<Channel, String> {
+pub(crate) fn channel(url: &str) -> Result<Channel, String> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| format!("CONNECT_SERVER_ENDPOINT `{url}`: {e}"))?
         .connect_timeout(Duration::from_secs(10))
@@ -103,7 +113,7 @@ fn channel(url: &str) -> Result<Channel, String> {
     }
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())

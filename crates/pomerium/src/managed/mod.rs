@@ -17,6 +17,7 @@
 //! [`zero::status::TOKEN_REFUSED`]: the token was rotated or revoked.
 
 pub mod connect;
+pub mod health;
 pub mod reconcile;
 pub mod usage;
 
@@ -148,6 +149,8 @@ pub struct Managed {
     pub connected: watch::Sender<bool>,
     /// The process must end with this message (the token was refused).
     fatal: mpsc::Sender<String>,
+    /// The health checks' latest statuses ([`health`]).
+    pub health: health::Health,
 }
 
 impl std::fmt::Debug for Managed {
@@ -179,11 +182,12 @@ impl Managed {
         let signing_key_pem = keys.signing_key_pem().map_err(|e| format!("POMERIUM_ZERO_TOKEN: {e}"))?;
         let client = ClusterClient::new(&settings.cluster_api, &settings.token, tls_client_config()?)?;
         let mut backoff = Backoff::default();
+        let health = health::Health::default();
         let bootstrap = loop {
             match client.bootstrap().await {
                 Ok(bootstrap) => {
                     tracing::info!(cluster = %bootstrap.cluster_id, "bootstrap configuration received from the control plane");
-                    save(&settings, &keys, &bootstrap);
+                    health.set(health::BOOTSTRAP_SAVE, save(&settings, &keys, &bootstrap));
                     break bootstrap;
                 }
                 Err(error) if error.is_terminal() => return Err(format!("{TOKEN_REFUSED} ({error})")),
@@ -219,6 +223,7 @@ impl Managed {
             refresh: Notify::new(),
             connected: watch::Sender::new(false),
             fatal,
+            health,
         }))
     }
 
@@ -283,6 +288,13 @@ impl Managed {
         }
     }
 
+    /// The public JWK of the cluster's signing key (what `routes.reachable` looks for).
+    pub fn signing_jwk(&self) -> serde_json::Value {
+        authenticate::signing::SigningKey::from_pem(self.signing_key_pem.as_bytes())
+            .map(|key| key.public_jwk().clone())
+            .unwrap_or_default()
+    }
+
     /// The key usage reports pseudonymise with.
     pub fn pseudonymization_key(&self) -> Vec<u8> {
         self.bootstrap.lock().unwrap_or_else(PoisonError::into_inner).pseudonymization_key.clone()
@@ -313,7 +325,7 @@ impl Managed {
             };
             match result {
                 Ok(bootstrap) => {
-                    save(&self.settings, &self.keys, &bootstrap);
+                    self.health.set(health::BOOTSTRAP_SAVE, save(&self.settings, &self.keys, &bootstrap));
                     let mut current = self.bootstrap.lock().unwrap_or_else(PoisonError::into_inner);
                     if current.shared_secret != bootstrap.shared_secret
                         || current.databroker_storage_connection != bootstrap.databroker_storage_connection
@@ -347,8 +359,8 @@ impl Managed {
 }
 
 /// Seals `bootstrap` into the writeback file (the `zero.bootstrap-config.save` check: a failure
-/// is logged, and the replica runs on).
-fn save(settings: &Settings, keys: &DerivedKeys, bootstrap: &BootstrapConfig) {
+/// is logged and returned, and the replica runs on).
+fn save(settings: &Settings, keys: &DerivedKeys, bootstrap: &BootstrapConfig) -> Result<(), String> {
     let path = &settings.writeback;
     let result = zero::seal::seal(&keys.file_key, bootstrap).map_err(|e| e.to_string()).and_then(|sealed| {
         if let Some(dir) = path.parent() {
@@ -361,11 +373,17 @@ fn save(settings: &Settings, keys: &DerivedKeys, bootstrap: &BootstrapConfig) {
         std::fs::rename(&partial, path).map_err(|e| format!("cannot write `{}`: {e}", path.display()))
     });
     match result {
-        Ok(()) => tracing::debug!(file = %path.display(), "bootstrap configuration saved"),
-        Err(error) => tracing::warn!(
-            check = "zero.bootstrap-config.save",
-            "the bootstrap configuration is not saved ({error}): a restart while the control plane is unreachable will wait for it"
-        ),
+        Ok(()) => {
+            tracing::debug!(file = %path.display(), "bootstrap configuration saved");
+            Ok(())
+        }
+        Err(error) => {
+            let message = format!(
+                "the bootstrap configuration is not saved ({error}): a restart while the control plane is unreachable will wait for it"
+            );
+            tracing::warn!(check = "zero.bootstrap-config.save", "{message}");
+            Err(message)
+        }
     }
 }
 
@@ -406,6 +424,7 @@ pub fn spawn(
 ) {
     tasks.spawn(connect::run(Arc::clone(managed), shutdown.signal()));
     tasks.spawn(Arc::clone(managed).refresh_loop(shutdown.signal()));
+    tasks.spawn(health::run(Arc::clone(managed), broker.clone(), shutdown.signal()));
     tasks.spawn(reconcile::run(Arc::clone(managed), broker, shutdown.signal()));
 }
 
@@ -468,7 +487,7 @@ mod tests {
             pseudonymization_key: vec![2; 32],
             databroker_storage_connection: None,
         };
-        save(&s, &keys, &bootstrap);
+        save(&s, &keys, &bootstrap).unwrap();
         assert_eq!(load(&s, &keys).unwrap(), bootstrap);
         #[cfg(unix)]
         {
