@@ -246,6 +246,87 @@ pub fn bundle_bytes(bundle: Option<&Map<String, Value>>) -> Vec<u8> {
     zero::bundle::encode(&[record])
 }
 
+/// The cluster a gRPC call's bearer id token names.
+async fn grpc_cluster(
+    state: &State,
+    metadata: &tonic::metadata::MetadataMap,
+) -> std::result::Result<String, tonic::Status> {
+    let authorization = metadata.get("authorization").and_then(|v| v.to_str().ok());
+    let (cluster, _) = cluster_of(state, authorization).await.map_err(|reply| {
+        let message =
+            reply.body.as_ref().and_then(|b| b.get("error")).and_then(Value::as_str).unwrap_or("refused").to_owned();
+        if reply.status == StatusCode::UNAUTHORIZED {
+            tonic::Status::unauthenticated(message)
+        } else {
+            tonic::Status::unavailable(message)
+        }
+    })?;
+    Ok(cluster)
+}
+
+/// At most this many spans of one export are kept (a replica sends one per check).
+const MAX_REPORTED_SPANS: usize = 64;
+/// A check's name or message is cut at this many characters.
+const MAX_REPORT_CHARS: usize = 2000;
+
+fn cut(text: &str) -> String {
+    text.chars().take(MAX_REPORT_CHARS).collect()
+}
+
+/// OTLP `TraceService/Export`: a replica's health checks, one span per check (named after it,
+/// status OK or Error with the message; the resource's `host.name` names the replica), as a Go
+/// Pomerium sends them. The latest status per (replica, check) is kept for `GET .../health`.
+#[derive(Debug, Clone)]
+pub struct Traces {
+    pub state: Arc<State>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Traces {
+    async fn export(
+        &self,
+        request: tonic::Request<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    ) -> std::result::Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
+        tonic::Status,
+    > {
+        use opentelemetry_proto::tonic::common::v1::any_value;
+        use opentelemetry_proto::tonic::trace::v1::status::StatusCode as SpanCode;
+        let cluster = grpc_cluster(&self.state, request.metadata()).await?;
+        let at = now();
+        for resource_spans in request.into_inner().resource_spans {
+            let hostname = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "host.name")
+                .and_then(|a| a.value.as_ref()?.value.as_ref())
+                .and_then(|v| if let any_value::Value::StringValue(s) = v { Some(cut(s)) } else { None })
+                .unwrap_or_else(|| "unknown".to_owned());
+            let spans = resource_spans.scope_spans.iter().flat_map(|s| &s.spans).take(MAX_REPORTED_SPANS);
+            for span in spans {
+                let (status, message) = match &span.status {
+                    Some(s) if s.code == i32::from(SpanCode::Error) => ("error", cut(&s.message)),
+                    _ => ("ok", String::new()),
+                };
+                let check = cut(&span.name);
+                let data = json!({
+                    "clusterId": cluster, "hostname": hostname, "check": check, "status": status,
+                    "message": message, "updatedAt": at,
+                });
+                let id = auth::token_id(&format!("{cluster}\n{hostname}\n{check}"));
+                self.state
+                    .store
+                    .put(Kind::HealthReport, &id, data.as_object().cloned().unwrap_or_default())
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(format!("storage: {e}")))?;
+            }
+            tracing::debug!(%cluster, %hostname, "health checks reported");
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
 /// The Connect service: `Subscribe` streams what a cluster's replicas must re-fetch.
 #[derive(Debug, Clone)]
 pub struct Connect {
@@ -262,21 +343,7 @@ impl pb::connect_server::Connect for Connect {
         &self,
         request: tonic::Request<pb::SubscribeRequest>,
     ) -> std::result::Result<tonic::Response<Self::SubscribeStream>, tonic::Status> {
-        let authorization = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let (cluster, _) = cluster_of(&self.state, authorization.as_deref()).await.map_err(|reply| {
-            let message = reply
-                .body
-                .as_ref()
-                .and_then(|b| b.get("error"))
-                .and_then(Value::as_str)
-                .unwrap_or("refused")
-                .to_owned();
-            if reply.status == StatusCode::UNAUTHORIZED {
-                tonic::Status::unauthenticated(message)
-            } else {
-                tonic::Status::unavailable(message)
-            }
-        })?;
+        let cluster = grpc_cluster(&self.state, request.metadata()).await?;
         let hello = request.into_inner();
         let hostname = if hello.hostname.is_empty() { "unknown".to_owned() } else { hello.hostname };
         let replica =

@@ -262,7 +262,8 @@ fn older(version: &str, than: &str) -> bool {
 
 /// The cluster's status alerts (`GET .../health`), each with its cause and what to do:
 /// `persistent_backend`, `cluster_active_replicas`, `cluster_version_current`, `config_build`
-/// (the cluster could not apply its configuration), `certificates_current`.
+/// (the cluster could not apply its configuration), `certificates_current`, and the health checks
+/// each active replica reported (`storage.backend`, `zero.connect`, `routes.reachable`, ...).
 pub async fn health(state: &State, cluster: &str) -> Result<Vec<Value>> {
     let settings = settings(state, cluster).await?;
     let mut alerts = Vec::new();
@@ -323,6 +324,23 @@ pub async fn health(state: &State, cluster: &str) -> Result<Vec<Value>> {
         }
         None => {}
     }
+    let active: Vec<&str> = replicas.iter().filter_map(|r| r.get("hostname").and_then(Value::as_str)).collect();
+    let mut reports = state.store.list_where(Kind::HealthReport, "clusterId", cluster).await.map_err(storage_failed)?;
+    reports.retain(|r| r.get("hostname").and_then(Value::as_str).is_some_and(|h| active.contains(&h)));
+    reports.sort_by_key(|r| (text(r, "check").to_owned(), text(r, "hostname").to_owned()));
+    for report in &reports {
+        let check = text(report, "check");
+        let (status, description) = if text(report, "status") == "error" {
+            ("error", reported_error(check, text(report, "message")))
+        } else {
+            ("success", format!("The health check `{check}` passes."))
+        };
+        let mut alert = alert(check, status, description, report.get("hostname").and_then(Value::as_str));
+        if let (Some(map), Some(at)) = (alert.as_object_mut(), report.get("updatedAt")) {
+            map.insert("updatedAt".to_owned(), at.clone());
+        }
+        alerts.push(alert);
+    }
     let now = jiff::Timestamp::now();
     for pair in state.store.list_where(Kind::KeyPair, "namespaceId", cluster).await.map_err(storage_failed)? {
         let pem = pair.get("certificate").and_then(Value::as_str).unwrap_or_default();
@@ -346,6 +364,40 @@ pub async fn health(state: &State, cluster: &str) -> Result<Vec<Value>> {
         }
     }
     Ok(alerts)
+}
+
+fn text<'a>(map: &'a serde_json::Map<String, Value>, key: &str) -> &'a str {
+    map.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// A failing health check a replica reported: its cause and the steps to resolve it, as seed 000
+/// words them.
+fn reported_error(check: &str, message: &str) -> String {
+    let bind = message.contains("bind") && (message.contains("ermission denied") || message.contains("EACCES"));
+    match check {
+        _ if bind => format!(
+            "The replica cannot listen on its address: {message}. Ports below 1024 need privileges: grant the binary the CAP_NET_BIND_SERVICE capability (`setcap cap_net_bind_service=+ep $(which pomerium)`, or `cap_add: [NET_BIND_SERVICE]` in a container), or listen on a port above 1024."
+        ),
+        "storage.backend" => format!(
+            "The replica cannot reach its storage backend: {message}. Check that PostgreSQL is running and reachable from the replica, and that `databrokerStorageConnection` in the cluster's settings is right."
+        ),
+        "zero.bootstrap-config.save" => format!(
+            "The replica cannot write its bootstrap cache file: {message}. Point BOOTSTRAP_CONFIG_FILE (or BOOTSTRAP_CONFIG_WRITEBACK_URI) at a writable location, such as a persistent volume, so that it can start while the control plane is unreachable."
+        ),
+        "zero.connect" => format!(
+            "The replica cannot stay connected to the control plane: {message}. Allow outbound connections from the replica to CONNECT_SERVER_ENDPOINT and CLUSTER_API_ENDPOINT (HTTP/2, long-lived); the replica keeps serving its last configuration meanwhile."
+        ),
+        "routes.reachable" => format!(
+            "{message}. Create or fix a DNS record for each of these route hosts so that it points at the cluster's address (or its load balancer); until then, users cannot reach them."
+        ),
+        "config.databroker.build" => format!(
+            "The replica rejected its configuration: {message}. Fix the route or setting it names, then apply again; the replica keeps serving its last good configuration."
+        ),
+        c if c.starts_with("xds.") => format!(
+            "The replica rejected its configuration or a route: {message}. Fix the route or setting it names, then apply again."
+        ),
+        _ => format!("The health check `{check}` fails: {message}."),
+    }
 }
 
 /// The expiry of the first certificate in `pem`.

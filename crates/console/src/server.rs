@@ -256,11 +256,17 @@ fn host_of(request: &http::Request<Incoming>) -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// The Connect gRPC service (`/pomerium.zero.Connect/Subscribe`), on the same port.
+/// The Connect gRPC service (`/pomerium.zero.Connect/Subscribe`) and the OTLP trace service that
+/// health reports arrive on, on the same port.
 async fn grpc(state: Arc<State>, request: http::Request<Incoming>) -> Response<Body> {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
     use tonic::codegen::Service as _;
-    let mut service = zero::connect::pb::connect_server::ConnectServer::new(cluster_api::Connect { state });
-    match service.call(request).await {
+    let answer = if request.uri().path().starts_with("/opentelemetry.proto.collector.trace.v1.TraceService/") {
+        TraceServiceServer::new(cluster_api::Traces { state }).call(request).await
+    } else {
+        zero::connect::pb::connect_server::ConnectServer::new(cluster_api::Connect { state }).call(request).await
+    };
+    match answer {
         Ok(response) => response.map(|body| {
             body.map_err(|status| Box::new(status) as Box<dyn std::error::Error + Send + Sync>).boxed_unsync()
         }),

@@ -32,6 +32,8 @@ pub enum Kind {
     /// What a cluster last reported of applying a bundle.
     BundleStatus,
     Replica,
+    /// A replica's latest status of one health check (OTLP spans from the cluster).
+    HealthReport,
     /// The console's own secret (signing id tokens and download URLs).
     Secret,
     /// An API user's refresh token made in the web console: its name and the SHA-256 of the token
@@ -53,6 +55,7 @@ impl Kind {
             Kind::Bundle => "Bundle",
             Kind::BundleStatus => "BundleStatus",
             Kind::Replica => "Replica",
+            Kind::HealthReport => "HealthReport",
             Kind::Secret => "Secret",
             Kind::ApiToken => "ApiToken",
         }

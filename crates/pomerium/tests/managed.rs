@@ -252,3 +252,89 @@ async fn a_cluster_of_two_replicas_follows_its_control_plane_and_ends_with_its_t
     }
     control.stop().await;
 }
+
+/// The alert `id` for `hostname` in a cluster's `GET .../health`, once it is there.
+fn alert_of<'a>(alerts: &'a Value, id: &str, hostname: &str) -> Option<&'a Value> {
+    alerts.as_array()?.iter().find(|a| a["id"] == id && a["hostname"] == hostname)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_reports_its_health_checks_and_runs_them_again_when_asked() {
+    let postgres = TestPostgres::shared().unwrap();
+    let console_db = postgres.database().unwrap();
+    let control = ControlPlane::start("127.0.0.1:0", &console_db).await;
+    let api = Api::sign_in(control.address).await;
+    let (_, orgs) = api.call(Method::GET, "/organizations", None).await;
+    let org = orgs[0]["id"].as_str().unwrap().to_owned();
+    let (_, cluster) =
+        api.call(Method::POST, &format!("/organizations/{org}/clusters"), Some(json!({"name": "health"}))).await;
+    let cluster_id = cluster["id"].as_str().unwrap().to_owned();
+    let token = cluster["refreshToken"].as_str().unwrap().to_owned();
+    // No storage connection: the replica keeps its records in memory.
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            &format!("/organizations/{org}/clusters/{cluster_id}/settings"),
+            Some(json!({"autoApplyChangesets": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let setup = Setup::new();
+    let upstream = echo_upstream("app", None).await;
+    let a = replica(&setup, "replica-a", &token, control.address).await;
+    let (_, policy) = api
+        .call(
+            Method::POST,
+            &format!("/organizations/{org}/policies"),
+            Some(json!({"name": "everyone", "namespaceId": cluster_id, "ppl": {"allow": {"and": [{"accept": true}]}}})),
+        )
+        .await;
+    // A route whose host (a loopback name, the replica's port) points at the cluster.
+    let route = |name: &str, port: u16| {
+        json!({
+            "name": name, "namespaceId": cluster_id, "from": format!("https://{name}.test.localhost:{port}"),
+            "to": [upstream.http()], "policyIds": [policy["id"]],
+        })
+    };
+    let (status, created) =
+        api.call(Method::POST, &format!("/organizations/{org}/routes"), Some(route("reach", a.address.port()))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let health = format!("/organizations/{org}/clusters/{cluster_id}/health");
+    let alerts = eventually("the replica's health checks", || async {
+        let (_, alerts) = api.call(Method::GET, &health, None).await;
+        (alert_of(&alerts, "routes.reachable", "replica-a")?["status"] == "success").then_some(alerts)
+    })
+    .await;
+    for check in ["storage.backend", "zero.connect", "zero.bootstrap-config.save", "config.databroker.build"] {
+        let alert = alert_of(&alerts, check, "replica-a").unwrap_or_else(|| panic!("no {check}: {alerts:#}"));
+        assert_eq!(alert["status"], "success", "{alert}");
+    }
+    let memory = alerts.as_array().unwrap().iter().find(|a| a["id"] == "persistent_backend").unwrap();
+    assert_eq!(memory["status"], "warning", "{memory}");
+    assert!(memory["description"].as_str().unwrap().contains("in-memory storage"), "{memory}");
+
+    // A route host that does not point at the cluster (nothing listens on its port).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (status, created) =
+        api.call(Method::POST, &format!("/organizations/{org}/routes"), Some(route("elsewhere", closed))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let failing = eventually("routes.reachable failing", || async {
+        let (_, alerts) = api.call(Method::GET, &health, None).await;
+        let alert = alert_of(&alerts, "routes.reachable", "replica-a")?.clone();
+        (alert["status"] == "error").then_some(alert)
+    })
+    .await;
+    let description = failing["description"].as_str().unwrap();
+    assert!(description.contains("elsewhere.test.localhost: connection error"), "{description}");
+    assert!(!description.contains("reach.test.localhost"), "the reachable host passes: {description}");
+    assert!(description.contains("DNS record"), "{description}");
+
+    // "Check again": the replica runs its checks and reports them again.
+    let before = a.count_logs("health checks reported");
+    let (status, _) = api.call(Method::POST, &health, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    eventually("the checks run again", || async { (a.count_logs("health checks reported") > before).then_some(()) })
+        .await;
+    assert!(a.count_logs("the control plane asks for the health checks") >= 1, "{}", a.logs().join("\n"));
+    control.stop().await;
+}

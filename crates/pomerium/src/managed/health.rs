@@ -151,10 +151,7 @@ pub async fn routes_reachable(own: &Value, routes: &[(String, u16)]) -> Result<(
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "route hosts that do not point at this cluster: {} (point their DNS at the cluster's address)",
-            failures.join("; ")
-        ))
+        Err(format!("route hosts that do not point at this cluster: {}", failures.join("; ")))
     }
 }
 
