@@ -328,6 +328,16 @@ async fn a_replica_reports_its_health_checks_and_runs_them_again_when_asked() {
     assert!(description.contains("elsewhere.test.localhost: connection error"), "{description}");
     assert!(!description.contains("reach.test.localhost"), "the reachable host passes: {description}");
     assert!(description.contains("DNS record"), "{description}");
+    // That route gone, the check passes again (the reachable host checked in the same run).
+    let (status, _) = api
+        .call(Method::DELETE, &format!("/organizations/{org}/routes/{}", created["id"].as_str().unwrap()), None)
+        .await;
+    assert!(status.is_success(), "{status}");
+    eventually("routes.reachable passing again", || async {
+        let (_, alerts) = api.call(Method::GET, &health, None).await;
+        (alert_of(&alerts, "routes.reachable", "replica-a")?["status"] == "success").then_some(())
+    })
+    .await;
 
     // "Check again": the replica runs its checks and reports them again.
     let before = a.count_logs("health checks reported");
