@@ -294,6 +294,7 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
         use opentelemetry_proto::tonic::trace::v1::status::StatusCode as SpanCode;
         let cluster = grpc_cluster(&self.state, request.metadata()).await?;
         let at = now();
+        let mut budget = MAX_REPORTED_SPANS;
         for resource_spans in request.into_inner().resource_spans {
             let hostname = resource_spans
                 .resource
@@ -303,7 +304,8 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
                 .and_then(|a| a.value.as_ref()?.value.as_ref())
                 .and_then(|v| if let any_value::Value::StringValue(s) = v { Some(cut(s)) } else { None })
                 .unwrap_or_else(|| "unknown".to_owned());
-            let spans = resource_spans.scope_spans.iter().flat_map(|s| &s.spans).take(MAX_REPORTED_SPANS);
+            let spans: Vec<_> = resource_spans.scope_spans.iter().flat_map(|s| &s.spans).take(budget).collect();
+            budget -= spans.len();
             for span in spans {
                 let (status, message) = match &span.status {
                     Some(s) if s.code == i32::from(SpanCode::Error) => ("error", cut(&s.message)),

@@ -282,3 +282,45 @@ pub fn request(hostname: &str, statuses: &BTreeMap<String, Result<(), String>>) 
         }],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn each_check_is_a_span_named_after_it_with_its_status() {
+        let statuses = BTreeMap::from([
+            (ZERO_CONNECT.to_owned(), Ok(())),
+            (STORAGE_BACKEND.to_owned(), Err("no postgres".to_owned())),
+        ]);
+        let request = request("replica-a", &statuses);
+        let resource = request.resource_spans[0].resource.as_ref().unwrap();
+        let value = |key: &str| {
+            let found = resource.attributes.iter().find(|a| a.key == key).unwrap();
+            match found.value.as_ref().unwrap().value.as_ref().unwrap() {
+                any_value::Value::StringValue(s) => s.clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(value("service.name"), "pomerium-managed-core");
+        assert_eq!(value("host.name"), "replica-a");
+        let spans = &request.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(spans.len(), 2);
+        let storage = spans.iter().find(|s| s.name == STORAGE_BACKEND).unwrap();
+        let status = storage.status.as_ref().unwrap();
+        assert_eq!((status.code, status.message.as_str()), (i32::from(status::StatusCode::Error), "no postgres"));
+        let connect = spans.iter().find(|s| s.name == ZERO_CONNECT).unwrap();
+        assert_eq!(connect.status.as_ref().unwrap().code, i32::from(status::StatusCode::Ok));
+        assert_eq!((connect.trace_id.len(), connect.span_id.len()), (16, 8));
+    }
+
+    #[tokio::test]
+    async fn a_host_nothing_answers_on_is_a_connection_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let own = serde_json::json!({"kty": "EC", "x": "a", "y": "b"});
+        assert_eq!(routes_reachable(&own, &[]).await, Ok(()));
+        let error = routes_reachable(&own, &[("nowhere.localhost".to_owned(), port)]).await.unwrap_err();
+        assert!(error.contains("nowhere.localhost: connection error"), "{error}");
+    }
+}
