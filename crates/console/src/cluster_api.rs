@@ -312,9 +312,19 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
                     _ => ("ok", String::new()),
                 };
                 let check = cut(&span.name);
+                let changeset = span
+                    .attributes
+                    .iter()
+                    .find(|a| a.key == "pomerium.changeset.version")
+                    .and_then(|a| a.value.as_ref()?.value.as_ref())
+                    .and_then(|v| match v {
+                        any_value::Value::StringValue(s) => s.parse::<i64>().ok(),
+                        any_value::Value::IntValue(i) => Some(*i),
+                        _ => None,
+                    });
                 let data = json!({
                     "clusterId": cluster, "hostname": hostname, "check": check, "status": status,
-                    "message": message, "updatedAt": at,
+                    "message": message, "changesetVersion": changeset, "updatedAt": at,
                 });
                 let id = auth::token_id(&format!("{cluster}\n{hostname}\n{check}"));
                 self.state

@@ -328,6 +328,30 @@ pub async fn health(state: &State, cluster: &str) -> Result<Vec<Value>> {
     let mut reports = state.store.list_where(Kind::HealthReport, "clusterId", cluster).await.map_err(storage_failed)?;
     reports.retain(|r| r.get("hostname").and_then(Value::as_str).is_some_and(|h| active.contains(&h)));
     reports.sort_by_key(|r| (text(r, "check").to_owned(), text(r, "hostname").to_owned()));
+    // `cluster_config_current`: each replica's configuration against the cluster's latest apply.
+    let latest = state
+        .store
+        .live(Kind::Cluster, cluster)
+        .await
+        .map_err(storage_failed)?
+        .and_then(|c| c.get("changesetVersion").and_then(Value::as_i64))
+        .unwrap_or(0);
+    for report in reports.iter().filter(|r| text(r, "check") == "config.databroker.build") {
+        let Some(applied) = report.get("changesetVersion").and_then(Value::as_i64) else { continue };
+        let hostname = report.get("hostname").and_then(Value::as_str);
+        alerts.push(if applied < latest {
+            alert(
+                "cluster_config_current",
+                "warning",
+                format!(
+                    "This replica serves changeset {applied}, not the latest ({latest}). Check its connection to the control plane (`zero.connect`) and its storage (`storage.backend`); it catches up when it syncs again."
+                ),
+                hostname,
+            )
+        } else {
+            alert("cluster_config_current", "success", format!("This replica serves the latest changeset ({latest})."), hostname)
+        });
+    }
     for report in &reports {
         let check = text(report, "check");
         let (status, description) = if text(report, "status") == "error" {

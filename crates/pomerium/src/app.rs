@@ -505,7 +505,9 @@ impl Reloader {
             sources.dynamic = dynamic;
         }
         if let Some(managed) = &self.managed {
-            managed.health.configuration_built(result.as_ref().map(|_| ()).map_err(|problems| problems.join("; ")));
+            managed
+                .health
+                .configuration_built(result.as_ref().map(|_| ()).map_err(|problems| problems.join("; ")), records);
         }
         self.report(result, "the databroker's configuration records");
     }

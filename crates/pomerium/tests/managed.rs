@@ -302,13 +302,16 @@ async fn a_replica_reports_its_health_checks_and_runs_them_again_when_asked() {
     let health = format!("/organizations/{org}/clusters/{cluster_id}/health");
     let alerts = eventually("the replica's health checks", || async {
         let (_, alerts) = api.call(Method::GET, &health, None).await;
-        (alert_of(&alerts, "routes.reachable", "replica-a")?["status"] == "success").then_some(alerts)
+        let current = alert_of(&alerts, "cluster_config_current", "replica-a")?["status"] == "success";
+        (current && alert_of(&alerts, "routes.reachable", "replica-a")?["status"] == "success").then_some(alerts)
     })
     .await;
     for check in ["storage.backend", "zero.connect", "zero.bootstrap-config.save", "config.databroker.build"] {
         let alert = alert_of(&alerts, check, "replica-a").unwrap_or_else(|| panic!("no {check}: {alerts:#}"));
         assert_eq!(alert["status"], "success", "{alert}");
     }
+    let current = alert_of(&alerts, "cluster_config_current", "replica-a").unwrap_or_else(|| panic!("{alerts:#}"));
+    assert_eq!(current["status"], "success", "{current}");
     let memory = alerts.as_array().unwrap().iter().find(|a| a["id"] == "persistent_backend").unwrap();
     assert_eq!(memory["status"], "warning", "{memory}");
     assert!(memory["description"].as_str().unwrap().contains("in-memory storage"), "{memory}");

@@ -54,6 +54,9 @@ pub struct Health {
     statuses: Mutex<BTreeMap<String, Result<(), String>>>,
     /// `https` route hosts as `(host, port)`.
     routes: Mutex<Vec<(String, u16)>>,
+    /// The control plane's changeset the configuration being served came from (sent with
+    /// `config.databroker.build`, for the console's `cluster_config_current`).
+    changeset: Mutex<Option<i64>>,
     /// Runs the checks now.
     pub run: Notify,
 }
@@ -78,8 +81,16 @@ impl Health {
         *self.routes.lock().unwrap_or_else(PoisonError::into_inner) = hosts;
     }
 
-    /// `config.databroker.build`, and a run of the checks for the change.
-    pub fn configuration_built(&self, build: Result<(), String>) {
+    /// `config.databroker.build` (with the changeset of the records when they built), and a run
+    /// of the checks for the change.
+    pub fn configuration_built(&self, build: Result<(), String>, records: &[databroker::record::Record]) {
+        if build.is_ok() {
+            let changeset = records
+                .iter()
+                .filter(|r| r.record_type == databroker::record::CONFIG_TYPE && r.deleted_at.is_none())
+                .find_map(|r| r.data.get("changesetVersion").and_then(Value::as_i64));
+            *self.changeset.lock().unwrap_or_else(PoisonError::into_inner) = changeset;
+        }
         self.set(CONFIG_BUILD, build);
         self.run.notify_one();
     }
@@ -221,7 +232,8 @@ async fn export(managed: &Managed, statuses: &BTreeMap<String, Result<(), String
     let channel =
         super::connect::channel(&endpoint).map_err(|e| e.replace("CONNECT_SERVER_ENDPOINT", "the OTLP endpoint"))?;
     let token = managed.client.id_token(MIN_TOKEN_LIFE_CONNECT).await.map_err(|e| e.to_string())?;
-    let mut request = tonic::Request::new(request(&super::connect::hostname(), statuses));
+    let changeset = *managed.health.changeset.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut request = tonic::Request::new(request(&super::connect::hostname(), statuses, changeset));
     let bearer =
         format!("Bearer {token}").parse().map_err(|_| "the id token is not a valid header value".to_owned())?;
     request.metadata_mut().insert("authorization", bearer);
@@ -241,7 +253,13 @@ fn attribute(key: &str, value: &str) -> KeyValue {
 }
 
 /// One span per check, as `internal/zero/telemetry/reporter/healthcheck.go` sends them.
-pub fn request(hostname: &str, statuses: &BTreeMap<String, Result<(), String>>) -> ExportTraceServiceRequest {
+/// The changeset, when known, is the attribute `pomerium.changeset.version` of
+/// `config.databroker.build`.
+pub fn request(
+    hostname: &str,
+    statuses: &BTreeMap<String, Result<(), String>>,
+    changeset: Option<i64>,
+) -> ExportTraceServiceRequest {
     let now = u64::try_from(jiff::Timestamp::now().as_nanosecond()).unwrap_or(0);
     let trace_id: Vec<u8> = (0..16).map(|_| fastrand::u8(..)).collect();
     let spans = statuses
@@ -257,7 +275,13 @@ pub fn request(hostname: &str, statuses: &BTreeMap<String, Result<(), String>>) 
                 name: check.clone(),
                 start_time_unix_nano: now,
                 end_time_unix_nano: now,
-                attributes: vec![attribute("health.check", check)],
+                attributes: match changeset {
+                    Some(version) if check == CONFIG_BUILD => vec![
+                        attribute("health.check", check),
+                        attribute("pomerium.changeset.version", &version.to_string()),
+                    ],
+                    _ => vec![attribute("health.check", check)],
+                },
                 status: Some(status),
                 ..Default::default()
             }
@@ -294,7 +318,7 @@ mod tests {
             (ZERO_CONNECT.to_owned(), Ok(())),
             (STORAGE_BACKEND.to_owned(), Err("no postgres".to_owned())),
         ]);
-        let request = request("replica-a", &statuses);
+        let request = request("replica-a", &statuses, Some(3));
         let resource = request.resource_spans[0].resource.as_ref().unwrap();
         let value = |key: &str| {
             let found = resource.attributes.iter().find(|a| a.key == key).unwrap();
