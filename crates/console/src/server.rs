@@ -11,7 +11,6 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -33,17 +32,7 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 
 /// Binds `:port`, `host:port` or `[v6]:port`.
 pub async fn bind(address: &str) -> Result<TcpListener, String> {
-    let resolved =
-        if let Some(port) = address.strip_prefix(':') { format!("0.0.0.0:{port}") } else { address.to_owned() };
-    let addr: SocketAddr = match resolved.parse() {
-        Ok(addr) => addr,
-        Err(_) => tokio::net::lookup_host(&resolved)
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| format!("`address`: `{address}` is not an address to listen on"))?,
-    };
-    TcpListener::bind(addr).await.map_err(|e| format!("`address`: cannot listen on `{address}`: {e}"))
+    proxy::server::bind(address).await.map_err(|error| format!("`address`: {error}"))
 }
 
 /// The TLS configuration: the configured certificate or a self-signed one for `localhost` and

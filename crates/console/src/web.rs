@@ -18,6 +18,7 @@ use aws_lc_rs::signature;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, StatusCode};
+use proxy::authn::pages::escape;
 use serde_json::{Value, json};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -175,21 +176,6 @@ pub struct Page {
     pub html: String,
     /// Where a successful form sends the browser (303 See Other).
     pub location: Option<String>,
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn page(status: StatusCode, title: &str, user: &str, body: &str) -> Page {

@@ -17,7 +17,6 @@ use proxy::server::{self, ConnectionInfo, ServerOptions, Shutdown, ShutdownSigna
 use proxy::tls::{ClientCertMode, DownstreamClientAuth, ServerTls, SniResolver};
 use proxy::upstream::{ClientOptions, UpstreamClients};
 use rustls::sign::CertifiedKey;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -745,17 +744,7 @@ fn self_signed_names(config: &Config) -> Vec<String> {
 
 /// Binds `:port`, `host:port` or `[v6]:port` (Go's listen address forms).
 pub(crate) async fn bind(address: &str) -> Result<TcpListener, String> {
-    let resolved =
-        if let Some(port) = address.strip_prefix(':') { format!("0.0.0.0:{port}") } else { address.to_owned() };
-    let addr: SocketAddr = match resolved.parse() {
-        Ok(addr) => addr,
-        Err(_) => tokio::net::lookup_host(&resolved)
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| format!("`{address}` is not an address to listen on"))?,
-    };
-    TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on `{address}`: {e}"))
+    proxy::server::bind(address).await
 }
 
 /// The address a listener is bound to (the real port when the configuration says `:0`), else

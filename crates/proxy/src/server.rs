@@ -237,6 +237,22 @@ fn refused_over_limit(warned: &mut Option<std::time::Instant>, peer: SocketAddr,
     }
 }
 
+/// Binds a listen address in Go's forms (`:port`, `host:port`, `[v6]:port`), as Pomerium's
+/// options and the control plane's `address` write them.
+pub async fn bind(address: &str) -> Result<TcpListener, String> {
+    let resolved =
+        if let Some(port) = address.strip_prefix(':') { format!("0.0.0.0:{port}") } else { address.to_owned() };
+    let addr: SocketAddr = match resolved.parse() {
+        Ok(addr) => addr,
+        Err(_) => tokio::net::lookup_host(&resolved)
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| format!("`{address}` is not an address to listen on"))?,
+    };
+    TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on `{address}`: {e}"))
+}
+
 /// Accept errors are mostly about one connection; running out of file descriptors is about all
 /// of them, and retrying at once would spin.
 async fn pause_after_accept_error(error: &io::Error) {
