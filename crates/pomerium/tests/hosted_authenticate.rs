@@ -364,7 +364,11 @@ async fn without_the_authenticate_service_key_sign_in_is_a_clear_502() {
     let reply = get(&mut browser, "https://app.test.localhost/").await;
     assert_eq!(reply.status, 502, "{}", reply.text());
     assert!(reply.text().contains("authenticate service is not available"), "{}", reply.text());
-    assert!(b.logs().iter().any(|l| l.contains("hpke-public-key")), "the log says which URL failed");
+    // The log reader may be a moment behind the reply.
+    support::eventually("the log to say which URL failed", || async {
+        b.logs().iter().any(|l| l.contains("hpke-public-key")).then_some(())
+    })
+    .await;
 }
 
 /// `tests/idp/browser.mjs`: Chromium opens `start` (the test's hosts on port 443 lead to B, the

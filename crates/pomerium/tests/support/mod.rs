@@ -245,6 +245,8 @@ impl Setup {
 #[derive(Default)]
 struct Log {
     lines: Mutex<Vec<String>>,
+    /// Stderr reached its end: every line the process wrote is in `lines`.
+    ended: std::sync::atomic::AtomicBool,
 }
 
 /// A running `pomerium` process; killed when dropped.
@@ -305,6 +307,7 @@ impl Pomerium {
                 let Ok(line) = line else { break };
                 sink.lines.lock().unwrap().push(line);
             }
+            sink.ended.store(true, std::sync::atomic::Ordering::Release);
         });
         let mut server = Pomerium { child, log, address: "0.0.0.0:0".parse().unwrap(), ca };
         server.address = server.listener(message).await;
@@ -382,6 +385,11 @@ impl Pomerium {
         let deadline = Instant::now() + PROMPTLY;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                // Its last lines may still be on their way to the reader: wait for the end of
+                // stderr (bounded), so that what it said before exiting can be read.
+                while !self.log.ended.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 return status;
             }
             assert!(Instant::now() < deadline, "pomerium did not exit:\n{}", self.logs().join("\n"));
