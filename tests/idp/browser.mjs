@@ -10,27 +10,12 @@
 // At oidc-provider's login form the login is typed in; at the development identity provider's
 // page (a button per user) the button naming the login is clicked.
 
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const [start, address, login, hosts = '*.test.localhost', ...elsewhere] = process.argv.slice(2);
 const rules = elsewhere.map((pair) => pair.split('=')).map(([host, to]) => `MAP ${host}:443 ${to}`);
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    `--host-resolver-rules=${[...rules, `MAP ${hosts}:443 ${address}`, 'EXCLUDE 127.0.0.1'].join(', ')}`,
-    '--ignore-certificate-errors',
-  ],
-});
+const browser = await launch([...rules, `MAP ${hosts}:443 ${address}`]);
 try {
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
   const page = await context.newPage();

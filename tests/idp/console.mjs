@@ -9,27 +9,12 @@
 // As in browser.mjs, every name of the host pattern on port 443 resolves to pomerium's address,
 // and the test CA is not installed in the browser, hence --ignore-certificate-errors.
 
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const [start, address, login, hosts, name] = process.argv.slice(2);
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const timeout = 20000;
 
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    `--host-resolver-rules=MAP ${hosts}:443 ${address}, EXCLUDE 127.0.0.1`,
-    '--ignore-certificate-errors',
-  ],
-});
+const browser = await launch([`MAP ${hosts}:443 ${address}`]);
 try {
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
   const page = await context.newPage();
