@@ -13,6 +13,7 @@
 pub mod contract;
 pub mod crypto;
 pub mod decision;
+pub mod explain;
 pub mod input;
 pub mod program;
 pub mod reason;

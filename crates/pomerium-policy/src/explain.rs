@@ -8,8 +8,9 @@ use crate::load::Target;
 use crate::report::{Format, Reporter};
 use crate::{Exit, load};
 use policy::decision::{Verdict, wants_html};
+use policy::explain::{self, Miss};
 use policy::reason::Reason;
-use policy::reference::{self, BlockTrace, CriterionTrace, Trace};
+use policy::reference::{self, CriterionTrace, Trace};
 use ppl::LineIndex;
 use ppl::ast::{Action, Operator};
 
@@ -51,13 +52,6 @@ struct Explanation<'a> {
     index: LineIndex<'a>,
 }
 
-/// A block and the criteria that keep it from deciding the other way.
-struct Miss<'a> {
-    action: Action,
-    block: &'a BlockTrace<'a>,
-    failing: Vec<&'a CriterionTrace<'a>>,
-}
-
 impl<'a> Explanation<'a> {
     fn new(loaded: &'a load::LoadedPolicy, trace: &'a Trace<'a>, verdict: Verdict) -> Explanation<'a> {
         Explanation { loaded, trace, verdict, index: LineIndex::new(&loaded.source) }
@@ -80,31 +74,7 @@ impl<'a> Explanation<'a> {
     /// The criteria that decide the verdict against the request: matching deny blocks, or the
     /// allow block closest to allowing.
     fn misses(&self) -> Vec<Miss<'a>> {
-        if self.verdict == Verdict::Allow {
-            return Vec::new();
-        }
-        let decision = self.trace.decision;
-        let blocks = |action: Action| {
-            self.trace
-                .rules
-                .iter()
-                .filter(move |r| r.rule.action == action)
-                .flat_map(|r| r.blocks.iter())
-                .filter(|b| !b.block.criteria.is_empty())
-        };
-        if decision.deny.value {
-            // Every deny block that matched, with the criteria that made it match.
-            return blocks(Action::Deny)
-                .filter(|b| b.result.value)
-                .map(|block| Miss { action: Action::Deny, block, failing: deciding(block, true) })
-                .collect();
-        }
-        // The allow block that needs the fewest criteria to change.
-        blocks(Action::Allow)
-            .map(|block| Miss { action: Action::Allow, block, failing: deciding(block, false) })
-            .min_by_key(|miss| distance(miss))
-            .into_iter()
-            .collect()
+        explain::misses(self.trace, self.verdict)
     }
 
     fn remediation(&self) -> String {
@@ -304,28 +274,6 @@ impl<'a> Explanation<'a> {
             "remediation": self.remediation(),
         });
         serde_json::to_string_pretty(&document).unwrap_or_default()
-    }
-}
-
-/// The criteria of `block` that hold its value where `wanted` is the other one: for a block
-/// that should become true, the ones that would have to change.
-fn deciding<'a>(block: &'a BlockTrace<'a>, matched: bool) -> Vec<&'a CriterionTrace<'a>> {
-    let inverted = matches!(block.block.operator, Operator::Not | Operator::Nor);
-    block
-        .criteria
-        .iter()
-        .filter(|c| {
-            let effective = c.result.value != inverted;
-            if matched { effective } else { !effective }
-        })
-        .collect()
-}
-
-/// How many criteria would have to change for the block to allow.
-fn distance(miss: &Miss<'_>) -> usize {
-    match miss.block.block.operator {
-        Operator::And | Operator::Not => miss.failing.len(),
-        Operator::Or | Operator::Nor => usize::from(!miss.failing.is_empty()),
     }
 }
 
