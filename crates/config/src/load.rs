@@ -278,7 +278,7 @@ fn checked_policy(route: &Route, default_rule: bool, sink: &mut Sink) -> RoutePo
             sink.warning(&route.origin, warning);
         }
     }
-    let model = checked.policy.unwrap_or(ppl::model::Policy { rules: Vec::new() });
+    let model = checked.policy.unwrap_or(ppl::model::Policy::empty());
     RoutePolicy { ast, model }
 }
 

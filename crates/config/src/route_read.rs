@@ -176,10 +176,7 @@ fn empty_route(index: usize, origin: &Origin, span: Span, from: From, action: Ac
         sub_policies: None,
         access: Access::default(),
         embedded_policy: None,
-        policy: RoutePolicy {
-            ast: ppl::ast::Policy { rules: Vec::new(), span },
-            model: ppl::model::Policy { rules: Vec::new() },
-        },
+        policy: RoutePolicy { ast: ppl::ast::Policy { rules: Vec::new(), span }, model: ppl::model::Policy::empty() },
     }
 }
 

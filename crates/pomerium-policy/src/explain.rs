@@ -25,7 +25,7 @@ pub fn run(args: &crate::eval::Args, reporter: &Reporter) -> Exit {
             name: String::new(),
             source: String::new(),
             ast: ppl::ast::Policy { rules: Vec::new(), span: ppl::Span::default() },
-            model: ppl::model::Policy { rules: Vec::new() },
+            model: ppl::model::Policy::empty(),
         };
         let trace = Trace { rules: Vec::new(), decision: crate::eval::not_found() };
         return print(&Explanation::new(&nothing, &trace, Verdict::NotFound), reporter);
