@@ -23,6 +23,7 @@
 #![cfg_attr(test, allow(clippy::string_slice, reason = "tests slice fixtures at offsets they know"))]
 
 mod assemble;
+mod declare;
 pub mod diagnostic;
 pub mod duration;
 pub mod env;

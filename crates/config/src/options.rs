@@ -1,13 +1,16 @@
 //! Global options (system.md §1.3), typed, with Pomerium's defaults (`config/options.go`
 //! `defaultOptions`).
 
+use crate::declare::{
+    Declared, Keys, Reader, boolean, certificates_in, choice, crls_in, declare, duration, exact_choice, key, later,
+    list, nested, secret, secret_or_file, string, unsigned, url, value,
+};
 use crate::diagnostic::{BadSecret, BadUrl, Conflict, Missing, UnknownValue, UnsupportedValue};
 use crate::env::Environment;
 use crate::headers;
 use crate::keys;
 use crate::material::{
-    self, Certificates, CertifiedKey, Crls, Encoding, Material, Precedence, PrivateKey, certificates, crls,
-    inline_or_file, private_key,
+    self, Certificates, CertifiedKey, Crls, Encoding, Material, Precedence, PrivateKey, inline_or_file, private_key,
 };
 use crate::read::{Field, Sink};
 use crate::route::Route;
@@ -155,32 +158,6 @@ pub enum BearerTokenFormat {
     Jwt,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct CookieOptions {
-    pub name: String,
-    pub domain: Option<String>,
-    pub http_only: bool,
-    pub expire: Duration,
-    pub same_site: Option<SameSite>,
-    /// The 32-byte key, decoded. `None` in `all` mode means a random key per process.
-    pub secret: Option<Secret>,
-}
-
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct IdpOptions {
-    pub provider: Option<String>,
-    pub provider_url: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<Secret>,
-    /// `None`: the provider's defaults (`openid profile email offline_access` for OIDC).
-    pub scopes: Option<Vec<String>>,
-    pub request_params: BTreeMap<String, String>,
-    pub access_token_allowed_audiences: Option<Vec<String>>,
-    /// `idp_development_users` (ours): the users `idp_provider: development` offers. That provider
-    /// runs inside the authenticate service, for development only.
-    pub development_users: Vec<DevelopmentUser>,
-}
-
 /// A user of the development identity provider.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DevelopmentUser {
@@ -194,131 +171,206 @@ pub struct DevelopmentUser {
 /// `idp_provider` value of the built-in development identity provider.
 pub const DEVELOPMENT_PROVIDER: &str = "development";
 
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct AutocertOptions {
-    pub enable: bool,
-    pub dir: Option<String>,
-    pub ca: Option<Url>,
-    pub email: Option<String>,
-    pub use_staging: bool,
-    pub eab_key_id: Option<String>,
-    pub eab_mac_key: Option<Secret>,
-    pub must_staple: bool,
-    pub trusted_ca: Option<Certificates>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct DownstreamMtls {
-    pub ca: Option<Certificates>,
-    pub crl: Option<Crls>,
-    pub enforcement: MtlsEnforcement,
-    pub match_subject_alt_names: Vec<SanMatcher>,
-    /// The longest chain accepted, not counting the leaf; 0 means no limit.
-    pub max_verify_depth: u32,
-}
-
-impl Default for DownstreamMtls {
-    fn default() -> DownstreamMtls {
-        DownstreamMtls {
-            ca: None,
-            crl: None,
-            enforcement: MtlsEnforcement::PolicyWithDefaultDeny,
-            match_subject_alt_names: Vec::new(),
-            max_verify_depth: 1,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct DatabrokerOptions {
-    /// `databroker_service_url` then `databroker_service_urls`.
-    pub service_urls: Vec<Url>,
-    pub internal_service_url: Option<Url>,
-    pub storage_type: StorageType,
-    pub storage_connection_string: Option<Secret>,
-}
-
 /// `grpc_address` when none is set (Pomerium's default).
 pub const DEFAULT_GRPC_ADDRESS: &str = ":443";
 
-/// Every global option. Unset options hold Pomerium's defaults; accessors compute what depends on
-/// several options (the gRPC address, the authenticate URL, response headers).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Options {
-    pub services: Services,
-    pub address: String,
-    pub insecure_server: bool,
-    pub grpc_address: String,
-    pub grpc_insecure: Option<bool>,
-    pub grpc_client_timeout: Duration,
-    pub http_redirect_addr: Option<String>,
-    pub dns_lookup_family: Option<DnsLookupFamily>,
-    pub authenticate_service_url: Option<Url>,
-    pub authenticate_internal_service_url: Option<Url>,
-    /// The environment's `DEBUG_FORCE_AUTHENTICATE_FLOW` (`stateless` or `stateful`), as given.
-    pub force_authenticate_flow: Option<String>,
-    pub authenticate_callback_path: String,
-    /// `authorize_service_url` then `authorize_service_urls`.
-    pub authorize_service_urls: Vec<Url>,
-    pub authorize_internal_service_url: Option<Url>,
-    pub databroker: DatabrokerOptions,
-    pub signout_redirect_url: Option<Url>,
-    pub programmatic_redirect_domain_whitelist: Vec<String>,
-    /// The 32-byte key, decoded. `None` in `all` mode means a random key per process.
-    pub shared_secret: Option<Secret>,
-    pub cookie: CookieOptions,
-    pub idp: IdpOptions,
-    /// Extra identity providers for verifying bearer JWTs, as written.
-    pub identity_providers: Option<Value>,
-    /// `None`: a P-256 key is derived from the shared secret.
-    pub signing_key: Option<PrivateKey>,
-    /// `pomerium_zero_token` (`POMERIUM_ZERO_TOKEN`): the cluster token of managed mode.
-    pub zero_token: Option<Secret>,
-    /// `certificate`/`certificate_key`, `certificates`, then `certificate_file`/`certificate_key_file`.
-    pub certificates: Vec<CertifiedKey>,
-    pub certificate_authority: Option<Certificates>,
-    pub autocert: AutocertOptions,
-    pub downstream_mtls: DownstreamMtls,
-    /// `None`: the defaults (see [`Options::response_headers`]). `HEADERS` replaces it.
-    pub set_response_headers: Option<BTreeMap<String, String>>,
-    /// Header → claim.
-    pub jwt_claims_headers: BTreeMap<String, String>,
-    pub jwt_issuer_format: Option<JwtIssuerFormat>,
-    pub jwt_groups_filter: Option<Vec<String>>,
-    pub bearer_token_format: Option<BearerTokenFormat>,
-    pub pass_identity_headers: Option<bool>,
-    pub timeout_read: Duration,
-    pub timeout_write: Duration,
-    pub timeout_idle: Duration,
-    pub default_upstream_timeout: Duration,
-    pub metrics_address: Option<String>,
-    /// `metrics_basic_auth`: the base64 of `user:password` a request to `/metrics` must send.
-    pub metrics_basic_auth: Option<Secret>,
-    /// `metrics_certificate`/`_key` (base64) or the `_file` pair: `/metrics` over HTTPS.
-    pub metrics_certificate: Option<CertifiedKey>,
-    /// `metrics_client_ca` (base64) or `_file`: `/metrics` requires a client certificate from it.
-    pub metrics_client_ca: Option<Certificates>,
-    pub health_check_addr: String,
-    pub debug_address: Option<String>,
-    pub log_level: LogLevel,
-    pub proxy_log_level: Option<LogLevel>,
-    pub access_log_fields: Option<Vec<String>>,
-    pub authorize_log_fields: Option<Vec<String>>,
-    /// The `otel_*` options: OpenTelemetry tracing.
-    pub otel: crate::otel::OtelOptions,
-    pub xff_num_trusted_hops: u32,
-    pub skip_xff_append: bool,
-    pub use_proxy_protocol: bool,
-    pub codec_type: CodecType,
-    pub normalize_path: bool,
-    pub merge_slashes: bool,
-    pub path_with_escaped_slashes_action: EscapedSlashesAction,
-    pub headers_with_underscores_action: UnderscoresAction,
-    /// Every known flag with its value (defaults filled in), plus unknown ones as written.
-    pub runtime_flags: BTreeMap<String, bool>,
-    pub allow_upgrades: Option<Vec<String>>,
-    /// Options Pomerium knows that are kept as written (tracing, metrics TLS, branding, ...).
-    pub other: BTreeMap<String, Value>,
+// Every global option, declared once: its field, type, default, keys and reader. The keys make
+// `keys::GLOBAL_TYPED`; see `crate::declare` for the readers and the defaulting rule.
+declare! {
+    /// Global options read into typed fields of [`Options`], as declared there, and the ones
+    /// `load` reads itself (the route lists).
+    keys GLOBAL_TYPED, elsewhere ["policy", "routes"];
+
+    struct CookieOptions() {
+        name: String = "_pomerium".to_owned(), ["cookie_name"] string;
+        domain: Option<String> = None, ["cookie_domain"] string;
+        http_only: bool = true, ["cookie_http_only"] boolean;
+        expire: Duration = Duration::from_secs(14 * 3600), ["cookie_expire"] duration;
+        same_site: Option<SameSite> = None, ["cookie_same_site"] choice(SAME_SITE);
+        /// The 32-byte key, decoded. `None` in `all` mode means a random key per process.
+        secret: Option<Secret> = None, ["cookie_secret", "cookie_secret_file"] cookie_secret;
+    }
+    then [];
+
+    struct IdpOptions() {
+        provider: Option<String> = None, ["idp_provider"] string;
+        provider_url: Option<String> = None, ["idp_provider_url"] string;
+        client_id: Option<String> = None, ["idp_client_id"] string;
+        client_secret: Option<Secret> = None, ["idp_client_secret", "idp_client_secret_file"] secret_or_file;
+        /// `None`: the provider's defaults (`openid profile email offline_access` for OIDC).
+        scopes: Option<Vec<String>> = None, ["idp_scopes"] list;
+        request_params: BTreeMap<String, String> = BTreeMap::new(), ["idp_request_params"] request_params;
+        access_token_allowed_audiences: Option<Vec<String>> = None, ["idp_access_token_allowed_audiences"] list;
+        /// `idp_development_users` (ours): the users `idp_provider: development` offers. That provider
+        /// runs inside the authenticate service, for development only.
+        development_users: Vec<DevelopmentUser> = Vec::new(), ["idp_development_users"] development_users;
+    }
+    then [];
+
+    struct AutocertOptions() {
+        enable: bool = false, ["autocert"] boolean;
+        dir: Option<String> = None, ["autocert_dir"] string;
+        ca: Option<Url> = None, ["autocert_ca"] url;
+        email: Option<String> = None, ["autocert_email"] string;
+        use_staging: bool = false, ["autocert_use_staging"] boolean;
+        eab_key_id: Option<String> = None, ["autocert_eab_key_id"] string;
+        eab_mac_key: Option<Secret> = None, ["autocert_eab_mac_key"] secret;
+        must_staple: bool = false, ["autocert_must_staple"] boolean;
+        trusted_ca: Option<Certificates> = None,
+            ["autocert_trusted_ca", "autocert_trusted_ca_file"] certificates_in(Precedence::Inline);
+    }
+    then [];
+
+    struct DatabrokerOptions() {
+        /// `databroker_service_url` then `databroker_service_urls`.
+        service_urls: Vec<Url> = Vec::new(), ["databroker_service_url", "databroker_service_urls"] url_list;
+        internal_service_url: Option<Url> = None, ["databroker_internal_service_url"] url;
+        // These two are read together, by `read_storage`.
+        storage_type: StorageType = StorageType::Memory, ["databroker_storage_type"] later;
+        storage_connection_string: Option<Secret> = None,
+            ["databroker_storage_connection_string", "databroker_storage_connection_string_file"] later;
+    }
+    then [read_storage];
+
+    /// Every global option. Unset options hold Pomerium's defaults; accessors compute what depends on
+    /// several options (the gRPC address, the authenticate URL, response headers).
+    struct Options() {
+        services: Services = Services::all(), ["services"] services;
+        address: String = ":443".to_owned(), ["address"] string;
+        insecure_server: bool = false, ["insecure_server"] boolean;
+        grpc_address: String = DEFAULT_GRPC_ADDRESS.to_owned(), ["grpc_address"] string;
+        grpc_insecure: Option<bool> = None, ["grpc_insecure"] boolean;
+        grpc_client_timeout: Duration = Duration::from_secs(10), ["grpc_client_timeout"] duration;
+        http_redirect_addr: Option<String> = None, ["http_redirect_addr"] redirect_addr;
+        dns_lookup_family: Option<DnsLookupFamily> = None, ["dns_lookup_family"] choice(DNS_LOOKUP_FAMILIES);
+        authenticate_service_url: Option<Url> = None, ["authenticate_service_url"] url;
+        authenticate_internal_service_url: Option<Url> = None, ["authenticate_internal_service_url"] url;
+        /// The environment's `DEBUG_FORCE_AUTHENTICATE_FLOW` (`stateless` or `stateful`), as given.
+        force_authenticate_flow: Option<String> = None, [] force_authenticate_flow;
+        authenticate_callback_path: String = "/oauth2/callback".to_owned(), ["authenticate_callback_path"] string;
+        /// `authorize_service_url` then `authorize_service_urls`.
+        authorize_service_urls: Vec<Url> = Vec::new(), ["authorize_service_url", "authorize_service_urls"] url_list;
+        authorize_internal_service_url: Option<Url> = None, ["authorize_internal_service_url"] url;
+        databroker: DatabrokerOptions = DatabrokerOptions::default(), [] nested;
+        signout_redirect_url: Option<Url> = None, ["signout_redirect_url"] url;
+        programmatic_redirect_domain_whitelist: Vec<String> = vec!["localhost".to_owned()],
+            ["programmatic_redirect_domain_whitelist"] list;
+        /// The 32-byte key, decoded. `None` in `all` mode means a random key per process.
+        shared_secret: Option<Secret> = None, ["shared_secret", "shared_secret_file"] shared_secret;
+        cookie: CookieOptions = CookieOptions::default(), [] nested;
+        idp: IdpOptions = IdpOptions::default(), [] nested;
+        /// Extra identity providers for verifying bearer JWTs, as written.
+        identity_providers: Option<Value> = None, ["identity_providers"] value;
+        /// `None`: a P-256 key is derived from the shared secret.
+        signing_key: Option<PrivateKey> = None, ["signing_key", "signing_key_file"] signing_key;
+        /// `pomerium_zero_token` (`POMERIUM_ZERO_TOKEN`): the cluster token of managed mode. Its key is
+        /// one of `keys::GLOBAL_RAW` (it is also kept as written in `other`).
+        zero_token: Option<Secret> = None, [] zero_token;
+        /// `certificate`/`certificate_key`, `certificates`, then `certificate_file`/`certificate_key_file`.
+        certificates: Vec<CertifiedKey> = Vec::new(),
+            ["certificate", "certificate_key", "certificates", "certificate_file", "certificate_key_file"]
+            read_certificates;
+        certificate_authority: Option<Certificates> = None,
+            ["certificate_authority", "certificate_authority_file"] certificates_in(Precedence::Inline);
+        autocert: AutocertOptions = AutocertOptions::default(), [] nested;
+        /// Read from its own object (`keys::DOWNSTREAM_MTLS`), by `read`.
+        downstream_mtls: DownstreamMtls = DownstreamMtls::default(), ["downstream_mtls"] later;
+        /// `None`: the defaults (see [`Options::response_headers`]). `HEADERS` replaces it.
+        set_response_headers: Option<BTreeMap<String, String>> = None,
+            ["set_response_headers"] set_response_headers;
+        /// Header → claim.
+        jwt_claims_headers: BTreeMap<String, String> = BTreeMap::new(), ["jwt_claims_headers"] jwt_claims_headers;
+        jwt_issuer_format: Option<JwtIssuerFormat> = None, ["jwt_issuer_format"] exact_choice(ISSUER_FORMATS);
+        jwt_groups_filter: Option<Vec<String>> = None, ["jwt_groups_filter"] list;
+        bearer_token_format: Option<BearerTokenFormat> = None, ["bearer_token_format"] bearer_token_format;
+        pass_identity_headers: Option<bool> = None, ["pass_identity_headers"] boolean;
+        timeout_read: Duration = Duration::from_secs(30), ["timeout_read"] duration;
+        timeout_write: Duration = Duration::ZERO, ["timeout_write"] duration;
+        timeout_idle: Duration = Duration::from_secs(300), ["timeout_idle"] duration;
+        default_upstream_timeout: Duration = Duration::from_secs(30), ["default_upstream_timeout"] duration;
+        metrics_address: Option<String> = None, ["metrics_address"] string;
+        /// `metrics_basic_auth`: the base64 of `user:password` a request to `/metrics` must send.
+        metrics_basic_auth: Option<Secret> = None, ["metrics_basic_auth"] secret;
+        /// `metrics_certificate`/`_key` (base64) or the `_file` pair: `/metrics` over HTTPS.
+        metrics_certificate: Option<CertifiedKey> = None,
+            [
+                "metrics_certificate",
+                "metrics_certificate_key",
+                "metrics_certificate_file",
+                "metrics_certificate_key_file",
+            ]
+            metrics_certificate;
+        /// `metrics_client_ca` (base64) or `_file`: `/metrics` requires a client certificate from it.
+        metrics_client_ca: Option<Certificates> = None,
+            ["metrics_client_ca", "metrics_client_ca_file"] certificates_in(Precedence::Inline);
+        health_check_addr: String = "127.0.0.1:28080".to_owned(), ["health_check_addr"] string;
+        debug_address: Option<String> = None, ["debug_address"] string;
+        log_level: LogLevel = LogLevel::Info, ["log_level"] choice(LOG_LEVELS);
+        proxy_log_level: Option<LogLevel> = None, ["proxy_log_level"] choice(LOG_LEVELS);
+        access_log_fields: Option<Vec<String>> = None,
+            ["access_log_fields"] log_fields(crate::log_fields::ACCESS_FIELDS);
+        authorize_log_fields: Option<Vec<String>> = None,
+            ["authorize_log_fields"] log_fields(crate::log_fields::AUTHORIZE_FIELDS);
+        /// The `otel_*` options: OpenTelemetry tracing.
+        otel: crate::otel::OtelOptions = crate::otel::OtelOptions::default(),
+            [
+                "otel_traces_exporter",
+                "otel_traces_sampler_arg",
+                "otel_resource_attributes",
+                "otel_attribute_value_length_limit",
+                "otel_exporter_otlp_endpoint",
+                "otel_exporter_otlp_traces_endpoint",
+                "otel_exporter_otlp_protocol",
+                "otel_exporter_otlp_traces_protocol",
+                "otel_exporter_otlp_headers",
+                "otel_exporter_otlp_traces_headers",
+                "otel_exporter_otlp_timeout",
+                "otel_exporter_otlp_traces_timeout",
+                "otel_bsp_schedule_delay",
+                "otel_bsp_max_export_batch_size",
+            ]
+            otel;
+        xff_num_trusted_hops: u32 = 0, ["xff_num_trusted_hops"] unsigned;
+        skip_xff_append: bool = false, ["skip_xff_append"] boolean;
+        use_proxy_protocol: bool = false, ["use_proxy_protocol"] boolean;
+        codec_type: CodecType = CodecType::Auto, ["codec_type"] choice(CODECS);
+        normalize_path: bool = true, ["normalize_path"] boolean;
+        merge_slashes: bool = true, ["merge_slashes"] boolean;
+        path_with_escaped_slashes_action: EscapedSlashesAction = EscapedSlashesAction::RejectRequest,
+            ["path_with_escaped_slashes_action"] choice(ESCAPED_SLASHES);
+        headers_with_underscores_action: UnderscoresAction = UnderscoresAction::RejectRequest,
+            ["headers_with_underscores_action"] choice(UNDERSCORES);
+        /// Every known flag with its value (defaults filled in), plus unknown ones as written.
+        runtime_flags: BTreeMap<String, bool> =
+            RUNTIME_FLAGS.iter().map(|(name, value)| ((*name).to_owned(), *value)).collect(),
+            ["runtime_flags"] runtime_flags;
+        allow_upgrades: Option<Vec<String>> = None, ["allow_upgrades"] list;
+        /// Options Pomerium knows that are kept as written (tracing, metrics TLS, branding, ...): the
+        /// keys of `keys::GLOBAL_RAW`.
+        other: BTreeMap<String, Value> = BTreeMap::new(), [] other;
+    }
+    then [
+        check_development_provider,
+        warn_hosted_authenticate,
+        require_split_mode_secrets,
+        require_grpc_secret,
+        require_databroker_url,
+    ];
+}
+
+declare! {
+    /// Fields of `downstream_mtls` (`config/mtls.go`).
+    keys DOWNSTREAM_MTLS, elsewhere [];
+
+    struct DownstreamMtls() {
+        ca: Option<Certificates> = None, ["ca", "ca_file"] certificates_in(Precedence::Exclusive);
+        crl: Option<Crls> = None, ["crl", "crl_file"] crls_in;
+        enforcement: MtlsEnforcement = MtlsEnforcement::PolicyWithDefaultDeny, ["enforcement"] choice(ENFORCEMENT);
+        match_subject_alt_names: Vec<SanMatcher> = Vec::new(), ["match_subject_alt_names"] san_matchers;
+        /// The longest chain accepted, not counting the leaf; 0 means no limit.
+        max_verify_depth: u32 = 1, ["max_verify_depth"] unsigned;
+    }
+    then [];
 }
 
 /// `runtime_flags` and their defaults (`config/runtime_flags.go`).
@@ -353,84 +405,6 @@ pub const DEFAULT_RESPONSE_HEADERS: &[(&str, &str)] = &[
 
 /// The key of `set_response_headers` that turns every response header off.
 pub const DISABLE_HEADERS_KEY: &str = "disable";
-
-impl Default for Options {
-    fn default() -> Options {
-        Options {
-            services: Services::all(),
-            address: ":443".to_owned(),
-            insecure_server: false,
-            grpc_address: DEFAULT_GRPC_ADDRESS.to_owned(),
-            grpc_insecure: None,
-            grpc_client_timeout: Duration::from_secs(10),
-            http_redirect_addr: None,
-            dns_lookup_family: None,
-            authenticate_service_url: None,
-            authenticate_internal_service_url: None,
-            force_authenticate_flow: None,
-            authenticate_callback_path: "/oauth2/callback".to_owned(),
-            authorize_service_urls: Vec::new(),
-            authorize_internal_service_url: None,
-            databroker: DatabrokerOptions {
-                service_urls: Vec::new(),
-                internal_service_url: None,
-                storage_type: StorageType::Memory,
-                storage_connection_string: None,
-            },
-            signout_redirect_url: None,
-            programmatic_redirect_domain_whitelist: vec!["localhost".to_owned()],
-            shared_secret: None,
-            zero_token: None,
-            cookie: CookieOptions {
-                name: "_pomerium".to_owned(),
-                domain: None,
-                http_only: true,
-                expire: Duration::from_secs(14 * 3600),
-                same_site: None,
-                secret: None,
-            },
-            idp: IdpOptions::default(),
-            identity_providers: None,
-            signing_key: None,
-            certificates: Vec::new(),
-            certificate_authority: None,
-            autocert: AutocertOptions::default(),
-            downstream_mtls: DownstreamMtls::default(),
-            set_response_headers: None,
-            jwt_claims_headers: BTreeMap::new(),
-            jwt_issuer_format: None,
-            jwt_groups_filter: None,
-            bearer_token_format: None,
-            pass_identity_headers: None,
-            timeout_read: Duration::from_secs(30),
-            timeout_write: Duration::ZERO,
-            timeout_idle: Duration::from_secs(300),
-            default_upstream_timeout: Duration::from_secs(30),
-            metrics_address: None,
-            metrics_basic_auth: None,
-            metrics_certificate: None,
-            metrics_client_ca: None,
-            health_check_addr: "127.0.0.1:28080".to_owned(),
-            debug_address: None,
-            log_level: LogLevel::Info,
-            proxy_log_level: None,
-            access_log_fields: None,
-            authorize_log_fields: None,
-            otel: crate::otel::OtelOptions::default(),
-            xff_num_trusted_hops: 0,
-            skip_xff_append: false,
-            use_proxy_protocol: false,
-            codec_type: CodecType::Auto,
-            normalize_path: true,
-            merge_slashes: true,
-            path_with_escaped_slashes_action: EscapedSlashesAction::RejectRequest,
-            headers_with_underscores_action: UnderscoresAction::RejectRequest,
-            runtime_flags: RUNTIME_FLAGS.iter().map(|(name, value)| ((*name).to_owned(), *value)).collect(),
-            allow_upgrades: None,
-            other: BTreeMap::new(),
-        }
-    }
-}
 
 /// The hosted authenticate service Pomerium uses when `authenticate_service_url` is not set.
 pub const HOSTED_AUTHENTICATE_URL: &str = "https://authenticate.pomerium.app";
@@ -537,53 +511,6 @@ pub(crate) fn schema() -> Schema<'static> {
     }
 }
 
-/// Reads one option's field with a reader, when it is present.
-struct Reader<'a> {
-    section: &'a Section,
-    sink: &'a mut Sink,
-    env: &'a dyn Environment,
-}
-
-impl Reader<'_> {
-    fn field(&self, key: &str) -> Option<Field> {
-        self.section.get(key).cloned()
-    }
-
-    fn with<T>(&mut self, key: &str, read: impl FnOnce(&Field, &mut Sink) -> Option<T>) -> Option<T> {
-        let field = self.section.get(key)?;
-        read(field, self.sink)
-    }
-
-    fn string(&mut self, key: &str) -> Option<String> {
-        self.with(key, Field::string).filter(|s| !s.is_empty())
-    }
-
-    fn bool(&mut self, key: &str) -> Option<bool> {
-        self.with(key, Field::bool)
-    }
-
-    fn duration(&mut self, key: &str) -> Option<Duration> {
-        self.with(key, Field::duration)
-    }
-
-    fn list(&mut self, key: &str) -> Option<Vec<String>> {
-        self.with(key, Field::list).map(|items| items.into_iter().map(|item| item.value).collect())
-    }
-
-    fn url(&mut self, key: &str) -> Option<Url> {
-        self.with(key, global_url)
-    }
-
-    fn choice<T: Copy>(&mut self, key: &str, allowed: &[(&str, T)]) -> Option<T> {
-        self.with(key, |field, sink| field.choice(sink, allowed, true))
-    }
-
-    fn material(&mut self, inline: &str, file: &str, encoding: Encoding, precedence: Precedence) -> Option<Material> {
-        let (inline, file) = (self.field(inline), self.field(file));
-        inline_or_file(inline.as_ref(), file.as_ref(), encoding, precedence, self.env, self.sink)
-    }
-}
-
 /// A URL with a scheme and a host (`urlutil.ParseAndValidateURL`).
 pub(crate) fn global_url(field: &Field, sink: &mut Sink) -> Option<Url> {
     let text = field.string(sink)?;
@@ -611,39 +538,24 @@ pub(crate) fn global_url(field: &Field, sink: &mut Sink) -> Option<Url> {
     }
 }
 
-/// Reads the global options. `section` holds the file's keys with the environment applied.
+/// Reads the global options. `section` holds the file's keys with the environment applied, `mtls`
+/// the object `downstream_mtls`.
 pub(crate) fn read(section: &Section, mtls: &Section, env: &dyn Environment, sink: &mut Sink) -> Options {
     let mut options = Options::default();
-    let mut reader = Reader { section, sink, env };
-    read_listeners(&mut reader, &mut options);
-    read_service_urls(&mut reader, &mut options);
-    read_secrets(&mut reader, &mut options);
-    read_cookie(&mut reader, &mut options);
-    read_idp(&mut reader, &mut options);
-    read_certificates(&mut reader, &mut options);
-    read_autocert(&mut reader, &mut options);
-    read_identity_headers(&mut reader, &mut options);
-    read_http(&mut reader, &mut options);
-    read_observability(&mut reader, &mut options);
-    read_databroker(&mut reader, &mut options);
-    options.otel = crate::otel::read(section, env, sink);
-    options.other = section.raw(keys::GLOBAL_RAW);
-    options.downstream_mtls = read_downstream_mtls(mtls, env, sink);
-    require_split_mode_secrets(section, &options, sink);
-    require_grpc_secret(section, &options, sink);
-    require_databroker_url(section, &options, sink);
+    options.read_declared(&mut Reader { section, sink, env });
+    options.downstream_mtls.read_declared(&mut Reader { section: mtls, sink, env });
     options
 }
 
 /// In `all` mode a `grpc_address` of its own opens the gRPC listener (for other processes, such as
 /// the ingress controller), whose every call is signed with the shared secret: the server refuses
 /// to start without one.
-fn require_grpc_secret(section: &Section, options: &Options, sink: &mut Sink) {
-    let Some(address) = section.get("grpc_address") else { return };
+fn require_grpc_secret(r: &mut Reader<'_>, options: &mut Options) {
+    let Some(address) = r.section.get("grpc_address") else { return };
     if !options.services.is_all() || options.grpc_address == DEFAULT_GRPC_ADDRESS || options.shared_secret.is_some() {
         return;
     }
-    sink.error(
+    r.sink.error(
         &address.origin,
         Missing {
             option: "shared_secret".to_owned(),
@@ -661,15 +573,15 @@ fn require_grpc_secret(section: &Section, options: &Options, sink: &mut Sink) {
 
 /// A proxy, authorize or authenticate service without the databroker follows the one at
 /// `databroker_service_url`: the server refuses to start without it.
-fn require_databroker_url(section: &Section, options: &Options, sink: &mut Sink) {
-    let Some(services) = section.get("services") else { return };
+fn require_databroker_url(r: &mut Reader<'_>, options: &mut Options) {
+    let Some(services) = r.section.get("services") else { return };
     let s = &options.services;
     let follows = !s.runs(Service::Databroker)
         && (s.runs(Service::Proxy) || s.runs(Service::Authorize) || s.runs(Service::Authenticate));
     if !follows || !options.databroker.service_urls.is_empty() || options.databroker.internal_service_url.is_some() {
         return;
     }
-    sink.error(
+    r.sink.error(
         &services.origin,
         Missing {
             option: "databroker_service_url".to_owned(),
@@ -687,8 +599,8 @@ fn require_databroker_url(section: &Section, options: &Options, sink: &mut Sink)
 /// Outside `all` mode there is no random key to fall back on: services must share the same
 /// `shared_secret`, and authenticate and proxy the same `cookie_secret` (`GetSharedKey`,
 /// `GetCookieSecret`: `empty shared secret`, `empty cookie secret`).
-fn require_split_mode_secrets(section: &Section, options: &Options, sink: &mut Sink) {
-    let Some(services) = section.get("services").filter(|_| !options.services.is_all()) else { return };
+fn require_split_mode_secrets(r: &mut Reader<'_>, options: &mut Options) {
+    let Some(services) = r.section.get("services").filter(|_| !options.services.is_all()) else { return };
     let cookie_needed = options.services.runs(Service::Authenticate) || options.services.runs(Service::Proxy);
     let missing = [
         ("shared_secret", options.shared_secret.is_none(), "every service"),
@@ -696,7 +608,7 @@ fn require_split_mode_secrets(section: &Section, options: &Options, sink: &mut S
     ];
     for (option, is_missing, who) in missing {
         if is_missing {
-            sink.error(
+            r.sink.error(
                 &services.origin,
                 Missing {
                     option: option.to_owned(),
@@ -718,85 +630,86 @@ const SERVICES: &[(&str, Service)] = &[
     ("cache", Service::Databroker),
 ];
 
-fn read_listeners(r: &mut Reader<'_>, o: &mut Options) {
-    if let Some(field) = r.field("services") {
-        let services: Vec<Service> = field
-            .list(r.sink)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|item| {
-                field
-                    .item(&Value::new(ValueKind::String(item.value.clone()), item.span))
-                    .choice(r.sink, SERVICES, false)
-            })
-            .collect();
-        if !services.is_empty() {
-            o.services = Services(services);
-        }
+/// `services`: a list (or comma-separated string) of service names.
+fn services(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Services) {
+    let Some(field) = r.field(key(keys)) else { return };
+    let services: Vec<Service> = field
+        .list(r.sink)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|item| {
+            field.item(&Value::new(ValueKind::String(item.value.clone()), item.span)).choice(r.sink, SERVICES, false)
+        })
+        .collect();
+    if !services.is_empty() {
+        *slot = Services(services);
     }
-    if let Some(address) = r.string("address") {
-        o.address = address;
-    }
-    o.insecure_server = r.bool("insecure_server").unwrap_or(false);
-    if let Some(address) = r.string("grpc_address") {
-        o.grpc_address = address;
-    }
-    o.grpc_insecure = r.bool("grpc_insecure");
-    if let Some(timeout) = r.duration("grpc_client_timeout") {
-        o.grpc_client_timeout = timeout;
-    }
-    // Pomerium strips quotes from this one (#811).
-    o.http_redirect_addr = r.string("http_redirect_addr").map(|s| s.trim_matches(|c| c == '"' || c == '\'').to_owned());
-    o.dns_lookup_family = r.choice(
-        "dns_lookup_family",
-        &[
-            ("auto", DnsLookupFamily::Auto),
-            ("v4_only", DnsLookupFamily::V4Only),
-            ("v6_only", DnsLookupFamily::V6Only),
-            ("v4_preferred", DnsLookupFamily::V4Preferred),
-            ("all", DnsLookupFamily::All),
-        ],
-    );
 }
 
-fn read_service_urls(r: &mut Reader<'_>, o: &mut Options) {
-    o.authenticate_service_url = r.url("authenticate_service_url");
-    o.authenticate_internal_service_url = r.url("authenticate_internal_service_url");
-    o.force_authenticate_flow = r.env.var("DEBUG_FORCE_AUTHENTICATE_FLOW").filter(|v| !v.is_empty());
-    if let Some(path) = r.string("authenticate_callback_path") {
-        o.authenticate_callback_path = path;
+/// Pomerium strips quotes from `http_redirect_addr` (#811).
+fn redirect_addr(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<String>) {
+    if let Some(address) = r.string(key(keys)) {
+        *slot = Some(address.trim_matches(|c| c == '"' || c == '\'').to_owned());
     }
-    o.authorize_service_urls = url_list(r, "authorize_service_url", "authorize_service_urls");
-    o.authorize_internal_service_url = r.url("authorize_internal_service_url");
-    o.signout_redirect_url = r.url("signout_redirect_url");
-    if let Some(hosts) = r.list("programmatic_redirect_domain_whitelist") {
-        o.programmatic_redirect_domain_whitelist = hosts;
-    }
+}
+
+const DNS_LOOKUP_FAMILIES: &[(&str, DnsLookupFamily)] = &[
+    ("auto", DnsLookupFamily::Auto),
+    ("v4_only", DnsLookupFamily::V4Only),
+    ("v6_only", DnsLookupFamily::V6Only),
+    ("v4_preferred", DnsLookupFamily::V4Preferred),
+    ("all", DnsLookupFamily::All),
+];
+
+/// The environment's `DEBUG_FORCE_AUTHENTICATE_FLOW` (no option sets it).
+fn force_authenticate_flow(r: &mut Reader<'_>, _: Keys<'_>, slot: &mut Option<String>) {
+    *slot = r.env.var("DEBUG_FORCE_AUTHENTICATE_FLOW").filter(|v| !v.is_empty());
 }
 
 /// `x_url` then every entry of `x_urls`.
-fn url_list(r: &mut Reader<'_>, single: &str, many: &str) -> Vec<Url> {
-    let mut urls: Vec<Url> = r.url(single).into_iter().collect();
+fn url_list(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Vec<Url>) {
+    let &[single, many] = keys else { return };
+    slot.extend(r.url(single));
     if let Some(field) = r.field(many) {
         for item in field.list(r.sink).unwrap_or_default() {
             let item_field = field.item(&Value::new(ValueKind::String(item.value), item.span));
-            urls.extend(global_url(&item_field, r.sink));
+            slot.extend(global_url(&item_field, r.sink));
         }
     }
-    urls
 }
 
-fn read_secrets(r: &mut Reader<'_>, o: &mut Options) {
-    if let Some(material) = r.material("shared_secret", "shared_secret_file", Encoding::Text, Precedence::File) {
-        o.shared_secret = key_32(&material, true, r.sink);
+fn shared_secret(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<Secret>) {
+    let &[inline, file] = keys else { return };
+    if let Some(material) = r.material(inline, file, Encoding::Text, Precedence::File) {
+        *slot = key_32(&material, true, r.sink);
     }
-    if let Some(material) = r.material("cookie_secret", "cookie_secret_file", Encoding::Text, Precedence::File) {
-        o.cookie.secret = key_32(&material, false, r.sink);
+}
+
+fn cookie_secret(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<Secret>) {
+    let &[inline, file] = keys else { return };
+    if let Some(material) = r.material(inline, file, Encoding::Text, Precedence::File) {
+        *slot = key_32(&material, false, r.sink);
     }
-    if let Some(material) = r.material("signing_key", "signing_key_file", Encoding::Text, Precedence::File) {
-        o.signing_key = signing_key(material, r.sink);
+}
+
+fn signing_key(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<PrivateKey>) {
+    let &[inline, file] = keys else { return };
+    if let Some(material) = r.material(inline, file, Encoding::Text, Precedence::File) {
+        *slot = signing_key_pem(material, r.sink);
     }
-    o.zero_token = r.string("pomerium_zero_token").map(|token| Secret::new(token.trim().as_bytes().to_vec()));
+}
+
+fn zero_token(r: &mut Reader<'_>, _: Keys<'_>, slot: &mut Option<Secret>) {
+    *slot = r.string("pomerium_zero_token").map(|token| Secret::new(token.trim().as_bytes().to_vec()));
+}
+
+/// The options Pomerium knows that are kept as written.
+fn other(r: &mut Reader<'_>, _: Keys<'_>, slot: &mut BTreeMap<String, Value>) {
+    *slot = r.section.raw(keys::GLOBAL_RAW);
+}
+
+fn otel(r: &mut Reader<'_>, _: Keys<'_>, slot: &mut crate::otel::OtelOptions) {
+    *slot = crate::otel::read(r.section, r.env, r.sink);
 }
 
 /// A key written as base64 of 32 bytes (`GetSharedKey`, `GetCookieSecret`). The shared secret may
@@ -837,7 +750,7 @@ fn key_32(material: &Material, strict_whitespace: bool, sink: &mut Sink) -> Opti
 }
 
 /// `signing_key`: PEM, or base64 of PEM (`GetSigningKey` tries base64 first).
-fn signing_key(mut material: Material, sink: &mut Sink) -> Option<PrivateKey> {
+fn signing_key_pem(mut material: Material, sink: &mut Sink) -> Option<PrivateKey> {
     let text = String::from_utf8_lossy(&material.bytes).trim().to_owned();
     if let Ok(decoded) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text.as_bytes()) {
         material.bytes = decoded;
@@ -848,37 +761,21 @@ fn signing_key(mut material: Material, sink: &mut Sink) -> Option<PrivateKey> {
 const SAME_SITE: &[(&str, Option<SameSite>)] =
     &[("", None), ("strict", Some(SameSite::Strict)), ("lax", Some(SameSite::Lax)), ("none", Some(SameSite::None))];
 
-fn read_cookie(r: &mut Reader<'_>, o: &mut Options) {
-    if let Some(name) = r.string("cookie_name") {
-        o.cookie.name = name;
+fn request_params(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut BTreeMap<String, String>) {
+    if let Some(params) = r.with(key(keys), Field::map) {
+        *slot = params.into_iter().map(|(k, v)| (k.value, v.value)).collect();
     }
-    o.cookie.domain = r.string("cookie_domain");
-    if let Some(http_only) = r.bool("cookie_http_only") {
-        o.cookie.http_only = http_only;
-    }
-    if let Some(expire) = r.duration("cookie_expire") {
-        o.cookie.expire = expire;
-    }
-    o.cookie.same_site = r.with("cookie_same_site", |field, sink| field.choice(sink, SAME_SITE, true)).flatten();
 }
 
-fn read_idp(r: &mut Reader<'_>, o: &mut Options) {
-    o.idp.provider = r.string("idp_provider");
-    o.idp.provider_url = r.string("idp_provider_url");
-    o.idp.client_id = r.string("idp_client_id");
-    o.idp.client_secret = r
-        .material("idp_client_secret", "idp_client_secret_file", Encoding::Text, Precedence::File)
-        .map(|material| Secret::new(material.bytes));
-    o.idp.scopes = r.list("idp_scopes");
-    if let Some(params) = r.with("idp_request_params", Field::map) {
-        o.idp.request_params = params.into_iter().map(|(k, v)| (k.value, v.value)).collect();
+fn development_users(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Vec<DevelopmentUser>) {
+    if let Some(field) = r.field(key(keys)) {
+        *slot = read_development_users(r, &field);
     }
-    o.idp.access_token_allowed_audiences = r.list("idp_access_token_allowed_audiences");
-    o.identity_providers = r.field("identity_providers").map(|field| field.value);
-    if let Some(field) = r.field("idp_development_users") {
-        o.idp.development_users = read_development_users(r, &field);
-    }
-    check_development_provider(r, o);
+}
+
+/// A warning when an identity provider is set but sign-in goes through the hosted authenticate
+/// service, which uses its own.
+fn warn_hosted_authenticate(r: &mut Reader<'_>, o: &mut Options) {
     if o.idp.provider.is_some()
         && o.uses_hosted_authenticate()
         && let Some(provider) = r.field("idp_provider")
@@ -889,7 +786,7 @@ fn read_idp(r: &mut Reader<'_>, o: &mut Options) {
 
 /// The development provider is named in every check (it lets anyone in), needs its users, and
 /// its users mean nothing to another provider.
-fn check_development_provider(r: &mut Reader<'_>, o: &Options) {
+fn check_development_provider(r: &mut Reader<'_>, o: &mut Options) {
     let development = o.idp.provider.as_deref() == Some(DEVELOPMENT_PROVIDER);
     match (r.field("idp_provider"), r.field("idp_development_users")) {
         (Some(provider), _) if development => {
@@ -971,25 +868,19 @@ fn read_development_users(r: &mut Reader<'_>, field: &Field) -> Vec<DevelopmentU
     users
 }
 
-fn read_certificates(r: &mut Reader<'_>, o: &mut Options) {
-    let (cert, key) = (r.field("certificate"), r.field("certificate_key"));
-    if let Some(pair) = pair(r, cert.as_ref(), key.as_ref(), Encoding::Base64) {
-        o.certificates.push(pair);
+fn read_certificates(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Vec<CertifiedKey>) {
+    let &[cert, key, list, cert_file, key_file] = keys else { return };
+    let (cert, key, list, cert_file, key_file) =
+        (r.field(cert), r.field(key), r.field(list), r.field(cert_file), r.field(key_file));
+    slot.extend(pair(r, cert.as_ref(), key.as_ref(), Encoding::Base64));
+    if let Some(field) = list {
+        read_certificate_files(r, &field, slot);
     }
-    if let Some(field) = r.field("certificates") {
-        read_certificate_files(r, &field, o);
-    }
-    let (cert, key) = (r.field("certificate_file"), r.field("certificate_key_file"));
-    if let Some(pair) = file_pair(r, cert.as_ref(), key.as_ref()) {
-        o.certificates.push(pair);
-    }
-    o.certificate_authority = r
-        .material("certificate_authority", "certificate_authority_file", Encoding::Base64, Precedence::Inline)
-        .and_then(|material| certificates(&material, r.sink));
+    slot.extend(file_pair(r, cert_file.as_ref(), key_file.as_ref()));
 }
 
 /// `certificates: [{cert: path, key: path}]`.
-fn read_certificate_files(r: &mut Reader<'_>, field: &Field, o: &mut Options) {
+fn read_certificate_files(r: &mut Reader<'_>, field: &Field, out: &mut Vec<CertifiedKey>) {
     let Some(items) = field.value.as_array() else {
         field.wrong_type(r.sink, "a list of `{cert, key}` file pairs", None);
         return;
@@ -1019,9 +910,7 @@ fn read_certificate_files(r: &mut Reader<'_>, field: &Field, o: &mut Options) {
         if cert.is_none() && key.is_none() {
             item.invalid(r.sink, "an entry needs `cert` and `key` file paths", None);
         }
-        if let Some(pair) = file_pair(r, cert.as_ref(), key.as_ref()) {
-            o.certificates.push(pair);
-        }
+        out.extend(file_pair(r, cert.as_ref(), key.as_ref()));
     }
 }
 
@@ -1082,21 +971,6 @@ fn paired_name(name: &str, want: &str) -> String {
     want.to_owned()
 }
 
-fn read_autocert(r: &mut Reader<'_>, o: &mut Options) {
-    let a = &mut o.autocert;
-    a.enable = r.bool("autocert").unwrap_or(false);
-    a.dir = r.string("autocert_dir");
-    a.ca = r.url("autocert_ca");
-    a.email = r.string("autocert_email");
-    a.use_staging = r.bool("autocert_use_staging").unwrap_or(false);
-    a.eab_key_id = r.string("autocert_eab_key_id");
-    a.eab_mac_key = r.string("autocert_eab_mac_key").map(Secret::new);
-    a.must_staple = r.bool("autocert_must_staple").unwrap_or(false);
-    a.trusted_ca = r
-        .material("autocert_trusted_ca", "autocert_trusted_ca_file", Encoding::Base64, Precedence::Inline)
-        .and_then(|material| certificates(&material, r.sink));
-}
-
 const ISSUER_FORMATS: &[(&str, JwtIssuerFormat)] =
     &[("hostOnly", JwtIssuerFormat::HostOnly), ("uri", JwtIssuerFormat::Uri)];
 
@@ -1107,21 +981,25 @@ pub(crate) const BEARER_TOKEN_FORMATS: &[(&str, BearerTokenFormat)] = &[
     ("jwt", BearerTokenFormat::Jwt),
 ];
 
-fn read_identity_headers(r: &mut Reader<'_>, o: &mut Options) {
-    if let Some(claims) = r.with("jwt_claims_headers", headers::jwt_claims_headers) {
-        o.jwt_claims_headers = claims;
+fn set_response_headers(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<BTreeMap<String, String>>) {
+    if let Some(field) = r.field(key(keys)) {
+        *slot = response_headers(&field, r.sink);
     }
-    o.jwt_issuer_format = r.with("jwt_issuer_format", |field, sink| field.choice(sink, ISSUER_FORMATS, false));
-    o.jwt_groups_filter = r.list("jwt_groups_filter");
-    o.bearer_token_format = r.choice("bearer_token_format", BEARER_TOKEN_FORMATS);
-    if o.bearer_token_format == Some(BearerTokenFormat::Jwt)
-        && let Some(field) = r.field("bearer_token_format")
+}
+
+fn jwt_claims_headers(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut BTreeMap<String, String>) {
+    if let Some(claims) = r.with(key(keys), headers::jwt_claims_headers) {
+        *slot = claims;
+    }
+}
+
+/// `bearer_token_format` (global or a route's); `jwt` is warned about.
+pub(crate) fn bearer_token_format(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<BearerTokenFormat>) {
+    choice(BEARER_TOKEN_FORMATS)(r, keys, slot);
+    if *slot == Some(BearerTokenFormat::Jwt)
+        && let Some(field) = r.field(key(keys))
     {
         r.sink.warning(&field.origin, crate::diagnostic::JwtBearerFormat { span: field.span().into() });
-    }
-    o.pass_identity_headers = r.bool("pass_identity_headers");
-    if let Some(field) = r.field("set_response_headers") {
-        o.set_response_headers = response_headers(&field, r.sink);
     }
 }
 
@@ -1162,36 +1040,6 @@ const UNDERSCORES: &[(&str, UnderscoresAction)] = &[
     ("drop_header", UnderscoresAction::DropHeader),
 ];
 
-fn read_http(r: &mut Reader<'_>, o: &mut Options) {
-    for (key, slot) in [
-        ("timeout_read", &mut o.timeout_read),
-        ("timeout_write", &mut o.timeout_write),
-        ("timeout_idle", &mut o.timeout_idle),
-        ("default_upstream_timeout", &mut o.default_upstream_timeout),
-    ] {
-        if let Some(duration) = r.duration(key) {
-            *slot = duration;
-        }
-    }
-    if let Some(hops) = r.with("xff_num_trusted_hops", Field::u32) {
-        o.xff_num_trusted_hops = hops;
-    }
-    o.skip_xff_append = r.bool("skip_xff_append").unwrap_or(false);
-    o.use_proxy_protocol = r.bool("use_proxy_protocol").unwrap_or(false);
-    if let Some(codec) = r.choice("codec_type", CODECS) {
-        o.codec_type = codec;
-    }
-    o.normalize_path = r.bool("normalize_path").unwrap_or(true);
-    o.merge_slashes = r.bool("merge_slashes").unwrap_or(true);
-    if let Some(action) = r.choice("path_with_escaped_slashes_action", ESCAPED_SLASHES) {
-        o.path_with_escaped_slashes_action = action;
-    }
-    if let Some(action) = r.choice("headers_with_underscores_action", UNDERSCORES) {
-        o.headers_with_underscores_action = action;
-    }
-    o.allow_upgrades = r.list("allow_upgrades");
-}
-
 const LOG_LEVELS: &[(&str, LogLevel)] = &[
     ("trace", LogLevel::Trace),
     ("debug", LogLevel::Debug),
@@ -1204,36 +1052,32 @@ const LOG_LEVELS: &[(&str, LogLevel)] = &[
     ("disabled", LogLevel::Disabled),
 ];
 
-fn read_observability(r: &mut Reader<'_>, o: &mut Options) {
-    o.metrics_address = r.string("metrics_address");
-    o.metrics_basic_auth = r.string("metrics_basic_auth").map(Secret::new);
-    let (cert, key) = (r.field("metrics_certificate"), r.field("metrics_certificate_key"));
-    o.metrics_certificate = pair(r, cert.as_ref(), key.as_ref(), Encoding::Base64);
-    if o.metrics_certificate.is_none() {
-        let (cert, key) = (r.field("metrics_certificate_file"), r.field("metrics_certificate_key_file"));
-        o.metrics_certificate = file_pair(r, cert.as_ref(), key.as_ref());
-    }
-    o.metrics_client_ca = r
-        .material("metrics_client_ca", "metrics_client_ca_file", Encoding::Base64, Precedence::Inline)
-        .and_then(|material| certificates(&material, r.sink));
-    if let Some(address) = r.string("health_check_addr") {
-        o.health_check_addr = address;
-    }
-    o.debug_address = r.string("debug_address");
-    if let Some(level) = r.choice("log_level", LOG_LEVELS) {
-        o.log_level = level;
-    }
-    o.proxy_log_level = r.choice("proxy_log_level", LOG_LEVELS);
-    o.access_log_fields =
-        r.with("access_log_fields", |f, sink| crate::log_fields::read(f, sink, crate::log_fields::ACCESS_FIELDS));
-    o.authorize_log_fields =
-        r.with("authorize_log_fields", |f, sink| crate::log_fields::read(f, sink, crate::log_fields::AUTHORIZE_FIELDS));
-    if let Some(field) = r.field("runtime_flags") {
-        read_runtime_flags(&field, r.sink, o);
+fn metrics_certificate(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<CertifiedKey>) {
+    let &[cert, key, cert_file, key_file] = keys else { return };
+    let (cert, key) = (r.field(cert), r.field(key));
+    *slot = pair(r, cert.as_ref(), key.as_ref(), Encoding::Base64);
+    if slot.is_none() {
+        let (cert, key) = (r.field(cert_file), r.field(key_file));
+        *slot = file_pair(r, cert.as_ref(), key.as_ref());
     }
 }
 
-fn read_runtime_flags(field: &Field, sink: &mut Sink, o: &mut Options) {
+/// `access_log_fields`, `authorize_log_fields`: names among `known`.
+fn log_fields(known: &'static [&'static str]) -> impl Fn(&mut Reader<'_>, Keys<'_>, &mut Option<Vec<String>>) {
+    move |r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<Vec<String>>| {
+        if let Some(fields) = r.with(key(keys), |field, sink| crate::log_fields::read(field, sink, known)) {
+            *slot = Some(fields);
+        }
+    }
+}
+
+fn runtime_flags(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut BTreeMap<String, bool>) {
+    if let Some(field) = r.field(key(keys)) {
+        read_runtime_flags(&field, r.sink, slot);
+    }
+}
+
+fn read_runtime_flags(field: &Field, sink: &mut Sink, flags: &mut BTreeMap<String, bool>) {
     let Some(entries) = field.object(sink) else { return };
     let names: Vec<&str> = RUNTIME_FLAGS.iter().map(|(name, _)| *name).collect();
     for entry in &entries {
@@ -1247,7 +1091,7 @@ fn read_runtime_flags(field: &Field, sink: &mut Sink, o: &mut Options) {
             );
         }
         if let Some(value) = child.bool(sink) {
-            o.runtime_flags.insert(entry.key.clone(), value);
+            flags.insert(entry.key.clone(), value);
         }
     }
 }
@@ -1303,9 +1147,9 @@ fn connection_sslmode(dsn: &str) -> Option<String> {
     }
 }
 
-fn read_databroker(r: &mut Reader<'_>, o: &mut Options) {
-    o.databroker.service_urls = url_list(r, "databroker_service_url", "databroker_service_urls");
-    o.databroker.internal_service_url = r.url("databroker_internal_service_url");
+/// `databroker_storage_type` and the connection string, read together: refused storages, the
+/// `sslmode`, and postgres without a connection string.
+fn read_storage(r: &mut Reader<'_>, o: &mut DatabrokerOptions) {
     let storage_field = r.field("databroker_storage_type");
     if let Some(field) = &storage_field
         && let Some(text) = field.value.as_str()
@@ -1332,7 +1176,7 @@ fn read_databroker(r: &mut Reader<'_>, o: &mut Options) {
         return;
     }
     if let Some(storage) = r.with("databroker_storage_type", |field, sink| field.choice(sink, STORAGE, false)) {
-        o.databroker.storage_type = storage;
+        o.storage_type = storage;
     }
     let dsn = r.material(
         "databroker_storage_connection_string",
@@ -1340,7 +1184,7 @@ fn read_databroker(r: &mut Reader<'_>, o: &mut Options) {
         Encoding::Text,
         Precedence::File,
     );
-    if let (StorageType::Postgres, Some(m)) = (o.databroker.storage_type, &dsn)
+    if let (StorageType::Postgres, Some(m)) = (o.storage_type, &dsn)
         && let Some(mode) = connection_sslmode(&String::from_utf8_lossy(&m.bytes))
         && !SSL_MODES.contains(&mode.as_str())
     {
@@ -1356,11 +1200,9 @@ fn read_databroker(r: &mut Reader<'_>, o: &mut Options) {
         );
     }
     // Pomerium trims the file's white space (`GetDataBrokerStorageConnectionString`).
-    o.databroker.storage_connection_string =
+    o.storage_connection_string =
         dsn.map(|m| Secret::new(String::from_utf8_lossy(&m.bytes).trim().as_bytes().to_vec()));
-    if let (StorageType::Postgres, None, Some(field)) =
-        (o.databroker.storage_type, &o.databroker.storage_connection_string, storage_field)
-    {
+    if let (StorageType::Postgres, None, Some(field)) = (o.storage_type, &o.storage_connection_string, storage_field) {
         r.sink.error(
             &field.origin,
             Missing {
@@ -1398,27 +1240,14 @@ pub(crate) fn mtls_schema() -> Schema<'static> {
     }
 }
 
-fn read_downstream_mtls(section: &Section, env: &dyn Environment, sink: &mut Sink) -> DownstreamMtls {
-    let mut mtls = DownstreamMtls::default();
-    let mut r = Reader { section, sink, env };
-    mtls.ca = r
-        .material("ca", "ca_file", Encoding::Base64, Precedence::Exclusive)
-        .and_then(|material| certificates(&material, r.sink));
-    mtls.crl = r.material("crl", "crl_file", Encoding::Base64, Precedence::Exclusive).and_then(|m| crls(&m, r.sink));
-    if let Some(enforcement) = r.choice("enforcement", ENFORCEMENT) {
-        mtls.enforcement = enforcement;
+/// `[{dns: pattern}, {email: pattern}]`: each item one type and a re2 pattern.
+fn san_matchers(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Vec<SanMatcher>) {
+    if let Some(field) = r.field(key(keys)) {
+        *slot = read_san_matchers(&field, r.sink);
     }
-    if let Some(depth) = r.with("max_verify_depth", Field::u32) {
-        mtls.max_verify_depth = depth;
-    }
-    if let Some(field) = r.field("match_subject_alt_names") {
-        mtls.match_subject_alt_names = san_matchers(&field, r.sink);
-    }
-    mtls
 }
 
-/// `[{dns: pattern}, {email: pattern}]`: each item one type and a re2 pattern.
-fn san_matchers(field: &Field, sink: &mut Sink) -> Vec<SanMatcher> {
+fn read_san_matchers(field: &Field, sink: &mut Sink) -> Vec<SanMatcher> {
     let Some(items) = field.value.as_array() else {
         field.wrong_type(sink, "a list of `{type: pattern}` objects", None);
         return Vec::new();
