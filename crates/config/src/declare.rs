@@ -149,7 +149,7 @@ pub(crate) fn nested<T: Declared>(r: &mut Reader<'_>, _: Keys<'_>, slot: &mut T)
 pub(crate) fn later<T>(_: &mut Reader<'_>, _: Keys<'_>, _: &mut T) {}
 
 /// Replaces the default with what `read` found, if anything.
-fn set<T, S: From<T>>(slot: &mut S, value: Option<T>) {
+pub(crate) fn set<T, S: From<T>>(slot: &mut S, value: Option<T>) {
     if let Some(value) = value {
         *slot = value.into();
     }
@@ -180,7 +180,6 @@ pub(crate) fn unsigned<S: From<u32>>(r: &mut Reader<'_>, keys: Keys<'_>, slot: &
 }
 
 /// An integer within `min..=max`.
-#[expect(dead_code, reason = "used by the route declaration")]
 pub(crate) fn integer<S: From<i64>>(min: i64, max: i64) -> impl Fn(&mut Reader<'_>, Keys<'_>, &mut S) {
     move |r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut S| set(slot, r.with(key(keys), |f, s| f.integer(s, min, max)))
 }

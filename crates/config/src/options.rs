@@ -971,7 +971,7 @@ fn paired_name(name: &str, want: &str) -> String {
     want.to_owned()
 }
 
-const ISSUER_FORMATS: &[(&str, JwtIssuerFormat)] =
+pub(crate) const ISSUER_FORMATS: &[(&str, JwtIssuerFormat)] =
     &[("hostOnly", JwtIssuerFormat::HostOnly), ("uri", JwtIssuerFormat::Uri)];
 
 pub(crate) const BEARER_TOKEN_FORMATS: &[(&str, BearerTokenFormat)] = &[
@@ -981,7 +981,7 @@ pub(crate) const BEARER_TOKEN_FORMATS: &[(&str, BearerTokenFormat)] = &[
     ("jwt", BearerTokenFormat::Jwt),
 ];
 
-fn set_response_headers(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<BTreeMap<String, String>>) {
+pub(crate) fn set_response_headers(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<BTreeMap<String, String>>) {
     if let Some(field) = r.field(key(keys)) {
         *slot = response_headers(&field, r.sink);
     }

@@ -1,10 +1,21 @@
 //! Routes (system.md §1.4), typed, with the accessors the proxy needs: the effective timeouts,
 //! rewrites, upgrades and identity headers, and the route's checked policy.
 
+use crate::declare::{
+    boolean, certificates_in, choice, declare, duration, exact_choice, integer, later, list, nested, secret, string,
+    value,
+};
 use crate::diagnostic::{BadRegex, Origin};
-use crate::material::{Certificates, CertifiedKey};
-use crate::options::{BearerTokenFormat, JwtIssuerFormat, Options};
+use crate::material::{Certificates, CertifiedKey, Precedence};
+use crate::options::{
+    BearerTokenFormat, ISSUER_FORMATS, JwtIssuerFormat, Options, bearer_token_format, set_response_headers,
+};
 use crate::read::{Field, Sink};
+use crate::route_read::{
+    LB_POLICIES, check_access_lists, check_tunnel_upstream, client_certificate, depends_on, downstream_client_ca,
+    embedded_policy, flag, header_name, host_path_regex_rewrite, idp_claims, kubernetes_token, lb_policy, outlier,
+    path_rewrite, regex, rewrite_response_headers, route_id, set_request_headers, spanned_list, url_path,
+};
 use crate::secret::Secret;
 use ppl::Span;
 use ppl::value::Value;
@@ -141,38 +152,11 @@ pub struct RewriteHeader {
     pub value: String,
 }
 
-/// TLS towards the upstream.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct UpstreamTls {
-    pub skip_verify: bool,
-    pub server_name: Option<String>,
-    pub upstream_server_name: Option<String>,
-    /// An extra downstream host the route answers to.
-    pub downstream_server_name: Option<String>,
-    pub custom_ca: Option<Certificates>,
-    pub client_certificate: Option<CertifiedKey>,
-    /// Deprecated in favour of `downstream_mtls`; still makes the default client-certificate rule apply.
-    pub downstream_client_ca: Option<Certificates>,
-    pub allow_renegotiation: bool,
-}
-
 impl UpstreamTls {
     /// The name for SNI and verification: `tls_upstream_server_name`, else `tls_server_name`.
     pub fn sni(&self) -> Option<&str> {
         self.upstream_server_name.as_deref().or(self.server_name.as_deref())
     }
-}
-
-/// The legacy access options, which become the route's first allow rule (ppl.md §3.1).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Access {
-    pub allowed_users: Vec<(String, Span)>,
-    pub allowed_domains: Vec<(String, Span)>,
-    /// Claim → values, in the order written; each value becomes one `claim/<name>` criterion.
-    pub allowed_idp_claims: Vec<(String, Span, Vec<Value>)>,
-    pub allow_public_unauthenticated_access: Option<Span>,
-    pub allow_any_authenticated_user: Option<Span>,
-    pub cors_allow_preflight: Option<Span>,
 }
 
 impl Access {
@@ -196,76 +180,134 @@ pub struct RoutePolicy {
     pub model: ppl::model::Policy,
 }
 
-/// One route.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Route {
-    /// Position in Pomerium's order: `policy:` routes, then `routes:`.
-    pub index: usize,
-    /// Where the route was written: the file, or `POLICY`/`ROUTES`.
-    pub origin: Origin,
-    pub span: Span,
-    /// The route's `id`, or the hash of [`crate::identity::route_id`].
-    pub id: String,
-    pub id_is_explicit: bool,
-    pub name: Option<String>,
-    pub description: Option<String>,
-    pub logo_url: Option<String>,
-    pub from: From,
-    pub prefix: Option<String>,
-    pub path: Option<String>,
-    pub regex: Option<String>,
-    pub regex_priority_order: Option<i64>,
-    pub action: Action,
-    pub load_balancing_policy: Option<LoadBalancingPolicy>,
-    pub outlier_detection: Option<OutlierDetection>,
-    pub health_checks: Option<Value>,
-    pub healthy_panic_threshold: Option<i64>,
-    pub circuit_breaker_thresholds: Option<Value>,
-    /// Envoy `Cluster` fields written on the route, as written.
-    pub envoy_cluster: BTreeMap<String, Value>,
-    /// `prefix_rewrite` or `regex_rewrite_*` as written; see [`Route::path_rewrite`] for the
-    /// implicit one.
-    pub rewrite: Option<PathRewrite>,
-    pub host_rewrite: Option<String>,
-    pub host_rewrite_header: Option<String>,
-    /// `host_path_regex_rewrite_pattern` and `_substitution`.
-    pub host_path_regex_rewrite: Option<(String, String)>,
-    pub preserve_host_header: bool,
-    /// Header → value template as written (`Bearer ${pomerium.id_token}`).
-    pub set_request_headers: BTreeMap<String, String>,
-    pub remove_request_headers: Vec<String>,
-    pub set_response_headers: Option<BTreeMap<String, String>>,
-    pub rewrite_response_headers: Vec<RewriteHeader>,
-    pub allow_websockets: bool,
-    pub allow_spdy: bool,
-    pub allow_upgrades: Option<Vec<String>>,
-    pub tls: UpstreamTls,
-    pub timeout: Option<Duration>,
-    pub idle_timeout: Option<Duration>,
-    pub pass_identity_headers: Option<bool>,
-    pub kubernetes_service_account_token: Option<Secret>,
-    /// `kubernetes_service_account_token_file`, when the token came from it: Kubernetes rotates
-    /// projected tokens, so the file is read again while serving.
-    pub kubernetes_service_account_token_file: Option<String>,
-    pub enable_google_cloud_serverless_authentication: bool,
-    pub idp_client_id: Option<String>,
-    pub idp_client_secret: Option<Secret>,
-    pub idp_access_token_allowed_audiences: Option<Vec<String>>,
-    pub identity_providers: Vec<String>,
-    pub bearer_token_format: Option<BearerTokenFormat>,
-    pub jwt_groups_filter: Option<Vec<String>>,
-    pub jwt_issuer_format: Option<JwtIssuerFormat>,
-    pub show_error_details: bool,
-    /// Hosts (a URL is reduced to its host).
-    pub depends_on: Vec<String>,
-    pub mcp: Option<Value>,
-    pub upstream_tunnel: Option<Value>,
-    pub sub_policies: Option<Value>,
-    pub access: Access,
-    /// The embedded `policy:`, as written.
-    pub embedded_policy: Option<ppl::ast::Policy>,
-    /// The assembled, checked policy.
-    pub policy: RoutePolicy,
+// Every route option, declared once: its field, type, default, keys and reader. The keys make
+// `keys::ROUTE`; see `crate::declare` for the readers and the defaulting rule. The readers named
+// here that are not `crate::declare`'s are in `route_read.rs`.
+declare! {
+    /// Route options, read into [`Route`] as declared there, and the ones Pomerium knows that no
+    /// field holds (`support.rs` says what is done with them).
+    keys ROUTE, elsewhere ["ssh_policy", "ssh_policy_rego", "session_recording"];
+
+    /// TLS towards the upstream.
+    struct UpstreamTls() {
+        skip_verify: bool = false, ["tls_skip_verify"] boolean;
+        server_name: Option<String> = None, ["tls_server_name"] string;
+        upstream_server_name: Option<String> = None, ["tls_upstream_server_name"] string;
+        /// An extra downstream host the route answers to.
+        downstream_server_name: Option<String> = None, ["tls_downstream_server_name"] string;
+        custom_ca: Option<Certificates> = None,
+            ["tls_custom_ca", "tls_custom_ca_file"] certificates_in(Precedence::Inline);
+        client_certificate: Option<CertifiedKey> = None,
+            ["tls_client_cert", "tls_client_key", "tls_client_cert_file", "tls_client_key_file"] client_certificate;
+        /// Deprecated in favour of `downstream_mtls`; still makes the default client-certificate rule apply.
+        downstream_client_ca: Option<Certificates> = None,
+            ["tls_downstream_client_ca", "tls_downstream_client_ca_file"] downstream_client_ca;
+        allow_renegotiation: bool = false, ["tls_upstream_allow_renegotiation"] boolean;
+    }
+    then [];
+
+    /// The legacy access options, which become the route's first allow rule (ppl.md §3.1).
+    struct Access() {
+        allowed_users: Vec<(String, Span)> = Vec::new(), ["allowed_users"] spanned_list;
+        allowed_domains: Vec<(String, Span)> = Vec::new(), ["allowed_domains"] spanned_list;
+        /// Claim → values, in the order written; each value becomes one `claim/<name>` criterion.
+        allowed_idp_claims: Vec<(String, Span, Vec<Value>)> = Vec::new(), ["allowed_idp_claims"] idp_claims;
+        allow_public_unauthenticated_access: Option<Span> = None, ["allow_public_unauthenticated_access"] flag;
+        allow_any_authenticated_user: Option<Span> = None, ["allow_any_authenticated_user"] flag;
+        cors_allow_preflight: Option<Span> = None, ["cors_allow_preflight"] flag;
+    }
+    then [check_access_lists];
+
+    /// One route.
+    struct Route(
+        index: usize,
+        origin: Origin,
+        span: Span,
+        from: From,
+        action: Action,
+        envoy_cluster: BTreeMap<String, Value>,
+    ) {
+        /// Position in Pomerium's order: `policy:` routes, then `routes:`.
+        index: usize = index, [] later;
+        /// Where the route was written: the file, or `POLICY`/`ROUTES`.
+        origin: Origin = origin, [] later;
+        span: Span = span, [] later;
+        /// The route's `id`, or the hash of [`crate::identity::route_id`].
+        id: String = String::new(), ["id"] later;
+        /// Set with `id`, by `route_id`.
+        id_is_explicit: bool = false, [] later;
+        name: Option<String> = None, ["name"] string;
+        description: Option<String> = None, ["description"] string;
+        logo_url: Option<String> = None, ["logo_url"] string;
+        /// Read first, by `route_read::read`.
+        from: From = from, ["from"] later;
+        prefix: Option<String> = None, ["prefix"] url_path;
+        path: Option<String> = None, ["path"] url_path;
+        regex: Option<String> = None, ["regex"] regex;
+        regex_priority_order: Option<i64> = None, ["regex_priority_order"] integer(i64::MIN, i64::MAX);
+        /// `to`, `redirect` or `response`, read first, by `route_read::read`.
+        action: Action = action, ["to", "redirect", "response"] later;
+        /// Envoy's own `lb_policy` (`ROUND_ROBIN`, ...) also works (read by `lb_policy`).
+        load_balancing_policy: Option<LoadBalancingPolicy> = None, ["load_balancing_policy"] choice(LB_POLICIES);
+        outlier_detection: Option<OutlierDetection> = None, ["outlier_detection"] outlier;
+        health_checks: Option<Value> = None, ["health_checks"] value;
+        healthy_panic_threshold: Option<i64> = None, ["healthy_panic_threshold"] integer(0, 100);
+        circuit_breaker_thresholds: Option<Value> = None, ["circuit_breaker_thresholds"] value;
+        /// Envoy `Cluster` fields written on the route, as written.
+        envoy_cluster: BTreeMap<String, Value> = envoy_cluster, [] later;
+        /// `prefix_rewrite` or `regex_rewrite_*` as written; see [`Route::path_rewrite`] for the
+        /// implicit one.
+        rewrite: Option<PathRewrite> = None,
+            ["prefix_rewrite", "regex_rewrite_pattern", "regex_rewrite_substitution"] path_rewrite;
+        host_rewrite: Option<String> = None, ["host_rewrite"] string;
+        host_rewrite_header: Option<String> = None, ["host_rewrite_header"] header_name;
+        /// `host_path_regex_rewrite_pattern` and `_substitution`.
+        host_path_regex_rewrite: Option<(String, String)> = None,
+            ["host_path_regex_rewrite_pattern", "host_path_regex_rewrite_substitution"] host_path_regex_rewrite;
+        preserve_host_header: bool = false, ["preserve_host_header"] boolean;
+        /// Header → value template as written (`Bearer ${pomerium.id_token}`).
+        set_request_headers: BTreeMap<String, String> = BTreeMap::new(), ["set_request_headers"] set_request_headers;
+        remove_request_headers: Vec<String> = Vec::new(), ["remove_request_headers"] list;
+        set_response_headers: Option<BTreeMap<String, String>> = None, ["set_response_headers"] set_response_headers;
+        rewrite_response_headers: Vec<RewriteHeader> = Vec::new(),
+            ["rewrite_response_headers"] rewrite_response_headers;
+        allow_websockets: bool = false, ["allow_websockets"] boolean;
+        allow_spdy: bool = false, ["allow_spdy"] boolean;
+        allow_upgrades: Option<Vec<String>> = None, ["allow_upgrades"] list;
+        tls: UpstreamTls = UpstreamTls::default(), [] nested;
+        timeout: Option<Duration> = None, ["timeout"] duration;
+        idle_timeout: Option<Duration> = None, ["idle_timeout"] duration;
+        pass_identity_headers: Option<bool> = None, ["pass_identity_headers"] boolean;
+        kubernetes_service_account_token: Option<Secret> = None,
+            ["kubernetes_service_account_token", "kubernetes_service_account_token_file"] later;
+        /// `kubernetes_service_account_token_file`, when the token came from it: Kubernetes rotates
+        /// projected tokens, so the file is read again while serving. Set by `kubernetes_token`.
+        kubernetes_service_account_token_file: Option<String> = None, [] later;
+        enable_google_cloud_serverless_authentication: bool = false,
+            ["enable_google_cloud_serverless_authentication"] boolean;
+        idp_client_id: Option<String> = None, ["idp_client_id"] string;
+        idp_client_secret: Option<Secret> = None, ["idp_client_secret"] secret;
+        idp_access_token_allowed_audiences: Option<Vec<String>> = None, ["idp_access_token_allowed_audiences"] list;
+        identity_providers: Vec<String> = Vec::new(), ["identity_providers"] list;
+        bearer_token_format: Option<BearerTokenFormat> = None, ["bearer_token_format"] bearer_token_format;
+        jwt_groups_filter: Option<Vec<String>> = None, ["jwt_groups_filter"] list;
+        jwt_issuer_format: Option<JwtIssuerFormat> = None, ["jwt_issuer_format"] exact_choice(ISSUER_FORMATS);
+        show_error_details: bool = false, ["show_error_details"] boolean;
+        /// Hosts (a URL is reduced to its host).
+        depends_on: Vec<String> = Vec::new(), ["depends_on"] depends_on;
+        mcp: Option<Value> = None, ["mcp"] value;
+        upstream_tunnel: Option<Value> = None, ["upstream_tunnel"] value;
+        sub_policies: Option<Value> = None, ["sub_policies"] value;
+        access: Access = Access::default(), [] nested;
+        /// The embedded `policy:`, as written.
+        embedded_policy: Option<ppl::ast::Policy> = None, ["policy"] embedded_policy;
+        /// The assembled, checked policy (`load` assembles it).
+        policy: RoutePolicy = RoutePolicy {
+            ast: ppl::ast::Policy { rules: Vec::new(), span },
+            model: ppl::model::Policy::empty(),
+        }, [] later;
+    }
+    then [route_id, lb_policy, check_tunnel_upstream, kubernetes_token];
 }
 
 impl Route {

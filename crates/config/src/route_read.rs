@@ -1,5 +1,8 @@
-//! Reading one route (`config/policy.go` `Policy`, `Validate`; `config/custom.go` for `to`).
+//! Reading one route (`config/policy.go` `Policy`, `Validate`; `config/custom.go` for `to`): `from`
+//! and the action first, then every option declared with [`Route`] (`route.rs`), with the readers
+//! below.
 
+use crate::declare::{Declared, Keys, Reader, key, set};
 use crate::diagnostic::{
     AllowsNothing, AnyUserWithAllowLists, BadWeight, DeprecatedOption, FromPath, FromScheme as FromSchemeError,
     HttpFrom, IgnoredOption, MixedSchemes, MixedWeights, NoAction, NoPort, Origin, PublicWithAllowLists, RedirectCode,
@@ -8,32 +11,19 @@ use crate::diagnostic::{
 use crate::env::Environment;
 use crate::headers;
 use crate::keys;
-use crate::material::{self, Encoding, Precedence, certificates, inline_or_file};
-use crate::options::{
-    BEARER_TOKEN_FORMATS, BearerTokenFormat, JwtIssuerFormat, conflict, require_both, response_headers,
-};
+use crate::material::{self, Certificates, CertifiedKey, Encoding, Precedence, certificates, inline_or_file};
+use crate::options::{conflict, require_both};
 use crate::read::{Field, Sink, Spanned};
 use crate::route::{
     Access, Action, DirectResponse, From, FromScheme, LoadBalancingPolicy, OutlierDetection, PathRewrite, Redirect,
-    RewriteHeader, Route, RoutePolicy, UpstreamTls, WeightedUrl, check_regex,
+    RewriteHeader, Route, WeightedUrl, check_regex,
 };
 use crate::secret::Secret;
+use crate::section::Section;
 use ppl::Span;
 use ppl::value::{Entry, Value, ValueKind};
 use std::collections::BTreeMap;
 use url::Url;
-
-/// The fields of one route object, by key.
-struct Fields {
-    map: BTreeMap<String, Field>,
-    envoy: BTreeMap<String, Value>,
-}
-
-impl Fields {
-    fn get(&self, key: &str) -> Option<&Field> {
-        self.map.get(key).filter(|field| !field.is_null())
-    }
-}
 
 /// Reads a route. `None` when it cannot be used at all (not an object, no `from`, no action);
 /// every problem found is reported either way.
@@ -60,31 +50,21 @@ pub(crate) fn read(
         );
         return None;
     };
-    let fields = collect(entries, origin, sink);
+    let (section, envoy) = collect(entries, origin, sink);
     // Where to point at the route as a whole: its first key (the object spans many lines).
     let anchor = entries.first().map_or(value.span, |entry| entry.key_span);
-    let mut cx = Cx { fields: &fields, sink, env, origin: origin.clone(), anchor };
+    let mut r = Reader { section: &section, sink, env };
     // Without a usable `from` or action the route is still read, so that every problem is reported.
-    let from = cx.from();
-    let action = cx.action();
+    let from = read_from(&mut r, origin, anchor);
+    let action = read_action(&mut r, origin, anchor);
     let usable = from.is_some() && action.is_some();
     let from = from.or_else(|| placeholder_from(value.span))?;
-    let mut route = empty_route(index, origin, value.span, from, action.unwrap_or(Action::Upstream(Vec::new())));
-    cx.matching(&mut route);
-    cx.upstream_options(&mut route);
-    cx.check_tunnel_upstream(&route);
-    cx.rewrites(&mut route);
-    cx.headers(&mut route);
-    cx.protocols(&mut route);
-    cx.tls(&mut route);
-    cx.identity(&mut route);
-    cx.metadata(&mut route);
-    cx.access(&mut route);
-    route.embedded_policy = cx.embedded_policy();
-    if usable && route.access.is_empty() && fields.get("policy").is_none() {
-        cx.sink.warning(origin, AllowsNothing { span: route.from.span.into() });
+    let action = action.unwrap_or(Action::Upstream(Vec::new()));
+    let mut route = Route::declared(index, origin.clone(), value.span, from, action, envoy);
+    route.read_declared(&mut r);
+    if usable && route.access.is_empty() && section.get("policy").is_none() {
+        r.sink.warning(origin, AllowsNothing { span: route.from.span.into() });
     }
-    route.envoy_cluster = fields.envoy;
     usable.then_some(route)
 }
 
@@ -94,7 +74,8 @@ fn placeholder_from(span: Span) -> Option<From> {
     Some(From { url, scheme: FromScheme::Https, host: String::new(), port: None, text: String::new(), span })
 }
 
-fn collect(entries: &[Entry], origin: &Origin, sink: &mut Sink) -> Fields {
+/// The route's options (by `keys::ROUTE`), and the Envoy cluster fields written on it.
+fn collect(entries: &[Entry], origin: &Origin, sink: &mut Sink) -> (Section, BTreeMap<String, Value>) {
     let mut map = BTreeMap::new();
     let mut envoy = BTreeMap::new();
     for entry in entries {
@@ -118,440 +99,303 @@ fn collect(entries: &[Entry], origin: &Origin, sink: &mut Sink) -> Fields {
             sink.warning(origin, UnknownOption { option: format!("routes.{key}"), span: entry.key_span.into(), help });
         }
     }
-    Fields { map, envoy }
+    (Section::from_fields(map), envoy)
 }
 
-fn empty_route(index: usize, origin: &Origin, span: Span, from: From, action: Action) -> Route {
-    Route {
-        index,
-        origin: origin.clone(),
-        span,
-        id: String::new(),
-        id_is_explicit: false,
-        name: None,
-        description: None,
-        logo_url: None,
-        from,
-        prefix: None,
-        path: None,
-        regex: None,
-        regex_priority_order: None,
-        action,
-        load_balancing_policy: None,
-        outlier_detection: None,
-        health_checks: None,
-        healthy_panic_threshold: None,
-        circuit_breaker_thresholds: None,
-        envoy_cluster: BTreeMap::new(),
-        rewrite: None,
-        host_rewrite: None,
-        host_rewrite_header: None,
-        host_path_regex_rewrite: None,
-        preserve_host_header: false,
-        set_request_headers: BTreeMap::new(),
-        remove_request_headers: Vec::new(),
-        set_response_headers: None,
-        rewrite_response_headers: Vec::new(),
-        allow_websockets: false,
-        allow_spdy: false,
-        allow_upgrades: None,
-        tls: UpstreamTls::default(),
-        timeout: None,
-        idle_timeout: None,
-        pass_identity_headers: None,
-        kubernetes_service_account_token: None,
-        kubernetes_service_account_token_file: None,
-        enable_google_cloud_serverless_authentication: false,
-        idp_client_id: None,
-        idp_client_secret: None,
-        idp_access_token_allowed_audiences: None,
-        identity_providers: Vec::new(),
-        bearer_token_format: None,
-        jwt_groups_filter: None,
-        jwt_issuer_format: None,
-        show_error_details: false,
-        depends_on: Vec::new(),
-        mcp: None,
-        upstream_tunnel: None,
-        sub_policies: None,
-        access: Access::default(),
-        embedded_policy: None,
-        policy: RoutePolicy { ast: ppl::ast::Policy { rules: Vec::new(), span }, model: ppl::model::Policy::empty() },
-    }
-}
-
-struct Cx<'a> {
-    fields: &'a Fields,
-    sink: &'a mut Sink,
-    env: &'a dyn Environment,
-    origin: Origin,
-    anchor: Span,
-}
-
-impl Cx<'_> {
-    fn with<T>(&mut self, key: &str, read: impl FnOnce(&Field, &mut Sink) -> Option<T>) -> Option<T> {
-        let field = self.fields.get(key)?;
-        read(field, self.sink)
-    }
-
-    fn string(&mut self, key: &str) -> Option<String> {
-        self.with(key, Field::string).filter(|s| !s.is_empty())
-    }
-
-    fn bool(&mut self, key: &str) -> bool {
-        self.with(key, Field::bool).unwrap_or(false)
-    }
-
-    fn list(&mut self, key: &str) -> Option<Vec<String>> {
-        self.with(key, Field::list).map(|items| items.into_iter().map(|i| i.value).collect())
-    }
-
-    /// A regex option: read and compiled.
-    fn regex(&mut self, key: &str) -> Option<String> {
-        self.with(key, |field, sink| {
-            let pattern = field.string(sink).filter(|p| !p.is_empty())?;
-            check_regex(field, &pattern, sink).then_some(pattern)
-        })
-    }
-
-    fn from(&mut self) -> Option<From> {
-        let Some(field) = self.fields.get("from") else {
-            self.missing_from();
-            return None;
-        };
-        let text = field.string(self.sink)?;
-        parse_from(field, &text, self.sink)
-    }
-
-    fn missing_from(&mut self) {
-        self.sink.error(
-            &self.origin,
+fn read_from(r: &mut Reader<'_>, origin: &Origin, anchor: Span) -> Option<From> {
+    let Some(field) = r.section.get("from") else {
+        r.sink.error(
+            origin,
             crate::diagnostic::Missing {
                 option: "from".to_owned(),
                 because: "in every route".to_owned(),
-                span: self.anchor.into(),
+                span: anchor.into(),
                 help: Some("`from` is the url the route is served at, e.g. `from: https://app.example.com`".to_owned()),
             },
         );
-    }
+        return None;
+    };
+    let text = field.string(r.sink)?;
+    parse_from(field, &text, r.sink)
+}
 
-    /// Exactly one of `to`, `redirect`, `response`.
-    fn action(&mut self) -> Option<Action> {
-        let present: Vec<(&'static str, Field)> = ["to", "redirect", "response"]
-            .into_iter()
-            .filter_map(|key| self.fields.get(key).map(|field| (key, field.clone())))
-            .collect();
-        match present.as_slice() {
-            [] => {
-                let span = self.fields.map.get("from").map_or(self.anchor, Field::entry_span);
-                self.sink.error(&self.origin, NoAction { span: span.into() });
-                None
-            }
-            [(key, field)] => match *key {
-                "to" => upstreams(field, self.sink).map(Action::Upstream),
-                "redirect" => redirect(field, self.sink).map(Action::Redirect),
-                _ => response(field, self.sink).map(Action::Response),
-            },
-            [(first, first_field), (second, second_field), ..] => {
-                self.sink.error(
-                    &second_field.origin,
-                    SeveralActions {
-                        first,
-                        second,
-                        span: second_field.key_span.into(),
-                        other: first_field.key_span.into(),
-                    },
-                );
-                None
-            }
+/// Exactly one of `to`, `redirect`, `response`.
+fn read_action(r: &mut Reader<'_>, origin: &Origin, anchor: Span) -> Option<Action> {
+    let present: Vec<(&'static str, Field)> = ["to", "redirect", "response"]
+        .into_iter()
+        .filter_map(|key| r.section.get(key).map(|field| (key, field.clone())))
+        .collect();
+    match present.as_slice() {
+        [] => {
+            let span = r.section.entry("from").map_or(anchor, Field::entry_span);
+            r.sink.error(origin, NoAction { span: span.into() });
+            None
         }
-    }
-
-    fn matching(&mut self, route: &mut Route) {
-        route.prefix = self.string("prefix");
-        route.path = self.string("path");
-        route.regex = self.regex("regex");
-        route.regex_priority_order = self.with("regex_priority_order", |f, s| f.integer(s, i64::MIN, i64::MAX));
-        for key in ["prefix", "path"] {
-            if let Some(field) = self.fields.get(key) {
-                let value = if key == "prefix" { &route.prefix } else { &route.path };
-                if value.as_ref().is_some_and(|v| !v.starts_with('/')) {
-                    let help = Some(format!("write `{key}: /{}`", value.as_deref().unwrap_or_default()));
-                    field.invalid(self.sink, "a path starts with `/`", help);
-                }
-            }
-        }
-    }
-
-    fn upstream_options(&mut self, route: &mut Route) {
-        route.load_balancing_policy = self.with("load_balancing_policy", |f, s| f.choice(s, LB_POLICIES, true));
-        // Envoy's own `lb_policy` (`ROUND_ROBIN`, ...) also works on a route.
-        if let (None, Some(value)) = (route.load_balancing_policy, self.fields.envoy.get("lb_policy")) {
-            let origin = route.origin.clone();
-            let field = Field { name: "lb_policy".to_owned(), key_span: value.span, value: value.clone(), origin };
-            route.load_balancing_policy = field.choice(self.sink, LB_POLICIES, true);
-        }
-        route.outlier_detection = self.with("outlier_detection", outlier_detection);
-        route.health_checks = self.fields.get("health_checks").map(|f| f.value.clone());
-        route.healthy_panic_threshold = self.with("healthy_panic_threshold", |f, s| f.integer(s, 0, 100));
-        route.circuit_breaker_thresholds = self.fields.get("circuit_breaker_thresholds").map(|f| f.value.clone());
-        route.timeout = self.with("timeout", Field::duration);
-        route.idle_timeout = self.with("idle_timeout", Field::duration);
-    }
-
-    /// A tcp route connects to `host:port`; the server cannot run one whose first upstream lacks
-    /// either.
-    fn check_tunnel_upstream(&mut self, route: &Route) {
-        let Some(first) = route.upstreams().first().filter(|_| route.is_tcp()) else { return };
-        if first.url.host_str().is_some_and(|h| !h.is_empty()) && first.url.port().is_some() {
-            return;
-        }
-        if let Some(field) = self.fields.get("to") {
-            let help = Some("write `to: tcp://host:port`, e.g. `tcp://db:5432`".to_owned());
-            field.invalid(self.sink, "a tcp route's upstream needs a host and a port", help);
-        }
-    }
-
-    fn rewrites(&mut self, route: &mut Route) {
-        let both = (self.fields.get("prefix_rewrite").cloned(), self.fields.get("regex_rewrite_pattern").cloned());
-        if let (Some(prefix), Some(pattern)) = &both {
-            conflict(prefix, pattern, Some("rewrite with a prefix or with a regex, not both".to_owned()), self.sink);
-        }
-        let prefix = self.with("prefix_rewrite", Field::string).filter(|p| !p.is_empty());
-        let substitution = self.substitution("regex_rewrite_pattern", "regex_rewrite_substitution");
-        let pattern = self.regex("regex_rewrite_pattern");
-        if !matches!(both, (Some(_), Some(_))) {
-            route.rewrite =
-                prefix.map(PathRewrite::Prefix).or(pattern.map(|pattern| PathRewrite::Regex { pattern, substitution }));
-        }
-        route.host_rewrite = self.string("host_rewrite");
-        route.host_rewrite_header = self.string("host_rewrite_header");
-        if let (Some(header), Some(field)) = (&route.host_rewrite_header, self.fields.get("host_rewrite_header"))
-            && !headers::is_header_name(header)
-        {
-            field.invalid(self.sink, format!("`{header}` is not a header name"), None);
-            route.host_rewrite_header = None;
-        }
-        let host_substitution =
-            self.substitution("host_path_regex_rewrite_pattern", "host_path_regex_rewrite_substitution");
-        let host_pattern = self.regex("host_path_regex_rewrite_pattern");
-        route.host_path_regex_rewrite = host_pattern.map(|pattern| (pattern, host_substitution));
-        route.preserve_host_header = self.bool("preserve_host_header");
-    }
-
-    /// A regex substitution; without its pattern it does nothing.
-    fn substitution(&mut self, pattern_key: &str, key: &str) -> String {
-        let substitution = self.with(key, Field::string).unwrap_or_default();
-        if let (None, Some(field)) = (self.fields.get(pattern_key), self.fields.get(key)) {
-            let because = format!("there is no `{pattern_key}`");
-            self.sink.warning(
-                &field.origin,
-                IgnoredOption { option: field.name.clone(), because, span: field.key_span.into() },
+        [(key, field)] => match *key {
+            "to" => upstreams(field, r.sink).map(Action::Upstream),
+            "redirect" => redirect(field, r.sink).map(Action::Redirect),
+            _ => response(field, r.sink).map(Action::Response),
+        },
+        [(first, first_field), (second, second_field), ..] => {
+            r.sink.error(
+                &second_field.origin,
+                SeveralActions {
+                    first,
+                    second,
+                    span: second_field.key_span.into(),
+                    other: first_field.key_span.into(),
+                },
             );
+            None
         }
-        substitution
-    }
-
-    fn headers(&mut self, route: &mut Route) {
-        if let Some(field) = self.fields.get("set_request_headers") {
-            for (name, value) in field.map(self.sink).unwrap_or_default() {
-                let value_field = field.item(&Value::new(ValueKind::String(value.value.clone()), value.span));
-                if !headers::is_header_name(&name.value) {
-                    let name_field = field.item(&Value::new(ValueKind::String(name.value.clone()), name.span));
-                    name_field.invalid(self.sink, format!("`{}` is not a header name", name.value), None);
-                    continue;
-                }
-                headers::check_templates(&value_field, &value.value, self.sink);
-                route.set_request_headers.insert(name.value, value.value);
-            }
-        }
-        route.remove_request_headers = self.list("remove_request_headers").unwrap_or_default();
-        route.set_response_headers = self.with("set_response_headers", response_headers);
-        if let Some(field) = self.fields.get("rewrite_response_headers") {
-            route.rewrite_response_headers = rewrite_headers(field, self.sink);
-        }
-    }
-
-    fn protocols(&mut self, route: &mut Route) {
-        route.allow_websockets = self.bool("allow_websockets");
-        route.allow_spdy = self.bool("allow_spdy");
-        route.allow_upgrades = self.list("allow_upgrades");
-    }
-
-    fn tls(&mut self, route: &mut Route) {
-        let tls = &mut route.tls;
-        tls.skip_verify = self.bool("tls_skip_verify");
-        tls.server_name = self.string("tls_server_name");
-        tls.upstream_server_name = self.string("tls_upstream_server_name");
-        tls.downstream_server_name = self.string("tls_downstream_server_name");
-        tls.allow_renegotiation = self.bool("tls_upstream_allow_renegotiation");
-        let (ca, ca_file) = (self.fields.get("tls_custom_ca").cloned(), self.fields.get("tls_custom_ca_file").cloned());
-        tls.custom_ca =
-            inline_or_file(ca.as_ref(), ca_file.as_ref(), Encoding::Base64, Precedence::Inline, self.env, self.sink)
-                .and_then(|m| certificates(&m, self.sink));
-        tls.client_certificate = self.client_certificate();
-        let (dca, dca_file) = (
-            self.fields.get("tls_downstream_client_ca").cloned(),
-            self.fields.get("tls_downstream_client_ca_file").cloned(),
-        );
-        for field in [&dca, &dca_file].into_iter().flatten() {
-            let help =
-                "set the client certificate authority globally with `downstream_mtls.ca` (or `ca_file`)".to_owned();
-            self.sink.warning(
-                &field.origin,
-                DeprecatedOption { option: field.name.clone(), span: field.key_span.into(), help },
-            );
-        }
-        tls.downstream_client_ca =
-            inline_or_file(dca.as_ref(), dca_file.as_ref(), Encoding::Base64, Precedence::File, self.env, self.sink)
-                .and_then(|m| certificates(&m, self.sink));
-    }
-
-    /// `tls_client_cert`/`tls_client_key` (base64) or the `_file` pair; each pair needs both halves.
-    fn client_certificate(&mut self) -> Option<crate::material::CertifiedKey> {
-        let get = |key: &str| self.fields.get(key).cloned();
-        let (cert, key, cert_file, key_file) =
-            (get("tls_client_cert"), get("tls_client_key"), get("tls_client_cert_file"), get("tls_client_key_file"));
-        let inline = require_both(cert.as_ref(), key.as_ref(), self.sink);
-        let files = require_both(cert_file.as_ref(), key_file.as_ref(), self.sink);
-        if inline.is_some() {
-            if let (Some(_), Some(cert_file)) = (files, &cert_file) {
-                let because = "`tls_client_cert` and `tls_client_key` are also set and take precedence".to_owned();
-                let warning =
-                    IgnoredOption { option: cert_file.name.clone(), because, span: cert_file.key_span.into() };
-                self.sink.warning(&cert_file.origin, warning);
-            }
-            let cert = inline_or_file(cert.as_ref(), None, Encoding::Base64, Precedence::Inline, self.env, self.sink);
-            let key = inline_or_file(key.as_ref(), None, Encoding::Base64, Precedence::Inline, self.env, self.sink);
-            return material::certified_key(cert, key, self.sink);
-        }
-        files?;
-        let cert = inline_or_file(None, cert_file.as_ref(), Encoding::Text, Precedence::File, self.env, self.sink);
-        let key = inline_or_file(None, key_file.as_ref(), Encoding::Text, Precedence::File, self.env, self.sink);
-        material::certified_key(cert, key, self.sink)
-    }
-
-    fn identity(&mut self, route: &mut Route) {
-        route.pass_identity_headers = self.with("pass_identity_headers", Field::bool);
-        let (token, token_file) = (
-            self.fields.get("kubernetes_service_account_token").cloned(),
-            self.fields.get("kubernetes_service_account_token_file").cloned(),
-        );
-        route.kubernetes_service_account_token = inline_or_file(
-            token.as_ref(),
-            token_file.as_ref(),
-            Encoding::Text,
-            Precedence::Exclusive,
-            self.env,
-            self.sink,
-        )
-        .map(|m| Secret::new(m.bytes));
-        if route.kubernetes_service_account_token.is_some() && token.is_none() {
-            route.kubernetes_service_account_token_file = token_file.and_then(|f| f.value.as_str().map(str::to_owned));
-        }
-        route.enable_google_cloud_serverless_authentication =
-            self.bool("enable_google_cloud_serverless_authentication");
-        route.idp_client_id = self.string("idp_client_id");
-        route.idp_client_secret = self.string("idp_client_secret").map(Secret::new);
-        route.idp_access_token_allowed_audiences = self.list("idp_access_token_allowed_audiences");
-        route.identity_providers = self.list("identity_providers").unwrap_or_default();
-        route.bearer_token_format = self.with("bearer_token_format", |f, s| f.choice(s, BEARER_TOKEN_FORMATS, true));
-        if route.bearer_token_format == Some(BearerTokenFormat::Jwt)
-            && let Some(field) = self.fields.get("bearer_token_format")
-        {
-            self.sink.warning(&field.origin, crate::diagnostic::JwtBearerFormat { span: field.span().into() });
-        }
-        route.jwt_groups_filter = self.list("jwt_groups_filter");
-        route.jwt_issuer_format = self.with("jwt_issuer_format", |f, s| {
-            f.choice(s, &[("hostOnly", JwtIssuerFormat::HostOnly), ("uri", JwtIssuerFormat::Uri)], false)
-        });
-    }
-
-    fn metadata(&mut self, route: &mut Route) {
-        if let Some(id) = self.string("id") {
-            route.id = id;
-            route.id_is_explicit = true;
-        }
-        route.name = self.string("name");
-        route.description = self.string("description");
-        route.logo_url = self.string("logo_url");
-        route.show_error_details = self.bool("show_error_details");
-        route.mcp = self.fields.get("mcp").map(|f| f.value.clone());
-        route.upstream_tunnel = self.fields.get("upstream_tunnel").map(|f| f.value.clone());
-        route.sub_policies = self.fields.get("sub_policies").map(|f| f.value.clone());
-        if let Some(field) = self.fields.get("depends_on") {
-            route.depends_on = depends_on(field, self.sink);
-        }
-    }
-
-    fn access(&mut self, route: &mut Route) {
-        let access = &mut route.access;
-        let flag = |cx: &mut Cx<'_>, key: &str| {
-            let field = cx.fields.get(key)?;
-            field.bool(cx.sink).filter(|on| *on).map(|_| field.entry_span())
-        };
-        access.allow_public_unauthenticated_access = flag(self, "allow_public_unauthenticated_access");
-        access.allow_any_authenticated_user = flag(self, "allow_any_authenticated_user");
-        access.cors_allow_preflight = flag(self, "cors_allow_preflight");
-        let spanned = |items: Vec<Spanned<String>>| items.into_iter().map(|i| (i.value, i.span)).collect();
-        access.allowed_users = self.with("allowed_users", Field::list).map(spanned).unwrap_or_default();
-        access.allowed_domains = self.with("allowed_domains", Field::list).map(spanned).unwrap_or_default();
-        if let Some(field) = self.fields.get("allowed_idp_claims") {
-            access.allowed_idp_claims = idp_claims(field, self.sink);
-        }
-        self.check_access_lists(&route.access);
-    }
-
-    /// `Policy.Validate`: a public route has no lists; nor does one open to any signed-in user.
-    fn check_access_lists(&mut self, access: &Access) {
-        let lists: Vec<&Field> =
-            ["allowed_users", "allowed_domains"].iter().filter_map(|key| self.fields.get(key)).collect();
-        if let (Some(public), Some(field)) =
-            (self.fields.get("allow_public_unauthenticated_access"), access.allow_public_unauthenticated_access)
-        {
-            let any = self
-                .fields
-                .get("allow_any_authenticated_user")
-                .filter(|_| access.allow_any_authenticated_user.is_some());
-            for list in lists.iter().copied().chain(any) {
-                let error =
-                    PublicWithAllowLists { list: list.name.clone(), span: list.key_span.into(), public: field.into() };
-                self.sink.error(&public.origin, error);
-            }
-            return;
-        }
-        if let (Some(any), Some(field)) =
-            (self.fields.get("allow_any_authenticated_user"), access.allow_any_authenticated_user)
-        {
-            for list in lists {
-                let error =
-                    AnyUserWithAllowLists { list: list.name.clone(), span: list.key_span.into(), any: field.into() };
-                self.sink.error(&any.origin, error);
-            }
-        }
-    }
-
-    /// The embedded policy, lowered from its value so that errors point into the file.
-    fn embedded_policy(&mut self) -> Option<ppl::ast::Policy> {
-        let field = self.fields.get("policy")?;
-        let parsed = ppl::parse_value(&field.value);
-        let ast = parsed.policy?;
-        let checked = ppl::check(&ast);
-        let clean = parsed.errors.is_empty() && checked.errors.is_empty();
-        for error in parsed.errors.into_iter().chain(checked.errors) {
-            self.sink.error(&field.origin, error);
-        }
-        if !clean {
-            return None;
-        }
-        for warning in checked.warnings {
-            self.sink.warning(&field.origin, warning);
-        }
-        Some(ast)
     }
 }
 
-const LB_POLICIES: &[(&str, LoadBalancingPolicy)] = &[
+/// `id`: an explicit id replaces the hash.
+pub(crate) fn route_id(r: &mut Reader<'_>, route: &mut Route) {
+    if let Some(id) = r.string("id") {
+        route.id = id;
+        route.id_is_explicit = true;
+    }
+}
+
+/// `prefix`, `path`: a path starting with `/` (reported, but kept, when it does not).
+pub(crate) fn url_path(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<String>) {
+    let key = key(keys);
+    set(slot, r.string(key));
+    if let (Some(value), Some(field)) = (slot.as_ref(), r.section.get(key))
+        && !value.starts_with('/')
+    {
+        let help = Some(format!("write `{key}: /{value}`"));
+        field.invalid(r.sink, "a path starts with `/`", help);
+    }
+}
+
+/// A regex option: read and compiled.
+fn pattern(r: &mut Reader<'_>, key: &str) -> Option<String> {
+    r.with(key, |field, sink| {
+        let pattern = field.string(sink).filter(|p| !p.is_empty())?;
+        check_regex(field, &pattern, sink).then_some(pattern)
+    })
+}
+
+pub(crate) fn regex(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<String>) {
+    set(slot, pattern(r, key(keys)));
+}
+
+/// Envoy's own `lb_policy` (`ROUND_ROBIN`, ...) when `load_balancing_policy` is not set.
+pub(crate) fn lb_policy(r: &mut Reader<'_>, route: &mut Route) {
+    if let (None, Some(value)) = (route.load_balancing_policy, route.envoy_cluster.get("lb_policy")) {
+        let origin = route.origin.clone();
+        let field = Field { name: "lb_policy".to_owned(), key_span: value.span, value: value.clone(), origin };
+        route.load_balancing_policy = field.choice(r.sink, LB_POLICIES, true);
+    }
+}
+
+pub(crate) fn outlier(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<OutlierDetection>) {
+    set(slot, r.with(key(keys), outlier_detection));
+}
+
+/// A tcp route connects to `host:port`; the server cannot run one whose first upstream lacks
+/// either.
+pub(crate) fn check_tunnel_upstream(r: &mut Reader<'_>, route: &mut Route) {
+    let Some(first) = route.upstreams().first().filter(|_| route.is_tcp()) else { return };
+    if first.url.host_str().is_some_and(|h| !h.is_empty()) && first.url.port().is_some() {
+        return;
+    }
+    if let Some(field) = r.section.get("to") {
+        let help = Some("write `to: tcp://host:port`, e.g. `tcp://db:5432`".to_owned());
+        field.invalid(r.sink, "a tcp route's upstream needs a host and a port", help);
+    }
+}
+
+/// `prefix_rewrite`, or `regex_rewrite_pattern` with its substitution; not both.
+pub(crate) fn path_rewrite(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<PathRewrite>) {
+    let &[prefix_key, pattern_key, substitution_key] = keys else { return };
+    let both = (r.field(prefix_key), r.field(pattern_key));
+    if let (Some(prefix), Some(pattern)) = &both {
+        conflict(prefix, pattern, Some("rewrite with a prefix or with a regex, not both".to_owned()), r.sink);
+    }
+    let prefix = r.with(prefix_key, Field::string).filter(|p| !p.is_empty());
+    let substitution = substitution(r, pattern_key, substitution_key);
+    let pattern = pattern(r, pattern_key);
+    if !matches!(both, (Some(_), Some(_))) {
+        *slot = prefix.map(PathRewrite::Prefix).or(pattern.map(|pattern| PathRewrite::Regex { pattern, substitution }));
+    }
+}
+
+/// A regex substitution; without its pattern it does nothing.
+fn substitution(r: &mut Reader<'_>, pattern_key: &str, key: &str) -> String {
+    let substitution = r.with(key, Field::string).unwrap_or_default();
+    if let (None, Some(field)) = (r.section.get(pattern_key), r.section.get(key)) {
+        let because = format!("there is no `{pattern_key}`");
+        r.sink
+            .warning(&field.origin, IgnoredOption { option: field.name.clone(), because, span: field.key_span.into() });
+    }
+    substitution
+}
+
+/// `host_rewrite_header`: a header name.
+pub(crate) fn header_name(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<String>) {
+    let Some(header) = r.string(key(keys)) else { return };
+    if let Some(field) = r.section.get(key(keys))
+        && !headers::is_header_name(&header)
+    {
+        field.invalid(r.sink, format!("`{header}` is not a header name"), None);
+        return;
+    }
+    *slot = Some(header);
+}
+
+pub(crate) fn host_path_regex_rewrite(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<(String, String)>) {
+    let &[pattern_key, substitution_key] = keys else { return };
+    let substitution = substitution(r, pattern_key, substitution_key);
+    set(slot, pattern(r, pattern_key).map(|pattern| (pattern, substitution)));
+}
+
+/// `set_request_headers`: header names, each value a template.
+pub(crate) fn set_request_headers(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut BTreeMap<String, String>) {
+    let Some(field) = r.field(key(keys)) else { return };
+    for (name, value) in field.map(r.sink).unwrap_or_default() {
+        let value_field = field.item(&Value::new(ValueKind::String(value.value.clone()), value.span));
+        if !headers::is_header_name(&name.value) {
+            let name_field = field.item(&Value::new(ValueKind::String(name.value.clone()), name.span));
+            name_field.invalid(r.sink, format!("`{}` is not a header name", name.value), None);
+            continue;
+        }
+        headers::check_templates(&value_field, &value.value, r.sink);
+        slot.insert(name.value, value.value);
+    }
+}
+
+pub(crate) fn rewrite_response_headers(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Vec<RewriteHeader>) {
+    if let Some(field) = r.field(key(keys)) {
+        *slot = rewrite_headers(&field, r.sink);
+    }
+}
+
+/// `tls_client_cert`/`tls_client_key` (base64) or the `_file` pair; each pair needs both halves.
+pub(crate) fn client_certificate(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<CertifiedKey>) {
+    let &[cert, key, cert_file, key_file] = keys else { return };
+    let (cert, key, cert_file, key_file) = (r.field(cert), r.field(key), r.field(cert_file), r.field(key_file));
+    let inline = require_both(cert.as_ref(), key.as_ref(), r.sink);
+    let files = require_both(cert_file.as_ref(), key_file.as_ref(), r.sink);
+    if inline.is_some() {
+        if let (Some(_), Some(cert_file)) = (files, &cert_file) {
+            let because = "`tls_client_cert` and `tls_client_key` are also set and take precedence".to_owned();
+            let warning = IgnoredOption { option: cert_file.name.clone(), because, span: cert_file.key_span.into() };
+            r.sink.warning(&cert_file.origin, warning);
+        }
+        let cert = inline_or_file(cert.as_ref(), None, Encoding::Base64, Precedence::Inline, r.env, r.sink);
+        let key = inline_or_file(key.as_ref(), None, Encoding::Base64, Precedence::Inline, r.env, r.sink);
+        *slot = material::certified_key(cert, key, r.sink);
+        return;
+    }
+    if files.is_none() {
+        return;
+    }
+    let cert = inline_or_file(None, cert_file.as_ref(), Encoding::Text, Precedence::File, r.env, r.sink);
+    let key = inline_or_file(None, key_file.as_ref(), Encoding::Text, Precedence::File, r.env, r.sink);
+    *slot = material::certified_key(cert, key, r.sink);
+}
+
+/// `tls_downstream_client_ca` (or `_file`, which wins): deprecated, still read.
+pub(crate) fn downstream_client_ca(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<Certificates>) {
+    let &[inline, file] = keys else { return };
+    let (dca, dca_file) = (r.field(inline), r.field(file));
+    for field in [&dca, &dca_file].into_iter().flatten() {
+        let help = "set the client certificate authority globally with `downstream_mtls.ca` (or `ca_file`)".to_owned();
+        r.sink
+            .warning(&field.origin, DeprecatedOption { option: field.name.clone(), span: field.key_span.into(), help });
+    }
+    *slot = inline_or_file(dca.as_ref(), dca_file.as_ref(), Encoding::Base64, Precedence::File, r.env, r.sink)
+        .and_then(|m| certificates(&m, r.sink));
+}
+
+/// The service account token, inline or from its file (then the file's path is kept too).
+pub(crate) fn kubernetes_token(r: &mut Reader<'_>, route: &mut Route) {
+    let (token, token_file) =
+        (r.field("kubernetes_service_account_token"), r.field("kubernetes_service_account_token_file"));
+    route.kubernetes_service_account_token =
+        inline_or_file(token.as_ref(), token_file.as_ref(), Encoding::Text, Precedence::Exclusive, r.env, r.sink)
+            .map(|m| Secret::new(m.bytes));
+    if route.kubernetes_service_account_token.is_some() && token.is_none() {
+        route.kubernetes_service_account_token_file = token_file.and_then(|f| f.value.as_str().map(str::to_owned));
+    }
+}
+
+pub(crate) fn depends_on(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Vec<String>) {
+    if let Some(field) = r.field(key(keys)) {
+        *slot = depends_on_hosts(&field, r.sink);
+    }
+}
+
+/// An access flag: set to true, it is the span of its entry.
+pub(crate) fn flag(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<Span>) {
+    let Some(field) = r.section.get(key(keys)) else { return };
+    set(slot, field.bool(r.sink).filter(|on| *on).map(|_| field.entry_span()));
+}
+
+/// A list whose items keep their spans.
+pub(crate) fn spanned_list(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Vec<(String, Span)>) {
+    let items = r.with(key(keys), Field::list);
+    set(
+        slot,
+        items.map(|items: Vec<Spanned<String>>| items.into_iter().map(|i| (i.value, i.span)).collect::<Vec<_>>()),
+    );
+}
+
+pub(crate) fn idp_claims(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Vec<(String, Span, Vec<Value>)>) {
+    if let Some(field) = r.field(key(keys)) {
+        *slot = claims(&field, r.sink);
+    }
+}
+
+/// `Policy.Validate`: a public route has no lists; nor does one open to any signed-in user.
+pub(crate) fn check_access_lists(r: &mut Reader<'_>, access: &mut Access) {
+    let section = r.section;
+    let lists: Vec<&Field> = ["allowed_users", "allowed_domains"].iter().filter_map(|key| section.get(key)).collect();
+    if let (Some(public), Some(field)) =
+        (section.get("allow_public_unauthenticated_access"), access.allow_public_unauthenticated_access)
+    {
+        let any = section.get("allow_any_authenticated_user").filter(|_| access.allow_any_authenticated_user.is_some());
+        for list in lists.iter().copied().chain(any) {
+            let error =
+                PublicWithAllowLists { list: list.name.clone(), span: list.key_span.into(), public: field.into() };
+            r.sink.error(&public.origin, error);
+        }
+        return;
+    }
+    if let (Some(any), Some(field)) = (section.get("allow_any_authenticated_user"), access.allow_any_authenticated_user)
+    {
+        for list in lists {
+            let error =
+                AnyUserWithAllowLists { list: list.name.clone(), span: list.key_span.into(), any: field.into() };
+            r.sink.error(&any.origin, error);
+        }
+    }
+}
+
+/// The embedded policy, lowered from its value so that errors point into the file.
+pub(crate) fn embedded_policy(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<ppl::ast::Policy>) {
+    let Some(field) = r.section.get(key(keys)) else { return };
+    let parsed = ppl::parse_value(&field.value);
+    let Some(ast) = parsed.policy else { return };
+    let checked = ppl::check(&ast);
+    let clean = parsed.errors.is_empty() && checked.errors.is_empty();
+    for error in parsed.errors.into_iter().chain(checked.errors) {
+        r.sink.error(&field.origin, error);
+    }
+    if !clean {
+        return;
+    }
+    for warning in checked.warnings {
+        r.sink.warning(&field.origin, warning);
+    }
+    *slot = Some(ast);
+}
+
+pub(crate) const LB_POLICIES: &[(&str, LoadBalancingPolicy)] = &[
     ("round_robin", LoadBalancingPolicy::RoundRobin),
     ("maglev", LoadBalancingPolicy::Maglev),
     ("random", LoadBalancingPolicy::Random),
@@ -919,7 +763,7 @@ fn rewrite_headers(field: &Field, sink: &mut Sink) -> Vec<RewriteHeader> {
 }
 
 /// At most five hosts; a URL is reduced to its host.
-fn depends_on(field: &Field, sink: &mut Sink) -> Vec<String> {
+fn depends_on_hosts(field: &Field, sink: &mut Sink) -> Vec<String> {
     let items = field.list(sink).unwrap_or_default();
     if items.len() > 5 {
         sink.error(&field.origin, TooManyDependsOn { count: items.len(), span: field.span().into() });
@@ -944,7 +788,7 @@ fn depends_on(field: &Field, sink: &mut Sink) -> Vec<String> {
 }
 
 /// `allowed_idp_claims`: claim → list of values (a single value is a list of one).
-fn idp_claims(field: &Field, sink: &mut Sink) -> Vec<(String, Span, Vec<Value>)> {
+fn claims(field: &Field, sink: &mut Sink) -> Vec<(String, Span, Vec<Value>)> {
     let Some(entries) = field.object(sink) else { return Vec::new() };
     entries
         .into_iter()

@@ -72,6 +72,16 @@ impl Section {
         Section { fields }
     }
 
+    /// A section of fields already collected (a route's).
+    pub fn from_fields(fields: BTreeMap<String, Field>) -> Section {
+        Section { fields }
+    }
+
+    /// The field of `key`, `null` included.
+    pub fn entry(&self, key: &str) -> Option<&Field> {
+        self.fields.get(key)
+    }
+
     pub fn get(&self, key: &str) -> Option<&Field> {
         self.fields.get(key).filter(|field| !field.is_null())
     }
