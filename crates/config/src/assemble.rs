@@ -39,17 +39,20 @@ fn legacy_rule(route: &Route) -> Rule {
             criteria.push(criterion(name, None, Value::new(ValueKind::Bool(true), span), span));
         }
     }
-    for (domain, span) in &access.allowed_domains {
+    // The sub-policies' lists join the route's own (Pomerium folds them into the first query).
+    let subs = &route.sub_policies;
+    for (domain, span) in access.allowed_domains.iter().chain(subs.iter().flat_map(|p| &p.allowed_domains)) {
         criteria.push(criterion("domain", None, is(domain, *span), *span));
     }
-    let mut claims: Vec<_> = access.allowed_idp_claims.iter().collect();
+    let mut claims: Vec<_> =
+        access.allowed_idp_claims.iter().chain(subs.iter().flat_map(|p| &p.allowed_idp_claims)).collect();
     claims.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, key_span, values) in claims {
         for value in values {
             criteria.push(criterion("claim", Some(name), value.clone(), key_span.join(value.span)));
         }
     }
-    for (user, span) in &access.allowed_users {
+    for (user, span) in access.allowed_users.iter().chain(subs.iter().flat_map(|p| &p.allowed_users)) {
         criteria.push(criterion("user", None, is(user, *span), *span));
         criteria.push(criterion("email", None, is(user, *span), *span));
     }

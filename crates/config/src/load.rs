@@ -278,7 +278,12 @@ fn checked_policy(route: &Route, default_rule: bool, sink: &mut Sink) -> RoutePo
             sink.warning(&route.origin, warning);
         }
     }
-    let model = checked.policy.unwrap_or(ppl::model::Policy::empty());
+    let mut model = checked.policy.unwrap_or(ppl::model::Policy::empty());
+    // Each sub-policy is a query OR-ed with the route's per action; PPL ORs rules of one action,
+    // so its rules appended give the same values and reasons (a test compares the two).
+    for sub in &route.sub_policies {
+        model.rules.extend(sub.model.iter().flat_map(|m| m.rules.iter().cloned()));
+    }
     RoutePolicy { ast, model }
 }
 

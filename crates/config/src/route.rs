@@ -14,7 +14,7 @@ use crate::read::{Field, Sink};
 use crate::route_read::{
     LB_POLICIES, check_access_lists, check_tunnel_upstream, client_certificate, depends_on, downstream_client_ca,
     embedded_policy, flag, header_name, host_path_regex_rewrite, idp_claims, kubernetes_token, lb_policy, outlier,
-    path_rewrite, regex, rewrite_response_headers, route_id, set_request_headers, spanned_list, url_path,
+    path_rewrite, regex, rewrite_response_headers, route_id, set_request_headers, spanned_list, sub_policies, url_path,
 };
 use crate::secret::Secret;
 use ppl::Span;
@@ -297,7 +297,8 @@ declare! {
         depends_on: Vec<String> = Vec::new(), ["depends_on"] depends_on;
         mcp: Option<Value> = None, ["mcp"] value;
         upstream_tunnel: Option<Value> = None, ["upstream_tunnel"] value;
-        sub_policies: Option<Value> = None, ["sub_policies"] value;
+        /// `sub_policies`: further policies, each its own query OR-ed with the route's (ppl.md §3.2).
+        sub_policies: Vec<SubPolicy> = Vec::new(), ["sub_policies"] sub_policies;
         access: Access = Access::default(), [] nested;
         /// The embedded `policy:`, as written.
         embedded_policy: Option<ppl::ast::Policy> = None, ["policy"] embedded_policy;
@@ -308,6 +309,26 @@ declare! {
         }, [] later;
     }
     then [route_id, lb_policy, check_tunnel_upstream, kubernetes_token];
+}
+
+/// A sub-policy (`sub_policies`; Pomerium Enterprise's and Zero's policies attached to a route):
+/// its `source_ppl` is a query of its own whose result is OR-ed with the route's, and its
+/// `explanation` and `remediation` are what the deny page shows for it. Its legacy lists join the
+/// route's own allow rule, as in Pomerium.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubPolicy {
+    pub id: String,
+    pub name: String,
+    pub explanation: String,
+    pub remediation: String,
+    /// `source_ppl`, parsed (spans are into its text); `None` for a sub-policy of legacy lists only.
+    pub ast: Option<ppl::ast::Policy>,
+    /// The same, checked.
+    pub model: Option<ppl::model::Policy>,
+    pub allowed_users: Vec<(String, Span)>,
+    pub allowed_domains: Vec<(String, Span)>,
+    pub allowed_idp_claims: Vec<(String, Span, Vec<Value>)>,
+    pub span: Span,
 }
 
 impl Route {

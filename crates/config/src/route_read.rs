@@ -16,7 +16,7 @@ use crate::options::{conflict, require_both};
 use crate::read::{Field, Sink, Spanned};
 use crate::route::{
     Access, Action, DirectResponse, From, FromScheme, LoadBalancingPolicy, OutlierDetection, PathRewrite, Redirect,
-    RewriteHeader, Route, WeightedUrl, check_regex,
+    RewriteHeader, Route, SubPolicy, WeightedUrl, check_regex,
 };
 use crate::secret::Secret;
 use crate::section::Section;
@@ -62,7 +62,7 @@ pub(crate) fn read(
     let action = action.unwrap_or(Action::Upstream(Vec::new()));
     let mut route = Route::declared(index, origin.clone(), value.span, from, action, envoy);
     route.read_declared(&mut r);
-    if usable && route.access.is_empty() && section.get("policy").is_none() {
+    if usable && route.access.is_empty() && route.sub_policies.is_empty() && section.get("policy").is_none() {
         r.sink.warning(origin, AllowsNothing { span: route.from.span.into() });
     }
     usable.then_some(route)
@@ -393,6 +393,105 @@ pub(crate) fn embedded_policy(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Opt
         r.sink.warning(&field.origin, warning);
     }
     *slot = Some(ast);
+}
+
+/// `sub_policies`: a list of `{id, name, source_ppl, explanation, remediation, allowed_users,
+/// allowed_domains, allowed_idp_claims}`. `rego` is refused: there is no Rego engine here, and a
+/// sub-policy skipped would change who gets in.
+pub(crate) fn sub_policies(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Vec<SubPolicy>) {
+    let Some(field) = r.field(key(keys)) else { return };
+    let Some(items) = field.value.as_array() else {
+        field.wrong_type(r.sink, "a list of sub-policies (`{id, name, source_ppl, explanation, remediation}`)", None);
+        return;
+    };
+    for item in items {
+        let item = field.item(item);
+        if let Some(policy) = sub_policy(&item, r.sink) {
+            slot.push(policy);
+        }
+    }
+}
+
+const SUB_POLICY_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "source_ppl",
+    "explanation",
+    "remediation",
+    "allowed_users",
+    "allowed_domains",
+    "allowed_idp_claims",
+    "rego",
+];
+
+fn sub_policy(item: &Field, sink: &mut Sink) -> Option<SubPolicy> {
+    let entries = item.object(sink)?;
+    let mut policy = SubPolicy {
+        id: String::new(),
+        name: String::new(),
+        explanation: String::new(),
+        remediation: String::new(),
+        ast: None,
+        model: None,
+        allowed_users: Vec::new(),
+        allowed_domains: Vec::new(),
+        allowed_idp_claims: Vec::new(),
+        span: item.span(),
+    };
+    for entry in &entries {
+        let child = item.child(entry);
+        if child.is_null() {
+            continue;
+        }
+        match entry.key.as_str() {
+            "id" => policy.id = child.string(sink).unwrap_or_default(),
+            "name" => policy.name = child.string(sink).unwrap_or_default(),
+            "explanation" => policy.explanation = child.string(sink).unwrap_or_default(),
+            "remediation" => policy.remediation = child.string(sink).unwrap_or_default(),
+            "source_ppl" => {
+                if let Some((ast, model)) = child.string(sink).and_then(|text| source_ppl(&child, &text, sink)) {
+                    (policy.ast, policy.model) = (Some(ast), Some(model));
+                }
+            }
+            "allowed_users" | "allowed_domains" => {
+                let list: Vec<(String, Span)> =
+                    child.list(sink).unwrap_or_default().into_iter().map(|i| (i.value, i.span)).collect();
+                if entry.key == "allowed_users" { policy.allowed_users = list } else { policy.allowed_domains = list }
+            }
+            "allowed_idp_claims" => policy.allowed_idp_claims = claims(&child, sink),
+            "rego" => {
+                let empty = child.value.as_array().is_some_and(|items| items.is_empty());
+                if !empty {
+                    child.invalid(
+                        sink,
+                        "Rego sub-policies are not supported",
+                        Some(
+                            "write the rules in PPL, in the sub-policy's `source_ppl` or the route's `policy`"
+                                .to_owned(),
+                        ),
+                    );
+                }
+            }
+            other => unknown_field(&child, other, SUB_POLICY_FIELDS, sink),
+        }
+    }
+    Some(policy)
+}
+
+/// A sub-policy's PPL (YAML or JSON text), checked; its errors are reported at the field, with
+/// their place inside the text.
+fn source_ppl(field: &Field, text: &str, sink: &mut Sink) -> Option<(ppl::ast::Policy, ppl::model::Policy)> {
+    let compiled = ppl::compile(text, ppl::Syntax::Yaml);
+    if compiled.errors.is_empty() {
+        return compiled.ast.zip(compiled.policy);
+    }
+    let index = ppl::LineIndex::new(text);
+    for error in &compiled.errors {
+        let at = index.line_col(error.span().start());
+        let help = miette::Diagnostic::help(error).map(|h| h.to_string());
+        field.invalid(sink, format!("line {}, column {} of the policy: {error}", at.line, at.column), help);
+    }
+    None
 }
 
 pub(crate) const LB_POLICIES: &[(&str, LoadBalancingPolicy)] = &[

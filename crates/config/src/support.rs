@@ -128,7 +128,6 @@ pub const UNSUPPORTED: &[(&str, Support)] = &[
         Warned("upstreams are not health-checked here; `outlier_detection` ejects failing endpoints"),
     ),
     ("routes.circuit_breaker_thresholds", Warned("connections and requests to upstreams are not limited here")),
-    ("routes.sub_policies", Warned("sub-policies are not supported here; write the rules in the route's `policy`")),
     (
         "routes.mcp",
         Refused(

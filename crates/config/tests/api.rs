@@ -322,7 +322,6 @@ fn every_typed_option_is_read() {
     let kept_as_written = [
         "mcp",
         "upstream_tunnel",
-        "sub_policies",
         "health_checks",
         "circuit_breaker_thresholds",
         "policy",

@@ -287,6 +287,18 @@ fn route_summary(config: &config::Config, route: &Route) -> String {
     for policy_line in policy.lines() {
         line(format!("| {policy_line}"));
     }
+    for sub in &route.sub_policies {
+        line(format!(
+            "sub-policy id={:?} name={:?} explanation={:?} remediation={:?}",
+            sub.id, sub.name, sub.explanation, sub.remediation
+        ));
+        if let Some(ast) = &sub.ast {
+            let text = ppl::format::format(ast, &ppl::comments::Trivia::default(), ppl::Syntax::Text);
+            for policy_line in text.lines() {
+                line(format!("  | {policy_line}"));
+            }
+        }
+    }
     out
 }
 

@@ -201,6 +201,7 @@ const WIRED: &[(&str, &str)] = &[
     ("routes.depends_on", "route.depends_on"),
     // Routes: access (assembled into the route's policy).
     ("routes.policy", "route.embedded_policy"),
+    ("routes.sub_policies", "route.sub_policies"),
     ("routes.allowed_users", "access.allowed_users"),
     ("routes.allowed_domains", "access.allowed_domains"),
     ("routes.allowed_idp_claims", "access.allowed_idp_claims"),
