@@ -286,6 +286,12 @@ impl ErrorPage {
 
     /// Renders the page in a given format.
     pub fn render_as(&self, format: ResponseFormat) -> Response<ProxyBody> {
+        self.answer(format).into_response()
+    }
+
+    /// The page in a given format, as plain parts (for transports that are not HTTP, e.g. an
+    /// ext_authz denial).
+    pub fn answer(&self, format: ResponseFormat) -> Answer {
         match format {
             ResponseFormat::KubernetesStatus => self.kubernetes_status(),
             ResponseFormat::RobotsTxt => robots_txt(),
@@ -296,7 +302,7 @@ impl ErrorPage {
         }
     }
 
-    fn kubernetes_status(&self) -> Response<ProxyBody> {
+    fn kubernetes_status(&self) -> Answer {
         let (reason, message) = match self.status.as_u16() {
             401 => ("Unauthorized", self.message.as_str()),
             403 => ("Forbidden", self.message.as_str()),
@@ -314,29 +320,28 @@ impl ErrorPage {
             "reason": reason,
             "code": self.status.as_u16(),
         });
-        response(self.status, "application/json", document.to_string())
+        Answer::new(self.status, "application/json", document.to_string())
     }
 
-    fn json(&self) -> Response<ProxyBody> {
+    fn json(&self) -> Answer {
         let document = serde_json::json!({ "error": self.message, "request_id": self.request_id });
-        response(self.status, "application/json", document.to_string())
+        Answer::new(self.status, "application/json", document.to_string())
     }
 
-    fn grpc(&self, content_type: &'static str) -> Response<ProxyBody> {
-        let mut response = response(self.status, content_type, "");
-        let headers = response.headers_mut();
-        headers.insert("grpc-status", HeaderValue::from(grpc_code(self.status)));
+    fn grpc(&self, content_type: &'static str) -> Answer {
+        let mut answer = Answer::new(self.status, content_type, "");
+        answer.headers.insert("grpc-status", HeaderValue::from(grpc_code(self.status)));
         // A header value cannot carry every character of a message; gRPC percent-encodes it.
         if let Ok(message) = HeaderValue::from_str(&grpc_percent_encode(&self.message)) {
-            headers.insert("grpc-message", message);
+            answer.headers.insert("grpc-message", message);
         }
-        response
+        answer
     }
 
-    fn html(&self) -> Response<ProxyBody> {
-        let mut response = response(self.status, "text/html; charset=utf-8", self.html_document());
-        response.headers_mut().insert(INTERCEPTED_RESPONSE_HEADER, HeaderValue::from_static("true"));
-        response
+    fn html(&self) -> Answer {
+        let mut answer = Answer::new(self.status, "text/html; charset=utf-8", self.html_document());
+        answer.headers.insert(INTERCEPTED_RESPONSE_HEADER, HeaderValue::from_static("true"));
+        answer
     }
 
     fn html_document(&self) -> String {
@@ -363,15 +368,41 @@ const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;backgro
 main{max-width:40rem;margin:10vh auto;padding:2rem;background:#fff;border-radius:8px}\
 h1{font-size:1.5rem}.request-id{color:#666;font-size:.875rem}pre{white-space:pre-wrap}";
 
-fn robots_txt() -> Response<ProxyBody> {
-    response(StatusCode::OK, "text/plain", "User-agent: *\nDisallow: /")
+fn robots_txt() -> Answer {
+    Answer::new(StatusCode::OK, "text/plain", "User-agent: *\nDisallow: /")
 }
 
-fn response(status: StatusCode, content_type: &'static str, body: impl Into<bytes::Bytes>) -> Response<ProxyBody> {
-    let mut response = Response::new(body::full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
+/// One of the proxy's own answers as plain parts: its status, headers and body. The pipeline
+/// sends it as an HTTP response; the authorize service as an ext_authz denial.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Answer {
+    pub fn new(status: StatusCode, content_type: &'static str, body: impl Into<bytes::Bytes>) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        Answer { status, headers, body: body.into() }
+    }
+
+    /// A redirect (`status` 302 unless the caller says otherwise) to `location`, with no body.
+    pub fn redirect(status: StatusCode, location: &str) -> Self {
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(location) {
+            headers.insert(http::header::LOCATION, value);
+        }
+        Answer { status, headers, body: bytes::Bytes::new() }
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let mut response = Response::new(if self.body.is_empty() { body::empty() } else { body::full(self.body) });
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        response
+    }
 }
 
 /// The gRPC code for an HTTP status (grpc's `http-grpc-status-mapping.md`).

@@ -5,9 +5,9 @@
 //!   Envoy's HTTP connection manager does with `use_remote_address: true` (Pomerium's setting),
 //!   `xff_num_trusted_hops` and `skip_xff_append`.
 //! - [`append_forwarded_host`]: X-Forwarded-Host after a host rewrite.
-//! - [`apply_request_header_settings`], [`set_response_headers`], [`rewrite_response_headers`]:
-//!   a route's `set_request_headers` / `remove_request_headers`, `set_response_headers` and
-//!   `rewrite_response_headers`.
+//! - [`set_response_headers`], [`rewrite_response_headers`]: a route's `set_response_headers` and
+//!   `rewrite_response_headers` (its `set_request_headers` / `remove_request_headers` are applied
+//!   with the identity headers, in `upstream_headers`).
 
 use std::net::IpAddr;
 
@@ -177,20 +177,6 @@ pub fn append_forwarded_host(headers: &mut HeaderMap, original_host: &str) {
     let joined = existing.iter().copied().chain([original_host]).collect::<Vec<_>>().join(", ");
     if let Ok(value) = HeaderValue::from_str(&joined) {
         headers.insert(X_FORWARDED_HOST, value);
-    }
-}
-
-/// A route's `remove_request_headers` then `set_request_headers`: a header named in both is set.
-pub fn apply_request_header_settings(
-    headers: &mut HeaderMap,
-    set: &[(HeaderName, HeaderValue)],
-    remove: &[HeaderName],
-) {
-    for name in remove {
-        headers.remove(name);
-    }
-    for (name, value) in set {
-        headers.insert(name, value.clone());
     }
 }
 
@@ -377,17 +363,6 @@ mod tests {
         assert_eq!(headers["x-forwarded-host"], "app.example.com");
         append_forwarded_host(&mut headers, "other.example.com");
         assert_eq!(headers["x-forwarded-host"], "app.example.com, other.example.com");
-    }
-
-    #[test]
-    fn set_wins_over_remove() {
-        let mut headers = map(&[("x-a", "old"), ("x-b", "old"), ("x-c", "kept")]);
-        let set = [(HeaderName::from_static("x-a"), HeaderValue::from_static("new"))];
-        let remove = [HeaderName::from_static("x-a"), HeaderName::from_static("x-b")];
-        apply_request_header_settings(&mut headers, &set, &remove);
-        assert_eq!(headers["x-a"], "new");
-        assert!(!headers.contains_key("x-b"));
-        assert_eq!(headers["x-c"], "kept");
     }
 
     #[test]

@@ -183,6 +183,36 @@ pub(crate) mod authorize {
     pub const USER: usize = 26;
 }
 
+/// Query parameters that carry credentials (session handles, the IdP's code, tokens); the access
+/// log shows them as `REDACTED`.
+const CREDENTIAL_PARAMETERS: &[&str] = &[
+    "pomerium_session",
+    "pomerium_session_encrypted",
+    "pomerium_jwt",
+    "code",
+    "access_token",
+    "id_token",
+    "refresh_token",
+];
+
+/// The request target with the values of credential parameters replaced, for logging. Borrows
+/// when there is nothing to hide (the common case costs one scan for `?`).
+pub(crate) fn redact_credentials(target: &str) -> std::borrow::Cow<'_, str> {
+    let Some((path, query)) = target.split_once('?') else { return target.into() };
+    let secret = |pair: &str| CREDENTIAL_PARAMETERS.contains(&pair.split('=').next().unwrap_or_default());
+    if !query.split('&').any(secret) {
+        return target.into();
+    }
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if secret(pair) => format!("{name}=REDACTED"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&")).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,9 @@
 //! 3. **control plane**: Pomerium's own paths (`/ping`, `/healthz`, `/.pomerium/…`,
 //!    `/.well-known/pomerium…`) never reach an upstream.
 //! 4. **route**: the route table picks the route, or 404.
-//! 5. **authorize** ([`crate::authorize`]): the route's compiled policy decides, in process or
-//!    in the authorize service (`authorize_service_url`); sign-in redirect (302) or 401, 403,
-//!    450, 495, or on.
+//! 5. **authorize** ([`crate::decision`]): the route's compiled policy decides, in process or
+//!    in the authorize service (`authorize_service_url`, [`crate::authorize::remote`]); the
+//!    outcome is rendered ([`crate::render`]): sign-in redirect (302) or 401, 403, 450, 495, or on.
 //! 6. **act**: a redirect route redirects, a response route answers, a `tcp+https` route opens
 //!    a CONNECT tunnel, and any other route forwards:
 //! 7. **forward**: pick an endpoint, rewrite path and host, set forwarding and route headers,
@@ -17,16 +17,20 @@
 //! Every answer carries `x-request-id`; every request is logged once, at the end.
 
 use crate::authn;
-use crate::authorize::{self, AuthorizeRequest, Granted, hostname, redirect_to, unix_now};
+use crate::authn::identity::Identity;
+use crate::authorize::{self, Remote};
 use crate::body::{self, ProxyBody};
+use crate::decision::{self, AuthorizeRequest, hostname, unix_now};
 use crate::error::{ErrorKind, ErrorPage, ProxyError, ResponseFormat, new_request_id};
 use crate::headers::{self};
+use crate::log_fields::redact_credentials;
 use crate::runtime::{Forward, RouteAction, RouteRuntime, Runtime};
 use crate::server::ConnectionInfo;
 use crate::tunnel;
 use crate::{balance, normalize, rewrite, upstream};
+use crate::{render, upstream_headers};
 use http::header::{self, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -164,36 +168,6 @@ fn access_log(
     );
 }
 
-/// Query parameters that carry credentials (session handles, the IdP's code, tokens); the access
-/// log shows them as `REDACTED`.
-const CREDENTIAL_PARAMETERS: &[&str] = &[
-    "pomerium_session",
-    "pomerium_session_encrypted",
-    "pomerium_jwt",
-    "code",
-    "access_token",
-    "id_token",
-    "refresh_token",
-];
-
-/// The request target with the values of credential parameters replaced, for logging. Borrows
-/// when there is nothing to hide (the common case costs one scan for `?`).
-pub(crate) fn redact_credentials(target: &str) -> std::borrow::Cow<'_, str> {
-    let Some((path, query)) = target.split_once('?') else { return target.into() };
-    let secret = |pair: &str| CREDENTIAL_PARAMETERS.contains(&pair.split('=').next().unwrap_or_default());
-    if !query.split('&').any(secret) {
-        return target.into();
-    }
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if secret(pair) => format!("{name}=REDACTED"),
-            _ => pair.to_owned(),
-        })
-        .collect();
-    format!("{path}?{}", query.join("&")).into()
-}
-
 /// What every phase may need to answer early.
 struct Context {
     request_id: String,
@@ -202,6 +176,15 @@ struct Context {
     target: String,
     /// When the whole request must have arrived (`timeout_read` from its start).
     read_deadline: Option<Instant>,
+}
+
+/// What an allowed request carries upstream.
+#[derive(Debug)]
+enum Granted {
+    /// Decided in this process: the identity, when the route sends one or its templates read it.
+    Local(Option<Identity>),
+    /// Decided by the authorize service: the headers it built ([`upstream_headers::build`]).
+    Remote(Vec<(http::HeaderName, HeaderValue)>),
 }
 
 /// An early answer: an error, a policy denial, or a response ready to send.
@@ -462,14 +445,21 @@ async fn authorize(
         certificate: connection.tls.as_ref().and_then(|tls| tls.client_certificate.as_ref()),
         request_id: &cx.request_id,
     };
+    let refused = |answer: Box<crate::error::Answer>| Failure::Response(Box::new(answer.into_response()));
     match &global.remote_authorize {
         // Boxed, like every rare path that awaits a network client: see `control_plane`.
         Some(client) => {
             let answer = Box::pin(authorize::remote(client, route, &request, global.tls)).await;
-            crate::trace::record_remote_decision(global, answer.is_ok());
-            answer
+            crate::trace::record_remote_decision(global, matches!(answer, Ok(Remote::Allow(_))));
+            match answer? {
+                Remote::Allow(set) => Ok(Granted::Remote(set)),
+                Remote::Deny(answer) => Err(refused(Box::new(answer))),
+            }
         }
-        None => authorize::decide(runtime, route, &request).await.map(Granted::Local),
+        None => {
+            let outcome = decision::decide(runtime, route, &request).await;
+            render::outcome(outcome, route, &cx.request_id, cx.format).map(Granted::Local).map_err(refused)
+        }
     }
 }
 
@@ -556,7 +546,7 @@ fn redirect_response(
         Some(port) => format!("{scheme}://{host}:{port}{path}{query}"),
         None => format!("{scheme}://{host}{path}{query}"),
     };
-    let mut response = redirect_to(&location);
+    let mut response = crate::error::Answer::redirect(StatusCode::FOUND, &location).into_response();
     *response.status_mut() =
         redirect.response_code.and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::MOVED_PERMANENTLY);
     response
@@ -589,37 +579,24 @@ async fn forward_request(
     let on_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let (mut parts, incoming) = request.into_parts();
 
-    let identity = match granted {
-        Granted::Local(identity) => identity.as_ref(),
-        Granted::Remote(_) => None,
+    // What goes upstream because of who asked: built here, or by the authorize service with the
+    // same function; templates read the request's headers as the client sent them.
+    let built;
+    let set = match granted {
+        Granted::Local(identity) => {
+            let certificate = connection.tls.as_ref().and_then(|tls| tls.client_certificate.as_ref());
+            built = upstream_headers::build(&global.authn, route, &parts.headers, certificate, identity.as_ref());
+            &built
+        }
+        Granted::Remote(set) => set,
     };
-    let certificate = connection.tls.as_ref().and_then(|tls| tls.client_certificate.as_ref());
-    let rendered = authorize::render_request_headers(route, &parts.headers, certificate, identity, false);
     let headers = &mut parts.headers;
     headers::remove_hop_by_hop(headers, upgrade.as_deref());
-    strip_pomerium_credentials(headers, &global.cookie_name);
     headers::set_forwarding_headers(headers, connection.peer.ip(), connection.tls.is_some(), global.forwarding);
     if route.append_forwarded_host {
         headers::append_forwarded_host(headers, authority);
     }
-    headers::apply_request_header_settings(headers, &rendered, &route.remove_request_headers);
-    if route.kubernetes_authorization.is_some() {
-        authorize::remove_impersonation_headers(headers);
-    }
-    match granted {
-        Granted::Local(Some(identity)) => {
-            for (name, value) in authorize::identity_headers(&global.authn, route, identity) {
-                headers.insert(name, value);
-            }
-        }
-        Granted::Local(_) => {}
-        // The authorize service's identity headers and identity templates, over the proxy's.
-        Granted::Remote(set) => {
-            for (name, value) in set {
-                headers.insert(name.clone(), value.clone());
-            }
-        }
-    }
+    upstream_headers::apply(headers, route, &global.cookie_name, set);
     if let Ok(value) = HeaderValue::from_str(&cx.request_id) {
         headers.insert(REQUEST_ID, value);
     }
@@ -694,42 +671,6 @@ fn strip_session_parameter(target: &str) -> std::borrow::Cow<'_, str> {
     if kept.is_empty() { path.to_owned().into() } else { format!("{path}?{}", kept.join("&")).into() }
 }
 
-/// Pomerium's `clean-upstream` filter: the session cookie and Pomerium's own authorization
-/// headers are for the proxy, never for the upstream.
-fn strip_pomerium_credentials(headers: &mut HeaderMap, cookie_name: &str) {
-    headers.remove("x-pomerium-authorization");
-    let is_pomerium = |value: &HeaderValue| {
-        value.to_str().is_ok_and(|v| {
-            let v = v.trim_start();
-            v.get(..9).is_some_and(|p| p.eq_ignore_ascii_case("pomerium ")) || v.starts_with("Bearer Pomerium-")
-        })
-    };
-    if headers.get(header::AUTHORIZATION).is_some_and(is_pomerium) {
-        headers.remove(header::AUTHORIZATION);
-    }
-    let cookies: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
-    if cookies.is_empty() {
-        return;
-    }
-    headers.remove(header::COOKIE);
-    for cookie in cookies {
-        let Ok(text) = cookie.to_str() else {
-            headers.append(header::COOKIE, cookie);
-            continue;
-        };
-        let kept: Vec<&str> = text
-            .split(';')
-            .map(str::trim)
-            .filter(|pair| !pair.is_empty() && pair.split('=').next().map(str::trim) != Some(cookie_name))
-            .collect();
-        if let Ok(value) = HeaderValue::from_str(&kept.join("; "))
-            && !kept.is_empty()
-        {
-            headers.append(header::COOKIE, value);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -759,25 +700,6 @@ mod tests {
             assert!(matches!(strip_session_parameter(kept), std::borrow::Cow::Borrowed(_)), "{kept}");
         }
         assert_eq!(redact_credentials("/x?pomerium_jwt=t&codes=1"), "/x?pomerium_jwt=REDACTED&codes=1");
-    }
-
-    #[test]
-    fn pomerium_credentials_do_not_go_upstream() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, HeaderValue::from_static("a=1; _pomerium=secret; b=2"));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Pomerium abc"));
-        headers.insert("x-pomerium-authorization", HeaderValue::from_static("abc"));
-        strip_pomerium_credentials(&mut headers, "_pomerium");
-        assert_eq!(headers.get(header::COOKIE).map(|v| v.to_str().ok()), Some(Some("a=1; b=2")));
-        assert!(headers.get(header::AUTHORIZATION).is_none());
-        assert!(headers.get("x-pomerium-authorization").is_none());
-
-        let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, HeaderValue::from_static("_pomerium=only"));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer upstream-token"));
-        strip_pomerium_credentials(&mut headers, "_pomerium");
-        assert!(headers.get(header::COOKIE).is_none());
-        assert!(headers.get(header::AUTHORIZATION).is_some(), "other bearer tokens are the upstream's");
     }
 
     #[test]

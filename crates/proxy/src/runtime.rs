@@ -99,7 +99,13 @@ pub(crate) struct RouteRuntime {
     pub program: Program,
     pub action: RouteAction,
     pub set_request_headers: Vec<(HeaderName, HeaderTemplate)>,
+    /// Removed after the upstream headers are set (`getRequestHeadersToRemove`: the route's
+    /// `remove_request_headers`; without identity headers, the assertion and claim headers;
+    /// never a header `set_request_headers` names).
     pub remove_request_headers: Vec<HeaderName>,
+    /// On a route that passes identity, the identity headers: removed from what the client sent
+    /// before identity sets them, so that a forged one never goes upstream in their place.
+    pub forged_identity_headers: Vec<HeaderName>,
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     pub rewrite_response_headers: Vec<ResponseHeaderRewrite>,
     /// Upgrade protocols the route lets through (`websocket`, `spdy/3.1`, ...).
@@ -391,14 +397,16 @@ fn route_runtime(route: &Route, options: &Options, environment: &Environment) ->
         id: route.name.clone().unwrap_or_else(|| route.id.clone()),
         program: Program::compile(route.policy()),
         action: action(route, environment)?,
-        templates_need_identity: set_request_headers.iter().any(|(_, t)| crate::authorize::reads_identity(t)),
-        templates_read_tokens: set_request_headers.iter().any(|(_, t)| crate::authorize::reads_tokens(t)),
+        templates_need_identity: set_request_headers.iter().any(|(_, t)| crate::upstream_headers::reads_identity(t)),
+        templates_read_tokens: set_request_headers.iter().any(|(_, t)| crate::upstream_headers::reads_tokens(t)),
         set_request_headers,
         remove_request_headers: route
-            .remove_request_headers
+            .request_headers_to_remove(options)
             .iter()
-            .chain(&route.request_headers_to_remove(options))
-            .chain(&identity_headers(route, options))
+            .filter_map(|name| HeaderName::try_from(name.as_str()).ok())
+            .collect(),
+        forged_identity_headers: identity_headers(route, options)
+            .iter()
             .filter_map(|name| HeaderName::try_from(name.as_str()).ok())
             .collect(),
         response_headers: header_pairs(&options.response_headers(Some(route))),
@@ -500,9 +508,9 @@ fn kubernetes_authorization(route: &Route) -> Result<Option<KubernetesToken>, Bu
 }
 
 /// The identity headers of a route that passes them (`pass_identity_headers`). Pomerium
-/// overwrites them with the user's; until this pipeline sets them, they are removed, so that a
+/// overwrites them with the user's; before they are set, the client's are removed, so that a
 /// client's own value never reaches the upstream in their place. (Routes that do not pass them
-/// remove them already, in [`Route::request_headers_to_remove`].)
+/// remove them, in [`Route::request_headers_to_remove`].)
 fn identity_headers(route: &Route, options: &Options) -> Vec<String> {
     if !route.passes_identity_headers(options) {
         return Vec::new();

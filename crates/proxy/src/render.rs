@@ -1,0 +1,48 @@
+//! The decision's [`Outcome`] as an answer to the client: the one place a decision becomes
+//! status, headers and body. The pipeline sends the [`Answer`] as its HTTP response; the
+//! authorize service sends it in an ext_authz denial; the benchmark entry returns it.
+
+use crate::authn::identity::Identity;
+use crate::decision::Outcome;
+use crate::error::{Answer, ErrorPage, ResponseFormat};
+use crate::runtime::RouteRuntime;
+use http::StatusCode;
+
+/// An allowed outcome's identity, or the answer that ends the request.
+pub(crate) fn outcome(
+    outcome: Outcome<'_>,
+    route: &RouteRuntime,
+    request_id: &str,
+    format: ResponseFormat,
+) -> Result<Option<Identity>, Box<Answer>> {
+    let page = match outcome {
+        Outcome::Allow { identity } => return Ok(identity),
+        Outcome::SignIn { location } | Outcome::DeviceEnrollment { location } => {
+            return Err(Box::new(Answer::redirect(StatusCode::FOUND, location.as_str())));
+        }
+        Outcome::Unauthenticated => {
+            ErrorPage::new(StatusCode::UNAUTHORIZED, request_id).with_message("Unauthenticated")
+        }
+        Outcome::Deny { status, decision, session_id: _ } => {
+            let page = ErrorPage::new(status, request_id);
+            if route.show_error_details {
+                // Pomerium's `show_error_details`: why, in the policy's own terms.
+                page.with_details(format!(
+                    "allow: {} ({}); deny: {} ({})",
+                    decision.allow.value,
+                    decision.allow.reasons.names().join(", "),
+                    decision.deny.value,
+                    decision.deny.reasons.names().join(", "),
+                ))
+            } else {
+                page
+            }
+        }
+        Outcome::Refused { status, message } => ErrorPage::new(status, request_id).with_message(message),
+        Outcome::Unavailable { why } => {
+            tracing::debug!(request_id, error = %why, "request failed");
+            why.page(request_id)
+        }
+    };
+    Err(Box::new(page.answer(format)))
+}
