@@ -14,7 +14,9 @@
 //! 7. **forward**: pick an endpoint, rewrite path and host, set forwarding and route headers,
 //!    send (or upgrade), and stream the answer back with the route's response headers.
 //!
-//! Every answer carries `x-request-id`; every request is logged once, at the end.
+//! Every phase takes the request's [`Ctx`] (Pingora's `CTX`: the runtime, the connection, the
+//! request id, the authority, the route, the decision, ...). Every answer carries `x-request-id`;
+//! every request is logged once, at the end.
 
 use crate::authn;
 use crate::authn::identity::Identity;
@@ -45,12 +47,18 @@ pub async fn handle(
     connection: Arc<ConnectionInfo>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let cx = Context {
+    let mut ctx = Ctx {
+        runtime: &runtime,
+        connection: &connection,
         request_id: new_request_id(),
         format: ResponseFormat::negotiate(request.uri().path(), request.headers()),
         method: request.method().clone(),
         target: request.uri().path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+        started,
         read_deadline: runtime.global.request_timeout.map(|limit| started + limit),
+        authority: String::new(),
+        route: None,
+        granted: None,
     };
     // Filtered out (e.g. RUST_LOG=warn), the access line costs nothing: nothing is captured.
     let logging = tracing::enabled!(target: "access", tracing::Level::INFO);
@@ -59,14 +67,13 @@ pub async fn handle(
     } else {
         crate::log_fields::Captured::default()
     };
-    let mut served_by = None;
     let write_deadline = runtime.global.response_timeout.map(|limit| started + limit);
     // Tracing off (the default): no context and no span.
     let traced = runtime.global.tracing.as_ref().map(|tracing| {
         let authority = authority(&request).ok();
-        let url = original_url(runtime.global.tls, authority.as_deref().unwrap_or_default(), &cx.target);
+        let url = original_url(runtime.global.tls, authority.as_deref().unwrap_or_default(), &ctx.target);
         let url = redact_credentials(&url);
-        crate::trace::start(tracing, &cx.method, request.headers(), authority.as_deref(), &url, &cx.request_id)
+        crate::trace::start(tracing, &ctx.method, request.headers(), authority.as_deref(), &url, &ctx.request_id)
     });
     let late = || {
         Err(ProxyError::upstream(ErrorKind::Timeout)
@@ -78,15 +85,12 @@ pub async fn handle(
     // path this function's state then holds only a pointer for).
     let answered = match (&traced, write_deadline) {
         (None, Some(deadline)) => {
-            tokio::time::timeout_at(deadline.into(), phases(&runtime, request, &connection, &cx, &mut served_by))
-                .await
-                .unwrap_or_else(|_| late())
+            tokio::time::timeout_at(deadline.into(), phases(&mut ctx, request)).await.unwrap_or_else(|_| late())
         }
-        (None, None) => phases(&runtime, request, &connection, &cx, &mut served_by).await,
+        (None, None) => phases(&mut ctx, request).await,
         (Some(otel), deadline) => {
             use opentelemetry::trace::FutureExt as _;
-            let traced_phases =
-                Box::pin(phases(&runtime, request, &connection, &cx, &mut served_by).with_context(otel.clone()));
+            let traced_phases = Box::pin(phases(&mut ctx, request).with_context(otel.clone()));
             match deadline {
                 Some(deadline) => {
                     tokio::time::timeout_at(deadline.into(), traced_phases).await.unwrap_or_else(|_| late())
@@ -95,45 +99,42 @@ pub async fn handle(
             }
         }
     };
-    let upstream_answered = answered.is_ok() && served_by.is_some();
+    let upstream_answered = answered.is_ok() && ctx.route.is_some();
     let mut response = match answered {
         Ok(response) => response.map(|body| match write_deadline {
             Some(deadline) => upstream::TimedBody::response(body, deadline.into()).boxed_unsync(),
             None => body,
         }),
         Err(failure) => {
-            let mut response = failure.into_response(&cx);
+            let mut response = failure.into_response(&ctx);
             // The proxy's own answers (Envoy's local replies) carry the global response headers
             // (Pomerium's `local_reply.go`).
             with_headers(&mut response, &runtime.global.response_headers);
             response
         }
     };
-    if let Ok(value) = HeaderValue::from_str(&cx.request_id) {
+    if let Ok(value) = HeaderValue::from_str(&ctx.request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     if logging {
-        access_log(&runtime, &connection, &cx, &logged, &response, served_by.as_deref(), upstream_answered, started);
+        access_log(&ctx, &logged, &response, upstream_answered);
     }
     if let (Some(tracing), Some(otel)) = (&runtime.global.tracing, &traced) {
-        crate::trace::finish(tracing, otel, &cx.method, response.status(), served_by.as_deref());
+        crate::trace::finish(tracing, otel, &ctx.method, response.status(), ctx.route.as_deref());
     }
     response
 }
 
 /// The access log line, with the fields of `access_log_fields` (Pomerium's names).
-#[expect(clippy::too_many_arguments, reason = "the facts of one finished request")]
 fn access_log(
-    runtime: &Runtime,
-    connection: &ConnectionInfo,
-    cx: &Context,
+    ctx: &Ctx<'_>,
     logged: &crate::log_fields::Captured,
     response: &Response<ProxyBody>,
-    served_by: Option<&RouteRuntime>,
     upstream_answered: bool,
-    started: Instant,
 ) {
     use crate::log_fields::{access::*, protocol, text};
+    let (runtime, connection, cx, started) = (ctx.runtime, ctx.connection, ctx, ctx.started);
+    let served_by = ctx.route.as_deref();
     let fields = &runtime.global.access_log;
     let on = |index| fields.has(index);
     let path = cx.target.split_once('?').map_or(cx.target.as_str(), |(path, _)| path);
@@ -168,14 +169,34 @@ fn access_log(
     );
 }
 
-/// What every phase may need to answer early.
-struct Context {
+/// One request's state, given to every phase (Pingora's `CTX`): what the request arrived with,
+/// and what each phase found for the later ones (the authority, the route, the decision). It
+/// lives in `handle`'s frame; the phases borrow it, so their futures hold one pointer for it.
+struct Ctx<'a> {
+    runtime: &'a Runtime,
+    connection: &'a ConnectionInfo,
     request_id: String,
+    /// The format of the proxy's own answers (`Accept`, gRPC, Kubernetes clients).
     format: ResponseFormat,
     method: Method,
+    /// The request target as the client sent it (path and query).
     target: String,
+    started: Instant,
     /// When the whole request must have arrived (`timeout_read` from its start).
     read_deadline: Option<Instant>,
+    /// `host[:port]`, lowercased (phase 2).
+    authority: String,
+    /// The route (phase 4); the access log and the trace name it, failures included.
+    route: Option<Arc<RouteRuntime>>,
+    /// What the decision granted (phase 5).
+    granted: Option<Granted>,
+}
+
+impl Ctx<'_> {
+    /// The URL the client asked for (`https://host/path?query`).
+    fn original_url(&self) -> String {
+        original_url(self.runtime.global.tls, &self.authority, &self.target)
+    }
 }
 
 /// What an allowed request carries upstream.
@@ -196,7 +217,7 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    fn into_response(self, cx: &Context) -> Response<ProxyBody> {
+    fn into_response(self, cx: &Ctx<'_>) -> Response<ProxyBody> {
         match self {
             Failure::Error(error) => {
                 tracing::debug!(request_id = %cx.request_id, %error, "request failed");
@@ -214,31 +235,26 @@ impl From<ProxyError> for Failure {
     }
 }
 
-async fn phases(
-    runtime: &Runtime,
-    mut request: Request<Incoming>,
-    connection: &ConnectionInfo,
-    cx: &Context,
-    served_by: &mut Option<Arc<RouteRuntime>>,
-) -> Result<Response<ProxyBody>, Failure> {
-    sanitize(runtime, &mut request)?;
-    let authority = authority(&request)?;
-    let request = match control_plane(runtime, request, &authority, cx).await? {
+/// The phases, in order, on the request's [`Ctx`].
+async fn phases(ctx: &mut Ctx<'_>, mut request: Request<Incoming>) -> Result<Response<ProxyBody>, Failure> {
+    sanitize(ctx, &mut request)?;
+    ctx.authority = authority(&request)?;
+    let request = match control_plane(ctx, request).await? {
         ControlPlane::Answered(response) => return Ok(response),
         ControlPlane::NotOurs(request) => request,
     };
-    let route = find_route(runtime, &request, &authority, cx)?;
+    let route = find_route(ctx, &request)?;
     // Recorded before the later phases so that their failures are logged with the route.
-    *served_by = Some(Arc::clone(&route));
-    check_connection_fits(&route, connection)?;
-    let granted = authorize(runtime, &route, &request, &authority, connection, cx).await?;
-    act(runtime, &route, request, &authority, connection, cx, &granted).await
+    ctx.route = Some(Arc::clone(&route));
+    check_connection_fits(ctx, &route)?;
+    ctx.granted = Some(authorize(ctx, &route, &request).await?);
+    act(ctx, &route, request).await
 }
 
 // 1. sanitize
 
-fn sanitize(runtime: &Runtime, request: &mut Request<Incoming>) -> Result<(), Failure> {
-    match normalize::normalize_request(request, &runtime.global.normalize)? {
+fn sanitize(ctx: &Ctx<'_>, request: &mut Request<Incoming>) -> Result<(), Failure> {
+    match normalize::normalize_request(request, &ctx.runtime.global.normalize)? {
         None => Ok(()),
         Some(redirect) => Err(Failure::Response(Box::new(redirect))),
     }
@@ -287,12 +303,8 @@ const CONTROL_BODY_LIMIT: usize = 64 * 1024;
 /// Pomerium's own endpoints, on every host: health checks, the authenticate service's and the
 /// route hosts' `/.pomerium/` paths ([`crate::authn::endpoints`]); any other reserved path is a
 /// 404 that never reaches an upstream.
-async fn control_plane(
-    runtime: &Runtime,
-    request: Request<Incoming>,
-    authority: &str,
-    cx: &Context,
-) -> Result<ControlPlane, Failure> {
+async fn control_plane(cx: &Ctx<'_>, request: Request<Incoming>) -> Result<ControlPlane, Failure> {
+    let (runtime, authority) = (cx.runtime, cx.authority.as_str());
     if request.method() == Method::CONNECT {
         return Ok(ControlPlane::NotOurs(request));
     }
@@ -309,7 +321,7 @@ async fn control_plane(
         // Boxed: the sign-in endpoints' future (the body read, IdP and databroker calls) is far
         // larger than a proxied request's, and every request's future would otherwise be as
         // large: each move of it copies its whole state.
-        return Box::pin(endpoint(runtime, request, authority, cx)).await.map(ControlPlane::Answered);
+        return Box::pin(endpoint(cx, request)).await.map(ControlPlane::Answered);
     }
     let reserved = |root: &str| path.strip_prefix(root).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
     // A process that runs the authenticate service but not the proxy (`services: authenticate`)
@@ -328,17 +340,12 @@ async fn control_plane(
 }
 
 /// Answers a request for one of the sign-in endpoints ([`crate::authn::endpoints`]).
-async fn endpoint(
-    runtime: &Runtime,
-    request: Request<Incoming>,
-    authority: &str,
-    cx: &Context,
-) -> Result<Response<ProxyBody>, Failure> {
-    let global = &runtime.global;
-    let host = hostname(authority);
+async fn endpoint(cx: &Ctx<'_>, request: Request<Incoming>) -> Result<Response<ProxyBody>, Failure> {
+    let global = &cx.runtime.global;
+    let host = hostname(&cx.authority);
     let (parts, incoming) = request.into_parts();
     let body = read_bounded(incoming, cx.read_deadline).await?;
-    let url = original_url(global.tls, authority, &cx.target);
+    let url = cx.original_url();
     let Ok(url) = url::Url::parse(&url) else {
         return Err(bad_host("reading the url"));
     };
@@ -386,15 +393,13 @@ async fn read_bounded(incoming: Incoming, deadline: Option<Instant>) -> Result<b
 
 // 4. route
 
-fn find_route(
-    runtime: &Runtime,
-    request: &Request<Incoming>,
-    authority: &str,
-    cx: &Context,
-) -> Result<Arc<RouteRuntime>, Failure> {
-    let lookup =
-        routing::Request { authority, path: request.uri().path(), connect: request.method() == Method::CONNECT };
-    match runtime.table.lookup(&lookup) {
+fn find_route(cx: &Ctx<'_>, request: &Request<Incoming>) -> Result<Arc<RouteRuntime>, Failure> {
+    let lookup = routing::Request {
+        authority: &cx.authority,
+        path: request.uri().path(),
+        connect: request.method() == Method::CONNECT,
+    };
+    match cx.runtime.table.lookup(&lookup) {
         Some(found) => Ok(Arc::clone(found.value)),
         None => {
             let page = ErrorPage::new(StatusCode::NOT_FOUND, &cx.request_id).with_message("route not found");
@@ -407,8 +412,8 @@ fn find_route(
 /// that CA only: a request on it for a route with other client-certificate settings (another
 /// CA, or the listener's) must not borrow that verification. 421 Misdirected Request makes
 /// browsers open a new connection for the request's host.
-fn check_connection_fits(route: &RouteRuntime, connection: &ConnectionInfo) -> Result<(), Failure> {
-    let Some(tls) = &connection.tls else { return Ok(()) };
+fn check_connection_fits(ctx: &Ctx<'_>, route: &RouteRuntime) -> Result<(), Failure> {
+    let Some(tls) = &ctx.connection.tls else { return Ok(()) };
     if tls.client_ca == route.client_ca {
         return Ok(());
     }
@@ -420,16 +425,10 @@ fn check_connection_fits(route: &RouteRuntime, connection: &ConnectionInfo) -> R
 // 5. authorize
 
 /// Decides the request in process, or asks the authorize service when one is configured.
-async fn authorize(
-    runtime: &Runtime,
-    route: &RouteRuntime,
-    request: &Request<Incoming>,
-    authority: &str,
-    connection: &ConnectionInfo,
-    cx: &Context,
-) -> Result<Granted, Failure> {
+async fn authorize(cx: &Ctx<'_>, route: &RouteRuntime, request: &Request<Incoming>) -> Result<Granted, Failure> {
+    let (runtime, connection, authority) = (cx.runtime, cx.connection, cx.authority.as_str());
     let global = &runtime.global;
-    let url = original_url(global.tls, authority, &cx.target);
+    let url = cx.original_url();
     let request = AuthorizeRequest {
         method: request.method().as_str(),
         authority,
@@ -475,14 +474,11 @@ fn unix_now_signed() -> i64 {
 // 6. act
 
 async fn act(
-    runtime: &Runtime,
+    cx: &Ctx<'_>,
     route: &RouteRuntime,
     mut request: Request<Incoming>,
-    authority: &str,
-    connection: &ConnectionInfo,
-    cx: &Context,
-    granted: &Granted,
 ) -> Result<Response<ProxyBody>, Failure> {
+    let (runtime, authority) = (cx.runtime, cx.authority.as_str());
     let mut response = match &route.action {
         RouteAction::Redirect { redirect, matched } => {
             redirect_response(redirect, matched, request.uri(), authority, runtime.global.tls)
@@ -498,7 +494,7 @@ async fn act(
             return Ok(Box::pin(tunnel::connect_tunnel(upgrade, target, runtime.global.connect_timeout)).await?);
         }
         RouteAction::Forward(forward) => {
-            return forward_request(runtime, route, forward, request, authority, connection, cx, granted).await;
+            return forward_request(cx, route, forward, request).await;
         }
     };
     with_headers(&mut response, &route.response_headers);
@@ -554,18 +550,13 @@ fn redirect_response(
 
 // 7. forward
 
-#[expect(clippy::too_many_arguments, reason = "the phases' shared state, passed as it is")]
 async fn forward_request(
-    runtime: &Runtime,
+    cx: &Ctx<'_>,
     route: &RouteRuntime,
     forward: &Forward,
     mut request: Request<Incoming>,
-    authority: &str,
-    connection: &ConnectionInfo,
-    cx: &Context,
-    granted: &Granted,
 ) -> Result<Response<ProxyBody>, Failure> {
-    let global = &runtime.global;
+    let (global, connection, authority) = (&cx.runtime.global, cx.connection, cx.authority.as_str());
     let pick = forward
         .balancer
         .pick()
@@ -582,13 +573,14 @@ async fn forward_request(
     // What goes upstream because of who asked: built here, or by the authorize service with the
     // same function; templates read the request's headers as the client sent them.
     let built;
-    let set = match granted {
-        Granted::Local(identity) => {
+    let set = match &cx.granted {
+        None => &[][..],
+        Some(Granted::Local(identity)) => {
             let certificate = connection.tls.as_ref().and_then(|tls| tls.client_certificate.as_ref());
             built = upstream_headers::build(&global.authn, route, &parts.headers, certificate, identity.as_ref());
-            &built
+            built.as_slice()
         }
-        Granted::Remote(set) => set,
+        Some(Granted::Remote(set)) => set.as_slice(),
     };
     let headers = &mut parts.headers;
     headers::remove_hop_by_hop(headers, upgrade.as_deref());
