@@ -6,11 +6,12 @@ use crate::dynamic::DynamicConfig;
 use crate::environment::ProcessEnvironment;
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
+use authn::{Authenticator, SessionStore, SignInState};
 use config::{Config, Format, Options};
 use databroker::record::CONFIG_TYPE;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use proxy::authn::{Authn, SessionStore};
+use proxy::authn::Authn;
 use proxy::body::{self, ProxyBody};
 use proxy::runtime::{Environment, Runtime, SharedRecords};
 use proxy::server::{self, ConnectionInfo, ServerOptions, Shutdown, ShutdownSignal};
@@ -210,12 +211,13 @@ impl Server {
         let records = SharedRecords::default();
         let databroker = crate::databroker::start(&config, &records).await?;
         let store = databroker.broker.clone().map(|broker| SessionStore::new(broker, databroker.cache.clone()));
+        let sign_in = Arc::new(SignInState::new(store));
         let environment = Environment {
             fallback_shared_key: fallback_shared_key(&config.options)?,
             fallback_cookie_key: fallback_cookie_key(&config.options)?,
             records,
             clients: Arc::new(UpstreamClients::new(ClientOptions::default())),
-            authn: Arc::new(Authn::new(store)),
+            authn: Arc::new(Authn::new(Arc::new(Authenticator(Arc::clone(&sign_in))))),
             remote_authorize: remote_authorize(&config.options).await?,
         };
         let telemetry = Arc::new(crate::telemetry::Telemetry::default());
@@ -276,7 +278,7 @@ impl Server {
         }
         server.watch(source);
         server.follow_databroker_config();
-        server.refresh_sessions(&environment);
+        server.refresh_sessions(sign_in);
         Ok(server)
     }
 
@@ -400,27 +402,28 @@ impl Server {
 
     /// Runs the session refresher where sessions are made (the authenticate service); replicas
     /// take turns through the databroker lease.
-    fn refresh_sessions(&mut self, environment: &Environment) {
+    fn refresh_sessions(&mut self, sign_in: Arc<SignInState>) {
         let runs_authenticate = self.current.load().runs_authenticate();
-        if !runs_authenticate || environment.authn.store.is_none() {
+        if !runs_authenticate || sign_in.store.is_none() {
             return;
         }
         let current = Arc::clone(&self.current);
-        let provider: proxy::authn::refresher::CurrentProvider = Arc::new(move || current.load().provider_settings());
+        let provider: authn::refresher::CurrentProvider = Arc::new(move || {
+            authn::Configured::of(current.load().sign_in()).and_then(authn::Configured::refresh_provider)
+        });
         // Shorter intervals for the tests, which cannot wait ten minutes.
         let milliseconds =
             |name: &str| std::env::var(name).ok().and_then(|ms| ms.parse().ok()).map(Duration::from_millis);
-        let defaults = proxy::authn::refresher::Intervals::default();
-        let intervals = proxy::authn::refresher::Intervals {
+        let defaults = authn::refresher::Intervals::default();
+        let intervals = authn::refresher::Intervals {
             tick: milliseconds("POMERIUM_SESSION_REFRESH_INTERVAL_MS").unwrap_or(defaults.tick),
             user_info: milliseconds("POMERIUM_USER_INFO_INTERVAL_MS").unwrap_or(defaults.user_info),
         };
-        let authn = Arc::clone(&environment.authn);
         let mut shutdown = self.shutdown.signal();
         self.tasks.spawn(async move {
             tokio::select! {
                 () = shutdown.fired() => {}
-                () = proxy::authn::refresher::run(authn, provider, intervals) => {}
+                () = authn::refresher::run(sign_in, provider, intervals) => {}
             }
         });
     }

@@ -266,10 +266,10 @@ async fn request_session<'r>(
         Bearer::NotRead => {}
         Bearer::IdpToken(kind, token) => {
             let audiences = route.access_token_audiences.as_deref();
-            // Boxed: the identity provider's and the databroker's futures would make every
-            // request's future as large (see `pipeline::control_plane`).
-            let session = bearer::session(&global.authn, &global.authn_state, &global.records, kind, token, audiences);
-            return match Box::pin(session).await {
+            // Boxed by `SignIn`: the identity provider's and the databroker's futures would make
+            // every request's future as large (see `pipeline::control_plane`).
+            let session = global.sign_in.bearer_session(&global.authn, &global.records, kind, token, audiences);
+            return match session.await {
                 Ok(session) => Ok(Some(session)),
                 Err(BearerError::Refused(reason)) => Err(refused(StatusCode::FORBIDDEN, reason)),
                 Err(BearerError::Unavailable(reason)) => Err(unavailable("checking the bearer token", reason)),
@@ -288,7 +288,7 @@ async fn request_session<'r>(
             ));
         }
     }
-    authn::session::find(&global.authn, &global.authn_state, request.headers, request.query)
+    authn::session::find(&global.authn, &*global.sign_in, request.headers, request.query)
         .await
         .map_err(|error| unavailable("reading the session from the databroker", error.to_string()))
 }
@@ -333,9 +333,7 @@ async fn sign_in<'r>(runtime: &Runtime, route: &RouteRuntime, original: &str) ->
     };
     if global.authn.stateless {
         let idp_id = route.idp_id.as_deref();
-        return match authn::stateless::sign_in_url(&global.authn, &global.authn_state, &original, idp_id, Vec::new())
-            .await
-        {
+        return match global.sign_in.sealed_sign_in_url(&global.authn, &original, idp_id).await {
             Ok(location) => Outcome::SignIn { location },
             Err(error) => {
                 tracing::warn!(%error, "no sign-in redirect: the authenticate service's key is not available");

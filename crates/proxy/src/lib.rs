@@ -15,8 +15,9 @@
 //! - [`upstream`]: the pooled upstream client, per-route TLS settings, timeouts.
 //! - [`tunnel`]: upgrades (websocket, SPDY, ...) and CONNECT tunnels.
 //! - [`error`]: the one proxy error type, its status mapping, and the error pages.
-//! - [`authn`]: sign-in, sessions and the identity sent upstream (the authenticate service's
-//!   endpoints and the route hosts' `/.pomerium/` paths).
+//! - [`authn`]: sessions and the identity sent upstream, and the boundary ([`authn::SignIn`]) to
+//!   the `authn` crate, which answers the sign-in endpoints and talks to the identity provider
+//!   and the databroker.
 //!
 //! Every byte from the network is hostile: nothing here panics on input, and every size is
 //! bounded.

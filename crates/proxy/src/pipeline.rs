@@ -360,11 +360,12 @@ async fn endpoint(cx: &Ctx<'_>, request: Request<Incoming>) -> Result<Response<P
     };
     let context = authn::endpoints::Context {
         settings: &global.authn,
-        authn: &global.authn_state,
+        assertions: &global.authn_state.assertions,
         records: &global.records,
+        callback_path: &global.callback_path,
         now: unix_now_signed(),
     };
-    let mut response = authn::endpoints::handle(&context, &control, &global.callback_path).await;
+    let mut response = global.sign_in.endpoint(&context, &control).await;
     with_headers(&mut response, &global.response_headers);
     Ok(response)
 }

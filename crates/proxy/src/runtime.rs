@@ -71,8 +71,10 @@ pub(crate) struct Global {
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Keys, cookies and URLs of authentication.
     pub authn: crate::authn::AuthnSettings,
-    /// Sessions, the identity provider, signed assertions: kept across reloads.
+    /// Signed assertions and sign-in: kept across reloads.
     pub authn_state: Arc<crate::authn::Authn>,
+    /// This configuration's sign-in: the endpoints, bearer tokens, the databroker's sessions.
+    pub sign_in: Arc<dyn crate::authn::SignIn>,
     /// `authenticate_callback_path` (`/oauth2/callback`).
     pub callback_path: String,
     /// The authorize service that decides requests, when it runs in another process.
@@ -241,14 +243,10 @@ impl Runtime {
         self.by_id.get(id).cloned()
     }
 
-    /// The identity provider settings now in force (the session refresher reads them). None
-    /// with a hosted authenticate service (Pomerium's `SupportsUserRefresh`): its sessions come
-    /// from a provider this server has no client of.
-    pub fn provider_settings(&self) -> Option<oidc::ProviderSettings> {
-        if self.global.authn.hosted {
-            return None;
-        }
-        self.global.authn.provider.clone()
+    /// This configuration's sign-in (the `authn` crate's, which reads its identity provider
+    /// settings from it).
+    pub fn sign_in(&self) -> &dyn crate::authn::SignIn {
+        &*self.global.sign_in
     }
 
     /// Whether this process serves the authenticate service.
@@ -273,9 +271,11 @@ fn global(config: &Config, environment: &Environment) -> Result<Global, BuildErr
         None => environment.fallback_cookie_key.clone(),
     };
     let authn = crate::authn::AuthnSettings::build(options, &config.routes, &shared_key, &cookie_key)?;
+    let sign_in = environment.authn.configure(options, &authn);
     Ok(Global {
         authn,
         authn_state: Arc::clone(&environment.authn),
+        sign_in,
         callback_path: options.authenticate_callback_path.clone(),
         remote_authorize: environment.remote_authorize.clone(),
         client_chains: options

@@ -10,12 +10,13 @@
 
 use authenticate::handle::SessionHandle;
 use authenticate::session::{StoredIdToken, StoredOAuthToken, StoredSession, StoredUser};
+use authn::{Authenticator, SessionStore, SignInState};
 use base64::Engine as _;
 use databroker::client::{Broker, SyncedCache};
 use databroker::record::Versions;
 use http::HeaderMap;
 use http::header::{ACCEPT, COOKIE, HeaderValue};
-use proxy::authn::{Authn, SessionStore};
+use proxy::authn::Authn;
 use proxy::authorize::Probe;
 use proxy::runtime::{Environment, Runtime, SharedRecords};
 use serde_json::{Map, Value, json};
@@ -95,7 +96,8 @@ pub async fn fixture(routes: usize) -> Result<Fixture, String> {
     let cache = SyncedCache::new(Arc::clone(&records.0), &[]);
     let cache_task = cache.spawn(broker.clone());
     let store = SessionStore::new(broker, Some(Arc::clone(&cache)));
-    let authn = Arc::new(Authn::new(Some(store.clone())));
+    let authenticator = Authenticator(Arc::new(SignInState::new(Some(store.clone()))));
+    let authn = Arc::new(Authn::new(Arc::new(authenticator)));
     let environment = Environment {
         fallback_shared_key: SHARED_KEY.to_vec(),
         fallback_cookie_key: COOKIE_KEY.to_vec(),

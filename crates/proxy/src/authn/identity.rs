@@ -22,7 +22,7 @@ const REUSE_SECONDS: i64 = 60;
 const CAPACITY: usize = 8192;
 /// What a request's identity headers and templates are made of.
 #[derive(Debug, Clone)]
-pub(crate) struct Identity {
+pub struct Identity {
     pub jwt: Arc<str>,
     /// The assertion as a header value, made once per signature (cloning it counts a reference).
     pub header: HeaderValue,
@@ -54,7 +54,7 @@ type Map3<T> = HashMap<Box<str>, T, foldhash::fast::RandomState>;
 /// `&str`, so a lookup allocates nothing and costs the same however many hosts a session (or
 /// the anonymous session, `""`) has. Bounded by [`CAPACITY`] entries in all.
 #[derive(Debug, Default)]
-pub(crate) struct AssertionCache {
+pub struct AssertionCache {
     entries: Mutex<Entries>,
 }
 
@@ -125,7 +125,7 @@ impl AssertionCache {
 /// The identity of a request with session `session_id` (or none, for a public route) to host
 /// `hostname`; with the session's tokens when `tokens` (a template reads them). `None` only when
 /// signing fails, which a valid key never does.
-pub(crate) fn identity(
+pub fn identity(
     settings: &AuthnSettings,
     cache: &AssertionCache,
     records: &dyn policy::records::Records,
@@ -190,7 +190,7 @@ pub(crate) fn identity(
 }
 
 /// `X-Pomerium-Claim-*` values for `identity`, by header name.
-pub(crate) fn claim_headers(settings: &AuthnSettings, identity: &Identity) -> Vec<(String, String)> {
+pub fn claim_headers(settings: &AuthnSettings, identity: &Identity) -> Vec<(String, String)> {
     assertion::claim_headers(&identity.claims, &settings.claim_headers)
 }
 

@@ -1,57 +1,180 @@
-//! Authentication on the request path (system.md §3): the authenticate service's endpoints, the
-//! route hosts' `/.pomerium/` endpoints, sessions read from cookies and headers, and the identity
-//! sent upstream.
+//! Authentication on the request path (system.md §3): what the per-request decision needs in
+//! process and without I/O (the session handle from a cookie or header, checked; the records it
+//! names; the identity sent upstream), and the boundary to the `authn` crate, which answers the
+//! sign-in endpoints and does everything that talks to the identity provider or the databroker.
 //!
-//! - [`Authn`] is what survives reloads: the session store, the identity provider (discovered
-//!   once per settings), the cache of signed assertions.
+//! - [`Authn`] is what survives reloads: the cache of signed assertions, and the
+//!   [`Authenticate`] implementation (the `authn` crate's, handed in by the binary).
 //! - [`AuthnSettings`] is what a configuration says: keys, cookie settings, URLs; part of the
-//!   runtime, rebuilt on reload.
-//! - `endpoints.rs` answers the control-plane paths; `session.rs` finds a request's session;
-//!   `bearer.rs` turns an identity provider's token into a session;
-//!   `identity.rs` signs the assertion and fills the identity headers; `refresher.rs` keeps
-//!   sessions' tokens fresh under a databroker lease.
+//!   runtime, rebuilt on reload, with the [`SignIn`] that [`Authenticate::configure`] makes for it.
+//! - `endpoints.rs` says which paths are sign-in endpoints; `session.rs` finds a request's
+//!   session; `bearer.rs` reads an identity provider's token; `identity.rs` signs the assertion
+//!   and fills the identity headers; `pages.rs` renders the HTML pages.
+//!
+//! Dependency rule: this crate depends on neither the OIDC client nor the databroker's client;
+//! the network paths are [`SignIn`]'s methods, whose futures are boxed (a proxied request's
+//! future stays small whatever they hold).
 
 pub mod bearer;
 pub mod endpoints;
 pub mod identity;
 pub mod pages;
-pub mod refresher;
 pub mod session;
-pub mod stateless;
-pub mod store;
 
+use crate::body::ProxyBody;
+use crate::runtime::SharedRecords;
 use authenticate::aead::Aead;
 use authenticate::assertion::IssuerFormat;
 use authenticate::cookie::{CookieSettings, SameSite};
+use authenticate::handle::SessionHandle;
 use authenticate::signing::SigningKey;
 use config::Options;
 use config::options::JwtIssuerFormat;
-use oidc::{DevelopmentUser, Provider, ProviderSettings};
+use policy::records::MemoryRecords;
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use url::Url;
 
-pub use store::SessionStore;
+/// Where a server's HPKE public key is served (the stateless flow's).
+pub const HPKE_KEY_PATH: &str = "/.well-known/pomerium/hpke-public-key";
+
+/// A boxed future, as [`SignIn`]'s methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Sign-in across reloads (the `authn` crate's `SignInState`): makes each configuration's
+/// [`SignIn`].
+pub trait Authenticate: Send + Sync + std::fmt::Debug {
+    /// The sign-in of one configuration (its identity provider settings are read here).
+    fn configure(&self, options: &Options, settings: &AuthnSettings) -> Arc<dyn SignIn>;
+}
+
+/// The sign-in of one configuration: the paths of a request that need the identity provider or
+/// the databroker. Every method's future is boxed.
+pub trait SignIn: std::any::Any + Send + Sync + std::fmt::Debug {
+    /// Answers a control-plane request ([`endpoints::is_endpoint`] said yes).
+    fn endpoint<'a>(
+        &'a self,
+        cx: &'a endpoints::Context<'a>,
+        request: &'a endpoints::ControlRequest<'a>,
+    ) -> BoxFuture<'a, http::Response<ProxyBody>>;
+
+    /// The session of an identity provider's token: the one made for it before (in the cache, or
+    /// in the databroker), or a new one once the provider accepts the token.
+    fn bearer_session<'a>(
+        &'a self,
+        settings: &'a AuthnSettings,
+        records: &'a SharedRecords,
+        kind: bearer::TokenKind,
+        token: &'a str,
+        allowed_audiences: Option<&'a [String]>,
+    ) -> BoxFuture<'a, Result<session::RequestSession, bearer::BearerError>>;
+
+    /// The stateless flow's sign-in URL: the authenticate service's `/.pomerium/sign_in` with the
+    /// request sealed for its key (fetched, and kept a minute).
+    fn sealed_sign_in_url<'a>(
+        &'a self,
+        settings: &'a AuthnSettings,
+        redirect: &'a Url,
+        idp_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Url, String>>;
+
+    /// Read-your-writes for a request whose session handle carries the versions its session was
+    /// written at.
+    fn fresh<'a>(&'a self, handle: &'a SessionHandle) -> Freshness<'a>;
+}
+
+/// Whether the records cache can answer for a session handle.
+pub enum Freshness<'a> {
+    /// No databroker keeps sessions here: no handle names a session.
+    NoStore,
+    /// The cache holds the session's version: the policy reads the cache.
+    Cached,
+    /// The cache lags: this waits for it briefly, then reads the session and its user from the
+    /// databroker; `Some` records stand in for the cache's.
+    Lagging(BoxFuture<'a, Result<Option<MemoryRecords>, Unavailable>>),
+}
+
+impl std::fmt::Debug for Freshness<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Freshness::NoStore => "NoStore",
+            Freshness::Cached => "Cached",
+            Freshness::Lagging(_) => "Lagging",
+        })
+    }
+}
+
+/// The databroker could not be reached, or refused the call.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+/// No sign-in: no identity provider, no databroker (benchmarks, configuration checks). Every
+/// endpoint is a 404, and no session is ever found.
+#[derive(Debug, Default)]
+pub struct NoSignIn;
+
+impl Authenticate for NoSignIn {
+    fn configure(&self, _: &Options, _: &AuthnSettings) -> Arc<dyn SignIn> {
+        Arc::new(NoSignIn)
+    }
+}
+
+impl SignIn for NoSignIn {
+    fn endpoint<'a>(
+        &'a self,
+        _: &'a endpoints::Context<'a>,
+        request: &'a endpoints::ControlRequest<'a>,
+    ) -> BoxFuture<'a, http::Response<ProxyBody>> {
+        let page = crate::ErrorPage::new(http::StatusCode::NOT_FOUND, request.request_id);
+        Box::pin(std::future::ready(page.render_as(request.format)))
+    }
+
+    fn bearer_session<'a>(
+        &'a self,
+        _: &'a AuthnSettings,
+        _: &'a SharedRecords,
+        _: bearer::TokenKind,
+        _: &'a str,
+        _: Option<&'a [String]>,
+    ) -> BoxFuture<'a, Result<session::RequestSession, bearer::BearerError>> {
+        let error = bearer::BearerError::Unavailable("no databroker to keep sessions in".to_owned());
+        Box::pin(std::future::ready(Err(error)))
+    }
+
+    fn sealed_sign_in_url<'a>(
+        &'a self,
+        _: &'a AuthnSettings,
+        _: &'a Url,
+        _: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Url, String>> {
+        Box::pin(std::future::ready(Err("this server has no sign-in".to_owned())))
+    }
+
+    fn fresh<'a>(&'a self, _: &'a SessionHandle) -> Freshness<'a> {
+        Freshness::NoStore
+    }
+}
 
 /// What authentication keeps across reloads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Authn {
-    /// Where sessions are written and read; `None` where no databroker is reachable (then no one
-    /// can sign in, and every protected route asks for a sign-in).
-    pub store: Option<SessionStore>,
-    /// The provider for the settings of this digest: discovered once (concurrent first uses wait
-    /// for the one discovery), and no lock is held while it runs.
-    provider: std::sync::Mutex<Option<(String, Arc<tokio::sync::OnceCell<Provider>>)>>,
     pub(crate) assertions: identity::AssertionCache,
-    /// Identity provider tokens being checked, and those refused lately.
-    pub(crate) bearer: bearer::BearerState,
-    /// The stateless flow's cache of the authenticate service's key, and the callbacks used.
-    pub(crate) stateless: stateless::StatelessState,
+    authenticate: Arc<dyn Authenticate>,
+}
+
+impl Default for Authn {
+    /// Without sign-in ([`NoSignIn`]).
+    fn default() -> Authn {
+        Authn::new(Arc::new(NoSignIn))
+    }
 }
 
 impl Authn {
-    pub fn new(store: Option<SessionStore>) -> Authn {
-        Authn { store, ..Authn::default() }
+    pub fn new(authenticate: Arc<dyn Authenticate>) -> Authn {
+        Authn { assertions: identity::AssertionCache::default(), authenticate }
     }
 
     /// Forgets every signed assertion, so that the next request of each session signs anew
@@ -60,55 +183,15 @@ impl Authn {
         self.assertions.clear();
     }
 
-    /// The identity provider for `settings`, discovered on first use and again when the settings
-    /// change. A failed discovery is not kept: the next sign-in tries again.
-    pub async fn provider(&self, settings: &ProviderSettings) -> Result<Provider, oidc::OidcError> {
-        let key = provider_key(settings);
-        let cell = {
-            let mut slot = self.provider.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            match slot.as_ref() {
-                Some((held, cell)) if *held == key => Arc::clone(cell),
-                _ => {
-                    let cell = Arc::new(tokio::sync::OnceCell::new());
-                    *slot = Some((key, Arc::clone(&cell)));
-                    cell
-                }
-            }
-        };
-        // A failed discovery leaves the cell empty: the next caller tries again.
-        cell.get_or_try_init(|| Provider::new(settings.clone())).await.cloned()
+    /// The sign-in of a configuration.
+    pub(crate) fn configure(&self, options: &Options, settings: &AuthnSettings) -> Arc<dyn SignIn> {
+        self.authenticate.configure(options, settings)
     }
-}
-
-/// A digest of the settings, so that a reload with new provider settings rediscovers.
-fn provider_key(settings: &ProviderSettings) -> String {
-    let text = format!(
-        "{}\n{}\n{}\n{}\n{:?}\n{:?}\n{}\n{:?}\n{:?}",
-        settings.provider,
-        settings.issuer_url,
-        settings.client_id,
-        settings.client_secret.as_deref().unwrap_or_default(),
-        settings.scopes,
-        settings.request_params,
-        settings.redirect_url,
-        settings.ca_pem,
-        settings.development_users,
-    );
-    // The development key is a secret: only whether it is the same goes into the digest.
-    let text = match &settings.development_key {
-        Some(key) => format!("{text}\n{}", hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key).as_ref())),
-        None => text,
-    };
-    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()).as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What the configuration says about authentication.
 #[derive(Debug)]
-pub(crate) struct AuthnSettings {
+pub struct AuthnSettings {
     pub authenticate_url: Url,
     /// The authenticate service's host name, lowercase.
     pub authenticate_host: String,
@@ -125,8 +208,6 @@ pub(crate) struct AuthnSettings {
     pub cookie_name: String,
     pub cookie: CookieSettings,
     pub cookie_expire: std::time::Duration,
-    /// `None` when no identity provider is configured.
-    pub provider: Option<ProviderSettings>,
     pub idp_id: String,
     pub issuer_format: IssuerFormat,
     /// `jwt_claims_headers`: header name → claim name.
@@ -170,7 +251,7 @@ pub enum SettingsError {
 }
 
 impl AuthnSettings {
-    pub(crate) fn build(
+    pub fn build(
         options: &Options,
         routes: &[config::Route],
         shared_key: &[u8],
@@ -195,10 +276,9 @@ impl AuthnSettings {
         extra_claims.dedup();
         let mut hpke_key_url =
             options.authenticate_internal_service_url.clone().unwrap_or_else(|| authenticate_url.clone());
-        hpke_key_url.set_path(stateless::HPKE_KEY_PATH);
+        hpke_key_url.set_path(HPKE_KEY_PATH);
         hpke_key_url.set_query(None);
         Ok(AuthnSettings {
-            provider: provider_settings(options, &authenticate_url, shared_key),
             idp_id: options.idp.client_id.clone().unwrap_or_default(),
             authenticate_host,
             authenticate_url,
@@ -304,43 +384,6 @@ fn wildcard_matches(pattern: &str, host: &str) -> bool {
 #[expect(clippy::unwrap_used, reason = "a constant URL that parses")]
 fn hosted_authenticate() -> Url {
     Url::parse(config::options::HOSTED_AUTHENTICATE_URL).unwrap()
-}
-
-/// The identity provider settings of `idp_*`, with the callback on the authenticate service.
-fn provider_settings(options: &Options, authenticate_url: &Url, shared_key: &[u8]) -> Option<ProviderSettings> {
-    let idp = &options.idp;
-    let provider = idp.provider.clone()?;
-    let mut redirect_url = authenticate_url.clone();
-    redirect_url.set_path(&options.authenticate_callback_path);
-    redirect_url.set_query(None);
-    let development = provider == config::options::DEVELOPMENT_PROVIDER;
-    Some(ProviderSettings {
-        provider,
-        issuer_url: idp.provider_url.clone().unwrap_or_default(),
-        client_id: idp
-            .client_id
-            .clone()
-            .unwrap_or_else(|| if development { "pomerium".to_owned() } else { String::new() }),
-        client_secret: idp.client_secret.as_ref().and_then(|s| s.expose_str()).map(str::to_owned),
-        scopes: idp.scopes.clone().unwrap_or_default(),
-        request_params: idp.request_params.clone(),
-        redirect_url,
-        ca_pem: options.certificate_authority.as_ref().map(|ca| crate::tls::certificates_to_pem(ca.ders())),
-        development_users: idp
-            .development_users
-            .iter()
-            .map(|u| DevelopmentUser {
-                email: u.email.clone(),
-                name: u.name.clone(),
-                groups: u.groups.clone(),
-                id: u.id.clone(),
-            })
-            .collect(),
-        development_key: development.then(|| {
-            let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, shared_key);
-            aws_lc_rs::hmac::sign(&key, b"pomerium development identity provider").as_ref().to_vec()
-        }),
-    })
 }
 
 #[cfg(test)]

@@ -1,11 +1,8 @@
 //! A request's session: the handle from its cookie or headers (system.md §3.4), checked, and the
 //! records the policy reads for it (§3.5).
 
-use super::store::{Freshness, StoreError};
-use super::{Authn, AuthnSettings};
+use super::{AuthnSettings, Freshness, SignIn, Unavailable};
 use authenticate::handle::SessionHandle;
-use authenticate::session::{SESSION_TYPE, USER_TYPE};
-use databroker::record::Versions;
 use http::HeaderMap;
 use policy::records::{
     DeviceCredential, DeviceEnrollment, DirectoryUser, MemoryRecords, Records, ServiceAccount, Session, User,
@@ -15,7 +12,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 /// The session a request carries.
 #[derive(Debug)]
-pub(crate) struct RequestSession {
+pub struct RequestSession {
     pub credential: Credential,
     /// Records read from the databroker because the cache lagged behind the handle; they stand
     /// in for the cache's for this session and its user.
@@ -24,7 +21,7 @@ pub(crate) struct RequestSession {
 
 /// What named the session.
 #[derive(Debug)]
-pub(crate) enum Credential {
+pub enum Credential {
     /// A session handle (cookie, Pomerium's headers, query).
     Handle(Arc<SessionHandle>),
     /// An identity provider's token ([`super::bearer`]): the session id derived from it.
@@ -33,7 +30,7 @@ pub(crate) enum Credential {
 
 impl RequestSession {
     /// The session record's id.
-    pub(crate) fn id(&self) -> &str {
+    pub fn id(&self) -> &str {
         match &self.credential {
             Credential::Handle(handle) => &handle.id,
             Credential::IdpToken(id) => id,
@@ -44,12 +41,12 @@ impl RequestSession {
 /// Finds the request's session handle and makes sure the records it names can be read. A missing,
 /// malformed, forged or expired handle is no session (the policy then asks for a sign-in); only
 /// an unreachable databroker is an error.
-pub(crate) async fn find(
+pub async fn find(
     settings: &AuthnSettings,
-    authn: &Authn,
+    sign_in: &dyn SignIn,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Result<Option<RequestSession>, StoreError> {
+) -> Result<Option<RequestSession>, Unavailable> {
     let Some(token) = authenticate::cookie::session_token(headers, query, &settings.cookie_name) else {
         return Ok(None);
     };
@@ -58,23 +55,11 @@ pub(crate) async fn find(
         tracing::debug!("the session handle names another identity provider; treated as no session");
         return Ok(None);
     }
-    let Some(store) = &authn.store else { return Ok(None) };
-    let versions = Versions {
-        server_version: handle.databroker_server_version,
-        latest_record_version: handle.databroker_record_version,
-    };
-    let fetched = match store.fresh(&handle.id, versions).await? {
+    // Only a cache that lags the handle costs a call (and an allocation).
+    let fetched = match sign_in.fresh(&handle) {
+        Freshness::NoStore => return Ok(None),
         Freshness::Cached => None,
-        Freshness::Fetched { session, user } => {
-            let mut records = MemoryRecords::default();
-            if let Some(session) = session {
-                let _ = records.upsert(SESSION_TYPE, &session.id, &session.to_data());
-            }
-            if let Some(user) = user {
-                let _ = records.upsert(USER_TYPE, &user.id, &user.to_data());
-            }
-            Some(records)
-        }
+        Freshness::Lagging(fetch) => fetch.await?,
     };
     Ok(Some(RequestSession { credential: Credential::Handle(handle), fetched }))
 }
@@ -87,7 +72,8 @@ fn from_this_provider(handle: &SessionHandle, idp_id: &str) -> bool {
 }
 
 /// The cache's records, with a session and user fetched from the databroker in their place.
-pub(crate) struct Overlay<'a> {
+#[derive(Debug)]
+pub struct Overlay<'a> {
     pub base: &'a MemoryRecords,
     pub fetched: &'a MemoryRecords,
     pub session_id: &'a str,
@@ -128,7 +114,7 @@ impl Records for Overlay<'_> {
 /// and nothing else about it changes: what changes is the session record it names, which is read
 /// every time. Saves the HMAC, the base64 and the JSON of every request after a session's first.
 #[derive(Debug, Default)]
-pub(crate) struct HandleCache {
+pub struct HandleCache {
     verified: RwLock<HashMap<Box<str>, Arc<SessionHandle>, foldhash::fast::RandomState>>,
 }
 

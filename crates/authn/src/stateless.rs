@@ -14,22 +14,23 @@
 //! `/.well-known/pomerium/hpke-public-key` serves this server's key (derived from the shared
 //! secret) on every host.
 
-use super::endpoints::{self, ControlRequest};
-use super::{Authn, AuthnSettings};
-use crate::body::ProxyBody;
+use crate::SignInState;
+use crate::endpoints;
+use crate::refusal::Refusal;
 use authenticate::handle::SessionHandle;
 use authenticate::hpke::{self, PublicKey, Version};
 use authenticate::profile::Profile;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
+use proxy::ProxyBody;
+use proxy::authn::AuthnSettings;
+use proxy::authn::endpoints::ControlRequest;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use url::Url;
 
-/// Where a server's HPKE public key is served.
-pub const HPKE_KEY_PATH: &str = "/.well-known/pomerium/hpke-public-key";
 /// How long a fetched key is used (the endpoint's `Cache-Control: max-age=60`).
 const KEY_MAX_AGE: Duration = Duration::from_secs(60);
 /// How soon a key is fetched again after a failure, or after a callback sealed by another key.
@@ -84,12 +85,12 @@ impl StatelessState {
 }
 
 /// The authenticate service's HPKE key: cached for a minute, else fetched.
-pub(crate) async fn authenticate_key(settings: &AuthnSettings, authn: &Authn) -> Result<PublicKey, String> {
+pub(crate) async fn authenticate_key(settings: &AuthnSettings, authn: &SignInState) -> Result<PublicKey, String> {
     key(settings, authn, KEY_MAX_AGE).await
 }
 
 /// The key, fetched again when the cached one is older than `max_age`.
-async fn key(settings: &AuthnSettings, authn: &Authn, max_age: Duration) -> Result<PublicKey, String> {
+async fn key(settings: &AuthnSettings, authn: &SignInState, max_age: Duration) -> Result<PublicKey, String> {
     let url = settings.hpke_key_url.as_str();
     if let Some((from, key, at)) = lock(&authn.stateless.key).as_ref()
         && from == url
@@ -111,7 +112,7 @@ async fn key(settings: &AuthnSettings, authn: &Authn, max_age: Duration) -> Resu
     fetched
 }
 
-async fn fetch(settings: &AuthnSettings, authn: &Authn, url: &str) -> Result<PublicKey, String> {
+async fn fetch(settings: &AuthnSettings, authn: &SignInState, url: &str) -> Result<PublicKey, String> {
     let fetcher = {
         let mut slot = lock(&authn.stateless.fetcher);
         match slot.as_ref() {
@@ -130,7 +131,7 @@ async fn fetch(settings: &AuthnSettings, authn: &Authn, url: &str) -> Result<Pub
     PublicKey::from_bytes(&body).map_err(|_| format!("{url} did not answer a 32-byte X25519 key"))
 }
 
-async fn key_or_cached(settings: &AuthnSettings, authn: &Authn, cached: PublicKey) -> PublicKey {
+async fn key_or_cached(settings: &AuthnSettings, authn: &SignInState, cached: PublicKey) -> PublicKey {
     key(settings, authn, RETRY_AFTER).await.unwrap_or(cached)
 }
 
@@ -157,7 +158,7 @@ fn request_uuid() -> String {
 /// (V2) for its key; `extra` adds `pomerium_callback_uri` and `pomerium_programmatic`.
 pub(crate) async fn sign_in_url(
     settings: &AuthnSettings,
-    authn: &Authn,
+    authn: &SignInState,
     redirect: &Url,
     idp_id: Option<&str>,
     extra: Vec<(String, String)>,
@@ -224,32 +225,21 @@ pub(crate) async fn hosted_sign_in(cx: &endpoints::Context<'_>, request: &Contro
     let opened = match hpke::open_values(&settings.hpke_key, &query_pairs(request.url)) {
         Ok(opened) => opened,
         Err(error) => {
-            return endpoints::refuse(
-                request,
-                StatusCode::BAD_REQUEST,
-                format!("the sealed sign-in request cannot be opened: {error}"),
-            );
+            return Refusal::CannotOpen { what: "the sealed sign-in request", reason: error.to_string() }
+                .respond(request);
         }
     };
     if let Err(error) = hpke::check_time_parameters(&opened.values, now_ms()) {
-        return endpoints::refuse(request, StatusCode::BAD_REQUEST, format!("the sign-in request: {error}"));
+        return Refusal::OutOfTime { what: "the sign-in request", reason: error.to_string() }.respond(request);
     }
     let Some(redirect) = absolute(opened.get("pomerium_redirect_uri")) else {
-        return endpoints::refuse(
-            request,
-            StatusCode::BAD_REQUEST,
-            "the sign-in request has no valid pomerium_redirect_uri",
-        );
+        return Refusal::NoRedirectUri { what: "the sign-in request" }.respond(request);
     };
     let callback = match opened.get("pomerium_callback_uri") {
         Some(text) => match absolute(Some(text)) {
             Some(url) => url,
             None => {
-                return endpoints::refuse(
-                    request,
-                    StatusCode::BAD_REQUEST,
-                    "the sign-in request's pomerium_callback_uri is not valid",
-                );
+                return Refusal::InvalidCallbackUri.respond(request);
             }
         },
         None => {
@@ -279,7 +269,7 @@ pub(crate) async fn hosted_sign_in(cx: &endpoints::Context<'_>, request: &Contro
     let sealed = match hpke::seal_values(opened.version, &settings.hpke_key, &opened.sender, &values) {
         Ok(sealed) => sealed,
         Err(error) => {
-            return endpoints::refuse(request, StatusCode::INTERNAL_SERVER_ERROR, format!("the identity: {error}"));
+            return Refusal::SealIdentity(error.to_string()).respond(request);
         }
     };
     let mut location = callback;
@@ -329,71 +319,47 @@ pub(crate) async fn route_callback(cx: &endpoints::Context<'_>, request: &Contro
     let opened = match hpke::open_values(&settings.hpke_key, &pairs) {
         Ok(opened) => opened,
         Err(error) => {
-            return endpoints::refuse(
-                request,
-                StatusCode::BAD_REQUEST,
-                format!("the callback cannot be opened: {error}"),
-            );
+            return Refusal::CannotOpen { what: "the callback", reason: error.to_string() }.respond(request);
         }
     };
     let key = match authenticate_key(settings, cx.authn).await {
         Ok(key) => key,
         Err(error) => {
             tracing::warn!(%error, "the authenticate service's key is not available");
-            return endpoints::refuse(
-                request,
-                StatusCode::BAD_GATEWAY,
-                "the authenticate service's key is not available; try again later",
-            );
+            return Refusal::AuthenticateKeyUnavailable.respond(request);
         }
     };
     // A key that changed within the cached minute (a new shared secret there) is fetched again,
     // at most every few seconds.
     let key = if opened.sender.same_as(&key) { key } else { key_or_cached(settings, cx.authn, key).await };
     if !opened.sender.same_as(&key) {
-        return endpoints::refuse(
-            request,
-            StatusCode::BAD_REQUEST,
-            "the callback was not sealed by the authenticate service",
-        );
+        return Refusal::ForeignSealer.respond(request);
     }
     let now = now_ms();
     if let Err(error) = hpke::check_time_parameters(&opened.values, now) {
-        return endpoints::refuse(request, StatusCode::BAD_REQUEST, format!("the callback: {error}"));
+        return Refusal::OutOfTime { what: "the callback", reason: error.to_string() }.respond(request);
     }
     let profile = match Profile::from_json(opened.get("pomerium_identity_profile").unwrap_or_default()) {
         Ok(profile) => profile,
-        Err(error) => return endpoints::refuse(request, StatusCode::BAD_REQUEST, error.to_string()),
+        Err(error) => return Refusal::InvalidProfile(error.to_string()).respond(request),
     };
     let Some(user_id) = profile.user_id() else {
-        return endpoints::refuse(
-            request,
-            StatusCode::BAD_REQUEST,
-            "the identity profile names no user (no sub claim)",
-        );
+        return Refusal::ProfileWithoutUser.respond(request);
     };
     let programmatic = opened.get("pomerium_programmatic") == Some("true");
     let Some(mut redirect_to) = absolute(opened.get("pomerium_redirect_uri")) else {
-        return endpoints::refuse(request, StatusCode::BAD_REQUEST, "the callback has no valid pomerium_redirect_uri");
+        return Refusal::NoRedirectUri { what: "the callback" }.respond(request);
     };
     if !endpoints::allowed_redirect(settings, &redirect_to, programmatic) {
-        return endpoints::refuse(
-            request,
-            StatusCode::BAD_REQUEST,
-            "pomerium_redirect_uri names a host this server does not serve",
-        );
+        return Refusal::ForeignHost { parameter: "pomerium_redirect_uri" }.respond(request);
     }
     let Some(store) = &cx.authn.store else {
-        return endpoints::refuse(request, StatusCode::SERVICE_UNAVAILABLE, "no databroker to keep sessions in");
+        return Refusal::NoSessionStore.respond(request);
     };
     let sealed = pairs.iter().find(|(k, _)| k == "q" || k == "pomerium_hpke_query").map_or("", |(_, v)| v.as_str());
     let expires = opened.get("pomerium_expiry").and_then(|e| e.parse::<i64>().ok()).unwrap_or(now);
     if !cx.authn.stateless.first_use(sealed, expires.saturating_add(VALIDITY_MS), now) {
-        return endpoints::refuse(
-            request,
-            StatusCode::BAD_REQUEST,
-            "this sign-in link was used already; sign in again",
-        );
+        return Refusal::CallbackReused.respond(request);
     }
     let issued = jiff::Timestamp::from_second(cx.now).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let audience = vec![request.hostname.to_ascii_lowercase()];
@@ -406,11 +372,7 @@ pub(crate) async fn route_callback(cx: &endpoints::Context<'_>, request: &Contro
         Ok(versions) => versions,
         Err(error) => {
             tracing::warn!(%error, "the session could not be saved");
-            return endpoints::refuse(
-                request,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the session could not be saved; try again",
-            );
+            return Refusal::SessionNotSaved.respond(request);
         }
     };
     let handle = SessionHandle {
@@ -432,11 +394,7 @@ pub(crate) async fn route_callback(cx: &endpoints::Context<'_>, request: &Contro
     match authenticate::cookie::set_cookies(&settings.cookie, &settings.cookie_name, &jwt, cx.now) {
         Ok(cookies) => endpoints::add_cookies(&mut response, cookies),
         Err(error) => {
-            return endpoints::refuse(
-                request,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the session cookie: {error}"),
-            );
+            return Refusal::SessionCookie(error.to_string()).respond(request);
         }
     }
     response

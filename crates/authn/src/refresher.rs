@@ -11,7 +11,7 @@
 //! memory rather than asking the databroker for every session again. It starts over from a new
 //! snapshot when the stream fails or the lease is lost.
 
-use super::{Authn, SessionStore};
+use crate::{SessionStore, SignInState};
 use authenticate::session::{SESSION_TYPE, StoredIdToken, StoredOAuthToken, StoredSession, StoredUser};
 use databroker::client::ChangeFeed;
 use oidc::ProviderSettings;
@@ -47,7 +47,7 @@ impl Default for Intervals {
 
 /// Runs until the task is dropped: take the lease (trying again every tick), then follow the
 /// sessions and refresh what is due every tick while the lease is kept.
-pub async fn run(authn: Arc<Authn>, current: CurrentProvider, intervals: Intervals) {
+pub async fn run(authn: Arc<SignInState>, current: CurrentProvider, intervals: Intervals) {
     let Some(store) = authn.store.clone() else { return };
     let mut ticker = tokio::time::interval(intervals.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -71,7 +71,7 @@ pub async fn run(authn: Arc<Authn>, current: CurrentProvider, intervals: Interva
 /// While the lease is kept: the sessions, followed, and refreshed when due. Returns why it
 /// stopped (the lease lost, the stream broken), after which the caller starts over.
 async fn hold(
-    authn: &Authn,
+    authn: &SignInState,
     store: &SessionStore,
     current: &CurrentProvider,
     lease: &str,
@@ -119,7 +119,7 @@ async fn hold(
 /// Deletes the sessions whose time is up and refreshes those whose tokens expire soon. What it
 /// writes comes back through the change stream.
 async fn refresh_due(
-    authn: &Authn,
+    authn: &SignInState,
     store: &SessionStore,
     current: &CurrentProvider,
     sessions: &HashMap<String, StoredSession>,
@@ -188,7 +188,7 @@ fn due(session: &StoredSession, now: jiff::Timestamp) -> Due {
 /// record is updated claim by claim, so that a partial answer never empties it. Only a refusal
 /// by the provider ends a session; its being unreachable, failing or slow never does.
 async fn refresh(
-    store: &super::SessionStore,
+    store: &SessionStore,
     provider: &oidc::Provider,
     mut session: StoredSession,
     refresh_token: &str,
@@ -239,7 +239,7 @@ async fn refresh(
                 email: None,
                 claims: serde_json::Map::new(),
             });
-            super::store::apply_claims(&mut user, &identity.claims);
+            crate::store::apply_claims(&mut user, &identity.claims);
             Some(user)
         }
         Err(error) => {
@@ -260,7 +260,7 @@ async fn refresh(
 }
 
 /// Ends a session (a tombstone every replica follows), logging a failure to.
-async fn end(store: &super::SessionStore, id: &str) {
+async fn end(store: &SessionStore, id: &str) {
     if let Err(error) = store.delete(id).await {
         tracing::warn!(%error, "the session could not be deleted");
     }
@@ -313,7 +313,7 @@ impl UserInfoSchedule {
 /// taken to the provider's userinfo; the answer updates the user's record, and a session whose
 /// token the provider refuses is deleted.
 async fn update_user_info(
-    authn: &Authn,
+    authn: &SignInState,
     store: &SessionStore,
     current: &CurrentProvider,
     sessions: &HashMap<String, StoredSession>,
@@ -364,7 +364,7 @@ async fn update_one_user(store: &SessionStore, provider: &oidc::Provider, user_i
                     tracing::warn!(session = %session_id, "userinfo answered for another subject; ignored");
                     continue;
                 }
-                super::store::apply_claims(&mut user, &info);
+                crate::store::apply_claims(&mut user, &info);
                 changed = true;
             }
             Ok(None) => return,

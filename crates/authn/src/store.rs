@@ -8,6 +8,8 @@
 use authenticate::session::{SESSION_TYPE, StoredSession, StoredUser, USER_TYPE};
 use databroker::client::{Broker, Status, SyncedCache};
 use databroker::record::{Record, Versions};
+use policy::records::MemoryRecords;
+use proxy::authn::Unavailable;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,15 +36,6 @@ impl StoreError {
     fn new(action: &'static str, status: &Status) -> StoreError {
         StoreError { action, message: status.message().to_owned() }
     }
-}
-
-/// How a request found its session.
-#[derive(Debug)]
-pub enum Freshness {
-    /// The cache holds the session's version: the policy reads the cache.
-    Cached,
-    /// The cache lags: these records, read from the databroker, stand in for the cache's.
-    Fetched { session: Option<Box<StoredSession>>, user: Option<Box<StoredUser>> },
 }
 
 impl SessionStore {
@@ -135,36 +128,49 @@ impl SessionStore {
         self.broker.renew_lease(name, id, duration).await.map_err(|s| StoreError::new("did not renew the lease", &s))
     }
 
-    /// Read-your-writes for a request: waits for the cache to hold `versions`, else reads the
-    /// session (and its user) from the databroker.
-    pub async fn fresh(&self, id: &str, versions: Versions) -> Result<Freshness, StoreError> {
+    /// Whether the cache holds `versions` now (the request path's common case, which costs no
+    /// wait and no allocation).
+    pub fn cached(&self, versions: Versions) -> bool {
+        self.cache.as_ref().is_some_and(|cache| {
+            let held = cache.versions();
+            held.server_version == versions.server_version
+                && held.latest_record_version >= versions.latest_record_version
+        })
+    }
+
+    /// Read-your-writes for a request whose cache lags (see [`SessionStore::cached`]): waits for
+    /// the cache to hold `versions` (`None`), else reads the session and its user from the
+    /// databroker, as records that stand in for the cache's.
+    pub async fn fresh(&self, id: &str, versions: Versions) -> Result<Option<MemoryRecords>, Unavailable> {
         if let Some(cache) = &self.cache {
             let held = cache.versions();
-            let caught_up = held.server_version == versions.server_version
-                && held.latest_record_version >= versions.latest_record_version;
             // A handle from another server version (a databroker that was cleared or replaced)
             // is never caught up with: read the databroker at once rather than wait. Before its
             // first sync the cache has no server version yet, and is worth the wait.
             let other_server = held.server_version != 0 && held.server_version != versions.server_version;
-            if caught_up {
-                return Ok(Freshness::Cached);
-            }
             if !other_server && Box::pin(cache.wait_for(versions, FRESHNESS_WAIT)).await {
-                return Ok(Freshness::Cached);
+                return Ok(None);
             }
         }
-        // Boxed: the databroker's future would make every request's future as large.
-        Box::pin(self.fetch(id)).await
+        let (session, user) = self.fetch(id).await.map_err(|error| Unavailable(error.to_string()))?;
+        let mut records = MemoryRecords::default();
+        if let Some(session) = session {
+            let _ = records.upsert(SESSION_TYPE, &session.id, &session.to_data());
+        }
+        if let Some(user) = user {
+            let _ = records.upsert(USER_TYPE, &user.id, &user.to_data());
+        }
+        Ok(Some(records))
     }
 
     /// The session and its user, read from the databroker.
-    async fn fetch(&self, id: &str) -> Result<Freshness, StoreError> {
+    async fn fetch(&self, id: &str) -> Result<(Option<StoredSession>, Option<StoredUser>), StoreError> {
         let session = self.load(id).await?;
         let user = match session.as_ref().map(|s| s.user_id.clone()) {
             Some(user_id) if !user_id.is_empty() => self.load_user(&user_id).await?,
             _ => None,
         };
-        Ok(Freshness::Fetched { session: session.map(Box::new), user: user.map(Box::new) })
+        Ok((session, user))
     }
 }
 
