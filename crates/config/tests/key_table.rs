@@ -90,7 +90,7 @@ const WIRED: &[(&str, &str)] = &[
     ("routes", "config.routes"),
     // Service URLs.
     ("authenticate_service_url", ".authenticate_url()"),
-    // The stateless flow fetches the authenticate service's HPKE key there (proxy::authn).
+    // The stateless flow fetches the authenticate service's HPKE key there (authn::stateless).
     ("authenticate_internal_service_url", "options.authenticate_internal_service_url"),
     ("authenticate_callback_path", ".authenticate_callback_path"),
     ("authorize_service_url", ".authorize_service_urls"),

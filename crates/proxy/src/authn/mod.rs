@@ -398,4 +398,20 @@ mod tests {
         assert!(!wildcard_matches("*.example.com", "evilexample.com"));
         assert!(!wildcard_matches("example.com", "a.example.com"));
     }
+
+    /// The dependency rule: the data plane reaches the identity provider and the databroker's
+    /// client only through `SignIn` (the `authn` crate), never by depending on them.
+    #[test]
+    fn the_data_plane_depends_on_neither_the_oidc_client_nor_the_databroker() {
+        let manifest = include_str!("../../Cargo.toml");
+        let dependencies =
+            manifest.split("\n[").find(|section| section.starts_with("dependencies]")).unwrap_or_default();
+        assert!(dependencies.contains("authenticate.workspace"), "the [dependencies] section is read");
+        for forbidden in ["oidc", "authn", "databroker"] {
+            let named = dependencies
+                .lines()
+                .any(|line| line.split(['.', '=', ' ']).next().is_some_and(|name| name.trim() == forbidden));
+            assert!(!named, "proxy's [dependencies] name `{forbidden}`: reach it through proxy::authn::SignIn");
+        }
+    }
 }
