@@ -4,7 +4,8 @@
 //! identity assertion: its signing key, JWKS and claims (§3.6, §3.7).
 //!
 //! Invariant: no I/O; the clock is a parameter. (Randomness comes from the system's generator.)
-//! The endpoints that use these live in `proxy::authn`.
+//! The endpoints that use these live in the `authn` crate, the request path's part in
+//! `proxy::authn`.
 
 pub mod aead;
 pub mod assertion;
