@@ -6,12 +6,13 @@
 //! - [`Authn`] is what survives reloads: the cache of signed assertions, and the
 //!   [`Authenticate`] implementation (the `authn` crate's, handed in by the binary).
 //! - [`AuthnSettings`] is what a configuration says: keys, cookie settings, URLs; part of the
-//!   runtime, rebuilt on reload, with the [`SignIn`] that [`Authenticate::configure`] makes for it.
+//!   runtime, rebuilt on reload, beside the [`SignIn`] that [`Authenticate::configure`] makes
+//!   for the same configuration.
 //! - `endpoints.rs` says which paths are sign-in endpoints; `session.rs` finds a request's
 //!   session; `bearer.rs` reads an identity provider's token; `identity.rs` signs the assertion
 //!   and fills the identity headers; `pages.rs` renders the HTML pages.
 //!
-//! Dependency rule: this crate depends on neither the OIDC client nor the databroker's client;
+//! Dependency rule: `proxy` depends on neither the OIDC client nor the databroker's client;
 //! the network paths are [`SignIn`]'s methods, whose futures are boxed (a proxied request's
 //! future stays small whatever they hold).
 
@@ -43,7 +44,7 @@ pub const HPKE_KEY_PATH: &str = "/.well-known/pomerium/hpke-public-key";
 /// A boxed future, as [`SignIn`]'s methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Sign-in across reloads (the `authn` crate's `SignInState`): makes each configuration's
+/// Sign-in across reloads (the `authn` crate's `Authenticator`): makes each configuration's
 /// [`SignIn`].
 pub trait Authenticate: Send + Sync + std::fmt::Debug {
     /// The sign-in of one configuration (its identity provider settings are read here).
