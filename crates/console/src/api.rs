@@ -414,6 +414,11 @@ async fn present(state: &State, kind: Kind, entity: Map<String, Value>) -> Resul
                 "hasKey".to_owned(),
                 json!(entity.contains_key("hasKey") && entity.get("hasKey") == Some(&json!(true))),
             );
+            entity.entry("origin").or_insert(json!("user"));
+            let info = entity.get("certificate").and_then(Value::as_str).and_then(crate::certinfo::info);
+            if let Some(info) = info {
+                entity.insert("certificateInfo".to_owned(), info);
+            }
         }
         _ => {}
     }
@@ -439,6 +444,7 @@ async fn save(
         "policies",
         "enforcedPolicies",
         "enforcedPolicyIds",
+        "certificateInfo",
     ] {
         body.remove(computed);
     }
@@ -649,20 +655,7 @@ pub async fn apply_changeset(state: &State, id: &str) -> Result<Reply> {
         return Ok(Reply::diagnostics("the changeset", &errors));
     }
     let version = cluster.get("changesetVersion").and_then(Value::as_i64).unwrap_or(0) + 1;
-    // Key pairs with their private keys: the cluster's certificates (`certificates` of the
-    // configuration record, PEM text).
-    let certificates: Vec<Value> = state
-        .store
-        .list_where(Kind::KeyPair, "namespaceId", &ns)
-        .await
-        .map_err(storage_error)?
-        .iter()
-        .filter_map(|pair| {
-            let key = pair.get("key").and_then(Value::as_str)?;
-            let cert = pair.get("certificate").and_then(Value::as_str)?;
-            Some(json!({"cert": cert, "key": key}))
-        })
-        .collect();
+    let certificates = bundle_certificates(state, &ns, &cluster).await?;
     let bundle = json!({
         "clusterId": ns, "version": version, "changesetId": id, "config": document,
         "certificates": certificates, "appliedAt": now(),
@@ -684,6 +677,51 @@ pub async fn apply_changeset(state: &State, id: &str) -> Result<Reply> {
     // `State::follow` announces the new version to the cluster's streams, on every console.
     tracing::info!(cluster = %ns, changeset = %id, version, "changeset applied");
     Ok(Reply::ok(Value::Object(public(changeset))))
+}
+
+/// The cluster's certificates (`certificates` of the configuration record, PEM text): the key
+/// pairs with their private keys, then the cluster's wildcard certificate from the console's CA
+/// (issued or renewed here when due).
+async fn bundle_certificates(state: &State, ns: &str, cluster: &Map<String, Value>) -> Result<Vec<Value>> {
+    let mut certificates: Vec<Value> = state
+        .store
+        .list_where(Kind::KeyPair, "namespaceId", ns)
+        .await
+        .map_err(storage_error)?
+        .iter()
+        .filter_map(|pair| {
+            let key = pair.get("key").and_then(Value::as_str)?;
+            let cert = pair.get("certificate").and_then(Value::as_str)?;
+            Some(json!({"cert": cert, "key": key}))
+        })
+        .collect();
+    if let Some(fqdn) = cluster.get("fqdn").and_then(Value::as_str) {
+        let issued = crate::ca::for_cluster(state, ns, fqdn).await.map_err(|e| {
+            tracing::error!(cluster = %ns, error = %e, "cannot issue the cluster's certificate");
+            Reply::error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; try again"))
+        })?;
+        certificates.push(json!({"cert": issued.certificate, "key": issued.key}));
+    }
+    Ok(certificates)
+}
+
+/// Ships a cluster's bundle again with its certificates renewed (its configuration unchanged,
+/// a new version, so that the replicas fetch it): what [`crate::ca::RENEW_CHECK_EVERY`] does
+/// for a cluster whose certificate is due. Nothing for a cluster never applied to.
+pub async fn reship_certificates(state: &State, ns: &str) -> Result<()> {
+    let _serial = state.apply_lock.lock().await;
+    let Some(mut cluster) = state.store.live(Kind::Cluster, ns).await.map_err(storage_error)? else { return Ok(()) };
+    let Some(mut bundle) = state.store.live(Kind::Bundle, ns).await.map_err(storage_error)? else { return Ok(()) };
+    let version = cluster.get("changesetVersion").and_then(Value::as_i64).unwrap_or(0) + 1;
+    let certificates = bundle_certificates(state, ns, &cluster).await?;
+    bundle.insert("certificates".to_owned(), Value::Array(certificates));
+    bundle.insert("version".to_owned(), json!(version));
+    bundle.insert("appliedAt".to_owned(), json!(now()));
+    state.store.put(Kind::Bundle, ns, bundle).await.map_err(storage_error)?;
+    cluster.insert("changesetVersion".to_owned(), json!(version));
+    state.store.put(Kind::Cluster, ns, cluster).await.map_err(storage_error)?;
+    tracing::info!(cluster = %ns, version, "cluster certificate renewed and shipped");
+    Ok(())
 }
 
 pub(crate) use self::storage_error as storage_failed;

@@ -264,6 +264,11 @@ async fn grpc_cluster(
     Ok(cluster)
 }
 
+/// The id of a replica's report of one health check.
+pub fn report_id(cluster: &str, hostname: &str, check: &str) -> String {
+    auth::token_id(&format!("{cluster}\n{hostname}\n{check}"))
+}
+
 /// At most this many spans of one export are kept (a replica sends one per check).
 const MAX_REPORTED_SPANS: usize = 64;
 /// A check's name or message is cut at this many characters.
@@ -326,7 +331,7 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
                     "clusterId": cluster, "hostname": hostname, "check": check, "status": status,
                     "message": message, "changesetVersion": changeset, "updatedAt": at,
                 });
-                let id = auth::token_id(&format!("{cluster}\n{hostname}\n{check}"));
+                let id = report_id(&cluster, &hostname, &check);
                 self.state
                     .store
                     .put(Kind::HealthReport, &id, data.as_object().cloned().unwrap_or_default())
@@ -360,7 +365,7 @@ impl pb::connect_server::Connect for Connect {
         let hostname = if hello.hostname.is_empty() { "unknown".to_owned() } else { hello.hostname };
         let replica =
             Replica { state: Arc::clone(&self.state), cluster: cluster.clone(), hostname, version: hello.version };
-        replica.seen().await;
+        replica.seen(true).await;
         tracing::info!(%cluster, hostname = %replica.hostname, version = %replica.version, "replica connected");
         let mut events = self.state.subscribe();
         let mut closing = self.state.closing.subscribe();
@@ -378,7 +383,7 @@ impl pb::connect_server::Connect for Connect {
                             break;
                         }
                     }
-                    _ = heartbeat.tick() => replica.seen().await,
+                    _ = heartbeat.tick() => replica.seen(true).await,
                     event = events.recv() => {
                         let event = match event {
                             Ok(event) if event.cluster() == replica.cluster => event,
@@ -402,7 +407,7 @@ impl pb::connect_server::Connect for Connect {
                     }
                 }
             }
-            replica.seen().await;
+            replica.seen(false).await;
             tracing::info!(cluster = %replica.cluster, hostname = %replica.hostname, "replica disconnected");
         });
         Ok(tonic::Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
@@ -417,8 +422,9 @@ struct Replica {
 }
 
 impl Replica {
-    /// Records the replica as seen now (its id: the cluster and hostname).
-    async fn seen(&self) {
+    /// Records the replica as seen now (its id: the cluster and hostname), with its Connect
+    /// stream open (`connected`) or just closed.
+    async fn seen(&self, connected: bool) {
         let id = auth::token_id(&format!("{}\n{}", self.cluster, self.hostname));
         let at = now();
         let created = match self.state.store.live(Kind::Replica, &id).await {
@@ -427,7 +433,7 @@ impl Replica {
         };
         let data = json!({
             "id": id, "clusterId": self.cluster, "hostname": self.hostname, "version": self.version,
-            "createdAt": created, "updatedAt": at,
+            "createdAt": created, "updatedAt": at, "connected": connected,
         });
         if let Err(error) =
             self.state.store.put(Kind::Replica, &id, data.as_object().cloned().unwrap_or_default()).await

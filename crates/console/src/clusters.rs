@@ -85,7 +85,18 @@ pub async fn handle(state: &State, request: &Request<'_>, rest: &[&str]) -> Resu
         }
         (Method::GET, [id, "replicas"]) => {
             existing(state, Kind::Cluster, id).await?;
-            Ok(Reply::ok(Value::Array(replicas(state, id).await?)))
+            let now = jiff::Timestamp::now();
+            let day_ago = now.checked_sub(REPLICA_HIDDEN_AFTER).unwrap_or(now);
+            let start = time_parameter(request, "startTime")?.unwrap_or(day_ago);
+            let end = time_parameter(request, "endTime")?.unwrap_or(now);
+            if start > end {
+                return Err(Reply::error(StatusCode::BAD_REQUEST, "`startTime` is after `endTime`"));
+            }
+            Ok(Reply::ok(Value::Array(replicas_between(state, id, start, end).await?)))
+        }
+        (Method::POST, [id, "ping"]) => {
+            existing(state, Kind::Cluster, id).await?;
+            Ok(Reply::ok(ping(state, id).await?))
         }
         (Method::GET, [id, "health"]) => {
             existing(state, Kind::Cluster, id).await?;
@@ -217,17 +228,45 @@ async fn put_settings(state: &State, id: &str, mut body: Map<String, Value>) -> 
     Ok(Reply::ok(Value::Object(body)))
 }
 
+/// A query parameter that is an RFC 3339 time, if given.
+fn time_parameter(request: &Request<'_>, name: &str) -> Result<Option<jiff::Timestamp>> {
+    match request.query(name) {
+        None => Ok(None),
+        Some(value) if value.is_empty() => Ok(None),
+        Some(value) => value.parse::<jiff::Timestamp>().map(Some).map_err(|e| {
+            Reply::error(
+                StatusCode::BAD_REQUEST,
+                format!("`{name}` `{value}` is not an RFC 3339 time such as 2024-05-01T12:00:00Z: {e}"),
+            )
+        }),
+    }
+}
+
+fn timestamp_of(record: &Map<String, Value>, field: &str) -> Option<jiff::Timestamp> {
+    record.get(field).and_then(Value::as_str).and_then(|t| t.parse::<jiff::Timestamp>().ok())
+}
+
 /// Replicas seen within the last 24 h.
 pub async fn replicas(state: &State, cluster: &str) -> Result<Vec<Value>> {
     let now = jiff::Timestamp::now();
-    let list = state.store.list_where(Kind::Replica, "clusterId", cluster).await.map_err(storage_failed)?;
+    replicas_between(state, cluster, now.checked_sub(REPLICA_HIDDEN_AFTER).unwrap_or(now), now).await
+}
+
+/// Replicas active at some time between `start` and `end` (made before `end`, seen after
+/// `start`). Replicas gone for longer than [`REPLICA_HIDDEN_AFTER`] and their health reports are
+/// deleted on the way: the storage keeps what it shows.
+pub async fn replicas_between(
+    state: &State,
+    cluster: &str,
+    start: jiff::Timestamp,
+    end: jiff::Timestamp,
+) -> Result<Vec<Value>> {
+    let list = live_replicas(state, cluster).await?;
     Ok(list
         .into_iter()
         .filter(|r| {
-            r.get("updatedAt")
-                .and_then(Value::as_str)
-                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                .is_some_and(|t| now.duration_since(t) <= REPLICA_HIDDEN_AFTER)
+            timestamp_of(r, "updatedAt").is_some_and(|t| t >= start)
+                && timestamp_of(r, "createdAt").is_none_or(|t| t <= end)
         })
         .map(|r| {
             json!({
@@ -236,6 +275,70 @@ pub async fn replicas(state: &State, cluster: &str) -> Result<Vec<Value>> {
             })
         })
         .collect())
+}
+
+/// The cluster's replica records, after deleting those (and their health reports) not seen for
+/// longer than [`REPLICA_HIDDEN_AFTER`].
+async fn live_replicas(state: &State, cluster: &str) -> Result<Vec<Map<String, Value>>> {
+    let now = jiff::Timestamp::now();
+    let mut kept = Vec::new();
+    let mut gone = Vec::new();
+    for replica in state.store.list_where(Kind::Replica, "clusterId", cluster).await.map_err(storage_failed)? {
+        let stale = timestamp_of(&replica, "updatedAt").is_none_or(|t| now.duration_since(t) > REPLICA_HIDDEN_AFTER);
+        if stale {
+            gone.push(replica);
+        } else {
+            kept.push(replica);
+        }
+    }
+    if !gone.is_empty() {
+        let active: Vec<&str> = kept.iter().filter_map(|r| r.get("hostname").and_then(Value::as_str)).collect();
+        let reports = state.store.list_where(Kind::HealthReport, "clusterId", cluster).await.map_err(storage_failed)?;
+        for replica in &gone {
+            let hostname = replica.get("hostname").and_then(Value::as_str).unwrap_or_default();
+            if active.contains(&hostname) {
+                continue;
+            }
+            for report in reports.iter().filter(|r| r.get("hostname").and_then(Value::as_str) == Some(hostname)) {
+                let check = report.get("check").and_then(Value::as_str).unwrap_or_default();
+                let id = crate::cluster_api::report_id(cluster, hostname, check);
+                state.store.remove(Kind::HealthReport, &id).await.map_err(storage_failed)?;
+            }
+            let id = replica.get("id").and_then(Value::as_str).unwrap_or_default();
+            state.store.remove(Kind::Replica, id).await.map_err(storage_failed)?;
+            tracing::info!(%cluster, %hostname, "replica gone for more than 24 hours: forgotten");
+        }
+    }
+    Ok(kept)
+}
+
+/// A replica is connected when its Connect stream is open and was refreshed within this (two
+/// heartbeats: a console that stopped without closing its streams does not keep them "open").
+const CONNECTED_WITHIN: jiff::SignedDuration = jiff::SignedDuration::from_secs(150);
+
+/// `POST .../ping`: whether the cluster is connected to the control plane (a replica with an
+/// open Connect stream), as Zero's `{success, errorCode?, errorMessage?}`.
+async fn ping(state: &State, cluster: &str) -> Result<Value> {
+    let now = jiff::Timestamp::now();
+    let replicas = live_replicas(state, cluster).await?;
+    let connected = replicas.iter().filter(|r| {
+        r.get("connected") == Some(&json!(true))
+            && timestamp_of(r, "updatedAt").is_some_and(|t| now.duration_since(t) <= CONNECTED_WITHIN)
+    });
+    let connected: Vec<&str> = connected.filter_map(|r| r.get("hostname").and_then(Value::as_str)).collect();
+    Ok(if !connected.is_empty() {
+        json!({"success": true})
+    } else if replicas.is_empty() {
+        json!({
+            "success": false, "errorCode": "err_cluster_ping_no_identity",
+            "errorMessage": "no replica of this cluster has connected to the control plane: start `pomerium` with POMERIUM_ZERO_TOKEN set to the cluster's token (and CLUSTER_API_ENDPOINT, CONNECT_SERVER_ENDPOINT pointing at this console)",
+        })
+    } else {
+        json!({
+            "success": false, "errorCode": "err_cluster_ping_connection_error",
+            "errorMessage": "no replica of this cluster is connected to the control plane now (none has its Connect stream open); check that the replicas run and can reach CONNECT_SERVER_ENDPOINT",
+        })
+    })
 }
 
 /// How soon before expiry a certificate is alerted about.
@@ -365,11 +468,52 @@ pub async fn health(state: &State, cluster: &str) -> Result<Vec<Value>> {
         }
         alerts.push(alert);
     }
+    alerts.extend(certificate_alerts(state, cluster).await?);
+    Ok(alerts)
+}
+
+/// `certificates_current` (each certificate the cluster serves: its key pairs' and its wildcard
+/// certificate from the console's CA) and `certificates_match_hostnames` (each https route's
+/// host has a certificate).
+async fn certificate_alerts(state: &State, cluster: &str) -> Result<Vec<Value>> {
+    let mut alerts = Vec::new();
     let now = jiff::Timestamp::now();
+    // (what it is, what to do, PEM, serves: it has its key)
+    let mut certificates: Vec<(String, &str, String, bool)> = Vec::new();
     for pair in state.store.list_where(Kind::KeyPair, "namespaceId", cluster).await.map_err(storage_failed)? {
-        let pem = pair.get("certificate").and_then(Value::as_str).unwrap_or_default();
+        let pem = pair.get("certificate").and_then(Value::as_str).unwrap_or_default().to_owned();
         let name = pair.get("name").and_then(Value::as_str).unwrap_or("a key pair").to_owned();
-        let Some(not_after) = not_after(pem) else { continue };
+        certificates.push((
+            format!("The certificate of `{name}`"),
+            "Upload a renewed certificate to the key pair.",
+            pem,
+            pair.get("hasKey") == Some(&json!(true)),
+        ));
+    }
+    let fqdn = state
+        .store
+        .live(Kind::Cluster, cluster)
+        .await
+        .map_err(storage_failed)?
+        .and_then(|c| c.get("fqdn").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default();
+    let mut names: Vec<String> = Vec::new();
+    match crate::ca::stored(&state.store, cluster).await.map_err(storage_failed)? {
+        Some(issued) => certificates.push((
+            format!("The cluster's certificate `*.{fqdn}` (from this console's CA)"),
+            "The console renews it 30 days before it expires; check the console's log for why it could not, then apply a changeset to issue a new one.",
+            issued.certificate,
+            true,
+        )),
+        // Issued at the first apply, before any route is served.
+        None if !fqdn.is_empty() => names.extend([format!("*.{fqdn}"), fqdn.clone()]),
+        None => {}
+    }
+    for (what, remedy, pem, serves) in &certificates {
+        if *serves {
+            names.extend(crate::certinfo::dns_names(pem));
+        }
+        let Some(not_after) = crate::certinfo::not_after(pem) else { continue };
         let left = not_after.duration_since(now);
         if left <= CERTIFICATE_WARNING {
             let (status, when) = if left.is_negative() {
@@ -377,15 +521,50 @@ pub async fn health(state: &State, cluster: &str) -> Result<Vec<Value>> {
             } else {
                 ("warning", format!("expires within {} days", left.as_hours() / 24 + 1))
             };
-            alerts.push(alert(
-                "certificates_current",
-                status,
-                format!(
-                    "The certificate of `{name}` {when} ({not_after}). Upload a renewed certificate to the key pair."
-                ),
-                None,
-            ));
+            alerts.push(alert("certificates_current", status, format!("{what} {when} ({not_after}). {remedy}"), None));
         }
+    }
+    if !certificates.is_empty() && !alerts.iter().any(|a| a["id"] == "certificates_current") {
+        alerts.push(alert(
+            "certificates_current",
+            "success",
+            format!("The cluster's {} certificate(s) are valid for more than 10 days.", certificates.len()),
+            None,
+        ));
+    }
+    let routes = state.store.list_where(Kind::Route, "namespaceId", cluster).await.map_err(storage_failed)?;
+    let mut uncovered: Vec<String> = Vec::new();
+    let mut https = 0;
+    for route in &routes {
+        let Some(from) = route.get("from").and_then(Value::as_str).and_then(|f| url::Url::parse(f).ok()) else {
+            continue;
+        };
+        if from.scheme() != "https" {
+            continue;
+        }
+        https += 1;
+        let Some(host) = from.host_str() else { continue };
+        if !crate::certinfo::covers(&names, host) && !uncovered.iter().any(|h| h == host) {
+            uncovered.push(host.to_owned());
+        }
+    }
+    if !uncovered.is_empty() {
+        alerts.push(alert(
+            "certificates_match_hostnames",
+            "warning",
+            format!(
+                "No certificate of the cluster matches the route host(s) {}. Put the routes under the cluster's domain `{fqdn}` (its wildcard certificate covers `*.{fqdn}`), or add a key pair with a certificate and key for these hosts, then apply.",
+                uncovered.join(", ")
+            ),
+            None,
+        ));
+    } else if https > 0 {
+        alerts.push(alert(
+            "certificates_match_hostnames",
+            "success",
+            "Every https route host has a matching certificate.".to_owned(),
+            None,
+        ));
     }
     Ok(alerts)
 }
@@ -424,13 +603,6 @@ fn reported_error(check: &str, message: &str) -> String {
     }
 }
 
-/// The expiry of the first certificate in `pem`.
-fn not_after(pem: &str) -> Option<jiff::Timestamp> {
-    let der = proxy::tls::certificates_from_pem(pem.as_bytes()).ok()?.into_iter().next()?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(&der).ok()?;
-    jiff::Timestamp::from_second(parsed.validity().not_after.timestamp()).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,5 +613,29 @@ mod tests {
         assert!(older("v1.2.9", "1.2.10"));
         assert!(!older("1.2.10", "1.2.9"));
         assert!(!older("0.0.0", "0.0.0"));
+    }
+
+    #[tokio::test]
+    async fn replicas_gone_for_a_day_are_deleted_with_their_health_reports() {
+        let state = State::open(crate::settings::Settings::default()).await.unwrap();
+        let now = jiff::Timestamp::now();
+        let long_ago = now.checked_sub(jiff::SignedDuration::from_hours(25)).unwrap().to_string();
+        for (hostname, at) in [("gone", long_ago.as_str()), ("here", &now.to_string())] {
+            let id = format!("r-{hostname}");
+            let replica = json!({"id": id, "clusterId": "c1", "hostname": hostname, "createdAt": at, "updatedAt": at});
+            state.store.put(Kind::Replica, &id, replica.as_object().cloned().unwrap()).await.unwrap();
+            let report = json!({"clusterId": "c1", "hostname": hostname, "check": "storage.backend", "status": "ok", "updatedAt": at});
+            let report_id = crate::cluster_api::report_id("c1", hostname, "storage.backend");
+            state.store.put(Kind::HealthReport, &report_id, report.as_object().cloned().unwrap()).await.unwrap();
+        }
+        let shown = replicas(&state, "c1").await.unwrap();
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown.first().and_then(|r| r.get("hostname")), Some(&json!("here")));
+        let missing = crate::store::Found::Missing;
+        assert_eq!(state.store.get(Kind::Replica, "r-gone").await.unwrap(), missing, "deleted, not only hidden");
+        let gone_report = crate::cluster_api::report_id("c1", "gone", "storage.backend");
+        assert_eq!(state.store.get(Kind::HealthReport, &gone_report).await.unwrap(), missing);
+        let kept_report = crate::cluster_api::report_id("c1", "here", "storage.backend");
+        assert!(state.store.live(Kind::HealthReport, &kept_report).await.unwrap().is_some());
     }
 }

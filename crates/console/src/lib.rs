@@ -4,6 +4,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod ca;
+pub mod certinfo;
 pub mod check;
 pub mod cluster_api;
 pub mod clusters;
@@ -46,8 +48,10 @@ impl Console {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!(%address, %scheme, organization = %self.state.org_id, "serving");
         let follower = tokio::spawn(std::sync::Arc::clone(&self.state).follow());
+        let renewer = tokio::spawn(std::sync::Arc::clone(&self.state).renew_certificates());
         server::serve(self.listener, self.state, self.tls, shutdown).await;
         follower.abort();
+        renewer.abort();
     }
 }
 

@@ -190,6 +190,14 @@ async fn route(state: Arc<State>, request: http::Request<Incoming>) -> Response<
             .body(full(page.html))
             .unwrap_or_else(|_| Response::new(full(Bytes::new())));
     }
+    // The CA that issues the clusters' certificates: public, so that clients can trust it.
+    if request.method() == http::Method::GET && path == format!("/api/v0/organizations/{}/ca.pem", state.org_id) {
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/x-pem-file")
+            .body(full(state.ca.certificate.clone()))
+            .unwrap_or_else(|_| Response::new(full(Bytes::new())));
+    }
     if let Some(rest) = path.strip_prefix("/api/v0/") {
         let (parts, body) = request.into_parts();
         let body = match read_body(body).await {

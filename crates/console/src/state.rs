@@ -37,6 +37,8 @@ pub struct State {
     pub store: Store,
     pub keys: Keys,
     pub org_id: String,
+    /// The console's certificate authority (clusters' wildcard certificates).
+    pub ca: crate::ca::Ca,
     /// Applies are serialized (one version counter per cluster).
     pub apply_lock: tokio::sync::Mutex<()>,
     /// Set when the console stops: long-lived streams end.
@@ -91,12 +93,14 @@ impl State {
                 id
             }
         };
+        let ca = crate::ca::Ca::open(&store, &org_id).await?;
         let (events, _) = broadcast::channel(1024);
         Ok(State {
             settings,
             store,
             keys: Keys::new(&secret),
             org_id,
+            ca,
             apply_lock: tokio::sync::Mutex::new(()),
             closing: tokio::sync::watch::Sender::new(false),
             jwks: crate::web::Jwks::default(),
@@ -153,6 +157,36 @@ impl State {
                 self.publish(Event::TokenRevoked { cluster: cluster.clone() });
             }
             seen = now;
+        }
+    }
+
+    /// Renews the clusters' certificates that are due (and ships them), now and every
+    /// [`crate::ca::RENEW_CHECK_EVERY`]. Runs until the console stops.
+    pub async fn renew_certificates(self: std::sync::Arc<Self>) {
+        let mut closing = self.closing.subscribe();
+        loop {
+            self.renew_due().await;
+            tokio::select! {
+                () = tokio::time::sleep(crate::ca::RENEW_CHECK_EVERY) => {}
+                _ = closing.changed() => return,
+            }
+        }
+    }
+
+    /// One look for clusters whose certificate is due: each is renewed and shipped.
+    pub async fn renew_due(&self) {
+        let Ok(bundles) = self.store.list(Kind::Bundle).await else { return };
+        let now = jiff::Timestamp::now();
+        for bundle in bundles {
+            let Some(cluster) = bundle.get("clusterId").and_then(Value::as_str) else { continue };
+            let due = match crate::ca::stored(&self.store, cluster).await {
+                Ok(Some(issued)) => crate::ca::due(issued.not_after, now),
+                Ok(None) => true,
+                Err(_) => false,
+            };
+            if due && let Err(reply) = crate::api::reship_certificates(self, cluster).await {
+                tracing::warn!(%cluster, error = ?reply.body, "cannot renew the cluster's certificate; trying again later");
+            }
         }
     }
 

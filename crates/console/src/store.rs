@@ -36,6 +36,8 @@ pub enum Kind {
     HealthReport,
     /// The console's own secret (signing id tokens and download URLs).
     Secret,
+    /// A cluster's wildcard certificate and key, issued by the console's CA (by cluster id).
+    ClusterCertificate,
     /// An API user's refresh token made in the web console: its name and the SHA-256 of the token
     /// (`tokenDigest`; the token itself is not stored).
     ApiToken,
@@ -58,6 +60,7 @@ impl Kind {
             Kind::HealthReport => "HealthReport",
             Kind::Secret => "Secret",
             Kind::ApiToken => "ApiToken",
+            Kind::ClusterCertificate => "ClusterCertificate",
         }
     }
 }

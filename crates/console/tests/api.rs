@@ -125,7 +125,31 @@ async fn scenario(console: &Console) {
     assert_eq!(cluster_http(&base, &token).get("/cluster/v1/bootstrap").await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(replica.get(&format!("/api/v0/organizations/{org}/clusters")).await.status, StatusCode::UNAUTHORIZED);
 
+    // Ping: no replica yet; then one with its Connect stream open.
+    let ping = format!("/api/v0/organizations/{org}/clusters/{cluster_id}/ping");
+    let lonely = http.post(&ping, json!({})).await;
+    assert_eq!(lonely.status, StatusCode::OK, "{lonely:?}");
+    assert_eq!(lonely.json["success"], false, "{lonely:?}");
+    assert_eq!(lonely.json["errorCode"], "err_cluster_ping_no_identity", "{lonely:?}");
     let mut stream = subscribe(&base, &cluster_token).await;
+    let pinged = http.post(&ping, json!({})).await;
+    assert_eq!(pinged.json, json!({"success": true}), "{pinged:?}");
+    // Replicas in a window: RFC 3339 bounds, each checked.
+    let replicas_path = format!("/api/v0/organizations/{org}/clusters/{cluster_id}/replicas");
+    let bad = http.get(&format!("{replicas_path}?startTime=yesterday")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{bad:?}");
+    assert!(bad.json["error"].as_str().unwrap().contains("`startTime`"), "{bad:?}");
+    let bad = http.get(&format!("{replicas_path}?endTime=2024-13-01T00:00:00Z")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{bad:?}");
+    assert!(bad.json["error"].as_str().unwrap().contains("`endTime`"), "{bad:?}");
+    let before =
+        http.get(&format!("{replicas_path}?startTime=2000-01-01T00:00:00Z&endTime=2000-01-02T00:00:00Z")).await;
+    assert_eq!(before.json, json!([]), "not there in 2000: {before:?}");
+    let window =
+        http.get(&format!("{replicas_path}?startTime=2000-01-01T00:00:00Z&endTime=2999-01-01T00:00:00Z")).await;
+    assert_eq!(window.json.as_array().unwrap().len(), 1, "{window:?}");
+    let later = http.get(&format!("{replicas_path}?startTime=2999-01-01T00:00:00Z&endTime=2999-01-02T00:00:00Z")).await;
+    assert_eq!(later.json, json!([]), "{later:?}");
 
     // A policy with errors: 400, every diagnostic with code, message, line:column and help.
     let policies = format!("/api/v0/organizations/{org}/policies");
@@ -241,6 +265,17 @@ async fn scenario(console: &Console) {
     assert_eq!(served_routes[0]["prefix_rewrite"], "/v1");
     assert_eq!(served_routes[0]["policy"][0]["allow"]["and"][0]["email"]["is"], "admin@example.com");
     assert_eq!(download(&replica, Some(&etag)).await.status, StatusCode::NOT_MODIFIED);
+    // The cluster's wildcard certificate rides along, issued by the console's CA, which anyone
+    // can download to trust it.
+    let fqdn = cluster["fqdn"].as_str().unwrap();
+    let shipped = records[0].data["certificates"].as_array().unwrap();
+    assert_eq!(shipped.len(), 1, "{shipped:?}");
+    let ca = anonymous.get(&format!("/api/v0/organizations/{org}/ca.pem")).await;
+    assert_eq!(ca.status, StatusCode::OK);
+    let ca_pem = String::from_utf8(ca.bytes.to_vec()).unwrap();
+    verify_issued(&ca_pem, shipped[0]["cert"].as_str().unwrap(), &format!("app.{fqdn}"));
+    assert!(shipped[0]["key"].as_str().unwrap().contains("PRIVATE KEY"));
+    assert!(verify_fails(&ca_pem, shipped[0]["cert"].as_str().unwrap(), "app.example.com"), "only its own names");
     // Gzip when asked for.
     let url = replica.get("/cluster/v1/bundles/config/download").await.json["url"].as_str().unwrap().to_owned();
     let compressed = Http::new(&base).raw(Method::GET, &url, None, &[("accept-encoding", "gzip")]).await;
@@ -302,6 +337,18 @@ async fn scenario(console: &Console) {
     assert_eq!(pair.status, StatusCode::CREATED, "{pair:?}");
     assert_eq!(pair.json["hasKey"], true);
     assert!(pair.json.get("key").is_none(), "{pair:?}");
+    // What Zero says of its certificate, in its model's names.
+    let info = &pair.json["certificateInfo"];
+    assert_eq!(info["dnsNames"], json!(["app.example.com"]), "{pair:?}");
+    assert_eq!(info["version"], 3, "{pair:?}");
+    let not_after: jiff::Timestamp = info["notAfter"].as_str().unwrap().parse().unwrap();
+    assert_eq!(not_after.to_zoned(jiff::tz::TimeZone::UTC).date(), date, "{pair:?}");
+    assert!(info["notBefore"].as_str().unwrap().parse::<jiff::Timestamp>().is_ok(), "{pair:?}");
+    assert_eq!(info["issuer"], info["subject"], "self-signed: {pair:?}");
+    assert!(info["issuer"]["commonName"].is_string() && info["serial"].is_string(), "{pair:?}");
+    assert_eq!(info["keyUsage"]["certSign"], false, "{pair:?}");
+    let listed = http.get(&format!("{key_pairs}?namespaceId={cluster_id}")).await;
+    assert_eq!(listed.json[0]["certificateInfo"]["dnsNames"], json!(["app.example.com"]), "{listed:?}");
     let not_a_certificate =
         http.post(&key_pairs, json!({"name": "x", "namespaceId": cluster_id, "certificate": "nope"})).await;
     assert_eq!(not_a_certificate.status, StatusCode::BAD_REQUEST);
@@ -337,7 +384,47 @@ async fn scenario(console: &Console) {
     assert_eq!(replica.get("/cluster/v1/bootstrap").await.status, StatusCode::UNAUTHORIZED);
     let ended = next_event(&mut stream).await.unwrap_err();
     assert_eq!(ended.code(), tonic::Code::Unauthenticated, "{ended:?}");
+    // Its only stream ended: the cluster does not answer a ping.
+    let deadline = std::time::Instant::now() + PROMPTLY;
+    let unreachable = loop {
+        let answer = http.post(&format!("/api/v0/organizations/{org}/clusters/{cluster_id}/ping"), json!({})).await;
+        if answer.json["success"] == false {
+            break answer;
+        }
+        assert!(std::time::Instant::now() < deadline, "still connected: {answer:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(unreachable.json["errorCode"], "err_cluster_ping_connection_error", "{unreachable:?}");
+    assert!(unreachable.json["errorMessage"].as_str().unwrap().contains("Connect"), "{unreachable:?}");
     assert_eq!(exchange(&http, new_token).await.status, StatusCode::OK);
+}
+
+fn verifier(ca_pem: &str) -> std::sync::Arc<rustls::client::WebPkiServerVerifier> {
+    let ca = proxy::tls::certificates_from_pem(ca_pem.as_bytes()).unwrap().remove(0);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    rustls::client::WebPkiServerVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+    )
+    .build()
+    .unwrap()
+}
+
+fn verify(ca_pem: &str, cert_pem: &str, host: &str) -> Result<(), rustls::Error> {
+    use rustls::client::danger::ServerCertVerifier as _;
+    let leaf = proxy::tls::certificates_from_pem(cert_pem.as_bytes()).unwrap().remove(0);
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned()).unwrap();
+    verifier(ca_pem).verify_server_cert(&leaf, &[], &name, &[], rustls_pki_types::UnixTime::now()).map(|_| ())
+}
+
+/// `cert_pem` is valid for `host` to a client that trusts only `ca_pem`.
+fn verify_issued(ca_pem: &str, cert_pem: &str, host: &str) {
+    verify(ca_pem, cert_pem, host).unwrap_or_else(|e| panic!("{host}: {e}"));
+}
+
+fn verify_fails(ca_pem: &str, cert_pem: &str, host: &str) -> bool {
+    verify(ca_pem, cert_pem, host).is_err()
 }
 
 async fn download(replica: &Http, etag: Option<&str>) -> support::Answer {
@@ -372,11 +459,13 @@ async fn the_api_on_postgres_and_what_survives_a_restart() {
     let http = Http::signed_in(&console.base()).await;
     let org = organization(&http).await;
     let cluster = create_cluster(&http, &org, "staging").await;
+    let ca = http.get(&format!("/api/v0/organizations/{org}/ca.pem")).await.bytes;
     drop(console);
     // Restarted on the same database: the same organization, the cluster and its token.
     let console = Console::start(&yaml).await;
     let http = Http::signed_in(&console.base()).await;
     assert_eq!(organization(&http).await, org);
+    assert_eq!(http.get(&format!("/api/v0/organizations/{org}/ca.pem")).await.bytes, ca, "the same CA");
     let again = http.get(&format!("/api/v0/organizations/{org}/clusters/{}", cluster["id"].as_str().unwrap())).await;
     assert_eq!(again.json["name"], "staging", "{again:?}");
     let exchanged = exchange(&http, cluster["refreshToken"].as_str().unwrap()).await;

@@ -92,6 +92,16 @@ impl Api {
         let bytes = tokio::time::timeout(support::PROMPTLY, response.into_body().collect()).await.unwrap().unwrap();
         (status, serde_json::from_slice(&bytes.to_bytes()).unwrap_or(Value::Null))
     }
+
+    /// A GET without credentials, answered 200 with text.
+    async fn text(&self, path: &str) -> String {
+        let request = Request::get(format!("{}{path}", self.base)).body(Full::new(Bytes::new())).unwrap();
+        let response =
+            tokio::time::timeout(support::PROMPTLY, self.client.request(request)).await.expect("an answer").unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = tokio::time::timeout(support::PROMPTLY, response.into_body().collect()).await.unwrap().unwrap();
+        String::from_utf8(bytes.to_bytes().to_vec()).unwrap()
+    }
 }
 
 /// A replica: the binary with a file of only listener settings (address, certificate,
@@ -341,6 +351,48 @@ async fn a_replica_reports_its_health_checks_and_runs_them_again_when_asked() {
         (alert_of(&alerts, "routes.reachable", "replica-a")?["status"] == "success").then_some(())
     })
     .await;
+
+    // The cluster's wildcard certificate, issued by the console's own CA: a route under the
+    // cluster's domain is served over TLS with it (no key pair added), and a client that trusts
+    // only the CA the console publishes (`ca.pem`, no credentials) verifies it.
+    let fqdn = cluster["fqdn"].as_str().unwrap().to_owned();
+    let ca_pem = api.text(&format!("/organizations/{org}/ca.pem")).await;
+    let ca = proxy::tls::certificates_from_pem(ca_pem.as_bytes()).unwrap().remove(0);
+    let (status, created) = api
+        .call(
+            Method::POST,
+            &format!("/organizations/{org}/routes"),
+            Some(route(&format!("app.{}", fqdn.split('.').next().unwrap()), a.address.port())),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let host = format!("app.{fqdn}");
+    assert_eq!(created["from"], format!("https://{host}:{}", a.address.port()));
+    let served_with_the_ca = eventually("the route served with the cluster's certificate", || async {
+        let stream = tokio::net::TcpStream::connect(a.address).await.ok()?;
+        let config = support::client_tls(&ca, &[b"http/1.1"], None);
+        let name = rustls_pki_types::ServerName::try_from(host.clone()).unwrap();
+        let tls = tokio::time::timeout(
+            support::PROMPTLY,
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, stream),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        let mut connection = support::H1::handshake(tls).await;
+        let reply = connection.fetch(support::get(&format!("{host}:{}", a.address.port()), "/")).await;
+        (reply.status == StatusCode::OK).then_some(reply)
+    })
+    .await;
+    assert_eq!(served_with_the_ca.seen().upstream(), "app");
+    let (_, alerts) = api.call(Method::GET, &health, None).await;
+    let names = alerts.as_array().unwrap().iter().find(|a| a["id"] == "certificates_match_hostnames").unwrap();
+    // `reach.test.localhost` is not under the cluster's domain: no certificate of the cluster's.
+    assert_eq!(names["status"], "warning", "{names}");
+    assert!(names["description"].as_str().unwrap().contains("reach.test.localhost"), "{names}");
+    assert!(!names["description"].as_str().unwrap().contains(&host), "{names}");
+    let current = alerts.as_array().unwrap().iter().find(|a| a["id"] == "certificates_current").unwrap();
+    assert_eq!(current["status"], "success", "{current}");
 
     // "Check again": the replica runs its checks and reports them again.
     let before = a.count_logs("health checks reported");
