@@ -113,9 +113,13 @@ async fn route(state: &State, request: &Request<'_>) -> Result<Reply> {
     match (method.clone(), segments) {
         (Method::GET, ["generateSubdomainName"]) => Ok(Reply::ok(json!({ "name": crate::names::generate() }))),
         (Method::GET, ["organizations"]) => Ok(Reply::ok(json!([organization(state).await?]))),
-        (Method::POST, ["organizations"]) => {
-            Err(Reply::error(StatusCode::BAD_REQUEST, "this console has one organization; use it (GET /organizations)"))
-        }
+        (Method::POST, ["organizations"]) => Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "this control plane serves one organization (`{}`) and does not create others; use it: GET /api/v0/organizations",
+                state.org_id
+            ),
+        )),
         (_, ["organizations", org, rest @ ..]) => {
             if *org != state.org_id {
                 return Err(Reply::error(StatusCode::NOT_FOUND, format!("organization `{org}` not found")));

@@ -118,6 +118,21 @@ fn check_ppl(source: &str, value: &Tree) -> Result<Vec<Diagnostic>, Vec<Diagnost
     if errors.is_empty() { Ok(warnings) } else { Err(errors) }
 }
 
+/// A PPL document tree (read from JSON or YAML) as JSON.
+pub fn tree_to_json(tree: &Tree) -> Value {
+    use ppl::value::ValueKind;
+    match &tree.kind {
+        ValueKind::Null => Value::Null,
+        ValueKind::Bool(b) => Value::Bool(*b),
+        ValueKind::Number(n) => serde_json::from_str(n.as_str()).unwrap_or(Value::Null),
+        ValueKind::String(s) => Value::String(s.clone()),
+        ValueKind::Array(items) => Value::Array(items.iter().map(tree_to_json).collect()),
+        ValueKind::Object(entries) => {
+            Value::Object(entries.iter().map(|e| (e.key.clone(), tree_to_json(&e.value))).collect())
+        }
+    }
+}
+
 /// `timeoutRead` → `timeout_read`.
 pub fn snake(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 4);

@@ -96,15 +96,21 @@ fn bootstrap(state: &State, cluster: &str, settings: &Map<String, Value>) -> wir
     }
 }
 
+/// A request under `/cluster/v1`.
+#[derive(Debug)]
+pub struct ClusterRequest<'a> {
+    pub method: &'a http::Method,
+    pub segments: &'a [&'a str],
+    pub authorization: Option<&'a str>,
+    pub host: &'a str,
+    /// `X-Import-Hints` (`PUT /config/import`).
+    pub import_hints: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
 /// Requests under `/cluster/v1` (except the download, see [`download`]).
-pub async fn handle(
-    state: &State,
-    method: &http::Method,
-    segments: &[&str],
-    authorization: Option<&str>,
-    host: &str,
-    body: &[u8],
-) -> Reply {
+pub async fn handle(state: &State, request: &ClusterRequest<'_>) -> Reply {
+    let ClusterRequest { method, segments, authorization, host, body, .. } = *request;
     if let (&http::Method::POST, ["exchangeToken"]) = (method, segments) {
         return exchange(state, body).await;
     }
@@ -156,6 +162,7 @@ pub async fn handle(
             }
             Err(error) => Reply::error(StatusCode::BAD_REQUEST, format!("the bundle status is not valid: {error}")),
         },
+        ("PUT", ["config", "import"]) => crate::import::import(state, &cluster, request.import_hints, body).await,
         ("POST", ["reportUsage"]) => match serde_json::from_slice::<wire::ReportUsageRequest>(body) {
             Ok(usage) => {
                 tracing::debug!(%cluster, users = usage.users.len(), "usage reported");

@@ -218,14 +218,20 @@ async fn put_settings(state: &State, id: &str, mut body: Map<String, Value>) -> 
             json!({ "error": format!("the settings do not load: {first}"), "diagnostics": diagnostics }),
         ));
     }
+    store_settings(state, id, body.clone()).await?;
+    Ok(Reply::ok(Value::Object(body)))
+}
+
+/// Stores checked settings: the bootstrap's change announced, the change in the namespace's
+/// changeset.
+pub(crate) async fn store_settings(state: &State, id: &str, body: Map<String, Value>) -> Result<()> {
     let old = settings(state, id).await?;
     let bootstrap_changed = old.get("databrokerStorageConnection") != body.get("databrokerStorageConnection");
-    state.store.put(Kind::Settings, id, body.clone()).await.map_err(storage_failed)?;
+    state.store.put(Kind::Settings, id, body).await.map_err(storage_failed)?;
     if bootstrap_changed {
         state.publish(Event::BootstrapUpdated { cluster: id.to_owned() });
     }
-    crate::api::changed(state, id).await?;
-    Ok(Reply::ok(Value::Object(body)))
+    crate::api::changed(state, id).await
 }
 
 /// A query parameter that is an RFC 3339 time, if given.

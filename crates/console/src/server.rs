@@ -237,7 +237,15 @@ async fn route(state: Arc<State>, request: http::Request<Incoming>) -> Response<
         };
         let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-        let reply = cluster_api::handle(&state, &parts.method, &segments, authorization, &host, &body).await;
+        let request = cluster_api::ClusterRequest {
+            method: &parts.method,
+            segments: &segments,
+            authorization,
+            host: &host,
+            import_hints: parts.headers.get("x-import-hints").and_then(|v| v.to_str().ok()),
+            body: &body,
+        };
+        let reply = cluster_api::handle(&state, &request).await;
         return json_response(reply);
     }
     json_response(Reply::error(StatusCode::NOT_FOUND, format!("no endpoint `{path}`: the API is under /api/v0")))

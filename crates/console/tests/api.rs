@@ -100,6 +100,11 @@ async fn scenario(console: &Console) {
     assert_eq!(with_pomerium_scheme.status, StatusCode::OK);
 
     let org = organization(&http).await;
+    // One organization: another is refused, saying so.
+    let another = http.post("/api/v0/organizations", json!({"name": "second"})).await;
+    assert_eq!(another.status, StatusCode::BAD_REQUEST, "{another:?}");
+    assert!(another.json["error"].as_str().unwrap().contains("serves one organization"), "{another:?}");
+    assert!(another.json["error"].as_str().unwrap().contains(&org), "{another:?}");
     let cluster = create_cluster(&http, &org, "production").await;
     let cluster_id = cluster["id"].as_str().unwrap();
     let first_token = cluster["refreshToken"].as_str().unwrap();
@@ -521,4 +526,223 @@ async fn two_consoles_on_one_database_reach_each_others_replicas() {
     assert_eq!(rotated.status, StatusCode::OK);
     let ended = next_event(&mut stream).await.unwrap_err();
     assert_eq!(ended.code(), tonic::Code::Unauthenticated, "{ended:?}");
+}
+
+/// The parts of `pomerium.config.Config` (pomerium's `config.proto` numbering) that
+/// `pomerium zero import` sends, encoded by prost independently of the console's reader.
+mod config_pb {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Config {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(message, repeated, tag = "2")]
+        pub routes: Vec<Route>,
+        #[prost(message, optional, tag = "3")]
+        pub settings: Option<Settings>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Duration {
+        #[prost(int64, tag = "1")]
+        pub seconds: i64,
+        #[prost(int32, tag = "2")]
+        pub nanos: i32,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Route {
+        #[prost(string, optional, tag = "1")]
+        pub name: Option<String>,
+        #[prost(string, tag = "2")]
+        pub from: String,
+        #[prost(string, repeated, tag = "3")]
+        pub to: Vec<String>,
+        #[prost(message, optional, tag = "12")]
+        pub timeout: Option<Duration>,
+        #[prost(bool, tag = "13")]
+        pub allow_websockets: bool,
+        #[prost(map = "string, string", tag = "22")]
+        pub set_request_headers: std::collections::HashMap<String, String>,
+        #[prost(message, repeated, tag = "27")]
+        pub policies: Vec<Policy>,
+        #[prost(uint32, repeated, tag = "37")]
+        pub load_balancing_weights: Vec<u32>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Policy {
+        #[prost(string, repeated, tag = "3")]
+        pub allowed_users: Vec<String>,
+        #[prost(string, repeated, tag = "6")]
+        pub rego: Vec<String>,
+        #[prost(string, optional, tag = "10")]
+        pub source_ppl: Option<String>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Certificate {
+        #[prost(bytes = "vec", tag = "3")]
+        pub cert_bytes: Vec<u8>,
+        #[prost(bytes = "vec", tag = "4")]
+        pub key_bytes: Vec<u8>,
+        #[prost(string, tag = "5")]
+        pub id: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Settings {
+        #[prost(string, optional, tag = "3")]
+        pub log_level: Option<String>,
+        #[prost(string, optional, tag = "5")]
+        pub shared_secret: Option<String>,
+        #[prost(message, repeated, tag = "9")]
+        pub certificates: Vec<Certificate>,
+        #[prost(message, optional, tag = "11")]
+        pub timeout_read: Option<Duration>,
+        #[prost(string, optional, tag = "16")]
+        pub cookie_name: Option<String>,
+        #[prost(bool, optional, tag = "56")]
+        pub autocert: Option<bool>,
+    }
+}
+
+#[tokio::test]
+async fn a_configuration_imported_with_what_could_not_be_said_as_warnings() {
+    use config_pb::*;
+    use prost::Message as _;
+    let console = Console::start(&support::settings("")).await;
+    let base = console.base();
+    let http = Http::signed_in(&base).await;
+    let org = organization(&http).await;
+    let cluster = create_cluster(&http, &org, "imported").await;
+    let cluster_id = cluster["id"].as_str().unwrap();
+    let exchanged = exchange(&http, cluster["refreshToken"].as_str().unwrap()).await;
+    let replica = cluster_http(&base, exchanged.json["idToken"].as_str().unwrap());
+
+    let route = |name: &str, to: &str, policies: Vec<Policy>| Route {
+        name: Some(name.to_owned()),
+        from: format!("https://{name}.example.com"),
+        to: vec![to.to_owned()],
+        policies,
+        ..Route::default()
+    };
+    let ppl = |text: &str| Policy { source_ppl: Some(text.to_owned()), ..Policy::default() };
+    let mut app =
+        route("app", "http://127.0.0.1:9", vec![ppl("allow:\n  and:\n    - email:\n        is: a@example.com\n")]);
+    app.allow_websockets = true;
+    app.timeout = Some(Duration { seconds: 30, nanos: 0 });
+    app.set_request_headers.insert("X-From".to_owned(), "import".to_owned());
+    app.load_balancing_weights = vec![1, 2];
+    let users = route(
+        "users",
+        "http://127.0.0.1:9",
+        vec![Policy { allowed_users: vec!["b@example.com".to_owned()], ..Policy::default() }],
+    );
+    let typo = route(
+        "typo",
+        "http://127.0.0.1:9",
+        vec![ppl("{\"allow\": {\"and\": [{\"emial\": {\"is\": \"a@example.com\"}}]}}")],
+    );
+    let unroutable = route("broken", "not a url", Vec::new());
+    let rego = route(
+        "rego",
+        "http://127.0.0.1:9",
+        vec![Policy { rego: vec!["package pomerium.policy".to_owned()], ..Policy::default() }],
+    );
+    let key = rcgen::KeyPair::generate().unwrap();
+    let certificate =
+        rcgen::CertificateParams::new(vec!["app.example.com".to_owned()]).unwrap().self_signed(&key).unwrap();
+    let config = Config {
+        name: "local".to_owned(),
+        routes: vec![app, users, typo, unroutable, rego],
+        settings: Some(Settings {
+            log_level: Some("loudest".to_owned()),
+            shared_secret: Some("c2VjcmV0".to_owned()),
+            certificates: vec![Certificate {
+                cert_bytes: certificate.pem().into_bytes(),
+                key_bytes: key.serialize_pem().into_bytes(),
+                id: "app-cert".to_owned(),
+            }],
+            timeout_read: Some(Duration { seconds: 45, nanos: 0 }),
+            cookie_name: Some("_imported".to_owned()),
+            autocert: Some(true),
+        }),
+    };
+    let compressed = ruzstd::encoding::compress_to_vec(
+        config.encode_to_vec().as_slice(),
+        ruzstd::encoding::CompressionLevel::Fastest,
+    );
+    // The body is bytes: send it with a raw client.
+    let put = |body: Vec<u8>, hints: Option<&str>| {
+        let base = base.clone();
+        let token = replica.token.clone().unwrap();
+        let hints = hints.map(str::to_owned);
+        async move {
+            let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+            let mut request = http::Request::builder()
+                .method(Method::PUT)
+                .uri(format!("{base}/cluster/v1/config/import"))
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/octet-stream");
+            if let Some(hints) = hints {
+                request = request.header("x-import-hints", hints);
+            }
+            let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap();
+            let response = tokio::time::timeout(PROMPTLY, client.request(request)).await.unwrap().unwrap();
+            let status = response.status();
+            let body = tokio::time::timeout(PROMPTLY, http_body_util::BodyExt::collect(response.into_body()))
+                .await
+                .unwrap()
+                .unwrap()
+                .to_bytes();
+            (status, serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
+        }
+    };
+    let (status, answer) = put(compressed, Some("systemType=linux,argv0=/usr/bin/pomerium,nonsense")).await;
+    assert_eq!(status, StatusCode::OK, "{answer:#}");
+    let messages: Vec<&str> = answer["messages"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    let warnings: Vec<&str> = answer["warnings"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    let said = |list: &[&str], parts: &[&str]| list.iter().any(|m| parts.iter().all(|p| m.contains(p)));
+    assert!(said(&messages, &["imported route `app`"]), "{answer:#}");
+    assert!(said(&messages, &["imported route `users`"]), "{answer:#}");
+    assert!(said(&messages, &["certificate `app-cert`", "key pair"]), "{answer:#}");
+    assert!(said(&messages, &["`timeoutRead`", "`cookieName`"]), "{answer:#}");
+    assert!(said(&warnings, &["route `app`", "`load_balancing_weights`"]), "{answer:#}");
+    assert!(said(&warnings, &["route `typo`", "policy was refused", "not imported"]), "{answer:#}");
+    assert!(said(&warnings, &["route `broken` was refused"]), "{answer:#}");
+    assert!(said(&warnings, &["route `rego`", "`rego`"]), "{answer:#}");
+    assert!(said(&warnings, &["`shared_secret`", "provided by the control plane"]), "{answer:#}");
+    assert!(said(&warnings, &["`autocert`", "not imported"]), "{answer:#}");
+    assert!(said(&warnings, &["`logLevel` was refused"]), "{answer:#}");
+    assert!(said(&warnings, &["X-Import-Hints", "`nonsense`"]), "{answer:#}");
+
+    // What was imported is there, checked and usable as any other entity.
+    let routes = http.get(&format!("/api/v0/organizations/{org}/routes?namespaceId={cluster_id}")).await;
+    let names: Vec<&str> = routes.json.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"app") && names.contains(&"users"), "{routes:?}");
+    assert!(!names.contains(&"typo") && !names.contains(&"broken"), "{routes:?}");
+    let app = routes.json.as_array().unwrap().iter().find(|r| r["name"] == "app").unwrap();
+    assert_eq!(app["allowWebsockets"], true, "{app}");
+    assert_eq!(app["timeout"], "30s", "{app}");
+    assert_eq!(app["setRequestHeaders"]["X-From"], "import", "{app}");
+    let policy =
+        http.get(&format!("/api/v0/organizations/{org}/policies/{}", app["policyIds"][0].as_str().unwrap())).await;
+    assert_eq!(policy.json["ppl"][0]["allow"]["and"][0]["email"]["is"], "a@example.com", "{policy:?}");
+    let policies = http.get(&format!("/api/v0/organizations/{org}/policies?namespaceId={cluster_id}")).await;
+    assert!(
+        policies.json.as_array().unwrap().iter().all(|p| p["name"] != "typo"),
+        "the refused policy is not left behind: {policies:?}"
+    );
+    let settings = http.get(&format!("/api/v0/organizations/{org}/clusters/{cluster_id}/settings")).await;
+    assert_eq!(settings.json["timeoutRead"], "45s", "{settings:?}");
+    assert_eq!(settings.json["cookieName"], "_imported", "{settings:?}");
+    assert!(settings.json.get("logLevel").is_none(), "{settings:?}");
+
+    // Bad bodies: 400 with the reason.
+    let (status, answer) = put(b"not zstd at all".to_vec(), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("zstd"), "{answer}");
+    let garbage =
+        ruzstd::encoding::compress_to_vec(&[0xff, 0xff, 0xff][..], ruzstd::encoding::CompressionLevel::Fastest);
+    let (status, answer) = put(garbage, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("pomerium.config.Config"), "{answer}");
+    // Without a cluster's id token: refused.
+    let anonymous = Http::new(&base).raw(Method::PUT, "/cluster/v1/config/import", Some(""), &[]).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 }
