@@ -66,6 +66,9 @@ pub struct Request<'a> {
     pub query: Option<&'a str>,
     pub authorization: Option<&'a str>,
     pub body: &'a [u8],
+    /// The text as the user wrote it, when `body` is its JSON translation (YAML from the web
+    /// console): diagnostics point into it.
+    pub source: Option<&'a str>,
 }
 
 impl Request<'_> {
@@ -76,6 +79,9 @@ impl Request<'_> {
     }
 
     pub(crate) fn text(&self) -> Result<&str> {
+        if let Some(source) = self.source {
+            return Ok(source);
+        }
         std::str::from_utf8(self.body).map_err(|_| Reply::error(StatusCode::BAD_REQUEST, "the body is not UTF-8"))
     }
 
@@ -341,8 +347,20 @@ async fn entities(state: &State, request: &Request<'_>, kind: Kind, rest: &[&str
 /// The web console's way to a route or policy: the API's own handling of `method` on
 /// `rest` (below `/routes` or `/policies`) with `body`, the same checks and diagnostics, for a user
 /// the console has already verified.
+/// The text may be YAML as well as JSON (the web console's forms): YAML is read with our
+/// front end's reader, and diagnostics point into the YAML as written.
 pub async fn entity(state: &State, method: &Method, kind: Kind, rest: &[&str], body: &[u8]) -> Reply {
-    let request = Request { method, segments: Vec::new(), query: None, authorization: None, body };
+    let text = std::str::from_utf8(body).unwrap_or_default();
+    let (json, source) = if body.is_empty() || check::is_json(text) {
+        (None, None)
+    } else {
+        match check::yaml_to_json(text) {
+            Ok(value) => (Some(serde_json::to_vec(&value).unwrap_or_default()), Some(text)),
+            Err(errors) => return Reply::diagnostics("the text", &errors),
+        }
+    };
+    let body = json.as_deref().unwrap_or(body);
+    let request = Request { method, segments: Vec::new(), query: None, authorization: None, body, source };
     match entities(state, &request, kind, rest).await {
         Ok(reply) | Err(reply) => reply,
     }

@@ -60,14 +60,15 @@ fn diagnostic(
 /// Checks the `ppl` field of a policy as written in `source` (the request body as sent, so that
 /// line and column point into what the client wrote). Errors only; `Ok` with the warnings.
 pub fn policy(source: &str) -> Result<Vec<Diagnostic>, Vec<Diagnostic>> {
-    let (tree, errors) = ppl::syntax::json::parse(source);
+    let (tree, errors) = parse_source(source);
     if let Some(error) = errors.first() {
+        let syntax = if is_json(source) { "JSON" } else { "YAML" };
         return Err(vec![diagnostic(
             source,
             error.span().start(),
             error.code_str(),
             "error",
-            format!("the body is not JSON: {error}"),
+            format!("the body is not {syntax}: {error}"),
             error.help().map(|h| h.to_string()),
         )]);
     }
@@ -116,6 +117,32 @@ fn check_ppl(source: &str, value: &Tree) -> Result<Vec<Diagnostic>, Vec<Diagnost
         d.field = Some("ppl".to_owned());
     }
     if errors.is_empty() { Ok(warnings) } else { Err(errors) }
+}
+
+/// Whether an entity's text is JSON (an object or a list); otherwise it is read as YAML.
+pub fn is_json(source: &str) -> bool {
+    let start = source.trim_start();
+    start.starts_with('{') || start.starts_with('[')
+}
+
+/// An entity's text, JSON or YAML, read with spans (for diagnostics at the place written).
+pub fn parse_source(source: &str) -> (Option<Tree>, Vec<ppl::Error>) {
+    if is_json(source) { ppl::syntax::json::parse(source) } else { ppl::syntax::yaml::parse(source) }
+}
+
+/// YAML text of an entity as its JSON; its syntax errors as diagnostics.
+pub fn yaml_to_json(source: &str) -> Result<Value, Vec<Diagnostic>> {
+    let (tree, errors) = ppl::syntax::yaml::parse(source);
+    if !errors.is_empty() {
+        return Err(errors
+            .iter()
+            .map(|e| {
+                let message = format!("the text is neither JSON nor valid YAML: {e}");
+                diagnostic(source, e.span().start(), e.code_str(), "error", message, e.help().map(|h| h.to_string()))
+            })
+            .collect());
+    }
+    Ok(tree.as_ref().map(tree_to_json).unwrap_or(Value::Null))
 }
 
 /// A PPL document tree (read from JSON or YAML) as JSON.
@@ -283,7 +310,7 @@ fn relocate(d: &mut Diagnostic, text: &str, source: &str) {
         d.message = format!("{} (in an attached policy)", d.message);
         return;
     }
-    let (Some(body), _) = ppl::syntax::json::parse(source) else { return };
+    let (Some(body), _) = parse_source(source) else { return };
     let Some(field) = body.as_object().and_then(|entries| entries.iter().find(|e| snake(&e.key) == entry.key)) else {
         return;
     };

@@ -211,6 +211,7 @@ async fn route(state: Arc<State>, request: http::Request<Incoming>) -> Response<
             query: parts.uri.query(),
             authorization,
             body: &body,
+            source: None,
         };
         return json_response(api::handle(&state, &request).await);
     }

@@ -355,6 +355,7 @@ async fn render(state: &State, method: &Method, segments: &[&str], user: &str, f
                 query: None,
                 authorization: None,
                 body: body.as_bytes(),
+                source: None,
             };
             let reply = match crate::clusters::handle(state, &request, &[id]).await {
                 Ok(reply) | Err(reply) => reply,
@@ -608,7 +609,7 @@ fn form_page(
     let noun = if kind == Kind::Route { "route" } else { "policy" };
     let title = if segments.last() == Some(&"new") { format!("New {noun}") } else { format!("Edit {noun}") };
     let body = format!(
-        "{problems}<p>The {noun} as JSON, as the API takes it (Zero's field names{ppl}).</p>\
+        "{problems}<p>The {noun} as JSON, as the API takes it, or the same as YAML (Zero's field names{ppl}).</p>\
          <form method=\"post\" action=\"/console/{action}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <textarea name=\"text\" id=\"text\" rows=\"20\" cols=\"100\" spellcheck=\"false\">{text}</textarea><br>\
          <button type=\"submit\" id=\"save\">Save</button> <a href=\"/console/clusters/{cluster}/{list}\">Cancel</a></form>",

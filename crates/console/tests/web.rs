@@ -269,6 +269,27 @@ async fn policies_are_made_edited_and_deleted_from_the_pages_with_the_apis_diagn
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(api.get(&format!("/api/v0/organizations/{org}/policies/{policy_id}")).await.json["name"], "admins");
 
+    // YAML as well as JSON: a typo refused with the diagnostic at its place in the YAML, the
+    // fixed text saved as the same policy JSON would make.
+    let yaml_typo = format!(
+        "name: from yaml\nnamespaceId: {cluster_id}\nppl:\n  allow:\n    and:\n      - emial:\n          is: b@example.com\n"
+    );
+    let (status, html, _) = post(new_path.clone(), form(&[("csrf", &csrf), ("text", &yaml_typo)])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
+    assert!(html.contains("<code>ppl::"), "{html}");
+    assert!(html.contains(" at 6:9: "), "line:column in the YAML: {html}");
+    assert!(html.contains("emial:"), "the YAML kept in the form: {html}");
+    let broken_yaml = format!("name: [unclosed\nnamespaceId: {cluster_id}\n");
+    let (status, html, _) = post(new_path.clone(), form(&[("csrf", &csrf), ("text", &broken_yaml)])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
+    assert!(html.contains("neither JSON nor valid YAML"), "{html}");
+    let (status, html, _) =
+        post(new_path.clone(), form(&[("csrf", &csrf), ("text", &yaml_typo.replace("emial", "email"))])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    let policies = api.get(&format!("/api/v0/organizations/{org}/policies?namespaceId={cluster_id}")).await.json;
+    let from_yaml = policies.as_array().unwrap().iter().find(|p| p["name"] == "from yaml").unwrap();
+    assert_eq!(from_yaml["ppl"], json!({"allow": {"and": [{"email": {"is": "b@example.com"}}]}}), "{from_yaml}");
+
     // Delete behind its confirmation.
     let delete_path = format!("{edit_path}/delete");
     let (status, html) = get(delete_path.clone()).await;
