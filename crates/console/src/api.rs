@@ -166,13 +166,18 @@ async fn exchange(state: &State, request: &Request<'_>) -> Result<Reply> {
 }
 
 fn authenticate(state: &State, request: &Request<'_>) -> Result<String> {
+    authenticate_header(state, request.authorization)
+}
+
+/// The API user an `Authorization` header's id token names (401 otherwise).
+pub fn authenticate_header(state: &State, authorization: Option<&str>) -> Result<String> {
     let refused = |why: &str| {
         Reply::error(
             StatusCode::UNAUTHORIZED,
             format!("{why}: send `Authorization: Bearer <idToken>` with an id token from POST /api/v0/token"),
         )
     };
-    let token = request.authorization.and_then(auth::bearer).ok_or_else(|| refused("no credentials"))?;
+    let token = authorization.and_then(auth::bearer).ok_or_else(|| refused("no credentials"))?;
     match state.keys.check(token, jiff::Timestamp::now().as_second()) {
         Some(Subject::User(name)) => Ok(name),
         _ => Err(refused("invalid or expired id token")),

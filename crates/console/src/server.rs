@@ -215,6 +215,32 @@ async fn route(state: Arc<State>, request: http::Request<Incoming>) -> Response<
         };
         return json_response(api::handle(&state, &request).await);
     }
+    if let Some(method) = path.strip_prefix(crate::config_service::PREFIX) {
+        let is_grpc_call = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
+        if !is_grpc_call {
+            let method = method.to_owned();
+            let (parts, body) = request.into_parts();
+            let body = match read_body(body).await {
+                Ok(body) => body,
+                Err(reply) => return json_response(reply),
+            };
+            let header = |name| parts.headers.get(name).and_then(|v: &http::HeaderValue| v.to_str().ok());
+            let answer = crate::config_service::handle(
+                &state,
+                &parts.method,
+                &method,
+                header(header::CONTENT_TYPE),
+                header(header::AUTHORIZATION),
+                &body,
+            )
+            .await;
+            return json_response(Reply::json(answer.status, answer.body));
+        }
+    }
     let is_grpc = request
         .headers()
         .get(header::CONTENT_TYPE)

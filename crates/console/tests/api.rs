@@ -746,3 +746,122 @@ async fn a_configuration_imported_with_what_could_not_be_said_as_warnings() {
     let anonymous = Http::new(&base).raw(Method::PUT, "/cluster/v1/config/import", Some(""), &[]).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_config_service_over_connect_json() {
+    let console = Console::start(&support::settings("")).await;
+    let base = console.base();
+    let http = Http::signed_in(&base).await;
+    let org = organization(&http).await;
+    let cluster = create_cluster(&http, &org, "connect").await;
+    let ns = cluster["id"].as_str().unwrap().to_owned();
+    let rpc = |method: &str, body: Value| {
+        let path = format!("/pomerium.config.ConfigService/{method}");
+        let http = &http;
+        async move { http.post(&path, body).await }
+    };
+
+    // Credentials as the API's; the JSON codec only.
+    let anonymous = Http::new(&base).post("/pomerium.config.ConfigService/GetServerInfo", json!({})).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{anonymous:?}");
+    assert_eq!(anonymous.json["code"], "unauthenticated");
+    let info = rpc("GetServerInfo", json!({})).await;
+    assert_eq!(info.status, StatusCode::OK, "{info:?}");
+    assert_eq!(info.json["serverType"], "SERVER_TYPE_ZERO");
+    let proto = http
+        .raw(
+            Method::POST,
+            "/pomerium.config.ConfigService/GetServerInfo",
+            Some(""),
+            &[("content-type", "application/proto")],
+        )
+        .await;
+    assert_eq!(proto.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{proto:?}");
+
+    // Policies: PPL in `sourcePpl` (YAML or JSON), checked as everywhere.
+    let typo = rpc(
+        "CreatePolicy",
+        json!({"policy": {"namespaceId": ns, "name": "typo", "sourcePpl": "allow:\n  and:\n    - emial:\n        is: a@example.com\n"}}),
+    )
+    .await;
+    assert_eq!(typo.status, StatusCode::BAD_REQUEST, "{typo:?}");
+    assert_eq!(typo.json["code"], "invalid_argument");
+    assert!(typo.json["message"].as_str().unwrap().contains("[ppl::"), "{typo:?}");
+    let policy = rpc(
+        "CreatePolicy",
+        json!({"policy": {"namespaceId": ns, "name": "admins", "sourcePpl": "allow:\n  and:\n    - email:\n        is: a@example.com\n"}}),
+    )
+    .await;
+    assert_eq!(policy.status, StatusCode::OK, "{policy:?}");
+    let policy_id = policy.json["policy"]["id"].as_str().unwrap().to_owned();
+    let ppl: Value = serde_json::from_str(policy.json["policy"]["sourcePpl"].as_str().unwrap()).unwrap();
+    assert_eq!(ppl["allow"]["and"][0]["email"]["is"], "a@example.com", "{policy:?}");
+    // The same entity through the public API.
+    let same = http.get(&format!("/api/v0/organizations/{org}/policies/{policy_id}")).await;
+    assert_eq!(same.json["name"], "admins");
+
+    // Routes: create, get, update with a field mask, list.
+    let route = rpc(
+        "CreateRoute",
+        json!({"route": {"namespaceId": ns, "name": "app", "from": "https://app.example.com", "to": ["http://127.0.0.1:9"], "policyIds": [policy_id]}}),
+    )
+    .await;
+    assert_eq!(route.status, StatusCode::OK, "{route:?}");
+    let route_id = route.json["route"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(route.json["route"]["assignedPolicies"][0]["id"], policy_id.as_str(), "{route:?}");
+    let bad_route = rpc(
+        "CreateRoute",
+        json!({"route": {"namespaceId": ns, "name": "bad", "from": "https://b.example.com", "to": ["not a url"]}}),
+    )
+    .await;
+    assert_eq!(bad_route.json["code"], "invalid_argument", "{bad_route:?}");
+    let updated = rpc(
+        "UpdateRoute",
+        json!({"route": {"id": route_id, "allowWebsockets": true, "name": "ignored"}, "updateMask": "allow_websockets"}),
+    )
+    .await;
+    assert_eq!(updated.status, StatusCode::OK, "{updated:?}");
+    assert_eq!(updated.json["route"]["allowWebsockets"], true);
+    assert_eq!(updated.json["route"]["name"], "app", "only the mask's paths change: {updated:?}");
+    let got = rpc("GetRoute", json!({"id": route_id})).await;
+    assert_eq!(got.json["route"]["allowWebsockets"], true, "{got:?}");
+    let listed = rpc("ListRoutes", json!({"filter": {"namespace_id": ns}})).await;
+    assert_eq!(listed.json["totalCount"], "1", "{listed:?}");
+    assert_eq!(listed.json["routes"][0]["id"], route_id.as_str());
+
+    // Key pairs: PEM as protojson bytes (base64); the key never answered.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let certificate =
+        rcgen::CertificateParams::new(vec!["app.example.com".to_owned()]).unwrap().self_signed(&key).unwrap();
+    let b64 = |text: String| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, text);
+    let pair = rpc(
+        "CreateKeyPair",
+        json!({"keyPair": {"namespaceId": ns, "name": "app", "certificate": b64(certificate.pem()), "key": b64(key.serialize_pem())}}),
+    )
+    .await;
+    assert_eq!(pair.status, StatusCode::OK, "{pair:?}");
+    assert_eq!(pair.json["keyPair"]["certificateInfo"][0]["dnsNames"], json!(["app.example.com"]), "{pair:?}");
+    assert!(pair.json["keyPair"].get("key").is_none(), "{pair:?}");
+
+    // Settings of the cluster.
+    let settings = rpc("GetSettings", json!({"clusterId": ns})).await;
+    assert_eq!(settings.status, StatusCode::OK, "{settings:?}");
+    let changed = rpc("UpdateSettings", json!({"settings": {"clusterId": ns, "timeoutRead": "45s"}})).await;
+    assert_eq!(changed.status, StatusCode::OK, "{changed:?}");
+    assert_eq!(changed.json["settings"]["timeoutRead"], "45s");
+    let refused = rpc("UpdateSettings", json!({"settings": {"clusterId": ns, "timeoutRead": "forever"}})).await;
+    assert_eq!(refused.json["code"], "invalid_argument", "{refused:?}");
+    let unknown = rpc("GetSettings", json!({"clusterId": "nope"})).await;
+    assert_eq!(unknown.json["code"], "not_found", "{unknown:?}");
+
+    // Delete: a policy in use is refused unless removed from its routes.
+    let in_use = rpc("DeletePolicy", json!({"id": policy_id})).await;
+    assert_eq!(in_use.json["code"], "invalid_argument", "{in_use:?}");
+    let deleted = rpc("DeletePolicy", json!({"id": policy_id, "removeFromAnyAssignedRoutes": true})).await;
+    assert_eq!(deleted.status, StatusCode::OK, "{deleted:?}");
+    assert_eq!(rpc("GetRoute", json!({"id": route_id})).await.json["route"]["policyIds"], json!([]));
+    let gone = rpc("GetPolicy", json!({"id": policy_id})).await;
+    assert_eq!((gone.status, gone.json["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{gone:?}");
+    let nothing = rpc("CreateServiceAccount", json!({})).await;
+    assert_eq!(nothing.json["code"], "unimplemented", "{nothing:?}");
+}
