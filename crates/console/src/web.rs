@@ -288,6 +288,11 @@ async fn render(state: &State, method: &Method, segments: &[&str], user: &str, f
                 body.push_str(&format!("<li>{}</li>", escape(field(p, "name"))));
             }
             body.push_str("</ul>");
+            let fqdn = escape(field(&cluster, "fqdn"));
+            body.push_str(&format!(
+                "<h2>Certificate</h2><p>Routes under <code>*.{fqdn}</code> are served with the cluster's wildcard certificate from this console's CA: clients trust it through <a id=\"ca\" href=\"/api/v0/organizations/{org}/ca.pem\">the CA certificate</a>.</p>",
+                org = escape(&state.org_id),
+            ));
             Ok(page(StatusCode::OK, field(&cluster, "name"), user, &body))
         }
         ("GET", ["clusters", id, "rotate"]) => {

@@ -120,6 +120,12 @@ async fn pages_need_the_routes_assertion_and_rotation_needs_the_confirmation() {
     assert!(html.contains("admin@example.com"), "{html}");
     let status = open(format!("/console/clusters/{cluster_id}"), Some(good.clone())).await;
     assert!(String::from_utf8_lossy(&status.bytes).contains("persistent_backend"), "{status:?}");
+    // The CA that issues the cluster's certificate, linked for download.
+    let html = String::from_utf8_lossy(&status.bytes).into_owned();
+    let ca_link = html.split("id=\"ca\" href=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let ca = browser.raw(Method::GET, &ca_link, None, &[]).await;
+    assert_eq!(ca.status, StatusCode::OK, "{ca_link}");
+    assert!(String::from_utf8_lossy(&ca.bytes).starts_with("-----BEGIN CERTIFICATE-----"), "{ca:?}");
 
     // Rotate: the confirmation's form carries the CSRF token; without it, refused.
     let confirm = open(format!("/console/clusters/{cluster_id}/rotate"), Some(good.clone())).await;
