@@ -3,7 +3,8 @@
 //! Connect protocol's JSON codec; messages in protojson, field names as `config.proto`'s in
 //! lowerCamelCase). Routes, policies, key pairs and settings are the public API's entities, read
 //! and written through the same handler (so with the same checks and diagnostics); errors are
-//! Connect errors `{code, message}`. The binary codec (`application/proto`) is refused with 415.
+//! Connect errors `{code, message}`. The binary codec (`application/proto`) is read and written
+//! by [`crate::config_proto`] into and from the same protojson.
 
 use crate::api::Reply;
 use crate::state::State;
@@ -19,10 +20,12 @@ pub const PREFIX: &str = "/pomerium.config.ConfigService/";
 pub struct Answer {
     pub status: StatusCode,
     pub body: Value,
+    /// The answer in the binary codec (`application/proto`), when the request used it.
+    pub proto: Option<Vec<u8>>,
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Answer {
-    Answer { status, body: json!({"code": code, "message": message.into()}) }
+    Answer { status, body: json!({"code": code, "message": message.into()}), proto: None }
 }
 
 fn invalid(message: impl Into<String>) -> Answer {
@@ -438,22 +441,52 @@ pub async fn handle(
         return error(StatusCode::METHOD_NOT_ALLOWED, "unimplemented", "Connect unary calls are POST");
     }
     let codec = content_type.unwrap_or_default().split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    if codec != "application/json" {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unimplemented",
-            format!("codec `{codec}` is not served: send `Content-Type: application/json` (Connect's JSON codec)"),
-        );
-    }
+    let proto = match codec.as_str() {
+        "application/json" => false,
+        "application/proto" => true,
+        _ => {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unimplemented",
+                format!("codec `{codec}` is not served: send `Content-Type: application/json` or `application/proto`"),
+            );
+        }
+    };
     if let Err(reply) = crate::api::authenticate_header(state, authorization) {
         return from_reply(&reply);
     }
-    let request = match serde_json::from_slice::<Value>(if body.is_empty() { b"{}" } else { body }) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => return invalid("the request must be a JSON object"),
-        Err(e) => return invalid(format!("the request is not JSON: {e}")),
+    let schemas = crate::config_proto::schemas(method);
+    let request = if proto {
+        let Some((request_schema, _)) = &schemas else {
+            return error(StatusCode::NOT_FOUND, "unimplemented", format!("`{method}` is not served"));
+        };
+        match crate::config_proto::read(body, request_schema, "the request") {
+            Ok(map) => map,
+            Err(e) => return invalid(e),
+        }
+    } else {
+        match serde_json::from_slice::<Value>(if body.is_empty() { b"{}" } else { body }) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return invalid("the request must be a JSON object"),
+            Err(e) => return invalid(format!("the request is not JSON: {e}")),
+        }
     };
-    let result = match method {
+    match dispatch(state, method, &request).await {
+        Ok(body) => {
+            let encoded = match (proto, &schemas, body.as_object()) {
+                (true, Some((_, answer_schema)), Some(map)) => Some(crate::config_proto::write(map, answer_schema)),
+                (true, _, _) => Some(Vec::new()),
+                _ => None,
+            };
+            Answer { status: StatusCode::OK, body, proto: encoded }
+        }
+        Err(answer) => answer,
+    }
+}
+
+async fn dispatch(state: &State, method: &str, request: &Map<String, Value>) -> Result<Value> {
+    let request = request.clone();
+    match method {
         "GetServerInfo" => Ok(json!({"serverType": "SERVER_TYPE_ZERO", "version": env!("CARGO_PKG_VERSION")})),
         "GetSettings" => get_settings(state, &request).await,
         "UpdateSettings" => update_settings(state, &request).await,
@@ -485,9 +518,5 @@ pub async fn handle(
                 )),
             }
         }
-    };
-    match result {
-        Ok(body) => Answer { status: StatusCode::OK, body },
-        Err(answer) => answer,
     }
 }

@@ -23,14 +23,14 @@ const MAX_WINDOW: u64 = 8 * 1024 * 1024;
 
 /// One protobuf field as read: its number and its value.
 #[derive(Debug, Clone, PartialEq)]
-enum Wire<'a> {
+pub(crate) enum Wire<'a> {
     Varint(u64),
     Fixed64,
     Bytes(&'a [u8]),
     Fixed32,
 }
 
-fn varint(input: &mut &[u8]) -> Option<u64> {
+pub(crate) fn varint(input: &mut &[u8]) -> Option<u64> {
     let mut value: u64 = 0;
     for shift in (0..64).step_by(7) {
         let (&byte, rest) = input.split_first()?;
@@ -44,7 +44,7 @@ fn varint(input: &mut &[u8]) -> Option<u64> {
 }
 
 /// The fields of one message, in order; `None` when the bytes are not a protobuf message.
-fn fields(mut input: &[u8]) -> Option<Vec<(u64, Wire<'_>)>> {
+pub(crate) fn fields(mut input: &[u8]) -> Option<Vec<(u64, Wire<'_>)>> {
     let mut out = Vec::new();
     while !input.is_empty() {
         let tag = varint(&mut input)?;
@@ -75,7 +75,7 @@ fn fields(mut input: &[u8]) -> Option<Vec<(u64, Wire<'_>)>> {
     Some(out)
 }
 
-fn text(value: &Wire<'_>) -> Option<String> {
+pub(crate) fn text(value: &Wire<'_>) -> Option<String> {
     match value {
         Wire::Bytes(bytes) => std::str::from_utf8(bytes).ok().map(str::to_owned),
         _ => None,
@@ -83,7 +83,7 @@ fn text(value: &Wire<'_>) -> Option<String> {
 }
 
 /// A `google.protobuf.Duration` as a duration string (`90s`, `1.5s`).
-fn duration(value: &Wire<'_>) -> Option<String> {
+pub(crate) fn duration(value: &Wire<'_>) -> Option<String> {
     let Wire::Bytes(bytes) = value else { return None };
     let mut seconds: i64 = 0;
     let mut nanos: i64 = 0;
@@ -105,7 +105,7 @@ fn duration(value: &Wire<'_>) -> Option<String> {
 }
 
 /// A `map<string, string>` entry.
-fn map_entry(value: &Wire<'_>) -> Option<(String, String)> {
+pub(crate) fn map_entry(value: &Wire<'_>) -> Option<(String, String)> {
     let Wire::Bytes(bytes) = value else { return None };
     let mut key = String::new();
     let mut val = String::new();
@@ -121,7 +121,7 @@ fn map_entry(value: &Wire<'_>) -> Option<(String, String)> {
 
 /// How a field is imported.
 #[derive(Clone, Copy, Debug)]
-enum As {
+pub(crate) enum As {
     Text,
     Flag,
     List,
@@ -187,7 +187,7 @@ impl Reader<'_> {
 }
 
 /// Route fields imported, by number: the API's camelCase name and how.
-const ROUTE_FIELDS: &[(u64, &str, As)] = &[
+pub(crate) const ROUTE_FIELDS: &[(u64, &str, As)] = &[
     (1, "name", As::Text),
     (2, "from", As::Text),
     (3, "to", As::List),
@@ -227,7 +227,7 @@ const ROUTE_FIELDS: &[(u64, &str, As)] = &[
 const ROUTE_PROVENANCE: &[u64] = &[28, 80, 81, 87, 88, 90, 91, 92];
 
 /// Settings imported, by number.
-const SETTINGS_FIELDS: &[(u64, &str, As)] = &[
+pub(crate) const SETTINGS_FIELDS: &[(u64, &str, As)] = &[
     (3, "logLevel", As::Text),
     (4, "proxyLogLevel", As::Text),
     (7, "address", As::Text),

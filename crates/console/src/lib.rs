@@ -9,6 +9,7 @@ pub mod certinfo;
 pub mod check;
 pub mod cluster_api;
 pub mod clusters;
+pub mod config_proto;
 pub mod config_service;
 pub mod import;
 pub mod names;

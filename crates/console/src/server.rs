@@ -238,6 +238,13 @@ async fn route(state: Arc<State>, request: http::Request<Incoming>) -> Response<
                 &body,
             )
             .await;
+            if let Some(bytes) = answer.proto {
+                return Response::builder()
+                    .status(answer.status)
+                    .header(header::CONTENT_TYPE, "application/proto")
+                    .body(full(bytes))
+                    .unwrap_or_else(|_| Response::new(full(Bytes::new())));
+            }
             return json_response(Reply::json(answer.status, answer.body));
         }
     }

@@ -181,6 +181,11 @@ impl Http {
     }
 
     pub async fn raw(&self, method: Method, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Answer {
+        self.raw_bytes(method, path, body.map(str::as_bytes), headers).await
+    }
+
+    /// Like [`Http::raw`] with a body of bytes (protobuf).
+    pub async fn raw_bytes(&self, method: Method, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Answer {
         let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
         let mut builder = Request::builder().method(method).uri(url);
         if let Some(token) = &self.token {
@@ -192,7 +197,7 @@ impl Http {
         if body.is_some() && !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
             builder = builder.header("content-type", "application/json");
         }
-        let request = builder.body(Full::new(Bytes::from(body.unwrap_or_default().to_owned()))).unwrap();
+        let request = builder.body(Full::new(Bytes::from(body.unwrap_or_default().to_vec()))).unwrap();
         let response =
             tokio::time::timeout(PROMPTLY, self.client.request(request)).await.expect("an answer in time").unwrap();
         let status = response.status();
