@@ -637,8 +637,12 @@ async fn import_route(
         outcome.warnings.push(format!("route {}: not a protobuf `Route`; not imported", index + 1));
         return Ok(());
     };
-    let mut reader =
-        Reader { what: String::new(), names: ROUTE_NAMES, out: Map::new(), warnings: &mut outcome.warnings };
+    let mut reader = Reader {
+        what: format!("route {}", index + 1),
+        names: ROUTE_NAMES,
+        out: Map::new(),
+        warnings: &mut outcome.warnings,
+    };
     let mut pending = Vec::new();
     for (number, value) in &route {
         if let Some((_, key, how)) = ROUTE_FIELDS.iter().find(|(n, _, _)| n == number) {
