@@ -18,7 +18,7 @@ use aws_lc_rs::signature;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use proxy::authn::pages::escape;
+use pages::escape;
 use serde_json::{Value, json};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

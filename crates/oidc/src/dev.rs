@@ -60,9 +60,7 @@ fn random() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
-}
+use pages::escape;
 
 fn page(status: StatusCode, body: String) -> DevResponse {
     DevResponse { status, content_type: "text/html; charset=utf-8", location: None, body }
@@ -71,10 +69,7 @@ fn page(status: StatusCode, body: String) -> DevResponse {
 fn refuse(reason: &str) -> DevResponse {
     page(
         StatusCode::BAD_REQUEST,
-        format!(
-            "<!DOCTYPE html><html><body><h1>Development identity provider</h1><p>{}</p></body></html>",
-            escape(reason)
-        ),
+        pages::document("Development identity provider", &format!("<p>{}</p>\n", escape(reason))),
     )
 }
 
@@ -172,7 +167,7 @@ impl DevelopmentIdp {
                     body: document.to_string(),
                 }
             }
-            _ => page(StatusCode::NOT_FOUND, "<!DOCTYPE html><html><body>not found</body></html>".to_owned()),
+            _ => page(StatusCode::NOT_FOUND, pages::document("Not found", "<p>No such page.</p>\n")),
         }
     }
 
@@ -218,11 +213,13 @@ impl DevelopmentIdp {
         }
         page(
             StatusCode::OK,
-            format!(
-                "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Development identity provider</title></head>\
-                 <body><p style=\"background:#b00;color:#fff;padding:.5rem\"><strong>Development identity provider — for development only.</strong> \
-                 Anyone can sign in as these users without a password. Configure a real identity provider before exposing this server.</p>\
-                 <h1>Choose a user</h1>\n{forms}</body></html>"
+            pages::document(
+                "Choose a user",
+                &format!(
+                    "<p class=\"warning\"><strong>Development identity provider — for development only.</strong> \
+                     Anyone can sign in as these users without a password. Configure a real identity provider before \
+                     exposing this server.</p>\n{forms}"
+                ),
             ),
         )
     }

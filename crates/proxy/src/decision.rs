@@ -16,14 +16,14 @@ use crate::runtime::{RouteRuntime, Runtime};
 use crate::tls::ClientCertificate;
 use http::header;
 use http::{HeaderMap, StatusCode};
-use policy::decision::{Decision, Verdict, wants_html};
+use policy::decision::{Verdict, wants_html};
 use policy::input::{self, Input};
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What the decision makes of a request. No HTTP answer inside: each transport renders it.
 #[derive(Debug)]
-pub(crate) enum Outcome<'r> {
+pub(crate) enum Outcome {
     /// Allowed. The identity, when the route sends one upstream (identity headers, Kubernetes
     /// impersonation) or its header templates read it.
     Allow { identity: Option<Identity> },
@@ -40,9 +40,8 @@ pub(crate) enum Outcome<'r> {
     /// to explain. `session_id` is whose request it was (none when signed out).
     Deny {
         status: StatusCode,
-        decision: Decision<'r>,
-        #[expect(dead_code, reason = "read by the deny page's explanation (issue 19 item 7)")]
-        session_id: Option<String>,
+        /// With `show_error_details`: why, for the deny page.
+        explanation: Option<Box<crate::deny::Explanation>>,
     },
     /// Refused before the policy was asked (a refused bearer token, a cookie beside a bearer token,
     /// a sign-in URL that could not be built): the status and what to tell the client.
@@ -145,11 +144,7 @@ fn authorize_log(
 
 /// Finds the request's session and evaluates the route's policy. For an allowed request on a
 /// route that sends identity upstream (or reads it in a header template) the identity is signed.
-pub(crate) async fn decide<'r>(
-    runtime: &Runtime,
-    route: &'r RouteRuntime,
-    request: &AuthorizeRequest<'_>,
-) -> Outcome<'r> {
+pub(crate) async fn decide(runtime: &Runtime, route: &RouteRuntime, request: &AuthorizeRequest<'_>) -> Outcome {
     let session = match request_session(runtime, route, request).await {
         Ok(session) => session,
         Err(outcome) => return outcome,
@@ -164,12 +159,12 @@ pub(crate) async fn decide<'r>(
 }
 
 /// The policy's answer; `None` for a sign-in redirect still to be built.
-fn evaluate<'r>(
+fn evaluate(
     runtime: &Runtime,
-    route: &'r RouteRuntime,
+    route: &RouteRuntime,
     request: &AuthorizeRequest<'_>,
     session: Option<&authn::session::RequestSession>,
-) -> Option<Outcome<'r>> {
+) -> Option<Outcome> {
     let global = &runtime.global;
     let session_id = session.map(authn::session::RequestSession::id);
     let headers = RequestHeaders(request.headers);
@@ -241,8 +236,10 @@ fn evaluate<'r>(
         Verdict::DeviceEnroll => device_enrollment(runtime, request.authority, request.url),
         denied => Outcome::Deny {
             status: StatusCode::from_u16(denied.status()).unwrap_or(StatusCode::FORBIDDEN),
-            decision,
-            session_id: session_id.map(str::to_owned),
+            explanation: route
+                .explainer
+                .as_ref()
+                .map(|explainer| Box::new(explainer.explain(&input, records, &decision, denied))),
         },
     };
     Some(outcome)
@@ -251,11 +248,11 @@ fn evaluate<'r>(
 /// The request's session: from an identity provider's bearer token where the route reads one
 /// (`bearer_token_format`), else from its session handle. A refused token ends the request here
 /// (403; 400 for a cookie beside a bearer token on a `jwt` route), before the policy.
-async fn request_session<'r>(
+async fn request_session(
     runtime: &Runtime,
     route: &RouteRuntime,
     request: &AuthorizeRequest<'_>,
-) -> Result<Option<authn::session::RequestSession>, Outcome<'r>> {
+) -> Result<Option<authn::session::RequestSession>, Outcome> {
     use authn::bearer::{self, Bearer, BearerError};
     let global = &runtime.global;
     let refused = |status: StatusCode, message: String| Outcome::Refused { status, message };
@@ -323,7 +320,7 @@ pub(crate) fn unix_now() -> u64 {
 }
 /// Sign in (system.md §3.3 step 1) at the authenticate service's signed sign-in URL, or in the
 /// stateless flow at one sealed for the authenticate service's HPKE key.
-async fn sign_in<'r>(runtime: &Runtime, route: &RouteRuntime, original: &str) -> Outcome<'r> {
+async fn sign_in(runtime: &Runtime, route: &RouteRuntime, original: &str) -> Outcome {
     let global = &runtime.global;
     let Ok(original) = url::Url::parse(original) else {
         return Outcome::Refused {
@@ -356,7 +353,7 @@ async fn sign_in<'r>(runtime: &Runtime, route: &RouteRuntime, original: &str) ->
 }
 
 /// The device enrolment page of the route's host, signed.
-fn device_enrollment<'r>(runtime: &Runtime, authority: &str, original: &str) -> Outcome<'r> {
+fn device_enrollment(runtime: &Runtime, authority: &str, original: &str) -> Outcome {
     let scheme = if runtime.global.tls { "https" } else { "http" };
     let Ok(mut url) = url::Url::parse(&format!("{scheme}://{authority}/.pomerium/webauthn")) else {
         return Outcome::Refused {

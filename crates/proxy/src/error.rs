@@ -217,8 +217,8 @@ pub struct ErrorPage {
     pub message: String,
     /// The request id, shown so that a user can quote it.
     pub request_id: String,
-    /// Further details, shown only where the route allows (`show_error_details`).
-    pub details: Option<String>,
+    /// Why the request was denied, shown only where the route allows (`show_error_details`).
+    pub explanation: Option<Box<crate::deny::Explanation>>,
 }
 
 /// How a proxy-made response is rendered, chosen from the request.
@@ -262,7 +262,7 @@ impl ResponseFormat {
 impl ErrorPage {
     /// A page for `status` with its standard message.
     pub fn new(status: StatusCode, request_id: impl Into<String>) -> Self {
-        Self { status, message: status_text(status).to_owned(), request_id: request_id.into(), details: None }
+        Self { status, message: status_text(status).to_owned(), request_id: request_id.into(), explanation: None }
     }
 
     /// Replaces the message (Pomerium's deny reason text).
@@ -272,10 +272,10 @@ impl ErrorPage {
         self
     }
 
-    /// Adds details (shown on the HTML page only).
+    /// Adds why the request was denied (the HTML page and the JSON answer show it).
     #[must_use]
-    pub fn with_details(mut self, details: impl Into<String>) -> Self {
-        self.details = Some(details.into());
+    pub fn with_explanation(mut self, explanation: crate::deny::Explanation) -> Self {
+        self.explanation = Some(Box::new(explanation));
         self
     }
 
@@ -324,7 +324,27 @@ impl ErrorPage {
     }
 
     fn json(&self) -> Answer {
-        let document = serde_json::json!({ "error": self.message, "request_id": self.request_id });
+        let mut document = serde_json::json!({ "error": self.message, "request_id": self.request_id });
+        if let (Some(explanation), Some(fields)) = (&self.explanation, document.as_object_mut()) {
+            let user = &explanation.for_user;
+            fields.insert(
+                "explanation".to_owned(),
+                serde_json::json!({
+                    "summary": user.summary, "findings": user.findings, "remediation": user.remediation,
+                    "reasons": explanation.reasons,
+                }),
+            );
+            // Pomerium's `PolicyEvaluationTraces`, one per sub-policy.
+            let traces: Vec<serde_json::Value> = explanation
+                .traces
+                .iter()
+                .map(|t| {
+                    serde_json::json!({"id": t.id, "explanation": t.explanation, "remediation": t.remediation,
+                        "allow": t.allow, "deny": t.deny})
+                })
+                .collect();
+            fields.insert("policy_evaluation_traces".to_owned(), serde_json::Value::Array(traces));
+        }
         Answer::new(self.status, "application/json", document.to_string())
     }
 
@@ -346,27 +366,63 @@ impl ErrorPage {
 
     fn html_document(&self) -> String {
         let code = self.status.as_u16();
-        let title = escape_html(self.status.canonical_reason().unwrap_or_else(|| status_text(self.status)));
-        let message = escape_html(&self.message);
-        let request_id = escape_html(&self.request_id);
-        let details = self
-            .details
-            .as_deref()
-            .map(|details| format!("<pre class=\"details\">{}</pre>\n", escape_html(details)))
-            .unwrap_or_default();
-        format!(
-            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-             <title>{code} {title}</title>\n<style>{PAGE_STYLE}</style>\n</head>\n<body>\n<main>\n\
-             <h1>{code} {title}</h1>\n<p class=\"message\">{message}</p>\n{details}\
-             <p class=\"request-id\">Request ID: <code>{request_id}</code></p>\n</main>\n</body>\n</html>\n"
+        let title = self.status.canonical_reason().unwrap_or_else(|| status_text(self.status));
+        let message = pages::escape(&self.message);
+        let request_id = pages::escape(&self.request_id);
+        let details = self.explanation.as_deref().map(explanation_html).unwrap_or_default();
+        pages::document(
+            &format!("{code} {title}"),
+            &format!(
+                "<p class=\"message\">{message}</p>\n{details}\
+                 <p class=\"request-id\">Request ID: <code>{request_id}</code></p>\n"
+            ),
         )
     }
 }
 
-const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;background:#f6f6f8;color:#222}\
-main{max-width:40rem;margin:10vh auto;padding:2rem;background:#fff;border-radius:8px}\
-h1{font-size:1.5rem}.request-id{color:#666;font-size:.875rem}pre{white-space:pre-wrap}";
+/// The deny page's explanation: the denial in the user's terms, each sub-policy's explanation
+/// and remediation (Pomerium's policy evaluation traces), and the decision's reasons.
+fn explanation_html(explanation: &crate::deny::Explanation) -> String {
+    let user = &explanation.for_user;
+    let mut out =
+        format!("<section class=\"explanation\">\n<p class=\"summary\">{}</p>\n", pages::escape(&user.summary));
+    if !user.findings.is_empty() {
+        out.push_str("<ul class=\"findings\">\n");
+        for finding in &user.findings {
+            out.push_str(&format!("<li>{}</li>\n", pages::escape(finding)));
+        }
+        out.push_str("</ul>\n");
+    }
+    out.push_str(&format!(
+        "<p class=\"remediation\"><strong>What you can do:</strong> {}</p>\n",
+        pages::escape(&user.remediation)
+    ));
+    if !explanation.traces.is_empty() {
+        out.push_str("<h2>Policies</h2>\n<ul class=\"traces\">\n");
+        for trace in &explanation.traces {
+            let title = if trace.name.is_empty() { &trace.id } else { &trace.name };
+            let result = match (trace.allow, trace.deny) {
+                (_, true) => "denies this request",
+                (true, false) => "allows this request",
+                (false, false) => "does not allow this request",
+            };
+            out.push_str(&format!("<li class=\"trace\"><strong>{}</strong> {result}", pages::escape(title)));
+            if !trace.explanation.is_empty() {
+                out.push_str(&format!("<p class=\"policy-explanation\">{}</p>", pages::escape(&trace.explanation)));
+            }
+            if !trace.remediation.is_empty() {
+                out.push_str(&format!("<p class=\"policy-remediation\">{}</p>", pages::escape(&trace.remediation)));
+            }
+            out.push_str("</li>\n");
+        }
+        out.push_str("</ul>\n");
+    }
+    out.push_str(&format!(
+        "<details><summary>Decision details</summary><pre class=\"details\">{}</pre></details>\n</section>\n",
+        pages::escape(&explanation.reasons)
+    ));
+    out
+}
 
 fn robots_txt() -> Answer {
     Answer::new(StatusCode::OK, "text/plain", "User-agent: *\nDisallow: /")
@@ -427,22 +483,6 @@ fn grpc_percent_encode(message: &str) -> String {
         }
     }
     encoded
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub fn escape_html(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
 }
 
 /// The offer the `Accept` header ranks first, as Pomerium's `rfc7231` negotiation does: media
@@ -633,7 +673,15 @@ mod tests {
     async fn html_page_escapes_everything_and_is_marked() {
         let page = ErrorPage::new(StatusCode::FORBIDDEN, "<id>")
             .with_message("<script>alert('x')</script>")
-            .with_details("a & b \"c\"");
+            .with_explanation(crate::deny::Explanation {
+                for_user: policy::explain::ForUser {
+                    summary: "a & b \"c\"".to_owned(),
+                    findings: vec!["<b>".to_owned()],
+                    remediation: "r".to_owned(),
+                },
+                traces: Vec::new(),
+                reasons: String::new(),
+            });
         let response = page.render("/", &HeaderMap::new());
         assert_eq!(response.status(), 403);
         assert_eq!(response.headers()[INTERCEPTED_RESPONSE_HEADER], "true");

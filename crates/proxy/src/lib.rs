@@ -14,7 +14,8 @@
 //! - [`balance`]: choosing an upstream endpoint, with passive outlier detection.
 //! - [`upstream`]: the pooled upstream client, per-route TLS settings, timeouts.
 //! - [`tunnel`]: upgrades (websocket, SPDY, ...) and CONNECT tunnels.
-//! - [`error`]: the one proxy error type, its status mapping, and the error pages.
+//! - [`error`]: the one proxy error type, its status mapping, and the error pages; [`deny`]: why a
+//!   request was denied, for the deny page of a route with `show_error_details`.
 //! - [`authn`]: sessions and the identity sent upstream, and the boundary ([`authn::SignIn`]) to
 //!   the `authn` crate, which answers the sign-in endpoints and talks to the identity provider
 //!   and the databroker.
@@ -27,6 +28,7 @@ pub mod authorize;
 pub mod balance;
 pub mod body;
 mod decision;
+pub mod deny;
 pub mod error;
 pub mod headers;
 mod log_fields;

@@ -10,8 +10,8 @@ use http::StatusCode;
 
 /// An allowed outcome's identity, or the answer that ends the request.
 pub(crate) fn outcome(
-    outcome: Outcome<'_>,
-    route: &RouteRuntime,
+    outcome: Outcome,
+    _route: &RouteRuntime,
     request_id: &str,
     format: ResponseFormat,
 ) -> Result<Option<Identity>, Box<Answer>> {
@@ -23,21 +23,9 @@ pub(crate) fn outcome(
         Outcome::Unauthenticated => {
             ErrorPage::new(StatusCode::UNAUTHORIZED, request_id).with_message("Unauthenticated")
         }
-        Outcome::Deny { status, decision, session_id: _ } => {
-            let page = ErrorPage::new(status, request_id);
-            if route.show_error_details {
-                // Pomerium's `show_error_details`: why, in the policy's own terms.
-                page.with_details(format!(
-                    "allow: {} ({}); deny: {} ({})",
-                    decision.allow.value,
-                    decision.allow.reasons.names().join(", "),
-                    decision.deny.value,
-                    decision.deny.reasons.names().join(", "),
-                ))
-            } else {
-                page
-            }
-        }
+        // Pomerium's `show_error_details`: the policy evaluation traces and the reasons, and what
+        // about the request fell short (computed by the decision only on such routes).
+        Outcome::Deny { status, explanation } => ErrorPage { explanation, ..ErrorPage::new(status, request_id) },
         Outcome::Refused { status, message } => ErrorPage::new(status, request_id).with_message(message),
         Outcome::Unavailable { why } => {
             tracing::debug!(request_id, error = %why, "request failed");

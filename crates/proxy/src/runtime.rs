@@ -114,7 +114,8 @@ pub(crate) struct RouteRuntime {
     pub upgrades: Vec<String>,
     pub timeouts: RequestTimeouts,
     pub append_forwarded_host: bool,
-    pub show_error_details: bool,
+    /// With `show_error_details`: what explains a denial on the deny page.
+    pub explainer: Option<Box<crate::deny::Explainer>>,
     pub depends_on: Vec<String>,
     pub idp_id: Option<String>,
     /// How `Authorization: Bearer` is read (`bearer_token_format`, the route's or the global one).
@@ -427,7 +428,7 @@ fn route_runtime(route: &Route, options: &Options, environment: &Environment) ->
             idle: idle.filter(|d| !d.is_zero()),
         },
         append_forwarded_host: route.appends_x_forwarded_host(),
-        show_error_details: route.show_error_details,
+        explainer: route.show_error_details.then(|| Box::new(crate::deny::Explainer::new(route))),
         depends_on: route.depends_on.clone(),
         idp_id: route.idp_client_id.clone(),
         bearer_token_format: route.effective_bearer_token_format(options),
