@@ -216,7 +216,8 @@ pub fn rules(policy: &Map<String, Value>) -> Vec<Value> {
     }
 }
 
-/// An API route as a `config.yaml` route, with its policies' rules as its `policy`.
+/// An API route as a `config.yaml` route, its policies as its `sub_policies` (as Zero ships them:
+/// each a query OR-ed with the others, with its explanation and remediation for the deny page).
 pub fn route_to_config(route: &Map<String, Value>, policies: &[&Map<String, Value>]) -> Value {
     let mut out = Map::new();
     for (key, value) in route {
@@ -225,9 +226,24 @@ pub fn route_to_config(route: &Map<String, Value>, policies: &[&Map<String, Valu
         }
         out.insert(snake(key), to_snake_value(key, value));
     }
-    let rules: Vec<Value> = policies.iter().flat_map(|p| rules(p)).collect();
-    if !rules.is_empty() {
-        out.insert("policy".to_owned(), Value::Array(rules));
+    let text = |policy: &Map<String, Value>, key: &str| policy.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+    let sub_policies: Vec<Value> = policies
+        .iter()
+        .filter_map(|policy| {
+            let rules = rules(policy);
+            (!rules.is_empty()).then(|| {
+                json!({
+                    "id": text(policy, "id"),
+                    "name": text(policy, "name"),
+                    "explanation": text(policy, "explanation"),
+                    "remediation": text(policy, "remediation"),
+                    "source_ppl": Value::Array(rules).to_string(),
+                })
+            })
+        })
+        .collect();
+    if !sub_policies.is_empty() {
+        out.insert("sub_policies".to_owned(), Value::Array(sub_policies));
     }
     Value::Object(out)
 }
@@ -305,7 +321,7 @@ fn relocate(d: &mut Diagnostic, text: &str, source: &str) {
     };
     let offset = line_col_to_offset(text, d.line, d.column);
     let Some(entry) = entries.iter().find(|e| e.span().contains(offset)) else { return };
-    if entry.key == "policy" {
+    if entry.key == "sub_policies" {
         d.field = Some("policyIds".to_owned());
         d.message = format!("{} (in an attached policy)", d.message);
         return;

@@ -268,7 +268,11 @@ async fn scenario(console: &Console) {
     let served_routes = records[0].data["routes"].as_array().unwrap();
     assert_eq!(served_routes[0]["from"], "https://app2.example.com");
     assert_eq!(served_routes[0]["prefix_rewrite"], "/v1");
-    assert_eq!(served_routes[0]["policy"][0]["allow"]["and"][0]["email"]["is"], "admin@example.com");
+    // Each attached policy is a sub-policy of the route, as Zero ships it.
+    let sub_policy = &served_routes[0]["sub_policies"][0];
+    let ppl: Value = serde_json::from_str(sub_policy["source_ppl"].as_str().unwrap()).unwrap();
+    assert_eq!(ppl[0]["allow"]["and"][0]["email"]["is"], "admin@example.com", "{sub_policy}");
+    assert!(sub_policy["id"].as_str().is_some_and(|id| !id.is_empty()), "{sub_policy}");
     assert_eq!(download(&replica, Some(&etag)).await.status, StatusCode::NOT_MODIFIED);
     // The cluster's wildcard certificate rides along, issued by the console's CA, which anyone
     // can download to trust it.
