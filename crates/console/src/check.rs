@@ -226,7 +226,8 @@ pub fn route_to_config(route: &Map<String, Value>, policies: &[&Map<String, Valu
         }
         out.insert(snake(key), to_snake_value(key, value));
     }
-    let text = |policy: &Map<String, Value>, key: &str| policy.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+    let text =
+        |policy: &Map<String, Value>, key: &str| policy.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
     let sub_policies: Vec<Value> = policies
         .iter()
         .filter_map(|policy| {

@@ -87,7 +87,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 /// Runs the server until it is told to stop.
-pub async fn run(config_path: Option<PathBuf>) -> ExitCode {
+pub async fn run(config_path: Option<PathBuf>, tuning: crate::tuning::Tuning) -> ExitCode {
     let mut source = match Source::read(config_path.as_deref()) {
         Ok(source) => source,
         Err(message) => {
@@ -135,7 +135,7 @@ pub async fn run(config_path: Option<PathBuf>) -> ExitCode {
         }
         source.managed = Some(managed);
     }
-    match Server::start(source, config, fatal).await {
+    match Server::start(source, config, fatal, tuning).await {
         Ok(server) => server.wait().await,
         Err(message) => {
             tracing::error!("{message}");
@@ -176,6 +176,8 @@ struct Server {
     autocert: Option<Arc<crate::autocert::Autocert>>,
     /// A message here ends the process with a failure (managed mode: the token was refused).
     fatal: tokio::sync::mpsc::Receiver<String>,
+    /// Intervals and delays from the environment (`crate::tuning`).
+    tuning: crate::tuning::Tuning,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +206,7 @@ impl Server {
         source: Source,
         config: Config,
         fatal: tokio::sync::mpsc::Receiver<String>,
+        tuning: crate::tuning::Tuning,
     ) -> Result<Server, String> {
         check_services(&config.options)?;
         let shutdown = Shutdown::new();
@@ -247,7 +250,7 @@ impl Server {
             tracing::warn!("autocert is off: this process serves no https listener (insecure_server or services)");
         }
         let autocert =
-            (serves_https && config.options.autocert.enable).then(|| crate::autocert::Autocert::new(&config));
+            (serves_https && config.options.autocert.enable).then(|| crate::autocert::Autocert::new(&config, &tuning));
         if let Some(autocert) = &autocert {
             tls = tls.map(|tls| tls.with_acme_challenges(autocert.alpn_hook()));
             autocert.with_issued(base.unwrap_or_default());
@@ -269,7 +272,7 @@ impl Server {
         let options = config.options.clone();
         let managed = source.managed.clone();
         let mut server =
-            Server { current, tls, metrics, shutdown, tasks, addresses, databroker, reloader, autocert, fatal };
+            Server { current, tls, metrics, shutdown, tasks, addresses, databroker, reloader, autocert, fatal, tuning };
         server.open_listeners(&options).await?;
         server.start_autocert(&config)?;
         if let Some(managed) = managed {
@@ -351,10 +354,7 @@ impl Server {
     /// Reloads the configuration when its file changes.
     fn watch(&mut self, source: Source) {
         let Some(path) = source.path.clone() else { return };
-        let interval = std::env::var("POMERIUM_WATCH_INTERVAL_MS")
-            .ok()
-            .and_then(|ms| ms.parse().ok())
-            .map_or(WATCH_INTERVAL, Duration::from_millis);
+        let interval = self.tuning.watch_interval.unwrap_or(WATCH_INTERVAL);
         let reloader = Arc::clone(&self.reloader);
         let mut shutdown = self.shutdown.signal();
         self.tasks.spawn(async move {
@@ -412,12 +412,10 @@ impl Server {
             authn::Configured::of(current.load().sign_in()).and_then(authn::Configured::refresh_provider)
         });
         // Shorter intervals for the tests, which cannot wait ten minutes.
-        let milliseconds =
-            |name: &str| std::env::var(name).ok().and_then(|ms| ms.parse().ok()).map(Duration::from_millis);
         let defaults = authn::refresher::Intervals::default();
         let intervals = authn::refresher::Intervals {
-            tick: milliseconds("POMERIUM_SESSION_REFRESH_INTERVAL_MS").unwrap_or(defaults.tick),
-            user_info: milliseconds("POMERIUM_USER_INFO_INTERVAL_MS").unwrap_or(defaults.user_info),
+            tick: self.tuning.session_refresh_interval.unwrap_or(defaults.tick),
+            user_info: self.tuning.user_info_interval.unwrap_or(defaults.user_info),
         };
         let mut shutdown = self.shutdown.signal();
         self.tasks.spawn(async move {

@@ -38,10 +38,12 @@ pub(crate) struct Autocert {
     pub(crate) http_listener: AtomicBool,
     /// The wildcards last warned about.
     wildcards: Mutex<Vec<String>>,
+    /// The challenge and the delays from the environment (`crate::tuning`).
+    tuning: crate::tuning::Tuning,
 }
 
 impl Autocert {
-    pub(crate) fn new(config: &Config) -> Arc<Autocert> {
+    pub(crate) fn new(config: &Config, tuning: &crate::tuning::Tuning) -> Arc<Autocert> {
         let autocert = Arc::new(Autocert {
             challenges: Arc::default(),
             status: Arc::default(),
@@ -50,6 +52,7 @@ impl Autocert {
             base: Mutex::default(),
             http_listener: AtomicBool::new(false),
             wildcards: Mutex::default(),
+            tuning: tuning.clone(),
         });
         autocert.plan(config);
         autocert
@@ -102,7 +105,7 @@ impl Autocert {
         tasks: &mut tokio::task::JoinSet<()>,
         mut shutdown: ShutdownSignal,
     ) -> Result<(), String> {
-        let settings = settings(options, self.http_listener.load(Ordering::Relaxed))?;
+        let settings = settings(options, self.http_listener.load(Ordering::Relaxed), &self.tuning)?;
         tracing::info!(
             directory = %settings.directory_url,
             dir = %settings.dir.display(),
@@ -133,7 +136,7 @@ impl Autocert {
 }
 
 /// The manager's settings from the options.
-fn settings(options: &Options, http_listener: bool) -> Result<Settings, String> {
+fn settings(options: &Options, http_listener: bool, tuning: &crate::tuning::Tuning) -> Result<Settings, String> {
     let autocert = &options.autocert;
     let directory_url = match &autocert.ca {
         Some(url) => url.to_string(),
@@ -147,13 +150,11 @@ fn settings(options: &Options, http_listener: bool) -> Result<Settings, String> 
         (None, None) => None,
         _ => return Err("autocert_eab_key_id and autocert_eab_mac_key go together: set both or neither".to_owned()),
     };
-    let challenge = match std::env::var("POMERIUM_AUTOCERT_CHALLENGE").ok().as_deref() {
-        Some("http-01") => Challenge::Http01,
-        Some("tls-alpn-01") => Challenge::TlsAlpn01,
-        _ if http_listener => Challenge::Http01,
-        _ => Challenge::TlsAlpn01,
+    let challenge = match tuning.autocert_challenge {
+        Some(challenge) => challenge,
+        None if http_listener => Challenge::Http01,
+        None => Challenge::TlsAlpn01,
     };
-    let milliseconds = |name: &str| std::env::var(name).ok().and_then(|ms| ms.parse().ok()).map(Duration::from_millis);
     Ok(Settings {
         directory_url,
         email: autocert.email.clone(),
@@ -162,10 +163,10 @@ fn settings(options: &Options, http_listener: bool) -> Result<Settings, String> 
         trusted_ca: autocert.trusted_ca.as_ref().map(|ca| ca.ders().to_vec()).unwrap_or_default(),
         dir: autocert.dir.as_ref().map_or_else(default_dir, PathBuf::from),
         challenge,
-        retry_base: milliseconds("POMERIUM_AUTOCERT_RETRY_MS").unwrap_or(Duration::from_secs(60)),
+        retry_base: tuning.autocert_retry.unwrap_or(Duration::from_secs(60)),
         retry_max: Duration::from_secs(3600),
-        renew_after: milliseconds("POMERIUM_AUTOCERT_RENEW_AFTER_MS"),
-        order_delay: milliseconds("POMERIUM_AUTOCERT_ORDER_DELAY_MS"),
+        renew_after: tuning.autocert_renew_after,
+        order_delay: tuning.autocert_order_delay,
     })
 }
 

@@ -13,6 +13,7 @@ mod grpc;
 mod managed;
 mod metrics;
 mod telemetry;
+mod tuning;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tuning = match tuning::Tuning::read(|name| std::env::var(name).ok()) {
+        Ok(tuning) => tuning,
+        Err(errors) => {
+            for error in errors {
+                eprintln!("pomerium: {error}");
+            }
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -50,7 +60,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(app::run(config))
+    runtime.block_on(app::run(config, tuning))
 }
 
 enum Command {
