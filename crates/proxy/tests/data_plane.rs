@@ -1,5 +1,8 @@
-//! The data plane end to end, with real parts: hyper upstreams (plain and TLS with test
-//! certificates), the proxy's pieces wired in a minimal handler, and real clients over TLS.
+//! The data plane end to end, with real parts: the proxy's pipeline (`proxy::pipeline::handle`)
+//! on a runtime built from a configuration text, served by `proxy::server` over TLS, hyper
+//! upstreams (plain and TLS with test certificates), and real clients. What the server does
+//! whatever the handler (SNI, ALPN, client certificates, limits, shutdown) is checked with small
+//! handlers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests")]
 
@@ -10,48 +13,38 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, HOST, LOCATION, UPGRADE};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, Version};
 use http_body_util::BodyExt as _;
 use hyper::body::{Frame, Incoming};
-use proxy::body::{self, ProxyBody};
+use proxy::body;
 use proxy::error::INTERCEPTED_RESPONSE_HEADER;
 use proxy::server::{ConnectionInfo, ServerOptions};
-use proxy::tls::{ClientCertMode, DownstreamClientAuth, ServerTls, SniResolver, certificate_names, certified_key};
-use proxy::upstream::{ClientOptions, RequestTimeouts, UpstreamClient, UpstreamClients, UpstreamTls};
+use proxy::tls::{ClientCertMode, DownstreamClientAuth, certificate_names};
+use proxy::upstream::{ClientOptions, RequestTimeouts, UpstreamClient, UpstreamTls};
 use support::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot};
-
-fn proxy_tls(pki: &Pki, names: &[&[&str]], client_auth: Option<&DownstreamClientAuth>) -> ServerTls {
-    let keys: Vec<_> = names
-        .iter()
-        .map(|names| {
-            let (chain, key) = pki.issue(names);
-            certified_key(chain, key).unwrap()
-        })
-        .collect();
-    ServerTls::new(Arc::new(SniResolver::new(&keys).unwrap()), client_auth).unwrap()
-}
 
 fn plain_client() -> UpstreamClient {
     UpstreamClient::new(&UpstreamTls::default(), &ClientOptions::default()).unwrap()
 }
 
-async fn hello_upstream() -> std::net::SocketAddr {
-    spawn_upstream(None, |request: Request<Incoming>| async move {
-        let host = request.headers().get(HOST).map(|h| h.to_str().unwrap().to_owned()).unwrap_or_default();
-        let xff = request.headers().get("x-forwarded-for").map(|h| h.to_str().unwrap().to_owned()).unwrap_or_default();
-        Response::new(body::full(format!("hello from upstream; host={host}; path={}; xff={xff}", request.uri())))
-    })
-    .await
+/// The pipeline serving `routes` over TLS for `app.test` (and `db.test`), and its CA.
+async fn pipeline(routes: &[String]) -> (RunningProxy, Pki) {
+    pipeline_with(routes, ServerOptions::default()).await
+}
+
+async fn pipeline_with(routes: &[String], options: ServerOptions) -> (RunningProxy, Pki) {
+    let pki = Pki::new("proxy ca");
+    let tls = proxy_tls(&pki, &[&["app.test", "db.test"]], None);
+    (serve(&config(routes), Some(tls), options).await, pki)
 }
 
 #[tokio::test]
 async fn sni_selects_exact_wildcard_and_default_certificates() {
     let pki = Pki::new("proxy ca");
     let tls = proxy_tls(&pki, &[&["default.test"], &["exact.test"], &["*.wild.test"]], None);
-    let handler = |_: Request<Incoming>, _: Arc<ConnectionInfo>| async { Response::new(body::empty()) };
-    let proxy = spawn_proxy(Some(tls), handler, ServerOptions::default()).await;
+    let proxy = serve(&config(&[]), Some(tls), ServerOptions::default()).await;
     for (sni, expected) in
         [("exact.test", "exact.test"), ("a.wild.test", "*.wild.test"), ("unknown.test", "default.test")]
     {
@@ -71,104 +64,73 @@ async fn alpn_chooses_http2_or_http11() {
         let sni = tls.server_name.clone().unwrap();
         Response::new(body::full(format!("{:?} {alpn} {sni}", request.version())))
     };
-    let proxy = spawn_proxy(Some(tls), handler, ServerOptions::default()).await;
-    let url = format!("https://127.0.0.1:{}/", proxy.address.port());
-    for (alpn, version, expected) in [
-        (&b"h2"[..], Version::HTTP_2, "HTTP/2.0 h2 proxy.test"),
-        (&b"http/1.1"[..], Version::HTTP_11, "HTTP/1.1 http/1.1 proxy.test"),
-    ] {
-        let client = https_client(client_tls(&pki.ca(), &[alpn], None), "proxy.test");
-        let response = client.request(get(&url, "proxy.test")).await.unwrap();
-        assert_eq!(response.version(), version);
-        assert_eq!(text(response).await, expected);
-    }
+    let proxy = spawn_server(Some(tls), handler, ServerOptions::default()).await;
+    let reply = h2(&proxy, &pki, "proxy.test").await.fetch(get("proxy.test", "/")).await;
+    assert_eq!((reply.version, reply.text().as_str()), (Version::HTTP_2, "HTTP/2.0 h2 proxy.test"));
+    let reply = h1(&proxy, &pki, "proxy.test").await.fetch(get("proxy.test", "/")).await;
+    assert_eq!((reply.version, reply.text().as_str()), (Version::HTTP_11, "HTTP/1.1 http/1.1 proxy.test"));
 }
 
 #[tokio::test]
 async fn requests_are_forwarded_with_forwarding_headers_and_normalized_paths() {
-    let pki = Pki::new("proxy ca");
-    let upstream = hello_upstream().await;
-    let route = Route::new(&format!("http://{upstream}"), plain_client());
-    let proxy =
-        spawn_proxy(Some(proxy_tls(&pki, &[&["app.test"]], None)), forwarding_handler(route), ServerOptions::default())
-            .await;
-    let client = https_client(client_tls(&pki.ca(), &[b"h2"], None), "app.test");
-    let url = format!("https://127.0.0.1:{}/a/%2e%2e/admin?x=1", proxy.address.port());
-    let response = client.request(get(&url, "app.test")).await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(text(response).await, format!("hello from upstream; host={upstream}; path=/admin?x=1; xff=127.0.0.1"));
+    let upstream = echo_upstream("app", None).await;
+    let (proxy, pki) = pipeline(&[public_route("app.test", &upstream.http(), "")]).await;
+    let mut client = h2(&proxy, &pki, "app.test").await;
+    let seen = client.fetch(get("app.test", "/a/%2e%2e/admin?x=1")).await.seen();
+    assert_eq!(seen.target(), "/admin?x=1", "dot segments are removed before routing and forwarding");
+    assert_eq!(seen.header("host").as_deref(), Some(upstream.address.to_string().as_str()), "the upstream's host");
+    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(seen.header("x-forwarded-host").as_deref(), Some("app.test"), "the client's host, rewritten away");
 
-    let rejected = format!("https://127.0.0.1:{}/a%2Fb", proxy.address.port());
-    let response = client.request(get(&rejected, "app.test")).await.unwrap();
-    assert_eq!(response.status(), 400);
-    assert_eq!(response.headers()[INTERCEPTED_RESPONSE_HEADER], "true");
+    let reply = client.fetch(get("app.test", "/a%2Fb")).await;
+    assert_eq!(reply.status, 400, "an encoded slash is refused: {reply:?}");
+    assert_eq!(reply.header(INTERCEPTED_RESPONSE_HEADER), "true");
+    assert_eq!(upstream.requests(), 1, "the refused request never reached the upstream");
 }
 
-/// A TLS upstream with a certificate for `upstream.test` from its own CA.
-async fn tls_upstream(pki: &Pki, client_ca: Option<rustls_pki_types::CertificateDer<'static>>) -> std::net::SocketAddr {
-    let (chain, key) = pki.issue(&["upstream.test"]);
-    spawn_upstream(Some(upstream_tls(chain, key, client_ca)), |request: Request<Incoming>| async move {
+/// A TLS upstream with a certificate for `upstream.test` from `pki`.
+async fn tls_upstream(pki: &Pki, client_ca: Option<rustls_pki_types::CertificateDer<'static>>) -> Upstream {
+    let leaf = pki.issue(&["upstream.test"]);
+    spawn_upstream(Some(upstream_tls(&leaf, client_ca)), |request: Request<Incoming>| async move {
         Response::new(body::full(format!("tls upstream saw {:?}", request.version())))
     })
     .await
 }
 
-async fn through_proxy(upstream_url: String, upstream_client: UpstreamClient) -> (StatusCode, String, Option<String>) {
-    let pki = Pki::new("proxy ca");
-    let route = Route::new(&upstream_url, upstream_client);
-    let proxy =
-        spawn_proxy(Some(proxy_tls(&pki, &[&["app.test"]], None)), forwarding_handler(route), ServerOptions::default())
-            .await;
-    let client = https_client(client_tls(&pki.ca(), &[b"http/1.1"], None), "app.test");
-    let response =
-        client.request(get(&format!("https://127.0.0.1:{}/", proxy.address.port()), "app.test")).await.unwrap();
-    let intercepted = response.headers().get(INTERCEPTED_RESPONSE_HEADER).map(|v| v.to_str().unwrap().to_owned());
-    (response.status(), text(response).await, intercepted)
+/// GET `/` through the pipeline on a route to `to` with `fields`.
+async fn through_proxy(to: &str, fields: &str) -> Reply {
+    let (proxy, pki) = pipeline(&[public_route("app.test", to, fields)]).await;
+    h1(&proxy, &pki, "app.test").await.fetch(get("app.test", "/")).await
 }
 
 #[tokio::test]
 async fn upstream_tls_is_verified_by_default() {
-    let upstream_pki = Pki::new("upstream ca");
-    let upstream = tls_upstream(&upstream_pki, None).await;
-    let verifying = UpstreamClient::new(
-        &UpstreamTls { server_name: Some("upstream.test".into()), ..Default::default() },
-        &ClientOptions::default(),
-    )
-    .unwrap();
-    let (status, body, intercepted) = through_proxy(format!("https://{upstream}"), verifying).await;
-    assert_eq!(status, 502, "an unknown CA is an upstream failure");
-    assert_eq!(intercepted.as_deref(), Some("true"));
-    assert!(body.contains("502 Bad Gateway"), "{body}");
+    let upstream = tls_upstream(&Pki::new("upstream ca"), None).await;
+    let reply = through_proxy(&upstream.https(), "tls_server_name: upstream.test").await;
+    assert_eq!(reply.status, 502, "an unknown CA is an upstream failure");
+    assert_eq!(reply.header(INTERCEPTED_RESPONSE_HEADER), "true");
+    assert!(reply.text().contains("502 Bad Gateway"), "{}", reply.text());
 }
 
 #[tokio::test]
 async fn skip_verify_accepts_any_upstream_certificate() {
     let upstream = tls_upstream(&Pki::new("upstream ca"), None).await;
-    let client =
-        UpstreamClient::new(&UpstreamTls { skip_verify: true, ..Default::default() }, &ClientOptions::default())
-            .unwrap();
-    let (status, body, _) = through_proxy(format!("https://{upstream}"), client).await;
-    assert_eq!((status.as_u16(), body.as_str()), (200, "tls upstream saw HTTP/2.0"), "ALPN negotiates h2 upstream");
+    let reply = through_proxy(&upstream.https(), "tls_skip_verify: true").await;
+    assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "tls upstream saw HTTP/2.0"), "ALPN: h2 upstream");
 }
 
 #[tokio::test]
 async fn custom_ca_and_server_name_verify_the_upstream() {
     let upstream_pki = Pki::new("upstream ca");
     let upstream = tls_upstream(&upstream_pki, None).await;
-    let with_name = UpstreamTls {
-        custom_ca: Some(vec![upstream_pki.ca()]),
-        server_name: Some("upstream.test".into()),
-        ..Default::default()
-    };
-    let client = UpstreamClient::new(&with_name, &ClientOptions::default()).unwrap();
-    let (status, _, _) = through_proxy(format!("https://{upstream}"), client).await;
-    assert_eq!(status, 200);
+    let ca = base64(upstream_pki.ca_pem().as_bytes());
+    let reply = through_proxy(&upstream.https(), &format!("tls_custom_ca: {ca}\ntls_server_name: upstream.test")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
 
     // The URL's host (127.0.0.1) is not a name in the certificate.
-    let without_name = UpstreamTls { custom_ca: Some(vec![upstream_pki.ca()]), ..Default::default() };
-    let client = UpstreamClient::new(&without_name, &ClientOptions::default()).unwrap();
-    let (status, _, _) = through_proxy(format!("https://{upstream}"), client).await;
-    assert_eq!(status, 502);
+    let reply = through_proxy(&upstream.https(), &format!("tls_custom_ca: {ca}")).await;
+    assert_eq!(reply.status, 502);
 }
 
 #[tokio::test]
@@ -176,21 +138,16 @@ async fn client_certificates_are_presented_to_the_upstream() {
     let upstream_pki = Pki::new("upstream ca");
     let client_pki = Pki::new("client ca");
     let upstream = tls_upstream(&upstream_pki, Some(client_pki.ca())).await;
-    let base = || UpstreamTls {
-        custom_ca: Some(vec![upstream_pki.ca()]),
-        server_name: Some("upstream.test".into()),
-        ..Default::default()
-    };
-    let clients = UpstreamClients::new(ClientOptions::default());
+    let base = format!("tls_custom_ca: {}\ntls_server_name: upstream.test", base64(upstream_pki.ca_pem().as_bytes()));
 
-    let anonymous = clients.client(&base()).unwrap();
-    let (status, _, _) = through_proxy(format!("https://{upstream}"), anonymous).await;
-    assert_eq!(status, 502, "the upstream requires a client certificate");
+    let reply = through_proxy(&upstream.https(), &base).await;
+    assert_eq!(reply.status, 502, "the upstream requires a client certificate");
 
-    let with_cert = UpstreamTls { client_auth: Some(client_pki.issue(&["proxy-client"])), ..base() };
-    let client = clients.client(&with_cert).unwrap();
-    let (status, _, _) = through_proxy(format!("https://{upstream}"), client).await;
-    assert_eq!(status, 200);
+    let client = client_pki.issue(&["proxy-client"]);
+    let (cert, key) = (base64(client.cert_pem.as_bytes()), base64(client.key_pem.as_bytes()));
+    let reply =
+        through_proxy(&upstream.https(), &format!("{base}\ntls_client_cert: {cert}\ntls_client_key: {key}")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
 }
 
 #[tokio::test]
@@ -210,43 +167,20 @@ async fn downstream_client_certificates_are_reported_to_the_handler() {
         };
         Response::new(body::full(report))
     };
-    let proxy = spawn_proxy(Some(tls), handler, ServerOptions::default()).await;
-    let url = format!("https://127.0.0.1:{}/", proxy.address.port());
+    let proxy = spawn_server(Some(tls), handler, ServerOptions::default()).await;
     let untrusted = Pki::new("someone else");
     for (certificate, expected) in [
         (Some(client_pki.issue(&["alice.test"])), r#"verified=true cn=["alice.test"]"#),
         (Some(untrusted.issue(&["mallory.test"])), r#"verified=false cn=["mallory.test"]"#),
         (None, "none"),
     ] {
-        let client = https_client(client_tls(&pki.ca(), &[b"h2"], certificate), "app.test");
-        let response = client.request(get(&url, "app.test")).await.unwrap();
-        assert_eq!(text(response).await, expected);
+        let config = client_tls(&pki.ca(), &[b"h2"], certificate.as_ref());
+        let mut client = H2::handshake(tls_connect(proxy.address, config, "app.test").await).await;
+        assert_eq!(client.fetch(get("app.test", "/")).await.text(), expected);
     }
 }
 
-/// An upstream that accepts websocket upgrades and echoes bytes; says so when there is none.
-async fn websocket_upstream() -> std::net::SocketAddr {
-    spawn_upstream(None, |mut request: Request<Incoming>| async move {
-        if request.headers().get(UPGRADE).is_none() {
-            return Response::new(body::full("no upgrade"));
-        }
-        let upgrade = hyper::upgrade::on(&mut request);
-        tokio::spawn(async move {
-            let upgraded = upgrade.await.unwrap();
-            let (mut reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
-            let _ = tokio::io::copy(&mut reader, &mut writer).await;
-        });
-        Response::builder()
-            .status(101)
-            .header(UPGRADE, "websocket")
-            .header(CONNECTION, "Upgrade")
-            .body(body::empty())
-            .unwrap()
-    })
-    .await
-}
-
-fn upgrade_request() -> Request<ProxyBody> {
+fn upgrade_request() -> Request<Body> {
     Request::builder()
         .uri("/ws")
         .header(HOST, "app.test")
@@ -258,20 +192,9 @@ fn upgrade_request() -> Request<ProxyBody> {
 
 #[tokio::test]
 async fn websocket_upgrades_pass_only_when_allowed() {
-    let pki = Pki::new("proxy ca");
     let upstream = websocket_upstream().await;
-    let mut route = Route::new(&format!("http://{upstream}"), plain_client());
-    route.allowed_upgrades = vec!["websocket".to_owned()];
-    let proxy = spawn_proxy(
-        Some(proxy_tls(&pki, &[&["app.test"]], None)),
-        forwarding_handler(route.clone()),
-        ServerOptions::default(),
-    )
-    .await;
-
-    let stream = tls_connect(proxy.address, client_tls(&pki.ca(), &[b"http/1.1"], None), "app.test").await;
-    let mut sender = http1(stream).await;
-    let response = sender.send_request(upgrade_request()).await.unwrap();
+    let (proxy, pki) = pipeline(&[public_route("app.test", &upstream.http(), "allow_websockets: true")]).await;
+    let response = h1(&proxy, &pki, "app.test").await.send(upgrade_request()).await;
     assert_eq!(response.status(), 101);
     let mut upgraded = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
     upgraded.write_all(b"ping over websocket").await.unwrap();
@@ -279,36 +202,25 @@ async fn websocket_upgrades_pass_only_when_allowed() {
     tokio::time::timeout(PROMPTLY, upgraded.read_exact(&mut echoed)).await.unwrap().unwrap();
     assert_eq!(&echoed, b"ping over websocket");
 
-    route.allowed_upgrades.clear();
-    let strict =
-        spawn_proxy(Some(proxy_tls(&pki, &[&["app.test"]], None)), forwarding_handler(route), ServerOptions::default())
-            .await;
-    let stream = tls_connect(strict.address, client_tls(&pki.ca(), &[b"http/1.1"], None), "app.test").await;
-    let mut sender = http1(stream).await;
-    let response = sender.send_request(upgrade_request()).await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(text(response).await, "no upgrade", "the Upgrade header is stripped");
+    let (strict, pki) = pipeline(&[public_route("app.test", &upstream.http(), "")]).await;
+    let reply = h1(&strict, &pki, "app.test").await.fetch(upgrade_request()).await;
+    assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "no upgrade"), "the Upgrade header is stripped");
 }
 
 #[tokio::test]
 async fn connect_tunnels_reach_a_tcp_upstream() {
-    let pki = Pki::new("proxy ca");
-    let echo = spawn_echo().await;
-    let mut route = Route::new("http://unused.invalid", plain_client());
-    route.tcp_target = Some(echo.to_string());
-    let proxy =
-        spawn_proxy(Some(proxy_tls(&pki, &[&["app.test"]], None)), forwarding_handler(route), ServerOptions::default())
-            .await;
-
-    let stream = tls_connect(proxy.address, client_tls(&pki.ca(), &[b"http/1.1"], None), "app.test").await;
-    let mut sender = http1(stream).await;
+    let echo = tcp_echo().await;
+    let route = format!(
+        "  - from: tcp+https://db.test:5432\n    to: tcp://{echo}\n    allow_public_unauthenticated_access: true\n"
+    );
+    let (proxy, pki) = pipeline(&[route]).await;
     let connect = Request::builder()
         .method(Method::CONNECT)
         .uri("db.test:5432")
         .header(HOST, "db.test:5432")
         .body(body::empty())
         .unwrap();
-    let response = sender.send_request(connect).await.unwrap();
+    let response = h1(&proxy, &pki, "db.test").await.send(connect).await;
     assert_eq!(response.status(), 200);
     let mut tunnel = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
     for message in [&b"SELECT 1;"[..], b"SELECT 2;"] {
@@ -321,7 +233,6 @@ async fn connect_tunnels_reach_a_tcp_upstream() {
 
 #[tokio::test]
 async fn response_bodies_stream_without_buffering() {
-    let pki = Pki::new("proxy ca");
     let (release, released) = oneshot::channel::<()>();
     let released = Arc::new(Mutex::new(Some(released)));
     let upstream = spawn_upstream(None, move |_: Request<Incoming>| {
@@ -339,26 +250,20 @@ async fn response_bodies_stream_without_buffering() {
         }
     })
     .await;
-    let route = Route::new(&format!("http://{upstream}"), plain_client());
-    let proxy =
-        spawn_proxy(Some(proxy_tls(&pki, &[&["app.test"]], None)), forwarding_handler(route), ServerOptions::default())
-            .await;
-    let client = https_client(client_tls(&pki.ca(), &[b"h2"], None), "app.test");
-    let response =
-        client.request(get(&format!("https://127.0.0.1:{}/stream", proxy.address.port()), "app.test")).await.unwrap();
+    let (proxy, pki) = pipeline(&[public_route("app.test", &upstream.http(), "")]).await;
+    let response = h2(&proxy, &pki, "app.test").await.send(get("app.test", "/stream")).await;
     let mut body = response.into_body();
     let first = tokio::time::timeout(PROMPTLY, body.frame())
         .await
         .expect("the first chunk arrives while the upstream is still sending");
     assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "first chunk");
     release.send(()).unwrap();
-    let rest = body.collect().await.unwrap().to_bytes();
+    let rest = tokio::time::timeout(PROMPTLY, body.collect()).await.unwrap().unwrap().to_bytes();
     assert_eq!(rest, "; the rest");
 }
 
 #[tokio::test]
 async fn request_bodies_stream_without_buffering() {
-    let pki = Pki::new("proxy ca");
     let (got_first, mut first_seen) = mpsc::channel::<Bytes>(1);
     let upstream = spawn_upstream(None, move |request: Request<Incoming>| {
         let got_first = got_first.clone();
@@ -371,19 +276,11 @@ async fn request_bodies_stream_without_buffering() {
         }
     })
     .await;
-    let route = Route::new(&format!("http://{upstream}"), plain_client());
-    let proxy =
-        spawn_proxy(Some(proxy_tls(&pki, &[&["app.test"]], None)), forwarding_handler(route), ServerOptions::default())
-            .await;
-    let client = https_client(client_tls(&pki.ca(), &[b"h2"], None), "app.test");
+    let (proxy, pki) = pipeline(&[public_route("app.test", &upstream.http(), "")]).await;
+    let mut client = h2(&proxy, &pki, "app.test").await;
     let (mut sender, channel) = http_body_util::channel::Channel::<Bytes, proxy::BoxError>::new(1);
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(format!("https://127.0.0.1:{}/upload", proxy.address.port()))
-        .header(HOST, "app.test")
-        .body(channel.boxed_unsync())
-        .unwrap();
-    let response = tokio::spawn(client.request(request));
+    let request = request(Method::POST, "app.test", "/upload").body(channel.boxed_unsync()).unwrap();
+    let response = tokio::spawn(async move { client.fetch(request).await });
     sender.send(Frame::data(Bytes::from_static(b"part one,"))).await.unwrap();
     let seen = tokio::time::timeout(PROMPTLY, first_seen.recv())
         .await
@@ -391,49 +288,44 @@ async fn request_bodies_stream_without_buffering() {
     assert_eq!(seen.unwrap(), "part one,");
     sender.send_data(Bytes::from_static(b" part two")).await.unwrap();
     drop(sender);
-    let response = response.await.unwrap().unwrap();
-    assert_eq!(text(response).await, "part one, part two");
+    let reply = tokio::time::timeout(PROMPTLY, response).await.unwrap().unwrap();
+    assert_eq!(reply.text(), "part one, part two");
+}
+
+/// An upstream that answers after `delay`, and says when a request has arrived.
+async fn slow_upstream(delay: Duration) -> (Upstream, mpsc::Receiver<()>) {
+    let (started, request_started) = mpsc::channel::<()>(4);
+    let upstream = spawn_upstream(None, move |_: Request<Incoming>| {
+        let started = started.clone();
+        async move {
+            let _ = started.send(()).await;
+            tokio::time::sleep(delay).await;
+            Response::new(body::full("finished after shutdown began"))
+        }
+    })
+    .await;
+    (upstream, request_started)
 }
 
 #[tokio::test]
 async fn slow_upstreams_time_out_with_504() {
-    let pki = Pki::new("proxy ca");
-    let upstream = spawn_upstream(None, |_: Request<Incoming>| async {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        Response::new(body::empty())
-    })
-    .await;
-    let mut route = Route::new(&format!("http://{upstream}"), plain_client());
-    route.timeouts = RequestTimeouts { total: Some(Duration::from_millis(200)), idle: None };
-    let proxy =
-        spawn_proxy(Some(proxy_tls(&pki, &[&["app.test"]], None)), forwarding_handler(route), ServerOptions::default())
-            .await;
-    let client = https_client(client_tls(&pki.ca(), &[b"h2"], None), "app.test");
-    let request = Request::builder()
-        .uri(format!("https://127.0.0.1:{}/", proxy.address.port()))
-        .header(HOST, "app.test")
-        .header("accept", "application/json")
-        .body(body::empty())
-        .unwrap();
-    let response = tokio::time::timeout(PROMPTLY, client.request(request)).await.unwrap().unwrap();
-    assert_eq!(response.status(), 504);
-    let json: serde_json::Value = serde_json::from_str(&text(response).await).unwrap();
-    assert_eq!(json["error"], "Gateway Timeout");
-    assert_eq!(json["request_id"].as_str().unwrap().len(), 36);
+    let (upstream, _) = slow_upstream(Duration::from_secs(30)).await;
+    let (proxy, pki) = pipeline(&[public_route("app.test", &upstream.http(), "timeout: 200ms")]).await;
+    let request = request(Method::GET, "app.test", "/").header("accept", "application/json").body(body::empty());
+    let reply = h2(&proxy, &pki, "app.test").await.fetch(request.unwrap()).await;
+    assert_eq!(reply.status, 504);
+    let json = reply.json();
+    assert_eq!(json["error"], "Gateway Timeout", "{json}");
+    assert_eq!(json["request_id"].as_str().unwrap().len(), 36, "{json}");
+    assert_eq!(json["request_id"], reply.header("x-request-id"), "the id the response carries");
 }
 
 #[tokio::test]
 async fn refused_connections_are_502() {
-    let pki = Pki::new("proxy ca");
-    let route = Route::new(&format!("http://{}", closed_port()), plain_client());
-    let proxy =
-        spawn_proxy(Some(proxy_tls(&pki, &[&["app.test"]], None)), forwarding_handler(route), ServerOptions::default())
-            .await;
-    let client = https_client(client_tls(&pki.ca(), &[b"http/1.1"], None), "app.test");
-    let response =
-        client.request(get(&format!("https://127.0.0.1:{}/", proxy.address.port()), "app.test")).await.unwrap();
-    assert_eq!(response.status(), 502);
-    assert_eq!(response.headers()[INTERCEPTED_RESPONSE_HEADER], "true");
+    let to = format!("http://{}", closed_port());
+    let reply = through_proxy(&to, "").await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.header(INTERCEPTED_RESPONSE_HEADER), "true");
 }
 
 #[tokio::test]
@@ -442,14 +334,13 @@ async fn upstream_failures_are_classified_by_cause() {
         let request = Request::builder().uri(url).body(body::empty()).unwrap();
         client.send(request, RequestTimeouts { total, idle: None }).await.unwrap_err()
     };
-    let upstream_pki = Pki::new("upstream ca");
-    let tls = tls_upstream(&upstream_pki, None).await;
+    let tls = tls_upstream(&Pki::new("upstream ca"), None).await;
     let verifying = UpstreamClient::new(
         &UpstreamTls { server_name: Some("upstream.test".into()), ..Default::default() },
         &ClientOptions::default(),
     )
     .unwrap();
-    let error = send(verifying, format!("https://{tls}/"), None).await;
+    let error = send(verifying, format!("{}/", tls.https()), None).await;
     assert_eq!(
         (error.origin(), error.kind(), error.status().as_u16()),
         (proxy::Source::Upstream, proxy::ErrorKind::Tls, 502),
@@ -460,12 +351,8 @@ async fn upstream_failures_are_classified_by_cause() {
     assert_eq!((error.kind(), error.status().as_u16()), (proxy::ErrorKind::ConnectRefused, 502), "{error}");
     assert!(error.is_retryable());
 
-    let silent = spawn_upstream(None, |_: Request<Incoming>| async {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        Response::new(body::empty())
-    })
-    .await;
-    let error = send(plain_client(), format!("http://{silent}/"), Some(Duration::from_millis(100))).await;
+    let (silent, _) = slow_upstream(Duration::from_secs(30)).await;
+    let error = send(plain_client(), format!("{}/", silent.http()), Some(Duration::from_millis(100))).await;
     assert_eq!((error.kind(), error.status().as_u16()), (proxy::ErrorKind::Timeout, 504), "{error}");
     assert!(!error.is_retryable());
 
@@ -484,43 +371,28 @@ async fn upstream_failures_are_classified_by_cause() {
 
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests() {
-    let pki = Pki::new("proxy ca");
-    let (started, mut request_started) = mpsc::channel::<()>(1);
-    let handler = move |_: Request<Incoming>, _: Arc<ConnectionInfo>| {
-        let started = started.clone();
-        async move {
-            started.send(()).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            Response::new(body::full("finished after shutdown began"))
-        }
-    };
-    let proxy = spawn_proxy(Some(proxy_tls(&pki, &[&["app.test"]], None)), handler, ServerOptions::default()).await;
-    let client = https_client(client_tls(&pki.ca(), &[b"http/1.1"], None), "app.test");
-    let url = format!("https://127.0.0.1:{}/", proxy.address.port());
-    let in_flight = tokio::spawn(client.request(get(&url, "app.test")));
+    let (upstream, mut request_started) = slow_upstream(Duration::from_millis(300)).await;
+    let (proxy, pki) = pipeline(&[public_route("app.test", &upstream.http(), "")]).await;
+    let mut client = h1(&proxy, &pki, "app.test").await;
+    let in_flight = tokio::spawn(async move { client.fetch(get("app.test", "/")).await });
     tokio::time::timeout(PROMPTLY, request_started.recv()).await.unwrap();
     proxy.shutdown.trigger();
-    let response = tokio::time::timeout(PROMPTLY, in_flight).await.unwrap().unwrap().unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(text(response).await, "finished after shutdown began");
+    let reply = tokio::time::timeout(PROMPTLY, in_flight).await.unwrap().unwrap();
+    assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "finished after shutdown began"));
     tokio::time::timeout(PROMPTLY, proxy.task).await.expect("serve returns once drained").unwrap();
     assert!(tokio::net::TcpStream::connect(proxy.address).await.is_err(), "no longer accepting");
 }
 
 #[tokio::test]
 async fn shutdown_grace_bounds_stuck_requests() {
-    let (started, mut request_started) = mpsc::channel::<()>(1);
-    let handler = move |_: Request<Incoming>, _: Arc<ConnectionInfo>| {
-        let started = started.clone();
-        async move {
-            started.send(()).await.unwrap();
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            Response::new(body::empty())
-        }
-    };
+    let (upstream, mut request_started) = slow_upstream(Duration::from_secs(60)).await;
     let options = ServerOptions { shutdown_grace: Duration::from_millis(100), ..ServerOptions::default() };
-    let proxy = spawn_proxy(None, handler, options).await;
-    let stuck = tokio::spawn(http_client().request(get(&format!("http://{}/", proxy.address), "app.test")));
+    let (proxy, pki) = pipeline_with(&[public_route("app.test", &upstream.http(), "timeout: 0s")], options).await;
+    let stream = tls_connect(proxy.address, client_tls(&pki.ca(), &[b"http/1.1"], None), "app.test").await;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Body>(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let stuck = tokio::spawn(async move { sender.send_request(get("app.test", "/")).await });
     tokio::time::timeout(PROMPTLY, request_started.recv()).await.unwrap();
     proxy.shutdown.trigger();
     tokio::time::timeout(PROMPTLY, proxy.task).await.expect("serve gives up after the grace period").unwrap();
@@ -533,35 +405,27 @@ async fn http_is_redirected_to_https() {
     let address = listener.local_addr().unwrap();
     let shutdown = proxy::server::Shutdown::new();
     tokio::spawn(proxy::server::serve_https_redirect(listener, 8443, ServerOptions::default(), shutdown.signal()));
-    let client = http_client();
-    let response = client.request(get(&format!("http://{address}/path?q=1"), "app.test")).await.unwrap();
-    assert_eq!(response.status(), 301);
-    assert_eq!(response.headers()[LOCATION], "https://app.test:8443/path?q=1");
-    let response = client.request(get(&format!("http://{address}/"), "evil.test@app.test")).await.unwrap();
-    assert_eq!(response.status(), 400);
+    let reply = plain_get(address, "app.test", "/path?q=1").await;
+    assert_eq!(reply.status, 301);
+    assert_eq!(reply.headers[LOCATION], "https://app.test:8443/path?q=1");
+    let reply = plain_get(address, "evil.test@app.test", "/").await;
+    assert_eq!(reply.status, 400);
 }
 
 #[tokio::test]
 async fn oversized_headers_are_refused_without_harm() {
     let handler = |_: Request<Incoming>, _: Arc<ConnectionInfo>| async { Response::new(body::full("ok")) };
-    let proxy = spawn_proxy(None, handler, ServerOptions::default()).await;
-    let mut stream = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+    let proxy = spawn_server(None, handler, ServerOptions::default()).await;
+    let stream = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
     let big = "a".repeat(200 * 1024);
-    stream.write_all(format!("GET / HTTP/1.1\r\nhost: a\r\nx-big: {big}\r\n\r\n").as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(PROMPTLY, stream.read_to_end(&mut response)).await;
-    assert!(
-        response.starts_with(b"HTTP/1.1 431"),
-        "{:?}",
-        String::from_utf8_lossy(&response[..response.len().min(80)])
-    );
+    let request = format!("GET / HTTP/1.1\r\nhost: a\r\nx-big: {big}\r\n\r\n");
+    let response = raw_exchange_until_close(stream, request.as_bytes()).await;
+    assert_eq!(raw_status(&response), "431", "{:?}", response.chars().take(80).collect::<String>());
 
-    let mut stream = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
-    stream.write_all(b"\x16\x03\x01garbage\r\n\r\n").await.unwrap();
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(PROMPTLY, stream.read_to_end(&mut response)).await;
-    let ok = http_client().request(get(&format!("http://{}/", proxy.address), "a")).await.unwrap();
-    assert_eq!(text(ok).await, "ok", "the server still serves after hostile input");
+    let stream = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+    let _ = raw_exchange(stream, b"\x16\x03\x01garbage\r\n\r\n").await;
+    let reply = plain_get(proxy.address, "a", "/").await;
+    assert_eq!(reply.text(), "ok", "the server still serves after hostile input");
 }
 
 /// `max_connections`: past the bound, a new connection is closed as soon as it is accepted (no
@@ -570,7 +434,7 @@ async fn oversized_headers_are_refused_without_harm() {
 async fn connections_past_the_bound_are_closed_until_some_end() {
     let handler = |_: Request<Incoming>, _: Arc<ConnectionInfo>| async { Response::new(body::full("ok")) };
     let options = ServerOptions { max_connections: 2, ..ServerOptions::default() };
-    let proxy = spawn_proxy(None, handler, options).await;
+    let proxy = spawn_server(None, handler, options).await;
     let mut first = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
     let mut second = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
     assert!(exchange(&mut first).await.starts_with("HTTP/1.1 200"));
@@ -578,16 +442,12 @@ async fn connections_past_the_bound_are_closed_until_some_end() {
     let mut third = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
     assert_eq!(exchange(&mut third).await, "", "closed without an answer");
     drop(first);
-    let mut fourth = None;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let fourth = eventually("a connection served once another has ended", || async {
         let mut connection = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
-        if exchange(&mut connection).await.starts_with("HTTP/1.1 200") {
-            fourth = Some(connection);
-            break;
-        }
-    }
-    assert!(fourth.is_some(), "a connection is served once another has ended");
+        exchange(&mut connection).await.starts_with("HTTP/1.1 200").then_some(connection)
+    })
+    .await;
+    drop(fourth);
     assert!(exchange(&mut second).await.starts_with("HTTP/1.1 200"), "the held one still works");
 }
 

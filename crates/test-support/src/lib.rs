@@ -14,7 +14,6 @@
     clippy::string_slice,
     reason = "test support: a broken fixture fails the test that uses it, by panicking"
 )]
-
 #![allow(missing_debug_implementations, reason = "test fixtures; a failing test prints what it compared")]
 
 pub mod expect;
