@@ -53,6 +53,29 @@ impl CaseFile {
     }
 }
 
+/// A case whose first section is its input, named `{stem}.<ext>` (`config.yaml`, `policy.ppl`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputCase {
+    /// The lines before the first section, verbatim.
+    pub header: String,
+    /// The input section's name, e.g. `config.yaml`.
+    pub input_name: String,
+    pub input: String,
+    /// The sections after the input, in file order.
+    pub sections: Vec<(String, String)>,
+}
+
+/// Splits a case whose first section must be `{stem}.<ext>`.
+pub fn parse_with_input(content: &str, stem: &str) -> Result<InputCase, String> {
+    let CaseFile { header, sections } = parse(content)?;
+    let mut sections = sections.into_iter();
+    let (input_name, input) = sections.next().ok_or_else(|| format!("a case needs a `--- {stem}.<ext>` section"))?;
+    if !input_name.starts_with(&format!("{stem}.")) {
+        return Err(format!("the first section must be `{stem}.<ext>`, found `{input_name}`"));
+    }
+    Ok(InputCase { header, input_name, input, sections: sections.collect() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +84,13 @@ mod tests {
     fn a_case_without_a_description_is_refused() {
         assert!(parse("--- policy.yaml\nallow: accept\n").is_err());
         assert!(parse("#\n--- policy.yaml\nallow: accept\n").is_err());
+    }
+
+    #[test]
+    fn the_input_is_the_first_section() {
+        let case = parse_with_input("# c\n--- config.yaml\na: 1\n--- routes\nr\n", "config").unwrap();
+        assert_eq!((case.input_name.as_str(), case.input.as_str()), ("config.yaml", "a: 1\n"));
+        assert_eq!(case.sections, [("routes".to_owned(), "r\n".to_owned())]);
+        assert!(parse_with_input("# c\n--- routes\nr\n", "config").is_err());
     }
 }

@@ -41,21 +41,12 @@ use miette::Diagnostic;
 use ppl::LineIndex;
 use std::fmt::Write as _;
 use std::path::Path;
+use test_support::expect::{Section, compare_or_update};
 
-struct Case {
-    header: String,
-    config_name: String,
-    config: String,
-    sections: Vec<(String, String)>,
-}
+type Case = case_file::InputCase;
 
 fn parse_case(content: &str) -> Result<Case, String> {
-    let case_file::CaseFile { header, sections } = case_file::parse(content)?;
-    let (config_name, config) = sections.first().cloned().ok_or("a case needs a `--- config.yaml` section")?;
-    if !config_name.starts_with("config.") {
-        return Err(format!("the first section must be the configuration, found `{config_name}`"));
-    }
-    Ok(Case { header, config_name, config, sections: sections.into_iter().skip(1).collect() })
+    case_file::parse_with_input(content, "config")
 }
 
 fn environment(case: &Case) -> Result<MapEnvironment, String> {
@@ -80,7 +71,7 @@ fn environment(case: &Case) -> Result<MapEnvironment, String> {
 }
 
 fn location(loaded: &Loaded, case: &Case, origin: &Origin, span: ppl::Span) -> String {
-    let text = loaded.source_text(origin, &case.config);
+    let text = loaded.source_text(origin, &case.input);
     let index = LineIndex::new(text);
     let (start, end) = (index.line_col(span.start()), index.line_col(span.end()));
     match origin.variable() {
@@ -305,16 +296,14 @@ fn route_summary(config: &config::Config, route: &Route) -> String {
 fn run_case(path: &Path, content: String) -> datatest_stable::Result<()> {
     let case = parse_case(&content)?;
     let env = environment(&case)?;
-    let format = config::Format::from_path(&case.config_name);
-    let loaded = config::load(&case.config, format, &env);
+    let format = config::Format::from_path(&case.input_name);
+    let loaded = config::load(&case.input, format, &env);
     let section = |name: &str| case.sections.iter().find(|(n, _)| n == name).map(|(_, body)| body.clone());
 
-    let mut expected = Vec::new();
-    let mut actual = Vec::new();
+    let mut compared = Vec::new();
     let mut push = |name: &str, want: Option<String>, got: String| {
         if want.is_some() || !got.trim().is_empty() {
-            expected.push((name.to_owned(), want.unwrap_or_default().trim_end().to_owned()));
-            actual.push((name.to_owned(), got.trim_end().to_owned()));
+            compared.push(Section::new(name, &want.unwrap_or_default(), &got));
         }
     };
     push("diagnostics", section("diagnostics"), diagnostics(&loaded, &case));
@@ -338,28 +327,13 @@ fn run_case(path: &Path, content: String) -> datatest_stable::Result<()> {
         }
     }
 
-    if std::env::var_os("UPDATE_EXPECT").is_some() {
-        let mut rewritten = format!("{}--- {}\n{}", case.header, case.config_name, case.config);
-        for (name, body) in &case.sections {
-            if !["diagnostics", "options", "routes"].contains(&name.as_str()) {
-                let _ = write!(rewritten, "--- {name}\n{body}");
-            }
+    let mut kept = format!("{}--- {}\n{}", case.header, case.input_name, case.input);
+    for (name, body) in &case.sections {
+        if !["diagnostics", "options", "routes"].contains(&name.as_str()) {
+            let _ = write!(kept, "--- {name}\n{body}");
         }
-        for (name, body) in &actual {
-            let _ = write!(rewritten, "--- {name}\n{body}\n");
-        }
-        std::fs::write(path, rewritten)?;
-    } else if expected != actual {
-        let mut report = String::from("the case's expectations differ (rerun with UPDATE_EXPECT=1 to accept):\n");
-        for ((name, want), (_, got)) in expected.iter().zip(&actual) {
-            if want != got {
-                let _ = write!(report, "--- {name}: expected\n{want}\n--- {name}: actual\n{got}\n");
-            }
-        }
-        eprintln!("{report}");
-        return Err("the case's expectations differ".into());
     }
-    Ok(())
+    Ok(compare_or_update(path, &kept, &compared)?)
 }
 
 datatest_stable::harness! {

@@ -20,7 +20,7 @@
 
 use config::support::{Support, UNSUPPORTED};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use test_support::tidy::{rust_files, workspace};
 
 /// Qualified key → code that shows the server reads what it fills.
 const WIRED: &[(&str, &str)] = &[
@@ -215,26 +215,11 @@ const SERVER_CRATES: &[&str] =
     &["pomerium", "proxy", "authenticate", "oidc", "ext-authz", "databroker", "routing", "policy", "ingress"];
 const CONFIG_CONSUMERS: &[&str] = &["route.rs", "assemble.rs", "load.rs", "identity.rs", "lib.rs"];
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
-
 /// The server's code, test modules cut off (they start at the first `#[cfg(test)]`).
 fn server_code() -> String {
     let mut files = Vec::new();
     for name in SERVER_CRATES {
-        rust_files(&workspace().join("crates").join(name).join("src"), &mut files);
+        files.extend(rust_files(&workspace().join("crates").join(name).join("src")));
     }
     for name in CONFIG_CONSUMERS {
         files.push(workspace().join("crates/config/src").join(name));

@@ -19,35 +19,12 @@ use base64::Engine as _;
 use http::{Method, StatusCode};
 use serde_json::json;
 use support::{Console, Http};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// Serves `body` as JSON to every request on a loopback port.
 async fn serve_json(body: String) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buffer = [0u8; 1024];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tokio::time::timeout(support::PROMPTLY, stream.read(&mut buffer)).await {
-                        Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buffer[..n]),
-                        _ => return,
-                    }
-                }
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    address
+    test_support::json_upstream(body).await.address
 }
 
 struct Signer {

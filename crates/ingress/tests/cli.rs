@@ -11,33 +11,12 @@
 )]
 
 use assert_cmd::Command;
-use std::path::PathBuf;
+use test_support::cli::{file, run};
 
 fn cli() -> Command {
     let mut command = Command::cargo_bin("pomerium-ingress-controller").expect("binary");
     command.env("NO_COLOR", "1");
     command
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(command: &mut Command) -> Run {
-    let output = command.output().expect("runs");
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
-    let path = dir.path().join(name);
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 /// The documentation's example, a TCP route, endpoints behind `secure_upstream`, and most kinds of

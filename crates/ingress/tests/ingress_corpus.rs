@@ -29,6 +29,7 @@
 use miette::{Diagnostic, SourceSpan};
 use std::fmt::Write as _;
 use std::path::Path;
+use test_support::expect::{Section, compare_or_update, updating};
 
 const OUTPUT_SECTIONS: &[&str] = &["routes", "errors", "warnings"];
 
@@ -94,30 +95,17 @@ fn run_case(path: &Path, content: String) -> datatest_stable::Result<()> {
 }
 
 fn compare(path: &Path, case: &case_file::CaseFile, actual: &[(&str, String)]) -> datatest_stable::Result<()> {
-    let expected = |name: &str| case.section(name).unwrap_or_default().trim_end().to_owned();
-    if std::env::var_os("UPDATE_EXPECT").is_some() {
-        let mut rewritten = case.header.clone();
-        for (name, body) in case.sections.iter().filter(|(n, _)| !OUTPUT_SECTIONS.contains(&n.as_str())) {
-            let _ = write!(rewritten, "--- {name}\n{body}");
-        }
-        for (name, body) in actual.iter().filter(|(_, body)| !body.trim().is_empty()) {
-            let _ = write!(rewritten, "--- {name}\n{}\n", body.trim_end());
-        }
-        std::fs::write(path, rewritten)?;
-        return Ok(());
+    let mut kept = case.header.clone();
+    for (name, body) in case.sections.iter().filter(|(n, _)| !OUTPUT_SECTIONS.contains(&n.as_str())) {
+        let _ = write!(kept, "--- {name}\n{body}");
     }
-    let mut report = String::new();
-    for (name, body) in actual {
-        if expected(name) != body.trim_end() {
-            let _ =
-                write!(report, "--- {name}: expected\n{}\n--- {name}: actual\n{}\n", expected(name), body.trim_end());
-        }
-    }
-    if report.is_empty() {
-        return Ok(());
-    }
-    eprintln!("the case's expectations differ (rerun with UPDATE_EXPECT=1 to accept):\n{report}");
-    Err("the case's expectations differ".into())
+    // An empty output is left out of the case, and an absent section expects nothing.
+    let sections: Vec<Section> = actual
+        .iter()
+        .map(|(name, body)| Section::new(name, case.section(name).unwrap_or_default(), body))
+        .filter(|section| !(updating() && section.actual.is_empty()))
+        .collect();
+    Ok(compare_or_update(path, &kept, &sections)?)
 }
 
 datatest_stable::harness! {

@@ -40,16 +40,13 @@ fn run(path: &Path, content: String) -> datatest_stable::Result<()> {
     let actual = render(&fast, fast.verdict(html));
     let reference_output = render(&slow, slow.verdict(html));
 
-    if std::env::var_os("UPDATE_EXPECT").is_some() {
-        let mut rewritten = case.header.clone();
-        for (name, body) in &case.sections {
-            let body = if name == "decision" { actual.as_str() } else { body.as_str() };
-            let _ = write!(rewritten, "--- {name}\n{body}");
+    if test_support::expect::updating() {
+        // The decision is each case's last section.
+        let mut kept = case.header.clone();
+        for (name, body) in case.sections.iter().filter(|(name, _)| name != "decision") {
+            let _ = write!(kept, "--- {name}\n{body}");
         }
-        if section(&case, "decision").is_none() {
-            let _ = write!(rewritten, "--- decision\n{actual}");
-        }
-        std::fs::write(path, rewritten)?;
+        test_support::expect::rewrite(path, &kept, [("decision", actual.as_str())])?;
         return Ok(());
     }
     let expected_text = section(&case, "decision").ok_or("a case needs a `--- decision` section")?;

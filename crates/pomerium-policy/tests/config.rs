@@ -10,7 +10,8 @@
 )]
 
 use assert_cmd::Command;
-use std::path::{Path, PathBuf};
+use test_support::cli::{Run, file, run};
+use test_support::tidy::workspace;
 
 /// The binary with an empty environment: configuration options are read from the environment, so
 /// nothing of the test runner's may leak in.
@@ -18,31 +19,6 @@ fn cli() -> Command {
     let mut command = Command::cargo_bin("pomerium-policy").expect("binary");
     command.env_clear().env("NO_COLOR", "1");
     command
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(command: &mut Command) -> Run {
-    let output = command.output().expect("runs");
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
-    let path = dir.path().join(name);
-    std::fs::write(&path, text).expect("write");
-    path
 }
 
 const BAD: &str = "\

@@ -10,32 +10,12 @@
 
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
+use test_support::cli::{file as write, run};
 
 fn cli() -> Command {
     let mut command = Command::cargo_bin("pomerium-policy").unwrap();
     command.env_remove("POMERIUM_POLICY_FORMAT").env("NO_COLOR", "1");
     command
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(command: &mut Command) -> Run {
-    let output = command.output().unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
-    let path = dir.path().join(name);
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 const POLICY: &str = "\

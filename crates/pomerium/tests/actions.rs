@@ -29,10 +29,6 @@ use support::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
-fn public(name: &str, fields: &str) -> String {
-    route(name, &format!("{fields}\nallow_public_unauthenticated_access: true"))
-}
-
 #[tokio::test]
 async fn redirect_routes() {
     let setup = Setup::new();

@@ -23,7 +23,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use support::browser::OidcProvider;
 use support::{PROMPTLY, Setup};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const API_TOKEN: &str = "console-web-test-api-token-0123456789";
 
@@ -46,26 +45,7 @@ async fn call(base: &str, token: Option<&str>, method: Method, path: &str, body:
 /// console in this process trusts only the system's roots, not the test CA of pomerium's
 /// certificate.
 fn relay_jwks(listener: tokio::net::TcpListener, body: String) {
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buffer = [0u8; 1024];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tokio::time::timeout(PROMPTLY, stream.read(&mut buffer)).await {
-                        Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buffer[..n]),
-                        _ => return,
-                    }
-                }
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
+    support::json_upstream_on(listener, body);
 }
 
 #[tokio::test]

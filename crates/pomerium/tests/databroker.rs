@@ -16,30 +16,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use support::*;
 
-const GRPC_LOG: &str = "serving gRPC";
-
-fn databroker_config(setup: &Setup, name: &str, postgres_url: &str) -> std::path::PathBuf {
-    setup.write(
-        name,
-        &format!(
-            "services: databroker\n\
-             grpc_address: 127.0.0.1:0\n\
-             grpc_insecure: true\n\
-             health_check_addr: 127.0.0.1:0\n\
-             shared_secret: {}\n\
-             databroker_storage_type: postgres\n\
-             databroker_storage_connection_string: {postgres_url}\n",
-            shared_secret_base64()
-        ),
-    )
-}
-
-async fn databroker_process(setup: &Setup, name: &str, postgres_url: &str) -> (Pomerium, Broker) {
-    let process = Pomerium::spawn_until(&databroker_config(setup, name, postgres_url), setup.pki.ca(), GRPC_LOG).await;
-    let broker = Broker::remote(&format!("http://{}", process.address), ServiceAuth::new(&SHARED_KEY)).unwrap();
-    (process, broker)
-}
-
 fn record(id: &str) -> Record {
     let data = serde_json::json!({"email": format!("{id}@example.com")});
     Record::new("type.googleapis.com/user.User", id, data.as_object().unwrap().clone())

@@ -7,30 +7,9 @@
 
 mod support;
 
-use databroker::auth::ServiceAuth;
-use databroker::client::Broker;
 use databroker::record::Record;
 use pg_test_cluster::{ServerTls, TestPostgres};
 use support::*;
-
-async fn databroker_process(setup: &Setup, name: &str, postgres_url: &str) -> (Pomerium, Broker) {
-    let config = setup.write(
-        name,
-        &format!(
-            "services: databroker\n\
-             grpc_address: 127.0.0.1:0\n\
-             grpc_insecure: true\n\
-             health_check_addr: 127.0.0.1:0\n\
-             shared_secret: {}\n\
-             databroker_storage_type: postgres\n\
-             databroker_storage_connection_string: \"{postgres_url}\"\n",
-            shared_secret_base64()
-        ),
-    );
-    let process = Pomerium::spawn_until(&config, setup.pki.ca(), "serving gRPC").await;
-    let broker = Broker::remote(&format!("http://{}", process.address), ServiceAuth::new(&SHARED_KEY)).unwrap();
-    (process, broker)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn databrokers_share_a_postgres_over_verified_tls() {

@@ -23,10 +23,6 @@ use proxy::body;
 use support::*;
 use tokio::sync::mpsc;
 
-fn public(name: &str, fields: &str) -> String {
-    route(name, &format!("{fields}\nallow_public_unauthenticated_access: true"))
-}
-
 #[tokio::test]
 async fn http1_upstreams_are_reached_through_a_pooled_connection() {
     let setup = Setup::new();

@@ -13,7 +13,7 @@ use authenticate::hpke::{self, PrivateKey, Version};
 use base64::Engine as _;
 use http::Method;
 use support::browser::{Browser, OidcProvider};
-use support::{Pomerium, Setup, echo_upstream};
+use support::{Pomerium, Setup, echo_upstream, example_com_route};
 use url::Url;
 
 const AUTHENTICATE: &str = "https://authenticate.test.localhost";
@@ -58,19 +58,12 @@ async fn deploy() -> Deployment {
          certificate_authority: {ca}\n\
          certificates:\n  - cert: {cert}\n    key: {key}\n\
          routes:\n\
-         \x20 - from: https://app.test.localhost\n\
-         \x20   to: http://{upstream}\n\
-         \x20   pass_identity_headers: true\n\
-         \x20   policy:\n\
-         \x20     allow:\n\
-         \x20       and:\n\
-         \x20         - domain:\n\
-         \x20             is: example.com\n",
+         {app}",
         port = a.address.port(),
         ca = support::base64(&setup.pki.ca_pem()),
         cert = setup.cert_path.display(),
         key = setup.key_path.display(),
-        upstream = upstream.address,
+        app = example_com_route("app", upstream.address),
     );
     let b_path = setup.write("b.yaml", &b_text);
     let b = Pomerium::spawn_with(&b_path, setup.pki.ca(), "serving", &[("DEBUG_FORCE_AUTHENTICATE_FLOW", "stateless")])

@@ -23,10 +23,6 @@ use support::browser::Browser;
 use support::*;
 use tokio::sync::mpsc;
 
-fn public(name: &str, fields: &str) -> String {
-    route(name, &format!("{fields}\nallow_public_unauthenticated_access: true"))
-}
-
 /// The value of a metric line `name value`.
 async fn metric(address: std::net::SocketAddr, name: &str) -> String {
     let reply = plain_get(address, "localhost", "/metrics").await;

@@ -7,10 +7,8 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 use support::browser::{Browser, OidcProvider};
-use support::{Pomerium, Setup, echo_upstream, eventually, request, route, routes};
+use support::{Pomerium, Setup, echo_upstream, eventually, refused, request, route, routes};
 
 /// Pomerium's `defaultAccessLogFields`.
 const DEFAULT_ACCESS: &[&str] = &[
@@ -179,35 +177,6 @@ async fn a_signed_in_users_decision_names_them_and_the_id_token_only_when_asked(
     expected.extend(set(DECISION));
     assert_eq!(keys(&line), expected, "{line}");
     assert_eq!(line["fields"]["id-token"].as_str().unwrap().split('.').count(), 3, "a JWT");
-}
-
-/// Runs the binary on a configuration that must be refused; its stderr.
-fn refused(setup: &Setup, text: &str) -> String {
-    std::fs::write(setup.config_path(), text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pomerium"))
-        .arg("--config")
-        .arg(setup.config_path())
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the server started with a bad configuration");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!status.success());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    stderr
 }
 
 #[test]

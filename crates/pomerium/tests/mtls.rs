@@ -14,10 +14,6 @@
 
 mod support;
 
-use std::io::Read as _;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use http::Method;
 use proxy::body;
 use rcgen::{
@@ -227,36 +223,6 @@ async fn max_verify_depth_limits_intermediates() {
     }
 }
 
-/// Runs the binary on `config` (which must not start) and returns its stderr.
-fn refused(setup: &Setup, config: &str) -> String {
-    std::fs::write(setup.config_path(), setup.config(config)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pomerium"))
-        .arg("--config")
-        .arg(setup.config_path())
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + PROMPTLY;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pomerium did not refuse the configuration:\n{config}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    assert!(!status.success(), "{stderr}");
-    stderr
-}
-
 #[tokio::test]
 async fn material_that_does_not_parse_is_refused_with_its_location() {
     let setup = Setup::new();
@@ -285,7 +251,7 @@ async fn material_that_does_not_parse_is_refused_with_its_location() {
         ),
     ];
     for (config, key) in &cases {
-        let stderr = refused(&setup, config);
+        let stderr = refused(&setup, &setup.config(config));
         assert!(stderr.contains(key), "{key} in:\n{stderr}");
         assert!(stderr.contains("config.yaml"), "the file in:\n{stderr}");
     }

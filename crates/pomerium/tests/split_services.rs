@@ -15,7 +15,7 @@ use http::Method;
 use pg_test_cluster::TestPostgres;
 use std::net::SocketAddr;
 use support::browser::{Browser, OidcProvider};
-use support::{Pomerium, Setup, echo_upstream, shared_secret_base64};
+use support::{Pomerium, Setup, echo_upstream, example_com_route, shared_secret_base64};
 use url::Url;
 
 const CALLBACK: &str = "https://authenticate.test.localhost/oauth2/callback";
@@ -32,14 +32,7 @@ fn shared(setup: &Setup, idp: &OidcProvider, upstream: SocketAddr) -> String {
          {idp}\
          jwt_claims_headers: [email, groups]\n\
          routes:\n\
-         \x20 - from: https://app.test.localhost\n\
-         \x20   to: http://{upstream}\n\
-         \x20   pass_identity_headers: true\n\
-         \x20   policy:\n\
-         \x20     allow:\n\
-         \x20       and:\n\
-         \x20         - domain:\n\
-         \x20             is: example.com\n\
+         {app}\
          \x20 - from: https://sales.test.localhost\n\
          \x20   to: http://{upstream}\n\
          \x20   policy:\n\
@@ -54,6 +47,7 @@ fn shared(setup: &Setup, idp: &OidcProvider, upstream: SocketAddr) -> String {
         secret = shared_secret_base64(),
         ca = base64::engine::general_purpose::STANDARD.encode(setup.pki.ca_pem()),
         idp = idp.config(),
+        app = example_com_route("app", upstream),
     )
 }
 

@@ -33,21 +33,12 @@ use ppl::format::{FormatError, format_source};
 use ppl::{LineIndex, Syntax};
 use std::fmt::Write as _;
 use std::path::Path;
+use test_support::expect::{Section, compare_or_update};
 
-struct Case {
-    description: String,
-    policy_name: String,
-    policy: String,
-    sections: Vec<(String, String)>,
-}
+type Case = case_file::InputCase;
 
 fn parse_case(content: &str) -> Result<Case, String> {
-    let case_file::CaseFile { header: description, sections } = case_file::parse(content)?;
-    let (policy_name, policy) = sections.first().cloned().ok_or("a case needs a `--- policy.<ext>` section")?;
-    if !policy_name.starts_with("policy.") {
-        return Err(format!("the first section must be the policy, found `{policy_name}`"));
-    }
-    Ok(Case { description, policy_name, policy, sections: sections.into_iter().skip(1).collect() })
+    case_file::parse_with_input(content, "policy")
 }
 
 fn syntax_of(name: &str) -> Result<Syntax, String> {
@@ -74,12 +65,12 @@ struct Actual {
 }
 
 fn evaluate(case: &Case, file_name: &str) -> Result<Actual, String> {
-    let syntax = syntax_of(&case.policy_name)?;
-    let compiled = ppl::compile(&case.policy, syntax);
-    let index = LineIndex::new(&case.policy);
+    let syntax = syntax_of(&case.input_name)?;
+    let compiled = ppl::compile(&case.input, syntax);
+    let index = LineIndex::new(&case.input);
     let mut diagnostics = String::new();
     let mut rendered = String::new();
-    let source = NamedSource::new(format!("{file_name}/{}", case.policy_name), case.policy.clone());
+    let source = NamedSource::new(format!("{file_name}/{}", case.input_name), case.input.clone());
     let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
     for error in &compiled.errors {
         diagnostics.push_str(&compact(&index, error, "error", error.span()));
@@ -108,8 +99,8 @@ fn render<D: Diagnostic + Send + Sync + 'static>(
 }
 
 fn formatted(case: &Case, to: Syntax) -> Result<String, String> {
-    let from = syntax_of(&case.policy_name)?;
-    match format_source(&case.policy, from, to) {
+    let from = syntax_of(&case.input_name)?;
+    match format_source(&case.input, from, to) {
         Ok(formatted) => Ok(formatted.text),
         Err(FormatError::Parse(errors)) => Err(format!("the policy does not parse: {errors:?}")),
         Err(FormatError::Unsound { output }) => Err(format!("the formatter is unsound; it printed:\n{output}")),
@@ -122,12 +113,10 @@ fn run_case(path: &Path, content: String) -> datatest_stable::Result<()> {
     let file_name = path.file_stem().and_then(|n| n.to_str()).unwrap_or("case");
     let actual = evaluate(&case, file_name)?;
 
-    let mut expected_sections = Vec::new();
-    let mut actual_sections = Vec::new();
+    let mut compared = Vec::new();
     let mut push = |name: &str, expected: Option<&str>, actual: Option<String>| {
         if expected.is_some() || actual.as_deref().is_some_and(|a| !a.trim().is_empty()) {
-            expected_sections.push((name.to_owned(), expected.unwrap_or_default().trim_end().to_owned()));
-            actual_sections.push((name.to_owned(), actual.unwrap_or_default().trim_end().to_owned()));
+            compared.push(Section::new(name, expected.unwrap_or_default(), &actual.unwrap_or_default()));
         }
     };
     let section = |name: &str| case.sections.iter().find(|(n, _)| n == name).map(|(_, body)| body.as_str());
@@ -145,23 +134,8 @@ fn run_case(path: &Path, content: String) -> datatest_stable::Result<()> {
         }
     }
 
-    if std::env::var_os("UPDATE_EXPECT").is_some() {
-        let mut rewritten = format!("{}--- {}\n{}", case.description, case.policy_name, case.policy);
-        for (name, body) in &actual_sections {
-            let _ = write!(rewritten, "--- {name}\n{body}\n");
-        }
-        std::fs::write(path, rewritten)?;
-    } else if expected_sections != actual_sections {
-        let mut report = String::from("the case's expectations differ (rerun with UPDATE_EXPECT=1 to accept):\n");
-        for ((name, expected), (_, actual)) in expected_sections.iter().zip(&actual_sections) {
-            if expected != actual {
-                let _ = write!(report, "--- {name}: expected\n{expected}\n--- {name}: actual\n{actual}\n");
-            }
-        }
-        // Printed here because the harness shows the error with its escapes.
-        eprintln!("{report}");
-        return Err("the case's expectations differ".into());
-    }
+    let kept = format!("{}--- {}\n{}", case.header, case.input_name, case.input);
+    compare_or_update(path, &kept, &compared)?;
 
     if !actual.rendered.is_empty() {
         // Absolute, because insta resolves relative snapshot paths from this source file.

@@ -34,11 +34,7 @@ impl Section {
 /// (the harness would show them escaped) and fails.
 pub fn compare_or_update(path: &Path, kept: &str, sections: &[Section]) -> Result<(), String> {
     if updating() {
-        let mut rewritten = kept.to_owned();
-        for section in sections {
-            let _ = write!(rewritten, "--- {}\n{}\n", section.name, section.actual);
-        }
-        return std::fs::write(path, rewritten).map_err(|e| format!("cannot rewrite {}: {e}", path.display()));
+        return rewrite(path, kept, sections.iter().map(|s| (s.name.as_str(), s.actual.as_str())));
     }
     let mut report = String::new();
     for section in sections.iter().filter(|s| s.expected != s.actual) {
@@ -50,4 +46,17 @@ pub fn compare_or_update(path: &Path, kept: &str, sections: &[Section]) -> Resul
     }
     eprintln!("the case's expectations differ (rerun with UPDATE_EXPECT=1 to accept):\n{report}");
     Err("the case's expectations differ".to_owned())
+}
+
+/// Writes `kept` followed by each output section (`--- name`, its text, a newline) to `path`.
+pub fn rewrite<'a>(
+    path: &Path,
+    kept: &str,
+    sections: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), String> {
+    let mut rewritten = kept.to_owned();
+    for (name, text) in sections {
+        let _ = write!(rewritten, "--- {name}\n{}\n", text.trim_end());
+    }
+    std::fs::write(path, rewritten).map_err(|e| format!("cannot rewrite {}: {e}", path.display()))
 }

@@ -16,6 +16,8 @@
 )]
 #![allow(missing_debug_implementations, reason = "test fixtures; a failing test prints what it compared")]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod expect;
 pub mod tidy;
 

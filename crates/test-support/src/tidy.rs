@@ -71,12 +71,13 @@ mod tests {
 
     #[test]
     fn codes_are_read_after_their_marker_and_need_two_levels() {
-        let text = "x.code(config::read::bad_type) \"config::a::b\" code(config::only) code(ppl::x::y)";
-        let found = codes_after(text, "config", &["code("]);
-        assert_eq!(found.into_iter().collect::<Vec<_>>(), ["config::read::bad_type"]);
-        let quoted = codes_after(text, "config", &["code(", "\""]);
+        // A prefix no crate uses: the workspace scans would read these lines too.
+        let text = "x.code(demo::read::bad_type) \"demo::a::b\" code(demo::only) code(other::x::y)";
+        let found = codes_after(text, "demo", &["code("]);
+        assert_eq!(found.into_iter().collect::<Vec<_>>(), ["demo::read::bad_type"]);
+        let quoted = codes_after(text, "demo", &["code(", "\""]);
         assert_eq!(quoted.len(), 2);
-        let anywhere = codes_after("`config::a::b`, config::c_2::d: and config::e::*", "config", &[""]);
-        assert_eq!(anywhere.into_iter().collect::<Vec<_>>(), ["config::a::b", "config::c_2::d"]);
+        let anywhere = codes_after("`demo::a::b`, demo::c_2::d: and demo::e::*", "demo", &[""]);
+        assert_eq!(anywhere.into_iter().collect::<Vec<_>>(), ["demo::a::b", "demo::c_2::d"]);
     }
 }

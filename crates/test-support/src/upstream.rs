@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use http::header::{CONNECTION, UPGRADE};
+use http::header::{CONNECTION, CONTENT_TYPE, UPGRADE};
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -29,6 +29,15 @@ where
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    spawn_upstream_on(listener, tls, handler)
+}
+
+/// [`spawn_upstream`] on a listener the test has bound (to know its address beforehand).
+pub fn spawn_upstream_on<F, Fut>(listener: TcpListener, tls: Option<Arc<ServerConfig>>, handler: F) -> Upstream
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     let address = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(AtomicUsize::new(0));
@@ -98,6 +107,20 @@ pub async fn echo_upstream(name: &str, tls: Option<Arc<ServerConfig>>) -> Upstre
         async move { Response::new(full(describe(&name, request).await.to_string())) }
     })
     .await
+}
+
+/// A plain HTTP upstream on `listener` that answers every request with `body` as JSON (a JWKS,
+/// a discovery document).
+pub fn json_upstream_on(listener: TcpListener, body: String) -> Upstream {
+    spawn_upstream_on(listener, None, move |_: Request<Incoming>| {
+        let body = body.clone();
+        async move { Response::builder().header(CONTENT_TYPE, "application/json").body(full(body)).unwrap() }
+    })
+}
+
+/// [`json_upstream_on`] on a free port.
+pub async fn json_upstream(body: String) -> Upstream {
+    json_upstream_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), body)
 }
 
 /// What an upstream saw of a request, as JSON.
