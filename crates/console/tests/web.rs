@@ -27,6 +27,21 @@ async fn serve_json(body: String) -> std::net::SocketAddr {
     test_support::json_upstream(body).await.address
 }
 
+/// A console that trusts `route`'s assertions (its JWKS served on a loopback port).
+async fn web_console(route: &Signer) -> Console {
+    let jwks = serve_json(json!({"keys": [route.jwk()]}).to_string()).await;
+    Console::start(&format!("{}web_console_jwks_url: http://{jwks}/jwks.json\n", support::settings(""))).await
+}
+
+/// A signed-in API client, its organization's id and a new cluster named `name` (as the API
+/// answered).
+async fn with_cluster(console: &Console, name: &str) -> (Http, String, serde_json::Value) {
+    let api = Http::signed_in(&console.base()).await;
+    let org = api.get("/api/v0/organizations").await.json[0]["id"].as_str().unwrap().to_owned();
+    let cluster = api.post(&format!("/api/v0/organizations/{org}/clusters"), json!({"name": name})).await;
+    (api, org, cluster.json)
+}
+
 struct Signer {
     key: EcdsaKeyPair,
     kid: &'static str,
@@ -57,14 +72,10 @@ impl Signer {
 async fn pages_need_the_routes_assertion_and_rotation_needs_the_confirmation() {
     let route = Signer::new("route-key");
     let stranger = Signer::new("route-key");
-    let jwks = serve_json(json!({"keys": [route.jwk()]}).to_string()).await;
-    let yaml = format!("{}web_console_jwks_url: http://{jwks}/jwks.json\n", support::settings(""));
-    let console = Console::start(&yaml).await;
-    let api = Http::signed_in(&console.base()).await;
-    let org = api.get("/api/v0/organizations").await.json[0]["id"].as_str().unwrap().to_owned();
-    let cluster = api.post(&format!("/api/v0/organizations/{org}/clusters"), json!({"name": "web<b>"})).await;
-    let cluster_id = cluster.json["id"].as_str().unwrap().to_owned();
-    let old_token = cluster.json["refreshToken"].as_str().unwrap().to_owned();
+    let console = web_console(&route).await;
+    let (_, _, cluster) = with_cluster(&console, "web<b>").await;
+    let cluster_id = cluster["id"].as_str().unwrap().to_owned();
+    let old_token = cluster["refreshToken"].as_str().unwrap().to_owned();
 
     let browser = Http::new(&console.base());
     let open = |path: String, assertion: Option<String>| {
@@ -147,13 +158,9 @@ fn form(pairs: &[(&str, &str)]) -> String {
 #[tokio::test]
 async fn policies_are_made_edited_and_deleted_from_the_pages_with_the_apis_diagnostics() {
     let route = Signer::new("route-key");
-    let jwks = serve_json(json!({"keys": [route.jwk()]}).to_string()).await;
-    let yaml = format!("{}web_console_jwks_url: http://{jwks}/jwks.json\n", support::settings(""));
-    let console = Console::start(&yaml).await;
-    let api = Http::signed_in(&console.base()).await;
-    let org = api.get("/api/v0/organizations").await.json[0]["id"].as_str().unwrap().to_owned();
-    let cluster = api.post(&format!("/api/v0/organizations/{org}/clusters"), json!({"name": "web"})).await;
-    let cluster_id = cluster.json["id"].as_str().unwrap().to_owned();
+    let console = web_console(&route).await;
+    let (api, org, cluster) = with_cluster(&console, "web").await;
+    let cluster_id = cluster["id"].as_str().unwrap().to_owned();
 
     let browser = Http::new(&console.base());
     let good = route.assertion("console.test", 300);
@@ -291,9 +298,7 @@ async fn policies_are_made_edited_and_deleted_from_the_pages_with_the_apis_diagn
 #[tokio::test]
 async fn api_tokens_are_made_shown_once_and_deleted_from_the_pages() {
     let route = Signer::new("route-key");
-    let jwks = serve_json(json!({"keys": [route.jwk()]}).to_string()).await;
-    let yaml = format!("{}web_console_jwks_url: http://{jwks}/jwks.json\n", support::settings(""));
-    let console = Console::start(&yaml).await;
+    let console = web_console(&route).await;
     let browser = Http::new(&console.base());
     let good = route.assertion("console.test", 300);
     let headers = [("host", "console.test"), ("x-pomerium-jwt-assertion", good.as_str())];
@@ -346,13 +351,9 @@ async fn api_tokens_are_made_shown_once_and_deleted_from_the_pages() {
 #[tokio::test]
 async fn a_cluster_is_renamed_and_its_ip_overridden_from_the_pages() {
     let route = Signer::new("route-key");
-    let jwks = serve_json(json!({"keys": [route.jwk()]}).to_string()).await;
-    let yaml = format!("{}web_console_jwks_url: http://{jwks}/jwks.json\n", support::settings(""));
-    let console = Console::start(&yaml).await;
-    let api = Http::signed_in(&console.base()).await;
-    let org = api.get("/api/v0/organizations").await.json[0]["id"].as_str().unwrap().to_owned();
-    let cluster = api.post(&format!("/api/v0/organizations/{org}/clusters"), json!({"name": "web"})).await;
-    let cluster_id = cluster.json["id"].as_str().unwrap().to_owned();
+    let console = web_console(&route).await;
+    let (api, org, cluster) = with_cluster(&console, "web").await;
+    let cluster_id = cluster["id"].as_str().unwrap().to_owned();
     let browser = Http::new(&console.base());
     let good = route.assertion("console.test", 300);
     let headers = [("host", "console.test"), ("x-pomerium-jwt-assertion", good.as_str())];

@@ -26,6 +26,8 @@ pub mod client;
 #[cfg(feature = "net")]
 pub mod pki;
 #[cfg(feature = "net")]
+pub mod process;
+#[cfg(feature = "net")]
 pub mod tls;
 #[cfg(feature = "net")]
 pub mod upstream;

@@ -19,12 +19,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// A generous bound for anything that should happen promptly.
 pub const PROMPTLY: Duration = Duration::from_secs(15);
@@ -34,7 +33,7 @@ pub const API_TOKEN: &str = "test-api-token-0123456789";
 
 pub struct Console {
     child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+    log: Arc<test_support::process::Log>,
     pub address: SocketAddr,
     pub dir: tempfile::TempDir,
 }
@@ -62,54 +61,25 @@ impl Console {
     pub async fn start_in(dir: tempfile::TempDir, yaml: &str) -> Console {
         let path: PathBuf = dir.path().join("console.yaml");
         std::fs::write(&path, yaml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pomerium-console"))
-            .arg("--config")
-            .arg(&path)
-            .env_clear()
-            .env("POMERIUM_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the pomerium-console binary starts");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut console = Console { child, lines, address: "127.0.0.1:1".parse().unwrap(), dir };
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pomerium-console"));
+        command.arg("--config").arg(&path).env_clear().env("POMERIUM_LOG_FORMAT", "json").env("RUST_LOG", "info");
+        let (child, log) = test_support::process::Log::spawn(&mut command, "the pomerium-console binary");
+        let mut console = Console { child, log, address: "127.0.0.1:1".parse().unwrap(), dir };
         let serving = console.wait_for_log("serving").await;
         console.address = serving["address"].as_str().unwrap().parse().unwrap();
         console
     }
 
     pub fn logs(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
+        self.log.lines()
     }
 
     /// The first JSON log line whose message contains `message`; fails if the process ends or
     /// nothing comes within [`PROMPTLY`].
     pub async fn wait_for_log(&mut self, message: &str) -> Value {
-        let deadline = Instant::now() + PROMPTLY;
-        loop {
-            for line in self.logs() {
-                if let Ok(value) = serde_json::from_str::<Value>(&line)
-                    && value["message"].as_str().is_some_and(|m| m.contains(message))
-                {
-                    return value;
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the console exited ({status}) before logging `{message}`:\n{}", self.logs().join("\n"));
-            }
-            assert!(Instant::now() < deadline, "no `{message}` log line in time:\n{}", self.logs().join("\n"));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("`{message}` from the console");
+        let matches = |line: &Value| line["message"].as_str().is_some_and(|m| m.contains(message));
+        self.log.wait_for(&mut self.child, &what, PROMPTLY, 0, matches).await
     }
 
     pub fn base(&self) -> String {

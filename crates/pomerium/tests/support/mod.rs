@@ -13,11 +13,10 @@
 )]
 #![allow(dead_code, reason = "each test file uses a part of the support")]
 
-use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -182,19 +181,11 @@ pub fn refused(setup: &Setup, text: &str) -> String {
     stderr
 }
 
-/// The server's log, as read from its stderr: JSON lines (and any plain line before logging
-/// started).
-#[derive(Default)]
-struct Log {
-    lines: Mutex<Vec<String>>,
-    /// Stderr reached its end: every line the process wrote is in `lines`.
-    ended: std::sync::atomic::AtomicBool,
-}
-
 /// A running `pomerium` process; killed when dropped.
 pub struct Pomerium {
     child: Child,
-    log: Arc<Log>,
+    /// Its stderr: JSON lines (and any plain line before logging started).
+    log: Arc<test_support::process::Log>,
     /// The main (TLS) listener's address.
     pub address: SocketAddr,
     /// The CA the test clients trust.
@@ -233,24 +224,8 @@ impl Pomerium {
         for (name, value) in env {
             command.env(name, value);
         }
-        let mut child = command
-            .env("POMERIUM_LOG_FORMAT", "json")
-            .env("POMERIUM_WATCH_INTERVAL_MS", "50")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the pomerium binary starts");
-        let log = Arc::new(Log::default());
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lines.lock().unwrap().push(line);
-            }
-            sink.ended.store(true, std::sync::atomic::Ordering::Release);
-        });
+        command.env("POMERIUM_LOG_FORMAT", "json").env("POMERIUM_WATCH_INTERVAL_MS", "50");
+        let (child, log) = test_support::process::Log::spawn(&mut command, "the pomerium binary");
         let mut server = Pomerium { child, log, address: "0.0.0.0:0".parse().unwrap(), ca };
         server.address = server.listener(message).await;
         server
@@ -258,12 +233,12 @@ impl Pomerium {
 
     /// Every log line so far.
     pub fn logs(&self) -> Vec<String> {
-        self.log.lines.lock().unwrap().clone()
+        self.log.lines()
     }
 
     /// The log lines so far as JSON (lines that are not JSON are skipped).
     pub fn json_logs(&self) -> Vec<serde_json::Value> {
-        self.logs().iter().filter_map(|line| serde_json::from_str(line).ok()).collect()
+        self.log.json()
     }
 
     /// How many log lines have `message` so far.
@@ -274,21 +249,8 @@ impl Pomerium {
     /// Waits for the `skip`+1-th log line whose message is `message`, failing if the process
     /// exits or it takes too long.
     pub async fn wait_for_log_after(&mut self, message: &str, skip: usize) -> serde_json::Value {
-        let deadline = Instant::now() + PROMPTLY;
-        loop {
-            if let Some(line) =
-                self.json_logs().into_iter().filter(|line| line["fields"]["message"] == message).nth(skip)
-            {
-                return line;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                // Let the reader thread take the last lines.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                panic!("pomerium exited ({status}) before logging {message:?}:\n{}", self.logs().join("\n"));
-            }
-            assert!(Instant::now() < deadline, "no {message:?} in the log:\n{}", self.logs().join("\n"));
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let what = format!("{message:?} from pomerium");
+        self.log.wait_for(&mut self.child, &what, PROMPTLY, skip, |line| line["fields"]["message"] == message).await
     }
 
     /// Waits for a log line whose message is `message`.
@@ -329,7 +291,7 @@ impl Pomerium {
             if let Some(status) = self.child.try_wait().unwrap() {
                 // Its last lines may still be on their way to the reader: wait for the end of
                 // stderr (bounded), so that what it said before exiting can be read.
-                while !self.log.ended.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < deadline {
+                while !self.log.ended() && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 return status;
