@@ -212,7 +212,7 @@ const WIRED: &[(&str, &str)] = &[
 
 /// The crates whose code runs in the server, and the `config` files that are not readers.
 const SERVER_CRATES: &[&str] =
-    &["pomerium", "proxy", "authenticate", "oidc", "ext-authz", "databroker", "routing", "policy", "ingress"];
+    &["pomerium", "proxy", "authn", "authenticate", "oidc", "ext-authz", "databroker", "routing", "policy", "ingress"];
 const CONFIG_CONSUMERS: &[&str] = &["route.rs", "assemble.rs", "load.rs", "identity.rs", "lib.rs"];
 
 /// The server's code, test modules cut off (they start at the first `#[cfg(test)]`).
