@@ -247,39 +247,9 @@ async fn authorize_client(deployment: &Deployment, options: &databroker::client:
 
 /// A Check as Envoy builds it for Pomerium: headers only, no route id, the client's address.
 fn envoy_like(path: &str, accept: &str) -> ext_authz::CheckRequest {
-    ext_authz::CheckRequest {
-        attributes: Some(wire::AttributeContext {
-            source: Some(wire::attribute_context::Peer {
-                address: Some(wire::Address {
-                    address: Some(wire::address::Address::SocketAddress(wire::SocketAddress {
-                        protocol: 0,
-                        address: "192.0.2.7".to_owned(),
-                        port_specifier: Some(wire::socket_address::PortSpecifier::PortValue(51000)),
-                    })),
-                }),
-                ..Default::default()
-            }),
-            request: Some(wire::attribute_context::Request {
-                time: None,
-                http: Some(wire::attribute_context::HttpRequest {
-                    id: "envoy-request-1".to_owned(),
-                    method: "GET".to_owned(),
-                    headers: [
-                        ("accept".to_owned(), accept.to_owned()),
-                        (":authority".to_owned(), "app.test.localhost".to_owned()),
-                    ]
-                    .into_iter()
-                    .collect(),
-                    path: path.to_owned(),
-                    host: "app.test.localhost".to_owned(),
-                    scheme: "https".to_owned(),
-                    protocol: "HTTP/1.1".to_owned(),
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }),
-    }
+    let host = "app.test.localhost";
+    let headers = [("accept", accept), (":authority", host)].map(|(name, value)| (name.to_owned(), value.to_owned()));
+    support::envoy_check("192.0.2.7", host, path, headers)
 }
 
 /// [`envoy_like`] with the client certificate chain as Pomerium's Envoy forwards it: dynamic

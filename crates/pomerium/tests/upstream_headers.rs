@@ -127,34 +127,7 @@ fn check_request(host: &str, cookie: &str) -> ext_authz::CheckRequest {
         CLIENT_HEADERS.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
     headers.insert("cookie".to_owned(), format!("_pomerium={cookie}"));
     headers.insert(":authority".to_owned(), host.to_owned());
-    ext_authz::CheckRequest {
-        attributes: Some(wire::AttributeContext {
-            source: Some(wire::attribute_context::Peer {
-                address: Some(wire::Address {
-                    address: Some(wire::address::Address::SocketAddress(wire::SocketAddress {
-                        protocol: 0,
-                        address: "127.0.0.1".to_owned(),
-                        port_specifier: Some(wire::socket_address::PortSpecifier::PortValue(51000)),
-                    })),
-                }),
-                ..Default::default()
-            }),
-            request: Some(wire::attribute_context::Request {
-                time: None,
-                http: Some(wire::attribute_context::HttpRequest {
-                    id: "envoy-request-1".to_owned(),
-                    method: "GET".to_owned(),
-                    headers: headers.into_iter().collect(),
-                    path: "/headers".to_owned(),
-                    host: host.to_owned(),
-                    scheme: "https".to_owned(),
-                    protocol: "HTTP/1.1".to_owned(),
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }),
-    }
+    support::envoy_check("127.0.0.1", host, "/headers", headers)
 }
 
 fn url(text: &str) -> Url {

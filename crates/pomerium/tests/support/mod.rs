@@ -378,6 +378,44 @@ pub fn example_com_route(name: &str, upstream: SocketAddr) -> String {
     route(name, &format!("to: http://{upstream}\npass_identity_headers: true\n{policy}"))
 }
 
+/// A Check as Envoy builds it for Pomerium: headers only (`headers`, with `:authority`), no route
+/// id, the client at `peer`, an HTTP/1.1 request for `https://{host}{path}`.
+pub fn envoy_check(
+    peer: &str,
+    host: &str,
+    path: &str,
+    headers: impl IntoIterator<Item = (String, String)>,
+) -> ext_authz::CheckRequest {
+    use ext_authz::wire;
+    let address = wire::SocketAddress {
+        protocol: 0,
+        address: peer.to_owned(),
+        port_specifier: Some(wire::socket_address::PortSpecifier::PortValue(51000)),
+    };
+    ext_authz::CheckRequest {
+        attributes: Some(wire::AttributeContext {
+            source: Some(wire::attribute_context::Peer {
+                address: Some(wire::Address { address: Some(wire::address::Address::SocketAddress(address)) }),
+                ..Default::default()
+            }),
+            request: Some(wire::attribute_context::Request {
+                time: None,
+                http: Some(wire::attribute_context::HttpRequest {
+                    id: "envoy-request-1".to_owned(),
+                    method: "GET".to_owned(),
+                    headers: headers.into_iter().collect(),
+                    path: path.to_owned(),
+                    host: host.to_owned(),
+                    scheme: "https".to_owned(),
+                    protocol: "HTTP/1.1".to_owned(),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
 /// `routes:` with these items.
 pub fn routes(items: &[String]) -> String {
     format!("routes:\n{}", items.concat())
