@@ -4,10 +4,20 @@
 //! - [`wire`]: the generated messages (Envoy's names and field numbers; `proto/ext_authz.proto`).
 //! - [`service`]: the gRPC service over an [`Authorizer`], behind the shared-secret service token
 //!   that every Pomerium service-to-service call carries (`databroker::auth`).
-//! - [`Client`]: what a proxy running apart from its authorize service calls it with.
+//! - [`Client`]: what a proxy running apart from its authorize service calls it with; it is the
+//!   pipeline's [`proxy::RemoteAuthorize`] (`client.rs` builds the Check as Envoy's filter would
+//!   and reads the answer back).
+//! - [`RuntimeAuthorizer`] (`server.rs`): the [`Authorizer`] over the proxy's runtime: a Check
+//!   call is read into a [`proxy::authorize::AuthorizeRequest`], decided by
+//!   [`proxy::authorize::check`] (the same decision and upstream headers as in process), and
+//!   rendered as a `CheckResponse` here, the one place a decision becomes ext_authz's answer.
 //!
-//! The decision itself is not here: the proxy crate implements [`Authorizer`] on its runtime, so
-//! that a Check call and a request to the proxy are decided by the same code.
+//! This crate depends on `proxy`, not the other way round: the data plane has no gRPC.
+
+mod client;
+mod server;
+
+pub use server::RuntimeAuthorizer;
 
 use databroker::auth::ServiceAuth;
 use databroker::client::{RemoteOptions, TokenInterceptor};

@@ -237,7 +237,7 @@ impl Server {
                     .options
                     .services
                     .runs(config::options::Service::Authorize)
-                    .then(|| Arc::new(proxy::authorize::Authorizer::new(Arc::clone(&current)))),
+                    .then(|| Arc::new(ext_authz::RuntimeAuthorizer::new(Arc::clone(&current)))),
             };
             crate::grpc::serve(&config, services, &mut tasks, shutdown.signal()).await?;
         }
@@ -608,7 +608,7 @@ fn check_services(options: &Options) -> Result<(), String> {
 /// (`authorize_internal_service_url` instead, when set) over gRPC, spread over every address of
 /// every URL, failing over between them; without any, it decides in process (ours: Pomerium's
 /// proxy always needs an authorize service).
-async fn remote_authorize(options: &Options) -> Result<Option<ext_authz::Client>, String> {
+async fn remote_authorize(options: &Options) -> Result<Option<Arc<dyn proxy::RemoteAuthorize>>, String> {
     use config::options::Service;
     if !options.services.runs(Service::Proxy) || options.services.runs(Service::Authorize) {
         return Ok(None);
@@ -628,7 +628,7 @@ async fn remote_authorize(options: &Options) -> Result<Option<ext_authz::Client>
     let auth = crate::databroker::service_auth(options)?;
     let client = ext_authz::Client::connect(&urls, auth, &remote, family).await?;
     tracing::info!(urls = ?urls, "requests are authorized by the authorize service");
-    Ok(Some(client))
+    Ok(Some(Arc::new(client)))
 }
 
 /// All-in-one mode may run without a cookie secret: a random one per process, as Pomerium does.

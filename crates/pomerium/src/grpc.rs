@@ -16,7 +16,7 @@ pub struct Services {
     /// The databroker's storage, when the databroker runs here.
     pub storage: Option<Arc<AnyStorage>>,
     /// The authorize service's decisions, when authorize runs here.
-    pub authorizer: Option<Arc<proxy::authorize::Authorizer>>,
+    pub authorizer: Option<Arc<ext_authz::RuntimeAuthorizer>>,
 }
 
 /// Whether this process opens the gRPC listener. Split services always do; all-in-one keeps its

@@ -50,9 +50,10 @@ pub(crate) enum Outcome {
     Unavailable { why: ProxyError },
 }
 
-/// What authorization reads of a request, wherever the request arrived.
+/// What authorization reads of a request, wherever the request arrived (the pipeline, a `Check`
+/// call read by the `ext-authz` crate, the benchmark entry).
 #[derive(Debug)]
-pub(crate) struct AuthorizeRequest<'a> {
+pub struct AuthorizeRequest<'a> {
     pub method: &'a str,
     /// `host[:port]` as the client sent it.
     pub authority: &'a str,

@@ -16,6 +16,8 @@
 //! - [`tunnel`]: upgrades (websocket, SPDY, ...) and CONNECT tunnels.
 //! - [`error`]: the one proxy error type, its status mapping, and the error pages; [`deny`]: why a
 //!   request was denied, for the deny page of a route with `show_error_details`.
+//! - [`authorize`]: the decision for callers outside the pipeline (the `ext-authz` crate's
+//!   server, benchmarks) and the boundary ([`RemoteAuthorize`]) to a remote authorize service.
 //! - [`authn`]: sessions and the identity sent upstream, and the boundary ([`authn::SignIn`]) to
 //!   the `authn` crate, which answers the sign-in endpoints and talks to the identity provider
 //!   and the databroker.
@@ -45,5 +47,6 @@ pub mod tunnel;
 pub mod upstream;
 mod upstream_headers;
 
+pub use authorize::RemoteAuthorize;
 pub use body::{BoxError, ProxyBody};
 pub use error::{ErrorKind, ErrorPage, ProxyError, Source};

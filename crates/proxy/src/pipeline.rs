@@ -7,7 +7,7 @@
 //!    `/.well-known/pomerium…`) never reach an upstream.
 //! 4. **route**: the route table picks the route, or 404.
 //! 5. **authorize** ([`crate::decision`]): the route's compiled policy decides, in process or
-//!    in the authorize service (`authorize_service_url`, [`crate::authorize::remote`]); the
+//!    in the authorize service (`authorize_service_url`, [`crate::RemoteAuthorize`]); the
 //!    outcome is rendered ([`crate::render`]): sign-in redirect (302) or 401, 403, 450, 495, or on.
 //! 6. **act**: a redirect route redirects, a response route answers, a `tcp+https` route opens
 //!    a CONNECT tunnel, and any other route forwards:
@@ -449,7 +449,7 @@ async fn authorize(cx: &Ctx<'_>, route: &RouteRuntime, request: &Request<Incomin
     match &global.remote_authorize {
         // Boxed, like every rare path that awaits a network client: see `control_plane`.
         Some(client) => {
-            let answer = Box::pin(authorize::remote(client, route, &request, global.tls)).await;
+            let answer = Box::pin(authorize::remote(client.as_ref(), route, &request, global.tls)).await;
             crate::trace::record_remote_decision(global, matches!(answer, Ok(Remote::Allow(_))));
             match answer? {
                 Remote::Allow(set) => Ok(Granted::Remote(set)),

@@ -78,7 +78,7 @@ pub(crate) struct Global {
     /// `authenticate_callback_path` (`/oauth2/callback`).
     pub callback_path: String,
     /// The authorize service that decides requests, when it runs in another process.
-    pub remote_authorize: Option<ext_authz::Client>,
+    pub remote_authorize: Option<Arc<dyn crate::authorize::RemoteAuthorize>>,
     /// `downstream_mtls.ca`, for the client certificate chains `Check` calls carry.
     pub client_chains: Option<crate::tls::ChainVerifier>,
     /// `timeout_read`: the whole request, body included, must arrive within it.
@@ -205,7 +205,7 @@ pub struct Environment {
     pub authn: Arc<crate::authn::Authn>,
     /// The authorize service to ask, when it runs in another process (`authorize_service_url`);
     /// `None` decides in process.
-    pub remote_authorize: Option<ext_authz::Client>,
+    pub remote_authorize: Option<Arc<dyn crate::authorize::RemoteAuthorize>>,
     /// Upstream connection pools, kept across reloads so that connections survive them.
     pub clients: Arc<UpstreamClients>,
 }
@@ -237,6 +237,12 @@ impl Runtime {
     pub fn with_tracing(mut self, tracing: Option<crate::trace::Tracing>) -> Runtime {
         self.global.tracing = tracing;
         self
+    }
+
+    /// `downstream_mtls.ca`'s verifier, for the client certificate chains `Check` calls carry
+    /// (`None`: no CA, no chain is valid).
+    pub fn client_chains(&self) -> Option<&crate::tls::ChainVerifier> {
+        self.global.client_chains.as_ref()
     }
 
     /// The route with this id.

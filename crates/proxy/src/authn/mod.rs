@@ -401,18 +401,22 @@ mod tests {
     }
 
     /// The dependency rule: the data plane reaches the identity provider and the databroker's
-    /// client only through `SignIn` (the `authn` crate), never by depending on them.
+    /// client only through `SignIn` (the `authn` crate), and a remote authorize service only
+    /// through `RemoteAuthorize` (the `ext-authz` crate), never by depending on them or on gRPC.
     #[test]
-    fn the_data_plane_depends_on_neither_the_oidc_client_nor_the_databroker() {
+    fn the_data_plane_depends_on_neither_the_oidc_client_nor_the_databroker_nor_grpc() {
         let manifest = include_str!("../../Cargo.toml");
         let dependencies =
             manifest.split("\n[").find(|section| section.starts_with("dependencies]")).unwrap_or_default();
         assert!(dependencies.contains("authenticate.workspace"), "the [dependencies] section is read");
-        for forbidden in ["oidc", "authn", "databroker"] {
+        for forbidden in ["oidc", "authn", "databroker", "ext-authz", "tonic", "prost", "prost-types"] {
             let named = dependencies
                 .lines()
                 .any(|line| line.split(['.', '=', ' ']).next().is_some_and(|name| name.trim() == forbidden));
-            assert!(!named, "proxy's [dependencies] name `{forbidden}`: reach it through proxy::authn::SignIn");
+            assert!(
+                !named,
+                "proxy's [dependencies] name `{forbidden}`: reach it through proxy::authn::SignIn or proxy::RemoteAuthorize"
+            );
         }
     }
 }
