@@ -2,8 +2,8 @@
 //! compiled policy, and the verdict as Pomerium maps it, returned as a plain [`Outcome`] value.
 //!
 //! The decision is a value; only transports render it: the pipeline as an HTTP answer
-//! ([`crate::render`]), the authorize service as an ext_authz `CheckResponse`
-//! ([`crate::authorize`]), the benchmark entry ([`crate::authorize::authorize`]) as it likes. This
+//! ([`crate::render`]), the authorize service as an ext_authz `CheckResponse` (the `ext-authz`
+//! crate, through [`crate::authorize::check`]), the benchmark entry ([`crate::authorize::authorize`]) as it likes. This
 //! module holds no `http::Response` and does not use the pipeline (a tidy test checks both).
 //!
 //! One decision, three ways in: in process (`services: all`, or `proxy` without
