@@ -114,7 +114,7 @@ pub async fn check(runtime: &Runtime, route_id: Option<&str>, request: &Authoriz
     };
     match decide(runtime, &route, request).await {
         Outcome::Unavailable { why } => Checked::Unavailable(why),
-        outcome => match render::outcome(outcome, &route, request.request_id, format) {
+        outcome => match render::outcome(outcome, request.request_id, format) {
             Ok(identity) => Checked::Allow(upstream_headers::build(
                 &runtime.global.authn,
                 &route,

@@ -458,7 +458,7 @@ async fn authorize(cx: &Ctx<'_>, route: &RouteRuntime, request: &Request<Incomin
         }
         None => {
             let outcome = decision::decide(runtime, route, &request).await;
-            render::outcome(outcome, route, &cx.request_id, cx.format).map(Granted::Local).map_err(refused)
+            render::outcome(outcome, &cx.request_id, cx.format).map(Granted::Local).map_err(refused)
         }
     }
 }

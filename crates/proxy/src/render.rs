@@ -5,13 +5,11 @@
 use crate::authn::identity::Identity;
 use crate::decision::Outcome;
 use crate::error::{Answer, ErrorPage, ResponseFormat};
-use crate::runtime::RouteRuntime;
 use http::StatusCode;
 
 /// An allowed outcome's identity, or the answer that ends the request.
 pub(crate) fn outcome(
     outcome: Outcome,
-    _route: &RouteRuntime,
     request_id: &str,
     format: ResponseFormat,
 ) -> Result<Option<Identity>, Box<Answer>> {
