@@ -14,11 +14,10 @@ use crate::server::status;
 use crate::storage::{AnyStorage, QueryResult, Snapshot, Storage, Written};
 use crate::wire::{self, pb};
 use policy::records::MemoryRecords;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -70,11 +69,14 @@ pub(crate) fn tls_client_config(options: &RemoteOptions) -> Result<ClientConfig,
         WARNED.call_once(|| {
             tracing::warn!("databroker TLS certificate verification is disabled (insecure_skip_verify)");
         });
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider))).with_no_client_auth()
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(tls_trust::SkipVerification(provider)))
+            .with_no_client_auth()
     } else {
         let roots = match &options.ca_pem {
             Some(pem) => Arc::new(ca_roots(pem)?),
-            None => system_roots(),
+            None => tls_trust::system_roots(),
         };
         builder.with_root_certificates(roots).with_no_client_auth()
     };
@@ -92,63 +94,6 @@ fn ca_roots(pem: &[u8]) -> Result<RootCertStore, String> {
         return Err("databroker TLS CA: no certificate in the PEM text".to_owned());
     }
     Ok(roots)
-}
-
-/// The system's trusted roots, read once.
-pub(crate) fn system_roots() -> Arc<RootCertStore> {
-    static ROOTS: std::sync::OnceLock<Arc<RootCertStore>> = std::sync::OnceLock::new();
-    Arc::clone(ROOTS.get_or_init(|| {
-        let loaded = rustls_native_certs::load_native_certs();
-        for error in &loaded.errors {
-            tracing::warn!(%error, "reading the system's trusted certificates");
-        }
-        let mut roots = RootCertStore::empty();
-        let (added, ignored) = roots.add_parsable_certificates(loaded.certs);
-        if added == 0 {
-            tracing::warn!(ignored, "no system trusted certificates: databroker TLS verification will fail");
-        }
-        Arc::new(roots)
-    }))
-}
-
-/// `insecure_skip_verify`: accepts any certificate, but still checks that the handshake is signed
-/// by the key of the certificate presented.
-#[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// The databroker, in this process or over gRPC. Errors are gRPC statuses either way, so callers

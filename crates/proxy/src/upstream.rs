@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,10 +26,8 @@ use hyper_rustls::{FixedServerNameResolver, HttpsConnector, ResolveServerName};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::time::{Instant, Sleep};
 
 use crate::body::{BoxError, ProxyBody};
@@ -266,7 +264,7 @@ pub fn client_config(tls: &UpstreamTls) -> Result<ClientConfig, TlsError> {
     let builder =
         ClientConfig::builder_with_provider(Arc::clone(&provider)).with_protocol_versions(PROTOCOL_VERSIONS)?;
     let builder = if tls.skip_verify {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(tls_trust::SkipVerification(provider)))
     } else {
         builder.with_root_certificates(root_store(tls.custom_ca.as_deref())?)
     };
@@ -277,70 +275,13 @@ pub fn client_config(tls: &UpstreamTls) -> Result<ClientConfig, TlsError> {
 }
 
 fn root_store(custom_ca: Option<&[CertificateDer<'static>]>) -> Result<Arc<RootCertStore>, TlsError> {
-    let Some(custom_ca) = custom_ca else { return Ok(system_roots()) };
+    let Some(custom_ca) = custom_ca else { return Ok(tls_trust::system_roots()) };
     let mut roots = RootCertStore::empty();
     let (added, ignored) = roots.add_parsable_certificates(custom_ca.iter().cloned());
     if added == 0 {
         return Err(TlsError::CustomCa(format!("no usable certificate ({ignored} ignored)")));
     }
     Ok(Arc::new(roots))
-}
-
-/// The system's trusted roots, read once.
-fn system_roots() -> Arc<RootCertStore> {
-    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
-    Arc::clone(ROOTS.get_or_init(|| {
-        let loaded = rustls_native_certs::load_native_certs();
-        for error in &loaded.errors {
-            tracing::warn!(%error, "reading the system's trusted certificates");
-        }
-        let mut roots = RootCertStore::empty();
-        let (added, ignored) = roots.add_parsable_certificates(loaded.certs);
-        if added == 0 {
-            tracing::warn!(ignored, "no system trusted certificates: upstream TLS verification will fail");
-        }
-        Arc::new(roots)
-    }))
-}
-
-/// `tls_skip_verify`: accepts any certificate, but still checks that the handshake is signed by
-/// the key of the certificate presented.
-#[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Turns a client error into a proxy error, by what its chain of causes says.

@@ -124,7 +124,7 @@ pub fn parse(connection_string: &str) -> Result<(tokio_postgres::Config, PgTls),
     let tls_used = mode != SslMode::Disable;
     let roots = match root.filter(|_| tls_used) {
         None => None,
-        Some("system") => Some(crate::client::system_roots()),
+        Some("system") => Some(tls_trust::system_roots()),
         Some(path) => Some(Arc::new(read_roots(path)?)),
     };
     let client_cert = match (value("sslcert").filter(|v| !v.is_empty()), value("sslkey").filter(|v| !v.is_empty())) {
