@@ -224,6 +224,15 @@ async fn sign_in(cx: &Context<'_>, request: &ControlRequest<'_>) -> Response<Pro
     start_provider_sign_in(cx, request).await
 }
 
+/// The configured identity provider, discovered (once per settings), or why there is none.
+async fn configured_provider(cx: &Context<'_>) -> Result<oidc::Provider, Refusal> {
+    let Some(settings) = cx.provider else { return Err(Refusal::NoIdentityProvider) };
+    cx.authn.provider(settings).await.map_err(|error| {
+        tracing::warn!(%error, "the identity provider is not available");
+        Refusal::ProviderUnavailable
+    })
+}
+
 /// §3.3 step 2 without a session: the CSRF cookie, the OAuth state (which returns to this very
 /// sign-in URL), PKCE, and the redirect to the identity provider.
 pub(crate) async fn start_provider_sign_in(cx: &Context<'_>, request: &ControlRequest<'_>) -> Response<ProxyBody> {
@@ -231,15 +240,9 @@ pub(crate) async fn start_provider_sign_in(cx: &Context<'_>, request: &ControlRe
     if is_xhr(request.headers) {
         return Refusal::SignInFirst.respond(request);
     }
-    let Some(provider_settings) = cx.provider else {
-        return Refusal::NoIdentityProvider.respond(request);
-    };
-    let provider = match cx.authn.provider(provider_settings).await {
+    let provider = match configured_provider(cx).await {
         Ok(provider) => provider,
-        Err(error) => {
-            tracing::warn!(%error, "the identity provider is not available");
-            return Refusal::ProviderUnavailable.respond(request);
-        }
+        Err(refusal) => return refusal.respond(request),
     };
     let existing = authenticate::cookie::read_cookie(request.headers, &settings.csrf_cookie())
         .and_then(|value| authenticate::csrf::open_csrf(&settings.cookie_aead, &value, cx.now).ok());
@@ -358,15 +361,9 @@ async fn oauth_callback(cx: &Context<'_>, request: &ControlRequest<'_>) -> Respo
     }
     let verifier = authenticate::cookie::read_cookie(request.headers, &settings.pkce_cookie())
         .and_then(|value| authenticate::csrf::open_pkce(&settings.cookie_aead, &state, &value, cx.now).ok());
-    let Some(provider_settings) = cx.provider else {
-        return Refusal::NoIdentityProvider.respond(request);
-    };
-    let provider = match cx.authn.provider(provider_settings).await {
+    let provider = match configured_provider(cx).await {
         Ok(provider) => provider,
-        Err(error) => {
-            tracing::warn!(%error, "the identity provider is not available");
-            return Refusal::ProviderUnavailable.respond(request);
-        }
+        Err(refusal) => return refusal.respond(request),
     };
     let identity = match provider.exchange(&code, verifier.as_deref(), &nonce_for(&state)).await {
         Ok(identity) => identity,

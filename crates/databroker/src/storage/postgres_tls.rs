@@ -135,8 +135,12 @@ pub fn parse(connection_string: &str) -> Result<(tokio_postgres::Config, PgTls),
         (None, Some(_)) => return Err("sslkey is set but sslcert is not: give both (PEM files)".to_owned()),
     };
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier =
-        PgVerifier { provider: Arc::clone(&provider), roots: roots.clone(), check_name: mode == SslMode::VerifyFull };
+    let verifier = PgVerifier {
+        provider: Arc::clone(&provider),
+        signatures: tls_trust::SkipVerification(Arc::clone(&provider)),
+        roots: roots.clone(),
+        check_name: mode == SslMode::VerifyFull,
+    };
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("postgres TLS: {e}"))?
@@ -358,6 +362,8 @@ fn split_key_values(text: &str) -> Result<(String, Vec<(String, String)>), Strin
 #[derive(Debug)]
 struct PgVerifier {
     provider: Arc<CryptoProvider>,
+    /// The handshake signatures, checked as every verifier checks them.
+    signatures: tls_trust::SkipVerification,
     roots: Option<Arc<RootCertStore>>,
     check_name: bool,
 }
@@ -392,7 +398,7 @@ impl ServerCertVerifier for PgVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.signatures.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -401,11 +407,11 @@ impl ServerCertVerifier for PgVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.signatures.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.signatures.supported_verify_schemes()
     }
 }
 
