@@ -467,6 +467,9 @@ measure() {
     local failed
     failed=$(sed -n 's/^requests: .* \([0-9][0-9]*\) failed.*/\1/p' <<< "$out")
     [ "${failed:-0}" = 0 ] || echo "$variant $target: $failed requests failed" >&2
+    # "status codes: N 2xx, N 3xx, N 4xx, N 5xx": anything but 2xx is not the route answering.
+    grep -q '^status codes: [0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx' <<< "$out" ||
+      echo "$variant $target: not every response was a 2xx: $(grep '^status codes:' <<< "$out")" >&2
     # The log's third column: microseconds from a request's start to the end of its response.
     read -r p50 p99 < <(cut -f3 "$work/h2load.log" | sort -n | awk '{ v[NR] = $1 }
       END { if (NR == 0) { print 0, 0; exit } i = int(NR * 0.5); j = int(NR * 0.99); if (i < 1) i = 1; if (j < 1) j = 1; print v[i], v[j] }')
