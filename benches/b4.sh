@@ -48,6 +48,7 @@
 # PINGORA_BIN=PATH, HYPER_BIN=PATH use those builds of the floors rather than building
 # target/release/bench-pingora and bench-hyper; B4_FLOORS=0 leaves the two floors out;
 # B4_PINGORA_NO_STEAL=1 runs Pingora on its no-steal runtime rather than its default.
+# B4_PORT_BASE=N listens on ports N to N+13 (default 18080), e.g. for two runs at once.
 # With B4_BASELINE=PATH (another build of `pomerium`, e.g. of an earlier commit), a target
 # `baseline` runs that binary on the plain configuration, interleaved with the others, and the
 # public route's CPU per request is compared with it round by round (did a change cost anything?).
@@ -116,22 +117,31 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-upstream_port=18080
-nginx_port=18081
-haproxy_port=18082
-pomerium_port=18083
-baseline_port=18084
-pingora_port=18085
-hyper_port=18086
-nginx_tls_port=18091
-nginx_h2c_port=18092
-pomerium_tls_port=18093
+port_base=${B4_PORT_BASE:-18080}
+upstream_port=$port_base
+nginx_port=$((port_base + 1))
+haproxy_port=$((port_base + 2))
+pomerium_port=$((port_base + 3))
+baseline_port=$((port_base + 4))
+pingora_port=$((port_base + 5))
+hyper_port=$((port_base + 6))
+nginx_tls_port=$((port_base + 11))
+nginx_h2c_port=$((port_base + 12))
+pomerium_tls_port=$((port_base + 13))
+# Another run (or anything else) on these ports would be measured in place of ours.
+for port in $(seq "$port_base" $((port_base + 13))); do
+  if [ -n "$(ss -Hltn "sport = :$port")" ]; then
+    echo "port $port is already in use (another b4.sh run?): set B4_PORT_BASE to another range" >&2
+    exit 1
+  fi
+done
 baseline=${B4_BASELINE:-}
 tls=0
 if has tls || has h2; then tls=1; fi
 
 # The test certificate (B4(c), B4(d)), and the client's OpenSSL configuration that offers only
-# TLS 1.3, TLS_AES_128_GCM_SHA256 and X25519 (wrk, h2load and openssl s_client read it).
+# TLS 1.3, TLS_AES_128_GCM_SHA256 and X25519 (wrk and openssl s_client read it; h2load is given
+# the same as options).
 if [ $tls = 1 ]; then
   timeout 30 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -subj /CN=localhost -addext subjectAltName=DNS:localhost,DNS:authenticate.localhost.pomerium.io,IP:127.0.0.1 \
