@@ -12,6 +12,9 @@
 #                    keep-alive upstream pool, X-Forwarded-For; no TLS feature) → upstream
 #   hyper            floor: wrk → a bare hyper proxy (crates/bench-hyper: our server's builder
 #                    settings and our upstream client, no pipeline) → upstream
+#   hyper-conn       with B4_HYPER_PER_CONNECTION=1: the same bare hyper proxy with one upstream
+#                    connection per client connection instead of the pooled client (what the
+#                    pooled client costs)
 #   pomerium         B4(a): wrk → pomerium (insecure_server, a public route) → upstream
 #   pomerium-signed  B4(b): wrk → pomerium, the same process, on a route that needs a signed-in
 #                    user (allowed_domains: [example.com], pass_identity_headers: true), every
@@ -125,6 +128,7 @@ pomerium_port=$((port_base + 3))
 baseline_port=$((port_base + 4))
 pingora_port=$((port_base + 5))
 hyper_port=$((port_base + 6))
+hyper_conn_port=$((port_base + 7))
 nginx_tls_port=$((port_base + 11))
 nginx_h2c_port=$((port_base + 12))
 pomerium_tls_port=$((port_base + 13))
@@ -254,6 +258,11 @@ if [ "$floors" = 1 ]; then
   pids+=($!)
   TOKIO_WORKER_THREADS=1 "$hyper" 127.0.0.1:$hyper_port 127.0.0.1:$upstream_port 2> "$work/hyper.log" &
   pids+=($!)
+  if [ -n "${B4_HYPER_PER_CONNECTION:-}" ]; then
+    TOKIO_WORKER_THREADS=1 "$hyper" 127.0.0.1:$hyper_conn_port 127.0.0.1:$upstream_port 1000 per-connection \
+      2> "$work/hyper-conn.log" &
+    pids+=($!)
+  fi
 fi
 
 # One pomerium for (a) and (b): a public route, and a route for signed-in example.com users. The
@@ -322,6 +331,7 @@ wait_for $nginx_port
 wait_for $pomerium_port
 if has plain; then wait_for $haproxy_port; fi
 if [ "$floors" = 1 ]; then wait_for $pingora_port && wait_for $hyper_port; fi
+if [ "$floors" = 1 ] && [ -n "${B4_HYPER_PER_CONNECTION:-}" ]; then wait_for $hyper_conn_port; fi
 if [ -n "$baseline" ]; then wait_for $baseline_port; fi
 if has h2c; then wait_for $nginx_h2c_port --http2-prior-knowledge && wait_for $pomerium_port --http2-prior-knowledge; fi
 if [ $tls = 1 ]; then
@@ -503,6 +513,9 @@ for ((r = 1; r <= rounds; r++)); do
     if [ "$floors" = 1 ]; then
       measure plain pingora $pingora_port wrk "http://localhost:$pingora_port/"
       measure plain hyper $hyper_port wrk "http://localhost:$hyper_port/"
+      if [ -n "${B4_HYPER_PER_CONNECTION:-}" ]; then
+        measure plain hyper-conn $hyper_conn_port wrk "http://localhost:$hyper_conn_port/"
+      fi
     fi
     measure plain pomerium $pomerium_port wrk "http://localhost:$pomerium_port/"
     if [ -n "$baseline" ]; then
@@ -553,7 +566,7 @@ awk -v variants="$variants" '
     vcount = split(variants, vlist, ",")
     for (v = 1; v <= vcount; v++) {
       variant = vlist[v]
-      count = split("direct nginx haproxy pingora hyper pomerium baseline pomerium-signed", all, " ")
+      count = split("direct nginx haproxy pingora hyper hyper-conn pomerium baseline pomerium-signed", all, " ")
       targets = 0
       for (t = 1; t <= count; t++) if (n[variant, all[t]]) names[++targets] = all[t]
       if (!targets) continue

@@ -3,13 +3,18 @@
 //! `X-Forwarded-For`, logging or metrics): what hyper itself costs per proxied request. Run by
 //! `benches/b4.sh` beside nginx and ours on the same upstream.
 //!
-//! `bench-hyper LISTEN UPSTREAM [MAX_HEADERS]`, e.g. `bench-hyper 127.0.0.1:18086 127.0.0.1:18080`.
+//! `bench-hyper LISTEN UPSTREAM [MAX_HEADERS] [pooled|per-connection]`, e.g.
+//! `bench-hyper 127.0.0.1:18086 127.0.0.1:18080`.
 //! The runtime is the one `pomerium` builds (multi-thread; `TOKIO_WORKER_THREADS=1` for one
 //! worker); the server is hyper-util's `auto::Builder` configured as in
 //! `crates/proxy/src/server.rs` (header read timeout 30 s, 128 KiB header buffer, keep-alive,
 //! `max_headers` 1,000 unless MAX_HEADERS says otherwise: hyper's default is 100), serving with
 //! upgrades; the client is hyper-util's pooled legacy client configured as in
 //! `crates/proxy/src/upstream.rs` (TCP_NODELAY, 60 s idle, 64 idle connections per host).
+//! `per-connection` replaces that client with one upstream connection per client connection
+//! (`hyper::client::conn::http1`, opened at the first request): no pool checkout, no shared
+//! client, still hyper's dispatch channel to the connection's task. The difference between the
+//! two modes is what the pooled client costs.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -22,12 +27,14 @@ use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
 
 type Body = Either<Incoming, Empty<Bytes>>;
 
@@ -35,19 +42,31 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 fn main() -> ExitCode {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
-    let (listen, upstream, max_headers) = match arguments.as_slice() {
-        [listen, upstream] => (listen, upstream, "1000"),
-        [listen, upstream, max_headers] => (listen, upstream, max_headers.as_str()),
+    let (listen, upstream, max_headers, mode) = match arguments.as_slice() {
+        [listen, upstream] => (listen, upstream, "1000", "pooled"),
+        [listen, upstream, max_headers] => (listen, upstream, max_headers.as_str(), "pooled"),
+        [listen, upstream, max_headers, mode] => (listen, upstream, max_headers.as_str(), mode.as_str()),
         _ => {
             eprintln!(
-                "usage: bench-hyper LISTEN UPSTREAM [MAX_HEADERS] (e.g. bench-hyper 127.0.0.1:18086 127.0.0.1:18080)"
+                "usage: bench-hyper LISTEN UPSTREAM [MAX_HEADERS] [pooled|per-connection] (e.g. bench-hyper 127.0.0.1:18086 127.0.0.1:18080)"
             );
             return ExitCode::from(2);
         }
     };
-    let (Ok(listen), Ok(upstream), Ok(max_headers)) =
-        (listen.parse::<SocketAddr>(), upstream.parse::<Authority>(), max_headers.parse::<usize>())
-    else {
+    let per_connection = match mode {
+        "pooled" => false,
+        "per-connection" => true,
+        _ => {
+            eprintln!("bench-hyper: the mode is `pooled` or `per-connection`, not `{mode}`");
+            return ExitCode::from(2);
+        }
+    };
+    let (Ok(listen), Ok(address), Ok(authority), Ok(max_headers)) = (
+        listen.parse::<SocketAddr>(),
+        upstream.parse::<SocketAddr>(),
+        upstream.parse::<Authority>(),
+        max_headers.parse::<usize>(),
+    ) else {
         eprintln!("bench-hyper: LISTEN and UPSTREAM must be IP:port addresses and MAX_HEADERS a number");
         return ExitCode::from(2);
     };
@@ -58,6 +77,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let upstream = Upstream { authority, address, per_connection };
     match runtime.block_on(serve(listen, upstream, max_headers)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -67,7 +87,19 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(listen: SocketAddr, upstream: Authority, max_headers: usize) -> Result<(), String> {
+/// Where requests go, and how.
+#[derive(Debug, Clone)]
+struct Upstream {
+    authority: Authority,
+    address: SocketAddr,
+    /// One upstream connection per client connection rather than the pooled client.
+    per_connection: bool,
+}
+
+/// A client connection's own upstream connection (`per-connection`), opened at its first request.
+type Dedicated = Arc<Mutex<Option<http1::SendRequest<Incoming>>>>;
+
+async fn serve(listen: SocketAddr, upstream: Upstream, max_headers: usize) -> Result<(), String> {
     let listener = TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -112,7 +144,10 @@ async fn serve(listen: SocketAddr, upstream: Authority, max_headers: usize) -> R
         let client = client.clone();
         let upstream = upstream.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| forward(client.clone(), upstream.clone(), peer, request));
+            let dedicated: Dedicated = Arc::default();
+            let service = service_fn(move |request| {
+                forward(client.clone(), Arc::clone(&dedicated), upstream.clone(), peer, request)
+            });
             // A connection's errors (a client going away) are not the benchmark's concern.
             let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
         });
@@ -122,15 +157,19 @@ async fn serve(listen: SocketAddr, upstream: Authority, max_headers: usize) -> R
 /// Sends the request on to the upstream, `X-Forwarded-For` appended, and returns its response.
 async fn forward(
     client: Client<HttpConnector, Incoming>,
-    upstream: Authority,
+    dedicated: Dedicated,
+    upstream: Upstream,
     peer: SocketAddr,
     mut request: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    let mut parts = request.uri().clone().into_parts();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(upstream);
-    let Ok(uri) = Uri::from_parts(parts) else { return Ok(bad_gateway()) };
-    *request.uri_mut() = uri;
+    if !upstream.per_connection {
+        // The pooled client takes an absolute URI; a connection of our own takes the path.
+        let mut parts = request.uri().clone().into_parts();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(upstream.authority);
+        let Ok(uri) = Uri::from_parts(parts) else { return Ok(bad_gateway()) };
+        *request.uri_mut() = uri;
+    }
     let forwarded = match request.headers().get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(earlier) => format!("{earlier}, {}", peer.ip()),
         None => peer.ip().to_string(),
@@ -138,10 +177,35 @@ async fn forward(
     if let Ok(value) = HeaderValue::try_from(forwarded) {
         request.headers_mut().insert(X_FORWARDED_FOR, value);
     }
+    if upstream.per_connection {
+        return Ok(send_dedicated(&dedicated, upstream.address, request).await.unwrap_or_else(bad_gateway));
+    }
     match client.request(request).await {
         Ok(response) => Ok(response.map(Either::Left)),
         Err(_) => Ok(bad_gateway()),
     }
+}
+
+/// Sends on the client connection's own upstream connection, opening it (again) when there is
+/// none or it has closed. Requests on one client connection come one at a time, so the lock is
+/// never contended.
+async fn send_dedicated(
+    dedicated: &Dedicated,
+    address: SocketAddr,
+    request: Request<Incoming>,
+) -> Option<Response<Body>> {
+    let mut slot = dedicated.lock().await;
+    if slot.as_ref().is_none_or(|sender| sender.is_closed()) {
+        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(address)).await.ok()?.ok()?;
+        stream.set_nodelay(true).ok();
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.ok()?;
+        tokio::spawn(connection);
+        *slot = Some(sender);
+    }
+    let sender = slot.as_mut()?;
+    sender.ready().await.ok()?;
+    let response = sender.send_request(request).await.ok()?;
+    Some(response.map(Either::Left))
 }
 
 fn bad_gateway() -> Response<Body> {
