@@ -56,6 +56,9 @@
 # `baseline` runs that binary on the plain configuration, interleaved with the others, and the
 # public route's CPU per request is compared with it round by round (did a change cost anything?).
 set -euo pipefail
+# Bash reads a script as it runs it; inside braces it reads the whole before running any of it, so
+# a checkout that changes this file during a run cannot break the run.
+{
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
 seconds=${2:-8}
@@ -612,3 +615,5 @@ awk -v variants="$variants" '
       delete names
     }
   }' "$work/results"
+exit
+}
