@@ -97,7 +97,7 @@ hyper=${HYPER_BIN:-}
 # (Pingora turns on flate2's zlib-ng) and build a different pomerium.
 [ -n "$pomerium" ] || timeout 3600 cargo build --quiet --release -p pomerium
 if [ "$floors" = 1 ]; then
-  [ -n "$pingora" ] || timeout 3600 cargo build --quiet --release -p bench-pingora
+  [ -n "$pingora" ] || timeout 3600 cargo build --quiet --release --manifest-path crates/bench-pingora/Cargo.toml --target-dir target
   [ -n "$hyper" ] || timeout 3600 cargo build --quiet --release -p bench-hyper
 fi
 pomerium=${pomerium:-$PWD/target/release/pomerium}
