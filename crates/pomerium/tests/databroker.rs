@@ -175,7 +175,8 @@ async fn postgres_restarted_under_a_syncing_client_loses_and_duplicates_nothing(
     })
     .await
     .unwrap();
-    let failures = writer.await.unwrap();
+    // Bounded: a database that never came back would otherwise keep the writer retrying.
+    let failures = tokio::time::timeout(4 * PROMPTLY, writer).await.expect("the writes land within 40 s").unwrap();
     let latest = broker.latest(None).await.unwrap();
     let deadline = tokio::time::Instant::now() + PROMPTLY;
     loop {
@@ -188,7 +189,7 @@ async fn postgres_restarted_under_a_syncing_client_loses_and_duplicates_nothing(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.send(true).unwrap();
-    follower.await.unwrap();
+    tokio::time::timeout(PROMPTLY, follower).await.expect("the follower stops").unwrap();
     let seen = seen.lock().unwrap().clone();
     // Every version seen once (the snapshot's records included), in increasing order after it.
     let mut versions: Vec<u64> = seen.iter().map(|r| r.version).collect();
