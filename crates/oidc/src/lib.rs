@@ -17,6 +17,29 @@ mod dev;
 mod http;
 mod jwt;
 
+/// The JWKS and ID token readers, otherwise private, for the fuzz target `fuzz/fuzz_targets/jwks.rs`.
+#[doc(hidden)]
+pub mod fuzzing {
+    use serde_json::{Map, Value};
+
+    /// Reads `jwks`, finds `token`'s key id, verifies its signature, then checks its claims as an
+    /// RP does (issuer, audience `client_id`, expiry, `nonce`) at `now`.
+    pub fn verify_id_token(
+        jwks: &[u8],
+        token: &str,
+        issuer: Option<&str>,
+        client_id: &str,
+        nonce: Option<&str>,
+        now: i64,
+    ) -> Result<Map<String, Value>, String> {
+        let keys = crate::jwt::parse_jwks(jwks)?;
+        let _ = crate::jwt::key_id(token)?;
+        let claims = crate::jwt::verify(token, &keys)?;
+        crate::jwt::check_claims(&claims, issuer, client_id, nonce, now)?;
+        Ok(claims)
+    }
+}
+
 pub use dev::{DevResponse, DevelopmentIdp};
 pub use http::Fetcher;
 
