@@ -244,7 +244,8 @@ pub enum Kind {
     Refused(&'static str),
 }
 
-/// A field: number, upstream name, `config.yaml` key, kind.
+/// A field: number, upstream name, `config.yaml` key (the same but for `idp_scopes`,
+/// `idp_request_params`, `tls_derive` and a route's `sub_policies`), kind.
 pub type Field = (u64, &'static str, &'static str, Kind);
 
 const KEY_PAIRS: &str =
@@ -476,14 +477,14 @@ pub const SETTINGS: &[Field] = &[
         "identity_providers",
         Kind::Refused("bearer tokens are checked with the one configured identity provider here"),
     ),
-    (26, "scopes", "scopes", Kind::StrList),
-    (30, "request_params", "request_params", Kind::StrMap),
+    (26, "scopes", "idp_scopes", Kind::StrList),
+    (30, "request_params", "idp_request_params", Kind::StrMap),
     (32, "authorize_service_urls", "authorize_service_urls", Kind::StrList),
     (83, "authorize_internal_service_url", "authorize_internal_service_url", Kind::Str),
     (33, "override_certificate_name", "override_certificate_name", Kind::Str),
     (34, "certificate_authority", "certificate_authority", Kind::Str),
     (163, "certificate_authority_key_pair_id", "certificate_authority_key_pair_id", Kind::Refused(KEY_PAIRS)),
-    (96, "derive_tls", "derive_tls", Kind::Str),
+    (96, "derive_tls", "tls_derive", Kind::Str),
     (36, "signing_key", "signing_key", Kind::Str),
     (69, "set_response_headers", "set_response_headers", Kind::StrMap),
     (63, "jwt_claims_headers", "jwt_claims_headers", Kind::StrMap),
