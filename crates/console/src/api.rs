@@ -668,7 +668,26 @@ pub async fn apply_changeset(state: &State, id: &str) -> Result<Reply> {
         return Err(Reply::error(StatusCode::BAD_REQUEST, format!("the cluster of changeset `{id}` was deleted")));
     };
     let (document, _) = build_config(state, &ns, None).await?;
-    let (_, result) = check::load(&document);
+    let (_, mut result) = check::load(&document);
+    // What the clusters get is protobuf `pomerium.config.Config`: a key it has no field for
+    // would be left out of it, so the changeset is rejected instead.
+    if result.is_ok()
+        && let Err(error) =
+            crate::cluster_api::bundle_bytes(Some(&Map::from_iter([("config".to_owned(), document.clone())])))
+    {
+        result = Err(vec![check::Diagnostic {
+            code: "console::bundle::unshippable".to_owned(),
+            severity: "error",
+            message: format!("the configuration cannot be shipped to clusters: {error}"),
+            line: 1,
+            column: 1,
+            help: Some(
+                "remove the setting or route field it names: protobuf `pomerium.config.Config` has no field for it"
+                    .to_owned(),
+            ),
+            field: None,
+        }]);
+    }
     if let Err(errors) = result {
         let message = errors
             .iter()

@@ -221,7 +221,16 @@ pub async fn download(state: &State, rest: &str, query: Option<&str>, if_none_ma
         Ok(record) => record,
         Err(error) => return Download::Refused(storage_failed(error)),
     };
-    let body = bundle_bytes(bundle_record.as_ref());
+    let body = match bundle_bytes(bundle_record.as_ref()) {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::error!(%cluster, %error, "the cluster's bundle cannot be written as protobuf");
+            return Download::Refused(Reply::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the cluster's configuration cannot be shipped: {error}; fix it and apply again"),
+            ));
+        }
+    };
     let etag = format!("\"{}\"", auth::digest_hex(&body));
     if if_none_match.is_some_and(|given| given.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*")) {
         return Download::NotModified { etag };
@@ -229,11 +238,13 @@ pub async fn download(state: &State, rest: &str, query: Option<&str>, if_none_ma
     Download::Content { body, etag }
 }
 
-/// The `config` bundle: one `pomerium.config.Config` record with the cluster's routes (their
-/// policies attached as PPL) and settings; no record before the first apply.
-pub fn bundle_bytes(bundle: Option<&Map<String, Value>>) -> Vec<u8> {
+/// The `config` bundle: one record whose data is a protobuf `pomerium.config.Config` (as Pomerium
+/// Zero ships it; `zero::config_pb`) with the cluster's routes (their policies attached as
+/// sub-policies), settings and certificates; no record before the first apply. An error when the
+/// configuration has a key protobuf `Config` cannot carry (it is never left out silently).
+pub fn bundle_bytes(bundle: Option<&Map<String, Value>>) -> std::result::Result<Vec<u8>, zero::bundle::BundleError> {
     let Some(config) = bundle.and_then(|b| b.get("config")).and_then(Value::as_object) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let mut settings = config.clone();
     let routes = settings.remove("routes").unwrap_or_else(|| json!([]));
@@ -250,7 +261,7 @@ pub fn bundle_bytes(bundle: Option<&Map<String, Value>>) -> Vec<u8> {
         data.insert("changesetVersion".to_owned(), version.clone());
     }
     let record = databroker::record::Record::new(databroker::record::CONFIG_TYPE, "config", data);
-    zero::bundle::encode(&[record])
+    zero::bundle::try_encode(&[record])
 }
 
 /// The cluster a gRPC call's bearer id token names.
@@ -447,5 +458,52 @@ impl Replica {
         {
             tracing::warn!(%error, "cannot record a replica");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
+    use super::*;
+
+    /// The bundle this console ships for a fixed cluster, byte for byte:
+    /// `crates/zero/tests/fixtures/console_config.bundle`, which `config_bundle.py verify` reads
+    /// with upstream's own `config.proto` (what a Go Pomerium would get). Set
+    /// `WRITE_CONSOLE_GOLDEN=1` to write it again after a deliberate change, then run the script.
+    #[test]
+    fn the_shipped_bundle_is_the_golden_one_upstreams_schema_reads() {
+        let as_map = |v: Value| v.as_object().cloned().unwrap();
+        let settings = as_map(json!({"timeoutRead": "45s", "cookieName": "_console", "autoApplyChangesets": true}));
+        let routes = [as_map(json!({
+            "id": "r1", "name": "app2", "namespaceId": "c1", "from": "https://app2.example.com",
+            "to": ["http://127.0.0.1:9000"], "prefixRewrite": "/v1", "timeout": "45s",
+            "setRequestHeaders": {"X-Team": "blue"}, "allowWebsockets": true, "policyIds": ["p1"],
+        }))];
+        let policies = [as_map(json!({
+            "id": "p1", "name": "admins", "namespaceId": "c1", "explanation": "admins only",
+            "ppl": {"allow": {"and": [{"email": {"is": "admin@example.com"}}]}},
+        }))];
+        let document = crate::check::cluster_config(&settings, &routes, &policies);
+        let bundle = as_map(json!({
+            "config": document, "version": 3,
+            "certificates": [{"cert": "CERT PEM", "key": "KEY PEM"}],
+        }));
+        let bytes = bundle_bytes(Some(&bundle)).unwrap();
+        let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/../zero/tests/fixtures/console_config.bundle");
+        if std::env::var_os("WRITE_CONSOLE_GOLDEN").is_some() {
+            std::fs::write(golden, &bytes).unwrap();
+        }
+        assert_eq!(bytes, std::fs::read(golden).unwrap(), "the shipped bundle changed; see this test's doc");
+        // And our cluster side reads it back.
+        let records = zero::bundle::decode(&bytes).unwrap();
+        assert_eq!(records[0].data["routes"][0]["from"], "https://app2.example.com");
+        assert_eq!(records[0].data["changesetVersion"], 3);
+    }
+
+    #[test]
+    fn a_configuration_protobuf_cannot_carry_is_refused_not_shipped_without_it() {
+        let bundle = json!({"config": {"routes": [], "not_an_option": true}, "version": 1});
+        let error = bundle_bytes(bundle.as_object()).unwrap_err().to_string();
+        assert!(error.contains("config.settings.not_an_option"), "{error}");
     }
 }

@@ -3,8 +3,9 @@
 //! written back, by tables of `config.proto`'s field numbers. A request field this console does
 //! not take is refused by number (never dropped silently).
 
-use crate::import::{As, Wire, fields, text};
+use crate::import::As;
 use serde_json::{Map, Value, json};
+use zero::config_pb::wire::{Wire, fields, put_bytes, put_uint, text};
 
 /// How a field is read and written.
 #[derive(Clone, Copy, Debug)]
@@ -227,7 +228,7 @@ pub fn read(bytes: &[u8], schema: &[Field], what: &str) -> Result<Map<String, Va
                 Wire::Varint(v) => json!(names.iter().find(|(n, _)| n == v).map(|(_, s)| *s).ok_or_else(bad)?),
                 _ => return Err(bad()),
             },
-            F::Duration => json!(crate::import::duration(value).ok_or_else(bad)?),
+            F::Duration => json!(zero::config_pb::wire::duration(value).ok_or_else(bad)?),
             F::Timestamp => read_timestamp(value)?,
             F::Struct => read_struct(value)?,
             F::Mask => {
@@ -244,7 +245,7 @@ pub fn read(bytes: &[u8], schema: &[Field], what: &str) -> Result<Map<String, Va
                 continue;
             }
             F::StrMap => {
-                let (k, v) = crate::import::map_entry(value).ok_or_else(bad)?;
+                let (k, v) = zero::config_pb::wire::map_entry(value).ok_or_else(bad)?;
                 let map = out.entry((*name).to_owned()).or_insert_with(|| json!({}));
                 if let Some(map) = map.as_object_mut() {
                     map.insert(k, json!(v));
@@ -272,72 +273,8 @@ pub fn read(bytes: &[u8], schema: &[Field], what: &str) -> Result<Map<String, Va
 
 // --- Writing --------------------------------------------------------------------------------
 
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    loop {
-        let byte = u8::try_from(value & 0x7f).unwrap_or(0);
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn put_bytes(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
-    put_varint(out, (number << 3) | 2);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-fn put_uint(out: &mut Vec<u8>, number: u64, value: u64) {
-    put_varint(out, number << 3);
-    put_varint(out, value);
-}
-
-/// `30s`, `1m30s`, `1500ms`, `2h` as seconds and nanoseconds.
-fn parse_duration(text: &str) -> Option<(i64, i32)> {
-    let mut nanos: i128 = 0;
-    let mut rest = text.trim();
-    if rest == "0" {
-        return Some((0, 0));
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
-        let (number, tail) = rest.split_at(digits);
-        let number: f64 = number.parse().ok()?;
-        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let scale: f64 = match unit {
-            "h" => 3.6e12,
-            "m" => 6e10,
-            "s" => 1e9,
-            "ms" => 1e6,
-            "us" | "µs" => 1e3,
-            "ns" => 1.0,
-            _ => return None,
-        };
-        #[expect(clippy::cast_possible_truncation, reason = "durations are far below i128's range")]
-        let part = (number * scale) as i128;
-        nanos = nanos.checked_add(part)?;
-        rest = tail;
-    }
-    let seconds = i64::try_from(nanos / 1_000_000_000).ok()?;
-    let rest = i32::try_from(nanos % 1_000_000_000).ok()?;
-    Some((seconds, rest))
-}
-
-#[expect(clippy::cast_sign_loss, reason = "protobuf int64/int32 are written as two's complement varints")]
 fn write_duration(out: &mut Vec<u8>, number: u64, text: &str) {
-    let Some((seconds, nanos)) = parse_duration(text) else { return };
-    let mut inner = Vec::new();
-    if seconds != 0 {
-        put_uint(&mut inner, 1, seconds as u64);
-    }
-    if nanos != 0 {
-        put_uint(&mut inner, 2, i64::from(nanos) as u64);
-    }
-    put_bytes(out, number, &inner);
+    zero::config_pb::wire::put_duration(out, number, text);
 }
 
 /// A protojson message as protobuf, by `schema` (fields it does not name are left out: they are
@@ -419,14 +356,6 @@ pub fn write(message: &Map<String, Value>, schema: &[Field]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_as_go_writes_them() {
-        assert_eq!(parse_duration("30s"), Some((30, 0)));
-        assert_eq!(parse_duration("1m30s"), Some((90, 0)));
-        assert_eq!(parse_duration("1500ms"), Some((1, 500_000_000)));
-        assert_eq!(parse_duration("forever"), None);
-    }
 
     #[test]
     fn a_route_round_trips_and_unknown_fields_are_refused() {

@@ -21,103 +21,8 @@ pub const MAX_DECOMPRESSED: u64 = 32 * 1024 * 1024;
 /// The largest zstd window accepted.
 const MAX_WINDOW: u64 = 8 * 1024 * 1024;
 
-/// One protobuf field as read: its number and its value.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Wire<'a> {
-    Varint(u64),
-    Fixed64,
-    Bytes(&'a [u8]),
-    Fixed32,
-}
-
-pub(crate) fn varint(input: &mut &[u8]) -> Option<u64> {
-    let mut value: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = input.split_first()?;
-        *input = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-/// The fields of one message, in order; `None` when the bytes are not a protobuf message.
-pub(crate) fn fields(mut input: &[u8]) -> Option<Vec<(u64, Wire<'_>)>> {
-    let mut out = Vec::new();
-    while !input.is_empty() {
-        let tag = varint(&mut input)?;
-        let number = tag >> 3;
-        if number == 0 {
-            return None;
-        }
-        let value = match tag & 7 {
-            0 => Wire::Varint(varint(&mut input)?),
-            1 => {
-                input = input.get(8..)?;
-                Wire::Fixed64
-            }
-            2 => {
-                let len = usize::try_from(varint(&mut input)?).ok()?;
-                let bytes = input.get(..len)?;
-                input = input.get(len..)?;
-                Wire::Bytes(bytes)
-            }
-            5 => {
-                input = input.get(4..)?;
-                Wire::Fixed32
-            }
-            _ => return None,
-        };
-        out.push((number, value));
-    }
-    Some(out)
-}
-
-pub(crate) fn text(value: &Wire<'_>) -> Option<String> {
-    match value {
-        Wire::Bytes(bytes) => std::str::from_utf8(bytes).ok().map(str::to_owned),
-        _ => None,
-    }
-}
-
-/// A `google.protobuf.Duration` as a duration string (`90s`, `1.5s`).
-pub(crate) fn duration(value: &Wire<'_>) -> Option<String> {
-    let Wire::Bytes(bytes) = value else { return None };
-    let mut seconds: i64 = 0;
-    let mut nanos: i64 = 0;
-    for (number, value) in fields(bytes)? {
-        match (number, value) {
-            #[expect(clippy::cast_possible_wrap, reason = "protobuf int64/int32 are two's complement varints")]
-            (1, Wire::Varint(v)) => seconds = v as i64,
-            #[expect(clippy::cast_possible_wrap, reason = "protobuf int64/int32 are two's complement varints")]
-            (2, Wire::Varint(v)) => nanos = v as i64,
-            _ => return None,
-        }
-    }
-    Some(if nanos == 0 {
-        format!("{seconds}s")
-    } else {
-        let millis = seconds.saturating_mul(1000).saturating_add(nanos / 1_000_000);
-        format!("{millis}ms")
-    })
-}
-
-/// A `map<string, string>` entry.
-pub(crate) fn map_entry(value: &Wire<'_>) -> Option<(String, String)> {
-    let Wire::Bytes(bytes) = value else { return None };
-    let mut key = String::new();
-    let mut val = String::new();
-    for (number, value) in fields(bytes)? {
-        match number {
-            1 => key = text(&value)?,
-            2 => val = text(&value)?,
-            _ => return None,
-        }
-    }
-    Some((key, val))
-}
+pub(crate) use zero::config_pb::wire::{Wire, duration, fields, map_entry, text};
+use zero::config_pb::{Field, field_name};
 
 /// How a field is imported.
 #[derive(Clone, Copy, Debug)]
@@ -132,17 +37,14 @@ pub(crate) enum As {
 /// A message being turned into an entity: the fields taken, and the warnings for the rest.
 struct Reader<'a> {
     what: String,
-    names: &'static [(u64, &'static str)],
+    schema: &'static [Field],
     out: Map<String, Value>,
     warnings: &'a mut Vec<String>,
 }
 
 impl Reader<'_> {
     fn name(&self, number: u64) -> String {
-        self.names
-            .iter()
-            .find(|(n, _)| *n == number)
-            .map_or_else(|| format!("field {number}"), |(_, name)| format!("`{name}`"))
+        field_name(self.schema, number).map_or_else(|| format!("field {number}"), |name| format!("`{name}`"))
     }
 
     fn skipped(&mut self, number: u64, why: &str) {
@@ -243,8 +145,8 @@ pub(crate) const SETTINGS_FIELDS: &[(u64, &str, As)] = &[
     (23, "idpClientSecret", As::Text),
     (24, "idpProvider", As::Text),
     (25, "idpProviderUrl", As::Text),
-    (26, "scopes", As::List),
-    (30, "requestParams", As::Map),
+    (26, "idpScopes", As::List),
+    (30, "idpRequestParams", As::Map),
     (39, "defaultUpstreamTimeout", As::Duration),
     (61, "skipXffAppend", As::Flag),
     (63, "jwtClaimsHeaders", As::Map),
@@ -258,264 +160,6 @@ pub(crate) const SETTINGS_FIELDS: &[(u64, &str, As)] = &[
 const SETTINGS_PROVIDED: &[u64] = &[5, 17, 36];
 /// Settings that say where they came from: not imported, no warning.
 const SETTINGS_PROVENANCE: &[u64] = &[71, 158, 159, 160, 161, 169, 170, 176];
-
-/// The names of `pomerium.config.Route`'s fields, for warnings.
-const ROUTE_NAMES: &[(u64, &str)] = &[
-    (1, "name"),
-    (2, "from"),
-    (3, "to"),
-    (4, "allowed_users"),
-    (6, "allowed_domains"),
-    (7, "prefix"),
-    (8, "path"),
-    (9, "regex"),
-    (10, "cors_allow_preflight"),
-    (11, "allow_public_unauthenticated_access"),
-    (12, "timeout"),
-    (13, "allow_websockets"),
-    (14, "tls_skip_verify"),
-    (15, "tls_server_name"),
-    (16, "tls_custom_ca"),
-    (17, "tls_custom_ca_file"),
-    (18, "tls_client_cert"),
-    (19, "tls_client_key"),
-    (20, "tls_client_cert_file"),
-    (21, "tls_client_key_file"),
-    (22, "set_request_headers"),
-    (23, "remove_request_headers"),
-    (24, "preserve_host_header"),
-    (25, "pass_identity_headers"),
-    (26, "kubernetes_service_account_token"),
-    (27, "policies"),
-    (28, "id"),
-    (29, "prefix_rewrite"),
-    (30, "regex_rewrite_pattern"),
-    (31, "regex_rewrite_substitution"),
-    (32, "allowed_idp_claims"),
-    (33, "allow_any_authenticated_user"),
-    (34, "redirect"),
-    (37, "load_balancing_weights"),
-    (38, "tls_downstream_client_ca"),
-    (39, "tls_downstream_client_ca_file"),
-    (40, "rewrite_response_headers"),
-    (41, "set_response_headers"),
-    (42, "enable_google_cloud_serverless_authentication"),
-    (43, "idle_timeout"),
-    (44, "allow_spdy"),
-    (50, "host_rewrite"),
-    (51, "host_rewrite_header"),
-    (52, "host_path_regex_rewrite_pattern"),
-    (53, "host_path_regex_rewrite_substitution"),
-    (55, "idp_client_id"),
-    (56, "idp_client_secret"),
-    (57, "tls_upstream_server_name"),
-    (58, "tls_downstream_server_name"),
-    (59, "show_error_details"),
-    (60, "tls_upstream_allow_renegotiation"),
-    (61, "regex_priority_order"),
-    (62, "response"),
-    (63, "ppl_policies"),
-    (64, "kubernetes_service_account_token_file"),
-    (65, "jwt_issuer_format"),
-    (66, "jwt_groups_filter"),
-    (67, "description"),
-    (68, "logo_url"),
-    (69, "idp_access_token_allowed_audiences"),
-    (70, "bearer_token_format"),
-    (71, "depends_on"),
-    (72, "mcp"),
-    (73, "circuit_breaker_thresholds"),
-    (74, "upstream_tunnel"),
-    (75, "stat_name"),
-    (76, "outlier_detection"),
-    (77, "health_checks"),
-    (78, "load_balancing_policy"),
-    (79, "healthy_panic_threshold"),
-    (80, "namespace_id"),
-    (81, "originator_id"),
-    (82, "tls_custom_ca_key_pair_id"),
-    (83, "tls_client_key_pair_id"),
-    (84, "tls_downstream_client_ca_key_pair_id"),
-    (85, "kubernetes_service_account_token_key_pair_id"),
-    (86, "policy_ids"),
-    (87, "created_at"),
-    (88, "modified_at"),
-    (89, "jwt_groups_filter_infer_from_ppl"),
-    (90, "enforced_policies"),
-    (91, "assigned_policies"),
-    (92, "namespace_name"),
-    (93, "allow_upgrades"),
-    (94, "session_recording"),
-    (95, "identity_providers"),
-];
-
-/// The names of `pomerium.config.Settings`' fields, for warnings.
-const SETTINGS_NAMES: &[(u64, &str)] = &[
-    (3, "log_level"),
-    (4, "proxy_log_level"),
-    (5, "shared_secret"),
-    (6, "services"),
-    (7, "address"),
-    (8, "insecure_server"),
-    (9, "certificates"),
-    (10, "http_redirect_addr"),
-    (11, "timeout_read"),
-    (12, "timeout_write"),
-    (13, "timeout_idle"),
-    (14, "authenticate_service_url"),
-    (16, "cookie_name"),
-    (17, "cookie_secret"),
-    (18, "cookie_domain"),
-    (20, "cookie_http_only"),
-    (21, "cookie_expire"),
-    (22, "idp_client_id"),
-    (23, "idp_client_secret"),
-    (24, "idp_provider"),
-    (25, "idp_provider_url"),
-    (26, "scopes"),
-    (30, "request_params"),
-    (32, "authorize_service_urls"),
-    (33, "override_certificate_name"),
-    (34, "certificate_authority"),
-    (36, "signing_key"),
-    (39, "default_upstream_timeout"),
-    (40, "metrics_address"),
-    (46, "grpc_address"),
-    (47, "grpc_insecure"),
-    (52, "databroker_service_urls"),
-    (55, "google_cloud_serverless_authentication_service_account"),
-    (56, "autocert"),
-    (57, "autocert_use_staging"),
-    (58, "autocert_must_staple"),
-    (59, "autocert_dir"),
-    (60, "dns_lookup_family"),
-    (61, "skip_xff_append"),
-    (63, "jwt_claims_headers"),
-    (64, "metrics_basic_auth"),
-    (65, "metrics_certificate"),
-    (66, "metrics_client_ca"),
-    (68, "programmatic_redirect_domain_whitelist"),
-    (69, "set_response_headers"),
-    (70, "xff_num_trusted_hops"),
-    (71, "installation_id"),
-    (73, "codec_type"),
-    (76, "autocert_ca"),
-    (77, "autocert_email"),
-    (78, "autocert_eab_key_id"),
-    (79, "autocert_eab_mac_key"),
-    (80, "autocert_trusted_ca"),
-    (82, "authenticate_internal_service_url"),
-    (83, "authorize_internal_service_url"),
-    (84, "databroker_internal_service_url"),
-    (85, "primary_color"),
-    (86, "secondary_color"),
-    (87, "darkmode_primary_color"),
-    (88, "darkmode_secondary_color"),
-    (89, "logo_url"),
-    (90, "favicon_url"),
-    (91, "error_message_first_paragraph"),
-    (93, "signout_redirect_url"),
-    (96, "derive_tls"),
-    (99, "grpc_client_timeout"),
-    (101, "databroker_storage_type"),
-    (102, "databroker_storage_connection_string"),
-    (107, "use_proxy_protocol"),
-    (108, "envoy_admin_access_log_path"),
-    (109, "envoy_admin_profile_path"),
-    (110, "envoy_admin_address"),
-    (111, "envoy_bind_config_source_address"),
-    (112, "envoy_bind_config_freebind"),
-    (113, "cookie_same_site"),
-    (114, "access_log_fields"),
-    (115, "authorize_log_fields"),
-    (116, "downstream_mtls"),
-    (117, "pass_identity_headers"),
-    (118, "runtime_flags"),
-    (119, "jwt_groups_filter"),
-    (121, "otel_traces_exporter"),
-    (122, "otel_traces_sampler_arg"),
-    (123, "otel_resource_attributes"),
-    (124, "otel_log_level"),
-    (125, "otel_attribute_value_length_limit"),
-    (126, "otel_exporter_otlp_endpoint"),
-    (127, "otel_exporter_otlp_traces_endpoint"),
-    (128, "otel_exporter_otlp_protocol"),
-    (129, "otel_exporter_otlp_traces_protocol"),
-    (130, "otel_exporter_otlp_headers"),
-    (131, "otel_exporter_otlp_traces_headers"),
-    (132, "otel_exporter_otlp_timeout"),
-    (133, "otel_exporter_otlp_traces_timeout"),
-    (134, "otel_bsp_schedule_delay"),
-    (135, "otel_bsp_max_export_batch_size"),
-    (136, "http3_advertise_port"),
-    (137, "idp_access_token_allowed_audiences"),
-    (138, "bearer_token_format"),
-    (139, "jwt_issuer_format"),
-    (140, "circuit_breaker_thresholds"),
-    (141, "ssh_address"),
-    (142, "ssh_host_key_files"),
-    (143, "ssh_host_keys"),
-    (144, "ssh_user_ca_key_file"),
-    (145, "ssh_user_ca_key"),
-    (146, "dns_udp_max_queries"),
-    (147, "dns_use_tcp"),
-    (148, "dns_query_tries"),
-    (149, "dns_query_timeout"),
-    (150, "databroker_cluster_node_id"),
-    (151, "databroker_cluster_nodes"),
-    (152, "databroker_cluster_leader_id"),
-    (153, "dns_failure_refresh_rate"),
-    (154, "dns_refresh_rate"),
-    (155, "databroker_raft_bind_address"),
-    (156, "debug_address"),
-    (157, "mcp_allowed_client_id_domains"),
-    (158, "id"),
-    (159, "namespace_id"),
-    (160, "originator_id"),
-    (161, "name"),
-    (162, "certificate_key_pair_ids"),
-    (163, "certificate_authority_key_pair_id"),
-    (164, "metrics_client_ca_key_pair_id"),
-    (165, "autocert_ca_key_pair_id"),
-    (166, "autocert_trusted_ca_key_pair_id"),
-    (167, "ssh_host_key_pair_ids"),
-    (168, "ssh_user_ca_key_pair_id"),
-    (169, "created_at"),
-    (170, "modified_at"),
-    (171, "directory_provider"),
-    (172, "directory_provider_options"),
-    (173, "directory_provider_refresh_interval"),
-    (174, "directory_provider_refresh_timeout"),
-    (175, "jwt_groups_filter_infer_from_ppl"),
-    (176, "cluster_id"),
-    (177, "mcp_allowed_as_metadata_domains"),
-    (179, "blob_storage"),
-    (180, "auto_apply_changesets"),
-    (181, "allow_upgrades"),
-    (182, "envoy_dynamic_extensions"),
-    (183, "session_recording_concurrency"),
-    (184, "normalize_path"),
-    (185, "merge_slashes"),
-    (186, "path_with_escaped_slashes_action"),
-    (187, "headers_with_underscores_action"),
-    (188, "identity_providers"),
-];
-
-const POLICY_NAMES: &[(u64, &str)] = &[
-    (1, "id"),
-    (2, "name"),
-    (3, "allowed_users"),
-    (5, "allowed_domains"),
-    (6, "rego"),
-    (7, "allowed_idp_claims"),
-    (8, "explanation"),
-    (9, "remediation"),
-    (10, "source_ppl"),
-    (11, "namespace_id"),
-    (12, "originator_id"),
-    (13, "description"),
-    (14, "enforced"),
-];
 
 /// What the import did.
 #[derive(Debug, Default)]
@@ -576,10 +220,8 @@ fn route_rules(route: &[(u64, Wire<'_>)], what: &str, warnings: &mut Vec<String>
                         },
                         1 | 2 | 8 | 9 | 11 | 12 | 13 | 14 | 15 | 16 | 17 | 18 | 19 => {}
                         other => {
-                            let name = POLICY_NAMES
-                                .iter()
-                                .find(|(n, _)| n == other)
-                                .map_or_else(|| format!("field {other}"), |(_, n)| format!("`{n}`"));
+                            let name = field_name(zero::config_pb::POLICY, *other)
+                                .map_or_else(|| format!("field {other}"), |n| format!("`{n}`"));
                             warnings.push(format!(
                                 "{what}: a policy's {name} was not imported (this console takes PPL; rewrite it as PPL)"
                             ));
@@ -639,7 +281,7 @@ async fn import_route(
     };
     let mut reader = Reader {
         what: format!("route {}", index + 1),
-        names: ROUTE_NAMES,
+        schema: zero::config_pb::ROUTE,
         out: Map::new(),
         warnings: &mut outcome.warnings,
     };
@@ -657,7 +299,7 @@ async fn import_route(
     body.insert("name".to_owned(), json!(name));
     body.insert("namespaceId".to_owned(), json!(cluster));
     let mut reader =
-        Reader { what: what.clone(), names: ROUTE_NAMES, out: Map::new(), warnings: &mut outcome.warnings };
+        Reader { what: what.clone(), schema: zero::config_pb::ROUTE, out: Map::new(), warnings: &mut outcome.warnings };
     for number in pending {
         match number {
             4 | 6 | 27 | 63 => {}
@@ -706,8 +348,12 @@ async fn import_settings(state: &State, cluster: &str, bytes: &[u8], outcome: &m
         outcome.warnings.push("settings: not a protobuf `Settings`; not imported".to_owned());
         return Ok(());
     };
-    let mut reader =
-        Reader { what: "settings".to_owned(), names: SETTINGS_NAMES, out: Map::new(), warnings: &mut outcome.warnings };
+    let mut reader = Reader {
+        what: "settings".to_owned(),
+        schema: zero::config_pb::SETTINGS,
+        out: Map::new(),
+        warnings: &mut outcome.warnings,
+    };
     let mut certificates = Vec::new();
     for (number, value) in &settings {
         if let Some((_, key, how)) = SETTINGS_FIELDS.iter().find(|(n, _, _)| n == number) {

@@ -68,6 +68,49 @@ pub fn from_records(records: &[Record]) -> DynamicConfig {
     dynamic
 }
 
+/// A managed cluster's bundle, checked before it is applied (`crate::managed::reconcile`): every
+/// route loads, every certificate reads, no id repeats, and the routes with the settings load
+/// as one `config.yaml` would with no error and no unknown option (a key this build does not know
+/// would otherwise be accepted and ignored). `Err` lists every problem (the bundle is then
+/// refused and the last good one keeps serving); `Ok` has the warnings a file would get for
+/// options accepted without effect.
+pub fn check_bundle(records: &[Record]) -> Result<Vec<String>, Vec<String>> {
+    let configs: Vec<Record> =
+        records.iter().filter(|r| r.record_type == databroker::record::CONFIG_TYPE).cloned().collect();
+    if configs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dynamic = from_records(&configs);
+    let mut problems = dynamic.problems;
+    let mut warnings = Vec::new();
+    for record in &configs {
+        // The settings a replica keeps its own of are not read from the control plane.
+        let mut document: serde_json::Map<String, Value> = match record.data.get("settings") {
+            Some(Value::Object(settings)) => settings
+                .iter()
+                .filter(|(key, _)| !crate::managed::LOCAL_ONLY.contains(&key.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            _ => serde_json::Map::new(),
+        };
+        document.insert("routes".to_owned(), record.data.get("routes").cloned().unwrap_or(Value::Array(Vec::new())));
+        let text = serde_json::to_string_pretty(&Value::Object(document)).unwrap_or_default();
+        let loaded = config::load(&text, config::Format::Json, &config::env::Empty);
+        let name = format!("databroker config record `{}`", record.id);
+        let (errors, lines) = crate::diagnostics::lines(&loaded, &name, &text);
+        problems.extend(errors);
+        for (warning, line) in loaded.warnings.iter().zip(lines) {
+            if warning.diagnostic.code_str() == "config::option::unknown" {
+                problems.push(line);
+            } else {
+                warnings.push(line);
+            }
+        }
+    }
+    problems.dedup();
+    if problems.is_empty() { Ok(warnings) } else { Err(problems) }
+}
+
 /// The file's routes, then the databroker's whose ids the file does not already use.
 pub fn merge(mut file: config::Config, dynamic: &DynamicConfig) -> (config::Config, Vec<String>) {
     let ids: BTreeSet<String> = file.routes.iter().map(|r| r.id.clone()).collect();

@@ -46,6 +46,9 @@ struct Plane {
     settings: Mutex<Option<Value>>,
     /// Serve bytes that are not a bundle.
     garbage: std::sync::atomic::AtomicBool,
+    /// Protobuf appended to the configuration record's `pomerium.config.Config` (fields our
+    /// encoder would not write).
+    extra: Mutex<Vec<u8>>,
     /// Each download: (Authorization sent, If-None-Match sent, status answered).
     downloads: Mutex<Vec<DownloadSeen>>,
     /// Each bundle status report.
@@ -79,6 +82,7 @@ impl ControlPlane {
             routes: Mutex::new((json!([]), 1)),
             settings: Mutex::new(None),
             garbage: false.into(),
+            extra: Mutex::new(Vec::new()),
             downloads: Mutex::new(Vec::new()),
             statuses: Mutex::new(Vec::new()),
             subscribers: AtomicUsize::new(0),
@@ -193,7 +197,9 @@ impl Plane {
             data.insert("settings".into(), settings);
         }
         let record = databroker::record::Record::new(databroker::record::CONFIG_TYPE, "config", data);
-        (zero::bundle::encode(&[record]), etag)
+        let mut wire = zero::bundle::to_wire(&record).unwrap();
+        wire.data.as_mut().unwrap().value.extend_from_slice(&self.extra.lock().unwrap());
+        (prost::Message::encode_length_delimited_to_vec(&wire), etag)
     }
 }
 
@@ -365,6 +371,38 @@ async fn a_replica_serves_the_control_planes_routes_and_follows_its_changes() {
     })
     .await;
     serves(&server, "app", "second").await;
+
+    // A bundle with a field this cluster does not take is refused whole and reported, naming the
+    // field; so is one with a setting it does not know. The last good routes keep serving.
+    plane.plane.garbage.store(false, Ordering::SeqCst);
+    let mut route = Vec::new();
+    zero::config_pb::wire::put_bytes(&mut route, 2, b"https://mtls.test.localhost");
+    zero::config_pb::wire::put_bytes(&mut route, 84, b"key-pair-1");
+    let mut unsupported = Vec::new();
+    zero::config_pb::wire::put_bytes(&mut unsupported, 2, &route);
+    let mut settings = Vec::new();
+    zero::config_pb::wire::put_bytes(&mut settings, 171, b"okta");
+    let mut unknown_setting = Vec::new();
+    zero::config_pb::wire::put_bytes(&mut unknown_setting, 3, &settings);
+    for (extra, named) in [
+        (unsupported, "tls_downstream_client_ca_key_pair_id is not supported"),
+        (unknown_setting, "unknown option `directory_provider`"),
+    ] {
+        *plane.plane.extra.lock().unwrap() = extra;
+        plane.publish(json!([direct("app", "never")]));
+        eventually("the refused bundle reported", || async {
+            let statuses = plane.plane.statuses.lock().unwrap().clone();
+            statuses
+                .iter()
+                .any(|s| {
+                    s["failure"]["source"] == "invalid_bundle"
+                        && s["failure"]["message"].as_str().is_some_and(|m| m.contains(named))
+                })
+                .then_some(())
+        })
+        .await;
+        serves(&server, "app", "second").await;
+    }
 
     // The control plane goes away: the replica keeps serving its last configuration.
     drop(plane);

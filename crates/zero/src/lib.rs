@@ -8,12 +8,14 @@
 //! - [`keys`]: the signing key, cookie secret and file key derived from the cluster token;
 //! - [`seal`]: the sealed `bootstrap.dat` cache file;
 //! - [`bundle`]: a resource bundle's content (length-delimited databroker records);
+//! - [`config_pb`]: protobuf `pomerium.config.Config`, the `config` record's data on the wire;
 //! - [`usage`]: usage reports' pseudonyms;
 //! - [`client`]: the cluster API's HTTP client (the only I/O here).
 
 pub mod api;
 pub mod bundle;
 pub mod client;
+pub mod config_pb;
 pub mod connect;
 pub mod keys;
 pub mod seal;

@@ -39,7 +39,7 @@ const REFRESH_DISCONNECTED: Duration = Duration::from_secs(5 * 60);
 
 /// Settings a control plane may not set on a replica: its secrets and storage come from the
 /// bootstrap configuration and the token, routes from the records.
-const LOCAL_ONLY: &[&str] = &[
+pub(crate) const LOCAL_ONLY: &[&str] = &[
     "shared_secret",
     "shared_secret_file",
     "cookie_secret",

@@ -164,6 +164,20 @@ async fn sync_bundle(client: &ClusterClient, broker: &Broker, id: &str) -> Resul
             return Err(format!("the bundle does not parse: {error}"));
         }
     };
+    // Checked as the replicas will load it: a bundle with a route or setting they would refuse,
+    // or an option this build does not know, is reported and not applied.
+    match crate::dynamic::check_bundle(&records) {
+        Ok(warnings) => {
+            for warning in warnings {
+                tracing::warn!(bundle = %id, "{warning}");
+            }
+        }
+        Err(problems) => {
+            let message = problems.join("; ");
+            report(client, id, Some((BundleFailureSource::InvalidBundle, message.clone()))).await;
+            return Err(format!("the bundle's configuration is refused: {message}"));
+        }
+    }
     let count = records.len();
     let metadata = state.metadata.clone();
     if let Err(error) = apply_bundle(broker, id, records, state).await {
