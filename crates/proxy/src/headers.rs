@@ -135,10 +135,10 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, peer: IpAddr, tls: bool, 
             headers.remove(claim);
         }
     }
-    if !options.skip_xff_append {
-        if let Some(value) = forwarded_for_with(headers, peer) {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
+    if !options.skip_xff_append
+        && let Some(value) = forwarded_for_with(headers, peer)
+    {
+        headers.insert(X_FORWARDED_FOR, value);
     }
     if options.xff_num_trusted_hops == 0 || !headers.contains_key(X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if tls { "https" } else { "http" }));
