@@ -162,7 +162,7 @@ pub(crate) async fn check(
         authority: &described.authority,
         path: &described.path,
         query: described.query.as_deref(),
-        url: &described.url,
+        url: proxy::authorize::RequestUrl::Whole(&described.url),
         headers: &described.headers,
         client_ip: described.client_ip,
         certificate: described.certificate.as_ref(),

@@ -14,7 +14,7 @@
 //! Dependency rule: `proxy` depends on neither gRPC (`tonic`, `prost-types`) nor the `ext-authz`
 //! crate (a test checks its manifest).
 
-pub use crate::decision::AuthorizeRequest;
+pub use crate::decision::{AuthorizeRequest, RequestUrl};
 use crate::decision::{Outcome, decide};
 use crate::error::{Answer, ErrorPage, ProxyError, ResponseFormat};
 use crate::runtime::{RouteRuntime, Runtime};
@@ -54,17 +54,17 @@ pub enum Authorized {
 /// session, the policy, the identity and the headers. (Benchmark B2 measures this.)
 pub async fn authorize(runtime: &Runtime, probe: &Probe<'_>) -> Authorized {
     let request_id = crate::error::new_request_id();
-    let scheme = if runtime.global.tls { "https" } else { "http" };
-    let url = match probe.query {
-        Some(query) => format!("{scheme}://{}{}?{query}", probe.authority, probe.path),
-        None => format!("{scheme}://{}{}", probe.authority, probe.path),
-    };
     let request = AuthorizeRequest {
         method: probe.method,
         authority: probe.authority,
         path: probe.path,
         query: probe.query,
-        url: &url,
+        url: RequestUrl::Parts {
+            tls: runtime.global.tls,
+            authority: probe.authority,
+            path: probe.path,
+            query: probe.query,
+        },
         headers: probe.headers,
         client_ip: probe.client_ip,
         certificate: None,

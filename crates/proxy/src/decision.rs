@@ -61,12 +61,46 @@ pub struct AuthorizeRequest<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     /// The URL the client asked for (`https://host/path?query`).
-    pub url: &'a str,
+    pub url: RequestUrl<'a>,
     pub headers: &'a HeaderMap,
     /// The client's address, after `xff_num_trusted_hops`.
     pub client_ip: IpAddr,
     pub certificate: Option<&'a ClientCertificate>,
     pub request_id: &'a str,
+}
+
+/// The URL a request asked for (`https://host/path?query`), whole or in parts: written out only
+/// where it is needed (a sign-in or enrollment redirect), not for every request.
+#[derive(Debug, Clone, Copy)]
+pub enum RequestUrl<'a> {
+    /// As received whole (an Envoy `Check` call).
+    Whole(&'a str),
+    /// The scheme (`https` with `tls`), the authority, the path and the query.
+    Parts { tls: bool, authority: &'a str, path: &'a str, query: Option<&'a str> },
+}
+
+impl<'a> RequestUrl<'a> {
+    /// The URL as text.
+    pub fn text(&self) -> std::borrow::Cow<'a, str> {
+        match *self {
+            Self::Whole(url) => url.into(),
+            Self::Parts { tls, authority, path, query } => {
+                let scheme = if tls { "https" } else { "http" };
+                match query {
+                    Some(query) => format!("{scheme}://{authority}{path}?{query}").into(),
+                    None => format!("{scheme}://{authority}{path}").into(),
+                }
+            }
+        }
+    }
+
+    /// The URL when it was received whole.
+    fn whole(&self) -> Option<&'a str> {
+        match *self {
+            Self::Whole(url) => Some(url),
+            Self::Parts { .. } => None,
+        }
+    }
 }
 
 /// The authorize log line ("authorize check"), with the fields of `authorize_log_fields`
@@ -155,7 +189,7 @@ pub(crate) async fn decide(runtime: &Runtime, route: &RouteRuntime, request: &Au
         // Outside `evaluate`: the records' read guard is not held across the stateless flow's
         // fetch of the authenticate service's key. Boxed: it may fetch that key (see
         // `pipeline::control_plane`).
-        None => Box::pin(sign_in(runtime, route, request.url)).await,
+        None => Box::pin(sign_in(runtime, route, &request.url.text())).await,
     }
 }
 
@@ -180,7 +214,8 @@ fn evaluate(
             host: Some(request.authority),
             hostname: Some(hostname(request.authority)),
             path: Some(request.path),
-            url: Some(request.url),
+            // No criterion reads the URL: it is not written out for the policy.
+            url: request.url.whole(),
             headers: &headers,
             ip: Some(request.client_ip),
             client_certificate: input::ClientCertificate {
@@ -234,7 +269,7 @@ fn evaluate(
         Verdict::Allow => Outcome::Allow { identity: None },
         Verdict::Login { redirect: true } => return None,
         Verdict::Login { redirect: false } => Outcome::Unauthenticated,
-        Verdict::DeviceEnroll => device_enrollment(runtime, request.authority, request.url),
+        Verdict::DeviceEnroll => device_enrollment(runtime, request.authority, &request.url.text()),
         denied => Outcome::Deny {
             status: StatusCode::from_u16(denied.status()).unwrap_or(StatusCode::FORBIDDEN),
             explanation: route

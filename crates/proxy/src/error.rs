@@ -545,21 +545,75 @@ fn covers(kind: &str, subtype: &str, offer: &str) -> bool {
 
 /// A new request id: 16 random bytes in the UUID v4 layout, as Envoy's `x-request-id`.
 pub fn new_request_id() -> String {
-    // Request ids need uniqueness, not secrecy (they are shown to users): a per-thread generator
-    // seeded from the OS is enough, and costs a fraction of a CSPRNG call per request.
-    let mut bytes = fastrand::u128(..).to_le_bytes();
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let mut id = String::with_capacity(36);
-    for (index, byte) in bytes.iter().enumerate() {
-        if matches!(index, 4 | 6 | 8 | 10) {
-            id.push('-');
+    RequestId::new().as_str().to_owned()
+}
+
+/// A request id (a UUID v4 as text, Envoy's `x-request-id`), made without allocating; its
+/// [`header`](RequestId::header) is one shared value for the upstream request and the response.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RequestId([u8; 36]);
+
+impl RequestId {
+    /// 16 random bytes in the UUID v4 layout.
+    pub fn new() -> Self {
+        // Request ids need uniqueness, not secrecy (they are shown to users): a per-thread
+        // generator seeded from the OS is enough, and costs a fraction of a CSPRNG call per request.
+        let mut bytes = fastrand::u128(..).to_le_bytes();
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [b'-'; 36];
+        let mut at = 0;
+        for (index, byte) in bytes.iter().enumerate() {
+            if matches!(index, 4 | 6 | 8 | 10) {
+                at += 1;
+            }
+            for nibble in [byte >> 4, byte & 0x0f] {
+                if let (Some(slot), Some(digit)) = (text.get_mut(at), HEX.get(usize::from(nibble))) {
+                    *slot = *digit;
+                }
+                at += 1;
+            }
         }
-        for nibble in [byte >> 4, byte & 0x0f] {
-            id.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
-        }
+        Self(text)
     }
-    id
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The id as a header value (one allocation; clones share it).
+    pub fn header(&self) -> HeaderValue {
+        HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(self.0))
+            .unwrap_or_else(|_| HeaderValue::from_static("-"))
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 #[cfg(test)]
@@ -762,6 +816,9 @@ mod tests {
         assert_eq!(groups.iter().map(|g| g.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12]);
         assert!(groups[2].starts_with('4'));
         assert!(matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'));
-        assert!(a.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()));
+        assert!(a.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        let id = RequestId::new();
+        assert_eq!(id.header().to_str().unwrap(), id.as_str());
+        assert_eq!(id.to_string(), id.as_str());
     }
 }

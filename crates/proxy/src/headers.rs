@@ -32,8 +32,14 @@ const UNTRUSTED_CLAIMS: [HeaderName; 4] = [
 ];
 
 /// Hop-by-hop headers that are always removed (RFC 9110 §7.6.1, plus the legacy ones).
-const HOP_BY_HOP: [&str; 6] =
-    ["keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "trailer", "transfer-encoding"];
+const HOP_BY_HOP: [HeaderName; 6] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+];
 
 /// Removes the headers that belong to the connection rather than the message: `Connection` and
 /// every header it names, `Keep-Alive`, `Proxy-*`, `Trailer`, `Transfer-Encoding`, `TE` (kept
@@ -45,20 +51,32 @@ const HOP_BY_HOP: [&str; 6] =
 /// `Host` is never removed, even when `Connection` names it: routing and `preserve_host_header`
 /// need it. Headers the proxy sets itself (forwarding, identity) must be set after this call.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, allowed_upgrade: Option<&str>) {
+    // The usual tokens build no list: `keep-alive` is removed below anyway, `upgrade` is kept
+    // here, `close` is removed by name.
+    let mut close = false;
+    let mut usual = |token: &str| {
+        close |= token.eq_ignore_ascii_case("close");
+        ["keep-alive", "close", "upgrade"].iter().any(|usual| token.eq_ignore_ascii_case(usual))
+    };
     let nominated: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|token| !usual(token))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
     for name in nominated {
         if name != UPGRADE && name != TE && name != HOST {
             headers.remove(name);
         }
     }
+    if close {
+        headers.remove("close");
+    }
     headers.remove(CONNECTION);
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if !headers.get_all(TE).iter().all(|value| value.as_bytes().eq_ignore_ascii_case(b"trailers")) {
@@ -117,12 +135,10 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, peer: IpAddr, tls: bool, 
             headers.remove(claim);
         }
     }
-    if !options.skip_xff_append {
-        let mut entries = forwarded_for_entries(headers);
-        entries.push(peer.to_string());
-        if let Ok(value) = HeaderValue::from_str(&entries.join(", ")) {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
+    if !options.skip_xff_append
+        && let Some(value) = forwarded_for_with(headers, peer)
+    {
+        headers.insert(X_FORWARDED_FOR, value);
     }
     if options.xff_num_trusted_hops == 0 || !headers.contains_key(X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if tls { "https" } else { "http" }));
@@ -134,6 +150,38 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, peer: IpAddr, tls: bool, 
         headers.insert(EXTERNAL_ADDRESS_HEADER, value);
     }
     client
+}
+
+/// X-Forwarded-For's entries (across repeated header lines, trimmed, empty ones dropped) and then
+/// `peer`, joined by `, `: written once into one buffer (an address fits on the stack).
+fn forwarded_for_with(headers: &HeaderMap, peer: IpAddr) -> Option<HeaderValue> {
+    use std::io::Write as _;
+    let mut address = [0u8; 64];
+    let written = {
+        let mut cursor = std::io::Cursor::new(address.as_mut_slice());
+        write!(cursor, "{peer}").ok()?;
+        usize::try_from(cursor.position()).ok()?
+    };
+    let address = address.get(..written)?;
+    let entries = || {
+        headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+    };
+    if entries().next().is_none() {
+        return HeaderValue::from_bytes(address).ok();
+    }
+    let mut joined = Vec::with_capacity(entries().map(|entry| entry.len() + 2).sum::<usize>() + address.len());
+    for entry in entries() {
+        joined.extend_from_slice(entry.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(address);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).ok()
 }
 
 /// Every X-Forwarded-For entry, across repeated header lines, trimmed.

@@ -145,6 +145,27 @@ pub fn normalize_path(path_and_query: &str, options: &NormalizeOptions) -> Resul
     })
 }
 
+/// Whether `path_and_query` passes every check of [`normalize_path`] and comes out unchanged,
+/// decided in one pass without building anything (most requests): a path of plain path
+/// characters (no escapes, backslashes or `;`), with no `//` and no `.` or `..` segment.
+fn is_normal(path_and_query: &str, options: &NormalizeOptions) -> bool {
+    if path_and_query.len() > options.max_path_length {
+        return false;
+    }
+    let (path, query) = split_query(path_and_query);
+    if !path.starts_with('/') || query.is_some_and(|query| query.bytes().any(|b| b.is_ascii_control() || b == b'#')) {
+        return false;
+    }
+    let mut previous = 0;
+    for byte in path.bytes() {
+        if !is_path_char(byte) || byte == b';' || (byte == b'/' && previous == b'/') {
+            return false;
+        }
+        previous = byte;
+    }
+    !path.split('/').any(|segment| segment == "." || segment == "..")
+}
+
 /// The path after the escaped-slash action, and whether anything was unescaped.
 fn apply_escaped_slashes_action(path: &str, action: EscapedSlashesAction) -> Result<(String, bool), PathRejection> {
     if action == EscapedSlashesAction::KeepUnchanged || !has_escaped_slash(path) {
@@ -297,6 +318,9 @@ pub fn normalize_request<B>(
         return Ok(None);
     }
     let original = request.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+    if is_normal(original, options) {
+        return Ok(None);
+    }
     match normalize_path(original, options)? {
         PathOutcome::Forward(path) if path == original => Ok(None),
         PathOutcome::Forward(path) => {
@@ -336,6 +360,34 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     use super::*;
+
+    #[test]
+    fn paths_taken_as_normal_come_out_of_normalization_unchanged() {
+        const ALPHABET: &[char] = &['/', '.', 'a', '%', '2', 'f', ';', '\\', '?', '#', ' '];
+        let options = [
+            NormalizeOptions::default(),
+            NormalizeOptions { normalize_path: false, merge_slashes: false, ..NormalizeOptions::default() },
+            NormalizeOptions { escaped_slashes: EscapedSlashesAction::KeepUnchanged, ..NormalizeOptions::default() },
+        ];
+        let mut normal = 0;
+        let mut paths = vec![String::from("/")];
+        for _ in 0..5 {
+            paths = paths.iter().flat_map(|path| ALPHABET.iter().map(move |c| format!("{path}{c}"))).collect();
+            for path in &paths {
+                for options in &options {
+                    if is_normal(path, options) {
+                        normal += 1;
+                        assert_eq!(normalize_path(path, options), Ok(PathOutcome::Forward(path.clone())), "{path:?}");
+                    }
+                }
+            }
+        }
+        assert!(normal > 1000, "the fast path is taken: {normal}");
+        assert!(is_normal("/api/v1/items?id=3&b=%20", &NormalizeOptions::default()));
+        for changed in ["//a", "/a/./b", "/a/..", "/%41", "/a\\b", "/a;b", "/a b", "/é"] {
+            assert!(!is_normal(changed, &NormalizeOptions::default()), "{changed:?}");
+        }
+    }
 
     fn forward(path: &str) -> PathOutcome {
         PathOutcome::Forward(path.to_owned())

@@ -22,8 +22,8 @@ use crate::authn;
 use crate::authn::identity::Identity;
 use crate::authorize::{self, Remote};
 use crate::body::{self, ProxyBody};
-use crate::decision::{self, AuthorizeRequest, hostname, unix_now};
-use crate::error::{ErrorKind, ErrorPage, ProxyError, ResponseFormat, new_request_id};
+use crate::decision::{self, AuthorizeRequest, RequestUrl, hostname, unix_now};
+use crate::error::{ErrorKind, ErrorPage, ProxyError, RequestId, ResponseFormat};
 use crate::headers::{self};
 use crate::log_fields::redact_credentials;
 use crate::runtime::{Forward, RouteAction, RouteRuntime, Runtime};
@@ -32,6 +32,7 @@ use crate::tunnel;
 use crate::{balance, normalize, rewrite, upstream};
 use crate::{render, upstream_headers};
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -47,16 +48,19 @@ pub async fn handle(
     connection: Arc<ConnectionInfo>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
+    let request_id = RequestId::new();
     let mut ctx = Ctx {
         runtime: &runtime,
         connection: &connection,
-        request_id: new_request_id(),
+        request_id,
+        request_id_header: request_id.header(),
         format: ResponseFormat::negotiate(request.uri().path(), request.headers()),
         method: request.method().clone(),
-        target: request.uri().path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+        // A clone of the client's (it shares the connection's read buffer).
+        target: request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
         started,
         read_deadline: runtime.global.request_timeout.map(|limit| started + limit),
-        authority: String::new(),
+        authority: RequestAuthority::default(),
         route: None,
         granted: None,
     };
@@ -71,9 +75,16 @@ pub async fn handle(
     // Tracing off (the default): no context and no span.
     let traced = runtime.global.tracing.as_ref().map(|tracing| {
         let authority = authority(&request).ok();
-        let url = original_url(runtime.global.tls, authority.as_deref().unwrap_or_default(), &ctx.target);
+        let url = original_url(runtime.global.tls, authority.as_deref().unwrap_or_default(), ctx.target.as_str());
         let url = redact_credentials(&url);
-        crate::trace::start(tracing, &ctx.method, request.headers(), authority.as_deref(), &url, &ctx.request_id)
+        crate::trace::start(
+            tracing,
+            &ctx.method,
+            request.headers(),
+            authority.as_deref(),
+            &url,
+            ctx.request_id.as_str(),
+        )
     });
     let late = || {
         Err(ProxyError::upstream(ErrorKind::Timeout)
@@ -113,9 +124,7 @@ pub async fn handle(
             response
         }
     };
-    if let Ok(value) = HeaderValue::from_str(&ctx.request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
+    response.headers_mut().insert(REQUEST_ID, ctx.request_id_header.clone());
     if logging {
         access_log(&ctx, &logged, &response, upstream_answered);
     }
@@ -137,7 +146,7 @@ fn access_log(
     let served_by = ctx.route.as_deref();
     let fields = &runtime.global.access_log;
     let on = |index| fields.has(index);
-    let path = cx.target.split_once('?').map_or(cx.target.as_str(), |(path, _)| path);
+    let path = cx.target.path();
     tracing::info!(
         target: "access",
         {
@@ -146,7 +155,7 @@ fn access_log(
             authority = logged.authority.as_ref().map(crate::log_fields::LoggedAuthority::as_str),
             path = on(PATH).then_some(path),
             query = on(QUERY)
-                .then(|| redact_credentials(&cx.target).split_once('?').map(|(_, query)| query.to_owned()))
+                .then(|| redact_credentials(cx.target.as_str()).split_once('?').map(|(_, query)| query.to_owned()))
                 .flatten(),
             "user-agent" = on(USER_AGENT).then(|| text(logged.user_agent.as_ref())),
             referer = on(REFERER).then(|| text(logged.referer.as_ref())),
@@ -175,17 +184,19 @@ fn access_log(
 struct Ctx<'a> {
     runtime: &'a Runtime,
     connection: &'a ConnectionInfo,
-    request_id: String,
+    request_id: RequestId,
+    /// `request_id` as the one header value the upstream request and the response share.
+    request_id_header: HeaderValue,
     /// The format of the proxy's own answers (`Accept`, gRPC, Kubernetes clients).
     format: ResponseFormat,
     method: Method,
     /// The request target as the client sent it (path and query).
-    target: String,
+    target: PathAndQuery,
     started: Instant,
     /// When the whole request must have arrived (`timeout_read` from its start).
     read_deadline: Option<Instant>,
     /// `host[:port]`, lowercased (phase 2).
-    authority: String,
+    authority: RequestAuthority,
     /// The route (phase 4); the access log and the trace name it, failures included.
     route: Option<Arc<RouteRuntime>>,
     /// What the decision granted (phase 5).
@@ -195,7 +206,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// The URL the client asked for (`https://host/path?query`).
     fn original_url(&self) -> String {
-        original_url(self.runtime.global.tls, &self.authority, &self.target)
+        original_url(self.runtime.global.tls, &self.authority, self.target.as_str())
     }
 }
 
@@ -221,7 +232,7 @@ impl Failure {
         match self {
             Failure::Error(error) => {
                 tracing::debug!(request_id = %cx.request_id, %error, "request failed");
-                error.page(&cx.request_id).render_as(cx.format)
+                error.page(cx.request_id.as_str()).render_as(cx.format)
             }
             Failure::Page(page) => page.render_as(cx.format),
             Failure::Response(response) => *response,
@@ -264,16 +275,17 @@ fn sanitize(ctx: &Ctx<'_>, request: &mut Request<Incoming>) -> Result<(), Failur
 
 /// `host[:port]` of the request, lowercased: from the URI (HTTP/2, CONNECT, absolute-form) or the
 /// `Host` header.
-fn authority(request: &Request<Incoming>) -> Result<String, Failure> {
-    let authority = match request.uri().authority() {
+fn authority(request: &Request<Incoming>) -> Result<RequestAuthority, Failure> {
+    let (authority, found) = match request.uri().authority() {
         // Already parsed by hyper as an authority.
-        Some(authority) => authority.as_str(),
+        Some(authority) => (authority.as_str(), RequestAuthority::Uri(authority.clone())),
         None => {
-            let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+            let value = request.headers().get(header::HOST);
+            let host = value.and_then(|h| h.to_str().ok()).unwrap_or("");
             if !host.is_empty() && http::uri::Authority::try_from(host).is_err() {
                 return Err(bad_host("reading the host: not host[:port]"));
             }
-            host
+            (host, value.map_or(RequestAuthority::None, |value| RequestAuthority::Header(value.clone())))
         }
     };
     if authority.is_empty() {
@@ -282,7 +294,35 @@ fn authority(request: &Request<Incoming>) -> Result<String, Failure> {
     if authority.contains('@') {
         return Err(bad_host("reading the host: not host[:port]"));
     }
-    Ok(authority.to_ascii_lowercase())
+    if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Ok(RequestAuthority::Lowered(authority.to_ascii_lowercase()));
+    }
+    Ok(found)
+}
+
+/// `host[:port]` of a request, lowercase: the request's own (a clone that shares its bytes) when
+/// it was lowercase already.
+#[derive(Debug, Default)]
+enum RequestAuthority {
+    /// Not read yet.
+    #[default]
+    None,
+    Header(HeaderValue),
+    Uri(http::uri::Authority),
+    Lowered(String),
+}
+
+impl std::ops::Deref for RequestAuthority {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Self::None => "",
+            Self::Header(value) => value.to_str().unwrap_or_default(),
+            Self::Uri(authority) => authority.as_str(),
+            Self::Lowered(text) => text,
+        }
+    }
 }
 
 fn bad_host(context: &'static str) -> Failure {
@@ -304,7 +344,7 @@ const CONTROL_BODY_LIMIT: usize = 64 * 1024;
 /// route hosts' `/.pomerium/` paths ([`crate::authn::endpoints`]); any other reserved path is a
 /// 404 that never reaches an upstream.
 async fn control_plane(cx: &Ctx<'_>, request: Request<Incoming>) -> Result<ControlPlane, Failure> {
-    let (runtime, authority) = (cx.runtime, cx.authority.as_str());
+    let (runtime, authority) = (cx.runtime, &*cx.authority);
     if request.method() == Method::CONNECT {
         return Ok(ControlPlane::NotOurs(request));
     }
@@ -328,7 +368,7 @@ async fn control_plane(cx: &Ctx<'_>, request: Request<Incoming>) -> Result<Contr
     // serves its own host's endpoints and nothing else.
     let not_served = !global.authn.serves_routes;
     if reserved("/.pomerium") || reserved("/.well-known/pomerium") || not_served {
-        let mut page = ErrorPage::new(StatusCode::NOT_FOUND, &cx.request_id);
+        let mut page = ErrorPage::new(StatusCode::NOT_FOUND, cx.request_id.as_str());
         if not_served && !global.authn.is_authenticate_host(host) {
             page = page.with_message("route not found");
         }
@@ -355,7 +395,7 @@ async fn endpoint(cx: &Ctx<'_>, request: Request<Incoming>) -> Result<Response<P
         hostname: host,
         headers: &parts.headers,
         body,
-        request_id: &cx.request_id,
+        request_id: cx.request_id.as_str(),
         format: cx.format,
     };
     let context = authn::endpoints::Context {
@@ -403,7 +443,7 @@ fn find_route(cx: &Ctx<'_>, request: &Request<Incoming>) -> Result<Arc<RouteRunt
     match cx.runtime.table.lookup(&lookup) {
         Some(found) => Ok(Arc::clone(found.value)),
         None => {
-            let page = ErrorPage::new(StatusCode::NOT_FOUND, &cx.request_id).with_message("route not found");
+            let page = ErrorPage::new(StatusCode::NOT_FOUND, cx.request_id.as_str()).with_message("route not found");
             Err(Failure::Page(page))
         }
     }
@@ -427,15 +467,14 @@ fn check_connection_fits(ctx: &Ctx<'_>, route: &RouteRuntime) -> Result<(), Fail
 
 /// Decides the request in process, or asks the authorize service when one is configured.
 async fn authorize(cx: &Ctx<'_>, route: &RouteRuntime, request: &Request<Incoming>) -> Result<Granted, Failure> {
-    let (runtime, connection, authority) = (cx.runtime, cx.connection, cx.authority.as_str());
+    let (runtime, connection, authority) = (cx.runtime, cx.connection, &*cx.authority);
     let global = &runtime.global;
-    let url = cx.original_url();
     let request = AuthorizeRequest {
         method: request.method().as_str(),
         authority,
         path: request.uri().path(),
         query: request.uri().query(),
-        url: &url,
+        url: RequestUrl::Parts { tls: global.tls, authority, path: cx.target.path(), query: cx.target.query() },
         headers: request.headers(),
         client_ip: headers::trusted_client_address(
             request.headers(),
@@ -443,7 +482,7 @@ async fn authorize(cx: &Ctx<'_>, route: &RouteRuntime, request: &Request<Incomin
             global.forwarding.xff_num_trusted_hops,
         ),
         certificate: connection.tls.as_ref().and_then(|tls| tls.client_certificate.as_ref()),
-        request_id: &cx.request_id,
+        request_id: cx.request_id.as_str(),
     };
     let refused = |answer: Box<crate::error::Answer>| Failure::Response(Box::new(answer.into_response()));
     match &global.remote_authorize {
@@ -458,7 +497,7 @@ async fn authorize(cx: &Ctx<'_>, route: &RouteRuntime, request: &Request<Incomin
         }
         None => {
             let outcome = decision::decide(runtime, route, &request).await;
-            render::outcome(outcome, &cx.request_id, cx.format).map(Granted::Local).map_err(refused)
+            render::outcome(outcome, cx.request_id.as_str(), cx.format).map(Granted::Local).map_err(refused)
         }
     }
 }
@@ -479,7 +518,7 @@ async fn act(
     route: &RouteRuntime,
     mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Failure> {
-    let (runtime, authority) = (cx.runtime, cx.authority.as_str());
+    let (runtime, authority) = (cx.runtime, &*cx.authority);
     let mut response = match &route.action {
         RouteAction::Redirect { redirect, matched } => {
             redirect_response(redirect, matched, request.uri(), authority, runtime.global.tls)
@@ -557,7 +596,7 @@ async fn forward_request(
     forward: &Forward,
     mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Failure> {
-    let (global, connection, authority) = (&cx.runtime.global, cx.connection, cx.authority.as_str());
+    let (global, connection, authority) = (&cx.runtime.global, cx.connection, &*cx.authority);
     let pick = forward
         .balancer
         .pick()
@@ -590,21 +629,30 @@ async fn forward_request(
         headers::append_forwarded_host(headers, authority);
     }
     upstream_headers::apply(headers, route, &global.cookie_name, set);
-    if let Ok(value) = HeaderValue::from_str(&cx.request_id) {
-        headers.insert(REQUEST_ID, value);
-    }
+    headers.insert(REQUEST_ID, cx.request_id_header.clone());
     crate::trace::inject(global, headers);
-    let target = strip_session_parameter(parts.uri.path_and_query().map_or("/", |p| p.as_str())).into_owned();
-    let host = forward.host_rewrite.host(authority, &parts.headers, &target, &endpoint.authority);
-    let host = HeaderValue::from_str(&host)
-        .map_err(|_| ProxyError::proxy(ErrorKind::Internal).with_context("setting the upstream host"))?;
-    parts.headers.insert(header::HOST, host);
-    parts.uri = rewrite::upstream_uri(
-        endpoint.scheme.clone(),
-        endpoint.authority.clone(),
-        &forward.path_rewrite.apply(&target),
-    )
+    let target = strip_session_parameter(parts.uri.path_and_query().map_or("/", PathAndQuery::as_str));
+    let host = match &forward.host_rewrite {
+        // The upstream's authority, made once with the route.
+        rewrite::HostRewrite::Upstream => endpoint.host.clone(),
+        rewrite => HeaderValue::from_str(&rewrite.host(authority, &parts.headers, &target, &endpoint.authority))
+            .map_err(|_| ProxyError::proxy(ErrorKind::Internal).with_context("setting the upstream host"))?,
+    };
+    let uri = match (&forward.path_rewrite, &target, parts.uri.path_and_query()) {
+        // Nothing to rewrite: the client's path and query, shared, not copied.
+        (rewrite::PathRewrite::None, std::borrow::Cow::Borrowed(_), Some(path_and_query)) => {
+            rewrite::upstream_uri_with(endpoint.scheme.clone(), endpoint.authority.clone(), path_and_query.clone())
+        }
+        _ => rewrite::upstream_uri(
+            endpoint.scheme.clone(),
+            endpoint.authority.clone(),
+            &forward.path_rewrite.apply(&target),
+        ),
+    }
     .map_err(|e| ProxyError::proxy(ErrorKind::Internal).with_context("building the upstream uri").with_cause(e))?;
+    drop(target);
+    parts.headers.insert(header::HOST, host);
+    parts.uri = uri;
     let body = match cx.read_deadline {
         Some(deadline) if !hyper::body::Body::is_end_stream(&incoming) => {
             upstream::TimedBody::request(incoming, deadline.into()).boxed_unsync()

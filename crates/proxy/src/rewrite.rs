@@ -194,6 +194,15 @@ pub fn upstream_uri(scheme: Scheme, authority: Authority, path_and_query: &str) 
         format!("/{path_and_query}").parse::<PathAndQuery>()
     }
     .map_err(|error| RewriteError::Uri(error.to_string()))?;
+    upstream_uri_with(scheme, authority, path_and_query)
+}
+
+/// [`upstream_uri`] with the path and query as they are (shared, not copied).
+pub fn upstream_uri_with(
+    scheme: Scheme,
+    authority: Authority,
+    path_and_query: PathAndQuery,
+) -> Result<Uri, RewriteError> {
     Uri::builder()
         .scheme(scheme)
         .authority(authority)

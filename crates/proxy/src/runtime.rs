@@ -172,6 +172,8 @@ pub(crate) struct Forward {
 pub(crate) struct Endpoint {
     pub scheme: Scheme,
     pub authority: Authority,
+    /// `authority` as the Host header (`auto_host_rewrite`), made once.
+    pub host: http::HeaderValue,
 }
 
 /// Why a configuration could not become a runtime. The configuration crate has already checked
@@ -612,7 +614,9 @@ fn endpoint(url: &Url) -> Option<Endpoint> {
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),
     };
-    Some(Endpoint { scheme, authority: Authority::try_from(authority.as_str()).ok()? })
+    let authority = Authority::try_from(authority.as_str()).ok()?;
+    let host = http::HeaderValue::from_str(authority.as_str()).ok()?;
+    Some(Endpoint { scheme, authority, host })
 }
 
 fn balancer_options(route: &Route) -> BalancerOptions {

@@ -9,8 +9,9 @@
 //! the handler's to render (see [`crate::error::ErrorPage`]).
 //!
 //! Limits, for hostile clients: a TLS handshake timeout, a first-byte timeout on plain
-//! connections, a header read timeout, header size and count limits (Pomerium's Envoy: 128 KiB,
-//! 1000 headers), a cap on concurrent HTTP/2 streams.
+//! connections, a header read timeout (HTTP/1; kept by the connection's watchdog, `idle`), header
+//! size and count limits (128 KiB; 100 headers, as Pomerium's Envoy, which leaves
+//! `max_request_headers_count` at its default), a cap on concurrent HTTP/2 streams.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -49,7 +50,9 @@ pub struct ServerOptions {
     pub header_read_timeout: Duration,
     /// The most header bytes in a request (HTTP/1 read buffer, HTTP/2 header list); at least 8 KiB.
     pub max_header_bytes: usize,
-    /// The most headers in an HTTP/1 request: 1,000, as Pomerium configures Envoy.
+    /// The most headers in an HTTP/1 request: 100, Envoy's default, which Pomerium keeps (its
+    /// listeners set no `max_request_headers_count`). More get 431. hyper parses up to 100 in a
+    /// stack array; a larger limit costs two vectors of that length per request.
     pub max_headers: usize,
     /// The most concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
@@ -72,7 +75,7 @@ impl Default for ServerOptions {
             tls_handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 128 * 1024,
-            max_headers: 1000,
+            max_headers: HYPER_DEFAULT_MAX_HEADERS,
             max_concurrent_streams: 100,
             shutdown_grace: Duration::from_secs(30),
             idle_timeout: Some(Duration::from_secs(300)),
@@ -263,12 +266,9 @@ async fn pause_after_accept_error(error: &io::Error) {
 fn http_builder(options: &ServerOptions) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let header_bytes = options.max_header_bytes.max(MIN_HEADER_BYTES);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
-        .max_buf_size(header_bytes)
-        .keep_alive(true);
+    // The header read timeout is the connection's watchdog's (`idle`): hyper's would allocate and
+    // arm a timer for every request.
+    builder.http1().header_read_timeout(None).max_buf_size(header_bytes).keep_alive(true);
     if options.max_headers != HYPER_DEFAULT_MAX_HEADERS {
         builder.http1().max_headers(options.max_headers);
     }
@@ -362,8 +362,14 @@ impl<H: Handler> Connection<H> {
         let handler = self.handler;
         let peer = info.peer;
         let activity = idle::Activity::new();
+        if info.tls.as_ref().is_some_and(|tls| tls.alpn.as_deref() == Some(b"h2".as_slice())) {
+            activity.set_http2();
+        }
         let requests = Arc::clone(&activity);
-        let service = service_fn(move |request| {
+        let service = service_fn(move |request: Request<Incoming>| {
+            if request.version() == http::Version::HTTP_2 {
+                requests.set_http2();
+            }
             let in_flight = requests.request();
             let response = handler.handle(request, Arc::clone(&info));
             async move {
@@ -374,15 +380,16 @@ impl<H: Handler> Connection<H> {
         let (stream, returned) = linger::Returning::new(stream);
         let connection = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let connection = self.watcher.watch(connection);
-        let outcome = match self.options.idle_timeout {
-            Some(idle) => tokio::select! {
-                outcome = connection => outcome,
-                () = activity.idle_for(idle) => {
-                    // Nothing in flight and nothing moving: closing loses nothing.
-                    return tracing::debug!(%peer, "idle connection closed (timeout_idle)");
-                }
-            },
-            None => connection.await,
+        let watchdog = activity.watch(self.options.idle_timeout, Some(self.options.header_read_timeout));
+        let outcome = tokio::select! {
+            outcome = connection => outcome,
+            expired = watchdog => {
+                // Nothing in flight: closing loses nothing.
+                return match expired {
+                    idle::Expired::Idle => tracing::debug!(%peer, "idle connection closed (timeout_idle)"),
+                    idle::Expired::HeaderRead => tracing::debug!(%peer, "no request head in time: connection closed"),
+                };
+            }
         };
         if let Err(error) = outcome {
             tracing::debug!(%peer, %error, "connection ended with an error");

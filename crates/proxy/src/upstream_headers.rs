@@ -186,10 +186,12 @@ fn remove_impersonation_headers(headers: &mut HeaderMap) {
     }
 }
 
+const X_POMERIUM_AUTHORIZATION: HeaderName = HeaderName::from_static("x-pomerium-authorization");
+
 /// Pomerium's `clean-upstream` filter: the session cookie and Pomerium's own authorization
 /// headers are for the proxy, never for the upstream.
 fn strip_pomerium_credentials(headers: &mut HeaderMap, cookie_name: &str) {
-    headers.remove("x-pomerium-authorization");
+    headers.remove(X_POMERIUM_AUTHORIZATION);
     let is_pomerium = |value: &HeaderValue| {
         value.to_str().is_ok_and(|v| {
             let v = v.trim_start();

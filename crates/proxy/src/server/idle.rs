@@ -3,10 +3,15 @@
 //! hold a socket and its buffers forever. A request is in flight from its head to the end of its
 //! response body, so a long download is not idle; bytes alone (HTTP/2 pings, say) do not count,
 //! so a client cannot keep a connection with keep-alive traffic.
+//!
+//! The same watchdog bounds the wait for an HTTP/1 request head (the header read timeout): on an
+//! HTTP/1 connection nothing is in flight exactly while the server waits for the next head, so a
+//! connection with nothing in flight for that long has not sent one in time. One timer per
+//! connection, looked at only when it is due, instead of one armed (and allocated) per request.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,11 +29,27 @@ pub(super) struct Activity {
     /// Milliseconds from `start` to the moment the last request in flight finished.
     last: AtomicU64,
     in_flight: AtomicUsize,
+    /// HTTP/2 (by ALPN, or a request said so): no request head to wait for.
+    http2: AtomicBool,
+}
+
+/// Why the watchdog closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Expired {
+    /// Nothing in flight for `timeout_idle`.
+    Idle,
+    /// HTTP/1: no whole request head within the header read timeout.
+    HeaderRead,
 }
 
 impl Activity {
     pub(super) fn new() -> Arc<Activity> {
-        Arc::new(Activity { start: Instant::now(), last: AtomicU64::new(0), in_flight: AtomicUsize::new(0) })
+        Arc::new(Activity {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            http2: AtomicBool::new(false),
+        })
     }
 
     fn touch(&self) {
@@ -42,17 +63,36 @@ impl Activity {
         InFlight(Arc::clone(self))
     }
 
+    /// The connection speaks HTTP/2: the header read timeout does not apply.
+    pub(super) fn set_http2(&self) {
+        self.http2.store(true, Ordering::Relaxed);
+    }
+
     /// Resolves once the connection has had nothing in flight for `idle`.
+    #[cfg(test)]
     pub(super) async fn idle_for(&self, idle: Duration) {
+        self.watch(Some(idle), None).await;
+    }
+
+    /// Resolves once the connection has had nothing in flight for `idle`, or, on HTTP/1, for
+    /// `header_read` (it has not sent a request head in time); never when both are `None`.
+    pub(super) async fn watch(&self, idle: Option<Duration>, header_read: Option<Duration>) -> Expired {
         loop {
+            let header_read = header_read.filter(|_| !self.http2.load(Ordering::Relaxed));
+            let (limit, expired) = match (idle, header_read) {
+                (Some(idle), Some(header_read)) if header_read < idle => (header_read, Expired::HeaderRead),
+                (Some(idle), _) => (idle, Expired::Idle),
+                (None, Some(header_read)) => (header_read, Expired::HeaderRead),
+                (None, None) => return std::future::pending().await,
+            };
             let last = self.start + Duration::from_millis(self.last.load(Ordering::Relaxed));
-            let due = last + idle;
+            let due = last + limit;
             let now = Instant::now();
             if now >= due && self.in_flight.load(Ordering::Relaxed) == 0 {
-                return;
+                return expired;
             }
-            // Busy past the due time: look again one idle period on.
-            tokio::time::sleep_until(if now >= due { now + idle } else { due }).await;
+            // Busy past the due time: look again one period on.
+            tokio::time::sleep_until(if now >= due { now + limit } else { due }).await;
         }
     }
 }
@@ -115,5 +155,25 @@ mod tests {
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(190), "idle one period after the request ended: {waited:?}");
         assert!(waited < Duration::from_secs(5), "and then promptly");
+    }
+
+    #[tokio::test]
+    async fn http1_waits_for_a_request_head_no_longer_than_the_header_read_timeout() {
+        let (idle, header_read) = (Some(Duration::from_secs(60)), Some(Duration::from_millis(200)));
+        let activity = Activity::new();
+        let expired = tokio::time::timeout(Duration::from_secs(5), activity.watch(idle, header_read)).await;
+        assert_eq!(expired.ok(), Some(Expired::HeaderRead));
+        // A request in flight is not waiting for a head.
+        let request = activity.request();
+        let busy = tokio::time::timeout(Duration::from_millis(600), activity.watch(idle, header_read)).await;
+        assert!(busy.is_err(), "no head timeout while a request is in flight");
+        drop(request);
+        // HTTP/2 has no head to wait for: only the idle timeout applies.
+        activity.set_http2();
+        let h2 = tokio::time::timeout(Duration::from_millis(600), activity.watch(idle, header_read)).await;
+        assert!(h2.is_err(), "HTTP/2 is not cut off by the header read timeout");
+        let h2 =
+            tokio::time::timeout(Duration::from_secs(5), activity.watch(Some(Duration::from_millis(200)), header_read));
+        assert_eq!(h2.await.ok(), Some(Expired::Idle));
     }
 }
