@@ -34,6 +34,8 @@ use crate::body::{BoxError, ProxyBody};
 use crate::error::{ErrorKind, ProxyError};
 use crate::tls::{PROTOCOL_VERSIONS, TlsError, provider};
 
+mod pool;
+
 /// A route's upstream TLS settings (`tls_skip_verify`, `tls_server_name`, `tls_custom_ca`,
 /// `tls_client_cert` + `tls_client_key`).
 #[derive(Debug, Default)]
@@ -125,6 +127,8 @@ pub struct UpstreamClient {
     http1_client: Client<Connector, ProxyBody>,
     /// HTTP/2 only, with prior knowledge: `h2c://` upstreams (cleartext HTTP/2, gRPC servers).
     h2c_client: Client<Connector, ProxyBody>,
+    /// HTTP/1.1 to `http://` upstreams, driven in the request's task (see [`pool`]).
+    pool: pool::Pool,
 }
 
 impl UpstreamClient {
@@ -156,6 +160,7 @@ impl UpstreamClient {
             client: builder(connector(&[b"h2", b"http/1.1"]), false),
             http1_client: builder(connector(&[b"http/1.1"]), false),
             h2c_client: builder(connector(&[b"h2"]), true),
+            pool: pool::Pool::new(options),
         })
     }
 
@@ -166,6 +171,11 @@ impl UpstreamClient {
         request: Request<ProxyBody>,
         timeouts: RequestTimeouts,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        if request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
+            let deadline = timeouts.total.map(|total| Instant::now() + total);
+            let response = within(deadline, self.pool.send(request)).await?;
+            return Ok(response.map(|body| TimedBody::new(body, deadline, timeouts.idle).boxed_unsync()));
+        }
         self.send_on(&self.client, request, timeouts).await
     }
 
@@ -216,6 +226,19 @@ impl UpstreamClient {
             None => future.await,
         };
         result.map_err(classify)
+    }
+}
+
+/// `future`, failing with a 504 at `deadline`.
+async fn within<T>(
+    deadline: Option<Instant>,
+    future: impl Future<Output = Result<T, ProxyError>>,
+) -> Result<T, ProxyError> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, future)
+            .await
+            .map_err(|_| ProxyError::upstream(ErrorKind::Timeout).with_context("waiting for the response head"))?,
+        None => future.await,
     }
 }
 
@@ -291,6 +314,21 @@ pub fn classify(error: hyper_util::client::legacy::Error) -> ProxyError {
         return ProxyError::client(ErrorKind::Timeout).with_context("reading the request body").with_cause(error);
     }
     let kind = classify_kind(&error);
+    ProxyError::upstream(kind).with_cause(error)
+}
+
+/// Turns an error of a connection driven in the request's task into a proxy error.
+fn classify_hyper(error: hyper::Error) -> ProxyError {
+    if causes(&error).iter().any(|cause| cause.downcast_ref::<BodyTimeout>() == Some(&BodyTimeout::Request)) {
+        return ProxyError::client(ErrorKind::Timeout).with_context("reading the request body").with_cause(error);
+    }
+    let kind = if error.is_timeout() {
+        ErrorKind::Timeout
+    } else if error.is_parse() || error.is_parse_status() || error.is_parse_too_large() {
+        ErrorKind::Protocol
+    } else {
+        ErrorKind::Closed
+    };
     ProxyError::upstream(kind).with_cause(error)
 }
 
