@@ -151,7 +151,7 @@ static NEXT_POOL: AtomicU64 = AtomicU64::new(0);
 /// Why an exchange failed.
 enum Failure {
     /// hyper gave the request back without having written any of it.
-    Unsent(Request<ProxyBody>),
+    Unsent(Box<Request<ProxyBody>>),
     Failed(ProxyError),
 }
 
@@ -191,7 +191,7 @@ impl Pool {
                 // The idle connection had closed before anything was written: once more, on a
                 // new one.
                 Err(Failure::Unsent(unsent)) if reused => {
-                    request = unsent;
+                    request = *unsent;
                     reused = false;
                     live = self.connect(&authority).await?;
                 }
@@ -269,8 +269,11 @@ impl Pool {
     }
 }
 
-/// What HTTP/1.1 sends: the path and query as the target, and a Host header.
+/// What HTTP/1.1 sends: the path and query as the target, and a Host header. The downstream
+/// version says nothing about the upstream's (and hyper would not send chunked bodies for
+/// another).
 fn to_origin_form(request: &mut Request<ProxyBody>, authority: &Authority) -> Result<(), ProxyError> {
+    *request.version_mut() = http::Version::HTTP_11;
     if !request.headers().contains_key(HOST) {
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|_| ProxyError::proxy(ErrorKind::Internal).with_context("setting the upstream host"))?;
@@ -299,7 +302,7 @@ async fn exchange(live: &mut Live, request: Request<ProxyBody>) -> Result<Respon
     match result {
         Some(Ok(response)) => Ok(response),
         Some(Err(mut error)) => match error.take_message() {
-            Some(request) => Err(Failure::Unsent(request)),
+            Some(request) => Err(Failure::Unsent(Box::new(request))),
             None => Err(Failure::Failed(super::classify_hyper(error.into_error()))),
         },
         None => Err(Failure::Failed(
