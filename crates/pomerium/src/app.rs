@@ -313,7 +313,11 @@ impl Server {
 
     /// The main listener (the proxy) and the http-to-https redirect.
     async fn open_proxy_listeners(&mut self, options: &Options) -> Result<(), String> {
-        let main = bind(&self.addresses.main).await?;
+        let workers = self
+            .tuning
+            .proxy_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
+        let main = server::bind_shared(&self.addresses.main, workers > 1).await?;
         let main_port = main.local_addr().map(|a| a.port()).unwrap_or(443);
         tracing::info!(
             address = %local_address(&main, &self.addresses.main),
@@ -327,7 +331,8 @@ impl Server {
             proxy::pipeline::handle(runtime, request, connection)
         };
         let options_server = server_options(options);
-        self.tasks.spawn(server::serve(main, self.tls.clone(), handler, options_server, self.shutdown.signal()));
+        let signal = self.shutdown.signal();
+        self.tasks.spawn(server::serve_on_workers(main, workers, self.tls.clone(), handler, options_server, signal)?);
         if let Some(address) = &self.addresses.redirect {
             let listener = bind(address).await?;
             tracing::info!(address = %local_address(&listener, address), "redirecting http to https");

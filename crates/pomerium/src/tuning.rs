@@ -11,6 +11,7 @@
 //! | `POMERIUM_AUTOCERT_RETRY_MS` | the first wait after a failed ACME order (doubling to an hour) | 60000 |
 //! | `POMERIUM_AUTOCERT_RENEW_AFTER_MS` | renew certificates this long after issue | a third before expiry |
 //! | `POMERIUM_AUTOCERT_ORDER_DELAY_MS` | a wait before each ACME order | none |
+//! | `POMERIUM_PROXY_WORKERS` | threads serving the main listener, each with its own runtime and socket (`SO_REUSEPORT`) | `TOKIO_WORKER_THREADS`, else the cores |
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ pub struct Tuning {
     pub autocert_retry: Option<Duration>,
     pub autocert_renew_after: Option<Duration>,
     pub autocert_order_delay: Option<Duration>,
+    pub proxy_workers: Option<usize>,
 }
 
 impl Tuning {
@@ -48,7 +50,17 @@ impl Tuning {
             autocert_retry: milliseconds("POMERIUM_AUTOCERT_RETRY_MS"),
             autocert_renew_after: milliseconds("POMERIUM_AUTOCERT_RENEW_AFTER_MS"),
             autocert_order_delay: milliseconds("POMERIUM_AUTOCERT_ORDER_DELAY_MS"),
+            proxy_workers: None,
         };
+        // Tokio's own knob, which the benchmarks set, counts when ours is not set.
+        for name in ["POMERIUM_PROXY_WORKERS", "TOKIO_WORKER_THREADS"] {
+            let Some(text) = var(name) else { continue };
+            match text.trim().parse::<usize>() {
+                Ok(workers @ 1..=1024) => tuning.proxy_workers = Some(workers),
+                _ => errors.push(format!("{name}={text:?} is not a number of threads from 1 to 1024")),
+            }
+            break;
+        }
         tuning.autocert_challenge = match var("POMERIUM_AUTOCERT_CHALLENGE").as_deref() {
             None => None,
             Some("http-01") => Some(::autocert::Challenge::Http01),
@@ -78,6 +90,16 @@ mod tests {
         assert_eq!(tuning.watch_interval, Some(Duration::from_millis(50)));
         assert_eq!(tuning.autocert_challenge, Some(::autocert::Challenge::TlsAlpn01));
         assert_eq!(tuning.user_info_interval, None);
+        assert_eq!(tuning.proxy_workers, None);
+        let workers = |pairs: &'static [(&str, &str)]| {
+            Tuning::read(|name| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned()))
+        };
+        assert_eq!(workers(&[("TOKIO_WORKER_THREADS", "1")]).unwrap().proxy_workers, Some(1));
+        assert_eq!(
+            workers(&[("TOKIO_WORKER_THREADS", "1"), ("POMERIUM_PROXY_WORKERS", "3")]).unwrap().proxy_workers,
+            Some(3)
+        );
+        assert!(workers(&[("POMERIUM_PROXY_WORKERS", "0")]).unwrap_err()[0].contains("POMERIUM_PROXY_WORKERS"));
         let errors = Tuning::read(|name| match name {
             "POMERIUM_USER_INFO_INTERVAL_MS" => Some("soon".to_owned()),
             "POMERIUM_AUTOCERT_CHALLENGE" => Some("dns-01".to_owned()),

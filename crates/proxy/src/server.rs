@@ -18,6 +18,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::header::{HOST, LOCATION};
@@ -191,7 +192,20 @@ pub async fn serve<H: Handler>(
     tls: Option<ServerTls>,
     handler: H,
     options: ServerOptions,
+    shutdown: ShutdownSignal,
+) {
+    serve_counted(listener, tls, handler, options, shutdown, Arc::new(AtomicUsize::new(0))).await;
+}
+
+/// [`serve`], counting open connections in `open` (shared by the workers of one listener, so that
+/// [`ServerOptions::max_connections`] bounds them all together).
+async fn serve_counted<H: Handler>(
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    handler: H,
+    options: ServerOptions,
     mut shutdown: ShutdownSignal,
+    open: Arc<AtomicUsize>,
 ) {
     let builder = Arc::new(http_builder(&options));
     let graceful = GracefulShutdown::new();
@@ -201,7 +215,7 @@ pub async fn serve<H: Handler>(
         tokio::select! {
             () = shutdown.fired() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) if connections.len() >= options.max_connections => {
+                Ok((stream, peer)) if open.load(Ordering::Relaxed) >= options.max_connections => {
                     refused_over_limit(&mut refused_warned, peer, options.max_connections);
                     drop(stream);
                 }
@@ -213,7 +227,11 @@ pub async fn serve<H: Handler>(
                         watcher: graceful.watcher(),
                         options,
                     };
-                    connections.spawn(connection.serve(stream, peer));
+                    let counted = OpenConnection::new(&open);
+                    connections.spawn(async move {
+                        connection.serve(stream, peer).await;
+                        drop(counted);
+                    });
                 }
                 Err(error) => pause_after_accept_error(&error).await,
             },
@@ -243,6 +261,12 @@ fn refused_over_limit(warned: &mut Option<std::time::Instant>, peer: SocketAddr,
 /// Binds a listen address in Go's forms (`:port`, `host:port`, `[v6]:port`), as Pomerium's
 /// options and the control plane's `address` write them.
 pub async fn bind(address: &str) -> Result<TcpListener, String> {
+    let addr = resolve(address).await?;
+    TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on `{address}`: {e}"))
+}
+
+/// The socket address of a listen address in Go's forms.
+async fn resolve(address: &str) -> Result<SocketAddr, String> {
     let resolved =
         if let Some(port) = address.strip_prefix(':') { format!("0.0.0.0:{port}") } else { address.to_owned() };
     let addr: SocketAddr = match resolved.parse() {
@@ -253,7 +277,95 @@ pub async fn bind(address: &str) -> Result<TcpListener, String> {
             .and_then(|mut addrs| addrs.next())
             .ok_or_else(|| format!("`{address}` is not an address to listen on"))?,
     };
-    TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on `{address}`: {e}"))
+    Ok(addr)
+}
+
+/// One open connection, counted while it lives.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(open))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Like [`bind`], with `SO_REUSEPORT` when `shared`: [`serve_on_workers`] opens more sockets on
+/// the same address, one per worker. (Linux lets only the same user share a port this way.)
+pub async fn bind_shared(address: &str, shared: bool) -> Result<TcpListener, String> {
+    if !shared {
+        return bind(address).await;
+    }
+    let addr = resolve(address).await?;
+    reuseport_listener(addr).map_err(|e| format!("cannot listen on `{address}`: {e}"))
+}
+
+/// A listening socket on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`.
+fn reuseport_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Serves `listener` on `workers` threads, each with a single-threaded runtime of its own and its
+/// own socket on the listener's address (`SO_REUSEPORT`: the kernel spreads new connections over
+/// them; no task moves between threads). `listener` must come from [`bind_shared`] when
+/// `workers` > 1. The connection limit holds for all workers together. Returns once every worker
+/// has drained after `shutdown`, as [`serve`] does.
+pub fn serve_on_workers<H: Handler>(
+    listener: TcpListener,
+    workers: usize,
+    tls: Option<ServerTls>,
+    handler: H,
+    options: ServerOptions,
+    shutdown: ShutdownSignal,
+) -> Result<impl Future<Output = ()> + Send + 'static, String> {
+    let local = listener.local_addr().map_err(|e| format!("the proxy listener has no address: {e}"))?;
+    let mut sockets = vec![listener.into_std().map_err(|e| format!("cannot hand the proxy listener over: {e}"))?];
+    for _ in 1..workers {
+        let socket = reuseport_listener(local)
+            .and_then(TcpListener::into_std)
+            .map_err(|e| format!("cannot open another socket on {local} for a proxy worker: {e}"))?;
+        sockets.push(socket);
+    }
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut finished = Vec::with_capacity(sockets.len());
+    for (index, socket) in sockets.into_iter().enumerate() {
+        let (done, worker_finished) = tokio::sync::oneshot::channel::<()>();
+        let (tls, handler, shutdown, open) = (tls.clone(), handler.clone(), shutdown.clone(), Arc::clone(&open));
+        let worker = move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => return tracing::error!(%error, "cannot start a proxy worker's runtime"),
+            };
+            runtime.block_on(async move {
+                match TcpListener::from_std(socket) {
+                    Ok(listener) => serve_counted(listener, tls, handler, options, shutdown, open).await,
+                    Err(error) => tracing::error!(%error, "a proxy worker cannot use its socket"),
+                }
+            });
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            let _ = done.send(());
+        };
+        std::thread::Builder::new()
+            .name(format!("proxy-worker-{index}"))
+            .spawn(worker)
+            .map_err(|e| format!("cannot start a proxy worker thread: {e}"))?;
+        finished.push(worker_finished);
+    }
+    Ok(async move {
+        for worker_finished in finished {
+            let _ = worker_finished.await;
+        }
+    })
 }
 
 /// Accept errors are mostly about one connection; running out of file descriptors is about all
