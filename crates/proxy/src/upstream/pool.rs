@@ -229,8 +229,7 @@ impl Pool {
         let max_idle = self.max_idle;
         with_idle(|idle, discarded| {
             idle.sweep(now, discarded);
-            let pool =
-                idle.pools.entry(self.id).or_insert_with(|| PoolLists { idle_timeout, lists: HashMap::new() });
+            let pool = idle.pools.entry(self.id).or_insert_with(|| PoolLists { idle_timeout, lists: HashMap::new() });
             let list = match pool.lists.get_mut(authority) {
                 Some(list) => list,
                 None => pool.lists.entry(authority.clone()).or_default(),
@@ -282,8 +281,9 @@ fn to_origin_form(request: &mut Request<ProxyBody>, authority: &Authority) -> Re
     let target = request.uri().path_and_query().cloned();
     let mut parts = http::uri::Parts::default();
     parts.path_and_query = Some(target.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
-    *request.uri_mut() = Uri::from_parts(parts)
-        .map_err(|e| ProxyError::proxy(ErrorKind::Internal).with_context("building the upstream target").with_cause(e))?;
+    *request.uri_mut() = Uri::from_parts(parts).map_err(|e| {
+        ProxyError::proxy(ErrorKind::Internal).with_context("building the upstream target").with_cause(e)
+    })?;
     Ok(())
 }
 
@@ -305,9 +305,9 @@ async fn exchange(live: &mut Live, request: Request<ProxyBody>) -> Result<Respon
             Some(request) => Err(Failure::Unsent(Box::new(request))),
             None => Err(Failure::Failed(super::classify_hyper(error.into_error()))),
         },
-        None => Err(Failure::Failed(
-            ProxyError::upstream(ErrorKind::Closed).with_context("waiting for the response head"),
-        )),
+        None => {
+            Err(Failure::Failed(ProxyError::upstream(ErrorKind::Closed).with_context("waiting for the response head")))
+        }
     }
 }
 
@@ -442,8 +442,7 @@ mod tests {
             .uri(format!("http://{address}/x?y=1"))
             .body(crate::body::empty())
             .unwrap();
-        let response =
-            tokio::time::timeout(Duration::from_secs(10), pool.send(request)).await.unwrap().unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), pool.send(request)).await.unwrap().unwrap();
         let status = response.status().as_u16();
         let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect()).await.unwrap();
         (status, body.unwrap().to_bytes())
@@ -455,8 +454,7 @@ mod tests {
 
     #[tokio::test]
     async fn keep_alive_connections_are_reused() {
-        let (address, mut connections) =
-            upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello", false).await;
+        let (address, mut connections) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello", false).await;
         let pool = Pool::new(&options());
         for _ in 0..5 {
             assert_eq!(get(&pool, address, http::Method::GET).await, (200, Bytes::from_static(b"hello")));
@@ -469,8 +467,7 @@ mod tests {
         let (address, mut connections) = upstream(b"HTTP/1.1 204 No Content\r\n\r\n", false).await;
         let pool = Pool::new(&options());
         for _ in 0..3 {
-            let request =
-                Request::builder().uri(format!("http://{address}/")).body(crate::body::empty()).unwrap();
+            let request = Request::builder().uri(format!("http://{address}/")).body(crate::body::empty()).unwrap();
             let response = tokio::time::timeout(Duration::from_secs(10), pool.send(request)).await.unwrap();
             // Never polled, as hyper's server does with a body that is already at its end.
             assert!(response.unwrap().body().is_end_stream());
@@ -480,8 +477,7 @@ mod tests {
 
     #[tokio::test]
     async fn closed_connections_are_not_reused() {
-        let (address, mut connections) =
-            upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true).await;
+        let (address, mut connections) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true).await;
         let pool = Pool::new(&options());
         for _ in 0..3 {
             assert_eq!(get(&pool, address, http::Method::GET).await, (200, Bytes::from_static(b"ok")));
@@ -499,12 +495,10 @@ mod tests {
 
     #[tokio::test]
     async fn unread_bodies_do_not_give_their_connection_back() {
-        let (address, mut connections) =
-            upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello", false).await;
+        let (address, mut connections) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello", false).await;
         let pool = Pool::new(&options());
         for _ in 0..2 {
-            let request =
-                Request::builder().uri(format!("http://{address}/")).body(crate::body::empty()).unwrap();
+            let request = Request::builder().uri(format!("http://{address}/")).body(crate::body::empty()).unwrap();
             let response = tokio::time::timeout(Duration::from_secs(10), pool.send(request)).await.unwrap();
             drop(response);
         }
@@ -513,8 +507,7 @@ mod tests {
 
     #[tokio::test]
     async fn idle_connections_expire() {
-        let (address, mut connections) =
-            upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false).await;
+        let (address, mut connections) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false).await;
         let pool = Pool::new(&ClientOptions { pool_idle_timeout: Duration::from_millis(50), ..options() });
         get(&pool, address, http::Method::GET).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
