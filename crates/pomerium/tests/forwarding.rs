@@ -27,7 +27,11 @@ use tokio::sync::mpsc;
 async fn http1_upstreams_are_reached_through_a_pooled_connection() {
     let setup = Setup::new();
     let upstream = echo_upstream("plain", None).await;
-    let mut server = setup.start(&routes(&[public("app", &format!("to: {}", upstream.http()))])).await;
+    std::fs::write(setup.config_path(), setup.config(&routes(&[public("app", &format!("to: {}", upstream.http()))])))
+        .unwrap();
+    // Idle upstream connections are kept per proxy worker: one worker, one connection.
+    let env = [("POMERIUM_PROXY_WORKERS", "1")];
+    let mut server = Pomerium::spawn_with(&setup.config_path(), setup.pki.ca(), "serving", &env).await;
     let host = server.host("app");
     for index in 0..5 {
         // A new downstream connection each time; the upstream connection is reused.
