@@ -76,20 +76,101 @@ impl Config {
 /// typed config with every check, each route's policy assembled and compiled, the route table
 /// built. The number of routes.
 pub fn load_server(document: &str) -> Result<usize, PeerError> {
-    let loaded = config::load(document, config::Format::Yaml, &config::env::Empty);
-    let errors: Vec<String> = loaded.errors.iter().map(|e| e.diagnostic.to_string()).collect();
-    let config =
-        loaded.config.filter(|_| errors.is_empty()).ok_or_else(|| PeerError(format!("bad config: {errors:?}")))?;
-    let environment = proxy::runtime::Environment {
+    let config = load_config(document)?;
+    let runtime = proxy::runtime::Runtime::build(&config, &environment()).map_err(|e| PeerError(e.to_string()))?;
+    Ok(runtime.route_count())
+}
+
+/// What the server builds its runtimes with (its upstream clients outlive reloads).
+pub fn environment() -> proxy::runtime::Environment {
+    proxy::runtime::Environment {
         fallback_shared_key: vec![0; 32],
         fallback_cookie_key: vec![0; 32],
         authn: std::sync::Arc::default(),
         remote_authorize: None,
         records: proxy::runtime::SharedRecords::default(),
         clients: std::sync::Arc::new(proxy::upstream::UpstreamClients::new(proxy::upstream::ClientOptions::default())),
-    };
-    let runtime = proxy::runtime::Runtime::build(&config, &environment).map_err(|e| PeerError(e.to_string()))?;
-    Ok(runtime.route_count())
+    }
+}
+
+/// The typed configuration of `document`, every check run.
+pub fn load_config(document: &str) -> Result<config::Config, PeerError> {
+    let loaded = config::load(document, config::Format::Yaml, &config::env::Empty);
+    let errors: Vec<String> = loaded.errors.iter().map(|e| e.diagnostic.to_string()).collect();
+    loaded.config.filter(|_| errors.is_empty()).ok_or_else(|| PeerError(format!("bad config: {errors:?}")))
+}
+
+/// The runtime requests are served with (the server's `ArcSwap`).
+#[derive(Debug, Default)]
+pub struct Current(std::sync::Mutex<Option<std::sync::Arc<proxy::runtime::Runtime>>>);
+
+impl Current {
+    /// Puts `runtime` in; the one it replaces.
+    pub fn swap(&self, runtime: proxy::runtime::Runtime) -> Option<std::sync::Arc<proxy::runtime::Runtime>> {
+        let mut slot = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.replace(std::sync::Arc::new(runtime))
+    }
+}
+
+/// Where a reload's time goes, each phase timed apart.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Phases {
+    /// Reading the file.
+    pub read: std::time::Duration,
+    /// The YAML parse alone (`ppl::syntax::yaml::parse`; `load` runs it again).
+    pub parse: std::time::Duration,
+    /// `config::load`: YAML, typed routes, every check, policies assembled and checked.
+    pub load: std::time::Duration,
+    /// `Runtime::build`: policies compiled, upstream clients, route table.
+    pub build: std::time::Duration,
+    /// Dropping the runtime the new one replaces.
+    pub drop: std::time::Duration,
+}
+
+/// A reload as the server runs it, from the file to a serving runtime swapped in: the file read,
+/// the configuration loaded and built into a runtime with `environment` (kept across reloads, as
+/// the server keeps its upstream clients), the previous runtime replaced in `current` and
+/// dropped. The number of routes.
+pub fn reload(
+    path: &std::path::Path,
+    environment: &proxy::runtime::Environment,
+    current: &Current,
+) -> Result<usize, PeerError> {
+    let text = std::fs::read_to_string(path).map_err(|e| PeerError(format!("{}: {e}", path.display())))?;
+    let config = load_config(&text)?;
+    let runtime = proxy::runtime::Runtime::build(&config, environment).map_err(|e| PeerError(e.to_string()))?;
+    let routes = runtime.route_count();
+    drop(current.swap(runtime));
+    Ok(routes)
+}
+
+/// [`reload`], each phase timed apart.
+pub fn reload_phases(
+    path: &std::path::Path,
+    environment: &proxy::runtime::Environment,
+    current: &Current,
+) -> Result<Phases, PeerError> {
+    use std::time::Instant;
+    let start = Instant::now();
+    let text = std::fs::read_to_string(path).map_err(|e| PeerError(format!("{}: {e}", path.display())))?;
+    let read = start.elapsed();
+    let start = Instant::now();
+    let (value, _) = ppl::syntax::yaml::parse(&text);
+    std::hint::black_box(&value);
+    let parse = start.elapsed();
+    drop(value);
+    let start = Instant::now();
+    let config = load_config(&text)?;
+    let load = start.elapsed();
+    let start = Instant::now();
+    let runtime = proxy::runtime::Runtime::build(&config, environment).map_err(|e| PeerError(e.to_string()))?;
+    let build = start.elapsed();
+    let previous = current.swap(runtime);
+    let start = Instant::now();
+    drop(previous);
+    drop(config);
+    let drop = start.elapsed();
+    Ok(Phases { read, parse, load, build, drop })
 }
 
 /// Compiles every policy from its own text; the programs, in route order.

@@ -11,19 +11,21 @@ use ppl::Span;
 use ppl::ast::{Action, Block, Criterion, Operator, Policy, Rule};
 use ppl::value::{Entry, Value, ValueKind};
 
-/// The assembled policy as an AST; spans point at the options each criterion came from.
-pub(crate) fn assemble(route: &Route, default_client_certificate_rule: bool) -> Policy {
+/// The assembled policy as an AST; spans point at the options each criterion came from. With it,
+/// whether it is the embedded policy's rules alone (no legacy rule, no client certificate rule).
+pub(crate) fn assemble(route: &Route, default_client_certificate_rule: bool) -> (Policy, bool) {
     let legacy = legacy_rule(route);
     let mut rules = Vec::new();
     let embedded = route.embedded_policy.as_ref();
-    if !(legacy.blocks.is_empty() && embedded.is_some()) {
+    let embedded_alone = legacy.blocks.is_empty() && embedded.is_some();
+    if !embedded_alone {
         rules.push(legacy);
     }
     rules.extend(embedded.iter().flat_map(|policy| policy.rules.iter().cloned()));
     if default_client_certificate_rule {
         rules.push(client_certificate_rule(Span::empty_at(route.span.start())));
     }
-    Policy { rules, span: route.span }
+    (Policy { rules, span: route.span }, embedded_alone && !default_client_certificate_rule)
 }
 
 fn legacy_rule(route: &Route) -> Rule {

@@ -77,12 +77,13 @@ fn read_config(
     sink: &mut Sink,
     decoded: &mut BTreeMap<String, String>,
 ) -> Option<Config> {
-    let document = parse_document(source, format, sink)?;
+    let mut document = parse_document(source, format, sink)?;
     if let Some(kind) = crate::kubernetes_kind(&document) {
         let help = KubernetesManifest::help_for(kind);
         sink.error(&Origin::File, KubernetesManifest { kind: kind.to_owned(), help, span: document.span.into() });
         return None;
     }
+    let mut lists = take_route_lists(&mut document);
     let Some(entries) = document.as_object() else {
         if crate::is_route_list(&document) {
             sink.error(&Origin::File, RouteList { span: document.span.into() });
@@ -97,14 +98,32 @@ fn read_config(
     apply_headers_env(&mut options, &top, env, sink);
     let mut routes = Vec::new();
     for key in ["policy", "routes"] {
-        let (values, origin) = route_values(key, &top, env, sink, decoded);
-        for value in &values {
+        let (values, origin) = route_values(key, &top, env, sink, decoded, &mut lists);
+        for value in values {
             let index = routes.len();
             routes.extend(route_read::read(value, &origin, index, env, sink));
         }
     }
     finish_routes(&mut routes, &options, sink);
     Some(Config { options, routes })
+}
+
+/// The `policy` and `routes` lists of a document that is an object, moved out of it (an empty list
+/// with the same spans stays in their place): the routes are read from them without a copy.
+fn take_route_lists(document: &mut Value) -> Vec<(&'static str, Vec<Value>)> {
+    let ValueKind::Object(entries) = &mut document.kind else { return Vec::new() };
+    let mut lists = Vec::new();
+    for entry in entries {
+        let key = match entry.key.as_str() {
+            "policy" => "policy",
+            "routes" => "routes",
+            _ => continue,
+        };
+        if let ValueKind::Array(items) = &mut entry.value.kind {
+            lists.push((key, std::mem::take(items)));
+        }
+    }
+    lists
 }
 
 /// The document as a value tree; an empty document is an empty object (Pomerium's defaults).
@@ -177,6 +196,7 @@ fn route_values(
     env: &dyn Environment,
     sink: &mut Sink,
     decoded: &mut BTreeMap<String, String>,
+    lists: &mut Vec<(&'static str, Vec<Value>)>,
 ) -> (Vec<Value>, Origin) {
     let var = key.to_ascii_uppercase();
     if let Some(text) = env.var(&var).filter(|t| !t.is_empty()) {
@@ -187,7 +207,11 @@ fn route_values(
     }
     let Some(field) = top.get(key) else { return (Vec::new(), Origin::File) };
     match &field.value.kind {
-        ValueKind::Array(items) => (items.clone(), field.origin.clone()),
+        ValueKind::Array(_) => {
+            let position = lists.iter().position(|(list, _)| *list == key);
+            let items = position.map(|i| lists.swap_remove(i).1).unwrap_or_default();
+            (items, field.origin.clone())
+        }
         _ => {
             let help = Some(format!("write `{key}:` followed by a list of routes, each starting with `- from:`"));
             field.wrong_type(sink, "a list of routes", help);
@@ -250,9 +274,16 @@ fn route_label(route: &Route) -> Span {
     route.from.span
 }
 
-fn checked_policy(route: &Route, default_rule: bool, sink: &mut Sink) -> RoutePolicy {
-    let ast = assemble(route, default_rule);
-    let checked = ppl::check(&ast);
+fn checked_policy(route: &mut Route, default_rule: bool, sink: &mut Sink) -> RoutePolicy {
+    let (ast, embedded_alone) = assemble(route, default_rule);
+    let embedded_model = route.embedded_model.take();
+    let checked = match embedded_model {
+        // The embedded policy was checked when it was read, and reported: checking the same rules
+        // again finds the same model, and only problems inside it (or structural ones), which are
+        // not reported twice.
+        Some(model) if embedded_alone => ppl::Checked { policy: Some(model), errors: Vec::new(), warnings: Vec::new() },
+        _ => ppl::check(&ast),
+    };
     // Problems in the embedded policy were reported when it was read; what is left comes from the
     // legacy options (a claim value that is not a valid matcher).
     let embedded = route.embedded_policy.as_ref().map(|p| p.span);

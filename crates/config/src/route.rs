@@ -301,14 +301,17 @@ declare! {
         sub_policies: Vec<SubPolicy> = Vec::new(), ["sub_policies"] sub_policies;
         access: Access = Access::default(), [] nested;
         /// The embedded `policy:`, as written.
-        embedded_policy: Option<ppl::ast::Policy> = None, ["policy"] embedded_policy;
+        embedded_policy: Option<ppl::ast::Policy> = None, ["policy"] later;
+        /// The embedded policy's checked model, while the route is read: when the assembled
+        /// policy is the embedded one alone, `load` takes it rather than checking it again.
+        embedded_model: Option<ppl::model::Policy> = None, [] later;
         /// The assembled, checked policy (`load` assembles it).
         policy: RoutePolicy = RoutePolicy {
             ast: ppl::ast::Policy { rules: Vec::new(), span },
             model: ppl::model::Policy::empty(),
         }, [] later;
     }
-    then [route_id, lb_policy, check_tunnel_upstream, kubernetes_token];
+    then [route_id, lb_policy, check_tunnel_upstream, kubernetes_token, embedded_policy];
 }
 
 /// A sub-policy (`sub_policies`; Pomerium Enterprise's and Zero's policies attached to a route):

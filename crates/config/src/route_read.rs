@@ -28,7 +28,7 @@ use url::Url;
 /// Reads a route. `None` when it cannot be used at all (not an object, no `from`, no action);
 /// every problem found is reported either way.
 pub(crate) fn read(
-    value: &Value,
+    value: Value,
     origin: &Origin,
     index: usize,
     env: &dyn Environment,
@@ -50,17 +50,19 @@ pub(crate) fn read(
         );
         return None;
     };
-    let (section, envoy) = collect(entries, origin, sink);
     // Where to point at the route as a whole: its first key (the object spans many lines).
     let anchor = entries.first().map_or(value.span, |entry| entry.key_span);
+    let span = value.span;
+    let ValueKind::Object(entries) = value.kind else { return None };
+    let (section, envoy) = collect(entries, origin, sink);
     let mut r = Reader { section: &section, sink, env };
     // Without a usable `from` or action the route is still read, so that every problem is reported.
     let from = read_from(&mut r, origin, anchor);
     let action = read_action(&mut r, origin, anchor);
     let usable = from.is_some() && action.is_some();
-    let from = from.or_else(|| placeholder_from(value.span))?;
+    let from = from.or_else(|| placeholder_from(span))?;
     let action = action.unwrap_or(Action::Upstream(Vec::new()));
-    let mut route = Route::declared(index, origin.clone(), value.span, from, action, envoy);
+    let mut route = Route::declared(index, origin.clone(), span, from, action, envoy);
     route.read_declared(&mut r);
     if usable && route.access.is_empty() && route.sub_policies.is_empty() && section.get("policy").is_none() {
         r.sink.warning(origin, AllowsNothing { span: route.from.span.into() });
@@ -75,18 +77,24 @@ fn placeholder_from(span: Span) -> Option<From> {
 }
 
 /// The route's options (by `keys::ROUTE`), and the Envoy cluster fields written on it.
-fn collect(entries: &[Entry], origin: &Origin, sink: &mut Sink) -> (Section, BTreeMap<String, Value>) {
+/// The entries are moved, not copied.
+fn collect(entries: Vec<Entry>, origin: &Origin, sink: &mut Sink) -> (Section, BTreeMap<String, Value>) {
     let mut map = BTreeMap::new();
     let mut envoy = BTreeMap::new();
     for entry in entries {
         let key = entry.key.as_str();
         if keys::ROUTE.contains(&key) || keys::ENVOY_CLUSTER.contains(&key) {
-            let field = Field::new(key, entry, origin);
-            crate::section::report_unsupported(&format!("routes.{key}"), &field, sink);
+            crate::section::report_unsupported_route(key, entry.key_span, &entry.value, origin, sink);
             if keys::ROUTE.contains(&key) {
-                map.insert(entry.key.clone(), field);
+                let field = Field {
+                    name: entry.key.clone(),
+                    key_span: entry.key_span,
+                    value: entry.value,
+                    origin: origin.clone(),
+                };
+                map.insert(entry.key, field);
             } else {
-                envoy.insert(entry.key.clone(), entry.value.clone());
+                envoy.insert(entry.key, entry.value);
             }
         } else if let Some(help) = keys::removed(keys::REMOVED_ROUTE, key) {
             let option = format!("routes.{key}");
@@ -376,9 +384,10 @@ pub(crate) fn check_access_lists(r: &mut Reader<'_>, access: &mut Access) {
     }
 }
 
-/// The embedded policy, lowered from its value so that errors point into the file.
-pub(crate) fn embedded_policy(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Option<ppl::ast::Policy>) {
-    let Some(field) = r.section.get(key(keys)) else { return };
+/// The embedded policy, lowered from its value so that errors point into the file, and its
+/// checked model (which `load` reuses when the route's policy is this one alone).
+pub(crate) fn embedded_policy(r: &mut Reader<'_>, route: &mut Route) {
+    let Some(field) = r.section.get("policy") else { return };
     let parsed = ppl::parse_value(&field.value);
     let Some(ast) = parsed.policy else { return };
     let checked = ppl::check(&ast);
@@ -392,7 +401,8 @@ pub(crate) fn embedded_policy(r: &mut Reader<'_>, keys: Keys<'_>, slot: &mut Opt
     for warning in checked.warnings {
         r.sink.warning(&field.origin, warning);
     }
-    *slot = Some(ast);
+    route.embedded_policy = Some(ast);
+    route.embedded_model = checked.policy;
 }
 
 /// `sub_policies`: a list of `{id, name, source_ppl, explanation, remediation, allowed_users,

@@ -109,6 +109,27 @@ pub(crate) fn report_unsupported(qualified: &str, field: &Field, sink: &mut Sink
     }
 }
 
+/// [`report_unsupported`] for the route option `key` (`routes.<key>`), without a field or the
+/// qualified name made unless the option is in the table: every route key of every route is
+/// looked up.
+pub(crate) fn report_unsupported_route(
+    key: &str,
+    key_span: ppl::Span,
+    value: &ppl::value::Value,
+    origin: &Origin,
+    sink: &mut Sink,
+) {
+    let Some(support) = crate::support::lookup_route(key) else { return };
+    if crate::support::is_off(value) {
+        return;
+    }
+    let (option, span) = (format!("routes.{key}"), key_span.into());
+    match support {
+        Support::Warned(reason) => sink.warning(origin, NotSupported { option, reason, span }),
+        Support::Refused(reason) => sink.error(origin, Refused { option, reason, span }),
+    }
+}
+
 fn report_unknown(schema: &Schema<'_>, entry: &Entry, origin: &Origin, sink: &mut Sink) {
     let option = schema.qualified(&entry.key);
     if let Some(help) = keys::removed(schema.removed, &entry.key) {

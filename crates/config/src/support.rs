@@ -193,6 +193,14 @@ pub fn lookup(qualified: &str) -> Option<Support> {
     UNSUPPORTED.iter().find(|(key, _)| *key == qualified).map(|(_, support)| *support)
 }
 
+/// [`lookup`] of the route option `key` (`routes.<key>`).
+pub(crate) fn lookup_route(key: &str) -> Option<Support> {
+    UNSUPPORTED
+        .iter()
+        .find(|(qualified, _)| qualified.strip_prefix("routes.") == Some(key))
+        .map(|(_, support)| *support)
+}
+
 /// Whether a value leaves the option at what the server does anyway: nothing, `false`, `0`, an
 /// empty string, list or object (and `false` as Go's `strconv.ParseBool` spells it).
 pub(crate) fn is_off(value: &Value) -> bool {

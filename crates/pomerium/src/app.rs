@@ -268,6 +268,7 @@ impl Server {
             sources: std::sync::Mutex::new(Sources { file: config.clone(), dynamic: DynamicConfig::default() }),
             managed: source.managed.clone(),
             settings_from: source.managed.clone().filter(|_| source.path.is_none()),
+            retired: std::sync::Mutex::default(),
         });
         let options = config.options.clone();
         let managed = source.managed.clone();
@@ -375,7 +376,10 @@ impl Server {
                     continue;
                 }
                 last = now;
-                reloader.reload_file(&path);
+                // Building 10,000 routes takes tens of milliseconds of CPU: off the workers that
+                // serve requests, which keep the runtime they have until the new one is swapped in.
+                let (reloader, path) = (Arc::clone(&reloader), path.clone());
+                off_workers(move || reloader.reload_file(&path)).await;
             }
         });
     }
@@ -400,7 +404,8 @@ impl Server {
                     result = changed.changed() => if result.is_err() { return },
                 }
                 changed.borrow_and_update();
-                reloader.reload_dynamic(&cache.retained(CONFIG_TYPE));
+                let (reloader, records) = (Arc::clone(&reloader), cache.retained(CONFIG_TYPE));
+                off_workers(move || reloader.reload_dynamic(&records)).await;
             }
         });
     }
@@ -451,6 +456,14 @@ impl Server {
     }
 }
 
+/// Runs a reload on tokio's blocking threads, so that a long build never holds a worker (with
+/// one worker thread, every request would wait for it).
+async fn off_workers(reload: impl FnOnce() + Send + 'static) {
+    if let Err(error) = tokio::task::spawn_blocking(reload).await {
+        tracing::error!(%error, "a configuration reload did not finish; the previous configuration keeps serving");
+    }
+}
+
 /// Swaps in a new runtime when the configuration changes and is valid.
 struct Reloader {
     current: Arc<ArcSwap<Runtime>>,
@@ -469,6 +482,8 @@ struct Reloader {
     managed: Option<Arc<crate::managed::Managed>>,
     /// Managed mode without a file: the control plane's settings are the base configuration.
     settings_from: Option<Arc<crate::managed::Managed>>,
+    /// The runtime the last reload replaced, dropped by the next one.
+    retired: std::sync::Mutex<Option<Arc<Runtime>>>,
 }
 
 struct Sources {
@@ -583,7 +598,11 @@ impl Reloader {
             tls.set_host_client_auth(&hosts).map_err(|e| vec![format!("tls: {e}")])?;
         }
         let routes = runtime.route_count();
-        self.current.store(Arc::new(runtime));
+        let previous = self.current.swap(Arc::new(runtime));
+        // The runtime replaced is kept until the next reload, which drops it here, off the
+        // workers: the requests that held it have finished by then, so none of them pays for
+        // freeing thousands of routes.
+        drop(self.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(previous));
         if let Some(managed) = &self.managed {
             managed.health.set_routes(&config);
         }

@@ -108,7 +108,8 @@ pub(crate) struct RouteRuntime {
     /// On a route that passes identity, the identity headers: removed from what the client sent
     /// before identity sets them, so that a forged one never goes upstream in their place.
     pub forged_identity_headers: Vec<HeaderName>,
-    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Shared by every route without its own `set_response_headers`.
+    pub response_headers: Arc<[(HeaderName, HeaderValue)]>,
     pub rewrite_response_headers: Vec<ResponseHeaderRewrite>,
     /// Upgrade protocols the route lets through (`websocket`, `spdy/3.1`, ...).
     pub upgrades: Vec<String>,
@@ -222,8 +223,9 @@ impl Runtime {
         };
         let mut builder = routing::Builder::new(routing_options);
         let mut by_id = std::collections::HashMap::with_capacity(config.routes.len());
+        let mut shared = Shared::new(options);
         for route in &config.routes {
-            let runtime = Arc::new(route_runtime(route, options, environment)?);
+            let runtime = Arc::new(route_runtime(route, options, environment, &mut shared)?);
             for (host, rule) in matchers(route) {
                 builder
                     .add(&host, rule, Arc::clone(&runtime))
@@ -392,7 +394,81 @@ fn describe(route: &Route) -> String {
     route.name.clone().unwrap_or_else(|| route.from.text.clone())
 }
 
-fn route_runtime(route: &Route, options: &Options, environment: &Environment) -> Result<RouteRuntime, BuildError> {
+/// What routes share, made once per build rather than once per route: the response headers of
+/// routes without their own, the headers removed from routes that set and remove none of their
+/// own, and the upstream client of routes with the default TLS settings.
+struct Shared {
+    response_headers: Arc<[(HeaderName, HeaderValue)]>,
+    /// Of a route that passes identity headers, and of one that does not.
+    removed_passing: Option<Vec<HeaderName>>,
+    removed_plain: Option<Vec<HeaderName>>,
+    forged_identity_headers: Option<Vec<HeaderName>>,
+    default_client: Option<UpstreamClient>,
+}
+
+impl Shared {
+    fn new(options: &Options) -> Shared {
+        Shared {
+            response_headers: header_pairs(&options.response_headers(None)).into(),
+            removed_passing: None,
+            removed_plain: None,
+            forged_identity_headers: None,
+            default_client: None,
+        }
+    }
+
+    fn response_headers(&self, route: &Route, options: &Options) -> Arc<[(HeaderName, HeaderValue)]> {
+        if route.set_response_headers.is_none() {
+            return Arc::clone(&self.response_headers);
+        }
+        header_pairs(&options.response_headers(Some(route))).into()
+    }
+
+    /// [`Route::request_headers_to_remove`], as header names.
+    fn removed(&mut self, route: &Route, options: &Options) -> Vec<HeaderName> {
+        let compute = || header_names(&route.request_headers_to_remove(options));
+        if !(route.remove_request_headers.is_empty() && route.set_request_headers.is_empty()) {
+            return compute();
+        }
+        // Without lists of its own, what a route removes depends on whether it passes identity.
+        let slot =
+            if route.passes_identity_headers(options) { &mut self.removed_passing } else { &mut self.removed_plain };
+        slot.get_or_insert_with(compute).clone()
+    }
+
+    fn forged_identity_headers(&mut self, route: &Route, options: &Options) -> Vec<HeaderName> {
+        if !route.passes_identity_headers(options) {
+            return Vec::new();
+        }
+        self.forged_identity_headers.get_or_insert_with(|| header_names(&identity_headers(route, options))).clone()
+    }
+
+    /// The upstream client for `tls`; the one of the default settings is asked for once.
+    fn client(&mut self, tls: &UpstreamTls, clients: &UpstreamClients) -> Result<UpstreamClient, TlsError> {
+        let default =
+            !tls.skip_verify && tls.server_name.is_none() && tls.custom_ca.is_none() && tls.client_auth.is_none();
+        if !default {
+            return clients.client(tls);
+        }
+        if let Some(client) = &self.default_client {
+            return Ok(client.clone());
+        }
+        let client = clients.client(tls)?;
+        self.default_client = Some(client.clone());
+        Ok(client)
+    }
+}
+
+fn header_names(names: &[String]) -> Vec<HeaderName> {
+    names.iter().filter_map(|name| HeaderName::try_from(name.as_str()).ok()).collect()
+}
+
+fn route_runtime(
+    route: &Route,
+    options: &Options,
+    environment: &Environment,
+    shared: &mut Shared,
+) -> Result<RouteRuntime, BuildError> {
     let timeout = route.effective_timeout(options);
     let idle = route.effective_idle_timeout(options);
     let set_request_headers: Vec<(HeaderName, HeaderTemplate)> = route
@@ -405,20 +481,13 @@ fn route_runtime(route: &Route, options: &Options, environment: &Environment) ->
         kubernetes_authorization: kubernetes_authorization(route)?,
         id: route.name.clone().unwrap_or_else(|| route.id.clone()),
         program: Program::compile(route.policy()),
-        action: action(route, environment)?,
+        action: action(route, environment, shared)?,
         templates_need_identity: set_request_headers.iter().any(|(_, t)| crate::upstream_headers::reads_identity(t)),
         templates_read_tokens: set_request_headers.iter().any(|(_, t)| crate::upstream_headers::reads_tokens(t)),
         set_request_headers,
-        remove_request_headers: route
-            .request_headers_to_remove(options)
-            .iter()
-            .filter_map(|name| HeaderName::try_from(name.as_str()).ok())
-            .collect(),
-        forged_identity_headers: identity_headers(route, options)
-            .iter()
-            .filter_map(|name| HeaderName::try_from(name.as_str()).ok())
-            .collect(),
-        response_headers: header_pairs(&options.response_headers(Some(route))),
+        remove_request_headers: shared.removed(route, options),
+        forged_identity_headers: shared.forged_identity_headers(route, options),
+        response_headers: shared.response_headers(route, options),
         rewrite_response_headers: route
             .rewrite_response_headers
             .iter()
@@ -549,7 +618,7 @@ fn header_pairs(headers: &std::collections::BTreeMap<String, String>) -> Vec<(He
         .collect()
 }
 
-fn action(route: &Route, environment: &Environment) -> Result<RouteAction, BuildError> {
+fn action(route: &Route, environment: &Environment, shared: &mut Shared) -> Result<RouteAction, BuildError> {
     match &route.action {
         Action::Redirect(redirect) => {
             Ok(RouteAction::Redirect { redirect: redirect.clone(), matched: matched_path(route).to_owned() })
@@ -569,7 +638,7 @@ fn action(route: &Route, environment: &Environment) -> Result<RouteAction, Build
             })?;
             Ok(RouteAction::Connect { target })
         }
-        Action::Upstream(urls) => forward(route, urls, environment).map(|f| RouteAction::Forward(Box::new(f))),
+        Action::Upstream(urls) => forward(route, urls, environment, shared).map(|f| RouteAction::Forward(Box::new(f))),
     }
 }
 
@@ -577,6 +646,7 @@ fn forward(
     route: &Route,
     urls: &[config::route::WeightedUrl],
     environment: &Environment,
+    shared: &mut Shared,
 ) -> Result<Forward, BuildError> {
     let invalid = |reason: String| BuildError::Route { route: describe(route), reason };
     let endpoints = urls
@@ -588,9 +658,8 @@ fn forward(
     let weights: Vec<u32> = urls.iter().map(|u| u.weight.unwrap_or(1)).collect();
     let balancer = Balancer::new(&weights, balancer_options(route));
     let tls = upstream_tls(route)?;
-    let client = environment
-        .clients
-        .client(&tls)
+    let client = shared
+        .client(&tls, &environment.clients)
         .map_err(|source| BuildError::UpstreamTls { route: describe(route), source })?;
     // As Pomerium's cluster protocol: one `h2c` upstream makes the route's requests HTTP/2.
     let h2c = urls.iter().any(|weighted| weighted.url.scheme() == "h2c");

@@ -129,7 +129,8 @@ struct MapFrame {
     start: usize,
     anchor: usize,
     entries: Vec<Entry>,
-    first_seen: HashMap<String, Span>,
+    /// Each key's span, by key: built only once the object is large (small ones are scanned).
+    index: Option<HashMap<String, Span>>,
     key: Option<PendingKey>,
     merges: Vec<Value>,
 }
@@ -252,14 +253,7 @@ impl<'s> Builder<'s> {
         }
         let start = span.start();
         self.stack.push(if is_map {
-            Frame::Map(MapFrame {
-                start,
-                anchor,
-                entries: Vec::new(),
-                first_seen: HashMap::new(),
-                key: None,
-                merges: Vec::new(),
-            })
+            Frame::Map(MapFrame { start, anchor, entries: Vec::new(), index: None, key: None, merges: Vec::new() })
         } else {
             Frame::Seq { start, anchor, items: Vec::new() }
         });
@@ -335,11 +329,10 @@ impl<'s> Builder<'s> {
                     }
                 },
                 Some(PendingKey::Key(key, key_span)) => {
-                    if let Some(first) = map.first_seen.get(&key) {
-                        self.errors.push(DuplicateKey { key, span: key_span.into(), first: (*first).into() }.into());
+                    if let Some(first) = map.first_seen(&key) {
+                        self.errors.push(DuplicateKey { key, span: key_span.into(), first: first.into() }.into());
                     } else {
-                        map.first_seen.insert(key.clone(), key_span);
-                        map.entries.push(Entry { key, key_span, value });
+                        map.push(Entry { key, key_span, value });
                     }
                 }
                 Some(PendingKey::Merge) => map.merges.push(value),
@@ -350,9 +343,9 @@ impl<'s> Builder<'s> {
     }
 
     /// Builds an object, applying merge keys: merged entries never override explicit ones.
-    fn finish_map(&mut self, map: MapFrame, flow_end: Option<usize>) -> Value {
-        let MapFrame { start, mut entries, mut first_seen, merges, .. } = map;
-        let mut last_end = entries.last().map_or(start, |e| e.value.span.end());
+    fn finish_map(&mut self, mut map: MapFrame, flow_end: Option<usize>) -> Value {
+        let mut last_end = map.entries.last().map_or(map.start, |e| e.value.span.end());
+        let merges = std::mem::take(&mut map.merges);
         for merge in merges {
             last_end = last_end.max(merge.span.end());
             let sources: Vec<Value> = match merge.kind {
@@ -387,15 +380,41 @@ impl<'s> Builder<'s> {
                     continue;
                 };
                 for entry in merged {
-                    if !first_seen.contains_key(&entry.key) {
-                        first_seen.insert(entry.key.clone(), entry.key_span);
-                        entries.push(entry);
+                    if map.first_seen(&entry.key).is_none() {
+                        map.push(entry);
                     }
                 }
             }
         }
         let end = flow_end.unwrap_or(last_end);
-        Value::new(ValueKind::Object(entries), Span::new(start, end))
+        Value::new(ValueKind::Object(map.entries), Span::new(map.start, end))
+    }
+}
+
+/// Objects up to this many keys find duplicates by scanning their entries: no map to allocate
+/// for each of the many small objects a configuration holds.
+const SCANNED_KEYS: usize = 16;
+
+impl MapFrame {
+    /// Where `key` was first written in this object, if it was.
+    fn first_seen(&self, key: &str) -> Option<Span> {
+        match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => self.entries.iter().find(|entry| entry.key == key).map(|entry| entry.key_span),
+        }
+    }
+
+    /// Adds an entry whose key is not there yet.
+    fn push(&mut self, entry: Entry) {
+        if let Some(index) = &mut self.index {
+            index.insert(entry.key.clone(), entry.key_span);
+        } else if self.entries.len() >= SCANNED_KEYS {
+            let mut index: HashMap<String, Span> =
+                self.entries.iter().map(|entry| (entry.key.clone(), entry.key_span)).collect();
+            index.insert(entry.key.clone(), entry.key_span);
+            self.index = Some(index);
+        }
+        self.entries.push(entry);
     }
 }
 
