@@ -215,11 +215,14 @@ async fn serve_counted<H: Handler>(
         tokio::select! {
             () = shutdown.fired() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) if open.load(Ordering::Relaxed) >= options.max_connections => {
-                    refused_over_limit(&mut refused_warned, peer, options.max_connections);
-                    drop(stream);
-                }
                 Ok((stream, peer)) => {
+                    // The slot is taken before the check, so that workers accepting at once
+                    // cannot together pass the limit.
+                    let Some(counted) = OpenConnection::reserve(&open, options.max_connections) else {
+                        refused_over_limit(&mut refused_warned, peer, options.max_connections);
+                        drop(stream);
+                        continue;
+                    };
                     let connection = Connection {
                         tls: tls.clone(),
                         handler: handler.clone(),
@@ -227,7 +230,6 @@ async fn serve_counted<H: Handler>(
                         watcher: graceful.watcher(),
                         options,
                     };
-                    let counted = OpenConnection::new(&open);
                     connections.spawn(async move {
                         connection.serve(stream, peer).await;
                         drop(counted);
@@ -284,9 +286,11 @@ async fn resolve(address: &str) -> Result<SocketAddr, String> {
 struct OpenConnection(Arc<AtomicUsize>);
 
 impl OpenConnection {
-    fn new(open: &Arc<AtomicUsize>) -> Self {
-        open.fetch_add(1, Ordering::Relaxed);
-        Self(Arc::clone(open))
+    /// Counts one more connection, or none when `limit` are already open.
+    fn reserve(open: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
+        let counted = Self(Arc::clone(open));
+        // Dropping `counted` gives the slot back when it is over the limit.
+        (open.fetch_add(1, Ordering::Relaxed) < limit).then_some(counted)
     }
 }
 
