@@ -893,11 +893,20 @@ pub fn decode_config(bytes: &[u8]) -> Result<Map<String, Value>, String> {
 
 // --- Writing --------------------------------------------------------------------------------
 
+/// A JSON object's entries in key order: the bytes written must not depend on whether serde_json
+/// keeps insertion order (its `preserve_order` feature, which another crate in a build may turn
+/// on), or a bundle's bytes (and so its ETag) would change with the build.
+fn by_key(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
 /// A JSON object with `config.yaml` keys as a protobuf message, by `schema`. A key no field of
 /// `schema` has, or a value of the wrong type, is an error (`what` names the message).
 pub fn write(message: &Map<String, Value>, schema: &[Field], what: &str) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    for (key, value) in message {
+    for (key, value) in by_key(message) {
         if value.is_null() {
             continue;
         }
@@ -959,7 +968,7 @@ pub fn write(message: &Map<String, Value>, schema: &[Field], what: &str) -> Resu
                 }
             }
             Kind::StrMap | Kind::BoolMap | Kind::Claims => {
-                for (k, v) in value.as_object().ok_or_else(bad)? {
+                for (k, v) in by_key(value.as_object().ok_or_else(bad)?) {
                     let mut entry = Vec::new();
                     put_bytes(&mut entry, 1, k.as_bytes());
                     match kind {
@@ -1017,7 +1026,7 @@ fn write_value(value: &Value, depth: usize) -> Option<Vec<u8>> {
         Value::Bool(b) => put_uint(&mut out, 4, u64::from(*b)),
         Value::Object(object) => {
             let mut inner = Vec::new();
-            for (k, v) in object {
+            for (k, v) in by_key(object) {
                 let mut entry = Vec::new();
                 put_bytes(&mut entry, 1, k.as_bytes());
                 put_bytes(&mut entry, 2, &write_value(v, depth + 1)?);
