@@ -271,11 +271,15 @@ async fn sign_out_ends_the_cluster_session_and_then_the_authenticate_session() {
     let location = Url::parse(out.header("location")).unwrap();
     assert_eq!(location.as_str().split('?').next(), Some(&*format!("{AUTHENTICATE}/.pomerium/sign_out")));
 
-    // The old cookie is no session on the cluster any more: its record was deleted.
-    let mut replay = Browser::new(&deployment.b);
-    replay.set_cookie("app.test.localhost", "_pomerium", &cookie);
-    let reply = get(&mut replay, "https://app.test.localhost/").await;
-    assert_eq!(reply.status, 302);
+    // The old cookie is no session on the cluster any more: its record was deleted (the deletion
+    // reaches the serving side through the databroker's sync, so it may take a moment).
+    let reply = support::eventually("the signed-out session to be refused", || async {
+        let mut replay = Browser::new(&deployment.b);
+        replay.set_cookie("app.test.localhost", "_pomerium", &cookie);
+        let reply = get(&mut replay, "https://app.test.localhost/").await;
+        (reply.status == 302).then_some(reply)
+    })
+    .await;
     assert!(reply.header("location").starts_with(&format!("{AUTHENTICATE}/.pomerium/sign_in?k=")));
 
     // A does not know B's signature, so it asks; confirmed, A's session ends at the provider too.
