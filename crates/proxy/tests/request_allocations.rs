@@ -9,19 +9,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests")]
 
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use authn::{Authenticator, SignInState};
 use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use proxy::authn::Authn;
-use proxy::runtime::{Environment, Runtime, SharedRecords};
+use proxy::runtime::Runtime;
 use proxy::server::{ConnectionInfo, ServerOptions, Shutdown};
-use proxy::upstream::{ClientOptions, UpstreamClients};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use std::alloc::System;
 use tokio::net::{TcpListener, TcpStream};
@@ -71,18 +70,7 @@ fn runtime(upstream: SocketAddr, proxy_port: u16) -> Runtime {
         "insecure_server: true\nauthenticate_service_url: http://authenticate.localhost\nroutes:\n  \
          - from: http://localhost:{proxy_port}\n    to: http://{upstream}\n    allow_public_unauthenticated_access: true\n"
     );
-    let loaded = config::load(&yaml, config::Format::Yaml, &config::env::Empty);
-    let errors: Vec<String> = loaded.errors.iter().map(|e| e.diagnostic.to_string()).collect();
-    let config = loaded.config.filter(|_| errors.is_empty()).unwrap_or_else(|| panic!("bad config: {errors:?}"));
-    let environment = Environment {
-        fallback_shared_key: vec![7; 32],
-        fallback_cookie_key: vec![8; 32],
-        records: SharedRecords::default(),
-        authn: Arc::new(Authn::new(Arc::new(Authenticator(Arc::new(SignInState::new(None)))))),
-        remote_authorize: None,
-        clients: Arc::new(UpstreamClients::new(ClientOptions::default())),
-    };
-    Runtime::build(&config, &environment).unwrap()
+    support::runtime(&yaml)
 }
 
 /// A keep-alive HTTP/1.1 client connection to `address`, sending `GET /` for `host`.
